@@ -1,0 +1,102 @@
+"""The one error every codec raises for bad input, and the reasons it carries.
+
+A ``Drop`` value is the ``reason`` label of ``shardnet_drops_total{layer,reason}``:
+the shard loop catches ``MalformedPacket`` once per layer, counts it and goes
+on. Tests assert ``exc.reason``, never the message text.
+
+Each protocol owns one block of ``Drop`` below; add a reason to your block only.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Drop(enum.Enum):
+    # --- ethernet / 802.1Q
+    ETH_TRUNCATED = "eth_truncated"
+    VLAN_TRUNCATED = "vlan_truncated"
+    # --- ARP (RFC 826)
+    ARP_TRUNCATED = "arp_truncated"
+    ARP_UNSUPPORTED = "arp_unsupported"  # not Ethernet/IPv4 (htype, ptype, hlen, plen)
+    ARP_BAD_OPCODE = "arp_bad_opcode"
+    # --- IPv4 (RFC 791)
+    IPV4_TRUNCATED = "ipv4_truncated"
+    IPV4_BAD_VERSION = "ipv4_bad_version"
+    IPV4_BAD_IHL = "ipv4_bad_ihl"
+    IPV4_BAD_TOTAL_LENGTH = "ipv4_bad_total_length"
+    IPV4_BAD_CHECKSUM = "ipv4_bad_checksum"
+    IPV4_BAD_OPTIONS = "ipv4_bad_options"
+    IPV4_BAD_FRAGMENT = "ipv4_bad_fragment"
+    # --- IPv6 (RFC 8200) and extension headers
+    IPV6_TRUNCATED = "ipv6_truncated"
+    IPV6_BAD_VERSION = "ipv6_bad_version"
+    IPV6_BAD_PAYLOAD_LENGTH = "ipv6_bad_payload_length"
+    IPV6_EXT_TRUNCATED = "ipv6_ext_truncated"
+    IPV6_HOP_BY_HOP_NOT_FIRST = "ipv6_hop_by_hop_not_first"
+    IPV6_BAD_OPTION = "ipv6_bad_option"
+    IPV6_ROUTING_TYPE0 = "ipv6_routing_type0"
+    IPV6_BAD_ROUTING = "ipv6_bad_routing"
+    IPV6_BAD_FRAGMENT = "ipv6_bad_fragment"
+    IPV6_UNKNOWN_NEXT_HEADER = "ipv6_unknown_next_header"
+    IPV6_TOO_MANY_EXTENSIONS = "ipv6_too_many_extensions"
+    # --- ICMPv4 (RFC 792)
+    ICMPV4_TRUNCATED = "icmpv4_truncated"
+    ICMPV4_BAD_CHECKSUM = "icmpv4_bad_checksum"
+    ICMPV4_BAD_TYPE = "icmpv4_bad_type"
+    # --- ICMPv6 (RFC 4443)
+    ICMPV6_TRUNCATED = "icmpv6_truncated"
+    ICMPV6_BAD_CHECKSUM = "icmpv6_bad_checksum"
+    ICMPV6_BAD_TYPE = "icmpv6_bad_type"
+    # --- NDP (RFC 4861, 8106) and MLDv2 (RFC 3810)
+    NDP_TRUNCATED = "ndp_truncated"
+    NDP_BAD_HOP_LIMIT = "ndp_bad_hop_limit"
+    NDP_BAD_CODE = "ndp_bad_code"
+    NDP_BAD_OPTION_LENGTH = "ndp_bad_option_length"
+    NDP_ZERO_LENGTH_OPTION = "ndp_zero_length_option"
+    NDP_BAD_TARGET = "ndp_bad_target"
+    NDP_BAD_SOURCE = "ndp_bad_source"
+    NDP_BAD_TYPE = "ndp_bad_type"
+    MLD_TRUNCATED = "mld_truncated"
+    MLD_BAD_RECORD = "mld_bad_record"
+    # --- UDP (RFC 768)
+    UDP_TRUNCATED = "udp_truncated"
+    UDP_BAD_LENGTH = "udp_bad_length"
+    UDP_BAD_CHECKSUM = "udp_bad_checksum"
+    # --- TCP (RFC 9293)
+    TCP_TRUNCATED = "tcp_truncated"
+    TCP_BAD_DATA_OFFSET = "tcp_bad_data_offset"
+    TCP_BAD_CHECKSUM = "tcp_bad_checksum"
+    TCP_BAD_OPTION = "tcp_bad_option"
+
+
+class IcmpHintKind(enum.Enum):
+    """What ICMP error the receiver should answer a malformed packet with."""
+
+    PARAMETER_PROBLEM = "parameter_problem"  # RFC 4443 §3.4 / RFC 792
+    UNRECOGNIZED_NEXT_HEADER = "unrecognized_next_header"  # ICMPv6 code 1
+
+
+@dataclass(frozen=True, slots=True)
+class IcmpHint:
+    """Set when the RFC asks for an ICMP error back: ``pointer`` is the byte
+    offset of the offending field from the start of the IP header
+    (RFC 4443 §3.4, RFC 792 Parameter Problem)."""
+
+    kind: IcmpHintKind
+    code: int
+    pointer: int
+
+
+class MalformedPacket(ValueError):
+    """Bad input from the wire. ``reason`` is the metric label."""
+
+    def __init__(
+        self, reason: Drop, detail: str = "", *, layer: str, icmp: IcmpHint | None = None
+    ) -> None:
+        super().__init__(f"{layer}: {reason.value}" + (f" ({detail})" if detail else ""))
+        self.reason = reason
+        self.detail = detail
+        self.layer = layer
+        self.icmp = icmp
