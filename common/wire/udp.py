@@ -93,7 +93,9 @@ class UdpHeader:
     def parse(cls, buf: bytes | bytearray | memoryview, *, pseudo: int | None = None) -> UdpHeader:
         return UdpView.checked(buf, pseudo=pseudo).header()
 
-    def emit(self, buf: bytearray | memoryview, offset: int = 0, *, pseudo: int | None = None) -> int:
+    def emit(
+        self, buf: bytearray | memoryview, offset: int = 0, *, pseudo: int | None = None
+    ) -> int:
         """Write the header at ``offset``; returns the bytes written. With
         ``pseudo``, the payload must already follow the header in ``buf``:
         the checksum is computed over header and payload and stored in

@@ -7,7 +7,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 from scapy.layers.inet import IP, UDP
 from scapy.layers.inet6 import IPv6
-
 from shardnet.common.checksum import pseudo_header
 from shardnet.common.wire.errors import Drop, MalformedPacket
 from shardnet.common.wire.udp import UDP_HEADER_LEN, UdpHeader, UdpView
@@ -80,7 +79,9 @@ def test_summary() -> None:
 
 @pytest.mark.parametrize("v6", [False, True])
 def test_scapy_built_parses(v6: bool) -> None:
-    ip = IPv6(src="2001:db8::1", dst="2001:db8::2") if v6 else IP(src="198.18.0.1", dst="198.18.0.2")
+    ip = (
+        IPv6(src="2001:db8::1", dst="2001:db8::2") if v6 else IP(src="198.18.0.1", dst="198.18.0.2")
+    )
     pkt = ip / UDP(sport=4000, dport=7) / b"payload!"
     raw = bytes(pkt)
     src, dst = (bytes(16), bytes(16)) if v6 else (SRC4, DST4)

@@ -1,0 +1,56 @@
+"""The ``shardnet`` command: one entry point, argparse subcommands.
+
+Each subcommand lives in its own module under ``shardnet.scripts`` and is
+imported only when chosen, so ``shardnet --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from importlib.metadata import PackageNotFoundError, version
+
+
+def _version() -> str:
+    try:
+        return version("shardnet")
+    except PackageNotFoundError:  # running from a source tree that was not installed
+        return "0+unknown"
+
+
+# bench target -> module exposing run(argv) -> int
+BENCHES = {
+    "codecs": "shardnet.scripts.bench_codecs",
+    "ring": "shardnet.scripts.bench_ring",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="shardnet",
+        description="A user-space TCP/IP stack in Python, sharded over processes.",
+    )
+    parser.add_argument("--version", action="version", version=f"shardnet {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    bench = sub.add_parser("bench", help="micro-benchmarks (codecs, ring)")
+    bench.add_argument("target", choices=sorted(BENCHES), help="what to measure")
+    bench.add_argument("args", nargs=argparse.REMAINDER, help="options of the benchmark")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    if ns.command is None:
+        parser.print_help()
+        return 2
+    if ns.command == "bench":
+        module = importlib.import_module(BENCHES[ns.target])
+        return int(module.run(ns.args))
+    parser.error(f"unknown command {ns.command!r}")  # exits 2
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
