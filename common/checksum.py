@@ -39,9 +39,11 @@ def ones_sum(data: bytes | bytearray | memoryview, initial: int = 0) -> int:
         if n & 1:
             total += data[n - 1] << 8
     elif n & 1:
-        total = (int.from_bytes(data, "big") << 8) % 0xFFFF
+        total = int.from_bytes(data, "big") << 8
     else:
-        total = int.from_bytes(data, "big") % 0xFFFF
+        total = int.from_bytes(data, "big")
+    # Not reduced here: fold() must see whether the sum is zero or only a
+    # multiple of 0xFFFF (which folds to 0xFFFF, not 0).
     return fold(total + initial)
 
 

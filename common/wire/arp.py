@@ -114,7 +114,9 @@ class ArpHeader:
     def summary(self) -> str:
         # tcpdump's wording.
         if self.opcode == ARP_REQUEST:
-            return f"ARP, Request who-has {format_ip(self.target_ip)} tell {format_ip(self.sender_ip)}"
+            return (
+                f"ARP, Request who-has {format_ip(self.target_ip)} tell {format_ip(self.sender_ip)}"
+            )
         if self.opcode == ARP_REPLY:
             return f"ARP, Reply {format_ip(self.sender_ip)} is-at {format_mac(self.sender_mac)}"
         return f"ARP, opcode {self.opcode}"

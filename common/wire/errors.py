@@ -58,8 +58,13 @@ class Drop(enum.Enum):
     NDP_BAD_TARGET = "ndp_bad_target"
     NDP_BAD_SOURCE = "ndp_bad_source"
     NDP_BAD_TYPE = "ndp_bad_type"
+    NDP_BAD_OPTION_BODY = "ndp_bad_option_body"  # RDNSS server not unicast, DNSSL bad name
+    NDP_BAD_DESTINATION = "ndp_bad_destination"  # RFC 4861 §7.1.1/§7.1.2 address rules
     MLD_TRUNCATED = "mld_truncated"
     MLD_BAD_RECORD = "mld_bad_record"
+    MLD_BAD_TYPE = "mld_bad_type"
+    MLD_BAD_HOP_LIMIT = "mld_bad_hop_limit"  # RFC 3810 §5.1.14/§5.2.13: hop limit 1
+    MLD_BAD_ADDRESS = "mld_bad_address"  # multicast address field not multicast (or ::)
     # --- UDP (RFC 768)
     UDP_TRUNCATED = "udp_truncated"
     UDP_BAD_LENGTH = "udp_bad_length"
@@ -69,6 +74,13 @@ class Drop(enum.Enum):
     TCP_BAD_DATA_OFFSET = "tcp_bad_data_offset"
     TCP_BAD_CHECKSUM = "tcp_bad_checksum"
     TCP_BAD_OPTION = "tcp_bad_option"
+    # --- virtio-net header (virtio 1.2 §5.1.6) and link reads
+    VNET_TRUNCATED = "vnet_truncated"  # read shorter than the virtio-net header
+    VNET_BAD_FLAGS = "vnet_bad_flags"  # a flag other than NEEDS_CSUM / DATA_VALID
+    VNET_BAD_GSO_TYPE = "vnet_bad_gso_type"
+    VNET_BAD_GSO_SIZE = "vnet_bad_gso_size"  # GSO with gso_size 0
+    VNET_BAD_CSUM_OFFSET = "vnet_bad_csum_offset"  # checksum field beyond the frame
+    LINK_FRAME_TOO_LONG = "link_frame_too_long"  # filled the whole read buffer: maybe cut
 
 
 class IcmpHintKind(enum.Enum):
