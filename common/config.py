@@ -1,0 +1,222 @@
+"""The stack's settings: one frozen record built from a TOML file and CLI flags.
+
+Every timer a test needs to shorten is a field here (CHECKLIST §0), never a
+patched module global. Bad values raise ``ConfigError`` with a one-line
+message that the CLI prints as it is.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+from .addr import parse_mac
+
+BUILTIN_APPS = ("echo", "discard", "chargen", "http", "whoami")
+
+
+class ConfigError(ValueError):
+    """A bad setting; the message is one line, fit to print."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServeSpec:
+    app: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str) -> ServeSpec:
+        app, sep, port = text.rpartition(":")
+        if not sep or not app:
+            raise ConfigError(f"--serve wants APP:PORT, got {text!r}")
+        if app not in BUILTIN_APPS:
+            raise ConfigError(f"unknown app {app!r} (built-in apps: {', '.join(BUILTIN_APPS)})")
+        return cls(app, _port(port, "--serve"))
+
+
+@dataclass(frozen=True, slots=True)
+class StackConfig:
+    tap: str | None = None
+    packet: str | None = None  # attach to an existing interface with AF_PACKET
+    mac: bytes | None = None  # shardnet's own MAC; random locally administered if None
+    mtu: int = 1500
+    ipv4: tuple[str, ...] = ()  # "198.18.0.2/24" (validated, normalised)
+    ipv6: tuple[str, ...] = ()
+    gateway4: str | None = None
+    gateway6: str | None = None
+    shards: int = field(default_factory=lambda: os.cpu_count() or 1)
+    serve: tuple[ServeSpec, ...] = ()
+    app: str | None = None  # MODULE:CALLABLE
+    metrics: tuple[str, int] | None = None  # (host, port)
+    control: str | None = None  # zmq endpoint; default under /run/shardnet/
+    slaac: bool = True
+    forwarding: bool = False
+    pcap: str | None = None
+    drain_s: float = 5.0  # bound on the graceful close at shutdown
+    ring_bytes: int = 8 << 20  # data area of each dispatcher -> shard ring
+    vnet_hdr: bool = True
+    stats_interval_s: float = 1.0  # shard -> dispatcher counter snapshots
+    restart_backoff_s: float = 0.2  # first delay before restarting a dead shard
+
+    @property
+    def link_name(self) -> str:
+        return self.tap or self.packet or "shardnet"
+
+    @property
+    def control_endpoint(self) -> str:
+        return self.control or default_control_endpoint(self.link_name)
+
+    def validate(self) -> StackConfig:
+        """Checks that need several fields; returns self for chaining."""
+        if bool(self.tap) == bool(self.packet):
+            raise ConfigError("give exactly one of --tap NAME or --packet IFACE")
+        name = self.link_name
+        if len(name) > 15 or not name.isprintable() or "/" in name or " " in name:
+            raise ConfigError(f"bad interface name {name!r} (at most 15 characters, no '/')")
+        if not 1 <= self.shards <= 64:
+            raise ConfigError(f"--shards must be 1..64, got {self.shards}")
+        if not 1280 <= self.mtu <= 65535 - 14:
+            raise ConfigError(f"mtu must be 1280..65521, got {self.mtu}")
+        if self.ring_bytes < 1 << 18 or self.ring_bytes & (self.ring_bytes - 1):
+            raise ConfigError("ring size must be a power of two of at least 256 KiB")
+        if self.drain_s < 0:
+            raise ConfigError("--drain must not be negative")
+        return self
+
+
+def default_control_endpoint(link_name: str) -> str:
+    return f"ipc:///run/shardnet/{link_name}.ctl"
+
+
+def _port(text: str | int, what: str) -> int:
+    try:
+        port = int(text)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{what}: bad port {text!r}") from None
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"{what}: port {port} out of range 1..65535")
+    return port
+
+
+def parse_interface_address(text: str, version: int, what: str) -> str:
+    """'198.18.0.2/24' -> normalised text; ConfigError otherwise."""
+    try:
+        iface = ipaddress.ip_interface(text)
+    except ValueError:
+        raise ConfigError(f"{what}: bad address {text!r} (want ADDRESS/PREFIXLEN)") from None
+    if iface.version != version:
+        raise ConfigError(f"{what}: {text!r} is not an IPv{version} address")
+    if "/" not in text:
+        raise ConfigError(f"{what}: {text!r} needs a prefix length")
+    return iface.with_prefixlen
+
+
+def parse_gateway(text: str, version: int, what: str) -> str:
+    try:
+        addr = ipaddress.ip_address(text)
+    except ValueError:
+        raise ConfigError(f"{what}: bad address {text!r}") from None
+    if addr.version != version:
+        raise ConfigError(f"{what}: {text!r} is not an IPv{version} address")
+    return str(addr)
+
+
+def parse_hostport(text: str, what: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host:
+        raise ConfigError(f"{what} wants HOST:PORT, got {text!r}")
+    host = host.strip("[]")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if host != "localhost":
+            raise ConfigError(f"{what}: bad host {host!r}") from None
+    return host, _port(port, what)
+
+
+def parse_app(text: str) -> str:
+    module, sep, attr = text.partition(":")
+    if not sep or not module or not attr or not attr.isidentifier():
+        raise ConfigError(f"--app wants MODULE:CALLABLE, got {text!r}")
+    return text
+
+
+# Setting name (TOML key and CLI dest) -> how to turn raw input into the field.
+def _convert(name: str, value: Any) -> Any:
+    if value is None:
+        return None
+    match name:
+        case "mac":
+            try:
+                return parse_mac(str(value))
+            except ValueError as exc:
+                raise ConfigError(f"--mac: {exc}") from None
+        case "ipv4" | "ipv6":
+            items = [value] if isinstance(value, str) else list(value)
+            version = 4 if name == "ipv4" else 6
+            return tuple(parse_interface_address(str(a), version, f"--{name}") for a in items)
+        case "gateway4" | "gateway6":
+            return parse_gateway(str(value), 4 if name == "gateway4" else 6, f"--{name}")
+        case "serve":
+            items = [value] if isinstance(value, str) else list(value)
+            return tuple(ServeSpec.parse(str(s)) for s in items)
+        case "metrics":
+            return parse_hostport(str(value), "--metrics")
+        case "app":
+            return parse_app(str(value))
+        case "shards" | "mtu" | "ring_bytes":
+            if isinstance(value, bool) or not isinstance(value, int | str):
+                raise ConfigError(f"{name}: want an integer, got {value!r}")
+            try:
+                return int(value)
+            except ValueError:
+                raise ConfigError(f"{name}: want an integer, got {value!r}") from None
+        case "drain_s" | "stats_interval_s" | "restart_backoff_s":
+            try:
+                return float(value)
+            except (TypeError, ValueError):
+                raise ConfigError(f"{name}: want a number, got {value!r}") from None
+        case "slaac" | "forwarding" | "vnet_hdr":
+            if not isinstance(value, bool):
+                raise ConfigError(f"{name}: want true or false, got {value!r}")
+            return value
+        case _:
+            return str(value)
+
+
+_FIELDS = {f.name for f in fields(StackConfig)}
+_TOML_ALIASES = {"drain": "drain_s"}
+
+
+def load_toml(path: str) -> dict[str, Any]:
+    """Read a TOML config file into raw settings (top-level keys or a
+    ``[stack]`` table). Unknown keys are an error, not silently ignored."""
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError(f"--config: cannot read {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"--config: {path}: {exc}") from None
+    stack = data.pop("stack", {})
+    if not isinstance(stack, dict):
+        raise ConfigError(f"--config: {path}: [stack] must be a table")
+    raw = {k: v for k, v in data.items() if not isinstance(v, dict)} | stack
+    settings = {}
+    for key, value in raw.items():
+        name = _TOML_ALIASES.get(key.replace("-", "_"), key.replace("-", "_"))
+        if name not in _FIELDS:
+            raise ConfigError(f"--config: {path}: unknown setting {key!r}")
+        settings[name] = value
+    return settings
+
+
+def build_config(file_settings: dict[str, Any], flag_settings: dict[str, Any]) -> StackConfig:
+    """Merge settings (flags win over the file), convert, validate."""
+    merged = dict(file_settings)
+    merged.update({k: v for k, v in flag_settings.items() if v is not None})
+    converted = {name: _convert(name, value) for name, value in merged.items()}
+    return replace(StackConfig(), **converted).validate()

@@ -1,0 +1,129 @@
+"""Control-plane messages between the processes, carried by pyzmq as msgpack.
+
+Frames never travel here (they go through the rings); these are the small,
+rare messages: hello and stats from shards, stop and forwarded control
+requests to them, and shard 0's state publications. Each message is a frozen
+dataclass; on the wire it is ``[kind, field, field, ...]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import astuple, dataclass, field
+from typing import Any, ClassVar
+
+import msgpack
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """A shard is up and its loop is running."""
+
+    kind: ClassVar[str] = "hello"
+    shard: int
+    pid: int
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    """A snapshot of a shard's plain counters, sent about once a second.
+    ``counters`` maps a metric key to a value; ``drops`` maps
+    "layer/reason" to a count; ``gauges`` carries current values
+    (e.g. "tcp_connections/ESTABLISHED")."""
+
+    kind: ClassVar[str] = "stats"
+    shard: int
+    counters: dict[str, int] = field(default_factory=dict)
+    drops: dict[str, int] = field(default_factory=dict)
+    gauges: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    """Close gracefully within ``drain_s`` seconds, then exit."""
+
+    kind: ClassVar[str] = "stop"
+    drain_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A control request (from ``shardnet ctl`` or an integrator) forwarded
+    to the shard that owns the state. ``op`` names it, ``args`` holds its
+    arguments."""
+
+    kind: ClassVar[str] = "request"
+    req_id: int
+    op: str
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    kind: ClassVar[str] = "reply"
+    req_id: int
+    ok: bool
+    value: Any = None
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Patch:
+    """One change of a replicated table published by shard 0. ``value`` None
+    deletes ``key``. ``version`` is the owner's counter after the change."""
+
+    kind: ClassVar[str] = "patch"
+    epoch: int
+    version: int
+    table: str
+    key: str
+    value: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotRequest:
+    kind: ClassVar[str] = "snapshot_request"
+    shard: int
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Every replicated table as of ``version``."""
+
+    kind: ClassVar[str] = "snapshot"
+    epoch: int
+    version: int
+    tables: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Something an integrator may want to hear about (NDP, supervision),
+    published on the control channel's event socket."""
+
+    kind: ClassVar[str] = "event"
+    type: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+Message = Hello | Stats | Stop | Request | Reply | Patch | SnapshotRequest | Snapshot | Event
+_KINDS: dict[str, type] = {
+    cls.kind: cls
+    for cls in (Hello, Stats, Stop, Request, Reply, Patch, SnapshotRequest, Snapshot, Event)
+}
+
+
+class BadMessage(ValueError):
+    """Bytes that are not a message of this protocol."""
+
+
+def encode(msg: Message) -> bytes:
+    return msgpack.packb([msg.kind, *astuple(msg)], use_bin_type=True)
+
+
+def decode(data: bytes) -> Message:
+    try:
+        obj = msgpack.unpackb(data, raw=False, strict_map_key=False)
+        kind, *values = obj
+        return _KINDS[kind](*values)
+    except (ValueError, TypeError, KeyError, msgpack.UnpackException) as exc:
+        raise BadMessage(f"not a control message: {exc}") from None

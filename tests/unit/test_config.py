@@ -1,0 +1,58 @@
+"""Settings from a TOML file and flags: flags win, bad values are one-line errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from shardnet.common.config import ConfigError, ServeSpec, build_config, load_toml
+
+
+def test_flags_override_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "s.toml"
+    path.write_text('tap = "sntap0"\nshards = 3\nipv4 = ["198.18.0.2/24"]\n[stack]\ndrain = 2\n')
+    cfg = build_config(load_toml(str(path)), {"shards": 2, "serve": ["http:80"]})
+    assert (cfg.tap, cfg.shards, cfg.ipv4, cfg.drain_s) == ("sntap0", 2, ("198.18.0.2/24",), 2.0)
+    assert cfg.serve == (ServeSpec("http", 80),)
+    assert cfg.control_endpoint == "ipc:///run/shardnet/sntap0.ctl"
+
+
+@pytest.mark.parametrize(
+    ("flags", "fragment"),
+    [
+        ({}, "exactly one of --tap"),
+        ({"tap": "a", "packet": "b"}, "exactly one of --tap"),
+        ({"tap": "x" * 16}, "bad interface name"),
+        ({"tap": "t", "ipv4": ["198.18.0.300/24"]}, "bad address"),
+        ({"tap": "t", "ipv4": ["2001:db8::1/64"]}, "not an IPv4"),
+        ({"tap": "t", "ipv6": ["2001:db8::1"]}, "needs a prefix length"),
+        ({"tap": "t", "serve": ["gopher:70"]}, "unknown app"),
+        ({"tap": "t", "serve": ["http:0"]}, "out of range"),
+        ({"tap": "t", "metrics": "127.0.0.1"}, "HOST:PORT"),
+        ({"tap": "t", "shards": 0}, "--shards"),
+        ({"tap": "t", "mac": "02:00:00"}, "not a MAC"),
+        ({"tap": "t", "app": "nomodule"}, "MODULE:CALLABLE"),
+        ({"tap": "t", "gateway4": "2001:db8::1"}, "not an IPv4"),
+    ],
+)
+def test_bad_values_are_one_line_errors(flags: dict, fragment: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        build_config({}, flags)
+    assert fragment in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_unknown_file_setting_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "s.toml"
+    path.write_text('tap = "sntap0"\nshardz = 2\n')
+    with pytest.raises(ConfigError, match="unknown setting 'shardz'"):
+        load_toml(str(path))
+
+
+def test_broken_toml_and_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "s.toml"
+    path.write_text("tap = \n")
+    with pytest.raises(ConfigError):
+        load_toml(str(path))
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_toml(str(tmp_path / "missing.toml"))
