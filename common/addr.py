@@ -13,6 +13,7 @@ ZERO_MAC = b"\x00" * 6
 IPV4_ANY = b"\x00" * 4
 IPV4_BROADCAST = b"\xff" * 4
 IPV6_ANY = b"\x00" * 16
+_V4_MAPPED_PREFIX = b"\x00" * 10 + b"\xff\xff"  # ::ffff:0:0/96
 
 
 def format_mac(mac: bytes | memoryview) -> str:
@@ -53,12 +54,30 @@ def is_multicast_mac(mac: bytes | memoryview) -> bool:
     return bool(mac[0] & 1)
 
 
-def is_ipv4_multicast(addr: bytes) -> bool:
+def is_ipv4_multicast(addr: bytes | memoryview) -> bool:
+    """224.0.0.0/4 (RFC 5771)."""
     return 224 <= addr[0] <= 239
 
 
-def is_ipv6_multicast(addr: bytes) -> bool:
+def is_ipv6_multicast(addr: bytes | memoryview) -> bool:
+    """ff00::/8 (RFC 4291 §2.7)."""
     return addr[0] == 0xFF
+
+
+def ipv6_multicast_scope(addr: bytes | memoryview) -> int:
+    """The scope field of an IPv6 multicast address (RFC 4291 §2.7: 1
+    interface-local, 2 link-local, 5 site-local, 14 global)."""
+    return addr[1] & 0x0F
+
+
+def is_ipv6_link_local(addr: bytes | memoryview) -> bool:
+    """fe80::/10 (RFC 4291 §2.5.6)."""
+    return addr[0] == 0xFE and (addr[1] & 0xC0) == 0x80
+
+
+def is_ipv4_mapped(addr: bytes | memoryview) -> bool:
+    """::ffff:0:0/96, an IPv4 address in IPv6 form (RFC 4291 §2.5.5.2)."""
+    return addr[:12] == _V4_MAPPED_PREFIX
 
 
 def is_unicast(addr: bytes) -> bool:

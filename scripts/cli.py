@@ -1,7 +1,8 @@
 """The ``shardnet`` command: one entry point, argparse subcommands.
 
-Each subcommand lives in its own module under ``shardnet.scripts`` and is
-imported only when chosen, so ``shardnet --help`` stays fast.
+Each subcommand lives in its own module under ``shardnet.scripts`` with
+``add_arguments(parser)`` and ``main(namespace) -> int``; the heavy imports
+(dispatcher, shards) happen inside ``main``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,14 @@ BENCHES = {
 }
 
 
+# subcommand -> module with add_arguments(parser) and main(namespace) -> int
+COMMANDS = (
+    ("run", "shardnet.scripts.run", "run the stack on a TAP or an interface"),
+    ("ctl", "shardnet.scripts.ctl", "show the state of a running stack"),
+    ("top", "shardnet.scripts.top", "live per-shard view of a running stack"),
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="shardnet",
@@ -33,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"shardnet {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module, help_ in COMMANDS:
+        cmd = sub.add_parser(name, help=help_)
+        importlib.import_module(module).add_arguments(cmd)
     bench = sub.add_parser("bench", help="micro-benchmarks (codecs, ring)")
     bench.add_argument("target", choices=sorted(BENCHES), help="what to measure")
     bench.add_argument("args", nargs=argparse.REMAINDER, help="options of the benchmark")
@@ -48,8 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     if ns.command == "bench":
         module = importlib.import_module(BENCHES[ns.target])
         return int(module.run(ns.args))
-    parser.error(f"unknown command {ns.command!r}")  # exits 2
-    return 2
+    module = importlib.import_module(dict((n, m) for n, m, _ in COMMANDS)[ns.command])
+    return int(module.main(ns))
 
 
 if __name__ == "__main__":

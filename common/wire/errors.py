@@ -39,16 +39,13 @@ class Drop(enum.Enum):
     IPV6_ROUTING_TYPE0 = "ipv6_routing_type0"
     IPV6_BAD_ROUTING = "ipv6_bad_routing"
     IPV6_BAD_FRAGMENT = "ipv6_bad_fragment"
-    IPV6_UNKNOWN_NEXT_HEADER = "ipv6_unknown_next_header"
     IPV6_TOO_MANY_EXTENSIONS = "ipv6_too_many_extensions"
     # --- ICMPv4 (RFC 792)
     ICMPV4_TRUNCATED = "icmpv4_truncated"
     ICMPV4_BAD_CHECKSUM = "icmpv4_bad_checksum"
-    ICMPV4_BAD_TYPE = "icmpv4_bad_type"
     # --- ICMPv6 (RFC 4443)
     ICMPV6_TRUNCATED = "icmpv6_truncated"
     ICMPV6_BAD_CHECKSUM = "icmpv6_bad_checksum"
-    ICMPV6_BAD_TYPE = "icmpv6_bad_type"
     # --- NDP (RFC 4861, 8106) and MLDv2 (RFC 3810)
     NDP_TRUNCATED = "ndp_truncated"
     NDP_BAD_HOP_LIMIT = "ndp_bad_hop_limit"

@@ -9,7 +9,8 @@ the flow of the packet quoted by an error (§2.4 (d)).
 
 Every other type parses generically (type, code, checksum, the 4-byte "rest"
 word, body): NDP (133-137) and MLD (130-132, 143) are decoded by ndp.py and
-mld.py on top of ``Icmpv6View``. Left out here, for the caller: the rules of
+mld.py, which take their type numbers and their checksum emission
+(``set_checksum``, ``message_bytes``) from here. Left out here, for the caller: the rules of
 §2.4 on when to send or drop (no error about an error, none to multicast except
 §2.4 (e.2)/(e.3), rate limiting §2.4 (f)) and discarding unknown informational
 types (§2.4 (b)). Codes outside those RFC 4443 defines are not refused.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import Protocol
 
 from .. import checksum as csum
 from .errors import Drop, MalformedPacket
@@ -76,6 +78,7 @@ PARAM_UNRECOGNIZED_OPTION = 2
 
 _ICMP = struct.Struct("!BBHI")
 _PORTS = struct.Struct("!HH")
+_U16 = struct.Struct("!H")
 
 _TYPE_NAMES = {
     ICMPV6_DST_UNREACH: "destination unreachable",
@@ -101,6 +104,36 @@ def icmpv6_pseudo(src: bytes, dst: bytes, length: int) -> int:
     return csum.pseudo_header_v6(src, dst, NH_ICMPV6, length)
 
 
+def set_checksum(buf: bytearray | memoryview, offset: int, length: int, pseudo: int) -> int:
+    """Compute the checksum of the ``length``-byte ICMPv6 message at
+    ``offset`` (its checksum field already zero) with the pseudo-header sum
+    ``pseudo``, store it in the field (RFC 4443 §2.3) and return it. Every
+    ICMPv6 emitter (this module, ndp.py, mld.py) goes through here."""
+    value = csum.checksum(memoryview(buf)[offset : offset + length], pseudo)
+    _U16.pack_into(buf, offset + 2, value)
+    return value
+
+
+class Icmpv6Message(Protocol):
+    """What ``message_bytes`` needs: an NDP or MLD message dataclass."""
+
+    @property
+    def length(self) -> int: ...
+
+    def emit(
+        self, buf: bytearray | memoryview, offset: int = 0, *, pseudo: int | None = None
+    ) -> int: ...
+
+
+def message_bytes(msg: Icmpv6Message, src: bytes | None = None, dst: bytes | None = None) -> bytes:
+    """``msg`` emitted into new bytes; with the IPv6 ``src`` and ``dst``,
+    checksummed (the ``to_bytes`` of the NDP and MLD messages)."""
+    buf = bytearray(msg.length)
+    pseudo = None if src is None or dst is None else icmpv6_pseudo(src, dst, len(buf))
+    msg.emit(buf, pseudo=pseudo)
+    return bytes(buf)
+
+
 class Icmpv6View:
     """Zero-copy view of an ICMPv6 message (the whole upper-layer payload)."""
 
@@ -110,7 +143,9 @@ class Icmpv6View:
         self.buf = buf  # unchecked: for our own output
 
     @classmethod
-    def checked(cls, buf: bytes | bytearray | memoryview, *, pseudo: int | None) -> Icmpv6View:
+    def checked(
+        cls, buf: bytes | bytearray | memoryview, *, pseudo: int | None = None
+    ) -> Icmpv6View:
         """Validate ``buf``; ``pseudo`` is the pseudo-header sum for
         ``len(buf)`` (see ``icmpv6_pseudo``), or None to skip verification
         (the link said the checksum is valid)."""
@@ -230,12 +265,13 @@ class Icmpv6Header:
         ``pseudo``, the body must already follow the header in ``buf``: the
         checksum is computed over ``length`` bytes (default: to the end of
         ``buf``) and stored in ``self.checksum`` too."""
-        if pseudo is not None:
-            if length is None:
-                length = len(buf) - offset
-            _ICMP.pack_into(buf, offset, self.type, self.code, 0, self.rest)
-            self.checksum = csum.checksum(memoryview(buf)[offset : offset + length], pseudo)
-        _ICMP.pack_into(buf, offset, self.type, self.code, self.checksum, self.rest)
+        if pseudo is None:
+            _ICMP.pack_into(buf, offset, self.type, self.code, self.checksum, self.rest)
+            return ICMPV6_HEADER_LEN
+        _ICMP.pack_into(buf, offset, self.type, self.code, 0, self.rest)
+        if length is None:
+            length = len(buf) - offset
+        self.checksum = set_checksum(buf, offset, length, pseudo)
         return ICMPV6_HEADER_LEN
 
     def summary(self) -> str:

@@ -85,11 +85,8 @@ class Ipv4View:
                 f"total length {total}, ihl {hl // 4}, {n} bytes",
                 layer="ipv4",
             )
-        # RFC 1122 §3.2.1.2: MUST silently discard on a bad checksum. A good
-        # header sums to 0xFFFF; ``ones_sum`` currently returns 0 for a
-        # non-zero multiple of 0xFFFF (reported), and a header with version 4
-        # is never all zeros, so 0 means "good" too.
-        if verify_checksum and csum.ones_sum(buf[:hl]) not in (0, 0xFFFF):
+        # RFC 1122 §3.2.1.2: MUST silently discard on a bad checksum.
+        if verify_checksum and not csum.verify(buf[:hl]):
             raise MalformedPacket(Drop.IPV4_BAD_CHECKSUM, layer="ipv4")
         i = IPV4_HEADER_LEN
         while i < hl:

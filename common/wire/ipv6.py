@@ -13,7 +13,9 @@ Implemented:
 * the Fragment header builder (``Ipv6FragmentHeader``) and the fragment size
   for output fragmentation (§4.5);
 * modified EUI-64 interface identifiers (RFC 4291 §2.5.1, App. A), link-local,
-  solicited-node and Ethernet multicast addresses (RFC 4291 §2.7.1, RFC 2464 §7).
+  solicited-node and Ethernet multicast addresses (RFC 4291 §2.7.1, RFC 2464 §7);
+  the predicates on addresses (link-local, multicast, scope, v4-mapped) are in
+  ``common/addr.py``.
 
 Left out:
 
@@ -93,7 +95,7 @@ _EXTENSIONS = frozenset((NH_HOPOPTS, NH_ROUTING, NH_FRAGMENT, NH_DSTOPTS))
 ALL_NODES = bytes.fromhex("ff020000000000000000000000000001")  # RFC 4291 §2.7.1
 ALL_ROUTERS = bytes.fromhex("ff020000000000000000000000000002")  # RFC 4291 §2.7.1
 LINK_LOCAL_PREFIX = bytes.fromhex("fe80000000000000")  # fe80::/64, 8 bytes
-_SOLICITED_NODE_PREFIX = bytes.fromhex("ff0200000000000000000001ff")  # ff02::1:ff00:0/104
+SOLICITED_NODE_PREFIX = bytes.fromhex("ff0200000000000000000001ff")  # ff02::1:ff00:0/104
 
 
 def _drop(reason: Drop, detail: str = "", icmp: IcmpHint | None = None) -> MalformedPacket:
@@ -470,29 +472,9 @@ def link_local_from_mac(mac: bytes) -> bytes:
 
 def solicited_node_multicast(addr: bytes) -> bytes:
     """RFC 4291 §2.7.1: ff02::1:ff00:0/104 and the low 24 bits of ``addr``."""
-    return _SOLICITED_NODE_PREFIX + bytes(addr[13:16])
+    return SOLICITED_NODE_PREFIX + bytes(addr[13:16])
 
 
 def multicast_mac(addr: bytes) -> bytes:
     """RFC 2464 §7: 33:33 and the low 32 bits of the multicast ``addr``."""
     return b"\x33\x33" + bytes(addr[12:16])
-
-
-def is_link_local(addr: bytes) -> bool:
-    """fe80::/10 (RFC 4291 §2.5.6)."""
-    return addr[0] == 0xFE and (addr[1] & 0xC0) == 0x80
-
-
-def is_multicast(addr: bytes) -> bool:
-    """ff00::/8 (RFC 4291 §2.7)."""
-    return addr[0] == 0xFF
-
-
-def multicast_scope(addr: bytes) -> int:
-    """The scope field of a multicast address (RFC 4291 §2.7: 1 interface, 2 link)."""
-    return addr[1] & 0x0F
-
-
-def is_v4_mapped(addr: bytes) -> bool:
-    """::ffff:0:0/96 (RFC 4291 §2.5.5.2)."""
-    return addr[:12] == b"\x00" * 10 + b"\xff\xff"

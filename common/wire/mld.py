@@ -15,7 +15,7 @@ passes (None skips it), and the IP Hop Limit is checked when given: RFC 3810
 The IP layer, not this module, must send every MLD message from a link-local
 source (or :: before one exists, §5.2.13) with Hop Limit 1 and a Hop-by-Hop
 Router Alert option with value 0 (RFC 2711 §2.1, RFC 3810 §5) — see
-``IPV6_OPTION_ROUTER_ALERT`` and ``ROUTER_ALERT_MLD`` — and check that option on
+``ipv6.OPT_ROUTER_ALERT`` and ``ROUTER_ALERT_MLD`` — and check that option on
 receipt. MLDv2 reports go to ``MLDV2_ALL_ROUTERS`` (ff02::16).
 
 Left out: MLDv1 Report (131) and Done (132) (RFC 2710), needed only for the
@@ -30,17 +30,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from .. import checksum as csum
-from ..addr import IPV6_ANY, format_ip
+from ..addr import IPV6_ANY, format_ip, is_ipv6_multicast
 from .errors import Drop, MalformedPacket
+from .icmpv6 import ICMPV6_MLD2_REPORT, ICMPV6_MLD_QUERY, message_bytes, set_checksum
 
-ICMPV6_NEXT_HEADER = 58  # RFC 8200 §8.1 pseudo-header next header for ICMPv6
-MLD_QUERY = 130  # RFC 2710 §3, RFC 3810 §5.1
-MLDV2_REPORT = 143  # RFC 3810 §5.2
 MLD_HOP_LIMIT = 1  # RFC 3810 §5
-IPV6_OPTION_ROUTER_ALERT = 5  # Hop-by-Hop option type, RFC 2711 §2.1
 ROUTER_ALERT_MLD = 0  # Router Alert value "MLD message", RFC 2711 §2.1
 MLDV2_ALL_ROUTERS = bytes.fromhex("ff020000000000000000000000000016")  # ff02::16, RFC 3810 §5.2.14
-ALL_NODES = bytes.fromhex("ff020000000000000000000000000001")  # ff02::1, general queries
 
 MLDV1_QUERY_LEN = 24  # RFC 2710 §3
 MLDV2_QUERY_MIN_LEN = 28  # RFC 3810 §5.1, §8.1
@@ -123,13 +119,6 @@ def _check_common(buf: memoryview, kind: int, pseudo: int | None, hop_limit: int
         raise _bad(Drop.MLD_BAD_HOP_LIMIT, f"hop limit {hop_limit}")
 
 
-def _checksum_into(buf: bytearray | memoryview, offset: int, n: int, pseudo: int) -> int:
-    """Compute the checksum of ``buf[offset:offset+n]`` (field already zero)."""
-    value = csum.checksum(memoryview(buf)[offset : offset + n], pseudo)
-    struct.pack_into("!H", buf, offset + 2, value)
-    return value
-
-
 # --------------------------------------------------------------------------- query
 
 
@@ -146,18 +135,18 @@ class MldQueryView:
         cls,
         buf: bytes | bytearray | memoryview,
         *,
-        pseudo: int | None,
+        pseudo: int | None = None,
         hop_limit: int | None = None,
     ) -> MldQueryView:
         buf = memoryview(buf)
-        _check_common(buf, MLD_QUERY, pseudo, hop_limit)
+        _check_common(buf, ICMPV6_MLD_QUERY, pseudo, hop_limit)
         n = len(buf)
         # RFC 3810 §8.1: 24 bytes is MLDv1, >= 28 is MLDv2, others are ignored.
         if n < MLDV1_QUERY_LEN or MLDV1_QUERY_LEN < n < MLDV2_QUERY_MIN_LEN:
             raise _bad(Drop.MLD_TRUNCATED, f"query of {n} bytes")
         group = buf[8:24]
         # §5.1.5: :: for a general query, else the multicast address queried.
-        if group != IPV6_ANY and group[0] != 0xFF:
+        if group != IPV6_ANY and not is_ipv6_multicast(group):
             raise _bad(Drop.MLD_BAD_ADDRESS, f"query for {format_ip(group)}")
         if n >= MLDV2_QUERY_MIN_LEN:
             count = (buf[26] << 8) | buf[27]
@@ -285,14 +274,14 @@ class MldQuery:
         check = 0 if pseudo is not None else self.checksum
         if self.version == 1:
             _QUERY_V1.pack_into(
-                buf, offset, MLD_QUERY, 0, check, self.max_resp_code, self.multicast_address
+                buf, offset, ICMPV6_MLD_QUERY, 0, check, self.max_resp_code, self.multicast_address
             )
         else:
             flags = (0x08 if self.s_flag else 0) | (self.qrv & 0x07)
             _QUERY_V2.pack_into(
                 buf,
                 offset,
-                MLD_QUERY,
+                ICMPV6_MLD_QUERY,
                 0,
                 check,
                 self.max_resp_code,
@@ -306,12 +295,12 @@ class MldQuery:
                 buf[start : start + 16] = source
         n = self.length
         if pseudo is not None:
-            self.checksum = _checksum_into(buf, offset, n, pseudo)
+            self.checksum = set_checksum(buf, offset, n, pseudo)
         return n
 
     def to_bytes(self, src: bytes | None = None, dst: bytes | None = None) -> bytes:
         """The query as new bytes; with the IPv6 ``src`` and ``dst``, checksummed."""
-        return _to_bytes(self, src, dst)
+        return message_bytes(self, src, dst)
 
     def summary(self) -> str:
         group = (
@@ -383,7 +372,7 @@ def _iter_records(buf: memoryview) -> Iterator[MulticastAddressRecord]:
         stop = body + 16 * nsources + 4 * aux_words
         if stop > end:
             raise _bad(Drop.MLD_TRUNCATED, f"record of {stop - pos} bytes at {pos}")
-        if group[0] != 0xFF:
+        if not is_ipv6_multicast(group):
             raise _bad(Drop.MLD_BAD_RECORD, f"record for {format_ip(group)}")
         sources = tuple(bytes(buf[body + 16 * i : body + 16 * i + 16]) for i in range(nsources))
         aux = bytes(buf[body + 16 * nsources : stop])
@@ -404,13 +393,13 @@ class MldReportView:
         cls,
         buf: bytes | bytearray | memoryview,
         *,
-        pseudo: int | None,
+        pseudo: int | None = None,
         hop_limit: int | None = None,
     ) -> MldReportView:
         """Validate ``buf``: every record announced by the count must fit, and
         name a multicast address. Bytes after the last record are ignored."""
         buf = memoryview(buf)
-        _check_common(buf, MLDV2_REPORT, pseudo, hop_limit)
+        _check_common(buf, ICMPV6_MLD2_REPORT, pseudo, hop_limit)
         if len(buf) < MLDV2_REPORT_MIN_LEN:
             raise _bad(Drop.MLD_TRUNCATED, f"report of {len(buf)} bytes")
         for _ in _iter_records(buf):
@@ -467,37 +456,28 @@ class MldReport:
         """Write the report at ``offset``; returns the bytes written. With
         ``pseudo`` the checksum is computed (and kept in ``self.checksum``)."""
         check = 0 if pseudo is not None else self.checksum
-        _REPORT.pack_into(buf, offset, MLDV2_REPORT, check, len(self.records))
+        _REPORT.pack_into(buf, offset, ICMPV6_MLD2_REPORT, check, len(self.records))
         pos = offset + MLDV2_REPORT_MIN_LEN
         for record in self.records:
             pos += record.emit(buf, pos)
         n = pos - offset
         if pseudo is not None:
-            self.checksum = _checksum_into(buf, offset, n, pseudo)
+            self.checksum = set_checksum(buf, offset, n, pseudo)
         return n
 
     def to_bytes(self, src: bytes | None = None, dst: bytes | None = None) -> bytes:
         """The report as new bytes; with the IPv6 ``src`` and ``dst``, checksummed."""
-        return _to_bytes(self, src, dst)
+        return message_bytes(self, src, dst)
 
     def summary(self) -> str:
         records = ", ".join(r.summary() for r in self.records)
         return f"MLDv2 report {len(self.records)} record(s) [{records}]"
 
 
-def _to_bytes(msg: MldQuery | MldReport, src: bytes | None, dst: bytes | None) -> bytes:
-    buf = bytearray(msg.length)
-    pseudo = None
-    if src is not None and dst is not None:
-        pseudo = csum.pseudo_header_v6(src, dst, ICMPV6_NEXT_HEADER, len(buf))
-    msg.emit(buf, pseudo=pseudo)
-    return bytes(buf)
-
-
 def parse(
-    buf: bytes | bytearray | memoryview, *, pseudo: int | None, hop_limit: int | None = None
+    buf: bytes | bytearray | memoryview, *, pseudo: int | None = None, hop_limit: int | None = None
 ) -> MldQuery | MldReport:
     """A query or an MLDv2 report to its dataclass, by type."""
-    if len(buf) >= 1 and buf[0] == MLDV2_REPORT:
+    if len(buf) >= 1 and buf[0] == ICMPV6_MLD2_REPORT:
         return MldReport.parse(buf, pseudo=pseudo, hop_limit=hop_limit)
     return MldQuery.parse(buf, pseudo=pseudo, hop_limit=hop_limit)

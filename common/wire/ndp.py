@@ -36,22 +36,31 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import ClassVar, TypeAlias, TypeVar, cast
+from typing import ClassVar, Self, TypeAlias, cast
 
 from .. import checksum as csum
-from ..addr import IPV6_ANY, format_ip, format_mac, is_ipv6_multicast
+from ..addr import (
+    IPV6_ANY,
+    format_ip,
+    format_mac,
+    is_ipv6_link_local,
+    is_ipv6_multicast,
+    is_unicast,
+)
 from .errors import Drop, MalformedPacket
+from .icmpv6 import (
+    ICMPV6_NEIGHBOR_ADVERT,
+    ICMPV6_NEIGHBOR_SOLICIT,
+    ICMPV6_REDIRECT,
+    ICMPV6_ROUTER_ADVERT,
+    ICMPV6_ROUTER_SOLICIT,
+    message_bytes,
+    set_checksum,
+)
+from .ipv6 import SOLICITED_NODE_PREFIX
 
-ICMPV6_NEXT_HEADER = 58  # RFC 8200 §8.1 pseudo-header next header for ICMPv6
 NDP_HOP_LIMIT = 255  # RFC 4861 §6.1, §7.1, §8.1 (gVisor header.NDPHopLimit)
 NDP_INFINITE_LIFETIME = 0xFFFFFFFF  # seconds, RFC 4861 §4.6.2, RFC 8106 §5.1
-
-# ICMPv6 types, RFC 4861 §4.
-NDP_ROUTER_SOLICIT = 133
-NDP_ROUTER_ADVERT = 134
-NDP_NEIGHBOR_SOLICIT = 135
-NDP_NEIGHBOR_ADVERT = 136
-NDP_REDIRECT = 137
 
 # Minimum ICMP message lengths (4-byte ICMP header included), RFC 4861 §4.1-§4.5.
 RS_MIN_LEN = 8
@@ -60,11 +69,11 @@ NS_MIN_LEN = 24
 NA_MIN_LEN = 24
 REDIRECT_MIN_LEN = 40
 _MIN_LEN = {
-    NDP_ROUTER_SOLICIT: RS_MIN_LEN,
-    NDP_ROUTER_ADVERT: RA_MIN_LEN,
-    NDP_NEIGHBOR_SOLICIT: NS_MIN_LEN,
-    NDP_NEIGHBOR_ADVERT: NA_MIN_LEN,
-    NDP_REDIRECT: REDIRECT_MIN_LEN,
+    ICMPV6_ROUTER_SOLICIT: RS_MIN_LEN,
+    ICMPV6_ROUTER_ADVERT: RA_MIN_LEN,
+    ICMPV6_NEIGHBOR_SOLICIT: NS_MIN_LEN,
+    ICMPV6_NEIGHBOR_ADVERT: NA_MIN_LEN,
+    ICMPV6_REDIRECT: REDIRECT_MIN_LEN,
 }
 
 # RA flags byte, RFC 4861 §4.2.
@@ -88,8 +97,6 @@ OPT_NONCE = 14  # RFC 3971 §5.3.2
 OPT_RDNSS = 25  # RFC 8106 §5.1
 OPT_DNSSL = 31  # RFC 8106 §5.2
 
-SOLICITED_NODE_PREFIX = bytes.fromhex("ff02 0000 0000 0000 0000 0001 ff")  # /104, RFC 4291 §2.7.1
-
 PI_LEN = 4  # units of 8 bytes: body exactly 30 bytes (gVisor checks this)
 MTU_LEN = 1
 RDNSS_MIN_LEN = 3  # RFC 8106 §5.3.1
@@ -97,18 +104,17 @@ DNSSL_MIN_LEN = 2  # RFC 8106 §5.2
 DNS_MAX_LABEL = 63  # RFC 1035 §2.3.4
 DNS_MAX_NAME = 255  # RFC 1035 §2.3.4, wire form with the length bytes
 
-_HDR = struct.Struct("!BBH")
 _RS = struct.Struct("!BBH4x")
 _RA = struct.Struct("!BBHBBHII")
 _NS = struct.Struct("!BBH4x16s")
 _NA = struct.Struct("!BBHB3x16s")
 _REDIRECT = struct.Struct("!BBH4x16s16s")
 _FIXED = {
-    NDP_ROUTER_SOLICIT: _RS,
-    NDP_ROUTER_ADVERT: _RA,
-    NDP_NEIGHBOR_SOLICIT: _NS,
-    NDP_NEIGHBOR_ADVERT: _NA,
-    NDP_REDIRECT: _REDIRECT,
+    ICMPV6_ROUTER_SOLICIT: _RS,
+    ICMPV6_ROUTER_ADVERT: _RA,
+    ICMPV6_NEIGHBOR_SOLICIT: _NS,
+    ICMPV6_NEIGHBOR_ADVERT: _NA,
+    ICMPV6_REDIRECT: _REDIRECT,
 }
 _PI = struct.Struct("!BBBBII4x16s")
 _MTU = struct.Struct("!BBxxI")
@@ -116,11 +122,6 @@ _LIFETIME = struct.Struct("!BBxxI")  # RDNSS and DNSSL option header
 _LAYER = "ndp"
 
 _LDH = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-")
-
-
-def _is_link_local(addr: bytes) -> bool:
-    """fe80::/10, RFC 4291 §2.5.6."""
-    return addr[0] == 0xFE and (addr[1] & 0xC0) == 0x80
 
 
 def _lifetime(seconds: int) -> str:
@@ -131,51 +132,63 @@ def _bad(reason: Drop, detail: str) -> MalformedPacket:
     return MalformedPacket(reason, detail, layer=_LAYER)
 
 
+def _option_len(header: int, data_len: int) -> int:
+    """Bytes of an option whose ``data_len`` data bytes follow a
+    ``header``-byte header, padded to whole 8-byte units (RFC 4861 §4.6)."""
+    return (header + data_len + 7) & ~7
+
+
+def _emit_option(
+    buf: bytearray | memoryview, offset: int, kind: int, header: int, data: bytes
+) -> int:
+    """Write type, length (8-byte units), zeros to ``header``, ``data`` and
+    zero padding; returns the option length. Fields inside the header past
+    the first two bytes are the caller's to write."""
+    n = _option_len(header, len(data))
+    buf[offset : offset + n] = bytes(n)
+    buf[offset] = kind
+    buf[offset + 1] = n // 8
+    buf[offset + header : offset + header + len(data)] = data
+    return n
+
+
 # --------------------------------------------------------------------------- options
 
 
 @dataclass(slots=True)
-class SourceLinkLayer:
-    """Source Link-Layer Address (type 1), RFC 4861 §4.6.1, Ethernet."""
+class _LinkLayerAddress:
+    """Source/Target Link-Layer Address, RFC 4861 §4.6.1, for Ethernet."""
 
     mac: bytes
 
-    TYPE: ClassVar[int] = OPT_SOURCE_LINK_LAYER
+    TYPE: ClassVar[int]
+    NAME: ClassVar[str]
 
     @property
     def length(self) -> int:
-        return 8
+        return _option_len(2, len(self.mac))
 
     def emit(self, buf: bytearray | memoryview, offset: int = 0) -> int:
-        buf[offset] = self.TYPE
-        buf[offset + 1] = 1
-        buf[offset + 2 : offset + 8] = self.mac
-        return 8
+        return _emit_option(buf, offset, self.TYPE, 2, self.mac)
 
     def summary(self) -> str:
-        return f"slla {format_mac(self.mac)}"
+        return f"{self.NAME} {format_mac(self.mac)}"
 
 
 @dataclass(slots=True)
-class TargetLinkLayer:
+class SourceLinkLayer(_LinkLayerAddress):
+    """Source Link-Layer Address (type 1), RFC 4861 §4.6.1, Ethernet."""
+
+    TYPE: ClassVar[int] = OPT_SOURCE_LINK_LAYER
+    NAME: ClassVar[str] = "slla"
+
+
+@dataclass(slots=True)
+class TargetLinkLayer(_LinkLayerAddress):
     """Target Link-Layer Address (type 2), RFC 4861 §4.6.1, Ethernet."""
 
-    mac: bytes
-
     TYPE: ClassVar[int] = OPT_TARGET_LINK_LAYER
-
-    @property
-    def length(self) -> int:
-        return 8
-
-    def emit(self, buf: bytearray | memoryview, offset: int = 0) -> int:
-        buf[offset] = self.TYPE
-        buf[offset + 1] = 1
-        buf[offset + 2 : offset + 8] = self.mac
-        return 8
-
-    def summary(self) -> str:
-        return f"tlla {format_mac(self.mac)}"
+    NAME: ClassVar[str] = "tlla"
 
 
 @dataclass(slots=True)
@@ -232,15 +245,10 @@ class RedirectedHeader:
 
     @property
     def length(self) -> int:
-        return 8 + (-(-len(self.packet) // 8)) * 8
+        return _option_len(8, len(self.packet))
 
     def emit(self, buf: bytearray | memoryview, offset: int = 0) -> int:
-        n = self.length
-        buf[offset : offset + n] = bytes(n)
-        buf[offset] = self.TYPE
-        buf[offset + 1] = n // 8
-        buf[offset + 8 : offset + 8 + len(self.packet)] = self.packet
-        return n
+        return _emit_option(buf, offset, self.TYPE, 8, self.packet)  # 6 reserved bytes
 
     def summary(self) -> str:
         return f"redirected header {len(self.packet)} bytes"
@@ -281,12 +289,9 @@ class Nonce:
 
     def emit(self, buf: bytearray | memoryview, offset: int = 0) -> int:
         n = self.length
-        if n % 8 or n < 8:
+        if n % 8 or n < 8:  # padding would change the nonce
             raise ValueError(f"nonce of {len(self.value)} bytes: need 6 + 8k")
-        buf[offset] = self.TYPE
-        buf[offset + 1] = n // 8
-        buf[offset + 2 : offset + n] = self.value
-        return n
+        return _emit_option(buf, offset, self.TYPE, 2, self.value)
 
     def summary(self) -> str:
         return f"nonce {self.value.hex()}"
@@ -304,13 +309,11 @@ class RecursiveDns:
 
     @property
     def length(self) -> int:
-        return 8 + 16 * len(self.servers)
+        return _option_len(8, 16 * len(self.servers))
 
     def emit(self, buf: bytearray | memoryview, offset: int = 0) -> int:
-        n = self.length
+        n = _emit_option(buf, offset, self.TYPE, 8, b"".join(self.servers))
         _LIFETIME.pack_into(buf, offset, self.TYPE, n // 8, self.lifetime)
-        for i, server in enumerate(self.servers):
-            buf[offset + 8 + 16 * i : offset + 24 + 16 * i] = server
         return n
 
     def summary(self) -> str:
@@ -380,14 +383,11 @@ class DnsSearchList:
 
     @property
     def length(self) -> int:
-        return 8 + (-(-len(_encode_domains(self.domains)) // 8)) * 8
+        return _option_len(8, len(_encode_domains(self.domains)))
 
     def emit(self, buf: bytearray | memoryview, offset: int = 0) -> int:
-        names = _encode_domains(self.domains)
-        n = 8 + (-(-len(names) // 8)) * 8
-        buf[offset : offset + n] = bytes(n)  # padding: zeros
+        n = _emit_option(buf, offset, self.TYPE, 8, _encode_domains(self.domains))
         _LIFETIME.pack_into(buf, offset, self.TYPE, n // 8, self.lifetime)
-        buf[offset + 8 : offset + 8 + len(names)] = names
         return n
 
     def summary(self) -> str:
@@ -404,15 +404,10 @@ class UnknownOption:
 
     @property
     def length(self) -> int:
-        return (-(-(2 + len(self.data)) // 8)) * 8
+        return _option_len(2, len(self.data))
 
     def emit(self, buf: bytearray | memoryview, offset: int = 0) -> int:
-        n = self.length
-        buf[offset : offset + n] = bytes(n)
-        buf[offset] = self.type
-        buf[offset + 1] = n // 8
-        buf[offset + 2 : offset + 2 + len(self.data)] = self.data
-        return n
+        return _emit_option(buf, offset, self.type, 2, self.data)
 
     def summary(self) -> str:
         return f"option {self.type} len {self.length}"
@@ -467,7 +462,7 @@ def _decode_option(kind: int, opt: memoryview) -> NdpOption:
         servers = tuple(bytes(opt[i : i + 16]) for i in range(8, len(opt), 16))
         for server in servers:
             # CHECKLIST B21: every server unicast (not ::, not ff00::/8).
-            if server == IPV6_ANY or is_ipv6_multicast(server):
+            if not is_unicast(server):
                 raise _bad(Drop.NDP_BAD_OPTION_BODY, f"RDNSS server {format_ip(server)}")
         return RecursiveDns(lifetime, servers)
     if kind == OPT_DNSSL:
@@ -497,7 +492,7 @@ def _iter_options(buf: memoryview, offset: int) -> Iterator[NdpOption]:
 
 
 class _Message:
-    """What every NDP message dataclass shares: options, length, emit."""
+    """What every NDP message dataclass shares: options, length, parse, emit."""
 
     __slots__ = ()
     TYPE: ClassVar[int]
@@ -513,31 +508,42 @@ class _Message:
     def _emit_fixed(self, buf: bytearray | memoryview, offset: int, checksum: int) -> None:
         raise NotImplementedError
 
+    @classmethod
+    def parse(
+        cls,
+        buf: bytes | bytearray | memoryview,
+        *,
+        pseudo: int | None = None,
+        hop_limit: int | None = None,
+    ) -> Self:
+        """``NdpView.checked(...).header()``, which must be of this type
+        (else ``NDP_BAD_TYPE``)."""
+        view = NdpView.checked(buf, pseudo=pseudo, hop_limit=hop_limit)
+        if view.type != cls.TYPE:
+            raise _bad(Drop.NDP_BAD_TYPE, f"type {view.type}, expected {cls.TYPE}")
+        return cast(Self, view.header())  # the type byte decides the class
+
     def emit(
         self, buf: bytearray | memoryview, offset: int = 0, *, pseudo: int | None = None
     ) -> int:
         """Write the whole message (fixed part and options) at ``offset``;
         returns the bytes written. With ``pseudo`` (the sum of
-        ``pseudo_header_v6(src, dst, 58, self.length)``) the checksum is
-        computed and stored in ``self.checksum`` too."""
+        ``icmpv6_pseudo(src, dst, self.length)``) the checksum is computed
+        and stored in ``self.checksum`` too."""
         pos = offset + self.FIXED_LEN
         for opt in self.options:
             pos += opt.emit(buf, pos)
         n = pos - offset
-        if pseudo is not None:
+        if pseudo is None:
+            self._emit_fixed(buf, offset, self.checksum)
+        else:
             self._emit_fixed(buf, offset, 0)
-            self.checksum = csum.checksum(memoryview(buf)[offset : offset + n], pseudo)
-        self._emit_fixed(buf, offset, self.checksum)
+            self.checksum = set_checksum(buf, offset, n, pseudo)
         return n
 
     def to_bytes(self, src: bytes | None = None, dst: bytes | None = None) -> bytes:
         """The message as new bytes; with the IPv6 ``src`` and ``dst``, checksummed."""
-        buf = bytearray(self.length)
-        pseudo = None
-        if src is not None and dst is not None:
-            pseudo = csum.pseudo_header_v6(src, dst, ICMPV6_NEXT_HEADER, len(buf))
-        self.emit(buf, pseudo=pseudo)
-        return bytes(buf)
+        return message_bytes(self, src, dst)
 
     def _options_summary(self) -> str:
         if not self.options:
@@ -552,18 +558,8 @@ class RouterSolicitation(_Message):
     options: list[NdpOption] = field(default_factory=list)
     checksum: int = 0
 
-    TYPE: ClassVar[int] = NDP_ROUTER_SOLICIT
+    TYPE: ClassVar[int] = ICMPV6_ROUTER_SOLICIT
     FIXED_LEN: ClassVar[int] = RS_MIN_LEN
-
-    @classmethod
-    def parse(
-        cls,
-        buf: bytes | bytearray | memoryview,
-        *,
-        pseudo: int | None = None,
-        hop_limit: int | None = None,
-    ) -> RouterSolicitation:
-        return _parse_as(cls, buf, pseudo, hop_limit)
 
     def _emit_fixed(self, buf: bytearray | memoryview, offset: int, checksum: int) -> None:
         _RS.pack_into(buf, offset, self.TYPE, 0, checksum)
@@ -585,7 +581,7 @@ class RouterAdvertisement(_Message):
     options: list[NdpOption] = field(default_factory=list)
     checksum: int = 0
 
-    TYPE: ClassVar[int] = NDP_ROUTER_ADVERT
+    TYPE: ClassVar[int] = ICMPV6_ROUTER_ADVERT
     FIXED_LEN: ClassVar[int] = RA_MIN_LEN
 
     @property
@@ -597,16 +593,6 @@ class RouterAdvertisement(_Message):
     def other(self) -> bool:
         """O: other configuration is available via DHCPv6."""
         return bool(self.flags & RA_FLAG_OTHER)
-
-    @classmethod
-    def parse(
-        cls,
-        buf: bytes | bytearray | memoryview,
-        *,
-        pseudo: int | None = None,
-        hop_limit: int | None = None,
-    ) -> RouterAdvertisement:
-        return _parse_as(cls, buf, pseudo, hop_limit)
 
     def _emit_fixed(self, buf: bytearray | memoryview, offset: int, checksum: int) -> None:
         _RA.pack_into(
@@ -641,18 +627,8 @@ class NeighborSolicitation(_Message):
     options: list[NdpOption] = field(default_factory=list)
     checksum: int = 0
 
-    TYPE: ClassVar[int] = NDP_NEIGHBOR_SOLICIT
+    TYPE: ClassVar[int] = ICMPV6_NEIGHBOR_SOLICIT
     FIXED_LEN: ClassVar[int] = NS_MIN_LEN
-
-    @classmethod
-    def parse(
-        cls,
-        buf: bytes | bytearray | memoryview,
-        *,
-        pseudo: int | None = None,
-        hop_limit: int | None = None,
-    ) -> NeighborSolicitation:
-        return _parse_as(cls, buf, pseudo, hop_limit)
 
     def _emit_fixed(self, buf: bytearray | memoryview, offset: int, checksum: int) -> None:
         _NS.pack_into(buf, offset, self.TYPE, 0, checksum, self.target)
@@ -674,7 +650,7 @@ class NeighborAdvertisement(_Message):
     options: list[NdpOption] = field(default_factory=list)
     checksum: int = 0
 
-    TYPE: ClassVar[int] = NDP_NEIGHBOR_ADVERT
+    TYPE: ClassVar[int] = ICMPV6_NEIGHBOR_ADVERT
     FIXED_LEN: ClassVar[int] = NA_MIN_LEN
 
     @property
@@ -684,16 +660,6 @@ class NeighborAdvertisement(_Message):
             | (NA_FLAG_SOLICITED if self.solicited else 0)
             | (NA_FLAG_OVERRIDE if self.override else 0)
         )
-
-    @classmethod
-    def parse(
-        cls,
-        buf: bytes | bytearray | memoryview,
-        *,
-        pseudo: int | None = None,
-        hop_limit: int | None = None,
-    ) -> NeighborAdvertisement:
-        return _parse_as(cls, buf, pseudo, hop_limit)
 
     def _emit_fixed(self, buf: bytearray | memoryview, offset: int, checksum: int) -> None:
         _NA.pack_into(buf, offset, self.TYPE, 0, checksum, self.flags, self.target)
@@ -718,18 +684,8 @@ class Redirect(_Message):
     options: list[NdpOption] = field(default_factory=list)
     checksum: int = 0
 
-    TYPE: ClassVar[int] = NDP_REDIRECT
+    TYPE: ClassVar[int] = ICMPV6_REDIRECT
     FIXED_LEN: ClassVar[int] = REDIRECT_MIN_LEN
-
-    @classmethod
-    def parse(
-        cls,
-        buf: bytes | bytearray | memoryview,
-        *,
-        pseudo: int | None = None,
-        hop_limit: int | None = None,
-    ) -> Redirect:
-        return _parse_as(cls, buf, pseudo, hop_limit)
 
     def _emit_fixed(self, buf: bytearray | memoryview, offset: int, checksum: int) -> None:
         _REDIRECT.pack_into(buf, offset, self.TYPE, 0, checksum, self.target, self.destination)
@@ -748,7 +704,6 @@ NdpMessage: TypeAlias = (
     | NeighborAdvertisement
     | Redirect
 )
-_M = TypeVar("_M", bound=_Message)
 
 
 # --------------------------------------------------------------------------- view
@@ -768,7 +723,7 @@ class NdpView:
         cls,
         buf: bytes | bytearray | memoryview,
         *,
-        pseudo: int | None,
+        pseudo: int | None = None,
         hop_limit: int | None = None,
     ) -> NdpView:
         """Validate ``buf`` (see the module docstring). ``pseudo`` is the IPv6
@@ -790,16 +745,16 @@ class NdpView:
             raise _bad(Drop.NDP_BAD_CODE, f"code {code}")
         if len(buf) < min_len:
             raise _bad(Drop.NDP_TRUNCATED, f"type {kind}: {len(buf)} bytes")
-        if kind in (NDP_NEIGHBOR_SOLICIT, NDP_NEIGHBOR_ADVERT):
+        if kind in (ICMPV6_NEIGHBOR_SOLICIT, ICMPV6_NEIGHBOR_ADVERT):
             # §7.1.1, §7.1.2: "Target Address is not a multicast address".
-            if buf[8] == 0xFF:
+            if is_ipv6_multicast(buf[8:24]):
                 raise _bad(Drop.NDP_BAD_TARGET, "multicast target")
-        elif kind == NDP_REDIRECT:
+        elif kind == ICMPV6_REDIRECT:
             # §8.1: destination not multicast; target link-local or == destination.
             target, destination = buf[8:24], buf[24:40]
-            if destination[0] == 0xFF:
+            if is_ipv6_multicast(destination):
                 raise _bad(Drop.NDP_BAD_TARGET, "multicast destination")
-            if not _is_link_local(target) and target != destination:
+            if not is_ipv6_link_local(target) and target != destination:
                 raise _bad(Drop.NDP_BAD_TARGET, "target neither link-local nor destination")
         for _ in _iter_options(buf, min_len):  # §6.1.2 etc.: options well formed
             pass
@@ -828,14 +783,14 @@ class NdpView:
     @property
     def target(self) -> bytes | None:
         """The Target Address of an NS, NA or Redirect, else None."""
-        if self.buf[0] in (NDP_NEIGHBOR_SOLICIT, NDP_NEIGHBOR_ADVERT, NDP_REDIRECT):
+        if self.buf[0] in (ICMPV6_NEIGHBOR_SOLICIT, ICMPV6_NEIGHBOR_ADVERT, ICMPV6_REDIRECT):
             return bytes(self.buf[8:24])
         return None
 
     @property
     def destination(self) -> bytes | None:
         """The Destination Address of a Redirect, else None."""
-        if self.buf[0] == NDP_REDIRECT:
+        if self.buf[0] == ICMPV6_REDIRECT:
             return bytes(self.buf[24:40])
         return None
 
@@ -856,13 +811,13 @@ class NdpView:
         f = self.fields()
         opts = list(self.options())
         kind = f[0]
-        if kind == NDP_ROUTER_SOLICIT:
+        if kind == ICMPV6_ROUTER_SOLICIT:
             return RouterSolicitation(opts, f[2])
-        if kind == NDP_ROUTER_ADVERT:
+        if kind == ICMPV6_ROUTER_ADVERT:
             return RouterAdvertisement(f[3], f[4], f[5], f[6], f[7], opts, f[2])
-        if kind == NDP_NEIGHBOR_SOLICIT:
+        if kind == ICMPV6_NEIGHBOR_SOLICIT:
             return NeighborSolicitation(f[3], opts, f[2])
-        if kind == NDP_NEIGHBOR_ADVERT:
+        if kind == ICMPV6_NEIGHBOR_ADVERT:
             flags = f[3]
             return NeighborAdvertisement(
                 bool(flags & NA_FLAG_ROUTER),
@@ -879,19 +834,10 @@ class NdpView:
 
 
 def parse(
-    buf: bytes | bytearray | memoryview, *, pseudo: int | None, hop_limit: int | None = None
+    buf: bytes | bytearray | memoryview, *, pseudo: int | None = None, hop_limit: int | None = None
 ) -> NdpMessage:
     """Any NDP message to its dataclass (= ``NdpView.checked(...).header()``)."""
     return NdpView.checked(buf, pseudo=pseudo, hop_limit=hop_limit).header()
-
-
-def _parse_as(
-    cls: type[_M], buf: bytes | bytearray | memoryview, pseudo: int | None, hop_limit: int | None
-) -> _M:
-    view = NdpView.checked(buf, pseudo=pseudo, hop_limit=hop_limit)
-    if view.type != cls.TYPE:
-        raise _bad(Drop.NDP_BAD_TYPE, f"type {view.type}, expected {cls.TYPE}")
-    return cast(_M, view.header())
 
 
 # --------------------------------------------------------------------------- address rules
@@ -899,7 +845,7 @@ def _parse_as(
 
 def validate_ra_source(src: bytes) -> None:
     """RFC 4861 §6.1.2: an RA's IP source must be link-local (CHECKLIST B28)."""
-    if len(src) != 16 or not _is_link_local(src):
+    if len(src) != 16 or not is_ipv6_link_local(src):
         raise _bad(Drop.NDP_BAD_SOURCE, f"RA from {format_ip(src)}")
 
 
@@ -914,18 +860,17 @@ def validate_addresses(view: NdpView, src: bytes, dst: bytes) -> None:
     * §7.1.2 NA: to a multicast destination → Solicited flag is zero.
     """
     kind = view.type
-    if kind in (NDP_ROUTER_ADVERT, NDP_REDIRECT):
-        if not _is_link_local(src):
+    if kind in (ICMPV6_ROUTER_ADVERT, ICMPV6_REDIRECT):
+        if not is_ipv6_link_local(src):
             raise _bad(Drop.NDP_BAD_SOURCE, f"type {kind} from {format_ip(src)}")
-    elif kind in (NDP_ROUTER_SOLICIT, NDP_NEIGHBOR_SOLICIT) and src == IPV6_ANY:
+    elif kind in (ICMPV6_ROUTER_SOLICIT, ICMPV6_NEIGHBOR_SOLICIT) and src == IPV6_ANY:
         if any(isinstance(o, SourceLinkLayer) for o in view.options()):
             raise _bad(Drop.NDP_BAD_SOURCE, "SLLA with unspecified source")
-        if kind == NDP_NEIGHBOR_SOLICIT and dst[:13] != SOLICITED_NODE_PREFIX:
+        if kind == ICMPV6_NEIGHBOR_SOLICIT and dst[:13] != SOLICITED_NODE_PREFIX:
             raise _bad(Drop.NDP_BAD_DESTINATION, f"DAD NS to {format_ip(dst)}")
-    elif kind == NDP_NEIGHBOR_ADVERT and is_ipv6_multicast(dst) and view.buf[4] & NA_FLAG_SOLICITED:
+    elif (
+        kind == ICMPV6_NEIGHBOR_ADVERT
+        and is_ipv6_multicast(dst)
+        and view.buf[4] & NA_FLAG_SOLICITED
+    ):
         raise _bad(Drop.NDP_BAD_DESTINATION, "solicited NA to multicast")
-
-
-def solicited_node(addr: bytes) -> bytes:
-    """The solicited-node multicast group of ``addr`` (RFC 4291 §2.7.1)."""
-    return SOLICITED_NODE_PREFIX + addr[13:16]

@@ -79,10 +79,14 @@ class VirtioNetView:
         """Validate ``buf`` (header and frame). ``size`` is the header length
         the link was set up with (``TUNSETVNETHDRSZ``); a bad ``size`` is API
         misuse and raises ValueError."""
-        _check_size(size)
-        buf = memoryview(buf)
+        if size != VIRTIO_NET_HDR_LEN and size != VIRTIO_NET_HDR_MRG_LEN:
+            _check_size(size)
+        if type(buf) is not memoryview:
+            buf = memoryview(buf)
         if len(buf) < size:
             raise MalformedPacket(Drop.VNET_TRUNCATED, f"{len(buf)} bytes", layer="vnet")
+        if not buf[0] and not buf[1]:
+            return cls(buf, size)  # the common case: no flag, no GSO, nothing to check
         flags, gso_type, _hdr_len, gso_size, csum_start, csum_offset = _VNET.unpack_from(buf)
         if flags & ~_KNOWN_FLAGS:
             raise MalformedPacket(Drop.VNET_BAD_FLAGS, f"flags 0x{flags:02x}", layer="vnet")

@@ -29,9 +29,21 @@ def test_sum_that_is_a_multiple_of_ffff_is_negative_zero() -> None:
     assert csum.ones_sum(b"\xff\xff") == 0xFFFF
     assert csum.ones_sum(b"\x00\x00") == 0
     assert csum.ones_sum(b"\x12\x34\xed\xcb") == 0xFFFF
+    assert csum.ones_sum(b"\x80\x00", 0x7FFF) == 0xFFFF  # through ``initial`` too
 
 
-@given(st.binary(min_size=2, max_size=200).filter(lambda b: any(b)))
+def test_checksum_of_negative_zero_sum_is_zero() -> None:
+    """Data summing to -0 gets the field 0x0000 (as scapy and Linux write it),
+    and verifies; all-zero data gets 0xFFFF."""
+    data = b"\x12\x34\xed\xcb"
+    assert csum.checksum(data) == 0 == scapy_checksum(data)
+    assert csum.verify(data + b"\0\0")
+    assert csum.checksum(bytes(4)) == 0xFFFF == scapy_checksum(bytes(4))
+    assert csum.verify(bytes(4) + b"\xff\xff")
+    assert not csum.verify(bytes(6))  # +0: nothing was summed
+
+
+@given(st.binary(min_size=2, max_size=200))
 def test_verify_accepts_what_checksum_wrote(data: bytes) -> None:
     data = data + b"\0" * (len(data) & 1)
     value = csum.checksum(data + b"\0\0")
@@ -42,8 +54,10 @@ def test_pseudo_headers_match_scapy() -> None:
     from scapy.layers.inet import IP, UDP
     from scapy.layers.inet6 import IPv6
 
-    for ip, fam in ((IP(src="198.18.0.1", dst="198.18.0.2"), socket.AF_INET),
-                    (IPv6(src="2001:db8::1", dst="2001:db8::2"), socket.AF_INET6)):
+    for ip, fam in (
+        (IP(src="198.18.0.1", dst="198.18.0.2"), socket.AF_INET),
+        (IPv6(src="2001:db8::1", dst="2001:db8::2"), socket.AF_INET6),
+    ):
         pkt = ip / UDP(sport=1, dport=2) / b"abc"
         raw = bytes(pkt)
         seg = raw[20:] if fam == socket.AF_INET else raw[40:]
@@ -57,10 +71,15 @@ def test_incremental_update_equals_recompute(header: bytes, word: int, new: int)
     """RFC 1624 eqn. 3 gives the same field as a full recompute."""
     buf = bytearray(header)
     buf[10:12] = b"\0\0"
-    if word == 5 or not any(buf):
-        return  # the checksum field itself; all-zero data is no real header
+    if word == 5:
+        return  # the checksum field itself
     buf[10:12] = csum.checksum(buf).to_bytes(2, "big")
     old_word = int.from_bytes(buf[word * 2 : word * 2 + 2], "big")
     updated = csum.update16(int.from_bytes(buf[10:12], "big"), old_word, new)
     buf[word * 2 : word * 2 + 2] = new.to_bytes(2, "big")
+    if not any(buf[:10] + buf[12:]):
+        # RFC 1624 §3: eqn. 3 gives +0 (0x0000) when everything else is zero,
+        # where a recompute gives 0xFFFF; no real header is all zeros.
+        assert updated in (0, 0xFFFF)
+        return
     assert csum.verify(buf[:10] + updated.to_bytes(2, "big") + buf[12:])

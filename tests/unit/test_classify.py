@@ -48,12 +48,21 @@ def test_tcp_and_udp_hash_symmetrically(l4: type, a: str, b: str, net: type) -> 
 
 
 def test_flows_spread_over_shards() -> None:
-    seen = {classify(bytes(ETH / IP(src=A4, dst=B4) / TCP(sport=p, dport=80)), N) for p in range(40000, 40200)}
+    seen = {
+        classify(bytes(ETH / IP(src=A4, dst=B4) / TCP(sport=p, dport=80)), N)
+        for p in range(40000, 40200)
+    }
     assert seen == set(range(N))
 
 
 def test_ipv6_extension_headers_are_walked_to_the_ports() -> None:
-    frame = bytes(ETH / IPv6(src=A6, dst=B6) / IPv6ExtHdrHopByHop() / IPv6ExtHdrDestOpt() / UDP(sport=5, dport=6))
+    frame = bytes(
+        ETH
+        / IPv6(src=A6, dst=B6)
+        / IPv6ExtHdrHopByHop()
+        / IPv6ExtHdrDestOpt()
+        / UDP(sport=5, dport=6)
+    )
     assert classify(frame, N) == expected(17, A6, 5, B6, 6)
 
 
@@ -71,7 +80,10 @@ def test_icmpv6_error_follows_the_quoted_flow(icmp) -> None:
 
 
 def test_echo_hashes_addresses_and_identifier() -> None:
-    for net, proto, echo, a, b in ((IP, 1, ICMP(id=77), A4, B4), (IPv6, 58, ICMPv6EchoRequest(id=77), A6, B6)):
+    for net, proto, echo, a, b in (
+        (IP, 1, ICMP(id=77), A4, B4),
+        (IPv6, 58, ICMPv6EchoRequest(id=77), A6, B6),
+    ):
         frame = bytes(ETH / net(src=a, dst=b) / echo)
         assert classify(frame, N) == expected(proto, a, 77, b, 77)
 

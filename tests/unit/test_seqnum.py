@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
+
 from shardnet.common.seqnum import (
     seq_add,
     seq_geq,

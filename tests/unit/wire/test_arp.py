@@ -7,12 +7,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 from scapy.layers.l2 import ARP, Ether
 
+from shardnet.common.addr import parse_ip, parse_mac
 from shardnet.common.wire.arp import ARP_LEN, ARP_REPLY, ARP_REQUEST, ArpHeader, ArpView
 from shardnet.common.wire.errors import Drop, MalformedPacket
 
-MAC1 = bytes.fromhex("020000000001")
-MAC2 = bytes.fromhex("020000000002")
-IP1, IP2 = bytes([198, 18, 0, 1]), bytes([198, 18, 0, 2])
+from .helpers import assert_drop
+
+MAC1, MAC2 = parse_mac("02:00:00:00:00:01"), parse_mac("02:00:00:00:00:02")
+IP1, IP2 = parse_ip("198.18.0.1"), parse_ip("198.18.0.2")
 # Who has 198.18.0.2? Tell 198.18.0.1 (02:00:00:00:00:01); from scapy.
 GOLDEN = bytes.fromhex("0001080006040001020000000001c6120001000000000000c6120002")
 GOLDEN_HDR = ArpHeader(ARP_REQUEST, MAC1, IP1, bytes(6), IP2)
@@ -59,10 +61,7 @@ def test_ethernet_padding_is_cut() -> None:
     ],
 )
 def test_drop_reasons(data: bytes, reason: Drop) -> None:
-    with pytest.raises(MalformedPacket) as exc:
-        ArpView.checked(data)
-    assert exc.value.reason is reason
-    assert exc.value.layer == "arp"
+    assert_drop(reason, "arp", ArpView.checked, data)
 
 
 def test_summary() -> None:

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from scapy.layers.l2 import Dot1Q, Ether
+
 from shardnet.common.wire.errors import Drop, MalformedPacket
 from shardnet.common.wire.ethernet import (
     ETH_HEADER_LEN,
@@ -14,6 +15,8 @@ from shardnet.common.wire.ethernet import (
     EthernetHeader,
     EthernetView,
 )
+
+from .helpers import assert_drop
 
 DST = bytes.fromhex("020000000002")
 SRC = bytes.fromhex("020000000001")
@@ -55,9 +58,7 @@ def test_emit_at_offset() -> None:
     [(GOLDEN[:13], Drop.ETH_TRUNCATED), (GOLDEN_TAGGED[:17], Drop.VLAN_TRUNCATED)],
 )
 def test_drop_reasons(data: bytes, reason: Drop) -> None:
-    with pytest.raises(MalformedPacket) as exc:
-        EthernetView.checked(data)
-    assert exc.value.reason is reason
+    assert_drop(reason, "eth", EthernetView.checked, data)
 
 
 def test_summary() -> None:

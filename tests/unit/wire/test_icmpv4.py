@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from scapy.layers.inet import ICMP, IP, TCP, UDP, IPerror, IPOption_Router_Alert, UDPerror
 
+from shardnet.common.addr import parse_ip
 from shardnet.common.wire.errors import Drop, MalformedPacket
 from shardnet.common.wire.icmpv4 import (
     ICMP_DEST_UNREACH,
@@ -26,7 +27,9 @@ from shardnet.common.wire.icmpv4 import (
 )
 from shardnet.common.wire.ipv4 import IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP
 
-SRC, DST = bytes([198, 18, 0, 1]), bytes([198, 18, 0, 2])
+from .helpers import assert_drop, ip_payload, scapy_checksum
+
+SRC, DST = parse_ip("198.18.0.1"), parse_ip("198.18.0.2")
 # Echo request id 0x1234 seq 5 "ping"; from scapy.
 GOLDEN = bytes.fromhex("080006f61234000570696e67")
 GOLDEN_HDR = Icmpv4Header(ICMP_ECHO_REQUEST, 0, 0x06F6, 0x12340005)
@@ -94,10 +97,17 @@ def test_golden_error() -> None:
     ],
 )
 def test_drop_reasons(data: bytes, reason: Drop) -> None:
-    with pytest.raises(MalformedPacket) as exc:
-        Icmpv4View.checked(data)
-    assert exc.value.reason is reason
-    assert exc.value.layer == "icmpv4"
+    assert_drop(reason, "icmpv4", Icmpv4View.checked, data)
+
+
+def test_checksum_field_zero() -> None:
+    """A message whose sum is -0 carries 0x0000 (scapy writes the same) and verifies."""
+    golden = bytes.fromhex("08000000123406fb70696e67")  # echo id 0x1234 seq 1787 "ping"
+    buf = bytearray(golden[:2]) + b"\xff\xff" + golden[4:]
+    h = Icmpv4Header.echo_request(0x1234, 1787)
+    h.emit(buf)
+    assert bytes(buf) == golden and h.checksum == 0
+    assert Icmpv4View.checked(golden).seq == 1787
 
 
 def test_verify_checksum_can_be_skipped() -> None:
@@ -153,9 +163,9 @@ def udp_dgram(payload: bytes = b"payload!", **ip: object) -> bytes:
     ],
 )
 def test_scapy_built_parses(icmp: ICMP, check: object) -> None:
-    raw = bytes(IP(src="198.18.0.2", dst="198.18.0.1") / icmp)
-    v = Icmpv4View.checked(raw[20:])
-    assert v.checksum == icmp.__class__(raw[20:]).chksum
+    msg = ip_payload(IP(src="198.18.0.2", dst="198.18.0.1") / icmp)
+    v = Icmpv4View.checked(msg)
+    assert v.checksum == ICMP(msg).chksum
     assert check(v)  # type: ignore[operator]
 
 
@@ -167,7 +177,7 @@ def test_scapy_error_quoting_udp() -> None:
         / UDPerror(sport=5353, dport=53)
         / b"question"
     )
-    v = Icmpv4View.checked(bytes(pkt)[20:])
+    v = Icmpv4View.checked(ip_payload(pkt))
     assert quoted_flow(v.quoted) == (IPPROTO_UDP, SRC, DST, 5353, 53)
 
 
@@ -184,9 +194,7 @@ def test_build_error_dissects_in_scapy() -> None:
         7,
     )
     assert bytes(p[IPerror]) == dgram
-    claimed = p.chksum
-    del p.chksum
-    assert ICMP(bytes(p)).chksum == claimed  # scapy recomputes the same
+    assert p.chksum == scapy_checksum(p, ICMP)  # scapy recomputes the same
     assert Icmpv4View.checked(msg).next_hop_mtu == 1280
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -23,6 +21,7 @@ from scapy.layers.inet6 import (
     IPv6ExtHdrRouting,
 )
 
+from shardnet.common.addr import parse_ip
 from shardnet.common.wire.errors import Drop, MalformedPacket
 from shardnet.common.wire.icmpv6 import (
     ICMPV6_DST_UNREACH,
@@ -48,13 +47,10 @@ from shardnet.common.wire.icmpv6 import (
 )
 from shardnet.common.wire.ipv6 import IPV6_HEADER_LEN, IPV6_MIN_MTU
 
-
-def a6(text: str) -> bytes:
-    return socket.inet_pton(socket.AF_INET6, text)
-
+from .helpers import assert_drop, dissect_icmpv6, ip_payload
 
 S, D = "2001:db8::1", "2001:db8::2"
-SRC, DST = a6(S), a6(D)
+SRC, DST = parse_ip(S), parse_ip(D)
 # IPv6(src=S, dst=D) / ICMPv6EchoRequest(id=0x1234, seq=1, data=b"hi"), from scapy.
 GOLDEN = bytes.fromhex("8000a9a7123400016869")
 # ICMPv6PacketTooBig(mtu=1280) quoting IPv6(src=D, dst=S) / UDP(5353, 53) / b"hi".
@@ -118,10 +114,7 @@ def test_emit() -> None:
     ],
 )
 def test_drop_reasons(data: bytes, kwargs: dict, reason: Drop) -> None:
-    with pytest.raises(MalformedPacket) as exc:
-        Icmpv6View.checked(data, **kwargs)
-    assert exc.value.reason is reason
-    assert exc.value.layer == "icmpv6"
+    assert_drop(reason, "icmpv6", Icmpv6View.checked, data, **kwargs)
 
 
 def test_checksum_skipped_without_pseudo() -> None:
@@ -146,10 +139,6 @@ def test_summary() -> None:
 # --- scapy as oracle --------------------------------------------------------
 
 
-def _icmp(pkt: IPv6) -> bytes:
-    return bytes(pkt)[IPV6_HEADER_LEN:]
-
-
 @pytest.mark.parametrize(
     ("layer", "type_", "code", "rest"),
     [
@@ -160,7 +149,7 @@ def _icmp(pkt: IPv6) -> bytes:
     ],
 )
 def test_scapy_built_errors_parse(layer: object, type_: int, code: int, rest: int) -> None:
-    msg = _icmp(IPv6(src=S, dst=D) / layer / QUOTED)
+    msg = ip_payload(IPv6(src=S, dst=D) / layer / QUOTED)
     v = Icmpv6View.checked(msg, pseudo=pseudo(msg))
     assert (v.type, v.code, v.rest, v.is_error) == (type_, code, rest, True)
     assert bytes(v.quoted) == QUOTED
@@ -168,23 +157,18 @@ def test_scapy_built_errors_parse(layer: object, type_: int, code: int, rest: in
 
 
 def test_scapy_built_echo_and_ndp_parse() -> None:
-    msg = _icmp(IPv6(src=S, dst=D) / ICMPv6EchoReply(id=9, seq=65535, data=b"abc"))
+    msg = ip_payload(IPv6(src=S, dst=D) / ICMPv6EchoReply(id=9, seq=65535, data=b"abc"))
     v = Icmpv6View.checked(msg, pseudo=pseudo(msg))
     assert (v.type, v.ident, v.seq, bytes(v.data)) == (ICMPV6_ECHO_REPLY, 9, 65535, b"abc")
     # NDP parses generically, for ndp.py.
-    ns = _icmp(IPv6(src=S, dst="ff02::1:ff00:2", hlim=255) / ICMPv6ND_NS(tgt=D))
-    v = Icmpv6View.checked(ns, pseudo=pseudo(ns, SRC, a6("ff02::1:ff00:2")))
+    ns = ip_payload(IPv6(src=S, dst="ff02::1:ff00:2", hlim=255) / ICMPv6ND_NS(tgt=D))
+    v = Icmpv6View.checked(ns, pseudo=pseudo(ns, SRC, parse_ip("ff02::1:ff00:2")))
     assert (v.type, v.code, v.rest, bytes(v.body)) == (ICMPV6_NEIGHBOR_SOLICIT, 0, 0, DST)
     assert not v.is_error
 
 
 def _scapy_recomputes(msg: bytes, layer_cls: type) -> object:
-    pkt = IPv6(bytes(IPv6(src=S, dst=D, nh=58, plen=len(msg))) + msg)
-    layer = pkt[layer_cls]
-    claimed = layer.cksum
-    del layer.cksum
-    assert IPv6(bytes(pkt))[layer_cls].cksum == claimed
-    return layer
+    return dissect_icmpv6(msg, S, D)[layer_cls]
 
 
 def test_emitted_dissects_in_scapy() -> None:
@@ -231,8 +215,8 @@ def test_error_quote_fits_minimum_mtu() -> None:
 
 
 def test_build_generic() -> None:
-    msg = build_icmpv6(ICMPV6_NEIGHBOR_SOLICIT, 0, DST, src=SRC, dst=a6("ff02::1:ff00:2"))
-    assert msg == _icmp(IPv6(src=S, dst="ff02::1:ff00:2") / ICMPv6ND_NS(tgt=D))
+    msg = build_icmpv6(ICMPV6_NEIGHBOR_SOLICIT, 0, DST, src=SRC, dst=parse_ip("ff02::1:ff00:2"))
+    assert msg == ip_payload(IPv6(src=S, dst="ff02::1:ff00:2") / ICMPv6ND_NS(tgt=D))
 
 
 # --- quoted_flow ------------------------------------------------------------

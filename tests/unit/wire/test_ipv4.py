@@ -17,6 +17,7 @@ from scapy.layers.inet import (
     fragment,
 )
 
+from shardnet.common.addr import parse_ip
 from shardnet.common.checksum import checksum
 from shardnet.common.wire.errors import Drop, IcmpHintKind, MalformedPacket
 from shardnet.common.wire.ipv4 import (
@@ -28,7 +29,9 @@ from shardnet.common.wire.ipv4 import (
     Ipv4View,
 )
 
-SRC, DST = bytes([198, 18, 0, 1]), bytes([198, 18, 0, 2])
+from .helpers import assert_drop, scapy_checksum
+
+SRC, DST = parse_ip("198.18.0.1"), parse_ip("198.18.0.2")
 # 198.18.0.1 > 198.18.0.2, id 1, DF, UDP 4000 > 7 "hi"; from scapy.
 GOLDEN = bytes.fromhex("4500001e000140004011aea6c6120001c61200020fa00007000afba16869")
 GOLDEN_HDR = Ipv4Header(SRC, DST, IPPROTO_UDP, 64, 0, 1, True, False, 0, 30, 0xAEA6)
@@ -111,6 +114,17 @@ def test_tos_dscp_ecn() -> None:
     assert (v.tos, v.dscp, v.ecn) == (0xBB, 46, 3)
 
 
+def test_checksum_field_zero() -> None:
+    """A header whose sum is -0 carries 0x0000 in the field (scapy does the
+    same) and verifies."""
+    golden = bytes.fromhex("4500001eaea7400040110000c6120001c6120002")  # id 44711, from scapy
+    buf = bytearray(30)
+    h = Ipv4Header(SRC, DST, IPPROTO_UDP, ident=44711, df=True, total_length=30, checksum=0xFFFF)
+    h.emit(buf)
+    assert bytes(buf[:20]) == golden and h.checksum == 0
+    assert Ipv4View.checked(bytes(buf)).checksum == 0
+
+
 def test_verify_checksum_can_be_skipped() -> None:
     bad = GOLDEN[:10] + b"\0\0" + GOLDEN[12:]
     assert Ipv4View.checked(bad, verify_checksum=False).checksum == 0
@@ -152,16 +166,14 @@ def set_checksum(data: bytes) -> bytes:
     ],
 )
 def test_drop_reasons(data: bytes, reason: Drop) -> None:
-    with pytest.raises(MalformedPacket) as exc:
-        Ipv4View.checked(data)
-    assert exc.value.reason is reason
-    assert exc.value.layer == "ipv4"
+    assert_drop(reason, "ipv4", Ipv4View.checked, data)
 
 
 def test_bad_option_hints_parameter_problem() -> None:
-    with pytest.raises(MalformedPacket) as exc:
-        Ipv4View.checked(with_options(b"\x01\x07\x09\x04"))
-    hint = exc.value.icmp
+    exc = assert_drop(
+        Drop.IPV4_BAD_OPTIONS, "ipv4", Ipv4View.checked, with_options(b"\x01\x07\x09\x04")
+    )
+    hint = exc.icmp
     assert hint is not None
     assert (hint.kind, hint.code, hint.pointer) == (IcmpHintKind.PARAMETER_PROBLEM, 0, 22)
 
@@ -248,9 +260,7 @@ def test_emitted_dissects_in_scapy() -> None:
     p = IP(bytes(buf))
     assert (p.version, p.ihl, p.tos, p.len, p.id, p.ttl, p.proto) == (4, 7, 0xB8, 36, 0xBEEF, 3, 17)
     assert (str(p.flags), p.frag * 8, p.src, p.dst) == ("MF", 2960, "198.18.0.1", "198.18.0.2")
-    claimed = p.chksum
-    del p.chksum
-    assert IP(bytes(p)).chksum == claimed == h.checksum  # scapy recomputes the same
+    assert p.chksum == h.checksum == scapy_checksum(p, IP)  # scapy recomputes the same
 
 
 # Well-formed option lists: NOPs and type/length/data options, padded to 4.

@@ -3,8 +3,6 @@ scapy as oracle, hypothesis."""
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -24,6 +22,13 @@ from scapy.layers.inet6 import (
 )
 from scapy.utils6 import in6_getnsma, in6_getnsmac, in6_mactoifaceid
 
+from shardnet.common.addr import (
+    ipv6_multicast_scope,
+    is_ipv4_mapped,
+    is_ipv6_link_local,
+    is_ipv6_multicast,
+    parse_ip,
+)
 from shardnet.common.wire.errors import Drop, IcmpHint, IcmpHintKind, MalformedPacket
 from shardnet.common.wire.ipv6 import (
     IPV6_FRAGMENT_HEADER_LEN,
@@ -46,24 +51,17 @@ from shardnet.common.wire.ipv6 import (
     Ipv6OptionHint,
     Ipv6View,
     fragment_data_len,
-    is_link_local,
-    is_multicast,
-    is_v4_mapped,
     link_local_from_mac,
     modified_eui64,
     multicast_mac,
-    multicast_scope,
     solicited_node_multicast,
     walk_extensions,
 )
 
+from .helpers import assert_drop, scapy_checksum
 
-def a6(text: str) -> bytes:
-    return socket.inet_pton(socket.AF_INET6, text)
-
-
-SRC, DST = a6("2001:db8::1"), a6("2001:db8::2")
 S, D = "2001:db8::1", "2001:db8::2"
+SRC, DST = parse_ip(S), parse_ip(D)
 # IPv6(src=S, dst=D, tc=0xb9, fl=0x12345, hlim=64) / UDP(5353, 53) / b"hi", from scapy.
 GOLDEN = bytes.fromhex(
     "6b912345000a1140"
@@ -91,11 +89,8 @@ def walk(data: bytes) -> Ipv6Chain:
     return walk_extensions(Ipv6View.checked(data))
 
 
-def walk_drop(data: bytes) -> MalformedPacket:
-    with pytest.raises(MalformedPacket) as exc:
-        walk(data)
-    assert exc.value.layer == "ipv6"
-    return exc.value
+def walk_drop(reason: Drop, data: bytes) -> MalformedPacket:
+    return assert_drop(reason, "ipv6", walk, data)
 
 
 # --- fixed header -----------------------------------------------------------
@@ -154,16 +149,13 @@ def test_summary() -> None:
     ],
 )
 def test_drop_reasons(data: bytes, reason: Drop) -> None:
-    with pytest.raises(MalformedPacket) as exc:
-        Ipv6View.checked(data)
-    assert exc.value.reason is reason
-    assert exc.value.layer == "ipv6"
+    assert_drop(reason, "ipv6", Ipv6View.checked, data)
 
 
 def test_scapy_built_parses() -> None:
     pkt = IPv6(src=S, dst="fe80::1", tc=0x2C, fl=0xABCDE, hlim=255) / UDP(sport=1, dport=2) / b"x"
     h = Ipv6Header.parse(bytes(pkt))
-    assert h == Ipv6Header(SRC, a6("fe80::1"), NH_UDP, 255, 0x2C, 0xABCDE, 9)
+    assert h == Ipv6Header(SRC, parse_ip("fe80::1"), NH_UDP, 255, 0x2C, 0xABCDE, 9)
 
 
 def test_emitted_dissects_in_scapy() -> None:
@@ -181,9 +173,7 @@ def test_emitted_dissects_in_scapy() -> None:
         0xFEDCB,
         16,
     )
-    claimed = pkt[UDP].chksum
-    del pkt[UDP].chksum
-    assert IPv6(bytes(pkt))[UDP].chksum == claimed
+    assert pkt[UDP].chksum == scapy_checksum(pkt, UDP)
 
 
 # --- extension header walker ------------------------------------------------
@@ -258,8 +248,7 @@ def test_routing_with_segments_left_zero_is_ignored() -> None:
 
 def test_hop_by_hop_not_first() -> None:
     pkt = IPv6(src=S, dst=D) / IPv6ExtHdrDestOpt() / IPv6ExtHdrHopByHop() / UDP()
-    exc = walk_drop(bytes(pkt))
-    assert exc.reason is Drop.IPV6_HOP_BY_HOP_NOT_FIRST
+    exc = walk_drop(Drop.IPV6_HOP_BY_HOP_NOT_FIRST, bytes(pkt))
     # RFC 8200 §4.3: Parameter Problem code 1 pointing at the Next Header of the destination options.
     assert exc.icmp == IcmpHint(IcmpHintKind.UNRECOGNIZED_NEXT_HEADER, 1, 40)
 
@@ -274,8 +263,9 @@ def test_hop_by_hop_not_first() -> None:
 )
 def test_unrecognized_option_actions(otype: int, hint: Ipv6OptionHint | None) -> None:
     opts = [HBHOptUnknown(otype=otype, optdata=b"ab")]
-    exc = walk_drop(bytes(IPv6(src=S, dst=D) / IPv6ExtHdrHopByHop(options=opts) / UDP()))
-    assert exc.reason is Drop.IPV6_BAD_OPTION
+    exc = walk_drop(
+        Drop.IPV6_BAD_OPTION, bytes(IPv6(src=S, dst=D) / IPv6ExtHdrHopByHop(options=opts) / UDP())
+    )
     assert exc.icmp == hint
     if isinstance(exc.icmp, Ipv6OptionHint):
         assert exc.icmp.multicast_ok is (otype >> 6 == 2)  # RFC 4443 §2.4 (e.3)
@@ -284,7 +274,7 @@ def test_unrecognized_option_actions(otype: int, hint: Ipv6OptionHint | None) ->
 def test_unrecognized_option_pointer_in_destination_options() -> None:
     opts = [PadN(optdata=b"\0\0"), HBHOptUnknown(otype=0xC9, optdata=b"x" * 16)]  # Home Address
     pkt = IPv6(src=S, dst=D) / IPv6ExtHdrHopByHop() / IPv6ExtHdrDestOpt(options=opts) / UDP()
-    exc = walk_drop(bytes(pkt))
+    exc = walk_drop(Drop.IPV6_BAD_OPTION, bytes(pkt))
     assert exc.icmp == Ipv6OptionHint(IcmpHintKind.PARAMETER_PROBLEM, 2, 48 + 2 + 4, 3)
 
 
@@ -298,36 +288,31 @@ def test_unrecognized_option_pointer_in_destination_options() -> None:
 )
 def test_malformed_options(options: bytes) -> None:
     raw = bytes(IPv6(src=S, dst=D, nh=0, plen=8) / (b"\x3b\x00" + options))
-    exc = walk_drop(raw)
-    assert exc.reason is Drop.IPV6_BAD_OPTION
+    exc = walk_drop(Drop.IPV6_BAD_OPTION, raw)
     assert exc.icmp is None
 
 
 def test_routing_type0() -> None:
     pkt = IPv6(src=S, dst=D) / IPv6ExtHdrRouting(addresses=["2001:db8::3"]) / UDP()
-    exc = walk_drop(bytes(pkt))
-    assert exc.reason is Drop.IPV6_ROUTING_TYPE0  # RFC 5095
+    exc = walk_drop(Drop.IPV6_ROUTING_TYPE0, bytes(pkt))  # RFC 5095
     assert exc.icmp == IcmpHint(IcmpHintKind.PARAMETER_PROBLEM, 0, 42)
 
 
 def test_unknown_routing_type_with_segments_left() -> None:
     pkt = IPv6(src=S, dst=D) / IPv6ExtHdrHopByHop() / IPv6ExtHdrRouting(type=5, segleft=1) / UDP()
-    exc = walk_drop(bytes(pkt))
-    assert exc.reason is Drop.IPV6_BAD_ROUTING
+    exc = walk_drop(Drop.IPV6_BAD_ROUTING, bytes(pkt))
     assert exc.icmp == IcmpHint(IcmpHintKind.PARAMETER_PROBLEM, 0, 50)
 
 
 def test_fragment_not_multiple_of_8() -> None:
     pkt = IPv6(src=S, dst=D) / IPv6ExtHdrFragment(m=1, id=1) / (b"x" * 13)
-    exc = walk_drop(bytes(pkt))
-    assert exc.reason is Drop.IPV6_BAD_FRAGMENT
+    exc = walk_drop(Drop.IPV6_BAD_FRAGMENT, bytes(pkt))
     assert exc.icmp == IcmpHint(IcmpHintKind.PARAMETER_PROBLEM, 0, 4)  # payload length
 
 
 def test_fragment_beyond_65535() -> None:
     pkt = IPv6(src=S, dst=D) / IPv6ExtHdrFragment(offset=8190, m=0, id=1) / (b"x" * 24)
-    exc = walk_drop(bytes(pkt))  # 8190 * 8 + 24 = 65544
-    assert exc.reason is Drop.IPV6_BAD_FRAGMENT
+    exc = walk_drop(Drop.IPV6_BAD_FRAGMENT, bytes(pkt))  # 8190 * 8 + 24 = 65544
     assert exc.icmp == IcmpHint(IcmpHintKind.PARAMETER_PROBLEM, 0, 42)  # fragment offset
     ok = IPv6(src=S, dst=D) / IPv6ExtHdrFragment(offset=8190, m=0, id=1) / (b"x" * 15)
     assert walk(bytes(ok)).fragment == Ipv6Fragment(65520, False, 1, 40, 59)
@@ -343,7 +328,7 @@ def test_fragment_beyond_65535() -> None:
     ],
 )
 def test_truncated_extension(data: bytes) -> None:
-    assert walk_drop(data).reason is Drop.IPV6_EXT_TRUNCATED
+    walk_drop(Drop.IPV6_EXT_TRUNCATED, data)
 
 
 def test_too_many_extensions() -> None:
@@ -351,8 +336,7 @@ def test_too_many_extensions() -> None:
     for _ in range(IPV6_MAX_EXTENSIONS):
         pkt = pkt / IPv6ExtHdrDestOpt()
     assert walk(bytes(pkt / UDP())).upper_offset == 40 + 8 * IPV6_MAX_EXTENSIONS
-    exc = walk_drop(bytes(pkt / IPv6ExtHdrDestOpt() / UDP()))
-    assert exc.reason is Drop.IPV6_TOO_MANY_EXTENSIONS
+    walk_drop(Drop.IPV6_TOO_MANY_EXTENSIONS, bytes(pkt / IPv6ExtHdrDestOpt() / UDP()))
 
 
 def test_scapy_fragments_walk() -> None:
@@ -405,9 +389,7 @@ def test_fragment_header_codec() -> None:
     assert h.emit(buf) == IPV6_FRAGMENT_HEADER_LEN
     assert bytes(buf) == bytes(IPv6ExtHdrFragment(nh=6, offset=185, m=1, id=0x01020304))
     assert h.summary() == "frag id 0x01020304 off 1480 more next 6"
-    with pytest.raises(MalformedPacket) as exc:
-        Ipv6FragmentHeader.parse(raw[:7])
-    assert exc.value.reason is Drop.IPV6_EXT_TRUNCATED
+    assert_drop(Drop.IPV6_EXT_TRUNCATED, "ipv6", Ipv6FragmentHeader.parse, raw[:7])
 
 
 def test_upper_layer_of_scapy_chain_with_tcp() -> None:
@@ -425,26 +407,27 @@ def test_modified_eui64() -> None:
     iid = modified_eui64(MAC)
     assert iid == bytes([0, 2, 3, 0xFF, 0xFE, 4, 5, 6])  # CHECKLIST B20
     assert iid == bytes.fromhex(in6_mactoifaceid("02:02:03:04:05:06").replace(":", ""))
-    assert link_local_from_mac(MAC) == a6("fe80::2:3ff:fe04:506")
+    assert link_local_from_mac(MAC) == parse_ip("fe80::2:3ff:fe04:506")
     with pytest.raises(ValueError):
         modified_eui64(MAC[:5])
 
 
 def test_multicast_helpers() -> None:
-    addr = a6("2001:db8::1:2345:6789")
+    addr = parse_ip("2001:db8::1:2345:6789")
     sn = solicited_node_multicast(addr)
-    assert sn == a6("ff02::1:ff45:6789") == in6_getnsma(addr)
+    assert sn == parse_ip("ff02::1:ff45:6789") == in6_getnsma(addr)
     assert multicast_mac(sn) == bytes.fromhex(in6_getnsmac(sn).replace(":", ""))
-    assert multicast_mac(a6("ff02::1")) == bytes.fromhex("333300000001")
-    assert multicast_scope(sn) == 2
+    assert multicast_mac(parse_ip("ff02::1")) == bytes.fromhex("333300000001")
+    assert ipv6_multicast_scope(sn) == 2
 
 
 def test_scope_helpers() -> None:
-    assert is_link_local(a6("fe80::1")) and is_link_local(a6("febf::1"))
-    assert not is_link_local(a6("fec0::1")) and not is_link_local(SRC)
-    assert is_multicast(a6("ff02::1")) and not is_multicast(SRC)
-    assert is_v4_mapped(a6("::ffff:198.18.0.1"))
-    assert not is_v4_mapped(a6("::198.18.0.1")) and not is_v4_mapped(SRC)
+    """The address predicates of common/addr.py on IPv6 addresses."""
+    assert is_ipv6_link_local(parse_ip("fe80::1")) and is_ipv6_link_local(parse_ip("febf::1"))
+    assert not is_ipv6_link_local(parse_ip("fec0::1")) and not is_ipv6_link_local(SRC)
+    assert is_ipv6_multicast(parse_ip("ff02::1")) and not is_ipv6_multicast(SRC)
+    assert is_ipv4_mapped(parse_ip("::ffff:198.18.0.1"))
+    assert not is_ipv4_mapped(parse_ip("::198.18.0.1")) and not is_ipv4_mapped(SRC)
 
 
 # --- hypothesis -------------------------------------------------------------

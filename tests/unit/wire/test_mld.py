@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -15,9 +13,11 @@ from scapy.layers.inet6 import (
     IPv6,
 )
 
-from shardnet.common.checksum import pseudo_header_v6
+from shardnet.common.addr import parse_ip
 from shardnet.common.wire import mld
 from shardnet.common.wire.errors import Drop, MalformedPacket
+from shardnet.common.wire.icmpv6 import icmpv6_pseudo
+from shardnet.common.wire.ipv6 import ALL_NODES, OPT_ROUTER_ALERT
 from shardnet.common.wire.mld import (
     MldQuery,
     MldQueryView,
@@ -27,16 +27,13 @@ from shardnet.common.wire.mld import (
     MulticastAddressRecord,
 )
 
+from .helpers import assert_drop, dissect_icmpv6, ip_payload
 
-def ip6(text: str) -> bytes:
-    return socket.inet_pton(socket.AF_INET6, text)
-
-
-SRC = ip6("fe80::1")
+SRC = parse_ip("fe80::1")
 
 
 def pseudo(data: bytes | bytearray, dst: bytes) -> int:
-    return pseudo_header_v6(SRC, dst, 58, len(data))
+    return icmpv6_pseudo(SRC, dst, len(data))
 
 
 # From scapy, inside IPv6(src="fe80::1", dst=..., hlim=1):
@@ -59,30 +56,30 @@ GOLDEN_QUERY1 = bytes.fromhex("820059172710000000000000000000000000000000000000"
 
 REPORT = MldReport(
     [
-        MulticastAddressRecord(MldRecordType.MODE_IS_EXCLUDE, ip6("ff02::fb")),
+        MulticastAddressRecord(MldRecordType.MODE_IS_EXCLUDE, parse_ip("ff02::fb")),
         MulticastAddressRecord(
             MldRecordType.ALLOW_NEW_SOURCES,
-            ip6("ff05::1:3"),
-            (ip6("2001:db8::1"), ip6("2001:db8::2")),
+            parse_ip("ff05::1:3"),
+            (parse_ip("2001:db8::1"), parse_ip("2001:db8::2")),
         ),
     ],
     0x1159,
 )
 QUERY2 = MldQuery(
     10000,
-    ip6("ff05::1:3"),
+    parse_ip("ff05::1:3"),
     version=2,
     s_flag=True,
     qrv=2,
     qqic=125,
-    sources=(ip6("2001:db8::5"),),
+    sources=(parse_ip("2001:db8::5"),),
     checksum=0x21B7,
 )
 QUERY1 = MldQuery(10000, version=1, checksum=0x5917)
 CASES = [
     (GOLDEN_REPORT, REPORT, mld.MLDV2_ALL_ROUTERS),
-    (GOLDEN_QUERY2, QUERY2, ip6("ff05::1:3")),
-    (GOLDEN_QUERY1, QUERY1, mld.ALL_NODES),
+    (GOLDEN_QUERY2, QUERY2, parse_ip("ff05::1:3")),
+    (GOLDEN_QUERY1, QUERY1, ALL_NODES),
 ]
 IDS = ["report", "query2", "query1"]
 
@@ -95,29 +92,27 @@ def test_deconstruct_report() -> None:
     assert (v.checksum, v.number_of_records) == (0x1159, 2)
     records = list(v.records())
     assert [r.record_type for r in records] == [2, 5]
-    assert records[1].sources == (ip6("2001:db8::1"), ip6("2001:db8::2"))
+    assert records[1].sources == (parse_ip("2001:db8::1"), parse_ip("2001:db8::2"))
 
 
 def test_deconstruct_query2() -> None:
     v = MldQueryView.checked(
-        GOLDEN_QUERY2, pseudo=pseudo(GOLDEN_QUERY2, ip6("ff05::1:3")), hop_limit=1
+        GOLDEN_QUERY2, pseudo=pseudo(GOLDEN_QUERY2, parse_ip("ff05::1:3")), hop_limit=1
     )
     assert v.version == 2
-    assert v.fields() == (130, 0, 0x21B7, 10000, ip6("ff05::1:3"), 0x0A, 125, 1)
+    assert v.fields() == (130, 0, 0x21B7, 10000, parse_ip("ff05::1:3"), 0x0A, 125, 1)
     assert (v.max_resp_code, v.max_resp_delay, v.multicast_address) == (
         10000,
         10000,
-        ip6("ff05::1:3"),
+        parse_ip("ff05::1:3"),
     )
     assert (v.s_flag, v.qrv, v.qqic, v.query_interval) == (True, 2, 125, 125)
-    assert v.sources == (ip6("2001:db8::5"),)
+    assert v.sources == (parse_ip("2001:db8::5"),)
     assert v.checksum == 0x21B7
 
 
 def test_deconstruct_query1() -> None:
-    v = MldQueryView.checked(
-        GOLDEN_QUERY1, pseudo=pseudo(GOLDEN_QUERY1, mld.ALL_NODES), hop_limit=1
-    )
+    v = MldQueryView.checked(GOLDEN_QUERY1, pseudo=pseudo(GOLDEN_QUERY1, ALL_NODES), hop_limit=1)
     assert v.version == 1
     assert v.fields() == (130, 0, 0x5917, 10000, bytes(16))
     assert (v.max_resp_delay, v.s_flag, v.qrv, v.qqic, v.sources) == (10000, False, 0, 0, ())
@@ -150,19 +145,24 @@ def test_emit(golden: bytes, msg: MldQuery | MldReport, dst: bytes) -> None:
 def test_unknown_record_type_is_kept() -> None:
     """RFC 3810 §5.2.12: an unrecognized record is ignored, not the report."""
     report = MldReport(
-        [MulticastAddressRecord(9, ip6("ff05::2")), MulticastAddressRecord(1, ip6("ff05::3"))]
+        [
+            MulticastAddressRecord(9, parse_ip("ff05::2")),
+            MulticastAddressRecord(1, parse_ip("ff05::3")),
+        ]
     )
     assert MldReport.parse(report.to_bytes()).records[0].record_type == 9
     assert "type 9 ff05::2" in report.summary()
 
 
 def test_aux_data() -> None:
-    rec = MulticastAddressRecord(MldRecordType.MODE_IS_INCLUDE, ip6("ff05::2"), (), b"abcdefgh")
+    rec = MulticastAddressRecord(
+        MldRecordType.MODE_IS_INCLUDE, parse_ip("ff05::2"), (), b"abcdefgh"
+    )
     data = MldReport([rec]).to_bytes()
     assert data[9] == 2  # aux data length in 32-bit words, RFC 3810 §5.2.6
     assert MldReport.parse(data).records == [rec]
     with pytest.raises(ValueError):
-        MulticastAddressRecord(1, ip6("ff05::2"), (), b"abc").emit(bytearray(40))
+        MulticastAddressRecord(1, parse_ip("ff05::2"), (), b"abc").emit(bytearray(40))
 
 
 def test_summaries() -> None:
@@ -217,8 +217,8 @@ def test_qqic_rounds_down(s: int) -> None:
 
 def test_constants() -> None:
     assert mld.MLD_HOP_LIMIT == 1
-    assert mld.MLDV2_ALL_ROUTERS == ip6("ff02::16")
-    assert (mld.IPV6_OPTION_ROUTER_ALERT, mld.ROUTER_ALERT_MLD) == (5, 0)
+    assert mld.MLDV2_ALL_ROUTERS == parse_ip("ff02::16")
+    assert (OPT_ROUTER_ALERT, mld.ROUTER_ALERT_MLD) == (5, 0)
 
 
 # --------------------------------------------------------------------------- drops
@@ -245,7 +245,7 @@ REPORT_DROPS: list[tuple[str, bytes, dict, Drop]] = [
     ("aux-past-end", GOLDEN_REPORT[:29] + b"\x01" + GOLDEN_REPORT[30:], {}, Drop.MLD_TRUNCATED),
     (
         "record-not-multicast",
-        GOLDEN_REPORT[:12] + ip6("2001:db8::1") + GOLDEN_REPORT[28:],
+        GOLDEN_REPORT[:12] + parse_ip("2001:db8::1") + GOLDEN_REPORT[28:],
         {},
         Drop.MLD_BAD_RECORD,
     ),
@@ -256,14 +256,14 @@ QUERY_DROPS: list[tuple[str, bytes, dict, Drop]] = [
     (
         "checksum",
         GOLDEN_QUERY1[:-1] + b"\x01",
-        {"pseudo": pseudo(GOLDEN_QUERY1, mld.ALL_NODES)},
+        {"pseudo": pseudo(GOLDEN_QUERY1, ALL_NODES)},
         Drop.ICMPV6_BAD_CHECKSUM,
     ),
     ("hop-limit-2", GOLDEN_QUERY1, {"hop_limit": 2}, Drop.MLD_BAD_HOP_LIMIT),
     ("v1-short", GOLDEN_QUERY1[:23], {}, Drop.MLD_TRUNCATED),
     ("length-26", GOLDEN_QUERY2[:26], {}, Drop.MLD_TRUNCATED),  # RFC 3810 §8.1 example
     ("sources-cut", GOLDEN_QUERY2[:-1], {}, Drop.MLD_TRUNCATED),
-    ("unicast-address", GOLDEN_QUERY1[:8] + ip6("2001:db8::1"), {}, Drop.MLD_BAD_ADDRESS),
+    ("unicast-address", GOLDEN_QUERY1[:8] + parse_ip("2001:db8::1"), {}, Drop.MLD_BAD_ADDRESS),
 ]
 
 
@@ -271,20 +271,14 @@ QUERY_DROPS: list[tuple[str, bytes, dict, Drop]] = [
     ("data", "kwargs", "reason"), [d[1:] for d in REPORT_DROPS], ids=[d[0] for d in REPORT_DROPS]
 )
 def test_report_drop_reasons(data: bytes, kwargs: dict, reason: Drop) -> None:
-    with pytest.raises(MalformedPacket) as exc:
-        MldReportView.checked(data, **({"pseudo": None} | kwargs))
-    assert exc.value.reason is reason
-    assert exc.value.layer == "mld"
+    assert_drop(reason, "mld", MldReportView.checked, data, **kwargs)
 
 
 @pytest.mark.parametrize(
     ("data", "kwargs", "reason"), [d[1:] for d in QUERY_DROPS], ids=[d[0] for d in QUERY_DROPS]
 )
 def test_query_drop_reasons(data: bytes, kwargs: dict, reason: Drop) -> None:
-    with pytest.raises(MalformedPacket) as exc:
-        MldQueryView.checked(data, **({"pseudo": None} | kwargs))
-    assert exc.value.reason is reason
-    assert exc.value.layer == "mld"
+    assert_drop(reason, "mld", MldQueryView.checked, data, **kwargs)
 
 
 def test_trailing_bytes_after_records_ignored() -> None:
@@ -295,7 +289,7 @@ def test_trailing_bytes_after_records_ignored() -> None:
 
 
 def scapy_bytes(layer, dst: str) -> bytes:  # noqa: ANN001
-    return bytes(IPv6(src="fe80::1", dst=dst, hlim=1) / layer)[40:]
+    return ip_payload(IPv6(src="fe80::1", dst=dst, hlim=1) / layer)
 
 
 def test_scapy_built_report_parses() -> None:
@@ -311,15 +305,15 @@ def test_scapy_built_report_parses() -> None:
     r = mld.parse(data, pseudo=pseudo(data, mld.MLDV2_ALL_ROUTERS), hop_limit=1)
     assert isinstance(r, MldReport)
     assert [(x.record_type, x.multicast_address, len(x.sources)) for x in r.records[:6]] == [
-        (t, ip6(f"ff05::{t}"), t) for t in range(1, 7)
+        (t, parse_ip(f"ff05::{t}"), t) for t in range(1, 7)
     ]
-    assert r.records[5].sources[5] == ip6("2001:db8::5")
-    assert r.records[6] == MulticastAddressRecord(4, ip6("ff05::7"), (), b"wxyz")
+    assert r.records[5].sources[5] == parse_ip("2001:db8::5")
+    assert r.records[6] == MulticastAddressRecord(4, parse_ip("ff05::7"), (), b"wxyz")
 
 
 def test_scapy_built_queries_parse() -> None:
     data = scapy_bytes(ICMPv6MLQuery2(mrd=0xFFFF, QRV=7, QQIC=0xFF), "ff02::1")
-    q = mld.parse(data, pseudo=pseudo(data, mld.ALL_NODES), hop_limit=1)
+    q = mld.parse(data, pseudo=pseudo(data, ALL_NODES), hop_limit=1)
     assert isinstance(q, MldQuery)
     assert (q.version, q.max_resp_delay, q.qrv, q.qqic, q.s_flag, q.sources) == (
         2,
@@ -330,25 +324,22 @@ def test_scapy_built_queries_parse() -> None:
         (),
     )
     data = scapy_bytes(ICMPv6MLQuery(mrd=500, mladdr="ff05::1:3"), "ff05::1:3")
-    q = mld.parse(data, pseudo=pseudo(data, ip6("ff05::1:3")), hop_limit=1)
-    assert (q.version, q.max_resp_code, q.multicast_address) == (1, 500, ip6("ff05::1:3"))
+    q = mld.parse(data, pseudo=pseudo(data, parse_ip("ff05::1:3")), hop_limit=1)
+    assert (q.version, q.max_resp_code, q.multicast_address) == (1, 500, parse_ip("ff05::1:3"))
 
 
 def scapy_dissect(data: bytes, dst: str) -> IPv6:
-    pkt = IPv6(bytes(IPv6(src="fe80::1", dst=dst, hlim=1, nh=58, plen=len(data))) + data)
-    icmp = pkt.payload
-    claimed = icmp.cksum
-    del icmp.cksum
-    assert IPv6(bytes(pkt)).payload.cksum == claimed  # scapy recomputes the same
-    return pkt
+    return dissect_icmpv6(data, "fe80::1", dst, hlim=1)
 
 
 def test_emitted_report_dissects_in_scapy() -> None:
     report = MldReport(
         [
-            MulticastAddressRecord(MldRecordType.CHANGE_TO_EXCLUDE_MODE, ip6("ff02::1:ff00:1")),
             MulticastAddressRecord(
-                MldRecordType.BLOCK_OLD_SOURCES, ip6("ff05::9"), (ip6("2001:db8::7"),)
+                MldRecordType.CHANGE_TO_EXCLUDE_MODE, parse_ip("ff02::1:ff00:1")
+            ),
+            MulticastAddressRecord(
+                MldRecordType.BLOCK_OLD_SOURCES, parse_ip("ff05::9"), (parse_ip("2001:db8::7"),)
             ),
         ]
     )
@@ -370,13 +361,13 @@ def test_emitted_report_dissects_in_scapy() -> None:
 def test_emitted_queries_dissect_in_scapy() -> None:
     q = MldQuery(
         mld.encode_max_resp_code(60000),
-        ip6("ff05::9"),
+        parse_ip("ff05::9"),
         s_flag=True,
         qrv=3,
         qqic=mld.encode_qqic(300),
-        sources=(ip6("2001:db8::1"),),
+        sources=(parse_ip("2001:db8::1"),),
     )
-    pkt = scapy_dissect(q.to_bytes(SRC, ip6("ff05::9")), "ff05::9")
+    pkt = scapy_dissect(q.to_bytes(SRC, parse_ip("ff05::9")), "ff05::9")
     s = pkt[ICMPv6MLQuery2]
     assert (s.mrd, s.mladdr, s.S, s.QRV, s.QQIC, s.sources) == (
         q.max_resp_code,
@@ -386,7 +377,7 @@ def test_emitted_queries_dissect_in_scapy() -> None:
         q.qqic,
         ["2001:db8::1"],
     )
-    pkt = scapy_dissect(MldQuery(1000, version=1).to_bytes(SRC, mld.ALL_NODES), "ff02::1")
+    pkt = scapy_dissect(MldQuery(1000, version=1).to_bytes(SRC, ALL_NODES), "ff02::1")
     assert (pkt[ICMPv6MLQuery].mrd, pkt[ICMPv6MLQuery].mladdr) == (1000, "::")
 
 
@@ -449,7 +440,7 @@ def test_arbitrary_bytes_raise_only_malformed(data: bytes) -> None:
         except MalformedPacket:
             pass
         try:
-            mld.parse(data, pseudo=pseudo(data, mld.ALL_NODES), hop_limit=1)
+            mld.parse(data, pseudo=pseudo(data, ALL_NODES), hop_limit=1)
         except MalformedPacket:
             pass
 

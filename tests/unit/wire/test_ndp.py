@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -23,9 +21,11 @@ from scapy.layers.inet6 import (
     IPv6,
 )
 
-from shardnet.common.checksum import pseudo_header_v6
+from shardnet.common.addr import IPV6_ANY, parse_ip
 from shardnet.common.wire import ndp
 from shardnet.common.wire.errors import Drop, MalformedPacket
+from shardnet.common.wire.icmpv6 import icmpv6_pseudo
+from shardnet.common.wire.ipv6 import solicited_node_multicast
 from shardnet.common.wire.ndp import (
     NDP_INFINITE_LIFETIME,
     DnsSearchList,
@@ -45,21 +45,18 @@ from shardnet.common.wire.ndp import (
     UnknownOption,
 )
 
+from .helpers import assert_drop, dissect_icmpv6, ip_payload
 
-def ip6(text: str) -> bytes:
-    return socket.inet_pton(socket.AF_INET6, text)
-
-
-SRC, DST = ip6("fe80::1"), ip6("ff02::1")
+SRC, DST = parse_ip("fe80::1"), parse_ip("ff02::1")
 MAC1, MAC2 = bytes.fromhex("020000000001"), bytes.fromhex("020000000002")
 
 
 def pseudo(data: bytes | bytearray, src: bytes = SRC, dst: bytes = DST) -> int:
-    return pseudo_header_v6(src, dst, 58, len(data))
+    return icmpv6_pseudo(src, dst, len(data))
 
 
 def scapy_bytes(layer, src: str = "fe80::1", dst: str = "ff02::1") -> bytes:  # noqa: ANN001
-    return bytes(IPv6(src=src, dst=dst, hlim=255) / layer)[40:]
+    return ip_payload(IPv6(src=src, dst=dst, hlim=255) / layer)
 
 
 # Golden messages from scapy inside IPv6(src="fe80::1", dst="ff02::1", hlim=255):
@@ -90,23 +87,23 @@ GOLDEN_REDIRECT = bytes.fromhex(
 RA_OPTIONS: list[ndp.NdpOption] = [
     SourceLinkLayer(MAC1),
     Mtu(1500),
-    PrefixInformation(64, True, True, 86400, 14400, ip6("2001:db8:1::")),
-    RecursiveDns(600, (ip6("2001:db8::53"),)),
+    PrefixInformation(64, True, True, 86400, 14400, parse_ip("2001:db8:1::")),
+    RecursiveDns(600, (parse_ip("2001:db8::53"),)),
     DnsSearchList(600, ("example.com",)),
 ]
 MESSAGES: list[tuple[bytes, ndp.NdpMessage]] = [
     (GOLDEN_RS, RouterSolicitation([SourceLinkLayer(MAC1)], 0x7A2D)),
     (GOLDEN_RA, RouterAdvertisement(64, 0x80, 1800, 30000, 1000, list(RA_OPTIONS), 0x7AE0)),
-    (GOLDEN_NS, NeighborSolicitation(ip6("2001:db8::2"), [SourceLinkLayer(MAC1)], 0x4A62)),
+    (GOLDEN_NS, NeighborSolicitation(parse_ip("2001:db8::2"), [SourceLinkLayer(MAC1)], 0x4A62)),
     (
         GOLDEN_NA,
         NeighborAdvertisement(
-            True, True, False, ip6("2001:db8::2"), [TargetLinkLayer(MAC2)], 0x8860
+            True, True, False, parse_ip("2001:db8::2"), [TargetLinkLayer(MAC2)], 0x8860
         ),
     ),
     (
         GOLDEN_REDIRECT,
-        Redirect(ip6("fe80::2"), ip6("2001:db8::9"), [TargetLinkLayer(MAC2)], 0x48C7),
+        Redirect(parse_ip("fe80::2"), parse_ip("2001:db8::9"), [TargetLinkLayer(MAC2)], 0x48C7),
     ),
 ]
 IDS = ["rs", "ra", "ns", "na", "redirect"]
@@ -126,12 +123,12 @@ def test_deconstruct_ra() -> None:
 
 def test_deconstruct_ns_na_redirect() -> None:
     ns = NdpView.checked(GOLDEN_NS, pseudo=pseudo(GOLDEN_NS), hop_limit=255)
-    assert ns.target == ip6("2001:db8::2") and ns.destination is None
-    assert ns.fields() == (135, 0, 0x4A62, ip6("2001:db8::2"))
+    assert ns.target == parse_ip("2001:db8::2") and ns.destination is None
+    assert ns.fields() == (135, 0, 0x4A62, parse_ip("2001:db8::2"))
     na = NdpView.checked(GOLDEN_NA, pseudo=pseudo(GOLDEN_NA))
-    assert na.fields() == (136, 0, 0x8860, 0xC0, ip6("2001:db8::2"))
+    assert na.fields() == (136, 0, 0x8860, 0xC0, parse_ip("2001:db8::2"))
     rd = NdpView.checked(GOLDEN_REDIRECT, pseudo=pseudo(GOLDEN_REDIRECT))
-    assert (rd.target, rd.destination) == (ip6("fe80::2"), ip6("2001:db8::9"))
+    assert (rd.target, rd.destination) == (parse_ip("fe80::2"), parse_ip("2001:db8::9"))
     rs = NdpView.checked(GOLDEN_RS, pseudo=pseudo(GOLDEN_RS))
     assert rs.fields() == (133, 0, 0x7A2D) and rs.target is None
 
@@ -160,16 +157,14 @@ def test_emit(golden: bytes, msg: ndp.NdpMessage) -> None:
 
 
 def test_parse_as_wrong_type() -> None:
-    with pytest.raises(MalformedPacket) as exc:
-        RouterAdvertisement.parse(GOLDEN_NS)
-    assert exc.value.reason is Drop.NDP_BAD_TYPE
+    assert_drop(Drop.NDP_BAD_TYPE, "ndp", RouterAdvertisement.parse, GOLDEN_NS)
 
 
 def test_infinite_lifetime_and_flags() -> None:
     assert NDP_INFINITE_LIFETIME == 0xFFFFFFFF
     ra = RouterAdvertisement(flags=0x40)
     assert ra.other and not ra.managed
-    pi = PrefixInformation(64, True, False, NDP_INFINITE_LIFETIME, 0, ip6("2001:db8::"))
+    pi = PrefixInformation(64, True, False, NDP_INFINITE_LIFETIME, 0, parse_ip("2001:db8::"))
     assert "valid infinity" in pi.summary()
 
 
@@ -215,19 +210,20 @@ def test_unknown_and_long_link_layer_options() -> None:
 
 def test_nonce_for_dad() -> None:
     """RFC 7527 enhanced DAD: NS from :: with a nonce and no SLLA."""
-    ns = NeighborSolicitation(ip6("2001:db8::2"), [Nonce(b"\x01\x02\x03\x04\x05\x06")])
-    data = ns.to_bytes(ndp.IPV6_ANY, ndp.solicited_node(ip6("2001:db8::2")))
+    ns = NeighborSolicitation(parse_ip("2001:db8::2"), [Nonce(b"\x01\x02\x03\x04\x05\x06")])
+    group = solicited_node_multicast(ns.target)
+    data = ns.to_bytes(IPV6_ANY, group)
     assert data[24:] == bytes([14, 1, 1, 2, 3, 4, 5, 6])
-    v = NdpView.checked(data, pseudo=pseudo(data, ndp.IPV6_ANY, ndp.solicited_node(ns.target)))
+    v = NdpView.checked(data, pseudo=pseudo(data, IPV6_ANY, group))
     assert v.header() == ns
-    ndp.validate_addresses(v, ndp.IPV6_ANY, ndp.solicited_node(ns.target))
+    ndp.validate_addresses(v, IPV6_ANY, group)
     with pytest.raises(ValueError):
         Nonce(b"12345").emit(bytearray(8))
 
 
 def test_redirected_header_option() -> None:
-    rd = Redirect(ip6("fe80::2"), ip6("2001:db8::9"), [RedirectedHeader(b"x" * 40)])
-    data = rd.to_bytes(SRC, ip6("2001:db8::7"))
+    rd = Redirect(parse_ip("fe80::2"), parse_ip("2001:db8::9"), [RedirectedHeader(b"x" * 40)])
+    data = rd.to_bytes(SRC, parse_ip("2001:db8::7"))
     assert data[40:48] == bytes([4, 6, 0, 0, 0, 0, 0, 0])
     assert ndp.parse(data, pseudo=None) == rd
 
@@ -268,25 +264,25 @@ DROPS: list[tuple[str, bytes, dict, Drop]] = [
     ("redirect-short", GOLDEN_REDIRECT[:39], {}, Drop.NDP_TRUNCATED),
     (
         "ns-multicast-target",
-        GOLDEN_NS[:8] + ip6("ff02::1") + GOLDEN_NS[24:],
+        GOLDEN_NS[:8] + parse_ip("ff02::1") + GOLDEN_NS[24:],
         {},
         Drop.NDP_BAD_TARGET,
     ),
     (
         "na-multicast-target",
-        GOLDEN_NA[:8] + ip6("ff02::1") + GOLDEN_NA[24:],
+        GOLDEN_NA[:8] + parse_ip("ff02::1") + GOLDEN_NA[24:],
         {},
         Drop.NDP_BAD_TARGET,
     ),
     (
         "redirect-multicast-destination",
-        GOLDEN_REDIRECT[:24] + ip6("ff05::1") + GOLDEN_REDIRECT[40:],
+        GOLDEN_REDIRECT[:24] + parse_ip("ff05::1") + GOLDEN_REDIRECT[40:],
         {},
         Drop.NDP_BAD_TARGET,
     ),
     (
         "redirect-global-target-not-destination",
-        GOLDEN_REDIRECT[:8] + ip6("2001:db8::8") + GOLDEN_REDIRECT[24:],
+        GOLDEN_REDIRECT[:8] + parse_ip("2001:db8::8") + GOLDEN_REDIRECT[24:],
         {},
         Drop.NDP_BAD_TARGET,
     ),
@@ -300,11 +296,11 @@ DROPS: list[tuple[str, bytes, dict, Drop]] = [
     ("rdnss-too-small", ra_with(bytes([25, 1, 0, 0, 0, 0, 0, 60])), {}, Drop.NDP_BAD_OPTION_LENGTH),
     (
         "rdnss-cuts-off-address",
-        ra_with(bytes([25, 4]) + RDNSS_HDR[2:] + ip6("2001:db8::53") + bytes(8)),
+        ra_with(bytes([25, 4]) + RDNSS_HDR[2:] + parse_ip("2001:db8::53") + bytes(8)),
         {},
         Drop.NDP_BAD_OPTION_LENGTH,
     ),
-    ("rdnss-multicast", ra_with(RDNSS_HDR + ip6("ff02::1")), {}, Drop.NDP_BAD_OPTION_BODY),
+    ("rdnss-multicast", ra_with(RDNSS_HDR + parse_ip("ff02::1")), {}, Drop.NDP_BAD_OPTION_BODY),
     ("rdnss-unspecified", ra_with(RDNSS_HDR + bytes(16)), {}, Drop.NDP_BAD_OPTION_BODY),
     ("dnssl-length-1", ra_with(bytes([31, 1, 0, 0, 0, 0, 0, 60])), {}, Drop.NDP_BAD_OPTION_LENGTH),
     ("dnssl-no-names", ra_with(dnssl(bytes(8))), {}, Drop.NDP_BAD_OPTION_BODY),
@@ -325,11 +321,7 @@ DROPS: list[tuple[str, bytes, dict, Drop]] = [
     ("data", "kwargs", "reason"), [d[1:] for d in DROPS], ids=[d[0] for d in DROPS]
 )
 def test_drop_reasons(data: bytes, kwargs: dict, reason: Drop) -> None:
-    kwargs = {"pseudo": None} | kwargs
-    with pytest.raises(MalformedPacket) as exc:
-        NdpView.checked(data, **kwargs)
-    assert exc.value.reason is reason
-    assert exc.value.layer == "ndp"
+    assert_drop(reason, "ndp", NdpView.checked, data, **kwargs)
 
 
 def test_valid_ra_variants_accepted() -> None:
@@ -340,10 +332,8 @@ def test_valid_ra_variants_accepted() -> None:
 
 
 def test_validate_ra_source() -> None:
-    ndp.validate_ra_source(ip6("fe80::1"))
-    with pytest.raises(MalformedPacket) as exc:
-        ndp.validate_ra_source(ip6("2001:db8::1"))
-    assert exc.value.reason is Drop.NDP_BAD_SOURCE
+    ndp.validate_ra_source(parse_ip("fe80::1"))
+    assert_drop(Drop.NDP_BAD_SOURCE, "ndp", ndp.validate_ra_source, parse_ip("2001:db8::1"))
 
 
 @pytest.mark.parametrize(
@@ -354,7 +344,7 @@ def test_validate_ra_source() -> None:
         (GOLDEN_RS, "::", "ff02::2", Drop.NDP_BAD_SOURCE),  # §6.1.1 SLLA from ::
         (GOLDEN_NS, "::", "ff02::1:ff00:2", Drop.NDP_BAD_SOURCE),  # §7.1.1 SLLA from ::
         (
-            NeighborSolicitation(ip6("2001:db8::2")).to_bytes(),
+            NeighborSolicitation(parse_ip("2001:db8::2")).to_bytes(),
             "::",
             "2001:db8::2",
             Drop.NDP_BAD_DESTINATION,
@@ -369,15 +359,9 @@ def test_validate_ra_source() -> None:
 def test_validate_addresses(data: bytes, src: str, dst: str, reason: Drop | None) -> None:
     v = NdpView.checked(data, pseudo=None)
     if reason is None:
-        ndp.validate_addresses(v, ip6(src), ip6(dst))
+        ndp.validate_addresses(v, parse_ip(src), parse_ip(dst))
         return
-    with pytest.raises(MalformedPacket) as exc:
-        ndp.validate_addresses(v, ip6(src), ip6(dst))
-    assert exc.value.reason is reason
-
-
-def test_solicited_node() -> None:
-    assert ndp.solicited_node(ip6("2001:db8::1:2:3")) == ip6("ff02::1:ff02:3")
+    assert_drop(reason, "ndp", ndp.validate_addresses, v, parse_ip(src), parse_ip(dst))
 
 
 # --------------------------------------------------------------------------- scapy oracle
@@ -402,9 +386,14 @@ def test_scapy_built_ra_parses() -> None:
         2,
         [
             PrefixInformation(
-                48, True, False, NDP_INFINITE_LIFETIME, NDP_INFINITE_LIFETIME, ip6("2001:db8:5::")
+                48,
+                True,
+                False,
+                NDP_INFINITE_LIFETIME,
+                NDP_INFINITE_LIFETIME,
+                parse_ip("2001:db8:5::"),
             ),
-            RecursiveDns(0, (ip6("2001:db8::1"), ip6("fe80::53"))),
+            RecursiveDns(0, (parse_ip("2001:db8::1"), parse_ip("fe80::53"))),
             DnsSearchList(NDP_INFINITE_LIFETIME, ("corp.example.org", "lab.example")),
             Mtu(9000),
             UnknownOption(200, b"zzzzzz"),
@@ -421,15 +410,15 @@ def test_scapy_built_ra_parses() -> None:
         (ICMPv6ND_RS(), RouterSolicitation()),
         (
             ICMPv6ND_NS(tgt="fe80::2") / ICMPv6NDOptSrcLLAddr(lladdr="02:00:00:00:00:01"),
-            NeighborSolicitation(ip6("fe80::2"), [SourceLinkLayer(MAC1)]),
+            NeighborSolicitation(parse_ip("fe80::2"), [SourceLinkLayer(MAC1)]),
         ),
         (
             ICMPv6ND_NA(R=0, S=0, O=1, tgt="2001:db8::2"),
-            NeighborAdvertisement(False, False, True, ip6("2001:db8::2")),
+            NeighborAdvertisement(False, False, True, parse_ip("2001:db8::2")),
         ),
         (
             ICMPv6ND_Redirect(tgt="2001:db8::9", dst="2001:db8::9"),
-            Redirect(ip6("2001:db8::9"), ip6("2001:db8::9")),
+            Redirect(parse_ip("2001:db8::9"), parse_ip("2001:db8::9")),
         ),
     ],
 )
@@ -441,14 +430,7 @@ def test_scapy_built_messages_parse(layer, expected: ndp.NdpMessage) -> None:  #
 
 
 def scapy_dissect(data: bytes, dst: str = "ff02::1") -> IPv6:
-    """Put our message behind a scapy IPv6 header, dissect, and check that
-    scapy recomputes the same checksum."""
-    pkt = IPv6(bytes(IPv6(src="fe80::1", dst=dst, hlim=255, nh=58, plen=len(data))) + data)
-    icmp = pkt.payload
-    claimed = icmp.cksum
-    del icmp.cksum
-    assert IPv6(bytes(pkt)).payload.cksum == claimed
-    return pkt
+    return dissect_icmpv6(data, "fe80::1", dst, hlim=255)
 
 
 def test_emitted_ra_dissects_in_scapy() -> None:
@@ -459,9 +441,9 @@ def test_emitted_ra_dissects_in_scapy() -> None:
         0,
         0,
         [
-            PrefixInformation(64, True, True, 3600, 1800, ip6("2001:db8:7::")),
+            PrefixInformation(64, True, True, 3600, 1800, parse_ip("2001:db8:7::")),
             Mtu(1280),
-            RecursiveDns(300, (ip6("2001:db8::53"), ip6("2001:db8::54"))),
+            RecursiveDns(300, (parse_ip("2001:db8::53"), parse_ip("2001:db8::54"))),
             DnsSearchList(300, ("example.com", "test.example")),
             SourceLinkLayer(MAC1),
         ],
@@ -486,13 +468,13 @@ def test_emitted_ra_dissects_in_scapy() -> None:
 def test_emitted_ns_na_rs_redirect_dissect_in_scapy() -> None:
     pkt = scapy_dissect(RouterSolicitation([SourceLinkLayer(MAC1)]).to_bytes(SRC, DST))
     assert pkt[ICMPv6NDOptSrcLLAddr].lladdr == "02:00:00:00:00:01"
-    pkt = scapy_dissect(NeighborSolicitation(ip6("2001:db8::2")).to_bytes(SRC, DST))
+    pkt = scapy_dissect(NeighborSolicitation(parse_ip("2001:db8::2")).to_bytes(SRC, DST))
     assert pkt[ICMPv6ND_NS].tgt == "2001:db8::2"
-    na = NeighborAdvertisement(True, False, True, ip6("2001:db8::2"), [TargetLinkLayer(MAC2)])
+    na = NeighborAdvertisement(True, False, True, parse_ip("2001:db8::2"), [TargetLinkLayer(MAC2)])
     pkt = scapy_dissect(na.to_bytes(SRC, DST))
     assert (pkt[ICMPv6ND_NA].R, pkt[ICMPv6ND_NA].S, pkt[ICMPv6ND_NA].O) == (1, 0, 1)
     assert pkt[ICMPv6NDOptDstLLAddr].lladdr == "02:00:00:00:00:02"
-    rd = Redirect(ip6("fe80::2"), ip6("2001:db8::9"))
+    rd = Redirect(parse_ip("fe80::2"), parse_ip("2001:db8::9"))
     pkt = scapy_dissect(rd.to_bytes(SRC, DST))
     assert (pkt[ICMPv6ND_Redirect].tgt, pkt[ICMPv6ND_Redirect].dst) == ("fe80::2", "2001:db8::9")
 
@@ -603,7 +585,7 @@ def test_option_shaped_bytes_raise_only_malformed(kind: int, fixed: bytes, opts:
     body = {133: 4, 134: 12, 135: 20, 136: 20, 137: 36}[kind]
     fixed = (fixed + bytes(body))[:body]
     if kind == 137:
-        fixed = fixed[:4] + ip6("fe80::2") + fixed[20:]
+        fixed = fixed[:4] + parse_ip("fe80::2") + fixed[20:]
     data = bytes([kind, 0, 0, 0]) + fixed + b"".join(bytes([t, n]) + b for t, n, b in opts)
     try:
         v = NdpView.checked(data, pseudo=None)

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from scapy.layers.inet import IP, TCP
 from scapy.layers.inet6 import IPv6
+from scapy.packet import Packet
+
 from shardnet.common import checksum as csum
+from shardnet.common.addr import parse_ip
 from shardnet.common.checksum import pseudo_header
 from shardnet.common.wire.errors import Drop, MalformedPacket
 from shardnet.common.wire.tcp import (
@@ -34,8 +35,9 @@ from shardnet.common.wire.tcp import (
     patch_timestamp,
 )
 
-SRC4, DST4 = bytes([198, 18, 0, 1]), bytes([198, 18, 0, 2])
-SRC6, DST6 = (socket.inet_pton(socket.AF_INET6, a) for a in ("2001:db8::1", "2001:db8::2"))
+from .helpers import assert_drop, behind_ip, ip_payload, scapy_checksum
+
+ADDRS = {False: ("198.18.0.1", "198.18.0.2"), True: ("2001:db8::1", "2001:db8::2")}  # by v6
 SYN_OPTIONS = [("MSS", 1460), ("SAckOK", b""), ("Timestamp", (1, 0)), ("NOP", None), ("WScale", 7)]
 DATA_OPTIONS = [
     ("NOP", None),
@@ -69,8 +71,8 @@ DATA_HEADER = TcpHeader(
 )  # fmt: skip
 
 
-def pseudo4(length: int) -> int:
-    return pseudo_header(SRC4, DST4, 6, length)
+def pseudo(length: int, v6: bool = False) -> int:
+    return pseudo_header(*map(parse_ip, ADDRS[v6]), 6, length)
 
 
 def segment(**kw: object) -> bytes:
@@ -88,7 +90,7 @@ def with_options(opts: bytes) -> bytes:
 
 
 def test_deconstruct() -> None:
-    v = TcpView.checked(GOLDEN_SYN, pseudo=pseudo4(len(GOLDEN_SYN)))
+    v = TcpView.checked(GOLDEN_SYN, pseudo=pseudo(len(GOLDEN_SYN)))
     assert (v.src_port, v.dst_port, v.seq, v.ack) == (40000, 80, 1, 2)
     assert (v.data_offset, v.header_len, v.flags, v.ae) == (10, 40, SYN | ACK, False)
     assert (v.window, v.checksum, v.urgent) == (65535, 0x1F34, 0)
@@ -97,7 +99,7 @@ def test_deconstruct() -> None:
     assert bytes(v.options_bytes) == GOLDEN_SYN[20:]
     assert parse_options(v) == SYN_HEADER.options
 
-    v = TcpView.checked(GOLDEN_DATA, pseudo=pseudo4(len(GOLDEN_DATA)))
+    v = TcpView.checked(GOLDEN_DATA, pseudo=pseudo(len(GOLDEN_DATA)))
     assert (v.seq, v.ack, v.header_len, v.flags) == (1001, 5001, 52, PSH | ACK)
     assert bytes(v.payload) == b"hello"
     assert parse_options(v) == DATA_HEADER.options
@@ -109,7 +111,7 @@ def test_construct() -> None:
         40000, 80, 1, 2, SYN | ACK, 65535,
         options=TcpOptions(mss=1460, window_scale=7, sack_permitted=True, timestamp=(1, 0)),
     )  # fmt: skip
-    assert h.emit(buf, pseudo=pseudo4(len(buf))) == 40
+    assert h.emit(buf, pseudo=pseudo(len(buf))) == 40
     assert bytes(buf) == GOLDEN_SYN
     assert h.checksum == 0x1F34
 
@@ -119,14 +121,14 @@ def test_construct() -> None:
         80, 40000, 1001, 5001, PSH | ACK, 502,
         options=TcpOptions(sack_blocks=((1001, 2001), (3001, 4001)), timestamp=(5, 6)),
     )  # fmt: skip
-    assert h.emit(buf, pseudo=pseudo4(len(buf)), payload_len=5) == 52
+    assert h.emit(buf, pseudo=pseudo(len(buf)), payload_len=5) == 52
     assert bytes(buf) == GOLDEN_DATA
     assert h.checksum == 0x7377
 
 
 def test_parse() -> None:
     assert TcpHeader.parse(GOLDEN_SYN) == SYN_HEADER
-    assert TcpHeader.parse(GOLDEN_DATA, pseudo=pseudo4(len(GOLDEN_DATA))) == DATA_HEADER
+    assert TcpHeader.parse(GOLDEN_DATA, pseudo=pseudo(len(GOLDEN_DATA))) == DATA_HEADER
 
 
 def test_emit() -> None:
@@ -213,15 +215,12 @@ def test_sack_block_counts(n: int) -> None:
         (GOLDEN_SYN[:12] + b"\x40" + GOLDEN_SYN[13:], {}, Drop.TCP_BAD_DATA_OFFSET),
         (GOLDEN_SYN[:12] + b"\xb0" + GOLDEN_SYN[13:], {}, Drop.TCP_BAD_DATA_OFFSET),
         (GOLDEN_SYN[:36], {}, Drop.TCP_BAD_DATA_OFFSET),
-        (GOLDEN_DATA[:-1] + b"x", {"pseudo": pseudo4(len(GOLDEN_DATA))}, Drop.TCP_BAD_CHECKSUM),
-        (GOLDEN_DATA, {"pseudo": pseudo4(len(GOLDEN_DATA) + 1)}, Drop.TCP_BAD_CHECKSUM),
+        (GOLDEN_DATA[:-1] + b"x", {"pseudo": pseudo(len(GOLDEN_DATA))}, Drop.TCP_BAD_CHECKSUM),
+        (GOLDEN_DATA, {"pseudo": pseudo(len(GOLDEN_DATA) + 1)}, Drop.TCP_BAD_CHECKSUM),
     ],
 )
 def test_drop_reasons(data: bytes, kwargs: dict, reason: Drop) -> None:
-    with pytest.raises(MalformedPacket) as exc:
-        TcpView.checked(data, **kwargs)
-    assert exc.value.reason is reason
-    assert exc.value.layer == "tcp"
+    assert_drop(reason, "tcp", TcpView.checked, data, **kwargs)
 
 
 @pytest.mark.parametrize(
@@ -246,16 +245,12 @@ def test_drop_reasons(data: bytes, kwargs: dict, reason: Drop) -> None:
 def test_bad_options(opts: str) -> None:
     raw = bytes.fromhex(opts.replace(" ", ""))
     raw += bytes(-len(raw) % 4)
-    with pytest.raises(MalformedPacket) as exc:
-        TcpView.checked(with_options(raw))
-    assert exc.value.reason is Drop.TCP_BAD_OPTION
+    assert_drop(Drop.TCP_BAD_OPTION, "tcp", TcpView.checked, with_options(raw))
 
 
 def test_sack_of_five_blocks_rejected() -> None:
     raw = bytes.fromhex("0101052a") + bytes(36)  # 40 bytes, len 42 > area
-    with pytest.raises(MalformedPacket) as exc:
-        TcpView.checked(with_options(raw))
-    assert exc.value.reason is Drop.TCP_BAD_OPTION
+    assert_drop(Drop.TCP_BAD_OPTION, "tcp", TcpView.checked, with_options(raw))
 
 
 # --- flags and summaries
@@ -349,33 +344,20 @@ def test_fields_hot_path() -> None:
 # --- scapy as the oracle
 
 
-def ip_and_pseudo(v6: bool, length: int) -> tuple[IP | IPv6, int]:
-    if v6:
-        return IPv6(src="2001:db8::1", dst="2001:db8::2"), pseudo_header(SRC6, DST6, 6, length)
-    return IP(src="198.18.0.1", dst="198.18.0.2"), pseudo_header(SRC4, DST4, 6, length)
-
-
-def over_ip(v6: bool, seg: bytes) -> IP | IPv6:
+def over_ip(v6: bool, seg: bytes) -> Packet:
     """``seg`` behind an IP header, as scapy dissects it from the wire."""
-    ip = ip_and_pseudo(v6, 0)[0]
-    return ip.__class__(bytes(ip / TCP(seg)))
-
-
-def scapy_checksum(v6: bool, seg: bytes) -> int:
-    pkt = over_ip(v6, seg)
-    del pkt[TCP].chksum
-    return pkt.__class__(bytes(pkt))[TCP].chksum
+    return behind_ip(seg, *ADDRS[v6], 6)
 
 
 @pytest.mark.parametrize("v6", [False, True])
 @pytest.mark.parametrize("options", [SYN_OPTIONS, DATA_OPTIONS])
 def test_scapy_built_parses(v6: bool, options: list) -> None:
-    ip = ip_and_pseudo(v6, 0)[0]
     tcp = TCP(sport=40000, dport=443, seq=0xFFFFFFF0, ack=99, flags="SA", window=29200)
     tcp.options = options
-    raw = bytes(ip / tcp / b"payload!")
-    seg = raw[40:] if v6 else raw[20:]
-    v = TcpView.checked(seg, pseudo=ip_and_pseudo(v6, len(seg))[1])
+    src, dst = ADDRS[v6]
+    ip = IPv6(src=src, dst=dst) if v6 else IP(src=src, dst=dst)
+    seg = ip_payload(ip / tcp / b"payload!")
+    v = TcpView.checked(seg, pseudo=pseudo(len(seg), v6))
     h = v.header()
     assert (h.src_port, h.dst_port, h.seq, h.ack, h.flags, h.window) == (
         40000, 443, 0xFFFFFFF0, 99, SYN | ACK, 29200,
@@ -387,8 +369,7 @@ def test_scapy_built_parses(v6: bool, options: list) -> None:
 def emit_segment(h: TcpHeader, payload: bytes, v6: bool, *, offload: bool = False) -> bytes:
     buf = bytearray(h.header_len + len(payload))
     buf[h.header_len :] = payload
-    pseudo = ip_and_pseudo(v6, len(buf))[1]
-    h.emit(buf, pseudo=pseudo, payload_len=len(payload), offload=offload)
+    h.emit(buf, pseudo=pseudo(len(buf), v6), payload_len=len(payload), offload=offload)
     return bytes(buf)
 
 
@@ -397,12 +378,13 @@ def emit_segment(h: TcpHeader, payload: bytes, v6: bool, *, offload: bool = Fals
 def test_emitted_dissects_in_scapy(v6: bool, h: TcpHeader) -> None:
     payload = b"x" * 33
     seg = emit_segment(h, payload, v6)
-    tcp = over_ip(v6, seg)[TCP]
+    pkt = over_ip(v6, seg)
+    tcp = pkt[TCP]
     assert (tcp.sport, tcp.dport, tcp.seq, tcp.ack) == (h.src_port, h.dst_port, h.seq, h.ack)
     assert (int(tcp.flags), tcp.window, tcp.dataofs) == (h.flags, h.window, h.data_offset)
     assert bytes(tcp.payload) == payload
     assert tcp.options == (SYN_OPTIONS if h is SYN_HEADER else DATA_OPTIONS)
-    assert tcp.chksum == h.checksum == scapy_checksum(v6, seg)  # scapy recomputes the same
+    assert tcp.chksum == h.checksum == scapy_checksum(pkt, TCP)  # scapy recomputes the same
 
 
 @pytest.mark.parametrize("v6", [False, True])
@@ -413,9 +395,9 @@ def test_offload_checksum_completes_to_scapy_checksum(v6: bool) -> None:
     h = TcpHeader(40000, 80, 12345, 67890, PSH | ACK, 1000, options=TcpOptions(timestamp=(9, 8)))
     seg = emit_segment(h, payload, v6, offload=True)
     assert h.checksum == int.from_bytes(seg[16:18], "big")
-    assert h.checksum == csum.fold(ip_and_pseudo(v6, len(seg))[1])
+    assert h.checksum == csum.fold(pseudo(len(seg), v6))
     completed = csum.checksum(seg)  # what the kernel does
-    assert completed == scapy_checksum(v6, seg)
+    assert completed == scapy_checksum(over_ip(v6, seg), TCP)
     assert completed == TcpHeader.parse(emit_segment(h, payload, v6)).checksum
 
 
@@ -457,12 +439,12 @@ def test_roundtrip(h: TcpHeader) -> None:
 @given(headers, st.binary(max_size=100), st.booleans())
 def test_emitted_checksum_verifies(h: TcpHeader, payload: bytes, v6: bool) -> None:
     seg = emit_segment(h, payload, v6)
-    TcpView.checked(seg, pseudo=ip_and_pseudo(v6, len(seg))[1])
+    TcpView.checked(seg, pseudo=pseudo(len(seg), v6))
 
 
 def _check_accepted(data: bytes) -> None:
     try:
-        v = TcpView.checked(data, pseudo=pseudo4(len(data)))
+        v = TcpView.checked(data, pseudo=pseudo(len(data)))
     except MalformedPacket:
         try:
             v = TcpView.checked(data)  # options still walked without the checksum

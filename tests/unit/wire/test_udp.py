@@ -7,11 +7,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 from scapy.layers.inet import IP, UDP
 from scapy.layers.inet6 import IPv6
+
+from shardnet.common.addr import parse_ip
 from shardnet.common.checksum import pseudo_header
 from shardnet.common.wire.errors import Drop, MalformedPacket
 from shardnet.common.wire.udp import UDP_HEADER_LEN, UdpHeader, UdpView
 
-SRC4, DST4 = bytes([198, 18, 0, 1]), bytes([198, 18, 0, 2])
+from .helpers import assert_drop, behind_ip, ip_payload, scapy_checksum
+
+SRC4, DST4 = parse_ip("198.18.0.1"), parse_ip("198.18.0.2")
 # 198.18.0.1:5353 -> 198.18.0.2:53, payload b"hi", checksum from scapy.
 GOLDEN = bytes.fromhex("14e9 0035 000a f62a 6869".replace(" ", ""))
 
@@ -51,6 +55,16 @@ def test_trailing_bytes_beyond_length_are_cut() -> None:
     assert bytes(v.payload) == b"hi"
 
 
+def test_computed_zero_is_sent_as_ffff() -> None:
+    """RFC 768: a checksum that computes to 0 is transmitted as all ones."""
+    golden = bytes.fromhex("14e90035000affff5e94")  # from scapy, same addresses
+    buf = bytearray(golden[:6]) + bytes(2) + golden[8:]
+    h = UdpHeader(5353, 53, 10)
+    h.emit(buf, pseudo=pseudo4(10))
+    assert bytes(buf) == golden and h.checksum == 0xFFFF
+    assert UdpView.checked(golden, pseudo=pseudo4(10)).checksum == 0xFFFF
+
+
 def test_zero_checksum_means_none_over_ipv4() -> None:
     data = GOLDEN[:6] + b"\0\0" + GOLDEN[8:]
     assert UdpView.checked(data, pseudo=pseudo4(10)).checksum == 0
@@ -67,46 +81,33 @@ def test_zero_checksum_means_none_over_ipv4() -> None:
     ],
 )
 def test_drop_reasons(data: bytes, kwargs: dict, reason: Drop) -> None:
-    with pytest.raises(MalformedPacket) as exc:
-        UdpView.checked(data, **kwargs)
-    assert exc.value.reason is reason
-    assert exc.value.layer == "udp"
+    assert_drop(reason, "udp", UdpView.checked, data, **kwargs)
 
 
 def test_summary() -> None:
     assert UdpHeader.parse(GOLDEN).summary() == "UDP 5353 > 53 len=2"
 
 
-@pytest.mark.parametrize("v6", [False, True])
-def test_scapy_built_parses(v6: bool) -> None:
-    ip = (
-        IPv6(src="2001:db8::1", dst="2001:db8::2") if v6 else IP(src="198.18.0.1", dst="198.18.0.2")
-    )
-    pkt = ip / UDP(sport=4000, dport=7) / b"payload!"
-    raw = bytes(pkt)
-    src, dst = (bytes(16), bytes(16)) if v6 else (SRC4, DST4)
-    if v6:
-        import socket
-
-        src, dst = (socket.inet_pton(socket.AF_INET6, a) for a in ("2001:db8::1", "2001:db8::2"))
-    seg = raw[40:] if v6 else raw[20:]
-    v = UdpView.checked(seg, pseudo=pseudo_header(src, dst, 17, len(seg)), require_checksum=v6)
+@pytest.mark.parametrize(
+    ("src", "dst"), [("198.18.0.1", "198.18.0.2"), ("2001:db8::1", "2001:db8::2")]
+)
+def test_scapy_built_parses(src: str, dst: str) -> None:
+    ip = IPv6(src=src, dst=dst) if ":" in src else IP(src=src, dst=dst)
+    seg = ip_payload(ip / UDP(sport=4000, dport=7) / b"payload!")
+    pseudo = pseudo_header(parse_ip(src), parse_ip(dst), 17, len(seg))
+    v = UdpView.checked(seg, pseudo=pseudo, require_checksum=":" in src)
     assert (v.src_port, v.dst_port, bytes(v.payload)) == (4000, 7, b"payload!")
 
 
 def test_emitted_dissects_in_scapy() -> None:
     payload = b"x" * 33
-    buf = bytearray(20 + 8 + len(payload))
-    buf[28:] = payload
-    UdpHeader(1234, 5678, 8 + len(payload)).emit(buf, 20, pseudo=pseudo4(8 + len(payload)))
-    ip = IP(src="198.18.0.1", dst="198.18.0.2", proto=17, len=len(buf))
-    buf[:20] = bytes(ip)[:20]
-    parsed = IP(bytes(buf))
-    udp = parsed[UDP]
+    buf = bytearray(8 + len(payload))
+    buf[8:] = payload
+    UdpHeader(1234, 5678, len(buf)).emit(buf, pseudo=pseudo4(len(buf)))
+    pkt = behind_ip(bytes(buf), "198.18.0.1", "198.18.0.2", 17)
+    udp = pkt[UDP]
     assert (udp.sport, udp.dport, bytes(udp.payload)) == (1234, 5678, payload)
-    claimed = udp.chksum
-    del udp.chksum
-    assert IP(bytes(parsed))[UDP].chksum == claimed  # scapy recomputes the same
+    assert udp.chksum == scapy_checksum(pkt, UDP)  # scapy recomputes the same
 
 
 headers = st.builds(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from shardnet.common.wire.errors import Drop, MalformedPacket
 from shardnet.common.wire.virtio import (
     F_DATA_VALID,

@@ -1,0 +1,221 @@
+"""The dispatcher process: owns the link, feeds the shards' rings, supervises
+them, serves control and metrics, and shuts everything down cleanly.
+
+Frames: the link's fd wakes the loop; a batch is read, each frame classified
+(``classify``) and copied into its shard's ring, and every touched ring is
+published once per batch (the doorbell rings only for a sleeping shard). A
+full ring, or a shard being restarted, drops the frame and counts it: the
+dispatcher never blocks on a shard.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import signal
+from collections.abc import Callable
+from typing import Any
+
+import zmq
+import zmq.asyncio
+
+from shardnet.common.config import StackConfig
+from shardnet.common.fdpass import PassedFd
+from shardnet.common.messages import Stop
+from shardnet.common.procspec import ShardSpec, internal_endpoints
+from shardnet.common.ring import Ring
+
+from .classify import FRAGMENT, classify
+from .control import ControlServer
+from .link import open_link
+from .metrics import StackCollector, serve_metrics
+from .stats import StatsBook
+from .supervisor import Supervisor
+
+log = logging.getLogger("shardnet.dispatcher")
+
+RX_BATCH = 64  # frames per link read before yielding to the loop
+RUNTIME_DIR = "/run/shardnet"
+
+
+class Dispatcher:
+    def __init__(self, config: StackConfig, shard_entry: Callable[[ShardSpec], None]) -> None:
+        self.config = config
+        self.shard_entry = shard_entry
+        self.nshards = config.shards
+        self.book = StatsBook(self.nshards)
+        self._stop = asyncio.Event()
+        self._signal: str | None = None
+
+    # --- the process ------------------------------------------------------
+    async def run(self, *, on_ready: Callable[[Dispatcher], None] | None = None) -> int:
+        cfg = self.config
+        loop = asyncio.get_running_loop()
+        # pyroute2's synchronous IPRoute runs its own event loop: give it a
+        # thread without one.
+        self.link = await loop.run_in_executor(None, open_link, cfg)
+        try:
+            return await self._run(loop, on_ready)
+        finally:
+            await loop.run_in_executor(None, self.link.close)
+
+    async def _run(self, loop: asyncio.AbstractEventLoop, on_ready: Any) -> int:
+        cfg = self.config
+        # Per process: two stacks (in two namespaces) may share a link name.
+        self.ipc_dir = os.path.join(RUNTIME_DIR, f"{cfg.link_name}.{os.getpid()}.d")
+        os.makedirs(self.ipc_dir, mode=0o700, exist_ok=True)
+        self.ctx = zmq.asyncio.Context()
+        self.control = ControlServer(
+            self.ctx,
+            internal=internal_endpoints(self.ipc_dir)["dispatcher"],
+            control=cfg.control_endpoint,
+            book=self.book,
+            info=self._info,
+            on_hello=self._on_hello,
+        )
+        self._lifeline_r, self._lifeline_w = os.pipe()
+        os.set_blocking(self._lifeline_r, False)
+        self.supervisor = Supervisor(
+            self.nshards,
+            self.shard_entry,
+            self._make_spec,
+            ring_bytes=cfg.ring_bytes,
+            backoff_s=cfg.restart_backoff_s,
+            on_restart=self._on_restart,
+        )
+        metrics_server = None
+        try:
+            if cfg.metrics is not None:
+                collector = StackCollector(self.book, self._processes, self._restarts)
+                try:
+                    metrics_server = serve_metrics(collector, *cfg.metrics)
+                except OSError as exc:
+                    host, port = cfg.metrics
+                    raise OSError(
+                        f"cannot serve metrics on {host}:{port}: {exc.strerror}"
+                    ) from None
+            self.control.start()
+            self.supervisor.start_all(loop)
+            loop.add_reader(self.link.fileno(), self._on_link)
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, self._on_signal, sig)
+            log.info(
+                "running on %s (%s) with %d shard(s); control %s%s",
+                self.link.name,
+                type(self.link).__name__,
+                self.nshards,
+                cfg.control_endpoint,
+                f"; metrics http://{cfg.metrics[0]}:{cfg.metrics[1]}/metrics"
+                if cfg.metrics
+                else "",
+            )
+            if on_ready is not None:
+                on_ready(self)
+            await self._stop.wait()
+            log.info("stopping (%s): draining shards for up to %.1f s", self._signal, cfg.drain_s)
+            loop.remove_reader(self.link.fileno())
+            for i in range(self.nshards):
+                await self.control.send_to_shard(i, Stop(cfg.drain_s))
+            await self.supervisor.stop_all(cfg.drain_s + 1.0)
+            return 0
+        finally:
+            with contextlib.suppress(Exception):
+                await self.supervisor.stop_all(0.5)
+            await self.control.close()
+            self.ctx.destroy(linger=0)
+            if metrics_server is not None:
+                metrics_server.shutdown()
+                metrics_server.server_close()
+            os.close(self._lifeline_w)
+            os.close(self._lifeline_r)
+            shutil.rmtree(self.ipc_dir, ignore_errors=True)
+
+    def _on_signal(self, sig: int) -> None:
+        self._signal = signal.Signals(sig).name
+        self._stop.set()
+
+    def stop(self) -> None:
+        self._signal = "stop()"
+        self._stop.set()
+
+    # --- the data path ----------------------------------------------------------
+    def _on_link(self) -> None:
+        frames = self.link.read_batch(RX_BATCH)
+        d = self.book.dispatcher
+        nshards = self.nshards
+        slots = self.supervisor.slots
+        touched = set()
+        for frame in frames:
+            data = frame.data
+            vnet = frame.vnet
+            shard = classify(data, nshards)
+            if shard == FRAGMENT:  # reassembly comes with the network layer
+                d.fragments += 1
+                shard = 0
+            producer = slots[shard].producer
+            if producer is not None and (
+                producer.try_put_parts(vnet.raw, data)
+                if vnet is not None
+                else producer.try_put(data)
+            ):
+                d.to_shard[shard] += 1
+                touched.add(shard)
+            else:
+                d.ring_drops[shard] += 1
+        for shard in touched:
+            producer = slots[shard].producer
+            if producer is not None:
+                producer.publish()
+        link = self.link
+        d.link_rx_frames = link.rx_frames
+        d.link_rx_bytes = link.rx_bytes
+        d.link_rx_errors = link.rx_drops + link.rx_errors
+        if len(frames) == RX_BATCH:  # more may be waiting: continue after other work
+            asyncio.get_running_loop().call_soon(self._on_link)
+
+    # --- shards ---------------------------------------------------------------
+    def _make_spec(self, index: int, ring: Ring) -> ShardSpec:
+        return ShardSpec(
+            index=index,
+            nshards=self.nshards,
+            ring=ring.handle,
+            tx=self.link.tx_spec(),
+            config=self.config,
+            mac=self.link.mac,
+            ipc_dir=self.ipc_dir,
+            lifeline=PassedFd(self._lifeline_r),
+            vnet_hdr_len=self.link.vnet_hdr_len,
+        )
+
+    def _on_hello(self, shard: int, pid: int) -> None:
+        if 0 <= shard < self.nshards:
+            self.book.new_incarnation(shard)
+            self.supervisor.slots[shard].ready = True
+            self.control.publish("shard_ready", shard=shard, pid=pid)
+
+    def _on_restart(self, shard: int, exit_code: int | None) -> None:
+        self.control.publish("shard_died", shard=shard, exit_code=exit_code)
+
+    def _restarts(self) -> list[int]:
+        return [slot.restarts for slot in self.supervisor.slots]
+
+    def _processes(self) -> dict[str, Any]:
+        return {"dispatcher": os.getpid(), "shards": self.supervisor.pids()}
+
+    def _info(self) -> dict[str, Any]:
+        slots = self.supervisor.slots
+        return {
+            "link": self.link.name,
+            "mac": self.link.mac.hex(":"),
+            "shards": self.nshards,
+            "processes": {
+                "dispatcher": os.getpid(),
+                "shards": [
+                    {"shard": s.index, "pid": s.pid, "ready": s.ready, "restarts": s.restarts}
+                    for s in slots
+                ],
+            },
+        }

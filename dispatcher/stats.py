@@ -1,0 +1,101 @@
+"""The dispatcher's book of what every shard reported.
+
+Shards send snapshots of plain counters that restart from zero when a shard
+restarts; Prometheus counters must never go down, so when a new incarnation
+says Hello, the last snapshot of the old one is folded into a per-shard base.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from shardnet.common import sync
+from shardnet.common.messages import Stats
+
+
+@dataclass(slots=True)
+class DispatcherCounters:
+    link_rx_frames: int = 0
+    link_rx_bytes: int = 0
+    link_rx_errors: int = 0  # frames the link refused (shorter than the vnet header, ...)
+    # Per shard, sized once: the metrics thread iterates them while the loop
+    # increments items, which is safe for a list of fixed length.
+    ring_drops: list[int] = field(default_factory=list)
+    to_shard: list[int] = field(default_factory=list)  # frames put in each ring
+    fragments: int = 0
+
+
+@dataclass(slots=True)
+class ShardBook:
+    base: Counter[str] = field(default_factory=Counter)
+    base_drops: Counter[str] = field(default_factory=Counter)
+    last: Stats | None = None
+
+    def counters(self) -> Counter[str]:
+        total = Counter(self.base)
+        if self.last is not None:
+            total.update(self.last.counters)
+        return total
+
+    def drops(self) -> Counter[str]:
+        total = Counter(self.base_drops)
+        if self.last is not None:
+            total.update(self.last.drops)
+        return total
+
+
+class StatsBook:
+    """Written by the dispatcher's loop, read by the metrics thread: the
+    per-shard bases change under ``lock`` (replacing ``last`` is one
+    reference store and needs none)."""
+
+    def __init__(self, nshards: int) -> None:
+        self.shards = [ShardBook() for _ in range(nshards)]
+        self.dispatcher = DispatcherCounters(ring_drops=[0] * nshards, to_shard=[0] * nshards)
+        self.lock = sync.Lock("stats-book")
+
+    def new_incarnation(self, shard: int) -> None:
+        book = self.shards[shard]
+        with self.lock:
+            if book.last is not None:
+                book.base.update(book.last.counters)
+                book.base_drops.update(book.last.drops)
+                book.last = None
+
+    def totals(self, shard: int) -> tuple[Counter[str], Counter[str]]:
+        """(counters, drops) of a shard over all its incarnations."""
+        book = self.shards[shard]
+        with self.lock:
+            return book.counters(), book.drops()
+
+    def record(self, stats: Stats) -> None:
+        if 0 <= stats.shard < len(self.shards):
+            self.shards[stats.shard].last = stats
+
+    def as_dict(self) -> dict[str, object]:
+        """For ``ctl stats`` and ``top``: everything, JSON-friendly."""
+        d = self.dispatcher
+        shards = []
+        for i, book in enumerate(self.shards):
+            counters, drops = self.totals(i)
+            last = book.last
+            shards.append(
+                {
+                    "shard": i,
+                    "to_shard": d.to_shard[i],
+                    "ring_drops": d.ring_drops[i],
+                    "counters": dict(counters),
+                    "drops": dict(drops),
+                    "gauges": dict(last.gauges) if last else {},
+                }
+            )
+        return {
+            "dispatcher": {
+                "link_rx_frames": d.link_rx_frames,
+                "link_rx_bytes": d.link_rx_bytes,
+                "link_rx_errors": d.link_rx_errors,
+                "fragments": d.fragments,
+            },
+            "shards": shards,
+        }

@@ -1,0 +1,160 @@
+"""Starts the shard processes, restarts one that dies, stops them all.
+
+Each shard gets a fresh ring when it (re)starts: a dead consumer may have
+left the old one half-read. A restarted shard resynchronises its replicas
+from shard 0; a restarted shard 0 rebuilds its state from the configuration
+(its epoch changes, so every replica fetches a new snapshot). A shard that
+keeps dying is restarted with an exponential backoff (capped), so a crash
+loop cannot eat the machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import multiprocess
+
+from shardnet.common.ring import Ring, RingProducer
+
+log = logging.getLogger("shardnet.dispatcher")
+
+MAX_BACKOFF_S = 5.0
+STABLE_AFTER_S = 10.0  # a shard alive this long resets its backoff
+
+# (index, ring) -> the picklable argument of the shard entry point
+SpecFactory = Callable[[int, Ring], Any]
+
+
+@dataclass(slots=True)
+class ShardSlot:
+    index: int
+    process: Any = None  # multiprocess.Process
+    ring: Ring | None = None
+    producer: RingProducer | None = None
+    started_at: float = 0.0
+    restarts: int = 0
+    backoff_s: float = 0.0
+    pid: int | None = None
+    ready: bool = False  # its Hello arrived
+    exit_codes: list[int] = field(default_factory=list)
+
+
+class Supervisor:
+    def __init__(
+        self,
+        nshards: int,
+        entry: Callable[[Any], None],
+        make_spec: SpecFactory,
+        *,
+        ring_bytes: int,
+        backoff_s: float = 0.2,
+        on_restart: Callable[[int, int | None], None] | None = None,
+    ) -> None:
+        self.ctx = multiprocess.get_context("spawn")
+        self.entry = entry
+        self.make_spec = make_spec
+        self.ring_bytes = ring_bytes
+        self.base_backoff_s = backoff_s
+        self.on_restart = on_restart
+        self.slots = [ShardSlot(i) for i in range(nshards)]
+        self.stopping = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # --- starting ---------------------------------------------------------
+    def start_all(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        for slot in self.slots:
+            self._start(slot)
+
+    def producer(self, index: int) -> RingProducer | None:
+        return self.slots[index].producer
+
+    def _start(self, slot: ShardSlot) -> None:
+        ring = Ring.create(self.ring_bytes, name=f"shardnet-ring{slot.index}")
+        spec = self.make_spec(slot.index, ring)
+        proc = self.ctx.Process(
+            target=self.entry, args=(spec,), name=f"shardnet-shard{slot.index}", daemon=True
+        )
+        proc.start()
+        slot.process, slot.ring, slot.producer = proc, ring, ring.producer()
+        slot.pid, slot.started_at, slot.ready = proc.pid, time.monotonic(), False
+        assert self._loop is not None  # start_all() ran
+        self._loop.add_reader(proc.sentinel, self._on_exit, slot)
+
+    # --- deaths -------------------------------------------------------------
+    def _on_exit(self, slot: ShardSlot) -> None:
+        assert self._loop is not None
+        proc = slot.process
+        self._loop.remove_reader(proc.sentinel)
+        proc.join(0)
+        code = proc.exitcode if proc.exitcode is not None else -1
+        slot.exit_codes.append(code)
+        dead_ring, slot.ring, slot.producer = slot.ring, None, None
+        if dead_ring is not None:
+            dead_ring.close()
+        if self.stopping:
+            return
+        lived = time.monotonic() - slot.started_at
+        slot.backoff_s = (
+            self.base_backoff_s
+            if lived > STABLE_AFTER_S or not slot.backoff_s
+            else min(slot.backoff_s * 2, MAX_BACKOFF_S)
+        )
+        slot.restarts += 1
+        level = logging.ERROR if slot.index == 0 else logging.WARNING
+        log.log(
+            level,
+            "shard %d (pid %s) died with exit code %s; restarting in %.1f s%s",
+            slot.index,
+            slot.pid,
+            code,
+            slot.backoff_s,
+            " — shard 0 is the control plane: its state is rebuilt from the configuration"
+            if slot.index == 0
+            else "",
+        )
+        if self.on_restart is not None:
+            self.on_restart(slot.index, code)
+        self._loop.call_later(slot.backoff_s, self._restart, slot)
+
+    def _restart(self, slot: ShardSlot) -> None:
+        if not self.stopping:
+            self._start(slot)
+
+    # --- stopping -------------------------------------------------------------
+    async def stop_all(self, timeout_s: float) -> None:
+        """Wait up to ``timeout_s`` for the shards (already told to stop) to
+        exit; terminate, then kill, what is left. Leaves no process behind."""
+        self.stopping = True
+        deadline = time.monotonic() + timeout_s
+        for escalate in (None, "terminate", "kill"):
+            alive = [
+                s.process for s in self.slots if s.process is not None and s.process.is_alive()
+            ]
+            if not alive:
+                break
+            if escalate is not None:
+                for proc in alive:
+                    getattr(proc, escalate)()
+                deadline = time.monotonic() + 2.0
+            while time.monotonic() < deadline and any(p.is_alive() for p in alive):
+                await asyncio.sleep(0.02)
+        for slot in self.slots:
+            if slot.process is not None:
+                if self._loop is not None:
+                    self._loop.remove_reader(slot.process.sentinel)
+                slot.process.join(0.5)
+            if slot.ring is not None:
+                slot.ring.close()
+                slot.ring = slot.producer = None
+
+    def pids(self) -> dict[int, int | None]:
+        return {s.index: (s.process.pid if s.process is not None else None) for s in self.slots}
+
+    def alive(self) -> list[int]:
+        return [s.index for s in self.slots if s.process is not None and s.process.is_alive()]

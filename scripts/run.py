@@ -1,0 +1,77 @@
+"""``shardnet run``: parse flags and the config file, start the dispatcher.
+
+Bad input (flags, config, a TAP that cannot be made, a port in use) is one
+line on stderr and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from shardnet.common.config import ConfigError, StackConfig, build_config, load_toml
+
+EXIT_CONFIG = 2  # bad flags or config (argparse's own code)
+EXIT_RUNTIME = 1  # the stack could not start
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    link = p.add_mutually_exclusive_group()
+    link.add_argument("--tap", metavar="NAME", help="TAP device to attach to (created if missing)")
+    link.add_argument(
+        "--packet", metavar="IFACE", help="attach to an existing interface with AF_PACKET"
+    )
+    p.add_argument("--mac", help="shardnet's own MAC on the link (default: random 02:xx:..)")
+    p.add_argument("--mtu", type=int, help="link MTU (default 1500)")
+    p.add_argument("--ipv4", action="append", metavar="A/L", help="an IPv4 address (repeatable)")
+    p.add_argument("--ipv6", action="append", metavar="A/L", help="an IPv6 address (repeatable)")
+    p.add_argument("--gateway4", metavar="IP", help="IPv4 default gateway")
+    p.add_argument("--gateway6", metavar="IP", help="IPv6 default gateway")
+    p.add_argument("--shards", type=int, help="shard processes (default: number of CPUs)")
+    p.add_argument("--serve", action="append", metavar="APP:PORT", help="run a built-in app")
+    p.add_argument(
+        "--app", metavar="MODULE:CALLABLE", help="run async def main(stack) in every shard"
+    )
+    p.add_argument("--metrics", metavar="HOST:PORT", help="serve Prometheus metrics at /metrics")
+    p.add_argument(
+        "--control", metavar="ENDPOINT", help="control endpoint (ipc://PATH or tcp://HOST:PORT)"
+    )
+    p.add_argument("--no-slaac", dest="slaac", action="store_const", const=False, help="no SLAAC")
+    p.add_argument("--forwarding", action="store_const", const=True, help="forward between NICs")
+    p.add_argument(
+        "--drain", dest="drain_s", type=float, metavar="SECONDS", help="bound on graceful close"
+    )
+    p.add_argument("--pcap", metavar="FILE", help="record every frame in and out")
+    p.add_argument("--config", metavar="FILE", help="TOML file with the same settings (flags win)")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+
+def config_from_args(ns: argparse.Namespace) -> StackConfig:
+    flags = {k: v for k, v in vars(ns).items() if k not in ("config", "verbose", "command")}
+    file_settings = load_toml(ns.config) if ns.config else {}
+    return build_config(file_settings, flags)
+
+
+def main(ns: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=logging.DEBUG if ns.verbose else logging.INFO,
+        format="shardnet: %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        config = config_from_args(ns)
+    except ConfigError as exc:
+        print(f"shardnet: error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    from shardnet.dispatcher.app import Dispatcher
+    from shardnet.shards.main import shard_main  # the launcher hands the entry point over
+
+    try:
+        return asyncio.run(Dispatcher(config, shard_main).run())
+    except OSError as exc:  # LinkError, port in use, another stack on the endpoint
+        print(f"shardnet: error: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
+    except KeyboardInterrupt:
+        return 0

@@ -1,0 +1,34 @@
+"""A shard's plain integer counters (no metric library on the data path).
+
+The loop snapshots them into a ``Stats`` message about once a second; the
+dispatcher turns the snapshots into Prometheus metrics.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+
+from shardnet.common.messages import Stats
+from shardnet.common.wire.errors import MalformedPacket
+
+
+@dataclass(slots=True)
+class ShardCounters:
+    rx_frames: int = 0
+    rx_bytes: int = 0
+    tx_frames: int = 0
+    tx_bytes: int = 0
+    tx_drops: int = 0
+    not_for_us: int = 0  # unicast to another MAC (promiscuous links)
+    unhandled: int = 0  # well-formed, but no protocol handler yet
+    drops: Counter[tuple[str, str]] = field(default_factory=Counter)
+
+    def drop(self, exc: MalformedPacket) -> None:
+        self.drops[(exc.layer, exc.reason.value)] += 1
+
+    def snapshot(self, shard: int, gauges: dict[str, int] | None = None) -> Stats:
+        counters = asdict(self)
+        del counters["drops"]
+        drops = {f"{layer}/{reason}": n for (layer, reason), n in self.drops.items()}
+        return Stats(shard, counters, drops, gauges or {})

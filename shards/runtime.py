@@ -1,0 +1,256 @@
+"""One shard process: one asyncio loop over its ring, its timers and its
+control sockets (DESIGN.md "Processes").
+
+* frames: the ring's eventfd wakes the loop; records are drained in batches
+  and handed to ``Ingress``; the shard writes its own frames to the link.
+* control: a DEALER to the dispatcher carries Hello, Stats and Replies out and
+  Stop and Requests in.
+* replication: shard 0 owns the tables (``TableOwner``), publishes every
+  change on a PUB socket and answers snapshot requests on a ROUTER; the other
+  shards subscribe and keep a ``TableReplica``.
+* lifeline: the read end of a pipe the dispatcher holds; EOF means the
+  dispatcher died, and the shard exits at once (no orphans).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import signal
+from typing import Any
+
+import zmq
+import zmq.asyncio
+
+from shardnet.common.link_tx import open_writer
+from shardnet.common.messages import (
+    BadMessage,
+    Hello,
+    Patch,
+    Reply,
+    Request,
+    Snapshot,
+    SnapshotRequest,
+    Stop,
+    decode,
+    encode,
+)
+from shardnet.common.procspec import ShardSpec, internal_endpoints
+from shardnet.common.replica import TableOwner, TableReplica
+from shardnet.common.ring import Ring
+
+from .counters import ShardCounters
+from .ingress import Ingress
+from .state import initial_tables
+from .validate import install_validators
+
+log = logging.getLogger("shardnet.shard")
+
+BATCH = 128  # records drained per loop turn before yielding to other work
+
+
+class ShardRuntime:
+    def __init__(self, spec: ShardSpec) -> None:
+        self.spec = spec
+        self.index = spec.index
+        self.counters = ShardCounters()
+        self.ingress = Ingress(spec.mac, self.counters, spec.vnet_hdr_len)
+        install_validators(self.ingress)
+        self.owner: TableOwner | None = None
+        self.replica: TableReplica | None = None
+        self._stop = asyncio.Event()
+        self._drain_s = 0.0
+        self._tasks: list[asyncio.Task[Any]] = []
+
+    # --- the loop -------------------------------------------------------
+    async def run(self) -> int:
+        spec = self.spec
+        loop = asyncio.get_running_loop()
+        self.ring = Ring.attach(spec.ring)
+        self.consumer = self.ring.consumer()
+        self.writer = open_writer(spec.tx)
+        self.ctx = zmq.asyncio.Context()
+        ep = internal_endpoints(spec.ipc_dir)
+        self.to_dispatcher = self.ctx.socket(zmq.DEALER)
+        self.to_dispatcher.setsockopt(zmq.IDENTITY, f"shard-{self.index}".encode())
+        self.to_dispatcher.setsockopt(zmq.LINGER, 500)
+        self.to_dispatcher.connect(ep["dispatcher"])
+        if self.index == 0:
+            self._setup_owner(ep)
+        else:
+            self._setup_replica(ep)
+
+        loop.add_reader(self.consumer.fileno(), self._on_doorbell)
+        loop.add_reader(spec.lifeline.fd, self._on_lifeline)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(
+                sig, self._stop.set
+            )  # the dispatcher sends Stop; a signal is a fallback
+        self._tasks = [
+            asyncio.create_task(self._control_loop()),
+            asyncio.create_task(self._stats_loop()),
+        ]
+        if self.replica is not None:
+            self._tasks.append(asyncio.create_task(self._replica_loop()))
+        else:
+            self._tasks.append(asyncio.create_task(self._sync_server_loop()))
+        await self.to_dispatcher.send(encode(Hello(self.index, os.getpid())))
+        self._step()  # records may already be waiting
+        await self._stop.wait()
+        await self._close()
+        return 0
+
+    def _on_doorbell(self) -> None:
+        self.consumer.clear_wakeup()
+        self._step()
+
+    def _step(self) -> None:
+        """Drain a batch; keep going on the next loop turn while there is
+        more, else announce sleep (the doorbell will wake us)."""
+        if self._stop.is_set():
+            return
+        n = self.consumer.drain(self.ingress.handle_record, BATCH)
+        if n or not self.consumer.prepare_to_sleep():
+            asyncio.get_running_loop().call_soon(self._step)
+
+    def _on_lifeline(self) -> None:
+        try:
+            data = os.read(self.spec.lifeline.fd, 64)
+        except BlockingIOError:
+            return
+        if not data:  # the dispatcher is gone: nobody to drain for
+            log.warning("shard %d: dispatcher died, exiting", self.index)
+            os._exit(1)
+
+    # --- control ------------------------------------------------------------
+    async def _control_loop(self) -> None:
+        while True:
+            raw = await self.to_dispatcher.recv()
+            try:
+                msg = decode(raw)
+            except BadMessage:
+                log.warning("shard %d: bad control message", self.index)
+                continue
+            if isinstance(msg, Stop):
+                self._drain_s = msg.drain_s
+                self._stop.set()
+            elif isinstance(msg, Request):
+                await self.to_dispatcher.send(encode(self._answer(msg)))
+
+    def _answer(self, req: Request) -> Reply:
+        tables = self.owner.tables if self.owner is not None else self.replica.tables  # type: ignore[union-attr]
+        if req.op == "table":
+            name = str(req.args.get("name", ""))
+            return Reply(req.req_id, True, tables.get(name, {}))
+        if req.op == "replica_version":
+            version = self.owner.version if self.owner else self.replica.version  # type: ignore[union-attr]
+            return Reply(req.req_id, True, version)
+        return Reply(req.req_id, False, error=f"unknown request {req.op!r}")
+
+    async def _stats_loop(self) -> None:
+        interval = self.spec.config.stats_interval_s
+        while True:
+            await asyncio.sleep(interval)
+            self.counters.tx_frames = self.writer.frames
+            self.counters.tx_bytes = self.writer.bytes
+            self.counters.tx_drops = self.writer.drops
+            gauges = {"ring_used_bytes": self.ring.used()}
+            if self.replica is not None:
+                gauges["replica_resyncs"] = self.replica.resyncs
+            await self.to_dispatcher.send(encode(self.counters.snapshot(self.index, gauges)))
+
+    # --- replication ---------------------------------------------------------
+    def _setup_owner(self, ep: dict[str, str]) -> None:
+        self.owner = TableOwner(epoch=random.getrandbits(62))
+        for table, rows in initial_tables(self.spec).items():
+            for key, value in rows.items():
+                self.owner.set(table, key, value)
+        self.pub = self.ctx.socket(zmq.PUB)
+        self.pub.setsockopt(zmq.LINGER, 0)
+        self.pub.bind(ep["state"])
+        self.sync = self.ctx.socket(zmq.ROUTER)
+        self.sync.setsockopt(zmq.LINGER, 0)
+        self.sync.bind(ep["sync"])
+
+    def publish(self, patch: Patch | None) -> None:
+        """Send one change of shard 0's tables to every replica."""
+        if patch is not None:
+            self.pub.send(encode(patch))
+
+    async def _sync_server_loop(self) -> None:
+        while True:
+            ident, raw = await self.sync.recv_multipart()
+            try:
+                msg = decode(raw)
+            except BadMessage:
+                continue
+            if isinstance(msg, SnapshotRequest) and self.owner is not None:
+                await self.sync.send_multipart([ident, encode(self.owner.snapshot())])
+
+    def _setup_replica(self, ep: dict[str, str]) -> None:
+        self.replica = TableReplica()
+        self.sub = self.ctx.socket(zmq.SUB)
+        self.sub.setsockopt(zmq.LINGER, 0)
+        self.sub.setsockopt(zmq.SUBSCRIBE, b"")
+        self.sub.connect(ep["state"])
+        self.sync = self.ctx.socket(zmq.DEALER)
+        self.sync.setsockopt(zmq.LINGER, 0)
+        self.sync.connect(ep["sync"])
+
+    async def _replica_loop(self) -> None:
+        """Apply patches; fetch a snapshot when joining, after a gap, or when
+        shard 0 restarted (new epoch). Requests are repeated every second
+        until answered, since shard 0 may be restarting."""
+        replica = self.replica
+        assert replica is not None  # set up in run()
+        poller = zmq.asyncio.Poller()
+        poller.register(self.sub, zmq.POLLIN)
+        poller.register(self.sync, zmq.POLLIN)
+        asked_at = None
+        loop = asyncio.get_running_loop()
+        while True:
+            if replica.needs_snapshot and (asked_at is None or loop.time() - asked_at > 1.0):
+                await self.sync.send(encode(SnapshotRequest(self.index)))
+                asked_at = loop.time()
+            events = dict(await poller.poll(timeout=250))
+            if self.sub in events:
+                while True:
+                    try:
+                        raw = self.sub.get(zmq.EVENTS) and await self.sub.recv(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    if not raw:
+                        break
+                    msg = decode(raw)
+                    if (
+                        isinstance(msg, Patch)
+                        and not replica.apply_patch(msg)
+                        and asked_at is not None
+                    ):
+                        if not replica.synced and loop.time() - asked_at > 1.0:
+                            asked_at = None
+            if self.sync in events:
+                msg = decode(await self.sync.recv())
+                if isinstance(msg, Snapshot):
+                    replica.load_snapshot(msg)
+                    asked_at = None
+
+    # --- shutdown ------------------------------------------------------------
+    async def _close(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(self.consumer.fileno())
+        loop.remove_reader(self.spec.lifeline.fd)
+        # Later issues: TCP endpoints send FIN and drain here, bounded by _drain_s.
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        with contextlib.suppress(zmq.ZMQError):
+            await self.to_dispatcher.send(encode(self.counters.snapshot(self.index)))
+        self.writer.close()
+        self.ctx.destroy(linger=200)
+        self.ring.close()

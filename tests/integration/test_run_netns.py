@@ -1,0 +1,233 @@
+"""``shardnet run`` as a user runs it: a TAP in a namespace, the kernel as the
+peer, shard kills, a garbage flood, metrics and ctl, clean stops."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from shardnet.common.flowhash import shard_for
+
+from ..netns import Netns, skip_unless_netns, wait_until
+from ..stack import KERNEL_V4, TAP, StackProcess, pid_alive, wait_gone
+
+pytestmark = [pytest.mark.netns, pytest.mark.timeout(120)]
+
+SHARDNET_V4 = "198.18.0.2"
+METRICS = "127.0.0.1:9100"
+
+
+@pytest.fixture
+def ns() -> Iterator[Netns]:
+    skip_unless_netns()
+    with Netns("run") as ns:
+        yield ns
+
+
+@pytest.fixture
+def stack(ns: Netns) -> Iterator[StackProcess]:
+    with StackProcess(ns, "--metrics", METRICS, "--ipv4", f"{SHARDNET_V4}/24") as stack:
+        mac = stack.call("hello")["mac"]
+        ns.run(f"ip addr add {KERNEL_V4}/24 dev {TAP}")
+        # No ARP in shardnet yet (network-layer issue): a static neighbour.
+        ns.run(f"ip neigh replace {SHARDNET_V4} lladdr {mac} dev {TAP} nud permanent")
+        yield stack
+
+
+def shard_rx(stack: StackProcess) -> list[int]:
+    return [s["counters"].get("rx_frames", 0) for s in stack.call("stats")["shards"]]
+
+
+def metrics(ns: Netns) -> str:
+    return ns.run(f"curl -sf http://{METRICS}/metrics").stdout
+
+
+def send_udp(ns: Netns, sport: int, dport: int, count: int) -> None:
+    ns.python(f"""
+        import socket
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind(("{KERNEL_V4}", {sport}))
+        for i in range({count}):
+            s.sendto(b"x" * 32, ("{SHARDNET_V4}", {dport}))
+    """)
+
+
+def test_frames_of_a_flow_reach_the_shard_the_hash_names(ns: Netns, stack: StackProcess) -> None:
+    k, s = socket.inet_aton(KERNEL_V4), socket.inet_aton(SHARDNET_V4)
+    for want in (0, 1):
+        sport = next(p for p in range(40000, 41000) if shard_for(17, k, p, s, 7, 2) == want)
+        before = shard_rx(stack)
+        send_udp(ns, sport, 7, 50)
+        assert wait_until(lambda w=want, b=before: shard_rx(stack)[w] - b[w] >= 50, timeout=5)
+        other = 1 - want
+        # The other shard saw none of them (shard 0 may get the kernel's own NDP/MLD).
+        if other == 1:
+            assert shard_rx(stack)[1] - before[1] < 50
+
+
+def test_kill_9_of_a_shard_is_repaired_and_counted(ns: Netns, stack: StackProcess) -> None:
+    for victim in (1, 0):
+        old = stack.shard_pids()
+        subprocess.run(["kill", "-9", str(old[victim])], check=True)
+        assert wait_until(
+            lambda v=victim, o=old: (
+                (p := stack.call("shards")["shards"][v])["pid"] != o[v] and p["ready"]
+            ),
+            timeout=10,
+        ), "the shard was not restarted"
+        assert stack.shard_pids()[1 - victim] == old[1 - victim], (
+            "the other shard must keep running"
+        )
+        text = metrics(ns)
+        assert f'shardnet_shard_restarts_total{{shard="{victim}"}} 1.0' in text
+    # After shard 0 came back with a new epoch, shard 1's replica resynchronised.
+    assert wait_until(
+        lambda: stack.call("shard_table", shard=1, name="nics") == stack.call("nics"), timeout=5
+    )
+
+
+def test_garbage_flood_crashes_nothing(ns: Netns, stack: StackProcess) -> None:
+    mac = stack.call("hello")["mac"]
+    pids = stack.shard_pids()
+    ns.python(
+        f"""
+        import os, random, socket, struct
+        random.seed(7)
+        s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+        s.bind(("{TAP}", 0))
+        dst = bytes.fromhex("{mac.replace(":", "")}")
+        src = bytes.fromhex("020000000001")
+        heads = [b"\\x08\\x00\\x45", b"\\x08\\x00\\x4f", b"\\x86\\xdd\\x60", b"\\x08\\x06",
+                 b"\\x81\\x00", b"\\x86\\xdd\\x60\\x00\\x00\\x00\\x00\\x08\\x2c", b""]
+        for i in range(5000):
+            body = random.choice(heads) + os.urandom(random.randint(2, 1500))  # >= 14 B: AF_PACKET refuses less
+            frame = (dst if i % 4 else os.urandom(6)) + src + body
+            s.send(frame[:1514])
+    """,
+        timeout=60,
+    )
+    time.sleep(1.5)
+    stats = stack.call("stats")
+    assert stack.shard_pids() == pids and all(pid_alive(p) for p in pids)
+    drops = sum(sum(s["drops"].values()) for s in stats["shards"])
+    assert drops > 100, "malformed frames must be counted as drops"
+    layers = set(
+        re.findall(
+            r'shardnet_drops_total\{layer="(\w+)",reason="\w+",shard="\d"\} [1-9]', metrics(ns)
+        )
+    )
+    assert {"arp", "ipv4", "ipv6"} <= layers, layers  # counted by layer and reason
+    assert stack.call("nics")  # still answering
+
+
+def test_metrics_and_ctl_answer(ns: Netns, stack: StackProcess) -> None:
+    text = metrics(ns)
+    for name in (
+        "shardnet_link_rx_frames_total",
+        'shardnet_link_tx_frames_total{shard="0"}',
+        'shardnet_shard_rx_frames_total{shard="1"}',
+        'shardnet_ring_drops_total{shard="0"}',
+        "shardnet_tcp_segments_total",
+        "shardnet_tcp_retransmits_total",
+        'shardnet_process_cpu_seconds_total{role="dispatcher"',
+        'shardnet_process_resident_memory_bytes{role="shard",shard="1"}',
+        'shardnet_shard_restarts_total{shard="1"} 0.0',
+    ):
+        assert name in text, name
+    ctl = [sys.executable, "-m", "shardnet.scripts.cli", "ctl", "--control", stack.control]
+    nics = json.loads(
+        subprocess.run([*ctl, "nics", "--json"], capture_output=True, text=True, check=True).stdout
+    )
+    assert [(n["name"], n["mac"]) for n in nics] == [(TAP, stack.call("hello")["mac"])]
+    out = subprocess.run([*ctl, "stats"], capture_output=True, text=True, check=True).stdout
+    assert "SHARD" in out and "link: rx" in out
+
+
+def test_sigterm_exits_0_and_leaves_no_process(ns: Netns, stack: StackProcess) -> None:
+    pids = stack.shard_pids()
+    assert stack.stop(signal.SIGTERM) == 0
+    assert wait_gone(pids, timeout=5)
+    # multiprocess's resource tracker exits when it sees the dispatcher's pipe close.
+    assert wait_until(lambda: ns.pids() == [], timeout=3), ns.pids()
+
+
+def test_dispatcher_death_takes_the_shards_with_it(ns: Netns, stack: StackProcess) -> None:
+    pids = stack.shard_pids()
+    stack.stop(signal.SIGKILL)
+    assert wait_gone(pids, timeout=5), "orphaned shards"
+
+
+def test_ctl_without_a_stack_is_one_line_and_non_zero() -> None:
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "shardnet.scripts.cli",
+            "ctl",
+            "--control",
+            "ipc:///run/shardnet/none.ctl",
+            "nics",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode != 0 and r.stderr.count("\n") == 1 and "no shardnet is running" in r.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--tap", "sntap0", "--ipv4", "198.18.0.300/24"], "bad address"),
+        (["--tap", "sntap0", "--serve", "nope:80"], "unknown app"),
+        (["--tap", "sntap0", "--shards", "0"], "--shards"),
+        ([], "exactly one of --tap"),
+    ],
+)
+def test_bad_run_input_is_one_line_and_non_zero(args: list[str], fragment: str) -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", "shardnet.scripts.cli", "run", *args], capture_output=True, text=True
+    )
+    assert r.returncode == 2 and fragment in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_metrics_port_in_use_is_a_clear_error(ns: Netns) -> None:
+    blocker = ns.popen(
+        [
+            sys.executable,
+            "-c",
+            "import socket,time; s=socket.socket(); s.bind(('127.0.0.1', 9100)); s.listen(); time.sleep(60)",
+        ]
+    )
+    time.sleep(0.5)
+    r = ns.run(
+        [
+            sys.executable,
+            "-m",
+            "shardnet.scripts.cli",
+            "run",
+            "--tap",
+            TAP,
+            "--shards",
+            "1",
+            "--control",
+            "ipc:///run/shardnet/inuse.ctl",
+            "--metrics",
+            METRICS,
+        ],
+        check=False,
+        timeout=30,
+    )
+    blocker.kill()
+    assert r.returncode == 1, r.stderr
+    assert r.stderr.strip().endswith(
+        f"cannot serve metrics on {METRICS}: Address already in use"
+    ), r.stderr
+    assert wait_until(lambda: ns.pids() == [], timeout=3), ns.pids()

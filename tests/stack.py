@@ -1,0 +1,123 @@
+"""Run the real ``shardnet run`` inside a test namespace and talk to it.
+
+The control channel is an ipc:// socket in the filesystem, so the test
+process reaches it with ``Client`` from outside the namespace.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+import time
+from typing import Any, Self
+
+from shardnet.common.client import Client, ControlError
+
+from .netns import Netns, wait_until
+
+TAP = "sntap0"
+KERNEL_V4 = "198.18.0.1"
+
+
+class StackProcess:
+    """``shardnet run --tap sntap0 ...`` in ``ns``; stopped on exit."""
+
+    def __init__(self, ns: Netns, *args: str, shards: int = 2, tap: str = TAP) -> None:
+        self.ns = ns
+        self.tap = tap
+        self.control = f"ipc:///run/shardnet/test-{secrets.token_hex(4)}.ctl"
+        self.argv = [
+            sys.executable,
+            "-m",
+            "shardnet.scripts.cli",
+            "run",
+            "--tap",
+            tap,
+            "--shards",
+            str(shards),
+            "--control",
+            self.control,
+            *args,
+        ]
+        self.proc: subprocess.Popen[str] | None = None
+        self.client: Client | None = None
+
+    def __enter__(self) -> Self:
+        self.proc = self.ns.popen(
+            self.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        ok = wait_until(self._ready, timeout=30, interval=0.1)
+        if not ok:
+            self.stop()
+            raise AssertionError(f"shardnet did not become ready:\n{self.output()}")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _ready(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise AssertionError(f"shardnet exited {self.proc.returncode}:\n{self.output()}")
+        try:
+            if self.client is None:
+                self.client = Client(self.control, timeout_s=1.0)
+            shards = self.client.call("shards")["shards"]
+        except ControlError:
+            if self.client is not None:
+                self.client.close()
+                self.client = None
+            return False
+        return all(s["ready"] for s in shards)
+
+    def call(self, op: str, **args: Any) -> Any:
+        assert self.client is not None
+        return self.client.call(op, **args)
+
+    def shard_pids(self) -> list[int]:
+        return [s["pid"] for s in self.call("shards")["shards"]]
+
+    def stop(self, sig: int = 15, timeout: float = 20) -> int | None:
+        """Signal the stack and wait for it; returns its exit code."""
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+        if self.proc is None or self.proc.poll() is not None:
+            return None if self.proc is None else self.proc.returncode
+        os.kill(self.proc.pid, sig)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise
+
+    def output(self) -> str:
+        if self.proc is None or self.proc.stdout is None:
+            return ""
+        if self.proc.poll() is None:
+            return "(still running)"
+        return self.proc.stdout.read()
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie still answers kill(0): look at its state.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except OSError:
+        return False
+
+
+def wait_gone(pids: list[int], timeout: float = 10) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not any(pid_alive(p) for p in pids):
+            return True
+        time.sleep(0.05)
+    return False
