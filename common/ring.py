@@ -155,7 +155,10 @@ class RingHandle:
     capacity: int
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild_handle, (dup_for_child(self.memfd), dup_for_child(self.eventfd), self.capacity))
+        return (
+            _rebuild_handle,
+            (dup_for_child(self.memfd), dup_for_child(self.eventfd), self.capacity),
+        )
 
 
 class Ring:

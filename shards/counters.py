@@ -22,6 +22,7 @@ class ShardCounters:
     tx_drops: int = 0
     not_for_us: int = 0  # unicast to another MAC (promiscuous links)
     unhandled: int = 0  # well-formed, but no protocol handler yet
+    internal_errors: int = 0  # a handler raised something other than MalformedPacket
     drops: Counter[tuple[str, str]] = field(default_factory=Counter)
 
     def drop(self, exc: MalformedPacket) -> None:

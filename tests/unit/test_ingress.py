@@ -1,0 +1,85 @@
+"""A shard's first step: every frame counted, bad ones dropped by reason,
+and nothing a handler does can stop the loop."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from scapy.layers.inet import IP, UDP
+from scapy.layers.l2 import Ether
+
+from shardnet.common.ratelog import RateLimitedLog
+from shardnet.shards.counters import ShardCounters
+from shardnet.shards.ingress import Ingress
+from shardnet.shards.validate import install_validators
+
+MAC = bytes.fromhex("020000000002")
+
+
+def frame(**ip: object) -> bytes:
+    return bytes(
+        Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
+        / IP(src="198.18.0.1", dst="198.18.0.2", **ip)
+        / UDP(sport=1, dport=2)
+        / b"hi"
+    )
+
+
+@pytest.fixture
+def ingress() -> Ingress:
+    ing = Ingress(MAC, ShardCounters())
+    install_validators(ing)
+    return ing
+
+
+def test_good_frames_pass_and_bad_ones_are_counted_by_reason(ingress: Ingress) -> None:
+    ingress.handle_record(memoryview(frame()))
+    bad_csum = bytearray(frame())
+    bad_csum[-1] ^= 0xFF  # payload byte: the UDP checksum no longer matches
+    ingress.handle_record(memoryview(bad_csum))
+    bad_version = bytearray(frame())
+    bad_version[14] = 0x55
+    ingress.handle_record(memoryview(bad_version))
+    c = ingress.counters
+    assert (c.rx_frames, c.unhandled) == (3, 1)
+    assert c.drops == {("udp", "udp_bad_checksum"): 1, ("ipv4", "ipv4_bad_version"): 1}
+
+
+def test_trusted_checksum_is_not_verified(ingress: Ingress) -> None:
+    """A virtio-net header with NEEDS_CSUM: the L4 checksum is not computed yet."""
+    ing = Ingress(MAC, ShardCounters(), vnet_hdr_len=10)
+    install_validators(ing)
+    bad_csum = bytearray(frame())
+    bad_csum[-1] ^= 0xFF
+    ing.handle_record(memoryview(bytes([1]) + bytes(9) + bad_csum))
+    assert ing.counters.unhandled == 1 and not ing.counters.drops
+
+
+def test_frames_for_another_mac_are_not_ours(ingress: Ingress) -> None:
+    other = bytearray(frame())
+    other[0:6] = bytes.fromhex("020000000099")
+    ingress.handle_record(memoryview(other))
+    assert ingress.counters.not_for_us == 1 and ingress.counters.unhandled == 0
+
+
+def test_a_handler_bug_costs_one_frame_not_the_shard(
+    ingress: Ingress, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(eth: object, vnet: object) -> None:
+        raise KeyError("bug")
+
+    ingress.register(0x0800, broken)
+    for _ in range(20):
+        ingress.handle_record(memoryview(frame()))
+    assert ingress.counters.internal_errors == 20
+    assert sum("frame handler failed" in r.message for r in caplog.records) <= 5  # rate-limited
+
+
+def test_rate_limited_log_says_how_many_it_suppressed(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    rl = RateLimitedLog(logging.getLogger("t"), interval_s=1.0, per_interval=2)
+    written = [rl(logging.INFO, "x", now=0.1 * i) for i in range(5)]
+    assert written == [True, True, False, False, False]
+    assert rl(logging.INFO, "y", now=1.5)
+    assert caplog.records[-1].message == "y (3 similar lines suppressed)"
