@@ -54,6 +54,21 @@ def config_from_args(ns: argparse.Namespace) -> StackConfig:
     return build_config(file_settings, flags)
 
 
+def refuse_unbuilt(config: StackConfig) -> None:
+    """Settings of the contract whose machinery is not built yet are refused
+    rather than accepted and ignored."""
+    unbuilt = [
+        ("--serve", bool(config.serve), "built-in apps come with TCP and UDP"),
+        ("--app", config.app is not None, "applications come with TCP and UDP"),
+        ("--gateway4", config.gateway4 is not None, "routes come with the network layer"),
+        ("--gateway6", config.gateway6 is not None, "routes come with the network layer"),
+        ("--forwarding", config.forwarding, "forwarding comes with the network layer"),
+    ]
+    for flag, given, why in unbuilt:
+        if given:
+            raise ConfigError(f"{flag} is not supported yet ({why})")
+
+
 def main(ns: argparse.Namespace) -> int:
     logging.basicConfig(
         level=logging.DEBUG if ns.verbose else logging.INFO,
@@ -62,6 +77,7 @@ def main(ns: argparse.Namespace) -> int:
     )
     try:
         config = config_from_args(ns)
+        refuse_unbuilt(config)
     except ConfigError as exc:
         print(f"shardnet: error: {exc}", file=sys.stderr)
         return EXIT_CONFIG

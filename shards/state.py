@@ -22,5 +22,6 @@ def initial_tables(spec: ShardSpec) -> dict[str, dict[str, Any]]:
         "kind": "tap" if cfg.tap else "packet",
         "enabled": True,
         "loopback": False,
+        "addresses": list(cfg.ipv4 + cfg.ipv6),
     }
     return {"nics": {cfg.link_name: nic}}

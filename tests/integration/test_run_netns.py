@@ -188,6 +188,7 @@ def test_ctl_without_a_stack_is_one_line_and_non_zero() -> None:
         (["--tap", "sntap0", "--ipv4", "198.18.0.300/24"], "bad address"),
         (["--tap", "sntap0", "--serve", "nope:80"], "unknown app"),
         (["--tap", "sntap0", "--shards", "0"], "--shards"),
+        (["--tap", "sntap0", "--serve", "http:80"], "--serve is not supported yet"),
         ([], "exactly one of --tap"),
     ],
 )
@@ -231,3 +232,75 @@ def test_metrics_port_in_use_is_a_clear_error(ns: Netns) -> None:
         f"cannot serve metrics on {METRICS}: Address already in use"
     ), r.stderr
     assert wait_until(lambda: ns.pids() == [], timeout=3), ns.pids()
+
+
+def test_tap_not_permitted_is_a_clear_error(ns: Netns) -> None:
+    """Without CAP_NET_ADMIN (dropped from the bounding set) the TAP cannot be made."""
+    r = ns.run(
+        [
+            "setpriv",
+            "--bounding-set=-net_admin",
+            "--inh-caps=-net_admin",
+            sys.executable,
+            "-m",
+            "shardnet.scripts.cli",
+            "run",
+            "--tap",
+            TAP,
+            "--shards",
+            "1",
+            "--control",
+            "ipc:///run/shardnet/noperm.ctl",
+        ],
+        check=False,
+        timeout=30,
+    )
+    assert r.returncode == 1
+    assert (
+        r.stderr
+        == f"shardnet: error: no permission to attach TAP {TAP}: needs CAP_NET_ADMIN or the TAP's owner\n"
+    )
+
+
+def test_top_shows_every_shard(stack: StackProcess) -> None:
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "shardnet.scripts.cli",
+            "top",
+            "--control",
+            stack.control,
+            "--count",
+            "2",
+            "--interval",
+            "0.3",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    screens = r.stdout.split("shardnet top")
+    assert len(screens) == 3  # two refreshes
+    last = screens[-1].splitlines()
+    assert last[1].split()[:3] == ["SHARD", "PID", "IN/s"]
+    assert [row.split()[0] for row in last[2:]] == ["0", "1"]
+
+
+def test_pcap_records_frames_in_and_config_file_is_read(ns: Netns, tmp_path) -> None:
+    from scapy.layers.inet import UDP
+    from scapy.utils import rdpcap
+
+    pcap = tmp_path / "run.pcap"
+    conf = tmp_path / "shardnet.toml"
+    conf.write_text(f'pcap = "{pcap}"\n[stack]\nipv4 = ["{SHARDNET_V4}/24"]\n')
+    with StackProcess(ns, "--config", str(conf)) as stack:
+        mac = stack.call("hello")["mac"]
+        ns.run(f"ip addr add {KERNEL_V4}/24 dev {TAP}")
+        ns.run(f"ip neigh replace {SHARDNET_V4} lladdr {mac} dev {TAP} nud permanent")
+        send_udp(ns, 40001, 9, 5)
+        assert wait_until(lambda: sum(shard_rx(stack)) >= 5, timeout=5)
+        assert stack.stop() == 0
+    udp = [p for p in rdpcap(str(pcap)) if UDP in p and p[UDP].dport == 9]
+    assert len(udp) == 5 and all(p.dst == mac for p in udp)
