@@ -6,8 +6,10 @@ process reaches it with ``Client`` from outside the namespace.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 import time
@@ -79,19 +81,29 @@ class StackProcess:
         return [s["pid"] for s in self.call("shards")["shards"]]
 
     def stop(self, sig: int = 15, timeout: float = 20) -> int | None:
-        """Signal the stack and wait for it; returns its exit code."""
+        """Signal the stack and wait for it; returns its exit code. Removes
+        what a killed stack could not (its ipc sockets)."""
         if self.client is not None:
             self.client.close()
             self.client = None
-        if self.proc is None or self.proc.poll() is not None:
-            return None if self.proc is None else self.proc.returncode
-        os.kill(self.proc.pid, sig)
+        if self.proc is None:
+            return None
         try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise
+            if self.proc.poll() is None:
+                os.kill(self.proc.pid, sig)
+                try:
+                    return self.proc.wait(timeout=timeout)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait()
+                    raise
+            return self.proc.returncode
+        finally:
+            # ``ip netns exec`` execs: the pid is the dispatcher's.
+            shutil.rmtree(f"/run/shardnet/{self.tap}.{self.proc.pid}.d", ignore_errors=True)
+            for path in (self.control[len("ipc://") :], self.control[len("ipc://") :] + ".events"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
 
     def output(self) -> str:
         if self.proc is None or self.proc.stdout is None:
