@@ -75,7 +75,16 @@ class Client:
         return self.call("hello")
 
     def nics(self) -> list[dict[str, Any]]:
-        return list(self.call("nics").values())
+        return self.call("nics")
+
+    def addrs(self) -> list[dict[str, Any]]:
+        return self.call("addrs")
+
+    def routes(self) -> list[dict[str, Any]]:
+        return self.call("routes")
+
+    def neigh(self) -> list[dict[str, Any]]:
+        return self.call("neigh")
 
     def stats(self) -> dict[str, Any]:
         return self.call("stats")

@@ -80,6 +80,17 @@ class Patch:
 
 
 @dataclass(frozen=True, slots=True)
+class Beat:
+    """Shard 0's tables are at ``version`` of ``epoch``: published twice a
+    second so a replica that missed the last patches (PUB/SUB drops while a
+    subscriber reconnects) notices and fetches a snapshot."""
+
+    kind: ClassVar[str] = "beat"
+    epoch: int
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
 class SnapshotRequest:
     kind: ClassVar[str] = "snapshot_request"
     shard: int
@@ -96,6 +107,17 @@ class Snapshot:
 
 
 @dataclass(frozen=True, slots=True)
+class Resolve:
+    """A shard lacks the MAC of a next hop: shard 0 resolves it and the
+    answer arrives by replication of the neighbour table."""
+
+    kind: ClassVar[str] = "resolve"
+    shard: int
+    nic: int
+    ip: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class Event:
     """Something an integrator may want to hear about (NDP, supervision),
     published on the control channel's event socket."""
@@ -105,10 +127,34 @@ class Event:
     data: dict[str, Any] = field(default_factory=dict)
 
 
-Message = Hello | Stats | Stop | Request | Reply | Patch | SnapshotRequest | Snapshot | Event
+Message = (
+    Hello
+    | Stats
+    | Stop
+    | Request
+    | Reply
+    | Patch
+    | Beat
+    | SnapshotRequest
+    | Snapshot
+    | Resolve
+    | Event
+)
 _KINDS: dict[str, type] = {
     cls.kind: cls
-    for cls in (Hello, Stats, Stop, Request, Reply, Patch, SnapshotRequest, Snapshot, Event)
+    for cls in (
+        Hello,
+        Stats,
+        Stop,
+        Request,
+        Reply,
+        Patch,
+        Beat,
+        SnapshotRequest,
+        Snapshot,
+        Resolve,
+        Event,
+    )
 }
 
 

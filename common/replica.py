@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .messages import Patch, Snapshot
+from .messages import Beat, Patch, Snapshot
 
 _MAX_BUFFERED = 10_000  # patches kept while a snapshot is awaited
 
@@ -76,6 +76,13 @@ class TableReplica:
             return True  # already contained in the snapshot
         self._apply(patch)
         return True
+
+    def check_beat(self, beat: Beat) -> bool:
+        """False (and out of sync) if the owner is ahead of us or restarted:
+        patches were lost, or it is a new owner."""
+        if self.synced and (beat.epoch != self.epoch or beat.version > self.version):
+            self._lose_sync()
+        return self.synced
 
     def load_snapshot(self, snap: Snapshot) -> None:
         self.epoch = snap.epoch

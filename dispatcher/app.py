@@ -24,7 +24,7 @@ import zmq.asyncio
 
 from shardnet.common.config import StackConfig
 from shardnet.common.fdpass import PassedFd
-from shardnet.common.messages import Stop
+from shardnet.common.messages import Request, Stop
 from shardnet.common.procspec import ShardSpec, internal_endpoints
 from shardnet.common.ring import Ring
 
@@ -32,6 +32,7 @@ from .classify import FRAGMENT, classify
 from .control import ControlServer
 from .link import open_link
 from .metrics import StackCollector, serve_metrics
+from .reassembly import Reassembler
 from .stats import StatsBook
 from .supervisor import Supervisor
 
@@ -47,6 +48,9 @@ class Dispatcher:
         self.shard_entry = shard_entry
         self.nshards = config.shards
         self.book = StatsBook(self.nshards)
+        self.reassembler = Reassembler()
+        self.book.dispatcher.reassembly_drops = self.reassembler.drops
+        self._reassembly_timer: asyncio.TimerHandle | None = None
         self._stop = asyncio.Event()
         self._signal: str | None = None
 
@@ -57,6 +61,8 @@ class Dispatcher:
         # pyroute2's synchronous IPRoute runs its own event loop: give it a
         # thread without one.
         self.link = await loop.run_in_executor(None, open_link, cfg)
+        self.clock = loop.time
+        self._no_vnet = bytes(self.link.vnet_hdr_len)  # records always start with the header
         try:
             return await self._run(loop, on_ready)
         finally:
@@ -152,15 +158,19 @@ class Dispatcher:
             data = frame.data
             vnet = frame.vnet
             shard = classify(data, nshards)
-            if shard == FRAGMENT:  # reassembly comes with the network layer
+            if shard == FRAGMENT:
+                # The whole datagram is needed to hash its flow (DESIGN.md):
+                # reassemble here, then classify and deliver it as one frame.
                 d.fragments += 1
-                shard = 0
+                whole = self.reassembler.push(self.clock(), data)
+                self._arm_reassembly_timer()
+                if whole is None:
+                    continue
+                data, vnet = whole, None
+                shard = classify(data, nshards)
             producer = slots[shard].producer
-            if producer is not None and (
-                producer.try_put_parts(vnet.raw, data)
-                if vnet is not None
-                else producer.try_put(data)
-            ):
+            head = vnet.raw if vnet is not None else self._no_vnet
+            if producer is not None and producer.try_put_parts(head, data):
                 d.to_shard[shard] += 1
                 touched.add(shard)
             else:
@@ -175,6 +185,23 @@ class Dispatcher:
         d.link_rx_errors = link.rx_drops + link.rx_errors
         if len(frames) == RX_BATCH:  # more may be waiting: continue after other work
             asyncio.get_running_loop().call_soon(self._on_link)
+
+    def _arm_reassembly_timer(self) -> None:
+        deadline = self.reassembler.next_deadline()
+        if deadline is None or self._reassembly_timer is not None:
+            return
+        loop = asyncio.get_running_loop()
+        self._reassembly_timer = loop.call_at(deadline, self._reassembly_timeout)
+
+    def _reassembly_timeout(self) -> None:
+        """Expired datagrams: shard 0 sends ICMP time exceeded (RFC 792 code
+        1, RFC 8200 §4.5) when the first fragment had arrived."""
+        self._reassembly_timer = None
+        for expired in self.reassembler.handle_timeout(self.clock()):
+            if expired.first_fragment is not None:
+                request = Request(0, "reassembly_expired", {"packet": expired.first_fragment})
+                asyncio.get_running_loop().create_task(self.control.send_to_shard(0, request))
+        self._arm_reassembly_timer()
 
     # --- shards ---------------------------------------------------------------
     def _make_spec(self, index: int, ring: Ring) -> ShardSpec:

@@ -38,8 +38,6 @@ from .stats import StatsBook
 log = logging.getLogger("shardnet.dispatcher")
 
 FORWARD_TIMEOUT_S = 3.0
-# Requests the dispatcher forwards to shard 0 as a table read.
-TABLE_OPS = {"nics": "nics"}
 
 
 def events_endpoint(control: str) -> str:
@@ -183,14 +181,12 @@ class ControlServer:
             )
         if req.op == "shards":
             return Reply(req.req_id, True, self.info()["processes"])
-        if req.op in TABLE_OPS:
-            answer = await self.ask_shard(0, "table", {"name": TABLE_OPS[req.op]})
-            return Reply(req.req_id, answer.ok, answer.value, answer.error)
         if req.op == "shard_table":  # a replica's view, for tests and debugging
             index = int(req.args.get("shard", 0))
             answer = await self.ask_shard(index, "table", {"name": str(req.args.get("name", ""))})
             return Reply(req.req_id, answer.ok, answer.value, answer.error)
-        return Reply(req.req_id, False, error=f"unknown request {req.op!r}")
+        answer = await self.ask_shard(0, req.op, req.args)
+        return Reply(req.req_id, answer.ok, answer.value, answer.error)
 
     # --- events -------------------------------------------------------------
     def publish(self, type_: str, **data: Any) -> None:

@@ -72,6 +72,10 @@ class StackCollector:
             for key, n in sorted(totals[int(s)][1].items()):
                 layer, _, reason = key.partition("/")
                 drops.append(([s, layer, reason], n))
+        drops += [
+            (["dispatcher", "reassembly", reason], n)
+            for reason, n in sorted(d.reassembly_drops.items())
+        ]
         yield _counter(
             "shardnet_drops",
             "Malformed or refused packets, by layer and reason.",

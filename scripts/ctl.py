@@ -1,4 +1,12 @@
-"""``shardnet ctl``: the state of a running stack, as a table or as JSON."""
+"""``shardnet ctl``: the state of a running stack, as a table or as JSON,
+and changes to it (addresses, routes, NICs).
+
+    shardnet ctl nics|addrs|routes|neigh|stats|shards [--json]
+    shardnet ctl events [--json]
+    shardnet ctl addr add|del NIC ADDRESS/LEN [--first-primary|--never-primary]
+    shardnet ctl route add|del DST/LEN [--via GATEWAY] [--dev NIC] [--metric N]
+    shardnet ctl nic up|down|del NAME
+"""
 
 from __future__ import annotations
 
@@ -9,13 +17,66 @@ from typing import Any
 
 from shardnet.common.client import Client, ControlError
 
-VIEWS = ("nics", "stats", "shards", "events")
+VIEWS = ("nics", "addrs", "routes", "neigh", "stats", "shards")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--control", metavar="ENDPOINT", help="control endpoint of the stack")
-    p.add_argument("view", choices=VIEWS, help="what to show")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    sub = p.add_subparsers(dest="view", metavar="WHAT", required=True)
+    for view in VIEWS:
+        sub.add_parser(view, help=f"show {view}").add_argument(
+            "--json", action="store_true", default=argparse.SUPPRESS
+        )
+    sub.add_parser("events", help="stream events as JSON lines")
+    addr = sub.add_parser("addr", help="add or delete an address")
+    addr.add_argument("action", choices=("add", "del"))
+    addr.add_argument("nic")
+    addr.add_argument("address", metavar="ADDRESS/LEN")
+    behaviour = addr.add_mutually_exclusive_group()
+    behaviour.add_argument(
+        "--first-primary", dest="behavior", action="store_const", const="first-primary"
+    )
+    behaviour.add_argument(
+        "--never-primary", dest="behavior", action="store_const", const="never-primary"
+    )
+    route = sub.add_parser("route", help="add or delete a route")
+    route.add_argument("action", choices=("add", "del"))
+    route.add_argument(
+        "dst", metavar="DST/LEN", help="destination prefix, or 'default4'/'default6'"
+    )
+    route.add_argument("--via", metavar="GATEWAY")
+    route.add_argument("--dev", metavar="NIC")
+    route.add_argument("--metric", type=int, default=0)
+    nic = sub.add_parser("nic", help="enable, disable or remove a NIC")
+    nic.add_argument("action", choices=("up", "down", "del"))
+    nic.add_argument("name")
+
+
+def request_of(ns: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+    """The control request a command line stands for."""
+    if ns.view in VIEWS:
+        return ns.view, {}
+    if ns.view == "addr":
+        args = {"nic": ns.nic, "address": ns.address}
+        if ns.action == "add" and ns.behavior:
+            args["behavior"] = ns.behavior
+        return f"addr_{ns.action}", args
+    if ns.view == "route":
+        dst = {"default4": "0.0.0.0/0", "default6": "::/0"}.get(ns.dst, ns.dst)
+        return f"route_{ns.action}", {
+            "dst": dst,
+            "gateway": ns.via,
+            "nic": ns.dev,
+            "metric": ns.metric,
+        }
+    if ns.view == "nic":
+        op = {"up": "nic_set", "down": "nic_set", "del": "nic_del"}[ns.action]
+        args = {"name": ns.name}
+        if ns.action != "del":
+            args["enabled"] = ns.action == "up"
+        return op, args
+    raise ValueError(ns.view)
 
 
 def main(ns: argparse.Namespace) -> int:
@@ -25,7 +86,8 @@ def main(ns: argparse.Namespace) -> int:
                 for event in client.events():
                     print(json.dumps({"type": event.type, **event.data}), flush=True)
                 return 0
-            value = getattr(client, ns.view)() if ns.view != "shards" else client.call("shards")
+            op, args = request_of(ns)
+            value = client.call(op, **args)
     except ControlError as exc:
         print(f"shardnet ctl: {exc}", file=sys.stderr)
         return 1
@@ -33,23 +95,53 @@ def main(ns: argparse.Namespace) -> int:
         return 0
     if ns.json:
         print(json.dumps(value, indent=2, sort_keys=True))
-    else:
+    elif ns.view in VIEWS:
         print(render(ns.view, value))
+    elif value:
+        print(value if isinstance(value, str) else json.dumps(value))
     return 0
 
 
 def render(view: str, value: Any) -> str:
     if view == "nics":
-        rows = [("NAME", "ID", "MAC", "MTU", "KIND", "STATE")]
+        rows = [("ID", "NAME", "MAC", "MTU", "KIND", "STATE", "FLAGS")]
         rows += [
             (
-                n["name"],
                 str(n["id"]),
+                n["name"],
                 n["mac"],
                 str(n["mtu"]),
                 n["kind"],
                 "up" if n["enabled"] else "down",
+                ",".join(f for f in ("loopback",) if n.get(f)) or "-",
             )
+            for n in value
+        ]
+        return table(rows)
+    if view == "addrs":
+        rows = [("NIC", "ADDRESS", "STATE", "PRIMARY", "ORIGIN")]
+        rows += [
+            (a["nic_name"], f"{a['addr']}/{a['prefix_len']}", a["kind"], a["behavior"], a["origin"])
+            for a in value
+        ]
+        return table(rows)
+    if view == "routes":
+        rows = [("DESTINATION", "GATEWAY", "NIC", "METRIC", "ORIGIN")]
+        rows += [
+            (
+                f"{r['dst']}/{r['prefix_len']}",
+                r["gateway"] or "-",
+                r["nic_name"],
+                str(r["metric"]),
+                r["origin"],
+            )
+            for r in value
+        ]
+        return table(rows)
+    if view == "neigh":
+        rows = [("NIC", "ADDRESS", "MAC", "STATE", "AGE")]
+        rows += [
+            (n["nic_name"], n["ip"], n["mac"] or "-", n["state"], f"{n['age_s']:.1f}s")
             for n in value
         ]
         return table(rows)
@@ -79,7 +171,7 @@ def render(view: str, value: Any) -> str:
                 )
             )
         lines.append(table(rows))
-        drops = {}
+        drops: dict[str, int] = {}
         for s in value["shards"]:
             for key, n in s["drops"].items():
                 drops[key] = drops.get(key, 0) + n

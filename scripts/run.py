@@ -60,8 +60,6 @@ def refuse_unbuilt(config: StackConfig) -> None:
     unbuilt = [
         ("--serve", bool(config.serve), "built-in apps come with TCP and UDP"),
         ("--app", config.app is not None, "applications come with TCP and UDP"),
-        ("--gateway4", config.gateway4 is not None, "routes come with the network layer"),
-        ("--gateway6", config.gateway6 is not None, "routes come with the network layer"),
         ("--forwarding", config.forwarding, "forwarding comes with the network layer"),
     ]
     for flag, given, why in unbuilt:

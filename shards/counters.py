@@ -24,12 +24,14 @@ class ShardCounters:
     unhandled: int = 0  # well-formed, but no protocol handler yet
     internal_errors: int = 0  # a handler raised something other than MalformedPacket
     drops: Counter[tuple[str, str]] = field(default_factory=Counter)
+    net: dict[str, int] = field(default_factory=dict)  # the network layer's own counters
 
     def drop(self, exc: MalformedPacket) -> None:
         self.drops[(exc.layer, exc.reason.value)] += 1
 
     def snapshot(self, shard: int, gauges: dict[str, int] | None = None) -> Stats:
         counters = asdict(self)
-        del counters["drops"]
+        del counters["drops"], counters["net"]
+        counters.update({f"net/{k}": v for k, v in self.net.items()})
         drops = {f"{layer}/{reason}": n for (layer, reason), n in self.drops.items()}
         return Stats(shard, counters, drops, gauges or {})

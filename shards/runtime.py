@@ -28,10 +28,12 @@ import zmq.asyncio
 from shardnet.common.link_tx import open_writer
 from shardnet.common.messages import (
     BadMessage,
+    Beat,
     Hello,
     Patch,
     Reply,
     Request,
+    Resolve,
     Snapshot,
     SnapshotRequest,
     Stop,
@@ -41,15 +43,18 @@ from shardnet.common.messages import (
 from shardnet.common.procspec import ShardSpec, internal_endpoints
 from shardnet.common.replica import TableOwner, TableReplica
 from shardnet.common.ring import Ring
+from shardnet.common.wire.ethernet import ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6
 
 from .counters import ShardCounters
 from .ingress import Ingress
-from .state import initial_tables
-from .validate import install_validators
+from .net.control import ControlPlane
+from .net.stack import NetStack
+from .net.state import NetError, NetOwner, NetView
 
 log = logging.getLogger("shardnet.shard")
 
 BATCH = 128  # records drained per loop turn before yielding to other work
+BEAT_INTERVAL_S = 0.5  # shard 0 tells the replicas its table version
 
 
 class ShardRuntime:
@@ -58,9 +63,9 @@ class ShardRuntime:
         self.index = spec.index
         self.counters = ShardCounters()
         self.ingress = Ingress(spec.mac, self.counters, spec.vnet_hdr_len)
-        install_validators(self.ingress)
         self.owner: TableOwner | None = None
         self.replica: TableReplica | None = None
+        self.control: ControlPlane | None = None  # shard 0's network control plane
         self._stop = asyncio.Event()
         self._drain_s = 0.0
         self._tasks: list[asyncio.Task[Any]] = []
@@ -73,6 +78,7 @@ class ShardRuntime:
         self.consumer = self.ring.consumer()
         self.writer = open_writer(spec.tx)
         self.ctx = zmq.asyncio.Context()
+        self.clock = loop.time
         ep = internal_endpoints(spec.ipc_dir)
         self.to_dispatcher = self.ctx.socket(zmq.DEALER)
         self.to_dispatcher.setsockopt(zmq.IDENTITY, f"shard-{self.index}".encode())
@@ -82,6 +88,10 @@ class ShardRuntime:
             self._setup_owner(ep)
         else:
             self._setup_replica(ep)
+        self.ingress.register(ETHERTYPE_IPV4, self.stack.handle_ipv4)
+        self.ingress.register(ETHERTYPE_IPV6, self.stack.handle_ipv6)
+        if self.control is not None:
+            self.ingress.register(ETHERTYPE_ARP, self.control.handle_arp)
 
         loop.add_reader(self.consumer.fileno(), self._on_doorbell)
         loop.add_reader(spec.lifeline.fd, self._on_lifeline)
@@ -92,11 +102,13 @@ class ShardRuntime:
         self._tasks = [
             asyncio.create_task(self._control_loop()),
             asyncio.create_task(self._stats_loop()),
+            asyncio.create_task(self._timer_loop()),
         ]
         if self.replica is not None:
             self._tasks.append(asyncio.create_task(self._replica_loop()))
         else:
             self._tasks.append(asyncio.create_task(self._sync_server_loop()))
+            self._tasks.append(asyncio.create_task(self._beat_loop()))
         await self.to_dispatcher.send(encode(Hello(self.index, os.getpid())))
         self._step()  # records may already be waiting
         await self._stop.wait()
@@ -142,13 +154,17 @@ class ShardRuntime:
 
     def _answer(self, req: Request) -> Reply:
         tables = self.owner.tables if self.owner is not None else self.replica.tables  # type: ignore[union-attr]
-        if req.op == "table":
+        if req.op == "table":  # any shard: its copy of a table (replication checks)
             name = str(req.args.get("name", ""))
             return Reply(req.req_id, True, tables.get(name, {}))
-        if req.op == "replica_version":
-            version = self.owner.version if self.owner else self.replica.version  # type: ignore[union-attr]
-            return Reply(req.req_id, True, version)
-        return Reply(req.req_id, False, error=f"unknown request {req.op!r}")
+        if self.control is None:
+            return Reply(req.req_id, False, error=f"shard {self.index} does not answer {req.op!r}")
+        try:
+            return Reply(req.req_id, True, self.control.handle_request(req.op, dict(req.args)))
+        except NetError as exc:
+            return Reply(req.req_id, False, error=str(exc))
+        except (KeyError, TypeError, ValueError) as exc:
+            return Reply(req.req_id, False, error=f"{req.op}: bad arguments ({exc})")
 
     async def _stats_loop(self) -> None:
         interval = self.spec.config.stats_interval_s
@@ -158,27 +174,58 @@ class ShardRuntime:
             self.counters.tx_bytes = self.writer.bytes
             self.counters.tx_drops = self.writer.drops
             gauges = {"ring_used_bytes": self.ring.used()}
+            for key, value in self.stack.stats.items():
+                self.counters.net[key] = value
             if self.replica is not None:
                 gauges["replica_resyncs"] = self.replica.resyncs
             await self.to_dispatcher.send(encode(self.counters.snapshot(self.index, gauges)))
 
+    async def _timer_loop(self) -> None:
+        """The protocol machines' timers: sleep until the nearest deadline
+        (at most 100 ms, so new deadlines are noticed), then fire."""
+        machines = [m for m in (self.stack, self.control) if m is not None]
+        while True:
+            now = self.clock()
+            deadlines = [d for d in (m.next_deadline() for m in machines) if d is not None]
+            wait = min(min(deadlines, default=now + 0.1) - now, 0.1)
+            if wait > 0:
+                await asyncio.sleep(wait)
+            now = self.clock()
+            for m in machines:
+                deadline = m.next_deadline()
+                if deadline is not None and deadline <= now:
+                    m.handle_timeout(now)
+
     # --- replication ---------------------------------------------------------
     def _setup_owner(self, ep: dict[str, str]) -> None:
         self.owner = TableOwner(epoch=random.getrandbits(62))
-        for table, rows in initial_tables(self.spec).items():
-            for key, value in rows.items():
-                self.owner.set(table, key, value)
         self.pub = self.ctx.socket(zmq.PUB)
         self.pub.setsockopt(zmq.LINGER, 0)
         self.pub.bind(ep["state"])
         self.sync = self.ctx.socket(zmq.ROUTER)
         self.sync.setsockopt(zmq.LINGER, 0)
         self.sync.bind(ep["sync"])
+        net = NetOwner(self.owner, self.publish)
+        self.view = net.view
+        self.stack = NetStack(
+            shard=0, view=net.view, writer=self.writer, counters=self.counters, clock=self.clock
+        )
+        self.control = ControlPlane(net, self.stack, self.clock)
+        # After a restart of shard 0 this rebuilds its state from the
+        # configuration; replicas see a new epoch and resynchronise.
+        self.control.bootstrap(self.spec.config, mac=self.spec.mac, mtu=self.spec.config.mtu)
 
     def publish(self, patch: Patch | None) -> None:
         """Send one change of shard 0's tables to every replica."""
         if patch is not None:
             self.pub.send(encode(patch))
+
+    async def _beat_loop(self) -> None:
+        assert self.owner is not None
+        while True:
+            await asyncio.sleep(BEAT_INTERVAL_S)
+            with contextlib.suppress(zmq.ZMQError):
+                await self.pub.send(encode(Beat(self.owner.epoch, self.owner.version)))
 
     async def _sync_server_loop(self) -> None:
         while True:
@@ -189,6 +236,8 @@ class ShardRuntime:
                 continue
             if isinstance(msg, SnapshotRequest) and self.owner is not None:
                 await self.sync.send_multipart([ident, encode(self.owner.snapshot())])
+            elif isinstance(msg, Resolve) and self.control is not None:
+                self.control.resolve_for(msg.nic, msg.ip)
 
     def _setup_replica(self, ep: dict[str, str]) -> None:
         self.replica = TableReplica()
@@ -199,6 +248,25 @@ class ShardRuntime:
         self.sync = self.ctx.socket(zmq.DEALER)
         self.sync.setsockopt(zmq.LINGER, 0)
         self.sync.connect(ep["sync"])
+        self.view = NetView()
+        self.stack = NetStack(
+            shard=self.index,
+            view=self.view,
+            writer=self.writer,
+            counters=self.counters,
+            clock=self.clock,
+            ask_resolve=self._ask_resolve,
+        )
+
+    def _ask_resolve(self, nic: int, ip: bytes) -> None:
+        with contextlib.suppress(zmq.ZMQError):
+            self.sync.send(encode(Resolve(self.index, nic, ip)), zmq.NOBLOCK)
+
+    def _replica_changed(self, table: str | None) -> None:
+        assert self.replica is not None
+        self.view.load(self.replica.tables, table)
+        if table in (None, "neigh"):
+            self.stack.neighbours_changed()
 
     async def _replica_loop(self) -> None:
         """Apply patches; fetch a snapshot when joining, after a gap, or when
@@ -217,26 +285,23 @@ class ShardRuntime:
                 asked_at = loop.time()
             events = dict(await poller.poll(timeout=250))
             if self.sub in events:
-                while True:
-                    try:
-                        raw = self.sub.get(zmq.EVENTS) and await self.sub.recv(zmq.NOBLOCK)
-                    except zmq.Again:
-                        break
-                    if not raw:
-                        break
-                    msg = decode(raw)
-                    if (
-                        isinstance(msg, Patch)
-                        and not replica.apply_patch(msg)
-                        and asked_at is not None
-                    ):
-                        if not replica.synced and loop.time() - asked_at > 1.0:
-                            asked_at = None
+                while self.sub.get(zmq.EVENTS) & zmq.POLLIN:
+                    msg = decode(await self.sub.recv())
+                    if isinstance(msg, Beat):
+                        replica.check_beat(msg)
+                        continue
+                    if not isinstance(msg, Patch):
+                        continue
+                    if replica.apply_patch(msg):
+                        self._replica_changed(msg.table)
+                    elif asked_at is not None and loop.time() - asked_at > 1.0:
+                        asked_at = None  # out of sync again: ask anew
             if self.sync in events:
                 msg = decode(await self.sync.recv())
                 if isinstance(msg, Snapshot):
                     replica.load_snapshot(msg)
                     asked_at = None
+                    self._replica_changed(None)
 
     # --- shutdown ------------------------------------------------------------
     async def _close(self) -> None:

@@ -35,10 +35,7 @@ def ns() -> Iterator[Netns]:
 @pytest.fixture
 def stack(ns: Netns) -> Iterator[StackProcess]:
     with StackProcess(ns, "--metrics", METRICS, "--ipv4", f"{SHARDNET_V4}/24") as stack:
-        mac = stack.call("hello")["mac"]
         ns.run(f"ip addr add {KERNEL_V4}/24 dev {TAP}")
-        # No ARP in shardnet yet (network-layer issue): a static neighbour.
-        ns.run(f"ip neigh replace {SHARDNET_V4} lladdr {mac} dev {TAP} nud permanent")
         yield stack
 
 
@@ -88,9 +85,17 @@ def test_kill_9_of_a_shard_is_repaired_and_counted(ns: Netns, stack: StackProces
         )
         text = metrics(ns)
         assert f'shardnet_shard_restarts_total{{shard="{victim}"}} 1.0' in text
+
     # After shard 0 came back with a new epoch, shard 1's replica resynchronised.
+    def replicated(name: str) -> bool:
+        return stack.call("shard_table", shard=1, name=name) == stack.call(
+            "shard_table", shard=0, name=name
+        )
+
+    assert wait_until(lambda: replicated("nics") and replicated("addrs"), timeout=5)
+    stack.call("addr_add", nic=TAP, address="198.18.0.9/24")  # a change after the restart
     assert wait_until(
-        lambda: stack.call("shard_table", shard=1, name="nics") == stack.call("nics"), timeout=5
+        lambda: "1/198.18.0.9" in stack.call("shard_table", shard=1, name="addrs"), timeout=2
     )
 
 
@@ -146,7 +151,10 @@ def test_metrics_and_ctl_answer(ns: Netns, stack: StackProcess) -> None:
     nics = json.loads(
         subprocess.run([*ctl, "nics", "--json"], capture_output=True, text=True, check=True).stdout
     )
-    assert [(n["name"], n["mac"]) for n in nics] == [(TAP, stack.call("hello")["mac"])]
+    assert [(n["name"], n["mac"]) for n in nics] == [
+        (TAP, stack.call("hello")["mac"]),
+        ("lo", "00:00:00:00:00:00"),
+    ]
     out = subprocess.run([*ctl, "stats"], capture_output=True, text=True, check=True).stdout
     assert "SHARD" in out and "link: rx" in out
 
@@ -298,7 +306,6 @@ def test_pcap_records_frames_in_and_config_file_is_read(ns: Netns, tmp_path) -> 
     with StackProcess(ns, "--config", str(conf)) as stack:
         mac = stack.call("hello")["mac"]
         ns.run(f"ip addr add {KERNEL_V4}/24 dev {TAP}")
-        ns.run(f"ip neigh replace {SHARDNET_V4} lladdr {mac} dev {TAP} nud permanent")
         send_udp(ns, 40001, 9, 5)
         assert wait_until(lambda: sum(shard_rx(stack)) >= 5, timeout=5)
         assert stack.stop() == 0

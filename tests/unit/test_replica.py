@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shardnet.common.messages import Patch, Snapshot, decode, encode
+from shardnet.common.messages import Beat, Patch, Snapshot, decode, encode
 from shardnet.common.replica import TableOwner, TableReplica
 
 
@@ -84,3 +84,16 @@ def test_any_loss_pattern_converges_after_resync(ops: list, lost: set[int]) -> N
 def test_messages_round_trip() -> None:
     for msg in (Patch(1, 2, "t", "k", {"v": [1, 2]}), Snapshot(1, 2, {"t": {"k": 1}})):
         assert decode(encode(msg)) == msg
+
+
+def test_a_beat_reveals_lost_last_patches_and_owner_restarts() -> None:
+    """PUB/SUB drops while a subscriber reconnects: without a later patch,
+    only the owner's beat shows the replica is behind."""
+    owner = TableOwner(epoch=1)
+    replica = synced(owner)
+    assert replica.check_beat(Beat(owner.epoch, owner.version))
+    owner.set("t", "k", 1)  # lost
+    assert not replica.check_beat(Beat(owner.epoch, owner.version)) and replica.needs_snapshot
+    replica.load_snapshot(owner.snapshot())
+    assert replica.check_beat(Beat(owner.epoch, owner.version))
+    assert not replica.check_beat(Beat(2, 0))  # a restarted owner

@@ -1,0 +1,297 @@
+"""Shard 0's control plane for the network layer: the NIC, address and route
+state (``NetOwner``), neighbour resolution (ARP, RFC 826; NS/NA, RFC 4861
+§7.2), and the requests of ``shardnet ctl``.
+
+At start it builds the stack the configuration describes: the link's NIC
+(its MAC, MTU, the configured addresses, an EUI-64 link-local address
+(RFC 4291 App. A, CHECKLIST B0/B20), gateways as default routes) and the
+loopback NIC ``lo`` (127.0.0.1/8, ::1/128, never a link-local: B15). The
+same happens after a restart of shard 0: its state is rebuilt from the
+configuration.
+
+Other shards resolve through the replicated neighbour table; when it lacks
+an entry they ask here (``resolve_for``) and get it by replication.
+DAD, router discovery, SLAAC and NUD come with the NDP issue.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from shardnet.common.addr import format_ip, format_mac, is_unicast, parse_ip
+from shardnet.common.config import StackConfig
+from shardnet.common.wire.ethernet import ETHERTYPE_IPV4, EthernetView
+from shardnet.common.wire.ipv6 import (
+    ALL_NODES,
+    NH_ICMPV6,
+    Ipv6View,
+    link_local_from_mac,
+    solicited_node_multicast,
+)
+from shardnet.common.wire.ndp import (
+    NDP_HOP_LIMIT,
+    NdpView,
+    NeighborAdvertisement,
+    NeighborSolicitation,
+    SourceLinkLayer,
+    TargetLinkLayer,
+    validate_addresses,
+)
+
+from .arp import ArpHandler
+from .model import Nic
+from .neighbour import NeighbourConfig, NeighbourTable
+from .ops import NetOps
+from .route import Route
+from .stack import NetStack, Resolver
+from .state import LOOPBACK_MTU, LOOPBACK_NAME, NetOwner
+
+log = logging.getLogger("shardnet.net")
+
+LINK_NIC_ID = 1
+IPV4_ANY = bytes(4)
+IPV6_ANY = bytes(16)
+
+
+class ControlPlane(Resolver):
+    def __init__(
+        self,
+        owner: NetOwner,
+        stack: NetStack,
+        clock: Callable[[], float],
+        *,
+        neighbour_config: NeighbourConfig | None = None,
+    ) -> None:
+        self.owner = owner
+        self.stack = stack
+        self.clock = clock
+        self.neighbour_config = neighbour_config or NeighbourConfig()
+        # One table per (NIC, family): ARP for IPv4, NS/NA for IPv6.
+        self.v4: dict[int, NeighbourTable] = {}
+        self.v6: dict[int, NeighbourTable] = {}
+        self.arp: dict[int, ArpHandler] = {}
+        self.ops = NetOps(owner, self.neighbour_rows)
+        stack.resolver = self
+        stack.ndp_hook = self.handle_ndp
+
+    # --- the stack the configuration describes ------------------------------------
+    def bootstrap(self, config: StackConfig, *, mac: bytes, mtu: int) -> None:
+        owner = self.owner
+        kind = "tap" if config.tap else "packet"
+        link = owner.create_nic(config.link_name, mac=mac, mtu=mtu, kind=kind)
+        assert link.id == LINK_NIC_ID  # the first NIC: frames from the ring arrive on it
+        self._tables_for(link)
+        lo = owner.create_nic(
+            LOOPBACK_NAME, mac=bytes(6), mtu=LOOPBACK_MTU, loopback=True, kind="loopback"
+        )
+        owner.add_address(lo.id, parse_ip("127.0.0.1"), 8, origin="loopback")
+        owner.add_address(lo.id, parse_ip("::1"), 128, origin="loopback")
+        # RFC 4291 §2.1: every interface has a link-local address; RFC 4862
+        # §5.3 forms it from the interface identifier (modified EUI-64 here;
+        # the NDP issue adds opaque IIDs and DAD).
+        owner.add_address(link.id, link_local_from_mac(mac), 64, origin="linklocal")
+        for text in (*config.ipv4, *config.ipv6):
+            address, _, plen = text.partition("/")
+            self.add_address(link.id, parse_ip(address), int(plen))
+        for gateway in (config.gateway4, config.gateway6):
+            if gateway is not None:
+                gw = parse_ip(gateway)
+                owner.add_route(Route(bytes(len(gw)), 0, link.id, gw, 0, "static"))
+
+    def add_address(self, nic_id: int, addr: bytes, prefix_len: int, **kw: Any) -> None:
+        self.owner.add_address(nic_id, addr, prefix_len, **kw)
+        arp = self.arp.get(nic_id)
+        if len(addr) == 4 and arp is not None:
+            # RFC 5227 §3 / issue 4: announce a new address (gratuitous ARP).
+            self.stack.writer.write((arp.announce(addr),))
+
+    def _tables_for(self, nic: Nic) -> None:
+        v4 = self.v4[nic.id] = NeighbourTable(self.neighbour_config)
+        self.v6[nic.id] = NeighbourTable(self.neighbour_config)
+        view = self.owner.view
+
+        def is_ours(ip: bytes, nic_id: int = nic.id) -> bool:
+            a = view.local.get(ip)
+            return a is not None and a.nic == nic_id
+
+        self.arp[nic.id] = ArpHandler(
+            v4, nic.mac, is_ours, lambda ip, n=nic.id: self.stack.ipv4_source(n)
+        )
+
+    # --- requests ------------------------------------------------------------------------
+    def handle_request(self, op: str, args: dict[str, Any]) -> Any:
+        if op == "reassembly_expired":
+            self.stack.reassembly_expired(bytes(args["packet"]))
+            return None
+        if op == "addr_add":
+            value = self.ops.handle(op, args)
+            nic = self.owner.nic(str(args.get("nic")))
+            arp = self.arp.get(nic.id)
+            addr = parse_ip(value["addr"])
+            if arp is not None and len(addr) == 4:
+                self.stack.writer.write((arp.announce(addr),))
+            return value
+        return self.ops.handle(op, args)
+
+    def neighbour_rows(self) -> list[dict[str, Any]]:
+        now = self.clock()
+        rows = []
+        for family, tables in (("ipv4", self.v4), ("ipv6", self.v6)):
+            for nic_id, table in sorted(tables.items()):
+                nic = self.owner.view.nics.get(nic_id)
+                for e in table.entries(now):
+                    rows.append(
+                        {
+                            "nic": nic_id,
+                            "nic_name": nic.name if nic else str(nic_id),
+                            "family": family,
+                            "ip": format_ip(e.ip),
+                            "mac": format_mac(e.mac) if e.mac else None,
+                            "state": e.state.value,
+                            "age_s": round(e.age_s, 3),
+                        }
+                    )
+        return rows
+
+    # --- ARP (RFC 826) -------------------------------------------------------------------
+    def handle_arp(self, eth: EthernetView, vnet: memoryview) -> None:
+        nic = self.owner.view.nics.get(LINK_NIC_ID)
+        arp = self.arp.get(LINK_NIC_ID)
+        if nic is None or arp is None or not nic.enabled:
+            return
+        result = arp.handle(self.clock(), eth.payload, unicast=eth.dst == nic.mac)
+        for frame in result.frames:
+            self.stack.writer.write((frame,))
+        if result.mac is not None:
+            self._send_queued(nic, result.mac, result.packets)
+        self._after_neighbour_work()
+
+    # --- NDP: neighbour solicitation and advertisement (RFC 4861 §7.2) --------------------
+    def handle_ndp(self, ip: Ipv6View, nic_id: int, payload: memoryview) -> None:
+        """NS and NA; the other NDP messages are the NDP issue's. Invalid
+        messages raise MalformedPacket (counted by the ingress)."""
+        view = NdpView.checked(payload, hop_limit=ip.hop_limit)  # checksum verified by the caller
+        validate_addresses(view, ip.src, ip.dst)
+        nic = self.owner.view.nics.get(nic_id)
+        table = self.v6.get(nic_id)
+        if nic is None or table is None:
+            return
+        now = self.clock()
+        msg = view.header()
+        if isinstance(msg, NeighborSolicitation):
+            ours = self.owner.view.local.get(msg.target)
+            if ours is None or ours.nic != nic_id:
+                return  # not ours, or tentative (DAD: the NDP issue)
+            slla = next((o.mac for o in msg.options if isinstance(o, SourceLinkLayer)), None)
+            if ip.src == IPV6_ANY:
+                dst, solicited = ALL_NODES, False  # RFC 4861 §7.2.4: a DAD probe
+            else:
+                dst, solicited = ip.src, True
+                if slla is not None:  # RFC 4861 §7.2.3: create or update, STALE
+                    self._send_queued(
+                        nic, slla, table.learn(now, ip.src, slla, solicited=False, create=True)
+                    )
+            na = NeighborAdvertisement(
+                solicited=solicited,
+                override=True,
+                target=msg.target,
+                options=[TargetLinkLayer(nic.mac)],
+            )
+            self.stack.send_ipv6(
+                dst,
+                NH_ICMPV6,
+                na.to_bytes(msg.target, dst),
+                src=msg.target,
+                nic_id=nic_id,
+                hop_limit=NDP_HOP_LIMIT,
+            )
+        elif isinstance(msg, NeighborAdvertisement):
+            tlla = next((o.mac for o in msg.options if isinstance(o, TargetLinkLayer)), None)
+            if tlla is not None and is_unicast(msg.target):  # RFC 4861 §7.2.5
+                packets = table.learn(
+                    now,
+                    msg.target,
+                    tlla,
+                    solicited=msg.solicited,
+                    create=False,
+                    override=msg.override,
+                )
+                self._send_queued(nic, tlla, packets)
+        self._after_neighbour_work()
+
+    # --- resolution (the output path's Resolver) -----------------------------------------
+    def resolve(
+        self, now: float, nic: Nic, ip: bytes, ethertype: int, packet: bytes
+    ) -> bytes | None:
+        table = (self.v4 if ethertype == ETHERTYPE_IPV4 else self.v6).get(nic.id)
+        if table is None:
+            return None
+        mac = table.resolve(now, ip, (ethertype, packet))
+        if mac is None:
+            self._after_neighbour_work()
+        return mac
+
+    def resolve_for(self, nic_id: int, ip: bytes) -> None:
+        """Another shard lacks ``ip``'s MAC: resolve it; replication delivers
+        the answer (its packets wait in that shard)."""
+        tables = self.v4 if len(ip) == 4 else self.v6
+        table = tables.get(nic_id)
+        if table is None:
+            return
+        now = self.clock()
+        if table.resolve(now, ip, None) is not None:
+            table.touch(now, ip)
+            # Known already: republish in case the replica missed it.
+            mac = table.lookup(ip)
+            if mac is not None:
+                self.owner.set_neighbour(nic_id, ip, mac, republish=True)
+        self._after_neighbour_work()
+
+    def _send_queued(self, nic: Nic, mac: bytes, packets: list[Any]) -> None:
+        for item in packets:
+            if item is None:
+                continue
+            ethertype, packet = item
+            self.stack.transmit(nic, mac, ethertype, packet)
+
+    def _after_neighbour_work(self) -> None:
+        """Send probes the tables asked for; publish what they learned."""
+        for nic_id, arp in self.arp.items():
+            for frame in arp.poll_transmit():
+                self.stack.writer.write((frame,))
+            for ip, mac in self.v4[nic_id].drain_changes():
+                self.owner.set_neighbour(nic_id, ip, mac)
+        for nic_id, table in self.v6.items():
+            nic = self.owner.view.nics.get(nic_id)
+            for probe in table.poll_probes():
+                if nic is not None:
+                    self._solicit(nic, probe.ip, probe.mac)
+            for ip, mac in table.drain_changes():
+                self.owner.set_neighbour(nic_id, ip, mac)
+
+    def _solicit(self, nic: Nic, target: bytes, unicast_mac: bytes | None) -> None:
+        """RFC 4861 §7.2.2: NS to the solicited-node group (or unicast when
+        re-probing), from one of our addresses, with our link-layer address."""
+        src = self.stack.ipv6_source(nic.id, target)
+        if src is None:
+            return
+        dst = target if unicast_mac is not None else solicited_node_multicast(target)
+        ns = NeighborSolicitation(target=target, options=[SourceLinkLayer(nic.mac)])
+        self.stack.send_ipv6(
+            dst, NH_ICMPV6, ns.to_bytes(src, dst), src=src, nic_id=nic.id, hop_limit=NDP_HOP_LIMIT
+        )
+
+    # --- timers --------------------------------------------------------------------------
+    def next_deadline(self) -> float | None:
+        deadlines = [t.next_deadline() for t in (*self.v4.values(), *self.v6.values())]
+        return min((d for d in deadlines if d is not None), default=None)
+
+    def handle_timeout(self, now: float) -> None:
+        for table in (*self.v4.values(), *self.v6.values()):
+            for failure in table.handle_timeout(now):
+                for item in failure.packets:
+                    if item is not None:
+                        self.stack.unreachable(item[0], item[1])
+        self._after_neighbour_work()

@@ -1,0 +1,503 @@
+"""Neighbour resolution: the table of next hops' link-layer addresses, shared
+by ARP (IPv4) and Neighbor Discovery (IPv6), sans-I/O.
+
+Implements:
+  * RFC 826 / RFC 1122 §2.3.2 address resolution with a bounded queue of
+    packets per unresolved neighbour (RFC 1122 §2.3.2.2, RFC 4861 §7.2.2:
+    "the new arrival SHOULD replace the oldest entry"), retransmission every
+    ``retrans_s`` up to ``max_attempts``, then failure with the queued packets
+    handed back so the caller answers ICMP host unreachable;
+  * the RFC 4861 §7.3.2 state names (``NudState``) and the §7.2.5 update rules
+    for solicited / override flags (ARP always overrides);
+  * ageing: REACHABLE becomes STALE after ``reachable_s`` without
+    confirmation (RFC 4861 §7.3.3), and an entry unused for ``gc_s`` is removed
+    (gVisor linkAddrCache age, CHECKLIST §A);
+  * a cap on entries with least-recently-used eviction, a separate cap on
+    INCOMPLETE entries (hostile traffic cannot fill the table with
+    resolutions), static (PERMANENT) entries that never expire.
+
+Left out (issue 5, NUD): DELAY and PROBE transitions (a used STALE entry is
+not re-verified yet: it resolves until it goes unused for ``gc_s``), upper
+layer reachability hints, per-entry random ReachableTime (the caller passes
+the value it drew in the config), IsRouter flag handling.
+
+The table returns actions instead of sending: ``poll_probes()`` gives the
+solicitations to send, ``learn()`` the queued packets that became sendable,
+``handle_timeout()`` the failures, ``drain_changes()`` what to publish to the
+other shards' replicas. Addresses are raw bytes; keys never mix families in
+practice (one table per NIC and protocol) but 4- and 16-byte keys cannot
+collide anyway.
+"""
+
+from __future__ import annotations
+
+import enum
+import heapq
+import itertools
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+from typing import Any
+
+from shardnet.common.addr import format_ip, format_mac
+
+
+class NudState(enum.Enum):
+    """RFC 4861 §7.3.2 spellings; FAILED (Linux NUD_FAILED) is reported, never
+    stored; PERMANENT (Linux NUD_PERMANENT) marks a static entry."""
+
+    INCOMPLETE = "INCOMPLETE"
+    REACHABLE = "REACHABLE"
+    STALE = "STALE"
+    DELAY = "DELAY"
+    PROBE = "PROBE"
+    FAILED = "FAILED"
+    PERMANENT = "PERMANENT"
+
+
+_INCOMPLETE = NudState.INCOMPLETE
+_REACHABLE = NudState.REACHABLE
+_STALE = NudState.STALE
+_PERMANENT = NudState.PERMANENT
+
+
+@dataclass(frozen=True, slots=True)
+class NeighbourConfig:
+    # gVisor linkAddrCache size (CHECKLIST §A, constants table).
+    max_entries: int = 512
+    # Own choice: INCOMPLETE entries allowed at once (counted in max_entries).
+    max_incomplete: int = 64
+    # Packets queued per unresolved neighbour: Linux arp_tbl queue_len was 3
+    # (now unres_qlen_bytes); RFC 4861 §7.2.2 wants "some small value".
+    max_queue: int = 3
+    # Between solicitations: linkAddrCache resolutionTimeout 1 s; RFC 4861 §10
+    # RETRANS_TIMER 1000 ms.
+    retrans_s: float = 1.0
+    # Solicitations before failure: linkAddrCache resolutionAttempts 3; RFC 4861
+    # §10 MAX_MULTICAST_SOLICIT 3.
+    max_attempts: int = 3
+    # REACHABLE -> STALE without confirmation: RFC 4861 §10 REACHABLE_TIME
+    # 30 000 ms (Linux base_reachable_time 30 s for ARP too).
+    reachable_s: float = 30.0
+    # Unused this long: removed. linkAddrCache ageLimit 1 min.
+    gc_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.max_entries < 1 or not 1 <= self.max_incomplete <= self.max_entries:
+            raise ValueError("need 1 <= max_incomplete <= max_entries")
+        if self.max_queue < 1 or self.max_attempts < 1:
+            raise ValueError("max_queue and max_attempts must be >= 1")
+        if self.retrans_s <= 0 or self.reachable_s <= 0 or self.gc_s <= 0:
+            raise ValueError("retrans_s, reachable_s and gc_s must be > 0")
+
+
+@dataclass(slots=True)
+class Probe:
+    """A solicitation to send now: ARP request / NS for ``ip``. ``mac`` is
+    None for a broadcast (multicast NS), else the unicast destination."""
+
+    ip: bytes
+    attempt: int  # 1-based
+    mac: bytes | None = None
+
+
+@dataclass(slots=True)
+class Failure:
+    """Resolution of ``ip`` failed: ``packets`` (as given to ``resolve``)
+    deserve an ICMP host / address unreachable to their senders
+    (RFC 1122 §2.3.2.2, RFC 4861 §7.2.2)."""
+
+    ip: bytes
+    packets: list[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class NeighbourInfo:
+    """One row of ``ctl neigh``."""
+
+    ip: bytes
+    mac: bytes | None
+    state: NudState
+    age_s: float  # since the mac or state was last learnt or confirmed
+    idle_s: float  # since last used to send
+    queued: int  # packets waiting (INCOMPLETE)
+    attempts: int  # solicitations sent (INCOMPLETE)
+
+    def summary(self) -> str:
+        mac = format_mac(self.mac) if self.mac is not None else "(incomplete)"
+        return f"{format_ip(self.ip)} lladdr {mac} {self.state.value} age {self.age_s:.1f}s"
+
+
+@dataclass(slots=True)
+class NeighbourStats:
+    queue_overflow: int = 0  # queued packet dropped for a newer one (oldest first)
+    incomplete_overflow: int = 0  # new resolution refused: max_incomplete reached
+    table_full: int = 0  # new entry refused: nothing evictable
+    evictions: int = 0  # LRU entry removed to make room
+    probes: int = 0  # solicitations asked for
+    failures: int = 0  # resolutions that ran out of attempts
+    expired: int = 0  # removed after gc_s unused
+
+
+@dataclass(slots=True, eq=False)
+class _Entry:
+    ip: bytes
+    mac: bytes | None
+    state: NudState
+    updated: float  # mac/state learnt or confirmed
+    confirmed: float  # last reachability confirmation
+    used: float  # last resolve() hit
+    attempts: int = 0
+    probe_at: float = 0.0  # INCOMPLETE: next solicitation / failure
+    pending: deque[Any] | None = None
+    timer_at: float | None = None  # the deadline of this entry's live heap item
+    published: bool = False  # the replicas know a mac for it
+
+
+class NeighbourTable:
+    """The neighbour cache of one NIC for one protocol (see module doc)."""
+
+    __slots__ = (
+        "config",
+        "stats",
+        "_entries",
+        "_heap",
+        "_seq",
+        "_probes",
+        "_changes",
+        "_incomplete",
+        "_dynamic",
+    )
+
+    def __init__(self, config: NeighbourConfig | None = None) -> None:
+        self.config = config if config is not None else NeighbourConfig()
+        self.stats = NeighbourStats()
+        # Insertion/use order is the LRU order: resolve() moves a hit to the end.
+        self._entries: OrderedDict[bytes, _Entry] = OrderedDict()
+        self._heap: list[tuple[float, int, _Entry]] = []
+        self._seq = itertools.count()
+        self._probes: list[Probe] = []
+        self._changes: dict[bytes, bytes | None] = {}
+        self._incomplete = 0
+        self._dynamic = 0  # entries other than PERMANENT (what max_entries caps)
+
+    # --- the output path ---------------------------------------------------------------
+    def resolve(self, now: float, ip: bytes, packet: Any = None) -> bytes | None:
+        """The MAC to send to ``ip`` if one is known (REACHABLE, STALE, ...,
+        PERMANENT): nothing is queued. Otherwise ``packet`` (unless None) is
+        queued and None returned; a new resolution asks for a probe
+        (``poll_probes``). A packet that cannot be queued is counted and
+        dropped (``stats``)."""
+        e = self._entries.get(ip)
+        if e is not None:
+            mac = e.mac
+            if mac is not None:
+                e.used = now
+                self._entries.move_to_end(ip)
+                return mac
+            if packet is not None:
+                self._enqueue(e, packet)
+            return None
+        cfg = self.config
+        if self._incomplete >= cfg.max_incomplete:
+            self.stats.incomplete_overflow += 1
+            return None
+        if not self._make_room():
+            return None
+        e = _Entry(ip, None, _INCOMPLETE, now, now, now, attempts=1)
+        e.probe_at = now + cfg.retrans_s
+        e.pending = deque()
+        if packet is not None:
+            e.pending.append(packet)
+        self._entries[ip] = e
+        self._incomplete += 1
+        self._dynamic += 1
+        self._probe(e)
+        self._schedule(e)
+        return None
+
+    def touch(self, now: float, ip: bytes) -> None:
+        """``ip`` was used to send (e.g. reported by a shard using its replica):
+        keeps the entry from ageing out and from LRU eviction."""
+        e = self._entries.get(ip)
+        if e is not None and e.mac is not None:
+            e.used = now
+            self._entries.move_to_end(ip)
+
+    def lookup(self, ip: bytes) -> bytes | None:
+        """The known MAC of ``ip``, without side effects."""
+        e = self._entries.get(ip)
+        return None if e is None else e.mac
+
+    def state(self, ip: bytes) -> NudState | None:
+        e = self._entries.get(ip)
+        return None if e is None else e.state
+
+    def poll_probes(self) -> list[Probe]:
+        """The solicitations to send now (first attempts from ``resolve``,
+        retries from ``handle_timeout``)."""
+        probes = self._probes
+        if probes:
+            self._probes = []
+        return probes
+
+    # --- the input path ----------------------------------------------------------------
+    def learn(
+        self,
+        now: float,
+        ip: bytes,
+        mac: bytes,
+        *,
+        solicited: bool,
+        create: bool,
+        override: bool = True,
+    ) -> list[Any]:
+        """``ip`` is at ``mac`` (ARP reply or request, NA, NS/RS/redirect link
+        option). ``solicited``: the message confirms reachability (ARP unicast
+        reply, NA with S). ``create``: make an entry if there is none (RFC 826:
+        only when we are the target; RFC 4861 §7.2.3: NS with SLLA). ``override``:
+        NA's O flag (ARP: always). Returns the queued packets now sendable to
+        ``mac`` (empty unless the entry was INCOMPLETE). RFC 4861 §7.2.5 rules."""
+        e = self._entries.get(ip)
+        if e is None:
+            if not create or not self._make_room():
+                return []
+            state = _REACHABLE if solicited else _STALE
+            e = _Entry(ip, mac, state, now, now, now)
+            self._entries[ip] = e
+            self._dynamic += 1
+            self._publish(e)
+            self._schedule(e)
+            return []
+        state = e.state
+        if state is _PERMANENT:
+            return []  # static entries change only by administration
+        if state is _INCOMPLETE:
+            # §7.2.5: record the address; REACHABLE if solicited else STALE;
+            # send what was queued.
+            e.mac = mac
+            e.state = _REACHABLE if solicited else _STALE
+            e.updated = e.used = now
+            if solicited:
+                e.confirmed = now
+            e.attempts = 0
+            packets = list(e.pending) if e.pending else []
+            e.pending = None
+            self._incomplete -= 1
+            self._publish(e)
+            self._schedule(e)
+            return packets
+        changed = mac != e.mac
+        if changed and not override:
+            # §7.2.5: a different address without O does not update; REACHABLE
+            # becomes STALE.
+            if state is _REACHABLE:
+                e.state = _STALE
+                e.updated = now
+            return []
+        if changed:
+            e.mac = mac
+            e.updated = now
+            self._publish(e)
+        if solicited:
+            e.state = _REACHABLE
+            e.confirmed = e.updated = now
+            self._schedule(e)
+        elif changed:
+            e.state = _STALE
+        return []
+
+    # --- timers ------------------------------------------------------------------------
+    def next_deadline(self) -> float | None:
+        heap = self._heap
+        while heap:
+            d, _, e = heap[0]
+            if e.timer_at == d and self._entries.get(e.ip) is e:
+                return d
+            heapq.heappop(heap)  # dead item: the entry was rescheduled or removed
+        return None
+
+    def handle_timeout(self, now: float) -> list[Failure]:
+        """Retries (probes for ``poll_probes``), failures, ageing, expiry."""
+        cfg = self.config
+        heap = self._heap
+        failures: list[Failure] = []
+        while heap and heap[0][0] <= now:
+            d, _, e = heapq.heappop(heap)
+            if e.timer_at != d or self._entries.get(e.ip) is not e:
+                continue
+            e.timer_at = None
+            state = e.state
+            if state is _INCOMPLETE:
+                if now >= e.probe_at:
+                    if e.attempts >= cfg.max_attempts:
+                        # RFC 1122 §2.3.2.2 / RFC 4861 §7.3.3: give up, the
+                        # queued packets get ICMP unreachable.
+                        self.stats.failures += 1
+                        packets = list(e.pending) if e.pending else []
+                        self._remove(e)
+                        e.state = NudState.FAILED
+                        failures.append(Failure(e.ip, packets))
+                        continue
+                    e.attempts += 1
+                    e.probe_at = now + cfg.retrans_s
+                    self._probe(e)
+            elif state is not _PERMANENT:
+                if now >= e.used + cfg.gc_s:
+                    self.stats.expired += 1
+                    self._remove(e)
+                    continue
+                if state is _REACHABLE and now >= e.confirmed + cfg.reachable_s:
+                    e.state = _STALE  # RFC 4861 §7.3.3: ReachableTime elapsed
+                    e.updated = now
+            self._schedule(e)
+        if len(heap) > 2 * len(self._entries) + 64:
+            self._compact()
+        return failures
+
+    # --- administration ----------------------------------------------------------------
+    def add_static(self, ip: bytes, mac: bytes) -> list[Any]:
+        """A PERMANENT entry (``ip neigh add ... nud permanent``): never ages,
+        never evicted, not counted in ``max_entries``. Returns the packets that
+        were waiting for ``ip``."""
+        e = self._entries.get(ip)
+        packets: list[Any] = []
+        if e is not None:
+            if e.state is _INCOMPLETE:
+                packets = list(e.pending) if e.pending else []
+                e.pending = None
+                self._incomplete -= 1
+            if e.state is not _PERMANENT:
+                self._dynamic -= 1
+            e.state = _PERMANENT
+            e.mac = mac
+            e.attempts = 0
+        else:
+            e = _Entry(ip, mac, _PERMANENT, 0.0, 0.0, 0.0)
+            self._entries[ip] = e
+        self._publish(e)
+        return packets
+
+    def remove(self, ip: bytes) -> bool:
+        """Delete the entry of ``ip`` (static ones included); its queued packets
+        are dropped. False if there was none."""
+        e = self._entries.get(ip)
+        if e is None:
+            return False
+        self._remove(e)
+        return True
+
+    def flush(self, *, static: bool = False) -> None:
+        """Delete every dynamic entry (and the static ones with ``static``)."""
+        for e in list(self._entries.values()):
+            if static or e.state is not _PERMANENT:
+                self._remove(e)
+        self._compact()
+
+    def entries(self, now: float) -> list[NeighbourInfo]:
+        out = []
+        for e in self._entries.values():
+            permanent = e.state is _PERMANENT
+            out.append(
+                NeighbourInfo(
+                    e.ip,
+                    e.mac,
+                    e.state,
+                    0.0 if permanent else now - e.updated,
+                    0.0 if permanent else now - e.used,
+                    len(e.pending) if e.pending else 0,
+                    e.attempts,
+                )
+            )
+        return out
+
+    def drain_changes(self) -> list[tuple[bytes, bytes | None]]:
+        """(ip, mac) for each neighbour whose usable MAC appeared or changed,
+        (ip, None) for one that went away, since the last call (coalesced:
+        the latest value per ip). For the replicas: INCOMPLETE entries and
+        state-only changes are not published."""
+        if not self._changes:
+            return []
+        changes = list(self._changes.items())
+        self._changes.clear()
+        return changes
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, ip: object) -> bool:
+        return ip in self._entries
+
+    @property
+    def incomplete(self) -> int:
+        return self._incomplete
+
+    # --- internals ---------------------------------------------------------------------
+    def _enqueue(self, e: _Entry, packet: Any) -> None:
+        pending = e.pending
+        if pending is None:
+            pending = e.pending = deque()
+        if len(pending) >= self.config.max_queue:
+            pending.popleft()  # RFC 4861 §7.2.2: the new arrival replaces the oldest
+            self.stats.queue_overflow += 1
+        pending.append(packet)
+
+    def _probe(self, e: _Entry) -> None:
+        self.stats.probes += 1
+        self._probes.append(Probe(e.ip, e.attempts, None))
+
+    def _make_room(self) -> bool:
+        """Room for one more dynamic entry, evicting the least recently used
+        resolved one if needed (never an INCOMPLETE or PERMANENT one)."""
+        if self._dynamic < self.config.max_entries:
+            return True
+        for e in self._entries.values():
+            if e.state is not _INCOMPLETE and e.state is not _PERMANENT:
+                self.stats.evictions += 1
+                self._remove(e)
+                return True
+        self.stats.table_full += 1
+        return False
+
+    def _remove(self, e: _Entry) -> None:
+        del self._entries[e.ip]
+        if e.state is _INCOMPLETE:
+            self._incomplete -= 1
+        if e.state is not _PERMANENT:
+            self._dynamic -= 1
+        e.pending = None
+        e.timer_at = None
+        if e.published:
+            e.published = False
+            self._changes[e.ip] = None
+
+    def _publish(self, e: _Entry) -> None:
+        e.published = True
+        self._changes[e.ip] = e.mac
+
+    def _due(self, e: _Entry) -> float | None:
+        state = e.state
+        if state is _INCOMPLETE:
+            return e.probe_at
+        if state is _PERMANENT:
+            return None
+        due = e.used + self.config.gc_s
+        if state is _REACHABLE:
+            due = min(due, e.confirmed + self.config.reachable_s)
+        return due
+
+    def _schedule(self, e: _Entry) -> None:
+        """Make sure the entry's heap item fires no later than its due time
+        (items fire early when ``used`` moved on: they reschedule)."""
+        due = self._due(e)
+        if due is None:
+            return
+        if e.timer_at is None or due < e.timer_at:
+            e.timer_at = due
+            heapq.heappush(self._heap, (due, next(self._seq), e))
+
+    def _compact(self) -> None:
+        seq = self._seq
+        self._heap = [
+            (e.timer_at, next(seq), e) for e in self._entries.values() if e.timer_at is not None
+        ]
+        heapq.heapify(self._heap)

@@ -1,0 +1,746 @@
+"""The network layer of one shard: IPv4 and IPv6 in, ICMP answers, and the
+output path (route, source, fragmentation, next hop, link).
+
+Input follows RFC 1122 §3.2.1 and RFC 8200: validate (the codecs), drop
+what is not for us, drop packets whose source is one of our addresses (CERT
+CA-96.21), then deliver by protocol. Transport endpoints register with
+``deliver_v4`` / ``deliver_v6`` (the TCP and UDP issues); until one claims a
+datagram, UDP gets ICMP port unreachable and unknown protocols ICMP protocol
+unreachable / Parameter Problem.
+
+Output: route lookup (longest prefix, metric), source selection (RFC 6724
+for IPv6; the NIC's first primary address for IPv4), fragmentation to the
+link MTU, and the next hop's MAC: shard 0 resolves with ARP / NS through its
+``Resolver``; another shard uses its replica of the neighbour table and asks
+shard 0 to resolve what it lacks, queueing a few packets meanwhile.
+
+ICMP errors are never sent about an ICMP error, a datagram sent to a
+broadcast or multicast address, a non-initial fragment, or from a
+non-unicast source (RFC 1122 §3.2.2, RFC 4443 §2.4 (e)), and are
+rate-limited by a token bucket (1000/s, burst 50).
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from shardnet.common.addr import (
+    IPV4_ANY,
+    IPV4_BROADCAST,
+    IPV6_ANY,
+    is_ipv4_multicast,
+    is_ipv6_multicast,
+    is_unicast,
+)
+from shardnet.common.checksum import pseudo_header_v4, pseudo_header_v6
+from shardnet.common.link_tx import FrameWriter
+from shardnet.common.wire.errors import MalformedPacket
+from shardnet.common.wire.ethernet import ETHERTYPE_IPV4, ETHERTYPE_IPV6, EthernetView
+from shardnet.common.wire.icmpv4 import (
+    ICMP_DEST_UNREACH,
+    ICMP_ECHO_REPLY,
+    ICMP_ECHO_REQUEST,
+    ICMP_ERROR_TYPES,
+    ICMP_EXC_FRAGTIME,
+    ICMP_FRAG_NEEDED,
+    ICMP_HOST_UNREACH,
+    ICMP_PORT_UNREACH,
+    ICMP_PROT_UNREACH,
+    ICMP_TIME_EXCEEDED,
+    Icmpv4Header,
+    Icmpv4View,
+    build_icmpv4_error,
+)
+from shardnet.common.wire.icmpv6 import (
+    ICMPV6_DST_UNREACH,
+    ICMPV6_ECHO_REQUEST,
+    ICMPV6_PACKET_TOO_BIG,
+    ICMPV6_PARAM_PROBLEM,
+    ICMPV6_TIME_EXCEEDED,
+    PARAM_UNRECOGNIZED_NEXT_HEADER,
+    TIME_EXCEEDED_REASSEMBLY,
+    UNREACH_ADDRESS,
+    UNREACH_PORT,
+    Icmpv6View,
+    build_echo_reply,
+    build_icmpv6_error,
+    set_checksum,
+)
+from shardnet.common.wire.ipv4 import IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, Ipv4Header, Ipv4View
+from shardnet.common.wire.ipv6 import (
+    ALL_NODES,
+    NH_ICMPV6,
+    NH_NONE,
+    Ipv6Header,
+    Ipv6OptionHint,
+    Ipv6View,
+    multicast_mac,
+    solicited_node_multicast,
+    walk_extensions,
+)
+from shardnet.common.wire.tcp import TcpView
+from shardnet.common.wire.udp import UdpView
+
+from ..counters import ShardCounters
+from .fragment import FragmentationNeeded, fragment_ipv4, fragment_ipv6
+from .model import AddressKind, Nic, PrimaryBehavior
+from .pmtu import PmtuCache
+from .ratelimit import TokenBucket
+from .route import needs_route
+from .srcaddr import SourceCandidate, select_source
+from .state import NetView
+
+log = logging.getLogger("shardnet.net")
+
+_ETH = struct.Struct("!6s6sH")
+BROADCAST_MAC = b"\xff" * 6
+IPV6_LOOPBACK = bytes(15) + b"\x01"
+DEFAULT_TTL = 64  # RFC 1700 / Linux ip_default_ttl
+DEFAULT_HOP_LIMIT = 64  # RFC 4861 §6.3.2 default until an RA says otherwise
+PENDING_PER_NEIGHBOUR = 3  # packets a non-zero shard holds while shard 0 resolves
+PENDING_TIMEOUT_S = 3.5  # > 3 attempts 1 s apart (CHECKLIST §A linkAddrCache)
+
+# (view-checked packet) -> True if a transport endpoint took it.
+TransportHook = Callable[["Delivery"], bool]
+
+
+@dataclass(slots=True)
+class Delivery:
+    """A datagram for a transport endpoint: who sent it, to whom, on which
+    NIC, what the IP header said (TOS / traffic class, for IP_RECVTOS), and
+    the transport header and payload (valid only during the call: B29)."""
+
+    nic: int
+    src: bytes
+    dst: bytes
+    protocol: int
+    tos: int
+    ttl: int
+    payload: memoryview
+    broadcast: bool  # sent to a broadcast or multicast address
+    packet: memoryview  # the whole IP datagram, for ICMP errors quoting it
+
+
+class NetStack:
+    def __init__(
+        self,
+        *,
+        shard: int,
+        view: NetView,
+        writer: FrameWriter,
+        counters: ShardCounters,
+        clock: Callable[[], float],
+        resolver: Resolver | None = None,
+        ask_resolve: Callable[[int, bytes], None] | None = None,
+        icmp_rate: tuple[float, int] = (1000.0, 50),
+        link_nic: int = 1,
+    ) -> None:
+        self.shard = shard
+        self.view = view
+        self.writer = writer
+        self.counters = counters
+        self.clock = clock
+        self.resolver = resolver  # shard 0 only
+        self.ask_resolve = ask_resolve  # other shards: ask shard 0
+        self.icmp_bucket = TokenBucket(*icmp_rate)
+        self.pmtu = PmtuCache()
+        self.transport_v4: dict[int, TransportHook] = {}
+        self.transport_v6: dict[int, TransportHook] = {}
+        self._ident = (shard << 12) & 0xFFFF  # IPv4 ident, different starts per shard
+        self._frag_ident = shard << 24
+        self._pending: dict[tuple[int, bytes], tuple[float, deque[tuple[int, bytes]]]] = {}
+        self.stats: dict[str, int] = {}
+        # Frames from the ring arrive on the link's NIC (one link per process).
+        self.link_nic = link_nic
+        # Shard 0's NDP machine takes NS/NA/RS/RA/Redirect/MLD.
+        self.ndp_hook: Callable[[Ipv6View, int, memoryview], None] | None = None
+
+    def count(self, what: str) -> None:
+        self.stats[what] = self.stats.get(what, 0) + 1
+
+    # --- input: IPv4 (RFC 791, RFC 1122 §3.2.1) ----------------------------------------
+    def handle_ipv4(self, eth: EthernetView, vnet: memoryview) -> None:
+        trusted = bool(vnet) and bool(vnet[0] & 0x03)
+        ip = Ipv4View.checked(eth.payload)
+        nic = self._nic_for_frame()
+        src, dst = ip.src, ip.dst
+        view = self.view
+        if src[0] == 127 or dst[0] == 127:
+            # RFC 1122 §3.2.1.3 (g): 127/8 never appears on a network (Linux
+            # drops these martians); answering would send 127.0.0.1 out.
+            self.count("ipv4_martian")
+            return
+        if src in view.local:  # CERT CA-96.21: a spoof of our own address
+            self.count("ipv4_src_is_local")
+            return
+        if not (is_unicast(src) or src == b"\0\0\0\0"):  # RFC 1122 §3.2.1.3
+            self.count("ipv4_bad_source")
+            return
+        local = view.local.get(dst)
+        broadcast = dst == IPV4_BROADCAST or dst in view.broadcast or is_ipv4_multicast(dst)
+        if local is None and not broadcast:
+            self.count("ipv4_not_for_us")  # forwarding comes with --forwarding
+            return
+        if ip.is_fragment:  # the dispatcher reassembles; one left here is malformed
+            self.count("ipv4_fragment_unreassembled")
+            return
+        proto = ip.protocol
+        payload = ip.payload
+        if proto == IPPROTO_ICMP:
+            self._icmpv4_in(ip, nic, payload, trusted, broadcast)
+            return
+        if proto == IPPROTO_UDP or proto == IPPROTO_TCP:
+            pseudo = None if trusted else pseudo_header_v4(src, dst, proto, len(payload))
+            if proto == IPPROTO_UDP:
+                UdpView.checked(payload, pseudo=pseudo)
+            else:
+                TcpView.checked(payload, pseudo=pseudo)
+        hook = self.transport_v4.get(proto)
+        delivery = Delivery(nic, src, dst, proto, ip.tos, ip.ttl, payload, broadcast, ip.buf)
+        if hook is not None and hook(delivery):
+            return
+        if proto == IPPROTO_UDP:
+            self.icmpv4_error(delivery, ICMP_DEST_UNREACH, ICMP_PORT_UNREACH)
+        elif proto != IPPROTO_TCP:  # TCP answers closed ports with RST (TCP issue)
+            self.icmpv4_error(delivery, ICMP_DEST_UNREACH, ICMP_PROT_UNREACH)  # RFC 1122 §3.2.2.1
+        self.counters.unhandled += 1
+
+    def _icmpv4_in(
+        self, ip: Ipv4View, nic: int, payload: memoryview, trusted: bool, broadcast: bool
+    ) -> None:
+        msg = Icmpv4View.checked(payload, verify_checksum=not trusted)
+        if msg.type == ICMP_ECHO_REQUEST:
+            if broadcast:  # Linux icmp_echo_ignore_broadcasts=1 (smurf amplification)
+                self.count("icmpv4_echo_broadcast_ignored")
+                return
+            if ip.src == IPV4_ANY:  # nobody to answer (a reply would go to 0.0.0.0)
+                self.count("icmpv4_echo_unspecified_source")
+                return
+            reply = bytearray(payload)
+            Icmpv4Header(ICMP_ECHO_REPLY, 0, 0, msg.rest).emit(reply)  # RFC 792: same id, seq, data
+            self.send_ipv4(ip.src, IPPROTO_ICMP, reply, src=ip.dst, tos=ip.tos)
+            self.count("icmpv4_echo_replies")
+            return
+        if msg.is_error:
+            hook = self.transport_v4.get(-IPPROTO_ICMP)  # ICMP errors for transport endpoints
+            if msg.type == ICMP_DEST_UNREACH and msg.code == ICMP_FRAG_NEEDED:
+                quoted = msg.quoted
+                if len(quoted) >= 20:
+                    # RFC 1191 §5: a next-hop MTU of 0 is guessed from the
+                    # quoted total length.
+                    self.pmtu.update(
+                        self.clock(),
+                        bytes(quoted[16:20]),
+                        msg.next_hop_mtu,
+                        original_len=(quoted[2] << 8) | quoted[3],
+                    )
+            if hook is not None:
+                hook(
+                    Delivery(
+                        nic,
+                        ip.src,
+                        ip.dst,
+                        IPPROTO_ICMP,
+                        ip.tos,
+                        ip.ttl,
+                        payload,
+                        broadcast,
+                        ip.buf,
+                    )
+                )
+            return
+        self.count("icmpv4_other")
+
+    # --- input: IPv6 (RFC 8200, RFC 4443) -----------------------------------------------
+    def handle_ipv6(self, eth: EthernetView, vnet: memoryview) -> None:
+        trusted = bool(vnet) and bool(vnet[0] & 0x03)
+        ip = Ipv6View.checked(eth.payload)
+        nic = self._nic_for_frame()
+        src, dst = ip.src, ip.dst
+        view = self.view
+        if is_ipv6_multicast(src):  # RFC 4291 §2.7
+            self.count("ipv6_bad_source")
+            return
+        if src == IPV6_LOOPBACK or dst == IPV6_LOOPBACK:
+            # RFC 4291 §2.5.3: ::1 is never sent outside a node; received on
+            # a link, it is dropped.
+            self.count("ipv6_martian")
+            return
+        if src in view.local:
+            self.count("ipv6_src_is_local")
+            return
+        local = view.local.get(dst)
+        multicast = is_ipv6_multicast(dst)
+        if local is None and not multicast and dst not in view.tentative:
+            self.count("ipv6_not_for_us")
+            return
+        if multicast and not self._joined_v6(nic, dst):
+            self.count("ipv6_multicast_not_joined")
+            return
+        try:
+            chain = walk_extensions(ip)
+        except MalformedPacket as exc:
+            hint = exc.icmp
+            if hint is not None and (
+                not multicast or (isinstance(hint, Ipv6OptionHint) and hint.multicast_ok)
+            ):
+                self.icmpv6_error_raw(
+                    ip, nic, ICMPV6_PARAM_PROBLEM, hint.code, hint.pointer, multicast=False
+                )
+            raise
+        if chain.fragment is not None:
+            self.count("ipv6_fragment_unreassembled")
+            return
+        proto = chain.upper_protocol
+        payload = ip.upper_payload(chain)
+        if proto == NH_ICMPV6:
+            self._icmpv6_in(ip, nic, payload, trusted, local is None)
+            return
+        if dst in view.tentative:  # RFC 4862 §5.4: only NDP may use a tentative address
+            self.count("ipv6_to_tentative")
+            return
+        if proto == NH_NONE:
+            return
+        if proto == IPPROTO_UDP or proto == IPPROTO_TCP:
+            pseudo = None if trusted else pseudo_header_v6(src, dst, proto, len(payload))
+            if proto == IPPROTO_UDP:
+                UdpView.checked(payload, pseudo=pseudo, require_checksum=True)  # RFC 8200 §8.1
+            else:
+                TcpView.checked(payload, pseudo=pseudo)
+        delivery = Delivery(
+            nic, src, dst, proto, ip.traffic_class, ip.hop_limit, payload, multicast, ip.buf
+        )
+        hook = self.transport_v6.get(proto)
+        if hook is not None and hook(delivery):
+            return
+        if proto == IPPROTO_UDP:
+            self.icmpv6_error(delivery, ICMPV6_DST_UNREACH, UNREACH_PORT)
+        elif proto != IPPROTO_TCP:
+            # RFC 8200 §4: unrecognized next header -> Parameter Problem code 1.
+            self.icmpv6_error(
+                delivery,
+                ICMPV6_PARAM_PROBLEM,
+                PARAM_UNRECOGNIZED_NEXT_HEADER,
+                chain.next_header_pointer,
+            )
+        self.counters.unhandled += 1
+
+    def _joined_v6(self, nic: int, group: bytes) -> bool:
+        """All-nodes and the solicited-node groups of our addresses
+        (tentative included, for DAD) are joined on every NIC."""
+        if group == ALL_NODES:
+            return True
+        if group[:13] == bytes.fromhex("ff0200000000000000000001ff"):
+            return any(
+                solicited_node_multicast(a) == group
+                for a in (*self.view.local, *self.view.tentative)
+                if len(a) == 16
+            )
+        return False
+
+    def _icmpv6_in(
+        self, ip: Ipv6View, nic: int, payload: memoryview, trusted: bool, multicast: bool
+    ) -> None:
+        pseudo = None if trusted else pseudo_header_v6(ip.src, ip.dst, NH_ICMPV6, len(payload))
+        msg = Icmpv6View.checked(payload, pseudo=pseudo)
+        t = msg.type
+        if t == ICMPV6_ECHO_REQUEST:
+            if ip.dst in self.view.tentative:
+                return
+            if ip.src == IPV6_ANY:  # nobody to answer (a reply would go to ::)
+                self.count("icmpv6_echo_unspecified_source")
+                return
+            # RFC 4443 §4.1/§2.2: answer from the address the request was
+            # sent to, or a chosen one when it went to a multicast group. The
+            # checksum is filled in by send_ipv6 once the source is known.
+            reply = build_echo_reply(msg.ident, msg.seq, msg.data, src=bytes(16), dst=bytes(16))
+            self.send_ipv6(
+                ip.src,
+                NH_ICMPV6,
+                reply,
+                src=None if multicast else ip.dst,
+                nic_id=nic,
+                traffic_class=ip.traffic_class,
+                checksum_icmpv6=True,
+            )
+            self.count("icmpv6_echo_replies")
+            return
+        if 133 <= t <= 137 or t in (130, 131, 132, 143):
+            ndp = self.ndp_hook
+            if ndp is not None:
+                ndp(ip, nic, payload)
+            else:
+                self.count("icmpv6_ndp_not_here")
+            return
+        if t < 128:
+            if t == ICMPV6_PACKET_TOO_BIG:
+                quoted = msg.quoted
+                if len(quoted) >= 40:
+                    self.pmtu.update(self.clock(), bytes(quoted[24:40]), msg.mtu)
+            hook = self.transport_v6.get(-NH_ICMPV6)
+            if hook is not None:
+                hook(
+                    Delivery(
+                        nic,
+                        ip.src,
+                        ip.dst,
+                        NH_ICMPV6,
+                        ip.traffic_class,
+                        ip.hop_limit,
+                        payload,
+                        multicast,
+                        ip.buf,
+                    )
+                )
+            return
+        self.count("icmpv6_other")
+
+    def _nic_for_frame(self) -> int:
+        """The NIC a frame arrived on: the stack has one link per process."""
+        return self.link_nic
+
+    # --- ICMP errors -------------------------------------------------------------------------
+    def _may_send_error(self, d: Delivery) -> bool:
+        if d.broadcast or not is_unicast(d.src):
+            return False
+        if not self.icmp_bucket.allow(self.clock()):
+            self.count("icmp_rate_limited")
+            return False
+        return True
+
+    def icmpv4_error(self, d: Delivery, type_: int, code: int, rest: int = 0) -> None:
+        if d.protocol == IPPROTO_ICMP:  # never about an ICMP error (RFC 1122 §3.2.2)
+            if len(d.payload) < 1 or d.payload[0] in ICMP_ERROR_TYPES:
+                return
+        if not self._may_send_error(d):
+            return
+        msg = build_icmpv4_error(type_, code, d.packet, rest=rest)
+        self.send_ipv4(d.src, IPPROTO_ICMP, msg, src=d.dst if d.dst in self.view.local else None)
+        self.count(f"icmpv4_errors_sent/{type_}/{code}")
+
+    def icmpv6_error(self, d: Delivery, type_: int, code: int, rest: int = 0) -> None:
+        if d.protocol == NH_ICMPV6 and (len(d.payload) < 1 or d.payload[0] < 128):
+            return  # RFC 4443 §2.4 (e.1)
+        if not self._may_send_error(d):
+            return
+        src = d.dst if d.dst in self.view.local else None
+        body = build_icmpv6_error(type_, code, d.packet, src=bytes(16), dst=bytes(16), rest=rest)
+        self.send_ipv6(d.src, NH_ICMPV6, body, src=src, nic_id=d.nic, checksum_icmpv6=True)
+        self.count(f"icmpv6_errors_sent/{type_}/{code}")
+
+    def icmpv6_error_raw(
+        self, ip: Ipv6View, nic: int, type_: int, code: int, rest: int, *, multicast: bool
+    ) -> None:
+        d = Delivery(
+            nic,
+            ip.src,
+            ip.dst,
+            ip.next_header,
+            ip.traffic_class,
+            ip.hop_limit,
+            ip.payload,
+            multicast,
+            ip.buf,
+        )
+        self.icmpv6_error(d, type_, code, rest)
+
+    # --- output ----------------------------------------------------------------------------
+    def send_ipv4(
+        self,
+        dst: bytes,
+        proto: int,
+        payload: bytes | bytearray | memoryview,
+        *,
+        src: bytes | None = None,
+        nic_id: int | None = None,
+        ttl: int = DEFAULT_TTL,
+        tos: int = 0,
+        df: bool = False,
+    ) -> bool:
+        """Route, pick a source, build, fragment and send one datagram.
+        Returns False (and counts why) when it cannot be sent."""
+        view = self.view
+        if dst in view.local or dst in view.tentative:
+            # CHECKLIST B13: never on the wire (and never ARP for ourselves);
+            # looping back to local endpoints comes with loopback routing.
+            self.count("ipv4_local_not_looped")
+            return False
+        route = None
+        broadcast = dst == IPV4_BROADCAST or is_ipv4_multicast(dst) or dst in view.broadcast
+        if nic_id is None or needs_route(dst):
+            route = view.routes.lookup(dst, nic=nic_id, usable=view.nic_enabled)
+            if route is None:
+                self.count("ipv4_no_route")
+                return False
+            nic_id = route.nic
+        nic = view.nics.get(nic_id)
+        if nic is None or not nic.enabled:
+            self.count("ipv4_nic_down")
+            return False
+        if src is None:
+            src = self.ipv4_source(nic.id)
+            if src is None:
+                self.count("ipv4_no_source")
+                return False
+        next_hop = (
+            route.gateway
+            if route is not None and route.gateway is not None and not broadcast
+            else dst
+        )
+        total = 20 + len(payload)
+        self._ident = (self._ident + 1) & 0xFFFF
+        header = Ipv4Header(
+            src, dst, proto, ttl=ttl, tos=tos, ident=self._ident, df=df, total_length=total
+        )
+        packet = bytearray(total)
+        header.emit(packet)
+        packet[20:] = payload
+        mtu = min(nic.mtu, self.pmtu.mtu(self.clock(), dst, nic.mtu))
+        if total <= mtu:
+            self._to_link(nic, next_hop, ETHERTYPE_IPV4, bytes(packet), broadcast)
+            return True
+        try:
+            pieces = fragment_ipv4(packet, mtu)
+        except FragmentationNeeded:
+            self.count("ipv4_df_too_big")
+            return False
+        for piece in pieces:
+            self._to_link(nic, next_hop, ETHERTYPE_IPV4, piece, broadcast)
+        return True
+
+    def ipv4_source(self, nic_id: int) -> bytes | None:
+        """The NIC's first usable primary IPv4 address (deprecated last)."""
+        cands = [
+            a
+            for a in self.view.addresses_of(nic_id, 4)
+            if a.usable and a.behavior is not PrimaryBehavior.NEVER_PRIMARY
+        ]
+        cands.sort(key=lambda a: (a.kind is AddressKind.DEPRECATED, a.position))
+        return cands[0].addr if cands else None
+
+    def send_ipv6(
+        self,
+        dst: bytes,
+        next_header: int,
+        payload: bytes | bytearray | memoryview,
+        *,
+        src: bytes | None = None,
+        nic_id: int | None = None,
+        hop_limit: int = DEFAULT_HOP_LIMIT,
+        traffic_class: int = 0,
+        checksum_icmpv6: bool = False,
+    ) -> bool:
+        view = self.view
+        if dst in view.local or dst in view.tentative:
+            self.count("ipv6_local_not_looped")  # as in send_ipv4 (B13)
+            return False
+        route = None
+        if nic_id is None or needs_route(dst):
+            route = view.routes.lookup(dst, nic=nic_id, usable=view.nic_enabled)
+            if route is None:
+                self.count("ipv6_no_route")
+                return False
+            nic_id = route.nic
+        nic = view.nics.get(nic_id)
+        if nic is None or not nic.enabled:
+            self.count("ipv6_nic_down")
+            return False
+        if src is None:
+            src = self.ipv6_source(nic.id, dst)
+            if src is None:
+                self.count("ipv6_no_source")
+                return False
+        body = bytearray(payload)
+        if checksum_icmpv6:
+            body[2:4] = b"\0\0"
+            set_checksum(body, 0, len(body), pseudo_header_v6(src, dst, NH_ICMPV6, len(body)))
+        next_hop = route.gateway if route is not None and route.gateway is not None else dst
+        packet = bytearray(40 + len(body))
+        Ipv6Header(src, dst, next_header, hop_limit, traffic_class, 0, len(body)).emit(packet)
+        packet[40:] = body
+        mtu = min(nic.mtu, self.pmtu.mtu(self.clock(), dst, nic.mtu))
+        multicast = is_ipv6_multicast(dst)
+        if len(packet) <= mtu:
+            self._to_link(nic, next_hop, ETHERTYPE_IPV6, bytes(packet), multicast)
+            return True
+        self._frag_ident = (self._frag_ident + 1) & 0xFFFFFFFF
+        for piece in fragment_ipv6(packet, mtu, self._frag_ident):
+            self._to_link(nic, next_hop, ETHERTYPE_IPV6, piece, multicast)
+        return True
+
+    def ipv6_source(self, nic_id: int, dst: bytes) -> bytes | None:
+        """RFC 6724 §5 among the NIC's usable IPv6 addresses (never tentative)."""
+        cands = [
+            SourceCandidate(
+                a.addr,
+                a.prefix_len,
+                a.nic,
+                deprecated=a.kind is AddressKind.DEPRECATED,
+                position=a.position,
+            )
+            for a in self.view.addresses_of(nic_id, 16)
+            if a.usable and a.behavior is not PrimaryBehavior.NEVER_PRIMARY
+        ]
+        chosen = select_source(dst, cands, out_nic=nic_id)
+        return chosen.addr if chosen is not None else None
+
+    def _to_link(
+        self, nic: Nic, next_hop: bytes, ethertype: int, packet: bytes, group: bool
+    ) -> None:
+        if nic.loopback:  # no link and no neighbours: B13 loopback routing is to come
+            self.count("loopback_not_looped")
+            return
+        if group:
+            if len(next_hop) == 16:
+                mac = multicast_mac(next_hop)
+            elif is_ipv4_multicast(next_hop):
+                mac = b"\x01\x00\x5e" + bytes([next_hop[1] & 0x7F]) + next_hop[2:4]  # RFC 1112 §6.4
+            else:
+                mac = BROADCAST_MAC
+        else:
+            mac = self.view.neighbours.get((nic.id, next_hop))
+            if mac is None:
+                mac = self._resolve(nic, next_hop, ethertype, packet)
+                if mac is None:
+                    return
+        self.transmit(nic, mac, ethertype, packet)
+
+    def transmit(self, nic: Nic, dst_mac: bytes, ethertype: int, packet: bytes | bytearray) -> None:
+        self.writer.write((_ETH.pack(dst_mac, nic.mac, ethertype), packet))
+
+    # --- next hops that the replica does not know yet --------------------------------------
+    def _resolve(self, nic: Nic, ip: bytes, ethertype: int, packet: bytes) -> bytes | None:
+        if self.resolver is not None:
+            return self.resolver.resolve(self.clock(), nic, ip, ethertype, packet)
+        key = (nic.id, ip)
+        now = self.clock()
+        entry = self._pending.get(key)
+        if entry is not None:
+            entry[1].append((ethertype, packet))
+            return None
+        # Queue before asking: the answer may come back within the call (an
+        # in-process link) and release the queue at once.
+        queue: deque[tuple[int, bytes]] = deque(maxlen=PENDING_PER_NEIGHBOUR)
+        queue.append((ethertype, packet))
+        self._pending[key] = (now, queue)
+        if self.ask_resolve is not None:
+            self.ask_resolve(nic.id, ip)
+        return None
+
+    def neighbours_changed(self) -> None:
+        """The replica's neighbour table changed: send what waited for it."""
+        for key in [k for k in self._pending if k in self.view.neighbours]:
+            _, queue = self._pending.pop(key)
+            nic = self.view.nics.get(key[0])
+            if nic is None:
+                continue
+            mac = self.view.neighbours[key]
+            for ethertype, packet in queue:
+                self.transmit(nic, mac, ethertype, packet)
+
+    def next_deadline(self) -> float | None:
+        if not self._pending:
+            return None
+        return min(t for t, _ in self._pending.values()) + PENDING_TIMEOUT_S
+
+    def handle_timeout(self, now: float) -> None:
+        for key in [k for k, (t, _) in self._pending.items() if now - t >= PENDING_TIMEOUT_S]:
+            _, queue = self._pending.pop(key)
+            for ethertype, packet in queue:
+                self.unreachable(ethertype, packet)
+
+    def reassembly_expired(self, first_fragment: bytes) -> None:
+        """The dispatcher gave up on a datagram whose first fragment arrived:
+        ICMP time exceeded, fragment reassembly (RFC 792 code 1, RFC 8200 §4.5)."""
+        view = memoryview(first_fragment)
+        try:
+            if first_fragment[:1] and first_fragment[0] >> 4 == 4:
+                ip = Ipv4View.checked(view)
+                local = ip.dst in self.view.local
+                d = Delivery(
+                    self.link_nic,
+                    ip.src,
+                    ip.dst,
+                    ip.protocol,
+                    ip.tos,
+                    ip.ttl,
+                    ip.payload,
+                    not local,
+                    ip.buf,
+                )
+                self.icmpv4_error(d, ICMP_TIME_EXCEEDED, ICMP_EXC_FRAGTIME)
+            else:
+                ip6 = Ipv6View.checked(view)
+                local = ip6.dst in self.view.local
+                # The upper protocol follows the Fragment header: an ICMPv6
+                # error in the first fragment gets no error (RFC 4443 §2.4 (e)).
+                chain = walk_extensions(ip6)
+                d = Delivery(
+                    self.link_nic,
+                    ip6.src,
+                    ip6.dst,
+                    chain.upper_protocol,
+                    ip6.traffic_class,
+                    ip6.hop_limit,
+                    ip6.upper_payload(chain),
+                    not local,
+                    ip6.buf,
+                )
+                self.icmpv6_error(d, ICMPV6_TIME_EXCEEDED, TIME_EXCEEDED_REASSEMBLY)
+        except MalformedPacket:
+            self.count("reassembly_expired_malformed")
+
+    def unreachable(self, ethertype: int, packet: bytes) -> None:
+        """A packet whose next hop could not be resolved: tell its sender
+        (RFC 1122 §2.3.2.2: host unreachable)."""
+        self.count("neighbour_unresolved")
+        view = memoryview(packet)
+        try:
+            if ethertype == ETHERTYPE_IPV4:
+                ip = Ipv4View.checked(view)
+                if ip.src in self.view.local:
+                    return  # our own packet: its sender is a local endpoint (transport issues)
+                d = Delivery(
+                    self.link_nic,
+                    ip.src,
+                    ip.dst,
+                    ip.protocol,
+                    ip.tos,
+                    ip.ttl,
+                    ip.payload,
+                    False,
+                    ip.buf,
+                )
+                self.icmpv4_error(d, ICMP_DEST_UNREACH, ICMP_HOST_UNREACH)
+            else:
+                ip6 = Ipv6View.checked(view)
+                if ip6.src in self.view.local:
+                    return
+                d = Delivery(
+                    self.link_nic,
+                    ip6.src,
+                    ip6.dst,
+                    ip6.next_header,
+                    0,
+                    0,
+                    ip6.payload,
+                    False,
+                    ip6.buf,
+                )
+                self.icmpv6_error(d, ICMPV6_DST_UNREACH, UNREACH_ADDRESS)
+        except MalformedPacket:
+            return
+
+
+class Resolver:
+    """Shard 0's next-hop resolution (ARP for IPv4, NS/NA for IPv6) as the
+    output path sees it; implemented in ``control.py``."""
+
+    def resolve(
+        self, now: float, nic: Nic, ip: bytes, ethertype: int, packet: bytes
+    ) -> bytes | None:
+        raise NotImplementedError

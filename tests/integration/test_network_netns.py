@@ -1,0 +1,185 @@
+"""The network layer against the Linux kernel as the peer: ping over IPv4,
+IPv6 global and link-local, fragmented pings both ways, ARP and NDP
+resolution, ICMP port unreachable, routes and addresses changed with ctl."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from ..netns import Netns, skip_unless_netns, wait_until
+from ..stack import KERNEL_V4, TAP, StackProcess
+
+pytestmark = [pytest.mark.netns, pytest.mark.timeout(120)]
+
+SHARDNET_V4 = "198.18.0.2"
+KERNEL_V6 = "2001:db8::1"
+SHARDNET_V6 = "2001:db8::2"
+FAR_V4 = "198.19.0.1"  # a kernel address in a subnet shardnet reaches only through a route
+
+
+@pytest.fixture(scope="module")
+def ns() -> Iterator[Netns]:
+    skip_unless_netns()
+    with Netns("net") as ns:
+        yield ns
+
+
+@pytest.fixture(scope="module")
+def stack(ns: Netns) -> Iterator[StackProcess]:
+    with StackProcess(ns, "--ipv4", f"{SHARDNET_V4}/24", "--ipv6", f"{SHARDNET_V6}/64") as stack:
+        ns.run(f"sysctl -qw net.ipv6.conf.{TAP}.accept_dad=0")
+        ns.run(f"ip addr add {KERNEL_V4}/24 dev {TAP}")
+        ns.run(f"ip addr add {KERNEL_V6}/64 dev {TAP} nodad")
+        ns.run(f"ip addr add {FAR_V4}/24 dev {TAP}")
+        yield stack
+
+
+def ping(ns: Netns, target: str, *args: str, count: int = 3) -> subprocess.CompletedProcess[str]:
+    return ns.run(
+        ["ping", "-c", str(count), "-i", "0.2", "-W", "2", *args, target], check=False, timeout=30
+    )
+
+
+def link_local(stack: StackProcess) -> str:
+    (ll,) = [a["addr"] for a in stack.call("addrs") if a["addr"].startswith("fe80:")]
+    return ll
+
+
+@pytest.mark.parametrize("target", [SHARDNET_V4, SHARDNET_V6])
+def test_kernel_pings_shardnet(ns: Netns, stack: StackProcess, target: str) -> None:
+    r = ping(ns, target)
+    assert " 0% packet loss" in r.stdout, r.stdout + r.stderr
+
+
+def test_kernel_pings_the_link_local_address(ns: Netns, stack: StackProcess) -> None:
+    r = ping(ns, f"{link_local(stack)}%{TAP}")
+    assert " 0% packet loss" in r.stdout, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("target", [SHARDNET_V4, SHARDNET_V6])
+def test_fragmented_pings_both_ways(ns: Netns, stack: StackProcess, target: str) -> None:
+    """4000-byte echoes: the kernel fragments, the dispatcher reassembles,
+    the shard fragments the reply to the MTU, the kernel reassembles."""
+    r = ping(ns, target, "-s", "4000")
+    assert " 0% packet loss" in r.stdout and "4008 bytes from" in r.stdout, r.stdout + r.stderr
+
+
+def test_kernel_resolves_shardnet_with_arp_and_ndisc6(ns: Netns, stack: StackProcess) -> None:
+    mac = stack.call("hello")["mac"]
+    ping(ns, SHARDNET_V4, count=1)
+    neigh = ns.run(f"ip -4 neigh show {SHARDNET_V4} dev {TAP}").stdout
+    assert mac in neigh and "FAILED" not in neigh, neigh
+    out = ns.run(["ndisc6", "-1", "-r", "3", SHARDNET_V6, TAP]).stdout
+    assert f"Target link-layer address: {mac.upper()}" in out, out
+
+
+def test_shardnet_learns_the_kernel_as_neighbour(ns: Netns, stack: StackProcess) -> None:
+    ping(ns, SHARDNET_V4, count=1)
+    ping(ns, SHARDNET_V6, count=1)
+    kernel_mac = ns.run(f"cat /sys/class/net/{TAP}/address").stdout.strip()
+    rows = {n["ip"]: n for n in stack.call("neigh")}
+    assert rows[KERNEL_V4]["mac"] == kernel_mac and rows[KERNEL_V6]["mac"] == kernel_mac
+
+
+@pytest.mark.parametrize(
+    ("family", "target"), [("AF_INET", SHARDNET_V4), ("AF_INET6", SHARDNET_V6)]
+)
+def test_udp_to_a_closed_port_is_refused(
+    ns: Netns, stack: StackProcess, family: str, target: str
+) -> None:
+    out = ns.python(f"""
+        import socket, time
+        s = socket.socket(socket.{family}, socket.SOCK_DGRAM)
+        s.settimeout(2)
+        s.connect(("{target}", 9))
+        s.send(b"anyone?")
+        try:
+            s.recv(100)
+        except ConnectionRefusedError:
+            print("refused")
+        except TimeoutError:
+            print("timeout")
+    """).stdout
+    assert out.strip() == "refused"
+
+
+def test_a_route_added_with_ctl_is_used(ns: Netns, stack: StackProcess) -> None:
+    """Pings from a kernel address outside shardnet's subnets get answers
+    only once a route there exists (via the kernel as gateway)."""
+    assert " 100% packet loss" in ping(ns, SHARDNET_V4, "-I", FAR_V4, count=2).stdout
+    ctl = [sys.executable, "-m", "shardnet.scripts.cli", "ctl", "--control", stack.control]
+    subprocess.run(
+        [*ctl, "route", "add", "198.19.0.0/24", "--via", KERNEL_V4], check=True, capture_output=True
+    )
+    try:
+        routes = json.loads(
+            subprocess.run(
+                [*ctl, "routes", "--json"], check=True, capture_output=True, text=True
+            ).stdout
+        )
+        assert any(
+            (r["dst"], r["prefix_len"], r["gateway"], r["nic_name"])
+            == ("198.19.0.0", 24, KERNEL_V4, TAP)
+            for r in routes
+        )
+        assert " 0% packet loss" in ping(ns, SHARDNET_V4, "-I", FAR_V4, count=2).stdout
+    finally:
+        subprocess.run(
+            [*ctl, "route", "del", "198.19.0.0/24", "--via", KERNEL_V4],
+            check=True,
+            capture_output=True,
+        )
+    assert " 100% packet loss" in ping(ns, SHARDNET_V4, "-I", FAR_V4, count=2).stdout
+
+
+def test_addresses_added_with_ctl_answer_and_replicate_fast(ns: Netns, stack: StackProcess) -> None:
+    t0 = time.monotonic()
+    stack.call("addr_add", nic=TAP, address="198.18.0.77/24")
+    assert wait_until(
+        lambda: "1/198.18.0.77" in stack.call("shard_table", shard=1, name="addrs"),
+        timeout=2,
+        interval=0.005,
+    )
+    elapsed = time.monotonic() - t0
+    assert " 0% packet loss" in ping(ns, "198.18.0.77", count=2).stdout
+    stack.call("addr_del", nic=TAP, address="198.18.0.77")
+    assert " 100% packet loss" in ping(ns, "198.18.0.77", count=1).stdout
+    assert elapsed < 1.0, f"replication took {elapsed:.3f} s"
+
+
+def test_ctl_json_views_show_the_truth(stack: StackProcess) -> None:
+    ctl = [sys.executable, "-m", "shardnet.scripts.cli", "ctl", "--control", stack.control]
+
+    def view(name: str) -> list[dict]:
+        return json.loads(
+            subprocess.run(
+                [*ctl, name, "--json"], check=True, capture_output=True, text=True
+            ).stdout
+        )
+
+    addrs = {(a["nic_name"], a["addr"], a["prefix_len"]) for a in view("addrs")}
+    assert {
+        (TAP, SHARDNET_V4, 24),
+        (TAP, SHARDNET_V6, 64),
+        ("lo", "127.0.0.1", 8),
+        ("lo", "::1", 128),
+    } <= addrs
+    assert not any(n == "lo" and a.startswith("fe80:") for n, a, _ in addrs)  # CHECKLIST B15
+    routes = {(r["dst"], r["prefix_len"], r["nic_name"]) for r in view("routes")}
+    assert {
+        ("198.18.0.0", 24, TAP),
+        ("2001:db8::", 64, TAP),
+        ("fe80::", 64, TAP),
+        ("127.0.0.0", 8, "lo"),
+    } <= routes
+    assert {n["name"] for n in view("nics")} == {TAP, "lo"}
+    bad = subprocess.run(
+        [*ctl, "addr", "add", TAP, "198.18.0.300/24"], capture_output=True, text=True
+    )
+    assert bad.returncode == 1 and "bad address" in bad.stderr and bad.stderr.count("\n") == 1
