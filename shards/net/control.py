@@ -117,7 +117,7 @@ class ControlPlane(Resolver):
             return a is not None and a.nic == nic_id
 
         self.arp[nic.id] = ArpHandler(
-            v4, nic.mac, is_ours, lambda ip, n=nic.id: self.stack.ipv4_source(n)
+            v4, nic.mac, is_ours, lambda ip, n=nic.id: self.stack.ipv4_source(n, ip)
         )
 
     # --- requests ------------------------------------------------------------------------

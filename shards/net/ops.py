@@ -79,9 +79,7 @@ class NetOps:
                         "kind": a["kind"],
                         "behavior": a["behavior"],
                     }
-                    for a in (
-                        x.to_row() for fam in (4, 16) for x in view.addresses_of(n.id, fam)
-                    )
+                    for a in (x.to_row() for fam in (4, 16) for x in view.addresses_of(n.id, fam))
                 ]
             }
             for n in sorted(view.nics.values(), key=lambda n: n.id)

@@ -75,6 +75,7 @@ from shardnet.common.wire.ipv6 import (
     ALL_NODES,
     NH_ICMPV6,
     NH_NONE,
+    SOLICITED_NODE_PREFIX,
     Ipv6Header,
     Ipv6OptionHint,
     Ipv6View,
@@ -87,7 +88,7 @@ from shardnet.common.wire.udp import UdpView
 
 from ..counters import ShardCounters
 from .fragment import FragmentationNeeded, fragment_ipv4, fragment_ipv6
-from .model import AddressKind, Nic, PrimaryBehavior
+from .model import Address, AddressKind, Nic, PrimaryBehavior, network_of
 from .pmtu import PmtuCache
 from .ratelimit import TokenBucket
 from .route import needs_route
@@ -334,7 +335,7 @@ class NetStack:
         (tentative included, for DAD) are joined on every NIC."""
         if group == ALL_NODES:
             return True
-        if group[:13] == bytes.fromhex("ff0200000000000000000001ff"):
+        if group[:13] == SOLICITED_NODE_PREFIX:
             return any(
                 solicited_node_multicast(a) == group
                 for a in (*self.view.local, *self.view.tentative)
@@ -482,7 +483,10 @@ class NetStack:
             self.count("ipv4_nic_down")
             return False
         if src is None:
-            src = self.ipv4_source(nic.id)
+            # The source on the next hop's subnet: the gateway's, or the
+            # destination's for an on-link one.
+            gateway = route.gateway if route is not None else None
+            src = self.ipv4_source(nic.id, gateway or dst)
             if src is None:
                 self.count("ipv4_no_source")
                 return False
@@ -512,15 +516,22 @@ class NetStack:
             self._to_link(nic, next_hop, ETHERTYPE_IPV4, piece, broadcast)
         return True
 
-    def ipv4_source(self, nic_id: int) -> bytes | None:
-        """The NIC's first usable primary IPv4 address (deprecated last)."""
+    def ipv4_source(self, nic_id: int, dst: bytes | None = None) -> bytes | None:
+        """The NIC's first usable primary IPv4 address, preferring one on
+        ``dst``'s subnet (as Linux's inet_select_addr does), deprecated last."""
         cands = [
             a
             for a in self.view.addresses_of(nic_id, 4)
             if a.usable and a.behavior is not PrimaryBehavior.NEVER_PRIMARY
         ]
-        cands.sort(key=lambda a: (a.kind is AddressKind.DEPRECATED, a.position))
-        return cands[0].addr if cands else None
+
+        def rank(a: Address) -> tuple[bool, bool, int]:
+            off_subnet = dst is None or network_of(dst, a.prefix_len) != network_of(
+                a.addr, a.prefix_len
+            )
+            return (a.kind is AddressKind.DEPRECATED, off_subnet, a.position)
+
+        return min(cands, key=rank).addr if cands else None
 
     def send_ipv6(
         self,
@@ -620,6 +631,8 @@ class NetStack:
         now = self.clock()
         entry = self._pending.get(key)
         if entry is not None:
+            if len(entry[1]) == PENDING_PER_NEIGHBOUR:
+                self.count("neighbour_queue_overflow")  # the oldest waiting packet goes
             entry[1].append((ethertype, packet))
             return None
         # Queue before asking: the answer may come back within the call (an
@@ -695,15 +708,19 @@ class NetStack:
             self.count("reassembly_expired_malformed")
 
     def unreachable(self, ethertype: int, packet: bytes) -> None:
-        """A packet whose next hop could not be resolved: tell its sender
-        (RFC 1122 §2.3.2.2: host unreachable)."""
+        """A packet whose next hop could not be resolved: counted and dropped.
+        Its sender is told (RFC 1122 §2.3.2.2: host unreachable; RFC 4861
+        §7.2.2: address unreachable) unless it is us: a local endpoint learns
+        it from its transport (retransmission timeouts, EHOSTUNREACH), never
+        from an ICMP error sent to ourselves. No error about a non-initial
+        fragment (RFC 1122 §3.2.2, RFC 4443 §2.4 (e)) either."""
         self.count("neighbour_unresolved")
         view = memoryview(packet)
         try:
             if ethertype == ETHERTYPE_IPV4:
                 ip = Ipv4View.checked(view)
-                if ip.src in self.view.local:
-                    return  # our own packet: its sender is a local endpoint (transport issues)
+                if ip.src in self.view.local or ip.frag_offset:
+                    return
                 d = Delivery(
                     self.link_nic,
                     ip.src,
@@ -720,14 +737,17 @@ class NetStack:
                 ip6 = Ipv6View.checked(view)
                 if ip6.src in self.view.local:
                     return
+                chain = walk_extensions(ip6)
+                if chain.fragment is not None and chain.fragment.fragment_offset:
+                    return
                 d = Delivery(
                     self.link_nic,
                     ip6.src,
                     ip6.dst,
-                    ip6.next_header,
-                    0,
-                    0,
-                    ip6.payload,
+                    chain.upper_protocol,
+                    ip6.traffic_class,
+                    ip6.hop_limit,
+                    ip6.upper_payload(chain),
                     False,
                     ip6.buf,
                 )

@@ -170,11 +170,9 @@ class NetOwner:
         return nic
 
     def nic(self, name_or_id: str | int) -> Nic:
-        nic = (
-            self.view.nics.get(name_or_id)
-            if isinstance(name_or_id, int)
-            else self.view.nic_by_name.get(name_or_id)
-        )
+        nic = self.view.nic_by_name.get(name_or_id) if isinstance(name_or_id, str) else None
+        if nic is None and (isinstance(name_or_id, int) or str(name_or_id).isdigit()):
+            nic = self.view.nics.get(int(name_or_id))  # a NIC id, as an integrator may give it
         if nic is None:
             raise NetError(errno.ENODEV, f"no NIC {name_or_id}")
         return nic
@@ -234,8 +232,12 @@ class NetOwner:
         positions = [a.position for a in self.view.addresses.values() if a.nic == nic_id]
         if behavior is PrimaryBehavior.FIRST_PRIMARY:
             return min(positions, default=0) - 1
-        if old is not None and behavior is PrimaryBehavior.CAN_BE_PRIMARY:
-            return old.position  # keeps its place
+        if (
+            old is not None
+            and behavior is PrimaryBehavior.CAN_BE_PRIMARY
+            and old.behavior is not PrimaryBehavior.NEVER_PRIMARY
+        ):
+            return old.position  # keeps its place (a never-primary one had none: appended)
         return max(positions, default=0) + 1
 
     def set_address_kind(self, nic_id: int, addr: bytes, kind: AddressKind) -> Address:

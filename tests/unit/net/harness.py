@@ -272,20 +272,22 @@ def _fields(layer: Packet, want: dict[str, Any]) -> None:
 
 
 def checksums_ok(pkt: Packet) -> None:
-    """scapy recomputes every checksum of ``pkt`` (IP header always; the
-    transport's unless the packet is a fragment) and finds the same bytes."""
+    """scapy recomputes every checksum of ``pkt`` and finds the same bytes:
+    the IP header's always, the transport's unless the packet is a fragment;
+    a datagram quoted by an ICMP error is left alone (it is the peer's)."""
     raw = bytes(pkt)
     again = Ether(raw)
     fragment = (IP in again and (again[IP].flags.MF or again[IP].frag)) or (
         IPv6ExtHdrFragment in again
     )
-    for layer in again.layers():
-        lay = again[layer]
-        if fragment and layer not in (IP,):
-            continue
+    layer = again.payload
+    while layer and "error" not in type(layer).__name__.lower():
         for name in ("chksum", "cksum"):
-            if name in lay.fields:
-                lay.fields[name] = None
+            if name in layer.fields:
+                layer.setfieldval(name, None)
+        if fragment:
+            break  # the transport checksum covers data in other fragments
+        layer = layer.payload
     assert bytes(again) == raw, f"bad checksum in {pkt.summary()}"
 
 
@@ -401,7 +403,3 @@ def udp(**fields: Any) -> Check:
 
 def ip_bytes(text: str) -> bytes:
     return parse_ip(text)
-
-
-def mac_text(mac: bytes) -> str:
-    return format_mac(mac)

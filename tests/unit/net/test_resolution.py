@@ -5,8 +5,16 @@ retries 1 s apart then failure, and the replicas' ask-resolve path."""
 from __future__ import annotations
 
 from scapy.layers.inet import ICMP, IP, UDP, IPerror
-from scapy.layers.inet6 import ICMPv6EchoReply, ICMPv6EchoRequest, ICMPv6ND_NA, ICMPv6ND_NS, IPv6
-from scapy.layers.l2 import ARP, Ether
+from scapy.layers.inet6 import (
+    ICMPv6DestUnreach,
+    ICMPv6EchoReply,
+    ICMPv6EchoRequest,
+    ICMPv6ND_NA,
+    ICMPv6ND_NS,
+    ICMPv6NDOptDstLLAddr,
+    IPv6,
+)
+from scapy.layers.l2 import Ether
 
 from shardnet.shards.net.route import Route
 
@@ -23,6 +31,7 @@ from .harness import (
     PEER6,
     PEER_LL,
     PEER_MAC,
+    Check,
     Net,
     arp,
     arp_reply,
@@ -58,7 +67,16 @@ def test_arp_request_for_our_address_is_answered_and_teaches_the_requester() -> 
     net = Net()
     net.inject(arp_request(PEER4, OUR4))
     net.expect(arp(2, OUR4, PEER4, mac=PEER_MAC, hwdst=PEER_MAC))
-    assert neigh(net, PEER4) == neigh(net, PEER4) | {"mac": PEER_MAC, "state": "STALE"}
+    row = neigh(net, PEER4)
+    assert row == {
+        "nic": 1,
+        "nic_name": "sntap0",
+        "family": "ipv4",
+        "ip": PEER4,
+        "mac": PEER_MAC,
+        "state": "STALE",
+        "age_s": 0.0,
+    }
     # Learnt: the echo reply goes out at once, to the requester's MAC.
     net.inject(echo4())
     net.expect(ipv4(icmp4(0), mac=PEER_MAC, src=OUR4, dst=PEER4))
@@ -160,6 +178,19 @@ def test_a_forwarded_packet_whose_next_hop_fails_gets_host_unreachable() -> None
     assert out[IPerror].dst == OTHER4 and out[IPerror].src == PEER4
 
 
+def test_only_the_first_fragment_of_a_failed_packet_gets_an_error() -> None:
+    net = Net()
+    net.learn(PEER4)
+    udp = bytes(UDP(sport=1, dport=2) / bytes(2900))
+    assert net.stack.send_ipv4(ip_bytes(OTHER4), 17, udp, src=ip_bytes(PEER4))
+    net.advance(5.0)
+    assert net.stats["neighbour_unresolved"] == 2  # two fragments were queued
+    # RFC 1122 §3.2.2: no error about a non-initial fragment.
+    (error,) = [f for f in net.sent() if ICMP in f]
+    ipv4(icmp4(3, 1), mac=PEER_MAC, src=OUR4, dst=PEER4)(error)
+    assert error[IPerror].frag == 0 and error[IPerror].flags.MF
+
+
 def test_an_ipv6_packet_whose_next_hop_fails_gets_address_unreachable() -> None:
     net = Net()
     net.learn(PEER6)
@@ -170,8 +201,6 @@ def test_an_ipv6_packet_whose_next_hop_fails_gets_address_unreachable() -> None:
     net.advance(1.0)
     assert len(net.sent()) == 2
     net.advance(1.0)
-    from scapy.layers.inet6 import ICMPv6DestUnreach
-
     net.expect(ipv6(icmp6(ICMPv6DestUnreach, code=3), mac=PEER_MAC, src=OUR6, dst=PEER6))
 
 
@@ -272,8 +301,8 @@ def test_ns_retries_one_second_apart_then_gives_up() -> None:
     assert net.stats["neighbour_unresolved"] == 1
 
 
-def has_tlla(mac: str):  # noqa: ANN201 - a checker
-    from scapy.layers.inet6 import ICMPv6NDOptDstLLAddr
+def has_tlla(mac: str) -> Check:
+    """For ``ipv6``: the NDP message carries a Target Link-Layer option with ``mac``."""
 
     def check(ip: IPv6) -> None:
         assert ICMPv6NDOptDstLLAddr in ip, ip.summary()
@@ -359,5 +388,4 @@ def test_arp_frames_are_handled_in_shard_0_only() -> None:
     replica = net.replica(1)
     replica.inject(arp_request(PEER4, OUR4))
     assert replica.sent() == []
-    assert replica.counters.unhandled == 1
-    assert ARP  # the replica registers no ARP handler (runtime.py)
+    assert replica.counters.unhandled == 1  # no ARP handler outside shard 0 (runtime.py)

@@ -15,11 +15,14 @@ from scapy.layers.inet6 import (
     ICMPv6ParamProblem,
     ICMPv6TimeExceeded,
     IPv6,
+    IPv6ExtHdrDestOpt,
     IPv6ExtHdrFragment,
+    IPv6ExtHdrRouting,
     defragment6,
 )
 from scapy.layers.l2 import Ether
 
+from shardnet.shards.net.model import AddressKind
 
 from .harness import (
     BCAST_MAC,
@@ -35,6 +38,7 @@ from .harness import (
     eth,
     icmp4,
     icmp6,
+    ip_bytes,
     ipv4,
     ipv6,
     quotes,
@@ -188,8 +192,6 @@ def test_unknown_next_header_v6_gets_parameter_problem_code_1_pointing_at_it(net
 
 
 def test_unknown_header_after_an_extension_points_at_that_extension(net: Net) -> None:
-    from scapy.layers.inet6 import IPv6ExtHdrDestOpt
-
     sent = eth() / IPv6(src=PEER6, dst=OUR6) / IPv6ExtHdrDestOpt(nh=253) / b"experimental"
     net.inject(sent)
     net.expect(ipv6(icmp6(ICMPv6ParamProblem, code=1, ptr=40), src=OUR6, dst=PEER6))
@@ -313,8 +315,6 @@ def test_malformed_packets_are_counted_by_reason(net: Net) -> None:
 
 
 def test_a_routing_header_type_0_gets_parameter_problem(net: Net) -> None:
-    from scapy.layers.inet6 import IPv6ExtHdrRouting
-
     sent = eth() / IPv6(src=PEER6, dst=OUR6) / IPv6ExtHdrRouting(type=0, addresses=[PEER6])
     sent = sent / UDP(sport=1, dport=2)
     net.inject(sent)
@@ -324,10 +324,6 @@ def test_a_routing_header_type_0_gets_parameter_problem(net: Net) -> None:
 
 # --- tentative addresses (RFC 4862 §5.4) ------------------------------------------------
 def test_a_tentative_address_accepts_nothing_but_ndp(net: Net) -> None:
-    from shardnet.shards.net.model import AddressKind
-
-    from .harness import ip_bytes
-
     net.net.set_address_kind(1, ip_bytes(OUR6), AddressKind.TENTATIVE)
     net.inject(echo6())
     net.inject(udp6())
@@ -336,10 +332,6 @@ def test_a_tentative_address_accepts_nothing_but_ndp(net: Net) -> None:
 
 
 def test_a_tentative_address_is_never_a_source(net: Net) -> None:
-    from shardnet.shards.net.model import AddressKind
-
-    from .harness import ip_bytes
-
     net.net.set_address_kind(1, ip_bytes(OUR6), AddressKind.TENTATIVE)
     net.net.set_address_kind(1, ip_bytes(OUR4), AddressKind.TENTATIVE)
     assert net.stack.ipv6_source(1, ip_bytes(PEER6)) == ip_bytes(OUR_LL)
@@ -396,12 +388,24 @@ def test_reassembly_timeout_v6_sends_time_exceeded_code_1(net: Net) -> None:
     first = (
         IPv6(src=PEER6, dst=OUR6)
         / IPv6ExtHdrFragment(m=1, id=99, offset=0)
-        / bytes(UDP(sport=1, dport=2) / bytes(100))
+        / bytes(UDP(sport=1, dport=2) / bytes(96))
     )
     net.request("reassembly_expired", packet=bytes(first))  # the dispatcher's way in
     net.expect(
         ipv6(icmp6(ICMPv6TimeExceeded, code=1), quotes(first), mac=PEER_MAC, src=OUR6, dst=PEER6)
     )
+
+
+def test_reassembly_timeout_of_an_icmp_error_sends_nothing(net: Net) -> None:
+    error4 = IP(src=PEER4, dst=OUR4, flags="MF", id=9, proto=1) / bytes(ICMP(type=3) / bytes(96))
+    error6 = (
+        IPv6(src=PEER6, dst=OUR6)
+        / IPv6ExtHdrFragment(m=1, id=99, offset=0, nh=58)
+        / bytes(ICMPv6DestUnreach() / bytes(96))
+    )
+    net.stack.reassembly_expired(bytes(error4))
+    net.stack.reassembly_expired(bytes(error6))
+    net.expect_nothing()
 
 
 def test_reassembly_timeout_for_a_datagram_not_to_us_sends_nothing(net: Net) -> None:
