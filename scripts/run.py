@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import logging
 import sys
 
@@ -57,14 +58,22 @@ def config_from_args(ns: argparse.Namespace) -> StackConfig:
 def refuse_unbuilt(config: StackConfig) -> None:
     """Settings of the contract whose machinery is not built yet are refused
     rather than accepted and ignored."""
+    tcp_only = [s.app for s in config.serve if s.app in ("http", "chargen")]
     unbuilt = [
-        ("--serve", bool(config.serve), "built-in apps come with TCP and UDP"),
-        ("--app", config.app is not None, "applications come with TCP and UDP"),
-        ("--forwarding", config.forwarding, "forwarding comes with the network layer"),
+        ("--serve " + ",".join(tcp_only), bool(tcp_only), "TCP apps come with the TCP endpoint"),
+        ("--forwarding", config.forwarding, "forwarding between NICs is not built"),
     ]
     for flag, given, why in unbuilt:
         if given:
             raise ConfigError(f"{flag} is not supported yet ({why})")
+    if config.app is not None:
+        module = config.app.partition(":")[0]
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            raise ConfigError(f"--app: no module {module!r} (is it on PYTHONPATH?)")
 
 
 def main(ns: argparse.Namespace) -> int:

@@ -45,11 +45,15 @@ from shardnet.common.replica import TableOwner, TableReplica
 from shardnet.common.ring import Ring
 from shardnet.common.wire.ethernet import ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6
 
+from .api import ShardStack
+from .apps import UDP_APPS, load_app, serve_udp
 from .counters import ShardCounters
 from .ingress import Ingress
 from .net.control import ControlPlane
 from .net.stack import NetStack
 from .net.state import NetError, NetOwner, NetView
+from .transport.ports import PortManager
+from .transport.udp import UdpDemux, UdpHooks
 
 log = logging.getLogger("shardnet.shard")
 
@@ -66,6 +70,7 @@ class ShardRuntime:
         self.owner: TableOwner | None = None
         self.replica: TableReplica | None = None
         self.control: ControlPlane | None = None  # shard 0's network control plane
+        self._synced = asyncio.Event()  # the replica has loaded a snapshot
         self._stop = asyncio.Event()
         self._drain_s = 0.0
         self._tasks: list[asyncio.Task[Any]] = []
@@ -92,6 +97,7 @@ class ShardRuntime:
         self.ingress.register(ETHERTYPE_IPV6, self.stack.handle_ipv6)
         if self.control is not None:
             self.ingress.register(ETHERTYPE_ARP, self.control.handle_arp)
+        self._setup_transport()
 
         loop.add_reader(self.consumer.fileno(), self._on_doorbell)
         loop.add_reader(spec.lifeline.fd, self._on_lifeline)
@@ -109,6 +115,7 @@ class ShardRuntime:
         else:
             self._tasks.append(asyncio.create_task(self._sync_server_loop()))
             self._tasks.append(asyncio.create_task(self._beat_loop()))
+        await self._start_apps()
         await self.to_dispatcher.send(encode(Hello(self.index, os.getpid())))
         self._step()  # records may already be waiting
         await self._stop.wait()
@@ -136,6 +143,53 @@ class ShardRuntime:
         if not data:  # the dispatcher is gone: nobody to drain for
             log.warning("shard %d: dispatcher died, exiting", self.index)
             os._exit(1)
+
+    # --- transport and applications ----------------------------------------
+    def _setup_transport(self) -> None:
+        self.ports = PortManager()
+        self.udp = UdpDemux(self.ports, seed=random.getrandbits(32))
+        self.api = ShardStack(
+            shard=self.index,
+            nshards=self.spec.nshards,
+            net=self.stack,
+            udp=self.udp,
+            rng=random.Random(),
+        )
+        hooks = UdpHooks(self.udp)
+        self.stack.transport_v4[17] = hooks.datagram
+        self.stack.transport_v6[17] = hooks.datagram
+        self.stack.transport_v4[-1] = hooks.icmpv4_error
+        self.stack.transport_v6[-58] = hooks.icmpv6_error
+
+    async def _start_apps(self) -> None:
+        """Apps start once the shard knows its addresses and routes: at once
+        in shard 0, after the first snapshot elsewhere."""
+        if self.replica is not None:
+            try:
+                await asyncio.wait_for(self._synced.wait(), 10.0)
+            except TimeoutError:
+                log.error(
+                    "shard %d: no snapshot from shard 0 in 10 s; starting apps anyway", self.index
+                )
+        cfg = self.spec.config
+        self.app_tasks: list[asyncio.Task[Any]] = []
+        for serve in cfg.serve:
+            if serve.app in UDP_APPS:
+                await serve_udp(self.api, serve.app, serve.port)
+        if cfg.app:
+            main = load_app(cfg.app)
+            task = asyncio.create_task(main(self.api))
+            task.add_done_callback(self._app_done)
+            self.app_tasks.append(task)
+
+    def _app_done(self, task: asyncio.Task[Any]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error(
+                "shard %d: app %s failed",
+                self.index,
+                self.spec.config.app,
+                exc_info=task.exception(),
+            )
 
     # --- control ------------------------------------------------------------
     async def _control_loop(self) -> None:
@@ -265,6 +319,8 @@ class ShardRuntime:
     def _replica_changed(self, table: str | None) -> None:
         assert self.replica is not None
         self.view.load(self.replica.tables, table)
+        if table is None:
+            self._synced.set()
         if table in (None, "neigh"):
             self.stack.neighbours_changed()
 

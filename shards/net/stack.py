@@ -36,7 +36,7 @@ from shardnet.common.addr import (
     is_ipv6_multicast,
     is_unicast,
 )
-from shardnet.common.checksum import pseudo_header_v4, pseudo_header_v6
+from shardnet.common.checksum import checksum, pseudo_header_v4, pseudo_header_v6
 from shardnet.common.link_tx import FrameWriter
 from shardnet.common.wire.errors import MalformedPacket
 from shardnet.common.wire.ethernet import ETHERTYPE_IPV4, ETHERTYPE_IPV6, EthernetView
@@ -68,7 +68,6 @@ from shardnet.common.wire.icmpv6 import (
     Icmpv6View,
     build_echo_reply,
     build_icmpv6_error,
-    set_checksum,
 )
 from shardnet.common.wire.ipv4 import IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, Ipv4Header, Ipv4View
 from shardnet.common.wire.ipv6 import (
@@ -366,7 +365,7 @@ class NetStack:
                 src=None if multicast else ip.dst,
                 nic_id=nic,
                 traffic_class=ip.traffic_class,
-                checksum_icmpv6=True,
+                checksum_at=2,
             )
             self.count("icmpv6_echo_replies")
             return
@@ -430,7 +429,7 @@ class NetStack:
             return
         src = d.dst if d.dst in self.view.local else None
         body = build_icmpv6_error(type_, code, d.packet, src=bytes(16), dst=bytes(16), rest=rest)
-        self.send_ipv6(d.src, NH_ICMPV6, body, src=src, nic_id=d.nic, checksum_icmpv6=True)
+        self.send_ipv6(d.src, NH_ICMPV6, body, src=src, nic_id=d.nic, checksum_at=2)
         self.count(f"icmpv6_errors_sent/{type_}/{code}")
 
     def icmpv6_error_raw(
@@ -461,9 +460,12 @@ class NetStack:
         ttl: int = DEFAULT_TTL,
         tos: int = 0,
         df: bool = False,
+        checksum_at: int | None = None,
     ) -> bool:
         """Route, pick a source, build, fragment and send one datagram.
-        Returns False (and counts why) when it cannot be sent."""
+        ``checksum_at``: the offset of the transport checksum in
+        ``payload``, filled in once the source is chosen. Returns False (and
+        counts why) when it cannot be sent."""
         view = self.view
         if dst in view.local or dst in view.tentative:
             # CHECKLIST B13: never on the wire (and never ARP for ourselves);
@@ -474,10 +476,13 @@ class NetStack:
         broadcast = dst == IPV4_BROADCAST or is_ipv4_multicast(dst) or dst in view.broadcast
         if nic_id is None or needs_route(dst):
             route = view.routes.lookup(dst, nic=nic_id, usable=view.nic_enabled)
-            if route is None:
+            if route is None and dst == IPV4_BROADCAST and nic_id is None:
+                nic_id = self.link_nic  # limited broadcast with no route: the link (Linux)
+            elif route is None:
                 self.count("ipv4_no_route")
                 return False
-            nic_id = route.nic
+            else:
+                nic_id = route.nic
         nic = view.nics.get(nic_id)
         if nic is None or not nic.enabled:
             self.count("ipv4_nic_down")
@@ -503,6 +508,13 @@ class NetStack:
         packet = bytearray(total)
         header.emit(packet)
         packet[20:] = payload
+        if checksum_at is not None:
+            fill_checksum(
+                memoryview(packet)[20:],
+                checksum_at,
+                pseudo_header_v4(src, dst, proto, total - 20),
+                proto,
+            )
         mtu = min(nic.mtu, self.pmtu.mtu(self.clock(), dst, nic.mtu))
         if total <= mtu:
             self._to_link(nic, next_hop, ETHERTYPE_IPV4, bytes(packet), broadcast)
@@ -543,7 +555,7 @@ class NetStack:
         nic_id: int | None = None,
         hop_limit: int = DEFAULT_HOP_LIMIT,
         traffic_class: int = 0,
-        checksum_icmpv6: bool = False,
+        checksum_at: int | None = None,
     ) -> bool:
         view = self.view
         if dst in view.local or dst in view.tentative:
@@ -566,9 +578,10 @@ class NetStack:
                 self.count("ipv6_no_source")
                 return False
         body = bytearray(payload)
-        if checksum_icmpv6:
-            body[2:4] = b"\0\0"
-            set_checksum(body, 0, len(body), pseudo_header_v6(src, dst, NH_ICMPV6, len(body)))
+        if checksum_at is not None:
+            fill_checksum(
+                body, checksum_at, pseudo_header_v6(src, dst, next_header, len(body)), next_header
+            )
         next_hop = route.gateway if route is not None and route.gateway is not None else dst
         packet = bytearray(40 + len(body))
         Ipv6Header(src, dst, next_header, hop_limit, traffic_class, 0, len(body)).emit(packet)
@@ -754,6 +767,18 @@ class NetStack:
                 self.icmpv6_error(d, ICMPV6_DST_UNREACH, UNREACH_ADDRESS)
         except MalformedPacket:
             return
+
+
+def fill_checksum(body: bytearray | memoryview, at: int, pseudo: int, proto: int) -> None:
+    """Write the transport checksum at offset ``at`` of ``body`` (RFC 768,
+    RFC 9293 §3.1, RFC 4443 §2.3); a UDP checksum that computes to 0 is sent
+    as 0xFFFF (RFC 768)."""
+    body[at : at + 2] = b"\0\0"
+    value = checksum(body, pseudo)
+    if value == 0 and proto == IPPROTO_UDP:
+        value = 0xFFFF
+    body[at] = value >> 8
+    body[at + 1] = value & 0xFF
 
 
 class Resolver:

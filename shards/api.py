@@ -1,0 +1,271 @@
+"""What applications inside a shard program against (``shardnet.shards.api``).
+
+``async def main(stack)`` (``--app MODULE:CALLABLE``, run in every shard as
+gunicorn loads apps) gets a ``ShardStack``. Its UDP side mirrors asyncio:
+``create_datagram_endpoint(protocol_factory, local_addr, remote_addr, ...)``
+returns a real ``asyncio.DatagramTransport`` and the protocol, so any
+``asyncio.DatagramProtocol`` runs unchanged. TCP streams come with the TCP
+endpoint.
+
+Socket options are typed (``set_option(name, value)`` / ``get_option``) with
+Linux's names; an option that does not apply raises ``OSError(ENOPROTOOPT)``
+and one that must precede bind(2) raises ``OSError(EINVAL)`` afterwards
+(B11).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import random
+import socket
+from collections.abc import Callable
+from typing import Any
+
+from shardnet.common.addr import format_ip, is_ipv4_mapped, parse_ip
+
+from .net.stack import NetStack
+from .transport.udp import Datagram, UdpDemux, UdpOptions, UdpSocket, build_datagram
+
+# name -> (attribute of UdpOptions, type, settable after bind)
+UDP_OPTIONS: dict[str, tuple[str, type, bool]] = {
+    "IPV6_V6ONLY": ("v6only", bool, False),
+    "IP_RECVTOS": ("recv_tos", bool, True),
+    "IPV6_RECVTCLASS": ("recv_tos", bool, True),
+    "SO_BROADCAST": ("broadcast", bool, True),
+    "SO_REUSEADDR": ("reuse_addr", bool, False),
+    "SO_REUSEPORT": ("reuse_port", bool, False),
+    "SO_BINDTODEVICE": ("bind_nic", int, False),
+    "IP_TOS": ("tos", int, True),
+    "IPV6_TCLASS": ("tos", int, True),
+    "SO_RCVBUF": ("rcvbuf", int, True),
+}
+
+
+def _addr(host: str | None, family: int) -> bytes:
+    if host in (None, "", "0.0.0.0", "::"):
+        return bytes(4) if family == 4 else bytes(16)
+    try:
+        raw = parse_ip(str(host))
+    except ValueError:
+        raise OSError(
+            errno.EINVAL, f"not an IP address: {host!r} (no DNS inside shardnet)"
+        ) from None
+    if family == 6 and len(raw) == 4:
+        raise OSError(errno.EINVAL, "an IPv4 address on an IPv6 socket: use ::ffff:a.b.c.d")
+    return raw
+
+
+def _family_of(local: tuple[str, int] | None, remote: tuple[str, int] | None, family: int) -> int:
+    if family in (socket.AF_INET, socket.AF_INET6):
+        return 4 if family == socket.AF_INET else 6
+    for pair in (local, remote):
+        if pair is not None and pair[0] not in (None, ""):
+            return 6 if ":" in str(pair[0]) else 4
+    return 6  # unspecified: a dual-stack socket, as Python's getaddrinfo(None) prefers
+
+
+def sockaddr(addr: bytes, port: int) -> tuple[Any, ...]:
+    """An address as Python's socket module reports it."""
+    return (format_ip(addr), port) if len(addr) == 4 else (format_ip(addr), port, 0, 0)
+
+
+class UdpTransport(asyncio.DatagramTransport):
+    def __init__(
+        self, stack: ShardStack, sock: UdpSocket, protocol: asyncio.DatagramProtocol
+    ) -> None:
+        super().__init__()
+        self._stack = stack
+        self._sock = sock
+        self._protocol = protocol
+        self._closing = False
+        self.last_datagram: Datagram | None = None  # with its TOS when IP_RECVTOS is on (B2)
+        sock.on_datagram = self._received
+        sock.on_error = self._error
+
+    # --- asyncio.DatagramTransport --------------------------------------------------
+    def sendto(self, data: bytes | bytearray | memoryview, addr: Any = None) -> None:
+        if self._closing:
+            raise OSError(errno.EBADF, "transport is closing")
+        sock, stack = self._sock, self._stack
+        remote = sock.remote
+        if addr is None:
+            if remote is None:
+                raise ValueError("no address given and the transport is not connected")
+            dst, port = remote
+        else:
+            dst, port = _addr(addr[0], sock.family), int(addr[1])
+            if remote is not None and (dst, port) != remote:
+                raise ValueError(f"Invalid address: must be None or {sockaddr(*remote)}")
+        if sock.reservation is None:  # implicit bind, as sendto(2) does
+            stack.udp.bind(
+                sock, bytes(4) if sock.family == 4 else bytes(16), 0, **stack.port_args()
+            )
+        assert sock.reservation is not None
+        local = sock.reservation.local_addr
+        buf = build_datagram(sock.reservation.local_port, port, data)
+        net = stack.net
+        wildcard = local in (bytes(4), bytes(16))
+        if len(dst) == 16 and is_ipv4_mapped(dst):
+            if sock.options.v6only:
+                raise OSError(errno.ENETUNREACH, "IPv4 destination on a V6ONLY socket")
+            dst = dst[12:]
+            local = local[12:] if is_ipv4_mapped(local) else bytes(4)
+            wildcard = local == bytes(4)
+        src = None if wildcard else local
+        nic = sock.options.bind_nic or None
+        if len(dst) == 4:
+            if (
+                dst == b"\xff\xff\xff\xff" or dst in net.view.broadcast
+            ) and not sock.options.broadcast:
+                raise PermissionError(errno.EACCES, "broadcast needs SO_BROADCAST")
+            net.send_ipv4(dst, 17, buf, src=src, nic_id=nic, tos=sock.options.tos, checksum_at=6)
+        else:
+            net.send_ipv6(
+                dst, 17, buf, src=src, nic_id=nic, traffic_class=sock.options.tos, checksum_at=6
+            )
+
+    def close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        self._stack.udp.close(self._sock)
+        asyncio.get_running_loop().call_soon(self._protocol.connection_lost, None)
+
+    def abort(self) -> None:
+        self.close()
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        sock = self._sock
+        if name == "sockname" and sock.local is not None:
+            return sockaddr(*sock.local)
+        if name == "peername" and sock.remote is not None:
+            return sockaddr(*sock.remote)
+        if name == "shard":
+            return self._stack.shard
+        return default
+
+    def get_write_buffer_size(self) -> int:
+        return 0  # datagrams go out at once
+
+    # --- options ----------------------------------------------------------------------
+    def set_option(self, name: str, value: Any) -> None:
+        attr, kind, after_bind = _option(name, self._sock.family)
+        if not after_bind and self._sock.reservation is not None:
+            raise OSError(errno.EINVAL, f"{name} must be set before bind")
+        if name == "SO_BINDTODEVICE":
+            value = self._stack.nic_id(value)
+        setattr(self._sock.options, attr, kind(value))
+
+    def get_option(self, name: str) -> Any:
+        attr, _, _ = _option(name, self._sock.family)
+        return getattr(self._sock.options, attr)
+
+    # --- the demux's callbacks ------------------------------------------------------------
+    def _received(self, dgram: Datagram) -> None:
+        if self._closing:
+            return
+        self.last_datagram = dgram
+        self._protocol.datagram_received(dgram.data, sockaddr(*dgram.peer))
+
+    def _error(self, exc: OSError) -> None:
+        if not self._closing:
+            self._protocol.error_received(exc)
+
+
+def _option(name: str, family: int) -> tuple[str, type, bool]:
+    entry = UDP_OPTIONS.get(name)
+    if entry is None or (name.startswith("IPV6_") and family != 6):
+        raise OSError(errno.ENOPROTOOPT, f"option {name} does not apply to this socket")
+    return entry
+
+
+class ShardStack:
+    """The stack as one shard's applications see it."""
+
+    def __init__(
+        self, *, shard: int, nshards: int, net: NetStack, udp: UdpDemux, rng: random.Random
+    ) -> None:
+        self.shard = shard
+        self.nshards = nshards
+        self.net = net
+        self.udp = udp
+        self._rng = rng
+
+    def port_args(self) -> dict[str, int]:
+        """Where an ephemeral search starts (RFC 6056 §3.3.3: not predictable)."""
+        return {
+            "shard": self.shard,
+            "nshards": self.nshards,
+            "start": self._rng.randrange(1, 65536),
+        }
+
+    def nic_id(self, value: int | str) -> int:
+        """SO_BINDTODEVICE by NIC id or name; 0 unbinds; ENODEV if unknown (B8)."""
+        if value in (0, "", None):
+            return 0
+        view = self.net.view
+        nic = view.nic_by_name.get(value) if isinstance(value, str) else view.nics.get(int(value))
+        if nic is None:
+            raise OSError(errno.ENODEV, f"no such NIC: {value}")
+        return nic.id
+
+    async def create_datagram_endpoint(
+        self,
+        protocol_factory: Callable[[], asyncio.DatagramProtocol],
+        local_addr: tuple[str, int] | None = None,
+        remote_addr: tuple[str, int] | None = None,
+        *,
+        family: int = 0,
+        reuse_port: bool | None = None,
+        allow_broadcast: bool | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> tuple[UdpTransport, asyncio.DatagramProtocol]:
+        """asyncio's ``loop.create_datagram_endpoint`` over shardnet's UDP.
+        ``options`` are set before bind (e.g. ``{"IPV6_V6ONLY": True}``)."""
+        fam = _family_of(local_addr, remote_addr, family)
+        sock = UdpSocket(fam, UdpOptions())
+        protocol = protocol_factory()
+        transport = UdpTransport(self, sock, protocol)
+        if reuse_port:
+            transport.set_option("SO_REUSEPORT", True)
+        if allow_broadcast:
+            transport.set_option("SO_BROADCAST", True)
+        for name, value in (options or {}).items():
+            transport.set_option(name, value)
+        try:
+            if local_addr is not None:
+                self.udp.bind(
+                    sock, _addr(local_addr[0], fam), int(local_addr[1]), **self.port_args()
+                )
+            if remote_addr is not None:
+                self._connect(sock, _addr(remote_addr[0], fam), int(remote_addr[1]))
+        except OSError:
+            self.udp.close(sock)
+            raise
+        protocol.connection_made(transport)
+        return transport, protocol
+
+    def _connect(self, sock: UdpSocket, remote: bytes, port: int) -> None:
+        """The local address a connected socket uses is fixed now, from the
+        route and source selection, so the flow hashes to this shard."""
+        wire_remote = remote[12:] if is_ipv4_mapped(remote) else remote
+        if len(wire_remote) == 4 and sock.family == 6 and sock.options.v6only:
+            raise OSError(errno.EHOSTUNREACH, "IPv4 peer on a V6ONLY socket")  # B4
+        bound = sock.reservation.local_addr if sock.reservation is not None else None
+        local = bound if bound not in (None, bytes(4), bytes(16)) else None
+        if local is None:
+            route = self.net.view.routes.lookup(wire_remote)
+            if route is None:
+                raise OSError(errno.ENETUNREACH, "network is unreachable")
+            if len(wire_remote) == 4:
+                src = self.net.ipv4_source(route.nic, route.gateway or wire_remote)
+            else:
+                src = self.net.ipv6_source(route.nic, wire_remote)
+            if src is None:
+                raise OSError(errno.EADDRNOTAVAIL, "no source address for that destination")
+            local = src if sock.family == 4 or len(src) == 16 else bytes(10) + b"\xff\xff" + src
+        self.udp.connect(sock, local, remote, port, **self.port_args())

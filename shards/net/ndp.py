@@ -1,0 +1,1595 @@
+"""IPv6 Neighbor Discovery for one NIC, sans-I/O: DAD, router solicitation,
+router and prefix discovery, SLAAC, RA parameters, RDNSS/DNSSL, MLDv2
+reports, and the NUD transitions (CHECKLIST B6, B10, B14, B16-B22, B25,
+B27, B28, B33, B34, the NDPDispatcher section, §C 2, 4-10).
+
+``NdpMachine`` takes inputs (``start``, ``add_address``, ``handle_ndp`` or
+``handle_ns``/``handle_na``/``handle_ra``, ``handle_mld_query``,
+``set_forwarding``, ``handle_timeout``, ``stop``...) and returns a list of
+actions for the caller to apply in order: frames to send (``SendNdp``,
+``SendMld``), changes to the NIC's addresses, routes and parameters
+(``AddAddress``, ``SetAddressKind``, ``RemoveAddress``, ``AddRoute``,
+``RemoveRoute``, ``SetNicParam``, ``UpdateNeighbour``, ``RouterUnreachable``)
+and events (records with a ``type`` string, ``event_to_dict`` for JSON). The
+machine never touches the route table or the address table itself (B19:
+out-of-line updates, nothing called under anyone's lock).
+
+Implements:
+  * RFC 4862 §5.4 DAD for every unicast address (static ones included) with
+    ``dup_addr_detect_transmits`` NS every RetransTimer (per NIC, B33), a
+    random delay of up to ``max_dad_delay_s`` before the first NS (§5.4.2,
+    §C 8; Linux delays every DAD by up to rtr_solicit_delay, so do we), NS
+    from :: to the solicited-node group with no SLLA (B34), optional RFC 7527
+    nonce (looped-back probes are not duplicates). A duplicate during DAD is
+    an NS from :: for the tentative target or any NA for it (§5.4.3, §5.4.4);
+    an NS for it from a unicast source is ignored (no NA). DAD off: the
+    address is usable at once and a ``dad_result`` still reported (§C 8).
+    An NA for one of our usable addresses is reported (``duplicate_address``,
+    §5.4.4 "log a system management error", §C 9).
+  * RFC 7217 opaque IIDs by default (RFC 8064; B16, B17) with the NIC name
+    through the name function, DAD_Counter regeneration after a DAD failure,
+    up to ``IDGEN_RETRIES`` (§6, §C 2); modified EUI-64 when configured (B20).
+    Link-local generation at start (B0) unless loopback (B15).
+  * RFC 4861 §6.3.7 router solicitation: up to 3, 4 s apart, after a random
+    delay of up to 1 s; from a usable link-local address with SLLA, else from
+    :: without; stops at the first valid RA with a non-zero Router Lifetime.
+  * RFC 4861 §6.3.4 RA processing in the NDPDispatcher order: M/O flags (B6,
+    transitions only) → router lifetime (B27, limit 10) → CurHopLimit,
+    ReachableTime (random factor 0.5-1.5), RetransTimer (§C 5) → options in
+    wire order: SLLA (neighbour cache, IsRouter), MTU (1280..link MTU), RDNSS
+    and DNSSL (RFC 8106, B21, §C 10: events), Prefix Information (link-local
+    and /0 skipped; L: on-link prefix discovery, B25, limit 10; A: SLAAC).
+  * RFC 4862 §5.5.3 SLAAC for /64 prefixes: PL > VL ignored (c), the two-hour
+    rule (e) with a configurable 2 h, deprecation after the preferred lifetime
+    and un-deprecation on refresh (B14, §5.5.4), invalidation after the valid
+    lifetime, 0xffffffff infinite (configurable, as gVisor's tests patch it).
+    An address equal to a static one is not created (B22). The SLAAC prefix
+    is not made on-link by the address (RFC 5942): ``AddAddress.connected_route``
+    is False for SLAAC addresses, the L flag adds the prefix route.
+  * B18: forwarding on invalidates discovered routers, prefixes and SLAAC
+    addresses (with events) and RAs are then ignored; off restarts RS.
+  * RFC 3810 MLDv2: a state-change report (CHANGE_TO_EXCLUDE {} / TO_INCLUDE
+    {}) on join/leave of a solicited-node group, sent [Robustness Variable]
+    times at random intervals within the Unsolicited Report Interval (§6.1);
+    current-state reports answer queries after a random delay within the
+    Maximum Response Delay (§6.2). ff02::1 is never reported (§6).
+  * B10: every timer is a ``timers.Timer``: one stopped by related work never
+    runs afterwards, even if it was due in the same ``handle_timeout`` turn.
+  * RFC 4861 §7.3 NUD: the INCOMPLETE/REACHABLE/STALE/DELAY/PROBE transitions
+    as functions on a neighbour entry (``nud_*``), with ``NudMachine`` as a
+    reference driver; see its docstring for how they plug into
+    ``neighbour.NeighbourTable``.
+
+Left out: sending RAs (router mode only stops host processing), Redirect
+processing, RFC 4191 route information / router preference, temporary
+addresses (RFC 8981), MLDv1 compatibility mode (v1 queries are ignored),
+optimistic DAD (RFC 4429), disabling IPv6 after a duplicate EUI-64
+link-local (RFC 4862 §5.4.5 SHOULD), the integrator's veto of discovered
+routers/prefixes/addresses (gVisor's ``bool`` returns): everything within the
+limits is remembered.
+"""
+
+from __future__ import annotations
+
+import enum
+import errno
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from typing import Any, TypeAlias
+
+from shardnet.common.addr import (
+    IPV6_ANY,
+    format_ip,
+    is_ipv6_link_local,
+    is_ipv6_multicast,
+    is_unicast,
+)
+from shardnet.common.wire.errors import Drop, MalformedPacket
+from shardnet.common.wire.ipv6 import ALL_NODES, ALL_ROUTERS, solicited_node_multicast
+from shardnet.common.wire.mld import (
+    DEFAULT_ROBUSTNESS,
+    MLDV2_ALL_ROUTERS,
+    UNSOLICITED_REPORT_INTERVAL_S,
+    MldQuery,
+    MldRecordType,
+    MldReport,
+    MulticastAddressRecord,
+)
+from shardnet.common.wire.ndp import (
+    NDP_HOP_LIMIT,
+    NDP_INFINITE_LIFETIME,
+    DnsSearchList,
+    Mtu,
+    NdpMessage,
+    NdpView,
+    NeighborAdvertisement,
+    NeighborSolicitation,
+    Nonce,
+    PrefixInformation,
+    RecursiveDns,
+    RouterAdvertisement,
+    RouterSolicitation,
+    SourceLinkLayer,
+    TargetLinkLayer,
+    validate_addresses,
+    validate_ra_source,
+)
+
+from .iid import IDGEN_RETRIES, eui64_address, is_valid_unicast_mac, stable_address
+from .model import AddressKind, network_of
+from .neighbour import NudState
+from .route import Route
+from .state import NetError
+from .timers import Timer, TimerQueue
+
+# --------------------------------------------------------------------------- constants
+
+DUP_ADDR_DETECT_TRANSMITS = 1  # RFC 4862 §5.1
+RETRANS_TIMER_S = 1.0  # RFC 4861 §10 RETRANS_TIMER 1000 ms
+MIN_RETRANS_TIMER_S = 0.001  # gVisor minimumRetransmitTimer (B33): below -> default
+MAX_RTR_SOLICITATION_DELAY_S = 1.0  # RFC 4861 §10
+RTR_SOLICITATION_INTERVAL_S = 4.0  # RFC 4861 §10
+MIN_RTR_SOLICITATION_INTERVAL_S = 0.5  # gVisor minimumRtrSolicitationInterval
+MAX_RTR_SOLICITATIONS = 3  # RFC 4861 §10
+MAX_DISCOVERED_ROUTERS = 10  # gVisor MaxDiscoveredDefaultRouters (RFC 4861 §6.3.4: >= 2)
+MAX_DISCOVERED_PREFIXES = 10  # gVisor MaxDiscoveredOnLinkPrefixes
+MAX_AUTOGEN_ADDRESSES = 16  # own cap: SLAAC prefixes with an address (hostile RAs)
+SLAAC_PREFIX_LEN = 64  # gVisor validPrefixLenForAutoGen; RFC 4862 §5.5.3 d, RFC 4291 §2.5.1
+MIN_VALID_LIFETIME_FOR_UPDATE_S = 7200.0  # RFC 4862 §5.5.3 e: 2 hours
+RA_ROUTE_METRIC = 1024  # Linux's metric for RA routes (static routes: 0)
+IPV6_MIN_MTU = 1280  # RFC 8200 §5
+MAX_REACHABLE_TIME_MS = 3_600_000  # RFC 4861 §6.2.1: a router never advertises more
+REACHABLE_TIME_S = 30.0  # RFC 4861 §10 REACHABLE_TIME 30 000 ms
+MIN_RANDOM_FACTOR = 0.5  # RFC 4861 §10
+MAX_RANDOM_FACTOR = 1.5  # RFC 4861 §10
+DELAY_FIRST_PROBE_TIME_S = 5.0  # RFC 4861 §10
+MAX_UNICAST_SOLICIT = 3  # RFC 4861 §10
+MAX_MULTICAST_SOLICIT = 3  # RFC 4861 §10
+DAD_NONCE_BYTES = 6  # RFC 7527 §4.1 (6 + 8k)
+
+_LAYER = "ndp"
+
+
+class IidMode(enum.Enum):
+    """How interface identifiers are formed (B17, B20)."""
+
+    OPAQUE = "opaque"  # RFC 7217, the default (RFC 8064)
+    EUI64 = "eui64"  # RFC 4291 App. A modified EUI-64 from the MAC
+
+
+class Dhcpv6Configuration(enum.Enum):
+    """gVisor ``DHCPv6ConfigurationFromNDPRA`` (B6)."""
+
+    NONE = "none"  # neither M nor O
+    MANAGED = "managed"  # M: addresses (and other configuration) via DHCPv6
+    OTHER = "other"  # O only: other configuration via DHCPv6
+
+
+@dataclass(frozen=True, slots=True)
+class NdpConfig:
+    """Per-NIC NDP configuration (B33). Defaults are gVisor's
+    ``DefaultNDPConfigurations()`` plus the later additions."""
+
+    dup_addr_detect_transmits: int = DUP_ADDR_DETECT_TRANSMITS
+    retrans_timer_s: float = RETRANS_TIMER_S
+    max_dad_delay_s: float = MAX_RTR_SOLICITATION_DELAY_S  # RFC 4862 §5.4.2
+    enhanced_dad: bool = False  # RFC 7527 nonce in DAD NS (Linux: on; gVisor: off)
+    handle_ras: bool = True
+    discover_default_routers: bool = True
+    discover_on_link_prefixes: bool = True
+    auto_gen_global_addresses: bool = True
+    auto_gen_link_local: bool = True
+    iid_mode: IidMode = IidMode.OPAQUE
+    max_rtr_solicitations: int = MAX_RTR_SOLICITATIONS
+    rtr_solicitation_interval_s: float = RTR_SOLICITATION_INTERVAL_S
+    max_rtr_solicitation_delay_s: float = MAX_RTR_SOLICITATION_DELAY_S
+    max_routers: int = MAX_DISCOVERED_ROUTERS
+    max_prefixes: int = MAX_DISCOVERED_PREFIXES
+    max_autogen_addresses: int = MAX_AUTOGEN_ADDRESSES
+    min_valid_lifetime_for_update_s: float = MIN_VALID_LIFETIME_FOR_UPDATE_S
+    infinite_lifetime_s: int = NDP_INFINITE_LIFETIME  # lifetimes >= this never expire
+    ra_route_metric: int = RA_ROUTE_METRIC
+    mld_robustness: int = DEFAULT_ROBUSTNESS  # RFC 3810 §9.1
+    mld_unsolicited_report_interval_s: float = UNSOLICITED_REPORT_INTERVAL_S  # §9.11
+
+    def __post_init__(self) -> None:
+        if self.dup_addr_detect_transmits < 0 or self.max_rtr_solicitations < 0:
+            raise ValueError("dup_addr_detect_transmits and max_rtr_solicitations must be >= 0")
+        if self.max_routers < 0 or self.max_prefixes < 0 or self.max_autogen_addresses < 0:
+            raise ValueError("limits must be >= 0")
+        if self.mld_robustness < 1:
+            raise ValueError("mld_robustness must be >= 1")
+        if self.max_dad_delay_s < 0 or self.max_rtr_solicitation_delay_s < 0:
+            raise ValueError("delays must be >= 0")
+        # B33 validate(): a RetransTimer under 1 ms means the default.
+        if self.retrans_timer_s < MIN_RETRANS_TIMER_S:
+            object.__setattr__(self, "retrans_timer_s", RETRANS_TIMER_S)
+        if self.rtr_solicitation_interval_s < MIN_RTR_SOLICITATION_INTERVAL_S:
+            object.__setattr__(self, "rtr_solicitation_interval_s", RTR_SOLICITATION_INTERVAL_S)
+
+
+# --------------------------------------------------------------------------- actions
+
+
+@dataclass(frozen=True, slots=True)
+class SendNdp:
+    """Send ``message`` from ``src`` to ``dst`` with Hop Limit 255 (the caller
+    checksums it: ``message.to_bytes(src, dst)``; multicast ``dst`` maps to
+    33:33:xx, RFC 2464 §7)."""
+
+    dst: bytes
+    message: NdpMessage
+    src: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SendMld:
+    """Send ``report`` from ``src`` to ff02::16 with Hop Limit 1 and a
+    Hop-by-Hop Router Alert (value 0) (RFC 3810 §5, RFC 2711)."""
+
+    report: MldReport
+    src: bytes
+    dst: bytes = MLDV2_ALL_ROUTERS
+
+
+@dataclass(frozen=True, slots=True)
+class AddAddress:
+    """Add ``addr``/``prefix_len`` to the NIC (``NetOwner.add_address``).
+    Lifetimes in seconds from now, None: infinite (for display)."""
+
+    addr: bytes
+    prefix_len: int
+    kind: AddressKind
+    origin: str  # "static", "linklocal", "slaac"
+    connected_route: bool = True
+    valid_lifetime_s: float | None = None
+    preferred_lifetime_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SetAddressKind:
+    addr: bytes
+    kind: AddressKind
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveAddress:
+    addr: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class AddRoute:
+    route: Route
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveRoute:
+    route: Route
+
+
+@dataclass(frozen=True, slots=True)
+class SetNicParam:
+    """A host variable learnt from an RA (RFC 4861 §6.3.2, §6.3.4): ``name``
+    is "cur_hop_limit" (int), "base_reachable_time" / "reachable_time" /
+    "retrans_timer" (seconds) or "mtu" (bytes)."""
+
+    name: str
+    value: int | float
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateNeighbour:
+    """An RA's SLLA (RFC 4861 §6.3.4): record ``mac`` for ``ip`` (creating the
+    entry, STALE if new or changed) and set its IsRouter flag."""
+
+    ip: bytes
+    mac: bytes
+    is_router: bool = True
+
+
+# --------------------------------------------------------------------------- events
+
+
+@dataclass(frozen=True, slots=True)
+class DadResult:
+    """gVisor ``OnDuplicateAddressDetectionStatus`` (B34). ``reason`` when not
+    resolved: "duplicate", "removed" (by the user or a lifetime) or "stopped"
+    (NIC disabled)."""
+
+    nic: int
+    addr: bytes
+    resolved: bool
+    reason: str = ""
+    type: str = field(default="dad_result", init=False)
+
+
+@dataclass(frozen=True, slots=True)
+class RouterDiscovered:
+    nic: int
+    addr: bytes
+    lifetime_s: int
+    type: str = field(default="router_discovered", init=False)
+
+
+@dataclass(frozen=True, slots=True)
+class RouterInvalidated:
+    nic: int
+    addr: bytes
+    type: str = field(default="router_invalidated", init=False)
+
+
+@dataclass(frozen=True, slots=True)
+class PrefixDiscovered:
+    nic: int
+    prefix: bytes
+    prefix_len: int
+    valid_lifetime_s: int
+    type: str = field(default="prefix_discovered", init=False)
+
+
+@dataclass(frozen=True, slots=True)
+class PrefixInvalidated:
+    nic: int
+    prefix: bytes
+    prefix_len: int
+    type: str = field(default="prefix_invalidated", init=False)
+
+
+@dataclass(frozen=True, slots=True)
+class AddressAutogenerated:
+    nic: int
+    addr: bytes
+    prefix_len: int
+    origin: str  # "slaac" or "linklocal"
+    type: str = field(default="address_autogenerated", init=False)
+
+
+@dataclass(frozen=True, slots=True)
+class AddressDeprecated:
+    nic: int
+    addr: bytes
+    prefix_len: int
+    type: str = field(default="address_deprecated", init=False)
+
+
+@dataclass(frozen=True, slots=True)
+class AddressInvalidated:
+    nic: int
+    addr: bytes
+    prefix_len: int
+    type: str = field(default="address_invalidated", init=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Rdnss:
+    """RFC 8106 RDNSS option, every time it is received (B21); lifetime 0:
+    stop using these servers."""
+
+    nic: int
+    servers: tuple[bytes, ...]
+    lifetime_s: int
+    type: str = field(default="rdnss", init=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Dnssl:
+    nic: int
+    domains: tuple[str, ...]
+    lifetime_s: int
+    type: str = field(default="dnssl", init=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Dhcpv6Event:
+    """The RA M/O flags changed (B6)."""
+
+    nic: int
+    configuration: Dhcpv6Configuration
+    type: str = field(default="dhcpv6_configuration", init=False)
+
+
+@dataclass(frozen=True, slots=True)
+class DuplicateAddress:
+    """An NA from another node claims one of our usable addresses (RFC 4862
+    §5.4.4, outside DAD: §C 9)."""
+
+    nic: int
+    addr: bytes
+    mac: bytes | None
+    type: str = field(default="duplicate_address", init=False)
+
+
+@dataclass(frozen=True, slots=True)
+class NudStateChanged:
+    nic: int
+    addr: bytes
+    old: NudState | None
+    new: NudState
+    type: str = field(default="nud_state", init=False)
+
+
+NdpEvent: TypeAlias = (
+    DadResult
+    | RouterDiscovered
+    | RouterInvalidated
+    | PrefixDiscovered
+    | PrefixInvalidated
+    | AddressAutogenerated
+    | AddressDeprecated
+    | AddressInvalidated
+    | Rdnss
+    | Dnssl
+    | Dhcpv6Event
+    | DuplicateAddress
+    | NudStateChanged
+)
+NdpAction: TypeAlias = (
+    SendNdp
+    | SendMld
+    | AddAddress
+    | SetAddressKind
+    | RemoveAddress
+    | AddRoute
+    | RemoveRoute
+    | SetNicParam
+    | UpdateNeighbour
+    | NdpEvent
+)
+EVENT_TYPES = (
+    DadResult,
+    RouterDiscovered,
+    RouterInvalidated,
+    PrefixDiscovered,
+    PrefixInvalidated,
+    AddressAutogenerated,
+    AddressDeprecated,
+    AddressInvalidated,
+    Rdnss,
+    Dnssl,
+    Dhcpv6Event,
+    DuplicateAddress,
+    NudStateChanged,
+)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return format_ip(value) if len(value) in (4, 16) else ":".join(f"{b:02x}" for b in value)
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def event_to_dict(event: NdpEvent) -> dict[str, Any]:
+    """One JSON object for ``shardnet ctl events``: addresses as text, enums
+    as their values, ``type`` first."""
+    out: dict[str, Any] = {"type": event.type}
+    for f in fields(event):
+        if f.name != "type":
+            out[f.name] = _jsonable(getattr(event, f.name))
+    return out
+
+
+# --------------------------------------------------------------------------- state
+
+
+@dataclass(slots=True, eq=False)
+class _Addr:
+    addr: bytes
+    prefix_len: int
+    origin: str  # "static", "linklocal", "slaac"
+    kind: AddressKind
+    dad_timer: Timer
+    dad_left: int = 0  # DAD NS still to send
+    nonce: bytes | None = None
+    dad_counter: int = 0  # RFC 7217 DAD_Counter of an opaque address
+    retries: int = 0  # regenerations after DAD failures so far
+    slaac: _Slaac | None = None
+
+    @property
+    def tentative(self) -> bool:
+        return self.kind is AddressKind.TENTATIVE
+
+
+@dataclass(slots=True, eq=False)
+class _Slaac:
+    """SLAAC state of one /64 prefix (RFC 4862 §5.5.3): the lifetimes and
+    the generated address (None after DAD failed for good)."""
+
+    prefix: bytes
+    valid_timer: Timer
+    deprecation_timer: Timer
+    addr: _Addr | None = None
+    deprecated: bool = False
+
+
+@dataclass(slots=True, eq=False)
+class _Router:
+    addr: bytes
+    route: Route
+    timer: Timer
+
+
+@dataclass(slots=True, eq=False)
+class _Prefix:
+    prefix: bytes
+    prefix_len: int
+    route: Route
+    timer: Timer
+
+
+@dataclass(slots=True)
+class NdpStats:
+    ras: int = 0  # accepted and processed
+    ras_ignored: int = 0  # not processing RAs (forwarding, handle_ras off, stopped)
+    routers_over_limit: int = 0
+    prefixes_over_limit: int = 0
+    autogen_over_limit: int = 0
+    dad_failures: int = 0
+    dad_regenerations: int = 0
+    looped_back_ns: int = 0  # our own DAD NS (RFC 7527 nonce)
+    ns_sent: int = 0
+    rs_sent: int = 0
+    mld_reports: int = 0
+
+
+# --------------------------------------------------------------------------- the machine
+
+
+class NdpMachine:
+    """NDP for one NIC; see the module docstring. Every input returns the
+    actions to apply, in order. ``rng`` draws the random delays (and nonces);
+    ``secret_key`` is the stack's RFC 7217 key (>= 16 bytes recommended);
+    ``name_fn(nic_id, nic_name)`` gives the Net_Iface of RFC 7217 (B16;
+    default: the NIC name)."""
+
+    def __init__(
+        self,
+        nic_id: int,
+        nic_name: str,
+        mac: bytes,
+        rng: random.Random,
+        config: NdpConfig | None = None,
+        *,
+        secret_key: bytes = b"",
+        name_fn: Callable[[int, str], str] | None = None,
+        link_mtu: int = 1500,
+        loopback: bool = False,
+        forwarding: bool = False,
+    ) -> None:
+        self.nic = nic_id
+        self.nic_name = nic_name
+        self.mac = mac
+        self.rng = rng
+        self.config = config if config is not None else NdpConfig()
+        self.secret_key = secret_key
+        self.name_fn = name_fn
+        self.link_mtu = link_mtu
+        self.loopback = loopback
+        self.forwarding = forwarding
+        self.running = False
+        self.stats = NdpStats()
+        self._timers = TimerQueue()
+        self._out: list[NdpAction] = []
+        self._addrs: dict[bytes, _Addr] = {}
+        self._slaac: dict[bytes, _Slaac] = {}
+        self._routers: dict[bytes, _Router] = {}
+        self._prefixes: dict[tuple[bytes, int], _Prefix] = {}
+        self._groups: dict[bytes, int] = {}  # joined groups (never ff02::1) -> users
+        # RFC 4861 §6.3.2 host variables learnt from RAs.
+        self.retrans_timer_s = self.config.retrans_timer_s
+        self.cur_hop_limit = 0  # 0: not learnt
+        self.base_reachable_time_s = REACHABLE_TIME_S
+        self.reachable_time_s = REACHABLE_TIME_S
+        self.mtu = link_mtu
+        self.dhcpv6 = Dhcpv6Configuration.NONE
+        # RS
+        self._rs_timer = self._timers.timer(self._rs_tick)
+        self._rs_left = 0
+        # MLD: state-change records still to (re)send, and a pending query answer.
+        self._mld_pending: dict[bytes, list[int]] = {}  # group -> [record type, sends left]
+        self._mld_timer = self._timers.timer(self._mld_tick)
+        self._query_timer = self._timers.timer(self._query_tick)
+        self._query_groups: set[bytes] | None = None  # None: general query
+
+    # --- configuration ------------------------------------------------------------
+    def set_config(self, config: NdpConfig) -> None:
+        """B33: replace this NIC's configuration; running DADs keep their
+        count, new ones use the new values."""
+        if self.retrans_timer_s == self.config.retrans_timer_s:
+            self.retrans_timer_s = config.retrans_timer_s  # not overridden by an RA
+        self.config = config
+
+    @property
+    def is_router(self) -> bool:
+        """For the NA Router flag (RFC 4861 §7.2.4)."""
+        return self.forwarding
+
+    # --- introspection ----------------------------------------------------------------
+    def addresses(self) -> dict[bytes, AddressKind]:
+        return {a.addr: a.kind for a in self._addrs.values()}
+
+    def routers(self) -> list[bytes]:
+        return list(self._routers)
+
+    def prefixes(self) -> list[tuple[bytes, int]]:
+        return list(self._prefixes)
+
+    def groups(self) -> list[bytes]:
+        return list(self._groups)
+
+    def is_tentative(self, addr: bytes) -> bool:
+        a = self._addrs.get(addr)
+        return a is not None and a.tentative
+
+    # --- timers ---------------------------------------------------------------------------
+    def next_deadline(self) -> float | None:
+        return self._timers.next_deadline()
+
+    def handle_timeout(self, now: float) -> list[NdpAction]:
+        self._timers.run_due(now)
+        return self._flush()
+
+    def _flush(self) -> list[NdpAction]:
+        out = self._out
+        if out:
+            self._out = []
+        return out
+
+    def _emit(self, action: NdpAction) -> None:
+        self._out.append(action)
+
+    def _arm(self, timer: Timer, now: float, lifetime: int) -> None:
+        """Arm a lifetime timer, or stop it for an infinite lifetime."""
+        if lifetime >= self.config.infinite_lifetime_s:
+            timer.stop()
+        else:
+            timer.reset(now + lifetime)
+
+    def _lifetime(self, lifetime: int) -> float | None:
+        return None if lifetime >= self.config.infinite_lifetime_s else float(lifetime)
+
+    # --- start / stop -------------------------------------------------------------------
+    def start(self, now: float) -> list[NdpAction]:
+        """The NIC is enabled: announce our groups, run DAD on every address
+        (RFC 4862 §5.4, §C 8), generate the link-local address, solicit
+        routers. ff02::1 is joined implicitly and never reported."""
+        if self.running:
+            return []
+        self.running = True
+        for group in self._groups:
+            self._mld_state_change(now, group, MldRecordType.CHANGE_TO_EXCLUDE_MODE)
+        for a in list(self._addrs.values()):
+            self._start_dad(now, a)
+        if (
+            self.config.auto_gen_link_local
+            and not self.loopback
+            and not any(a.origin == "linklocal" for a in self._addrs.values())
+        ):
+            self._add_link_local(now, 0, 0)
+        if not self.forwarding:
+            self._start_rs(now)
+        return self._flush()
+
+    def stop(self, now: float) -> list[NdpAction]:
+        """The NIC is disabled: discovered routers, prefixes and SLAAC
+        addresses are invalidated (with events), the auto-generated
+        link-local address removed, DAD stopped; other addresses stay and go
+        through DAD again at ``start``. Nothing is sent."""
+        if not self.running:
+            return []
+        self.running = False  # first: no MLD report for the groups left
+        self._rs_timer.stop()
+        self._mld_timer.stop()
+        self._mld_pending.clear()
+        self._query_timer.stop()
+        self._cleanup_host_state(now)
+        for a in list(self._addrs.values()):
+            if a.origin == "linklocal":
+                self._remove(now, a, "stopped")
+            elif a.dad_timer.armed:
+                a.dad_timer.stop()
+                self._emit(DadResult(self.nic, a.addr, False, "stopped"))
+        return self._flush()
+
+    # --- addresses ----------------------------------------------------------------------
+    def add_address(
+        self, now: float, addr: bytes, prefix_len: int, origin: str = "static"
+    ) -> list[NdpAction]:
+        """Add an IPv6 unicast address, tentative until DAD succeeds (RFC 4862
+        §5.4). Raises ``NetError`` for a bad or duplicate address."""
+        if len(addr) != 16 or not is_unicast(addr) or not 0 <= prefix_len <= 128:
+            raise NetError(errno.EINVAL, f"bad IPv6 address {format_ip(addr)}/{prefix_len}")
+        if addr in self._addrs:
+            raise NetError(errno.EEXIST, f"{format_ip(addr)} is already on {self.nic_name}")
+        self._add(now, addr, prefix_len, origin, connected_route=True)
+        return self._flush()
+
+    def remove_address(self, now: float, addr: bytes) -> list[NdpAction]:
+        """The user removes ``addr``: DAD stops (``dad_result`` false when it
+        was tentative, B34), a SLAAC address is invalidated with its event
+        (B22); the actions include ``RemoveAddress``. Unknown: no actions."""
+        a = self._addrs.get(addr)
+        if a is None:
+            return []
+        s = a.slaac
+        if s is not None:
+            self._drop_slaac(now, s)
+        else:
+            self._remove(now, a, "removed")
+        return self._flush()
+
+    def _add(
+        self,
+        now: float,
+        addr: bytes,
+        prefix_len: int,
+        origin: str,
+        *,
+        connected_route: bool,
+        valid: float | None = None,
+        preferred: float | None = None,
+        slaac: _Slaac | None = None,
+        dad_counter: int = 0,
+        retries: int = 0,
+    ) -> _Addr:
+        timer = self._timers.timer(lambda t: self._dad_fire(t, addr))
+        a = _Addr(addr, prefix_len, origin, AddressKind.TENTATIVE, timer, 0, None, dad_counter)
+        a.retries, a.slaac = retries, slaac
+        self._addrs[addr] = a
+        immediate = self.running and self.config.dup_addr_detect_transmits == 0
+        if immediate:
+            a.kind = self._usable_kind(a)
+        self._emit(AddAddress(addr, prefix_len, a.kind, origin, connected_route, valid, preferred))
+        if origin != "static":
+            self._emit(AddressAutogenerated(self.nic, addr, prefix_len, origin))
+        # RFC 4862 §5.4.2: join the solicited-node group before the first NS.
+        self._join(now, solicited_node_multicast(addr))
+        if immediate:
+            self._emit(DadResult(self.nic, addr, True))
+        elif self.running:
+            self._start_dad(now, a)
+        return a
+
+    def _remove(self, now: float, a: _Addr, reason: str) -> None:
+        """Take ``a`` off the NIC (with a DAD event if DAD was running)."""
+        if self._addrs.get(a.addr) is not a:
+            return
+        del self._addrs[a.addr]
+        if a.dad_timer.armed:  # DAD running (between NS, or before the first)
+            a.dad_timer.stop()
+            self._emit(DadResult(self.nic, a.addr, False, reason))
+        self._emit(RemoveAddress(a.addr))
+        self._leave(now, solicited_node_multicast(a.addr))
+
+    def _usable_kind(self, a: _Addr) -> AddressKind:
+        s = a.slaac
+        return AddressKind.DEPRECATED if s is not None and s.deprecated else AddressKind.PERMANENT
+
+    def _usable_link_local(self) -> bytes | None:
+        for a in self._addrs.values():
+            if not a.tentative and is_ipv6_link_local(a.addr):
+                return a.addr
+        return None
+
+    # --- interface identifiers (B16, B17, B20, §C 2) -----------------------------------
+    def _iid_address(self, prefix: bytes, dad_counter: int) -> tuple[bytes, int] | None:
+        if self.config.iid_mode is IidMode.OPAQUE:
+            name = self.name_fn(self.nic, self.nic_name) if self.name_fn else self.nic_name
+            return stable_address(prefix, name, dad_counter, self.secret_key)
+        if is_valid_unicast_mac(self.mac):
+            return eui64_address(prefix, self.mac), 0
+        return None  # B17: no identifier from an invalid MAC without opaque IIDs
+
+    def _add_link_local(self, now: float, dad_counter: int, retries: int) -> None:
+        got = self._iid_address(bytes.fromhex("fe80") + bytes(14), dad_counter)
+        if got is None or got[0] in self._addrs:
+            return
+        addr, counter = got
+        self._add(
+            now,
+            addr,
+            64,
+            "linklocal",
+            connected_route=True,
+            dad_counter=counter,
+            retries=retries,
+        )
+
+    # --- DAD (RFC 4862 §5.4, B34) -------------------------------------------------------
+    def _start_dad(self, now: float, a: _Addr) -> None:
+        if not a.tentative:
+            a.kind = AddressKind.TENTATIVE
+            self._emit(SetAddressKind(a.addr, AddressKind.TENTATIVE))
+        cfg = self.config
+        if cfg.dup_addr_detect_transmits == 0:
+            self._dad_done(now, a)
+            return
+        a.dad_left = cfg.dup_addr_detect_transmits
+        a.nonce = self.rng.randbytes(DAD_NONCE_BYTES) if cfg.enhanced_dad else None
+        # §5.4.2 / §C 8: a random delay in [0, MAX_RTR_SOLICITATION_DELAY].
+        delay = self.rng.uniform(0.0, cfg.max_dad_delay_s) if cfg.max_dad_delay_s > 0 else 0.0
+        if delay > 0:
+            a.dad_timer.reset(now + delay)
+        else:
+            self._dad_tick(now, a)
+
+    def _dad_fire(self, now: float, addr: bytes) -> None:
+        a = self._addrs.get(addr)
+        if a is not None:
+            self._dad_tick(now, a)
+
+    def _dad_tick(self, now: float, a: _Addr) -> None:
+        if a.dad_left > 0:
+            a.dad_left -= 1
+            # §5.4.2: from ::, to the solicited-node group, no SLLA (B34).
+            options = [Nonce(a.nonce)] if a.nonce is not None else []
+            ns = NeighborSolicitation(target=a.addr, options=options)  # type: ignore[list-item]
+            self.stats.ns_sent += 1
+            self._emit(SendNdp(solicited_node_multicast(a.addr), ns, IPV6_ANY))
+            a.dad_timer.reset(now + self.retrans_timer_s)
+        else:
+            self._dad_done(now, a)
+
+    def _dad_done(self, now: float, a: _Addr) -> None:
+        a.kind = self._usable_kind(a)
+        a.nonce = None
+        self._emit(SetAddressKind(a.addr, a.kind))
+        self._emit(DadResult(self.nic, a.addr, True))
+
+    def _dad_failed(self, now: float, a: _Addr) -> None:
+        """§5.4.5: the tentative address is a duplicate: it is not used. An
+        opaque auto-generated one is regenerated with DAD_Counter + 1, up to
+        IDGEN_RETRIES times (RFC 7217 §6)."""
+        self.stats.dad_failures += 1
+        self._remove(now, a, "duplicate")
+        regenerate = (
+            a.origin != "static"
+            and self.config.iid_mode is IidMode.OPAQUE
+            and a.retries < IDGEN_RETRIES
+        )
+        s = a.slaac
+        if s is not None:
+            s.addr = None
+            if regenerate:
+                got = self._iid_address(s.prefix, a.dad_counter + 1)
+                if got is not None and got[0] not in self._addrs:
+                    self.stats.dad_regenerations += 1
+                    self._slaac_address(now, s, got, a.retries + 1)
+        elif a.origin == "linklocal" and regenerate:
+            self.stats.dad_regenerations += 1
+            self._add_link_local(now, a.dad_counter + 1, a.retries + 1)
+
+    # --- NS / NA -----------------------------------------------------------------------
+    def handle_ndp(
+        self,
+        now: float,
+        src: bytes,
+        dst: bytes,
+        hop_limit: int,
+        payload: bytes | bytearray | memoryview,
+        *,
+        pseudo: int | None = None,
+    ) -> list[NdpAction]:
+        """One received NDP message: validated by the codec (RFC 4861 §6.1.2,
+        §7.1: hop limit, code, length, options, checksum when ``pseudo`` is
+        given) and ``validate_addresses``, then dispatched. Raises
+        ``MalformedPacket`` for an invalid message (the caller counts it)."""
+        view = NdpView.checked(payload, pseudo=pseudo, hop_limit=hop_limit)
+        validate_addresses(view, src, dst)
+        msg = view.header()
+        if isinstance(msg, RouterAdvertisement):
+            return self.handle_ra(now, src, hop_limit, msg)
+        if isinstance(msg, NeighborSolicitation):
+            return self.handle_ns(now, src, dst, msg)
+        if isinstance(msg, NeighborAdvertisement):
+            return self.handle_na(now, src, dst, msg)
+        return []
+
+    def handle_ns(
+        self, now: float, src: bytes, dst: bytes, ns: NeighborSolicitation
+    ) -> list[NdpAction]:
+        """DAD's side of an NS (answering NS for usable addresses is the
+        caller's): RFC 4862 §5.4.3."""
+        a = self._addrs.get(ns.target)
+        if a is None or not a.tentative or not self.running:
+            return []
+        if src != IPV6_ANY:
+            return []  # §5.4.3: address resolution for a tentative target: silently ignored
+        if a.nonce is not None and any(
+            isinstance(o, Nonce) and o.value == a.nonce for o in ns.options
+        ):
+            self.stats.looped_back_ns += 1  # RFC 7527 §4.2: our own probe
+            return []
+        self._dad_failed(now, a)
+        return self._flush()
+
+    def handle_na(
+        self, now: float, src: bytes, dst: bytes, na: NeighborAdvertisement
+    ) -> list[NdpAction]:
+        """RFC 4862 §5.4.4: an NA for a tentative address fails its DAD; one
+        for a usable address of ours is reported (``duplicate_address``).
+        The neighbour-cache side of NAs is ``nud_advert``'s."""
+        a = self._addrs.get(na.target)
+        if a is None or not self.running:
+            return []
+        if a.tentative:
+            self._dad_failed(now, a)
+        else:
+            tlla = next((o.mac for o in na.options if isinstance(o, TargetLinkLayer)), None)
+            if tlla != self.mac:
+                self._emit(DuplicateAddress(self.nic, a.addr, tlla))
+        return self._flush()
+
+    # --- router solicitation (RFC 4861 §6.3.7, §C 4) -----------------------------------
+    def _start_rs(self, now: float) -> None:
+        cfg = self.config
+        if not cfg.handle_ras or cfg.max_rtr_solicitations == 0 or self.loopback:
+            return
+        self._rs_left = cfg.max_rtr_solicitations
+        delay = (
+            self.rng.uniform(0.0, cfg.max_rtr_solicitation_delay_s)
+            if cfg.max_rtr_solicitation_delay_s > 0
+            else 0.0
+        )
+        self._rs_timer.reset(now + delay)
+
+    def _rs_tick(self, now: float) -> None:
+        if self._rs_left <= 0 or self.forwarding:
+            return
+        self._rs_left -= 1
+        src = self._usable_link_local()
+        if src is None:
+            rs = RouterSolicitation()  # §4.1: from :: no SLLA
+            src = IPV6_ANY
+        else:
+            rs = RouterSolicitation([SourceLinkLayer(self.mac)])
+        self.stats.rs_sent += 1
+        self._emit(SendNdp(ALL_ROUTERS, rs, src))
+        if self._rs_left > 0:
+            self._rs_timer.reset(now + self.config.rtr_solicitation_interval_s)
+
+    # --- router advertisements (RFC 4861 §6.3.4, the NDPDispatcher order) -------------
+    def handle_ra(
+        self, now: float, src: bytes, hop_limit: int, ra: RouterAdvertisement
+    ) -> list[NdpAction]:
+        """Process a Router Advertisement the codec accepted. The address
+        rules of §6.1.2 are checked again here (hop limit 255, link-local
+        source): ``MalformedPacket`` if broken."""
+        if hop_limit != NDP_HOP_LIMIT:
+            raise MalformedPacket(Drop.NDP_BAD_HOP_LIMIT, f"hop limit {hop_limit}", layer=_LAYER)
+        validate_ra_source(src)
+        cfg = self.config
+        if not self.running or self.forwarding or not cfg.handle_ras:
+            self.stats.ras_ignored += 1  # B18: a router ignores RAs
+            return []
+        self.stats.ras += 1
+        # B6: M wins over O; an event only on a change.
+        dhcp = (
+            Dhcpv6Configuration.MANAGED
+            if ra.managed
+            else Dhcpv6Configuration.OTHER
+            if ra.other
+            else Dhcpv6Configuration.NONE
+        )
+        if dhcp is not self.dhcpv6:
+            self.dhcpv6 = dhcp
+            self._emit(Dhcpv6Event(self.nic, dhcp))
+        if ra.router_lifetime:
+            self._rs_timer.stop()  # §6.3.7: a router is known: no more RS
+            self._rs_left = 0
+        self._router_lifetime(now, src, ra.router_lifetime)
+        self._parameters(ra)
+        for opt in ra.options:
+            if isinstance(opt, PrefixInformation):
+                self._prefix_information(now, opt)
+            elif isinstance(opt, RecursiveDns):
+                self._emit(Rdnss(self.nic, opt.servers, opt.lifetime))
+            elif isinstance(opt, DnsSearchList):
+                self._emit(Dnssl(self.nic, opt.domains, opt.lifetime))
+            elif isinstance(opt, SourceLinkLayer):
+                self._emit(UpdateNeighbour(src, opt.mac, True))
+            elif isinstance(opt, Mtu):
+                # §6.3.4: within [IPv6 minimum, the link's maximum].
+                if IPV6_MIN_MTU <= opt.mtu <= self.link_mtu and opt.mtu != self.mtu:
+                    self.mtu = opt.mtu
+                    self._emit(SetNicParam("mtu", opt.mtu))
+        return self._flush()
+
+    def _parameters(self, ra: RouterAdvertisement) -> None:
+        """§6.3.4 (§C 5): non-zero values replace ours."""
+        if ra.cur_hop_limit and ra.cur_hop_limit != self.cur_hop_limit:
+            self.cur_hop_limit = ra.cur_hop_limit
+            self._emit(SetNicParam("cur_hop_limit", ra.cur_hop_limit))
+        base = ra.reachable_time / 1000.0
+        if ra.reachable_time and ra.reachable_time <= MAX_REACHABLE_TIME_MS:
+            if base != self.base_reachable_time_s:
+                # §6.3.4: a new BaseReachableTime gets a new random ReachableTime.
+                self.base_reachable_time_s = base
+                self.reachable_time_s = base * self.rng.uniform(
+                    MIN_RANDOM_FACTOR, MAX_RANDOM_FACTOR
+                )
+                self._emit(SetNicParam("base_reachable_time", base))
+                self._emit(SetNicParam("reachable_time", self.reachable_time_s))
+        retrans = ra.retrans_timer / 1000.0
+        if ra.retrans_timer and retrans != self.retrans_timer_s:
+            self.retrans_timer_s = retrans
+            self._emit(SetNicParam("retrans_timer", retrans))
+
+    def _router_lifetime(self, now: float, src: bytes, lifetime: int) -> None:
+        """B27: key = the RA's source; Router Lifetime is 16-bit seconds, no
+        infinity."""
+        r = self._routers.get(src)
+        if r is None:
+            if lifetime == 0 or not self.config.discover_default_routers:
+                return
+            if len(self._routers) >= self.config.max_routers:
+                self.stats.routers_over_limit += 1
+                return
+            route = Route(bytes(16), 0, self.nic, src, self.config.ra_route_metric, "ra")
+            r = _Router(src, route, self._timers.timer(lambda t: self._router_expired(t, src)))
+            self._routers[src] = r
+            self._emit(AddRoute(route))
+            self._emit(RouterDiscovered(self.nic, src, lifetime))
+            r.timer.reset(now + lifetime)
+        elif lifetime == 0:
+            self._invalidate_router(r)
+        else:
+            r.timer.reset(now + lifetime)  # may shorten it
+
+    def _router_expired(self, now: float, src: bytes) -> None:
+        r = self._routers.get(src)
+        if r is not None:
+            self._invalidate_router(r)
+
+    def _invalidate_router(self, r: _Router) -> None:
+        del self._routers[r.addr]
+        r.timer.stop()
+        self._emit(RemoveRoute(r.route))
+        self._emit(RouterInvalidated(self.nic, r.addr))
+
+    def router_unreachable(self, now: float, ip: bytes) -> list[NdpAction]:
+        """NUD: ``ip`` is no longer a router (NA with R clear, RFC 4861 §7.2.5)
+        or unreachable: drop it from the Default Router List (§6.3.5)."""
+        r = self._routers.get(ip)
+        if r is not None:
+            self._invalidate_router(r)
+        return self._flush()
+
+    # --- prefix information (B22, B25) --------------------------------------------------
+    def _prefix_information(self, now: float, pi: PrefixInformation) -> None:
+        plen = pi.prefix_len
+        if plen == 0 or plen > 128:
+            return
+        prefix = network_of(pi.prefix, plen)
+        if is_ipv6_link_local(prefix) or is_ipv6_multicast(prefix):
+            return  # RFC 4861 §6.3.4, RFC 4862 §5.5.3 b: link-local prefix ignored
+        if pi.on_link:
+            self._on_link(now, prefix, plen, pi.valid_lifetime)
+        if pi.autonomous:
+            self._autonomous(now, prefix, plen, pi.valid_lifetime, pi.preferred_lifetime)
+
+    def _on_link(self, now: float, prefix: bytes, plen: int, valid: int) -> None:
+        key = (prefix, plen)
+        p = self._prefixes.get(key)
+        if p is None:
+            if valid == 0 or not self.config.discover_on_link_prefixes:
+                return
+            if len(self._prefixes) >= self.config.max_prefixes:
+                self.stats.prefixes_over_limit += 1
+                return
+            route = Route(prefix, plen, self.nic, None, self.config.ra_route_metric, "ra")
+            p = _Prefix(
+                prefix, plen, route, self._timers.timer(lambda t: self._prefix_expired(key))
+            )
+            self._prefixes[key] = p
+            self._emit(AddRoute(route))
+            self._emit(PrefixDiscovered(self.nic, prefix, plen, valid))
+            self._arm(p.timer, now, valid)
+        elif valid == 0:
+            self._invalidate_prefix(p)
+        else:
+            self._arm(p.timer, now, valid)  # B25: no two-hour rule for on-link
+
+    def _prefix_expired(self, key: tuple[bytes, int]) -> None:
+        p = self._prefixes.get(key)
+        if p is not None:
+            self._invalidate_prefix(p)
+
+    def _invalidate_prefix(self, p: _Prefix) -> None:
+        del self._prefixes[(p.prefix, p.prefix_len)]
+        p.timer.stop()
+        self._emit(RemoveRoute(p.route))
+        self._emit(PrefixInvalidated(self.nic, p.prefix, p.prefix_len))
+
+    def _autonomous(self, now: float, prefix: bytes, plen: int, valid: int, preferred: int) -> None:
+        """RFC 4862 §5.5.3 (c)-(e)."""
+        if preferred > valid:
+            return  # (c)
+        s = self._slaac.get(prefix) if plen == SLAAC_PREFIX_LEN else None
+        if s is not None:
+            self._refresh(now, s, valid, preferred)
+            return
+        cfg = self.config
+        if not cfg.auto_gen_global_addresses or valid == 0 or plen != SLAAC_PREFIX_LEN:
+            return  # (d): only /64 (RFC 4291 §2.5.1 IIDs are 64 bits)
+        if len(self._slaac) >= cfg.max_autogen_addresses:
+            self.stats.autogen_over_limit += 1
+            return
+        got = self._iid_address(prefix, 0)
+        if got is None or got[0] in self._addrs:
+            return  # B22: a static address equal to it is left alone, no event
+        s = _Slaac(
+            prefix,
+            self._timers.timer(lambda t: self._slaac_invalid(t, prefix)),
+            self._timers.timer(lambda t: self._slaac_deprecate(prefix)),
+        )
+        s.deprecated = preferred == 0  # B14
+        self._slaac[prefix] = s
+        self._arm(s.valid_timer, now, valid)
+        if preferred:
+            self._arm(s.deprecation_timer, now, preferred)
+        self._slaac_address(now, s, got, 0)
+
+    def _slaac_address(self, now: float, s: _Slaac, got: tuple[bytes, int], retries: int) -> None:
+        addr, counter = got
+        valid = s.valid_timer.remaining(now)
+        preferred = 0.0 if s.deprecated else s.deprecation_timer.remaining(now)
+        s.addr = self._add(
+            now,
+            addr,
+            SLAAC_PREFIX_LEN,
+            "slaac",
+            connected_route=False,  # RFC 5942: on-link only through the L flag
+            valid=valid,
+            preferred=preferred,
+            slaac=s,
+            dad_counter=counter,
+            retries=retries,
+        )
+
+    def _refresh(self, now: float, s: _Slaac, valid: int, preferred: int) -> None:
+        cfg = self.config
+        # (e) the valid lifetime, with the two-hour rule (B22).
+        two_hours = cfg.min_valid_lifetime_for_update_s
+        remaining = s.valid_timer.remaining(now)  # None: infinite
+        if valid >= cfg.infinite_lifetime_s:
+            s.valid_timer.stop()
+        elif valid > two_hours or (remaining is not None and valid > remaining):
+            s.valid_timer.reset(now + valid)
+        elif remaining is not None and remaining <= two_hours:
+            pass  # (e) 2: ignored (RAs are not authenticated)
+        else:
+            s.valid_timer.reset(now + two_hours)
+        # The preferred lifetime is reset to the advertised one (B14).
+        a = s.addr
+        if preferred == 0:
+            s.deprecation_timer.stop()
+            if not s.deprecated:
+                self._deprecate(s)
+        else:
+            self._arm(s.deprecation_timer, now, preferred)
+            if s.deprecated:
+                s.deprecated = False  # silently preferred again
+                if a is not None and not a.tentative:
+                    a.kind = AddressKind.PERMANENT
+                    self._emit(SetAddressKind(a.addr, a.kind))
+
+    def _slaac_deprecate(self, prefix: bytes) -> None:
+        s = self._slaac.get(prefix)
+        if s is not None and not s.deprecated:
+            self._deprecate(s)
+
+    def _deprecate(self, s: _Slaac) -> None:
+        """RFC 4862 §5.5.4: kept for existing use, not chosen for new ones."""
+        s.deprecated = True
+        a = s.addr
+        if a is None:
+            return
+        if not a.tentative:
+            a.kind = AddressKind.DEPRECATED
+            self._emit(SetAddressKind(a.addr, a.kind))
+        self._emit(AddressDeprecated(self.nic, a.addr, a.prefix_len))
+
+    def _slaac_invalid(self, now: float, prefix: bytes) -> None:
+        s = self._slaac.get(prefix)
+        if s is not None:
+            self._drop_slaac(now, s)
+
+    def _drop_slaac(self, now: float, s: _Slaac) -> None:
+        """Forget the prefix's SLAAC state; its address is invalidated."""
+        del self._slaac[s.prefix]
+        s.valid_timer.stop()
+        s.deprecation_timer.stop()
+        a = s.addr
+        s.addr = None
+        if a is not None:
+            self._remove(now, a, "removed")
+            self._emit(AddressInvalidated(self.nic, a.addr, a.prefix_len))
+
+    # --- router mode (B18) ---------------------------------------------------------------
+    def set_forwarding(self, now: float, on: bool) -> list[NdpAction]:
+        """Forwarding on (false → true only): invalidate the host-only state
+        with events; RAs are then ignored. Off: RS again; nothing restored."""
+        if on == self.forwarding:
+            return []
+        self.forwarding = on
+        if on:
+            self._cleanup_host_state(now)
+            self._rs_timer.stop()
+            self._rs_left = 0
+        elif self.running:
+            self._start_rs(now)
+        return self._flush()
+
+    def _cleanup_host_state(self, now: float) -> None:
+        for s in list(self._slaac.values()):
+            self._drop_slaac(now, s)
+        for p in list(self._prefixes.values()):
+            self._invalidate_prefix(p)
+        for r in list(self._routers.values()):
+            self._invalidate_router(r)
+
+    # --- MLDv2 (RFC 3810, §C 7) -----------------------------------------------------------
+    def _join(self, now: float, group: bytes) -> None:
+        if group == ALL_NODES:
+            return  # §6: never reported
+        n = self._groups.get(group, 0)
+        self._groups[group] = n + 1
+        if n == 0 and self.running:
+            self._mld_state_change(now, group, MldRecordType.CHANGE_TO_EXCLUDE_MODE)
+
+    def _leave(self, now: float, group: bytes) -> None:
+        n = self._groups.get(group, 0)
+        if n <= 1:
+            self._groups.pop(group, None)
+            if n == 1 and self.running:
+                self._mld_state_change(now, group, MldRecordType.CHANGE_TO_INCLUDE_MODE)
+        else:
+            self._groups[group] = n - 1
+
+    def _mld_state_change(self, now: float, group: bytes, record_type: int) -> None:
+        """§6.1: a State Change Report now, repeated Robustness - 1 times at
+        random intervals within the Unsolicited Report Interval."""
+        self._mld_pending[group] = [record_type, self.config.mld_robustness]
+        self._mld_tick(now, only=group)
+
+    def _mld_tick(self, now: float, only: bytes | None = None) -> None:
+        records = []
+        for group, pending in list(self._mld_pending.items()):
+            if only is not None and group != only:
+                continue
+            records.append(MulticastAddressRecord(pending[0], group))
+            pending[1] -= 1
+            if pending[1] <= 0:
+                del self._mld_pending[group]
+        if records:
+            self._send_mld(records)
+        if self._mld_pending and (only is None or not self._mld_timer.armed):
+            interval = self.config.mld_unsolicited_report_interval_s
+            self._mld_timer.reset(now + self.rng.uniform(0.0, interval))
+
+    def _send_mld(self, records: list[MulticastAddressRecord]) -> None:
+        src = self._usable_link_local() or IPV6_ANY  # §5.2.13
+        self.stats.mld_reports += 1
+        self._emit(SendMld(MldReport(records), src))
+
+    def handle_mld_query(self, now: float, src: bytes, query: MldQuery) -> list[NdpAction]:
+        """§6.2: answer a query with Current State Records (MODE_IS_EXCLUDE {})
+        after a random delay within its Maximum Response Delay. MLDv1 queries
+        are ignored (no compatibility mode)."""
+        if not self.running or query.version != 2 or not self._groups:
+            return []
+        group = query.multicast_address
+        if group != IPV6_ANY and group not in self._groups:
+            return []
+        due = now + self.rng.uniform(0.0, query.max_resp_delay / 1000.0)
+        pending = self._query_timer.deadline
+        if group == IPV6_ANY:
+            self._query_groups = None
+        elif self._query_groups is not None and pending is not None:
+            self._query_groups.add(group)
+        elif pending is None:
+            self._query_groups = {group}
+        if pending is None or due < pending:
+            self._query_timer.reset(due)
+        return self._flush()
+
+    def _query_tick(self, now: float) -> None:
+        groups = self._query_groups
+        self._query_groups = None
+        wanted = [g for g in self._groups if groups is None or g in groups]
+        if wanted:
+            self._send_mld(
+                [MulticastAddressRecord(MldRecordType.MODE_IS_EXCLUDE, g) for g in wanted]
+            )
+
+
+# --------------------------------------------------------------------------- NUD (RFC 4861 §7.3)
+
+
+@dataclass(frozen=True, slots=True)
+class NudConfig:
+    retrans_timer_s: float = RETRANS_TIMER_S
+    delay_first_probe_time_s: float = DELAY_FIRST_PROBE_TIME_S
+    max_unicast_solicit: int = MAX_UNICAST_SOLICIT
+    max_multicast_solicit: int = MAX_MULTICAST_SOLICIT
+
+
+@dataclass(slots=True, eq=False)
+class NudEntry:
+    """What the NUD functions need of a neighbour-cache entry (the fields of
+    ``neighbour._Entry`` have the same names where they overlap):
+    ``deadline`` is when ``nud_timeout`` must be called (None: never)."""
+
+    ip: bytes
+    mac: bytes | None = None
+    state: NudState = NudState.INCOMPLETE
+    deadline: float | None = None
+    probes: int = 0  # solicitations sent in INCOMPLETE or PROBE
+    is_router: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Solicit:
+    """Send an NS for ``ip``: multicast to its solicited-node group when
+    ``mac`` is None (INCOMPLETE), else unicast to ``mac`` (PROBE)."""
+
+    ip: bytes
+    mac: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class NeighbourFailed:
+    """Resolution or probing failed (§7.3.3): delete the entry; queued
+    packets get ICMP address unreachable; if it ``was_router``, the NDP
+    machine's ``router_unreachable``."""
+
+    ip: bytes
+    was_router: bool
+
+
+@dataclass(frozen=True, slots=True)
+class NotRouter:
+    """§7.2.5: an NA with R clear from a neighbour that was a router:
+    ``NdpMachine.router_unreachable(now, ip)``."""
+
+    ip: bytes
+
+
+NudAction: TypeAlias = Solicit | NeighbourFailed | NotRouter
+
+
+def nud_start(e: NudEntry, now: float, cfg: NudConfig, out: list[NudAction]) -> None:
+    """A packet needs ``e.ip`` and there is no entry: INCOMPLETE, first
+    multicast NS (§7.2.2)."""
+    e.state, e.mac, e.probes = NudState.INCOMPLETE, None, 1
+    e.deadline = now + cfg.retrans_timer_s
+    out.append(Solicit(e.ip, None))
+
+
+def nud_used(e: NudEntry, now: float, cfg: NudConfig) -> None:
+    """A packet was sent using the entry (§7.3.3): STALE starts DELAY."""
+    if e.state is NudState.STALE:
+        e.state = NudState.DELAY
+        e.deadline = now + cfg.delay_first_probe_time_s
+
+
+def nud_confirmed(e: NudEntry, now: float, reachable_s: float) -> None:
+    """Upper-layer reachability confirmation (§7.3.1: TCP progress, ...):
+    REACHABLE again (no effect without a link-layer address)."""
+    if e.mac is not None and e.state is not NudState.INCOMPLETE:
+        e.state = NudState.REACHABLE
+        e.deadline = now + reachable_s
+        e.probes = 0
+
+
+def nud_advert(
+    e: NudEntry,
+    now: float,
+    reachable_s: float,
+    mac: bytes | None,
+    *,
+    solicited: bool,
+    override: bool,
+    router: bool,
+    out: list[NudAction],
+) -> bool:
+    """An NA for ``e.ip`` (§7.2.5, Appendix C). Returns True when the entry
+    left INCOMPLETE (the caller sends what was queued)."""
+    if e.state is NudState.INCOMPLETE:
+        if mac is None:
+            return False  # §7.2.5: no TLLA: nothing to record
+        e.mac = mac
+        e.is_router = router
+        e.probes = 0
+        if solicited:
+            e.state, e.deadline = NudState.REACHABLE, now + reachable_s
+        else:
+            e.state, e.deadline = NudState.STALE, None
+        return True
+    changed = mac is not None and mac != e.mac
+    if not override and changed:
+        # S=?, O=0, different address: no update; REACHABLE becomes STALE.
+        if e.state is NudState.REACHABLE:
+            e.state, e.deadline = NudState.STALE, None
+        return False
+    if changed:
+        e.mac = mac
+    if solicited:
+        e.state, e.deadline, e.probes = NudState.REACHABLE, now + reachable_s, 0
+    elif changed:
+        e.state, e.deadline = NudState.STALE, None
+    if e.is_router and not router:
+        out.append(NotRouter(e.ip))
+    e.is_router = router
+    return False
+
+
+def nud_link_option(e: NudEntry, now: float, mac: bytes) -> bool:
+    """An NS/RS/RA/Redirect carried ``mac`` for ``e.ip`` (§7.2.3, §6.3.4,
+    Appendix C): a different address (or INCOMPLETE) is recorded as STALE.
+    Returns True when the entry left INCOMPLETE."""
+    if e.state is NudState.INCOMPLETE:
+        e.mac, e.state, e.deadline, e.probes = mac, NudState.STALE, None, 0
+        return True
+    if mac != e.mac:
+        e.mac, e.state, e.deadline = mac, NudState.STALE, None
+    return False
+
+
+def nud_timeout(e: NudEntry, now: float, cfg: NudConfig, out: list[NudAction]) -> None:
+    """``e.deadline`` passed (§7.3.3)."""
+    state = e.state
+    if state is NudState.INCOMPLETE:
+        if e.probes >= cfg.max_multicast_solicit:
+            e.state, e.deadline = NudState.FAILED, None
+            out.append(NeighbourFailed(e.ip, e.is_router))
+        else:
+            e.probes += 1
+            e.deadline = now + cfg.retrans_timer_s
+            out.append(Solicit(e.ip, None))
+    elif state is NudState.REACHABLE:
+        e.state, e.deadline = NudState.STALE, None  # ReachableTime elapsed
+    elif state is NudState.DELAY:
+        # DELAY_FIRST_PROBE_TIME without confirmation: unicast probes.
+        e.state, e.probes = NudState.PROBE, 1
+        e.deadline = now + cfg.retrans_timer_s
+        out.append(Solicit(e.ip, e.mac))
+    elif state is NudState.PROBE:
+        if e.probes >= cfg.max_unicast_solicit:
+            e.state, e.deadline = NudState.FAILED, None
+            out.append(NeighbourFailed(e.ip, e.is_router))
+        else:
+            e.probes += 1
+            e.deadline = now + cfg.retrans_timer_s
+            out.append(Solicit(e.ip, e.mac))
+
+
+class NudMachine:
+    """A reference driver of the ``nud_*`` functions for one NIC: entries,
+    one ``Timer`` each, and ``nud_state`` events.
+
+    Plugging into ``neighbour.NeighbourTable`` (the lead's integration): give
+    ``_Entry`` the ``probes``/``deadline``/``is_router`` fields (``attempts``
+    and ``probe_at`` are the same idea), call ``nud_used`` in ``resolve`` on a
+    hit, ``nud_advert`` in ``learn`` for NAs, ``nud_link_option`` for
+    NS/RS/RA SLLA, ``nud_confirmed`` from a new ``confirm(now, ip)`` fed by
+    TCP (an ACK advancing SND.UNA), and ``nud_timeout`` from
+    ``handle_timeout`` with ``_due`` returning ``e.deadline`` (the gc age
+    stays the table's); ``Solicit`` becomes a ``Probe``, ``NeighbourFailed``
+    a ``Failure``. Queues stay the table's business."""
+
+    def __init__(
+        self, nic: int, config: NudConfig | None = None, reachable_time_s: float = REACHABLE_TIME_S
+    ) -> None:
+        self.nic = nic
+        self.config = config if config is not None else NudConfig()
+        self.reachable_time_s = reachable_time_s  # from SetNicParam("reachable_time")
+        self.entries: dict[bytes, NudEntry] = {}
+        self._timers: dict[bytes, Timer] = {}
+        self._queue = TimerQueue()
+        self._out: list[Any] = []
+
+    def _step(self, e: NudEntry, old: NudState | None) -> None:
+        if e.state is not old:
+            self._out.append(NudStateChanged(self.nic, e.ip, old, e.state))
+        if e.state is NudState.FAILED:
+            self.entries.pop(e.ip, None)
+            timer = self._timers.pop(e.ip, None)
+            if timer is not None:
+                timer.stop()
+            return
+        timer = self._timers.get(e.ip)
+        if timer is None:
+            timer = self._timers[e.ip] = self._queue.timer(lambda t, ip=e.ip: self._fire(t, ip))
+        if e.deadline is None:
+            timer.stop()
+        elif timer.deadline != e.deadline:
+            timer.reset(e.deadline)
+
+    def _fire(self, now: float, ip: bytes) -> None:
+        e = self.entries.get(ip)
+        if e is not None:
+            old = e.state
+            nud_timeout(e, now, self.config, self._out)
+            self._step(e, old)
+
+    def poll(self) -> list[Any]:
+        """Actions (``Solicit``, ``NeighbourFailed``, ``NotRouter``) and
+        ``NudStateChanged`` events since the last call."""
+        out, self._out = self._out, []
+        return out
+
+    def resolve(self, now: float, ip: bytes) -> bytes | None:
+        """A packet is to be sent to ``ip``: its MAC if known (STALE starts
+        DELAY), else None and resolution starts (or goes on)."""
+        e = self.entries.get(ip)
+        if e is None:
+            e = self.entries[ip] = NudEntry(ip)
+            nud_start(e, now, self.config, self._out)
+            self._step(e, None)
+            return None
+        if e.mac is None:
+            return None
+        old = e.state
+        nud_used(e, now, self.config)
+        self._step(e, old)
+        return e.mac
+
+    def confirm(self, now: float, ip: bytes) -> None:
+        e = self.entries.get(ip)
+        if e is not None:
+            old = e.state
+            nud_confirmed(e, now, self.reachable_time_s)
+            self._step(e, old)
+
+    def handle_na(
+        self,
+        now: float,
+        ip: bytes,
+        mac: bytes | None,
+        *,
+        solicited: bool,
+        override: bool,
+        router: bool,
+    ) -> bool:
+        e = self.entries.get(ip)
+        if e is None:
+            return False  # §7.2.5: no entry: the NA is silently discarded
+        old = e.state
+        resolved = nud_advert(
+            e,
+            now,
+            self.reachable_time_s,
+            mac,
+            solicited=solicited,
+            override=override,
+            router=router,
+            out=self._out,
+        )
+        self._step(e, old)
+        return resolved
+
+    def handle_link_option(self, now: float, ip: bytes, mac: bytes, *, create: bool) -> bool:
+        e = self.entries.get(ip)
+        if e is None:
+            if not create:
+                return False
+            e = self.entries[ip] = NudEntry(ip, mac, NudState.STALE)
+            self._step(e, None)
+            return False
+        old = e.state
+        resolved = nud_link_option(e, now, mac)
+        self._step(e, old)
+        return resolved
+
+    def next_deadline(self) -> float | None:
+        return self._queue.next_deadline()
+
+    def handle_timeout(self, now: float) -> list[Any]:
+        self._queue.run_due(now)
+        return self.poll()

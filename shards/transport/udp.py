@@ -1,0 +1,355 @@
+"""UDP endpoints of one shard (RFC 768, RFC 1122 §4.1) and their demux.
+
+Every shard runs its own copy of each application, so a bound but
+unconnected socket exists in every shard and datagrams from any peer reach
+one (DESIGN.md: UDP flows are sharded like TCP). A socket bound to the
+IPv6 wildcard without V6ONLY also receives IPv4, with the peer reported as
+an IPv4-mapped address (RFC 3493 §3.7, CHECKLIST B4).
+
+Lookup order, as gVisor's transport demuxer (CHECKLIST §A): the exact
+4-tuple (connected sockets), then the bound address, then the wildcard;
+within a reuse-port group the member is chosen by a hash of the 4-tuple, so
+one peer always reaches the same socket (B30). Broadcast and multicast
+datagrams go to every matching socket.
+
+ICMP errors about a datagram a connected socket sent reach it as the
+matching ``OSError`` (RFC 1122 §4.1.3.3: ConnectionRefusedError for port
+unreachable, and so on); unconnected sockets ignore them, as Linux does
+without IP_RECVERR.
+"""
+
+from __future__ import annotations
+
+import errno
+import zlib
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from shardnet.common.addr import IPV4_ANY, IPV6_ANY, is_ipv4_mapped
+from shardnet.common.wire.icmpv4 import Icmpv4View
+from shardnet.common.wire.icmpv4 import quoted_flow as quoted_flow_v4
+from shardnet.common.wire.icmpv6 import Icmpv6View
+from shardnet.common.wire.icmpv6 import quoted_flow as quoted_flow_v6
+from shardnet.common.wire.udp import UDP_HEADER_LEN, UdpHeader, UdpView
+
+from ..net.stack import Delivery
+from .ports import UDP, PortManager, Reservation
+
+MAPPED_PREFIX = bytes(10) + b"\xff\xff"
+RCVBUF_DEFAULT = 212_992  # bytes, Linux's net.core.rmem_default
+MAX_QUEUED = 1024  # datagrams queued on a socket nobody reads
+
+
+def mapped(v4: bytes) -> bytes:
+    return MAPPED_PREFIX + v4
+
+
+@dataclass(slots=True)
+class Datagram:
+    data: bytes
+    peer: tuple[bytes, int]  # as the socket reports it (v4-mapped on a dual-stack socket)
+    local: bytes
+    tos: int  # IPv4 TOS or IPv6 traffic class, ECN bits included (B2, C15)
+    nic: int
+
+
+@dataclass(slots=True)
+class UdpOptions:
+    v6only: bool = False  # IPV6_V6ONLY (B11)
+    recv_tos: bool = False  # IP_RECVTOS / IPV6_RECVTCLASS (B2, C15)
+    broadcast: bool = False  # SO_BROADCAST
+    reuse_addr: bool = False
+    reuse_port: bool = False
+    bind_nic: int = 0  # SO_BINDTODEVICE (B8)
+    tos: int = 0  # IP_TOS / IPV6_TCLASS for what is sent
+    rcvbuf: int = RCVBUF_DEFAULT
+
+
+@dataclass(slots=True)
+class UdpSocket:
+    family: int  # 4 or 6 (AF_INET / AF_INET6)
+    options: UdpOptions = field(default_factory=UdpOptions)
+    reservation: Reservation | None = None
+    # Called with each datagram (the asyncio transport); without one,
+    # datagrams queue in ``rx`` up to the receive buffer.
+    on_datagram: Callable[[Datagram], None] | None = None
+    on_error: Callable[[OSError], None] | None = None
+    rx: deque[Datagram] = field(default_factory=deque)
+    rx_bytes: int = 0
+    drops: int = 0
+
+    @property
+    def local(self) -> tuple[bytes, int] | None:
+        r = self.reservation
+        return None if r is None else (r.local_addr, r.local_port)
+
+    @property
+    def remote(self) -> tuple[bytes, int] | None:
+        r = self.reservation
+        return None if r is None or r.remote_addr is None else (r.remote_addr, r.remote_port)
+
+    def deliver(self, dgram: Datagram) -> None:
+        if self.on_datagram is not None:
+            self.on_datagram(dgram)
+            return
+        if self.rx_bytes + len(dgram.data) > self.options.rcvbuf or len(self.rx) >= MAX_QUEUED:
+            self.drops += 1  # a full receive buffer drops, as Linux does
+            return
+        self.rx.append(dgram)
+        self.rx_bytes += len(dgram.data)
+
+    def recv(self) -> Datagram | None:
+        if not self.rx:
+            return None
+        dgram = self.rx.popleft()
+        self.rx_bytes -= len(dgram.data)
+        return dgram
+
+
+# ICMP errors a connected socket reports (RFC 1122 §4.1.3.3), Linux's mapping
+# of ICMP unreachable codes to errno (icmp_err_convert).
+ICMPV4_ERRNO = {0: errno.ENETUNREACH, 1: errno.EHOSTUNREACH, 2: errno.ENOPROTOOPT, 3: errno.ECONNREFUSED,
+                4: errno.EMSGSIZE, 9: errno.ENETUNREACH, 10: errno.EHOSTUNREACH, 13: errno.EHOSTUNREACH}  # fmt: skip
+ICMPV6_ERRNO = {0: errno.ENETUNREACH, 1: errno.EACCES, 3: errno.EHOSTUNREACH, 4: errno.ECONNREFUSED}
+
+
+class UdpDemux:
+    """The UDP sockets of one shard, by local port."""
+
+    def __init__(self, ports: PortManager, *, seed: int = 0) -> None:
+        self.ports = ports
+        self.seed = seed
+        self.by_port: dict[int, list[UdpSocket]] = {}
+        self.no_socket = 0
+
+    # --- binding -------------------------------------------------------------------
+    def bind(
+        self, sock: UdpSocket, addr: bytes, port: int, *, shard: int, nshards: int, start: int
+    ) -> None:
+        """bind(2); port 0 picks an ephemeral port. The family must match
+        the socket's (B4: bind of an IPv4 address on an IPv6 socket is EINVAL)."""
+        if sock.reservation is not None:
+            raise OSError(errno.EINVAL, "socket is already bound")
+        if (len(addr) == 4) != (sock.family == 4):
+            raise OSError(errno.EINVAL, "address family does not match the socket")
+        o = sock.options
+        res = Reservation(
+            UDP, addr, port, nic=o.bind_nic, reuse_addr=o.reuse_addr, reuse_port=o.reuse_port,
+            v6only=o.v6only,
+        )  # fmt: skip
+        if port == 0:
+            res = self.ports.reserve_ephemeral(res, shard=0, nshards=1, start=start)
+        else:
+            res = self.ports.reserve(res)
+        sock.reservation = res
+        self.by_port.setdefault(res.local_port, []).append(sock)
+
+    def connect(
+        self,
+        sock: UdpSocket,
+        local: bytes,
+        remote: bytes,
+        port: int,
+        *,
+        shard: int,
+        nshards: int,
+        start: int,
+    ) -> None:
+        """connect(2): fixes the peer; an unbound socket gets a port whose flow
+        hashes back to this shard, so replies arrive here."""
+        old = sock.reservation
+        lport = old.local_port if old is not None else 0
+        o = sock.options
+        res = Reservation(
+            UDP, local, lport, remote, port, nic=o.bind_nic, reuse_addr=o.reuse_addr,
+            reuse_port=o.reuse_port, v6only=o.v6only,
+        )  # fmt: skip
+        if old is not None:
+            self._unlink(sock)
+            self.ports.release(old)
+        try:
+            if lport == 0:
+                hash_remote = remote[12:] if is_ipv4_mapped(remote) else remote
+                hash_local = local[12:] if is_ipv4_mapped(local) else local
+                probe = Reservation(UDP, hash_local, 0, hash_remote, port)
+                picked = self.ports.reserve_ephemeral(
+                    probe, shard=shard, nshards=nshards, start=start
+                )
+                self.ports.release(picked)
+                res = self.ports.reserve(Reservation(
+                    UDP, local, picked.local_port, remote, port, nic=o.bind_nic,
+                    reuse_addr=o.reuse_addr, reuse_port=o.reuse_port, v6only=o.v6only,
+                ))  # fmt: skip
+            else:
+                res = self.ports.reserve(res)
+        except OSError:
+            if old is not None:  # keep the old binding
+                sock.reservation = self.ports.reserve(old)
+                self.by_port.setdefault(old.local_port, []).append(sock)
+            raise
+        sock.reservation = res
+        self.by_port.setdefault(res.local_port, []).append(sock)
+
+    def close(self, sock: UdpSocket) -> None:
+        if sock.reservation is None:
+            return
+        self._unlink(sock)
+        self.ports.release(sock.reservation)
+        sock.reservation = None
+
+    def _unlink(self, sock: UdpSocket) -> None:
+        group = self.by_port.get(sock.reservation.local_port, []) if sock.reservation else []
+        if sock in group:
+            group.remove(sock)
+        if sock.reservation is not None and not group:
+            self.by_port.pop(sock.reservation.local_port, None)
+
+    # --- receiving ------------------------------------------------------------------
+    def deliver(
+        self,
+        nic: int,
+        src: bytes,
+        sport: int,
+        dst: bytes,
+        dport: int,
+        data: bytes,
+        tos: int,
+        group: bool,
+    ) -> bool:
+        """A datagram for ``dst:dport``; False when no socket takes it (the
+        caller answers port unreachable for unicast)."""
+        socks = self.by_port.get(dport)
+        if not socks:
+            self.no_socket += 1
+            return False
+        v4 = len(src) == 4
+        matches = [s for s in socks if self._matches(s, nic, src, sport, dst, v4)]
+        if not matches:
+            self.no_socket += 1
+            return False
+        if group:
+            targets = [s for s in matches if s.options.broadcast or len(dst) == 16]
+            for sock in targets:
+                sock.deliver(self._datagram(sock, src, sport, dst, data, tos, nic))
+            return bool(targets)
+        # Most specific first: connected, then bound address, then wildcard.
+        best = max(self._specificity(s) for s in matches)
+        candidates = sorted(
+            (s for s in matches if self._specificity(s) == best), key=lambda s: s.reservation.ident
+        )
+        if len(candidates) == 1:
+            sock = candidates[0]
+        else:  # a reuse-port group: one peer always reaches one member (B30)
+            h = zlib.crc32(
+                src + sport.to_bytes(2, "big") + dst + dport.to_bytes(2, "big"), self.seed
+            )
+            sock = candidates[(h * len(candidates)) >> 32]
+        sock.deliver(self._datagram(sock, src, sport, dst, data, tos, nic))
+        return True
+
+    @staticmethod
+    def _specificity(sock: UdpSocket) -> int:
+        r = sock.reservation
+        assert r is not None
+        return (2 if r.remote_addr is not None else 0) + (0 if r.wildcard else 1)
+
+    @staticmethod
+    def _matches(sock: UdpSocket, nic: int, src: bytes, sport: int, dst: bytes, v4: bool) -> bool:
+        r = sock.reservation
+        if r is None or (r.nic and r.nic != nic):
+            return False
+        local = r.local_addr
+        if v4:
+            if sock.family == 6:
+                if sock.options.v6only or not (local == IPV6_ANY or local == mapped(dst)):
+                    return False
+            elif local not in (IPV4_ANY, dst):
+                return False
+            peer = src if sock.family == 4 else mapped(src)
+        else:
+            if sock.family != 6 or local not in (IPV6_ANY, dst):
+                return False
+            peer = src
+        return r.remote_addr is None or (r.remote_addr == peer and r.remote_port == sport)
+
+    @staticmethod
+    def _datagram(
+        sock: UdpSocket, src: bytes, sport: int, dst: bytes, data: bytes, tos: int, nic: int
+    ) -> Datagram:
+        if sock.family == 6 and len(src) == 4:
+            src, dst = mapped(src), mapped(dst)
+        return Datagram(data, (src, sport), dst, tos, nic)
+
+    # --- ICMP errors -----------------------------------------------------------------
+    def icmp_error(
+        self, v6: bool, code: int, quoted_src: bytes, sport: int, quoted_dst: bytes, dport: int
+    ) -> bool:
+        """An ICMP destination-unreachable about a datagram we sent from
+        ``quoted_src:sport`` to ``quoted_dst:dport``: the connected socket of
+        that 4-tuple gets the matching OSError."""
+        err = (ICMPV6_ERRNO if v6 else ICMPV4_ERRNO).get(code)
+        if err is None:
+            return False
+        for sock in self.by_port.get(sport, ()):
+            remote = sock.remote
+            if remote is None:
+                continue
+            peer = (
+                remote[0][12:]
+                if (len(quoted_dst) == 4 and is_ipv4_mapped(remote[0]))
+                else remote[0]
+            )
+            if peer == quoted_dst and remote[1] == dport and sock.on_error is not None:
+                sock.on_error(OSError(err, _strerror(err)))
+                return True
+        return False
+
+
+def _strerror(err: int) -> str:
+    import os
+
+    return os.strerror(err)
+
+
+def build_datagram(sport: int, dport: int, data: bytes | bytearray | memoryview) -> bytearray:
+    """The UDP header and payload; the checksum is filled in by the IP
+    layer once the source address is chosen."""
+    length = UDP_HEADER_LEN + len(data)
+    if length > 0xFFFF:
+        raise OSError(errno.EMSGSIZE, "message too long")
+    buf = bytearray(length)
+    UdpHeader(sport, dport, length, 0).emit(buf)
+    buf[UDP_HEADER_LEN:] = data
+    return buf
+
+
+class UdpHooks:
+    """The network layer's transport hooks for UDP: datagrams to the demux,
+    ICMP errors about our datagrams to the connected socket they concern."""
+
+    def __init__(self, udp: UdpDemux) -> None:
+        self.udp = udp
+
+    def datagram(self, d: Delivery) -> bool:
+        sport, dport, length, _ = UdpView(d.payload).fields()
+        data = bytes(d.payload[8:length])
+        return self.udp.deliver(d.nic, d.src, sport, d.dst, dport, data, d.tos, d.broadcast)
+
+    def icmpv4_error(self, d: Delivery) -> bool:
+        msg = Icmpv4View(d.payload)
+        if msg.type != 3:  # destination unreachable (RFC 1122 §4.1.3.3)
+            return False
+        flow = quoted_flow_v4(msg.quoted)
+        if flow is None or flow[0] != 17:
+            return False
+        return self.udp.icmp_error(False, msg.code, flow[1], flow[3], flow[2], flow[4])
+
+    def icmpv6_error(self, d: Delivery) -> bool:
+        msg = Icmpv6View(d.payload)
+        if msg.type != 1:
+            return False
+        flow = quoted_flow_v6(msg.quoted)
+        if flow is None or flow[0] != 17:
+            return False
+        return self.udp.icmp_error(True, msg.code, flow[1], flow[3], flow[2], flow[4])

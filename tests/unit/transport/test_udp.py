@@ -1,0 +1,244 @@
+"""UDP sockets through the real network layer (the crafted-frame harness):
+bind/connect, the dual-stack matrix (B4), V6ONLY (B11), reuse-port spread
+(B30), IP_RECVTOS (B2), SO_BINDTODEVICE (B8), options and ICMP errors."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import random
+from typing import Any
+
+import pytest
+from scapy.layers.inet import ICMP, IP, UDP, IPerror, UDPerror
+from scapy.layers.inet6 import ICMPv6DestUnreach, IPv6
+from scapy.layers.l2 import Ether
+
+from shardnet.shards.api import ShardStack, UdpTransport
+from shardnet.shards.transport.ports import PortManager
+from shardnet.shards.transport.udp import UdpDemux, UdpHooks
+
+from ..net.harness import OUR4, OUR6, OUR_MAC, PEER4, PEER6, PEER_MAC, Net
+
+PEER4B = "198.18.0.7"
+
+
+class Recorder(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.got: list[tuple[bytes, Any]] = []
+        self.errors: list[Exception] = []
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.got.append((data, addr))
+
+    def error_received(self, exc: Exception) -> None:
+        self.errors.append(exc)
+
+
+@pytest.fixture
+def world() -> tuple[Net, ShardStack]:
+    net = Net()
+    net.learn(PEER4)
+    net.learn(PEER6)
+    udp = UdpDemux(PortManager(), seed=1)
+    hooks = UdpHooks(udp)
+    net.stack.transport_v4[17] = net.stack.transport_v6[17] = hooks.datagram
+    net.stack.transport_v4[-1] = hooks.icmpv4_error
+    net.stack.transport_v6[-58] = hooks.icmpv6_error
+    net.sent()
+    return net, ShardStack(shard=0, nshards=1, net=net.stack, udp=udp, rng=random.Random(3))
+
+
+def endpoint(stack: ShardStack, **kw: Any) -> tuple[UdpTransport, Recorder]:
+    return asyncio.run(_endpoint(stack, **kw))
+
+
+async def _endpoint(stack: ShardStack, **kw: Any) -> tuple[UdpTransport, Recorder]:
+    t, p = await stack.create_datagram_endpoint(Recorder, **kw)
+    return t, p  # type: ignore[return-value]
+
+
+def v4(
+    src: str = PEER4, sport: int = 4000, dport: int = 5000, tos: int = 0, payload: bytes = b"hi"
+) -> Ether:
+    return (
+        Ether(src=PEER_MAC, dst=OUR_MAC)
+        / IP(src=src, dst=OUR4, tos=tos)
+        / UDP(sport=sport, dport=dport)
+        / payload
+    )
+
+
+def v6(sport: int = 4000, dport: int = 5000, tc: int = 0, payload: bytes = b"hi") -> Ether:
+    return (
+        Ether(src=PEER_MAC, dst=OUR_MAC)
+        / IPv6(src=PEER6, dst=OUR6, tc=tc)
+        / UDP(sport=sport, dport=dport)
+        / payload
+    )
+
+
+def test_a_dual_stack_socket_gets_ipv4_as_v4_mapped(world) -> None:
+    net, stack = world
+    _, rec = endpoint(stack, local_addr=("::", 5000))
+    net.inject(v4())
+    net.inject(v6())
+    assert rec.got == [(b"hi", (f"::ffff:{PEER4}", 4000, 0, 0)), (b"hi", (PEER6, 4000, 0, 0))]
+
+
+def test_v6only_refuses_ipv4_and_leaves_the_port_to_an_ipv4_socket(world) -> None:
+    net, stack = world
+    _, rec6 = endpoint(stack, local_addr=("::", 5000), options={"IPV6_V6ONLY": True})
+    _, rec4 = endpoint(stack, local_addr=("0.0.0.0", 5000))
+    net.inject(v4())
+    net.inject(v6())
+    assert [a[0] for _, a in rec4.got] == [PEER4] and [a[0] for _, a in rec6.got] == [PEER6]
+
+
+def test_bind_of_an_ipv4_address_on_an_ipv6_socket_is_einval(world) -> None:
+    _, stack = world
+    with pytest.raises(OSError) as exc:
+        endpoint(stack, local_addr=("198.18.0.2", 5000), family=10)  # AF_INET6
+    assert exc.value.errno == errno.EINVAL
+
+
+def test_v6only_after_bind_is_einval_and_ipv4_options_apply_only_to_ipv4(world) -> None:
+    _, stack = world
+    t, _ = endpoint(stack, local_addr=("::", 5000))
+    with pytest.raises(OSError) as exc:
+        t.set_option("IPV6_V6ONLY", True)
+    assert exc.value.errno == errno.EINVAL
+    t4, _ = endpoint(stack, local_addr=("0.0.0.0", 5001))
+    with pytest.raises(OSError) as exc:
+        t4.set_option("IPV6_V6ONLY", True)
+    assert exc.value.errno == errno.ENOPROTOOPT
+    with pytest.raises(OSError) as exc:
+        t4.set_option("SO_NOSUCHTHING", 1)
+    assert exc.value.errno == errno.ENOPROTOOPT
+
+
+def test_closed_port_gets_port_unreachable_and_a_bound_one_does_not(world) -> None:
+    net, stack = world
+    net.inject(v4(dport=6000))
+    (err,) = net.sent()
+    assert err[ICMP].type == 3 and err[ICMP].code == 3
+    endpoint(stack, local_addr=("0.0.0.0", 6000))
+    net.inject(v4(dport=6000))
+    assert net.sent() == []
+
+
+def test_the_connected_socket_wins_over_the_wildcard(world) -> None:
+    net, stack = world
+    _, wild = endpoint(stack, local_addr=("0.0.0.0", 5000), options={"SO_REUSEADDR": True})
+    _, conn = endpoint(
+        stack, local_addr=(OUR4, 5000), remote_addr=(PEER4, 4000), options={"SO_REUSEADDR": True}
+    )
+    net.inject(v4(sport=4000))
+    net.inject(v4(sport=4001))
+    assert [a[1] for _, a in conn.got] == [4000] and [a[1] for _, a in wild.got] == [4001]
+
+
+def test_reuse_port_keeps_each_peer_on_one_member_and_spreads(world) -> None:
+    """B30: one source always reaches the same socket; spread within ±10 %."""
+    net, stack = world
+    members = [endpoint(stack, local_addr=("0.0.0.0", 5000), reuse_port=True)[1] for _ in range(4)]
+    for sport in range(20000, 21000):
+        net.inject(v4(sport=sport))
+        net.inject(v4(sport=sport))
+    for rec in members:
+        ports = [a[1] for _, a in rec.got]
+        assert all(ports.count(p) == 2 for p in set(ports))  # both copies to one member
+        assert abs(len(set(ports)) - 250) <= 25
+
+
+def test_ip_recvtos_reports_the_tos_byte_ecn_included(world) -> None:
+    net, stack = world
+    t, rec = endpoint(stack, local_addr=("::", 5000), options={"IPV6_RECVTCLASS": True})
+    net.inject(v4(tos=0xB9))
+    assert t.last_datagram is not None and t.last_datagram.tos == 0xB9
+    net.inject(v6(tc=0x22))
+    assert t.last_datagram.tos == 0x22
+
+
+def test_sendto_from_an_unbound_socket_binds_and_checksums(world) -> None:
+    net, stack = world
+    t, _ = endpoint(stack, family=2)  # AF_INET
+    t.sendto(b"payload", (PEER4, 9))
+    (frame,) = net.sent()
+    assert (
+        frame[IP].src == OUR4 and frame[UDP].dport == 9 and bytes(frame[UDP].payload) == b"payload"
+    )
+    raw = frame[UDP].chksum
+    del frame[UDP].chksum
+    assert Ether(bytes(frame))[UDP].chksum == raw
+    assert t.get_extra_info("sockname")[1] == frame[UDP].sport
+
+
+def test_dual_stack_socket_sends_ipv4_to_a_mapped_peer(world) -> None:
+    net, stack = world
+    t, _ = endpoint(stack, local_addr=("::", 5000))
+    t.sendto(b"x", (f"::ffff:{PEER4}", 9))
+    (frame,) = net.sent()
+    assert IP in frame and frame[IP].dst == PEER4 and frame[UDP].sport == 5000
+
+
+def test_broadcast_needs_so_broadcast(world) -> None:
+    net, stack = world
+    t, _ = endpoint(stack, local_addr=("0.0.0.0", 5000))
+    with pytest.raises(PermissionError):
+        t.sendto(b"x", ("255.255.255.255", 9))
+    t.set_option("SO_BROADCAST", True)
+    t.sendto(b"x", ("255.255.255.255", 9))
+    (frame,) = net.sent()
+    assert frame.dst == "ff:ff:ff:ff:ff:ff"
+
+
+def test_bind_to_device_unknown_is_enodev(world) -> None:
+    _, stack = world
+    t, _ = endpoint(stack)
+    with pytest.raises(OSError) as exc:
+        t.set_option("SO_BINDTODEVICE", "nope")
+    assert exc.value.errno == errno.ENODEV
+    t.set_option("SO_BINDTODEVICE", "sntap0")
+    assert t.get_option("SO_BINDTODEVICE") == 1
+
+
+@pytest.mark.parametrize("family", [4, 6])
+def test_port_unreachable_reaches_the_connected_socket_as_connection_refused(
+    world, family: int
+) -> None:
+    net, stack = world
+    peer = PEER4 if family == 4 else PEER6
+    t, rec = endpoint(stack, remote_addr=(peer, 9))
+    t.sendto(b"anyone?")
+    (sent,) = net.sent()
+    if family == 4:
+        err = (
+            Ether(src=PEER_MAC, dst=OUR_MAC)
+            / IP(src=PEER4, dst=OUR4)
+            / ICMP(type=3, code=3)
+            / bytes(sent[IP])[:28]
+        )
+    else:
+        err = (
+            Ether(src=PEER_MAC, dst=OUR_MAC)
+            / IPv6(src=PEER6, dst=OUR6)
+            / ICMPv6DestUnreach(code=4)
+            / bytes(sent[IPv6])
+        )
+    net.inject(err)
+    assert [type(e) for e in rec.errors] == [ConnectionRefusedError]
+
+
+def test_unconnected_sockets_ignore_icmp_errors(world) -> None:
+    net, stack = world
+    t, rec = endpoint(stack, local_addr=("0.0.0.0", 5000))
+    t.sendto(b"x", (PEER4, 9))
+    (sent,) = net.sent()
+    net.inject(
+        Ether(src=PEER_MAC, dst=OUR_MAC)
+        / IP(src=PEER4, dst=OUR4)
+        / ICMP(type=3, code=3)
+        / bytes(sent[IP])[:28]
+    )
+    assert rec.errors == [] and IPerror and UDPerror
