@@ -60,6 +60,9 @@ class StackConfig:
     vnet_hdr: bool = True
     stats_interval_s: float = 1.0  # shard -> dispatcher counter snapshots
     restart_backoff_s: float = 0.2  # first delay before restarting a dead shard
+    # RFC 7217 secret key (hex, >= 16 bytes) for stable opaque IPv6 addresses;
+    # random per run when not given.
+    secret: str | None = None
 
     @property
     def link_name(self) -> str:
@@ -84,6 +87,13 @@ class StackConfig:
             raise ConfigError("ring size must be a power of two of at least 256 KiB")
         if self.drain_s < 0:
             raise ConfigError("--drain must not be negative")
+        if self.secret is not None:
+            try:
+                key = bytes.fromhex(self.secret)
+            except ValueError:
+                raise ConfigError("secret must be hex") from None
+            if len(key) < 16:
+                raise ConfigError("secret must be at least 16 bytes (RFC 7217 §5)")
         return self
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import shutil
@@ -44,6 +45,10 @@ RUNTIME_DIR = "/run/shardnet"
 
 class Dispatcher:
     def __init__(self, config: StackConfig, shard_entry: Callable[[ShardSpec], None]) -> None:
+        if config.secret is None:
+            # One RFC 7217 key per run, so a restarted shard 0 regenerates the
+            # same opaque addresses (configure one to keep them across runs).
+            config = dataclasses.replace(config, secret=os.urandom(16).hex())
         self.config = config
         self.shard_entry = shard_entry
         self.nshards = config.shards

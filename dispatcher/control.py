@@ -148,6 +148,8 @@ class ControlServer:
                     future.set_result(msg)
             elif isinstance(msg, Hello):
                 self.on_hello(msg.shard, msg.pid)
+            elif isinstance(msg, Event):  # from shard 0's NDP machine
+                self.publish(msg.type, **msg.data)
 
     # --- ctl ---------------------------------------------------------------
     async def _control_loop(self) -> None:

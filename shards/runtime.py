@@ -29,6 +29,7 @@ from shardnet.common.link_tx import open_writer
 from shardnet.common.messages import (
     BadMessage,
     Beat,
+    Event,
     Hello,
     Patch,
     Reply,
@@ -265,9 +266,17 @@ class ShardRuntime:
             shard=0, view=net.view, writer=self.writer, counters=self.counters, clock=self.clock
         )
         self.control = ControlPlane(net, self.stack, self.clock)
+        self.control.emit_event = self._emit_event
         # After a restart of shard 0 this rebuilds its state from the
         # configuration; replicas see a new epoch and resynchronise.
         self.control.bootstrap(self.spec.config, mac=self.spec.mac, mtu=self.spec.config.mtu)
+
+    def _emit_event(self, event: dict[str, Any]) -> None:
+        """An NDP event for the control channel's subscribers (``ctl events``)."""
+        data = dict(event)
+        kind = str(data.pop("type", "event"))
+        with contextlib.suppress(zmq.ZMQError):
+            self.to_dispatcher.send(encode(Event(kind, data)), zmq.NOBLOCK)
 
     def publish(self, patch: Patch | None) -> None:
         """Send one change of shard 0's tables to every replica."""

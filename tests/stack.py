@@ -71,7 +71,10 @@ class StackProcess:
                 self.client.close()
                 self.client = None
             return False
-        return all(s["ready"] for s in shards)
+        if not all(s["ready"] for s in shards):
+            return False
+        # IPv6 addresses are tentative until DAD is over (RFC 4862 §5.4).
+        return not any(a["kind"] == "tentative" for a in self.client.call("addrs"))
 
     def call(self, op: str, **args: Any) -> Any:
         assert self.client is not None

@@ -16,20 +16,24 @@ DAD, router discovery, SLAAC and NUD come with the NDP issue.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import random
 from collections.abc import Callable
 from typing import Any
 
 from shardnet.common.addr import format_ip, format_mac, is_unicast, parse_ip
 from shardnet.common.config import StackConfig
 from shardnet.common.wire.ethernet import ETHERTYPE_IPV4, EthernetView
+from shardnet.common.wire.icmpv6 import ICMPV6_MLD_QUERY, message_bytes
 from shardnet.common.wire.ipv6 import (
     ALL_NODES,
+    NH_HOPOPTS,
     NH_ICMPV6,
     Ipv6View,
-    link_local_from_mac,
     solicited_node_multicast,
 )
+from shardnet.common.wire.mld import MldQueryView
 from shardnet.common.wire.ndp import (
     NDP_HOP_LIMIT,
     NdpView,
@@ -41,12 +45,30 @@ from shardnet.common.wire.ndp import (
 )
 
 from .arp import ArpHandler
-from .model import Nic
+from .model import Nic, PrimaryBehavior
+from .ndp import (
+    AddAddress,
+    AddRoute,
+    NdpConfig,
+    NdpMachine,
+    RemoveAddress,
+    RemoveRoute,
+    SendMld,
+    SendNdp,
+    SetAddressKind,
+    SetNicParam,
+    UpdateNeighbour,
+    event_to_dict,
+)
 from .neighbour import NeighbourConfig, NeighbourTable
 from .ops import NetOps
 from .route import Route
 from .stack import NetStack, Resolver
-from .state import LOOPBACK_MTU, LOOPBACK_NAME, NetOwner
+from .state import LOOPBACK_MTU, LOOPBACK_NAME, NetError, NetOwner
+
+# RFC 3810 §5 / RFC 2711: Hop-by-Hop header of MLD messages: next header
+# ICMPv6, Router Alert (value 0: MLD), PadN to 8 bytes.
+MLD_HOP_BY_HOP = bytes((58, 0, 5, 2, 0, 0, 1, 0))
 
 log = logging.getLogger("shardnet.net")
 
@@ -63,6 +85,8 @@ class ControlPlane(Resolver):
         clock: Callable[[], float],
         *,
         neighbour_config: NeighbourConfig | None = None,
+        ndp_config: NdpConfig | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self.owner = owner
         self.stack = stack
@@ -73,6 +97,12 @@ class ControlPlane(Resolver):
         self.v6: dict[int, NeighbourTable] = {}
         self.arp: dict[int, ArpHandler] = {}
         self.ops = NetOps(owner, self.neighbour_rows)
+        self.ndp: dict[int, NdpMachine] = {}  # per Ethernet NIC
+        self.ndp_config = ndp_config or NdpConfig()
+        self.rng = rng or random.Random()
+        self.nic_params: dict[int, dict[str, int | float]] = {}  # RA-learnt (RFC 4861 §6.3.4)
+        self._behaviors: dict[tuple[int, bytes], PrimaryBehavior] = {}  # asked with addr_add
+        self.emit_event: Callable[[dict[str, Any]], None] = lambda event: None
         stack.resolver = self
         stack.ndp_hook = self.handle_ndp
 
@@ -88,10 +118,14 @@ class ControlPlane(Resolver):
         )
         owner.add_address(lo.id, parse_ip("127.0.0.1"), 8, origin="loopback")
         owner.add_address(lo.id, parse_ip("::1"), 128, origin="loopback")
-        # RFC 4291 §2.1: every interface has a link-local address; RFC 4862
-        # §5.3 forms it from the interface identifier (modified EUI-64 here;
-        # the NDP issue adds opaque IIDs and DAD).
-        owner.add_address(link.id, link_local_from_mac(mac), 64, origin="linklocal")
+        # NDP (RFC 4861/4862) for the link: its start generates the
+        # link-local address (RFC 7217 opaque IID by default, B0/B17) and
+        # runs DAD on it, solicits routers, reports MLD groups.
+        secret = bytes.fromhex(config.secret) if config.secret else b""
+        machine = self.ndp[link.id] = NdpMachine(
+            link.id, link.name, mac, self.rng, self.ndp_config, secret_key=secret, link_mtu=mtu
+        )
+        self.apply(link.id, machine.start(self.clock()))
         for text in (*config.ipv4, *config.ipv6):
             address, _, plen = text.partition("/")
             self.add_address(link.id, parse_ip(address), int(plen))
@@ -101,6 +135,14 @@ class ControlPlane(Resolver):
                 owner.add_route(Route(bytes(len(gw)), 0, link.id, gw, 0, "static"))
 
     def add_address(self, nic_id: int, addr: bytes, prefix_len: int, **kw: Any) -> None:
+        machine = self.ndp.get(nic_id)
+        if len(addr) == 16 and machine is not None:
+            # RFC 4862 §5.4: tentative until DAD succeeds.
+            self.apply(
+                nic_id,
+                machine.add_address(self.clock(), addr, prefix_len, kw.get("origin", "static")),
+            )
+            return
         self.owner.add_address(nic_id, addr, prefix_len, **kw)
         arp = self.arp.get(nic_id)
         if len(addr) == 4 and arp is not None:
@@ -125,15 +167,84 @@ class ControlPlane(Resolver):
         if op == "reassembly_expired":
             self.stack.reassembly_expired(bytes(args["packet"]))
             return None
-        if op == "addr_add":
+        if op in ("addr_add", "addr_del"):
+            nic = self.owner.nic(args.get("nic"))
+            text = str(args.get("address"))
+            machine = self.ndp.get(nic.id)
+            if ":" in text and machine is not None:  # IPv6: through NDP (DAD, MLD)
+                addr = parse_ip(text.split("/")[0])
+                if op == "addr_add":
+                    self.ops.check_addr_add(args)
+                    behavior = PrimaryBehavior(args.get("behavior", "can-be-primary"))
+                    self._behaviors[(nic.id, addr)] = behavior  # for the AddAddress to come
+                    plen = int(text.partition("/")[2])
+                    self.apply(nic.id, machine.add_address(self.clock(), addr, plen))
+                    return self.owner.address(nic.id, addr).to_row()
+                self.owner.address(nic.id, addr)  # ENOENT-like error when it is not there
+                self.apply(nic.id, machine.remove_address(self.clock(), addr))
+                if f"{nic.id}/{format_ip(addr)}" in self.owner.view.addresses:
+                    self.owner.remove_address(nic.id, addr)
+                return None
             value = self.ops.handle(op, args)
-            nic = self.owner.nic(str(args.get("nic")))
-            arp = self.arp.get(nic.id)
-            addr = parse_ip(value["addr"])
-            if arp is not None and len(addr) == 4:
-                self.stack.writer.write((arp.announce(addr),))
+            if op == "addr_add":
+                arp = self.arp.get(nic.id)
+                addr = parse_ip(value["addr"])
+                if arp is not None and len(addr) == 4:
+                    self.stack.writer.write((arp.announce(addr),))
             return value
         return self.ops.handle(op, args)
+
+    # --- NDP actions (B19: the machine never touches the tables itself) -----------------
+    def apply(self, nic_id: int, actions: list[Any]) -> None:
+        owner, now = self.owner, self.clock()
+        for act in actions:
+            if isinstance(act, SendNdp):
+                body = act.message.to_bytes(act.src, act.dst)
+                self.stack.send_ipv6(
+                    act.dst, NH_ICMPV6, body, src=act.src, nic_id=nic_id, hop_limit=NDP_HOP_LIMIT
+                )
+            elif isinstance(act, SendMld):
+                # RFC 3810 §5: hop limit 1 and a Hop-by-Hop Router Alert (RFC 2711).
+                body = MLD_HOP_BY_HOP + message_bytes(act.report, act.src, act.dst)
+                self.stack.send_ipv6(
+                    act.dst, NH_HOPOPTS, body, src=act.src, nic_id=nic_id, hop_limit=1
+                )
+            elif isinstance(act, AddAddress):
+                try:
+                    owner.add_address(
+                        nic_id, act.addr, act.prefix_len, kind=act.kind, origin=act.origin,
+                        connected_route=act.connected_route,
+                        behavior=self._behaviors.pop((nic_id, act.addr), PrimaryBehavior.CAN_BE_PRIMARY),
+                    )  # fmt: skip
+                except NetError as exc:
+                    log.warning("NDP could not add %s: %s", format_ip(act.addr), exc)
+            elif isinstance(act, SetAddressKind):
+                if f"{nic_id}/{format_ip(act.addr)}" in owner.view.addresses:
+                    owner.set_address_kind(nic_id, act.addr, act.kind)
+            elif isinstance(act, RemoveAddress):
+                if f"{nic_id}/{format_ip(act.addr)}" in owner.view.addresses:
+                    owner.remove_address(nic_id, act.addr)
+            elif isinstance(act, AddRoute):
+                owner.add_route(act.route)
+            elif isinstance(act, RemoveRoute):
+                with contextlib.suppress(NetError):
+                    owner.remove_route(act.route)
+            elif isinstance(act, SetNicParam):
+                self.nic_params.setdefault(nic_id, {})[act.name] = act.value
+                if act.name == "mtu":
+                    owner.set_nic_mtu(nic_id, int(act.value))
+            elif isinstance(act, UpdateNeighbour):
+                table = self.v6.get(nic_id)
+                nic = owner.view.nics.get(nic_id)
+                if table is not None and nic is not None:
+                    self._send_queued(
+                        nic,
+                        act.mac,
+                        table.learn(now, act.ip, act.mac, solicited=False, create=True),
+                    )
+            else:  # an event (the NDPDispatcher callbacks, as records)
+                self.emit_event(event_to_dict(act))
+        self._after_neighbour_work()
 
     def neighbour_rows(self) -> list[dict[str, Any]]:
         now = self.clock()
@@ -170,8 +281,23 @@ class ControlPlane(Resolver):
 
     # --- NDP: neighbour solicitation and advertisement (RFC 4861 §7.2) --------------------
     def handle_ndp(self, ip: Ipv6View, nic_id: int, payload: memoryview) -> None:
-        """NS and NA; the other NDP messages are the NDP issue's. Invalid
-        messages raise MalformedPacket (counted by the ingress)."""
+        """NDP and MLD for shard 0: the NDP machine does DAD, router and
+        prefix discovery, SLAAC and MLD; answering NS and learning from NA
+        for resolution happen here. Invalid messages raise MalformedPacket
+        (counted by the ingress)."""
+        machine = self.ndp.get(nic_id)
+        kind = payload[0]
+        if kind == ICMPV6_MLD_QUERY:
+            if machine is not None and len(payload) >= 28:  # MLDv2 (RFC 3810 §8.1)
+                query = MldQueryView.checked(payload, hop_limit=ip.hop_limit).header()
+                self.apply(nic_id, machine.handle_mld_query(self.clock(), ip.src, query))
+            return
+        if not 133 <= kind <= 137:
+            return  # MLD reports and done: nothing for a host to do
+        if machine is not None:
+            self.apply(
+                nic_id, machine.handle_ndp(self.clock(), ip.src, ip.dst, ip.hop_limit, payload)
+            )
         view = NdpView.checked(payload, hop_limit=ip.hop_limit)  # checksum verified by the caller
         validate_addresses(view, ip.src, ip.dst)
         nic = self.owner.view.nics.get(nic_id)
@@ -194,6 +320,7 @@ class ControlPlane(Resolver):
                         nic, slla, table.learn(now, ip.src, slla, solicited=False, create=True)
                     )
             na = NeighborAdvertisement(
+                router=machine is not None and machine.is_router,
                 solicited=solicited,
                 override=True,
                 target=msg.target,
@@ -285,10 +412,16 @@ class ControlPlane(Resolver):
 
     # --- timers --------------------------------------------------------------------------
     def next_deadline(self) -> float | None:
-        deadlines = [t.next_deadline() for t in (*self.v4.values(), *self.v6.values())]
-        return min((d for d in deadlines if d is not None), default=None)
+        machines = (*self.v4.values(), *self.v6.values(), *self.ndp.values())
+        return min(
+            (d for d in (m.next_deadline() for m in machines) if d is not None), default=None
+        )
 
     def handle_timeout(self, now: float) -> None:
+        for nic_id, machine in self.ndp.items():
+            deadline = machine.next_deadline()
+            if deadline is not None and deadline <= now:
+                self.apply(nic_id, machine.handle_timeout(now))
         for table in (*self.v4.values(), *self.v6.values()):
             for failure in table.handle_timeout(now):
                 for item in failure.packets:

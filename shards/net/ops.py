@@ -122,6 +122,16 @@ class NetOps:
             rows.append(a.to_row() | {"nic_name": self._nic_name(a.nic)})
         return rows
 
+    def check_addr_add(self, args: dict[str, Any]) -> None:
+        """The checks of ``addr_add`` without adding (for IPv6, which NDP adds)."""
+        _prefix(args.get("address"), "addr add")
+        try:
+            PrimaryBehavior(args.get("behavior", "can-be-primary"))
+        except ValueError:
+            raise NetError(
+                errno.EINVAL, f"addr add: bad behaviour {args.get('behavior')!r}"
+            ) from None
+
     def addr_add(self, args: dict[str, Any]) -> dict[str, Any]:
         addr, plen = _prefix(args.get("address"), "addr add")
         try:

@@ -177,6 +177,15 @@ class NetOwner:
             raise NetError(errno.ENODEV, f"no NIC {name_or_id}")
         return nic
 
+    def set_nic_mtu(self, name_or_id: str | int, mtu: int) -> Nic:
+        """An MTU learnt from an RA (RFC 4861 §6.3.4) or set by the user."""
+        nic = self.nic(name_or_id)
+        if not 68 <= mtu <= 65536:
+            raise NetError(errno.EINVAL, f"bad MTU {mtu}")
+        nic.mtu = mtu
+        self._set("nics", str(nic.id), nic.to_row())
+        return nic
+
     def set_nic_enabled(self, name_or_id: str | int, enabled: bool) -> Nic:
         nic = self.nic(name_or_id)
         nic.enabled = enabled

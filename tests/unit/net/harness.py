@@ -18,6 +18,7 @@ Addresses: 198.18.0.0/15, 2001:db8::/32 and fe80::/10 only.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 from typing import Any
 
@@ -43,6 +44,7 @@ from shardnet.common.wire.ipv6 import multicast_mac, solicited_node_multicast
 from shardnet.shards.counters import ShardCounters
 from shardnet.shards.ingress import Ingress
 from shardnet.shards.net.control import ControlPlane
+from shardnet.shards.net.ndp import IidMode, NdpConfig
 from shardnet.shards.net.stack import NetStack
 from shardnet.shards.net.state import NetOwner, NetView
 
@@ -103,7 +105,18 @@ class Net:
             clock=self.clock,
             icmp_rate=icmp_rate,
         )
-        self.control = ControlPlane(self.net, self.stack, self.clock)
+        # NDP as the network-layer tests assume it: EUI-64 link-local (B20),
+        # no DAD delay, no router solicitations; the NDP tests drive the
+        # machine with its own defaults.
+        ndp = NdpConfig(
+            dup_addr_detect_transmits=0,
+            iid_mode=IidMode.EUI64,
+            max_rtr_solicitations=0,
+            mld_robustness=1,
+        )
+        self.control = ControlPlane(
+            self.net, self.stack, self.clock, ndp_config=ndp, rng=random.Random(5)
+        )
         self.control.bootstrap(self.config, mac=self.mac, mtu=mtu)
         self.ingress = Ingress(self.mac, self.counters)
         self.ingress.register(ETHERTYPE_IPV4, self.stack.handle_ipv4)

@@ -1,0 +1,120 @@
+"""Per-connection TCP configuration: every timer and constant a test needs.
+
+A frozen dataclass (STYLE.md §3): the stack builds one from its config file
+and the socket options, the tests build one with short timers. Units are in
+the names (``_s`` seconds, bytes otherwise); each default cites its source.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+TCP_MIN_MSS = 88  # bytes, Linux TCP_MIN_MSS; gVisor TCPMinimumMSS (CHECKLIST B32)
+TCP_MAX_MSS = 65535  # bytes, gVisor TCPMaximumMSS (CHECKLIST B32)
+DEFAULT_MSS_V4 = 536  # bytes, RFC 9293 §3.7.1 / RFC 1122 §4.2.2.6: no MSS option received
+DEFAULT_MSS_V6 = 1220  # bytes, RFC 9293 §3.7.1 (IPv6 minimum MTU 1280 - 60)
+IPV4_TCP_OVERHEAD = 40  # bytes, IPv4 + TCP headers without options (RFC 6691 §2)
+IPV6_TCP_OVERHEAD = 60  # bytes, IPv6 + TCP headers without options
+
+MSL_S = 30.0  # RFC 9293 §3.4.2 says 2 minutes; Linux's TIME-WAIT is 60 s = 2 * 30 s
+TIME_WAIT_S = 2 * MSL_S  # CHECKLIST B26: DefaultTCPTimeWaitTimeout = 60 s
+FIN_TIMEOUT_S = 60.0  # Linux tcp_fin_timeout; gVisor DefaultTCPLingerTimeout (B26)
+
+SND_BUF = 1 << 20  # bytes, gVisor default send buffer (CHECKLIST constants table)
+RCV_BUF = 1 << 17  # bytes, initial receive buffer (Linux tcp_rmem[1] = 128 KiB)
+RCV_BUF_MAX = 4 << 20  # bytes, auto-tuning bound (gVisor max 4 MiB; Linux tcp_rmem[2] 6 MiB)
+
+INITIAL_RTO_S = 1.0  # RFC 6298 §2.1
+MIN_RTO_S = 0.2  # Linux TCP_RTO_MIN (RFC 6298 §2.4 says 1 s; Linux and most stacks use 200 ms)
+MAX_RTO_S = 120.0  # Linux TCP_RTO_MAX; RFC 6298 §2.5 allows a maximum of at least 60 s
+SYN_RETRIES = 6  # Linux tcp_syn_retries
+SYNACK_RETRIES = 5  # Linux tcp_synack_retries
+RETRIES2 = 15  # Linux tcp_retries2: RTO expiries before giving up (RFC 1122 §4.2.3.5 R2)
+
+DELAYED_ACK_S = 0.04  # Linux TCP_DELACK_MIN; RFC 1122 §4.2.3.2 and RFC 5681 §4.2: < 0.5 s
+DUPTHRESH = 3  # RFC 5681 §3.2, RFC 6675 §2
+
+KEEPALIVE_IDLE_S = 7200.0  # RFC 1122 §4.2.3.6 (no less than two hours), Linux tcp_keepalive_time
+KEEPALIVE_INTVL_S = 75.0  # Linux tcp_keepalive_intvl
+KEEPALIVE_CNT = 9  # Linux tcp_keepalive_probes
+
+CHALLENGE_ACK_PER_S = 1000.0  # RFC 5961 §7; Linux tcp_challenge_ack_limit (before 6.0)
+CHALLENGE_ACK_BURST = 1000  # the whole second's budget may go at once, as in Linux
+
+PERSIST_MIN_S = 0.2  # first zero-window probe after one (minimum) RTO
+PERSIST_MAX_S = 60.0  # RFC 1122 §4.2.2.17 lets the interval grow; Linux caps at TCP_RTO_MAX
+
+
+@dataclass(frozen=True, slots=True)
+class TcpConfig:
+    # --- segment size (RFC 6691, CHECKLIST B32, C12)
+    user_mss: int | None = None  # TCP_MAXSEG; None = from the route MTU
+    # --- options (RFC 7323, RFC 2018)
+    window_scaling: bool = True
+    timestamps: bool = True
+    sack: bool = True
+    # --- buffers (bytes)
+    snd_buf: int = SND_BUF
+    rcv_buf: int = RCV_BUF
+    rcv_buf_max: int = RCV_BUF_MAX  # auto-tuning never goes above (and sets the wscale)
+    rcv_autotune: bool = True
+    # --- retransmission (RFC 6298, RFC 1122 §4.2.3.5)
+    initial_rto_s: float = INITIAL_RTO_S
+    min_rto_s: float = MIN_RTO_S
+    max_rto_s: float = MAX_RTO_S
+    syn_retries: int = SYN_RETRIES
+    synack_retries: int = SYNACK_RETRIES
+    retries2: int = RETRIES2
+    dupthresh: int = DUPTHRESH
+    cc: str = "cubic"  # congestion control, "cubic" or "newreno" (shards/tcp/cc.py)
+    # --- ACKs, Nagle (RFC 1122 §4.2.3.2, RFC 9293 §3.7.4)
+    delayed_ack: bool = True
+    delayed_ack_s: float = DELAYED_ACK_S
+    nodelay: bool = False  # TCP_NODELAY: no Nagle
+    # --- keepalive (RFC 1122 §4.2.3.6)
+    keepalive: bool = False  # SO_KEEPALIVE
+    keepalive_idle_s: float = KEEPALIVE_IDLE_S
+    keepalive_intvl_s: float = KEEPALIVE_INTVL_S
+    keepalive_cnt: int = KEEPALIVE_CNT
+    # --- closing (CHECKLIST B26, C14)
+    time_wait_s: float = TIME_WAIT_S
+    fin_timeout_s: float = FIN_TIMEOUT_S  # the stack-wide tcp_fin_timeout
+    linger2_s: float | None = None  # TCP_LINGER2: None/0 = fin_timeout_s, < 0 = RST, else min
+    # --- RFC 5961 §7 challenge ACK throttle (when the endpoint makes its own bucket)
+    challenge_ack_per_s: float = CHALLENGE_ACK_PER_S
+    challenge_ack_burst: int = CHALLENGE_ACK_BURST
+    # --- persist timer (RFC 9293 §3.8.6.1, RFC 1122 §4.2.2.17)
+    persist_max_s: float = PERSIST_MAX_S
+
+    def __post_init__(self) -> None:
+        m = self.user_mss
+        if m is not None and not TCP_MIN_MSS <= m <= TCP_MAX_MSS:
+            raise ValueError(f"TCP_MAXSEG {m} outside [{TCP_MIN_MSS}, {TCP_MAX_MSS}]")
+        if self.snd_buf < 1 or self.rcv_buf < 1 or self.rcv_buf_max < self.rcv_buf:
+            raise ValueError("need snd_buf >= 1 and 1 <= rcv_buf <= rcv_buf_max")
+
+    def fin_wait_2_timeout(self) -> float | None:
+        """TCP_LINGER2 with Linux semantics (tcp(7), CHECKLIST C14): None
+        means "send a RST instead of waiting" (a negative value); 0 or
+        anything above ``fin_timeout_s`` means ``fin_timeout_s``."""
+        v = self.linger2_s
+        if v is None or v == 0 or v > self.fin_timeout_s:
+            return self.fin_timeout_s
+        if v < 0:
+            return None
+        return v
+
+
+def max_mss_for_route(mtu: int, ipv6: bool) -> int:
+    """RFC 6691 §2 / RFC 9293 §3.7.1: the MSS a route of ``mtu`` bytes allows
+    (MTU minus the fixed IP and TCP headers)."""
+    return max(TCP_MIN_MSS, mtu - (IPV6_TCP_OVERHEAD if ipv6 else IPV4_TCP_OVERHEAD))
+
+
+def advertised_mss(user_mss: int | None, mtu: int, ipv6: bool) -> int:
+    """CHECKLIST B32: the user's TCP_MAXSEG if below the route's, else the
+    route's (gVisor calculateAdvertisedMSS, Linux tcp_advertise_mss)."""
+    route = max_mss_for_route(mtu, ipv6)
+    if user_mss is not None and 0 < user_mss < route:
+        return user_mss
+    return route
