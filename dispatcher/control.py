@@ -183,6 +183,13 @@ class ControlServer:
             )
         if req.op == "shards":
             return Reply(req.req_id, True, self.info()["processes"])
+        if req.op == "conns":  # every shard's connections
+            rows: list[Any] = []
+            for i in range(len(self.book.shards)):
+                answer = await self.ask_shard(i, "conns")
+                if answer.ok:
+                    rows += answer.value
+            return Reply(req.req_id, True, rows)
         if req.op == "shard_table":  # a replica's view, for tests and debugging
             index = int(req.args.get("shard", 0))
             answer = await self.ask_shard(index, "table", {"name": str(req.args.get("name", ""))})

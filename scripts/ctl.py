@@ -17,7 +17,7 @@ from typing import Any
 
 from shardnet.common.client import Client, ControlError
 
-VIEWS = ("nics", "addrs", "routes", "neigh", "stats", "shards")
+VIEWS = ("nics", "addrs", "routes", "neigh", "conns", "stats", "shards")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -144,6 +144,38 @@ def render(view: str, value: Any) -> str:
             (n["nic_name"], n["ip"], n["mac"] or "-", n["state"], f"{n['age_s']:.1f}s")
             for n in value
         ]
+        return table(rows)
+    if view == "conns":
+        rows = [
+            (
+                "SHARD",
+                "STATE",
+                "LOCAL",
+                "REMOTE",
+                "CWND",
+                "SRTT",
+                "RTO",
+                "RETRANS",
+                "SENT",
+                "RECEIVED",
+            )
+        ]
+        for c in value:
+            srtt = c.get("srtt")
+            rows.append(
+                (
+                    str(c["shard"]),
+                    c["state"],
+                    c["local"],
+                    c["remote"],
+                    str(c.get("cwnd", "-")),
+                    f"{srtt * 1000:.1f}ms" if srtt else "-",
+                    f"{c['rto']:.3f}s" if "rto" in c else "-",
+                    str(c.get("retransmits", "-")),
+                    str(c.get("bytes_sent", "-")),
+                    str(c.get("bytes_received", "-")),
+                )  # fmt: skip
+            )
         return table(rows)
     if view == "shards":
         rows = [("SHARD", "PID", "READY", "RESTARTS")]

@@ -58,11 +58,7 @@ def config_from_args(ns: argparse.Namespace) -> StackConfig:
 def refuse_unbuilt(config: StackConfig) -> None:
     """Settings of the contract whose machinery is not built yet are refused
     rather than accepted and ignored."""
-    tcp_only = [s.app for s in config.serve if s.app in ("http", "chargen")]
-    unbuilt = [
-        ("--serve " + ",".join(tcp_only), bool(tcp_only), "TCP apps come with the TCP endpoint"),
-        ("--forwarding", config.forwarding, "forwarding between NICs is not built"),
-    ]
+    unbuilt = [("--forwarding", config.forwarding, "forwarding between NICs is not built")]
     for flag, given, why in unbuilt:
         if given:
             raise ConfigError(f"{flag} is not supported yet ({why})")

@@ -4,8 +4,10 @@
 gunicorn loads apps) gets a ``ShardStack``. Its UDP side mirrors asyncio:
 ``create_datagram_endpoint(protocol_factory, local_addr, remote_addr, ...)``
 returns a real ``asyncio.DatagramTransport`` and the protocol, so any
-``asyncio.DatagramProtocol`` runs unchanged. TCP streams come with the TCP
-endpoint.
+``asyncio.DatagramProtocol`` runs unchanged; its TCP side has
+``create_server``/``create_connection`` (a real ``asyncio.Transport``) and
+the streams API ``start_server``/``open_connection`` with the stdlib's
+signatures.
 
 Socket options are typed (``set_option(name, value)`` / ``get_option``) with
 Linux's names; an option that does not apply raises ``OSError(ENOPROTOOPT)``
@@ -269,3 +271,116 @@ class ShardStack:
                 raise OSError(errno.EADDRNOTAVAIL, "no source address for that destination")
             local = src if sock.family == 4 or len(src) == 16 else bytes(10) + b"\xff\xff" + src
         self.udp.connect(sock, local, remote, port, **self.port_args())
+
+    # --- TCP (asyncio create_server / create_connection / streams) -----------
+    async def create_server(
+        self,
+        protocol_factory: Callable[[], asyncio.Protocol],
+        host: str | None = None,
+        port: int = 0,
+        *,
+        reuse_port: bool | None = None,
+        v6only: bool = False,
+    ) -> Server:
+        """asyncio's ``loop.create_server``: ``host`` None listens on one
+        dual-stack socket ([::], IPv4 peers as ::ffff:a.b.c.d, B4)."""
+        if host in (None, "", "::"):
+            family, addr = 6, bytes(16)
+        else:
+            family = 6 if ":" in str(host) else 4
+            addr = _addr(host, family)
+        lst = self.tcp.listen(
+            family, addr, int(port), protocol_factory, reuse_port=bool(reuse_port), v6only=v6only,
+            start=self.port_args()["start"],
+        )  # fmt: skip
+        return Server(self, [lst])
+
+    async def create_connection(
+        self,
+        protocol_factory: Callable[[], asyncio.Protocol],
+        host: str,
+        port: int,
+    ) -> tuple[asyncio.Transport, asyncio.Protocol]:
+        """asyncio's ``loop.create_connection`` (addresses only: no DNS).
+        Raises ConnectionRefusedError, TimeoutError, OSError(ENETUNREACH)."""
+        family = 6 if ":" in str(host) else 4
+        remote = _addr(host, family)
+        wire = remote[12:] if is_ipv4_mapped(remote) else remote
+        route = self.net.view.routes.lookup(wire)
+        if route is None:
+            raise OSError(errno.ENETUNREACH, "network is unreachable")
+        if len(wire) == 4:
+            local = self.net.ipv4_source(route.nic, route.gateway or wire)
+        else:
+            local = self.net.ipv6_source(route.nic, wire)
+        if local is None:
+            raise OSError(errno.EADDRNOTAVAIL, "no source address for that destination")
+        transport = self.tcp.connect(
+            family, local, wire, int(port), protocol_factory, start=self.port_args()["start"]
+        )
+        assert transport.connected is not None
+        await transport.connected  # connection_made was called on the Connected event
+        return transport, transport.get_protocol()  # type: ignore[return-value]
+
+    async def start_server(
+        self,
+        client_connected_cb: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Any],
+        host: str | None = None,
+        port: int = 0,
+        *,
+        limit: int = 2**16,
+        **kwds: Any,
+    ) -> Server:
+        """asyncio's ``start_server`` signature, over shardnet's TCP."""
+
+        def factory() -> asyncio.StreamReaderProtocol:
+            reader = asyncio.StreamReader(limit=limit)
+            return asyncio.StreamReaderProtocol(reader, client_connected_cb)
+
+        return await self.create_server(factory, host, port, **kwds)
+
+    async def open_connection(
+        self, host: str, port: int, *, limit: int = 2**16
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """asyncio's ``open_connection`` signature, over shardnet's TCP."""
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=limit, loop=loop)
+        protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+        transport, _ = await self.create_connection(lambda: protocol, host, port)
+        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+        return reader, writer
+
+
+class Server:
+    """What ``create_server``/``start_server`` return: the listener's copy
+    in this shard (asyncio.Server's common surface)."""
+
+    def __init__(self, stack: ShardStack, listening: list[Any]) -> None:
+        self._stack = stack
+        self._listening = listening
+        self._closed = asyncio.Event()
+
+    @property
+    def sockets(self) -> list[tuple[Any, ...]]:
+        return [sockaddr(lst.res.local_addr, lst.res.local_port) for lst in self._listening]
+
+    def is_serving(self) -> bool:
+        return not self._closed.is_set()
+
+    def close(self) -> None:
+        for lst in self._listening:
+            self._stack.tcp.stop_listening(lst)
+        self._listening = []
+        self._closed.set()
+
+    async def wait_closed(self) -> None:
+        await self._closed.wait()
+
+    async def serve_forever(self) -> None:
+        await self._closed.wait()
+
+    async def __aenter__(self) -> Server:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()

@@ -2,9 +2,11 @@
 (``--app MODULE:CALLABLE``). Each runs in every shard, on one dual-stack
 socket per service (B4: IPv4 peers appear as ::ffff:a.b.c.d).
 
-UDP services so far: ``echo`` (RFC 862), ``discard`` (RFC 863) and
-``whoami`` (one JSON object per datagram: what the stack saw). Their TCP
-sides, ``chargen`` and ``http`` come with the TCP endpoint.
+Over TCP: ``echo`` (RFC 862), ``discard`` (RFC 863), ``chargen`` (RFC 864),
+``http`` (HTTP/1.1 with keep-alive: ``/`` names the shard and the peer,
+``/bytes/N`` sends N bytes, for load tests) and ``whoami`` (one JSON object
+per line: what the stack saw). Over UDP: ``echo``, ``discard``, ``whoami``
+(one JSON object per datagram).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from shardnet.common.addr import format_ip
 from .api import ShardStack, UdpTransport
 
 UDP_APPS = ("echo", "discard", "whoami")
+TCP_APPS = ("echo", "discard", "chargen", "http", "whoami")
+CHARGEN_LINE = 72  # characters per line (RFC 864)
 
 
 class _Service(asyncio.DatagramProtocol):
@@ -68,3 +72,143 @@ def load_app(spec: str) -> Callable[[ShardStack], Awaitable[Any]]:
     if fn is None or not callable(fn):
         raise AttributeError(f"--app {spec}: {module_name} has no callable {attr!r}")
     return fn
+
+
+# --- TCP ------------------------------------------------------------------------------
+
+
+class _TcpEcho(asyncio.Protocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.transport.write(data)  # type: ignore[attr-defined]
+
+
+class _TcpDiscard(asyncio.Protocol):
+    def data_received(self, data: bytes) -> None:
+        pass
+
+
+def _chargen_block() -> bytes:
+    """RFC 864: lines of 72 printable characters, each starting one later."""
+    chars = bytes(range(32, 127))
+    lines = [(chars[i % 95 :] + chars)[:CHARGEN_LINE] + b"\r\n" for i in range(95)]
+    return b"".join(lines)
+
+
+class _TcpChargen(asyncio.Protocol):
+    BLOCK = _chargen_block()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        self.paused = False
+        self._fill()
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        self._fill()
+
+    def _fill(self) -> None:
+        while not self.paused and not self.transport.is_closing():
+            self.transport.write(self.BLOCK)  # type: ignore[attr-defined]
+
+    def data_received(self, data: bytes) -> None:
+        pass  # RFC 864: received data is thrown away
+
+
+async def _whoami_tcp(
+    stack: ShardStack, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    transport = writer.transport
+    try:
+        while line := await reader.readline():
+            del line
+            info = {
+                "peer": writer.get_extra_info("peername")[0],
+                "local": writer.get_extra_info("sockname")[0],
+                "shard": stack.shard,
+                "tos": getattr(transport, "last_tos", 0),
+                "mss": writer.get_extra_info("mss"),
+            }
+            writer.write(json.dumps(info).encode() + b"\n")
+            await writer.drain()
+    finally:
+        writer.close()
+
+
+HTTP_MAX_HEADER = 16 * 1024  # bytes of request line and headers
+HTTP_CHUNK = 64 * 1024
+
+
+async def _http(
+    stack: ShardStack, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    """HTTP/1.1 with keep-alive (RFC 9112): GET / and GET /bytes/N."""
+    peer = writer.get_extra_info("peername")[0]
+    try:
+        while True:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except (asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+                return
+            if len(head) > HTTP_MAX_HEADER:
+                return
+            request_line, *header_lines = head.decode("latin-1").split("\r\n")
+            parts = request_line.split(" ")
+            headers = {
+                k.strip().lower(): v.strip()
+                for k, _, v in (h.partition(":") for h in header_lines if h)
+            }
+            keep_alive = (
+                headers.get("connection", "").lower() != "close" and parts[-1] == "HTTP/1.1"
+            )
+            if len(parts) != 3 or parts[0] not in ("GET", "HEAD"):
+                status, body_len, body = "400 Bad Request", None, b"bad request\n"
+            elif parts[1] == "/":
+                text = f"<html><body><h1>shardnet</h1><p>shard {stack.shard} of {stack.nshards} answered {peer}</p></body></html>\n"
+                status, body_len, body = "200 OK", None, text.encode()
+            elif parts[1].startswith("/bytes/") and parts[1][7:].isdigit():
+                status, body_len, body = "200 OK", int(parts[1][7:]), b""
+            else:
+                status, body_len, body = "404 Not Found", None, b"not found\n"
+            length = body_len if body_len is not None else len(body)
+            ctype = (
+                "application/octet-stream" if body_len is not None else "text/html; charset=utf-8"
+            )
+            writer.write(
+                f"HTTP/1.1 {status}\r\nContent-Length: {length}\r\nContent-Type: {ctype}\r\n"
+                f"Connection: {'keep-alive' if keep_alive else 'close'}\r\n\r\n".encode()
+            )
+            if parts[0] != "HEAD":
+                if body_len is None:
+                    writer.write(body)
+                else:
+                    chunk = b"x" * HTTP_CHUNK
+                    left = body_len
+                    while left > 0:
+                        writer.write(chunk[: min(left, HTTP_CHUNK)])
+                        left -= HTTP_CHUNK
+                        await writer.drain()
+            await writer.drain()
+            if not keep_alive:
+                return
+    except ConnectionError:
+        return
+    finally:
+        writer.close()
+
+
+async def serve_tcp(stack: ShardStack, app: str, port: int) -> Any:
+    """One dual-stack listener for ``app`` in this shard."""
+    if app == "echo":
+        return await stack.create_server(_TcpEcho, None, port)
+    if app == "discard":
+        return await stack.create_server(_TcpDiscard, None, port)
+    if app == "chargen":
+        return await stack.create_server(_TcpChargen, None, port)
+    handler = _http if app == "http" else _whoami_tcp
+    return await stack.start_server(lambda r, w: handler(stack, r, w), None, port)

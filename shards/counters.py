@@ -23,6 +23,9 @@ class ShardCounters:
     not_for_us: int = 0  # unicast to another MAC (promiscuous links)
     unhandled: int = 0  # well-formed, but no protocol handler yet
     internal_errors: int = 0  # a handler raised something other than MalformedPacket
+    tcp_segments_in: int = 0
+    tcp_segments_out: int = 0
+    tcp_retransmits: int = 0
     drops: Counter[tuple[str, str]] = field(default_factory=Counter)
     net: dict[str, int] = field(default_factory=dict)  # the network layer's own counters
 

@@ -47,13 +47,15 @@ from shardnet.common.ring import Ring
 from shardnet.common.wire.ethernet import ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6
 
 from .api import ShardStack
-from .apps import UDP_APPS, load_app, serve_udp
+from .apps import TCP_APPS, UDP_APPS, load_app, serve_tcp, serve_udp
 from .counters import ShardCounters
 from .ingress import Ingress
 from .net.control import ControlPlane
 from .net.stack import NetStack
 from .net.state import NetError, NetOwner, NetView
+from .transport.errors import IcmpErrorRouter
 from .transport.ports import PortManager
+from .transport.tcp import TcpDemux
 from .transport.udp import UdpDemux, UdpHooks
 
 log = logging.getLogger("shardnet.shard")
@@ -156,11 +158,20 @@ class ShardRuntime:
             udp=self.udp,
             rng=random.Random(),
         )
-        hooks = UdpHooks(self.udp)
-        self.stack.transport_v4[17] = hooks.datagram
-        self.stack.transport_v6[17] = hooks.datagram
-        self.stack.transport_v4[-1] = hooks.icmpv4_error
-        self.stack.transport_v6[-58] = hooks.icmpv6_error
+        secret = (
+            bytes.fromhex(self.spec.config.secret) if self.spec.config.secret else os.urandom(16)
+        )
+        self.tcp = TcpDemux(
+            self.stack, self.ports, shard=self.index, nshards=self.spec.nshards, secret=secret,
+            loop_time=self.clock,
+        )  # fmt: skip
+        self.api.tcp = self.tcp
+        udp_hook = UdpHooks(self.udp).datagram
+        errors = IcmpErrorRouter(self.udp, self.tcp)
+        self.stack.transport_v4[17] = self.stack.transport_v6[17] = udp_hook
+        self.stack.transport_v4[6] = self.stack.transport_v6[6] = self.tcp.deliver
+        self.stack.transport_v4[-1] = errors.icmpv4_error
+        self.stack.transport_v6[-58] = errors.icmpv6_error
 
     async def _start_apps(self) -> None:
         """Apps start once the shard knows its addresses and routes: at once
@@ -175,6 +186,8 @@ class ShardRuntime:
         cfg = self.spec.config
         self.app_tasks: list[asyncio.Task[Any]] = []
         for serve in cfg.serve:
+            if serve.app in TCP_APPS:
+                await serve_tcp(self.api, serve.app, serve.port)
             if serve.app in UDP_APPS:
                 await serve_udp(self.api, serve.app, serve.port)
         if cfg.app:
@@ -209,6 +222,8 @@ class ShardRuntime:
 
     def _answer(self, req: Request) -> Reply:
         tables = self.owner.tables if self.owner is not None else self.replica.tables  # type: ignore[union-attr]
+        if req.op == "conns":  # any shard: its TCP connections (ctl conns)
+            return Reply(req.req_id, True, self.tcp.rows())
         if req.op == "table":  # any shard: its copy of a table (replication checks)
             name = str(req.args.get("name", ""))
             return Reply(req.req_id, True, tables.get(name, {}))
@@ -228,7 +243,9 @@ class ShardRuntime:
             self.counters.tx_frames = self.writer.frames
             self.counters.tx_bytes = self.writer.bytes
             self.counters.tx_drops = self.writer.drops
-            gauges = {"ring_used_bytes": self.ring.used()}
+            gauges = {"ring_used_bytes": self.ring.used(), **self.tcp.gauges()}
+            c = self.counters
+            c.tcp_segments_in, c.tcp_segments_out, c.tcp_retransmits = self.tcp.totals()
             for key, value in self.stack.stats.items():
                 self.counters.net[key] = value
             if self.replica is not None:
@@ -238,7 +255,7 @@ class ShardRuntime:
     async def _timer_loop(self) -> None:
         """The protocol machines' timers: sleep until the nearest deadline
         (at most 100 ms, so new deadlines are noticed), then fire."""
-        machines = [m for m in (self.stack, self.control) if m is not None]
+        machines = [m for m in (self.stack, self.control, self.tcp) if m is not None]
         while True:
             now = self.clock()
             deadlines = [d for d in (m.next_deadline() for m in machines) if d is not None]

@@ -124,8 +124,10 @@ class TcpListener:
     def accept_queue_len(self) -> int:
         return len(self._accept)
 
-    def _kw(self) -> dict[str, Any]:
-        return {"mtu": self.mtu, "ipv6": self.ipv6, **self._endpoint_kw}
+    def _kw(self, peer: bytes) -> dict[str, Any]:
+        """Per connection: a dual-stack listener's IPv4 peers get IPv4's
+        header sizes (MSS, RFC 6691)."""
+        return {"mtu": self.mtu, "ipv6": len(peer) == 16, **self._endpoint_kw}
 
     # ------------------------------------------------------------ input
 
@@ -172,7 +174,7 @@ class TcpListener:
                 self._cookie_syn_ack(now, key, seg)
             return
         iss = self._isn(now, dst, self.local_port, src, seg.src_port)
-        ep = TcpEndpoint.passive(now, self.config, seg, iss=iss, **self._kw())
+        ep = TcpEndpoint.passive(now, self.config, seg, iss=iss, **self._kw(src))
         self._children[key] = ep
         self._dirty.add(key)
 
@@ -182,7 +184,7 @@ class TcpListener:
         cookies = self.cookies
         assert cookies is not None  # noqa: S101 - checked by the caller
         peer_mss = seg.options.mss or 536
-        ours = advertised_mss(self.config.user_mss, self.mtu, self.ipv6)
+        ours = advertised_mss(self.config.user_mss, self.mtu, len(src) == 16)
         iss = cookies.make(now, (dst, self.local_port, src, sport), seg.seq, min(peer_mss, ours))
         self.cookies_sent += 1
         synack = Segment(
@@ -210,7 +212,7 @@ class TcpListener:
             self.acks_dropped += 1
             return True  # valid but no room: drop silently
         self.cookies_accepted += 1
-        ep = TcpEndpoint.from_cookie(now, self.config, seg, iss=iss, mss=mss, **self._kw())
+        ep = TcpEndpoint.from_cookie(now, self.config, seg, iss=iss, mss=mss, **self._kw(src))
         ep.handle_segment(now, seg)  # data that came with the ACK
         self._children[key] = ep
         self._dirty.add(key)

@@ -27,10 +27,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from shardnet.common.addr import IPV4_ANY, IPV6_ANY, is_ipv4_mapped
-from shardnet.common.wire.icmpv4 import Icmpv4View
-from shardnet.common.wire.icmpv4 import quoted_flow as quoted_flow_v4
-from shardnet.common.wire.icmpv6 import Icmpv6View
-from shardnet.common.wire.icmpv6 import quoted_flow as quoted_flow_v6
 from shardnet.common.wire.udp import UDP_HEADER_LEN, UdpHeader, UdpView
 
 from ..net.stack import Delivery
@@ -325,8 +321,7 @@ def build_datagram(sport: int, dport: int, data: bytes | bytearray | memoryview)
 
 
 class UdpHooks:
-    """The network layer's transport hooks for UDP: datagrams to the demux,
-    ICMP errors about our datagrams to the connected socket they concern."""
+    """The network layer's transport hook for UDP datagrams."""
 
     def __init__(self, udp: UdpDemux) -> None:
         self.udp = udp
@@ -335,21 +330,3 @@ class UdpHooks:
         sport, dport, length, _ = UdpView(d.payload).fields()
         data = bytes(d.payload[8:length])
         return self.udp.deliver(d.nic, d.src, sport, d.dst, dport, data, d.tos, d.broadcast)
-
-    def icmpv4_error(self, d: Delivery) -> bool:
-        msg = Icmpv4View(d.payload)
-        if msg.type != 3:  # destination unreachable (RFC 1122 §4.1.3.3)
-            return False
-        flow = quoted_flow_v4(msg.quoted)
-        if flow is None or flow[0] != 17:
-            return False
-        return self.udp.icmp_error(False, msg.code, flow[1], flow[3], flow[2], flow[4])
-
-    def icmpv6_error(self, d: Delivery) -> bool:
-        msg = Icmpv6View(d.payload)
-        if msg.type != 1:
-            return False
-        flow = quoted_flow_v6(msg.quoted)
-        if flow is None or flow[0] != 17:
-            return False
-        return self.udp.icmp_error(True, msg.code, flow[1], flow[3], flow[2], flow[4])

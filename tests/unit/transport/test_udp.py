@@ -15,7 +15,9 @@ from scapy.layers.inet6 import ICMPv6DestUnreach, IPv6
 from scapy.layers.l2 import Ether
 
 from shardnet.shards.api import ShardStack, UdpTransport
+from shardnet.shards.transport.errors import IcmpErrorRouter
 from shardnet.shards.transport.ports import PortManager
+from shardnet.shards.transport.tcp import TcpDemux
 from shardnet.shards.transport.udp import UdpDemux, UdpHooks
 
 from ..net.harness import OUR4, OUR6, OUR_MAC, PEER4, PEER6, PEER_MAC, Net
@@ -41,10 +43,11 @@ def world() -> tuple[Net, ShardStack]:
     net.learn(PEER4)
     net.learn(PEER6)
     udp = UdpDemux(PortManager(), seed=1)
-    hooks = UdpHooks(udp)
-    net.stack.transport_v4[17] = net.stack.transport_v6[17] = hooks.datagram
-    net.stack.transport_v4[-1] = hooks.icmpv4_error
-    net.stack.transport_v6[-58] = hooks.icmpv6_error
+    tcp = TcpDemux(net.stack, udp.ports, shard=0, nshards=1, secret=bytes(16), loop_time=net.clock)
+    errors = IcmpErrorRouter(udp, tcp)
+    net.stack.transport_v4[17] = net.stack.transport_v6[17] = UdpHooks(udp).datagram
+    net.stack.transport_v4[-1] = errors.icmpv4_error
+    net.stack.transport_v6[-58] = errors.icmpv6_error
     net.sent()
     return net, ShardStack(shard=0, nshards=1, net=net.stack, udp=udp, rng=random.Random(3))
 

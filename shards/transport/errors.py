@@ -1,0 +1,54 @@
+"""ICMP errors about what this shard sent, to the endpoint they concern.
+
+The dispatcher hashes an ICMP error by the flow it quotes, so it reaches the
+shard that owns that flow (DESIGN.md); here it is parsed once and handed to
+UDP (the connected socket's OSError, RFC 1122 §4.1.3.3) or TCP (soft or hard
+errors, RFC 5927; Packet Too Big lowers the MSS, RFC 8201/1191).
+"""
+
+from __future__ import annotations
+
+from shardnet.common.wire.icmpv4 import ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, Icmpv4View
+from shardnet.common.wire.icmpv4 import quoted_flow as quoted_flow_v4
+from shardnet.common.wire.icmpv6 import ICMPV6_DST_UNREACH, ICMPV6_PACKET_TOO_BIG, Icmpv6View
+from shardnet.common.wire.icmpv6 import quoted_flow as quoted_flow_v6
+
+from ..net.stack import Delivery
+from .tcp import TcpDemux
+from .udp import UdpDemux
+
+
+class IcmpErrorRouter:
+    def __init__(self, udp: UdpDemux, tcp: TcpDemux) -> None:
+        self.udp = udp
+        self.tcp = tcp
+
+    def icmpv4_error(self, d: Delivery) -> bool:
+        msg = Icmpv4View(d.payload)
+        flow = quoted_flow_v4(msg.quoted)
+        if flow is None or msg.type != ICMP_DEST_UNREACH:
+            return False
+        proto, src, dst, sport, dport = flow
+        if proto == 17:
+            return self.udp.icmp_error(False, msg.code, src, sport, dst, dport)
+        if proto == 6:
+            mtu = msg.next_hop_mtu if msg.code == ICMP_FRAG_NEEDED else 0
+            self.tcp.icmp_error(False, True, msg.code, src, sport, dst, dport, mtu)
+            return True
+        return False
+
+    def icmpv6_error(self, d: Delivery) -> bool:
+        msg = Icmpv6View(d.payload)
+        flow = quoted_flow_v6(msg.quoted)
+        if flow is None or msg.type not in (ICMPV6_DST_UNREACH, ICMPV6_PACKET_TOO_BIG):
+            return False
+        proto, src, dst, sport, dport = flow
+        if proto == 17 and msg.type == ICMPV6_DST_UNREACH:
+            return self.udp.icmp_error(True, msg.code, src, sport, dst, dport)
+        if proto == 6:
+            mtu = msg.mtu if msg.type == ICMPV6_PACKET_TOO_BIG else 0
+            self.tcp.icmp_error(
+                True, msg.type == ICMPV6_DST_UNREACH, msg.code, src, sport, dst, dport, mtu
+            )
+            return True
+        return False

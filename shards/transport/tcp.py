@@ -1,0 +1,550 @@
+"""TCP in a shard: the connection table, the listeners, and a real
+``asyncio.Transport`` over each ``TcpEndpoint`` (the sans-I/O machine in
+``shards/tcp``).
+
+Every shard has its own copy of each listener (as SO_REUSEPORT across
+cores); connections live in the shard their flow hashes to, and active
+opens pick a local port that hashes back here (``PortManager.
+reserve_ephemeral``). Segments that reach no endpoint get the RFC 9293
+§3.10.7.1 reset; segments with a non-unicast address are dropped (B24).
+
+The transport follows asyncio's flow control: ``write`` never blocks,
+``pause_writing``/``resume_writing`` are called on the protocol around the
+high/low water marks, and ``pause_reading`` stops taking data from the
+endpoint, which closes the advertised window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+from collections.abc import Callable
+from typing import Any
+
+from shardnet.common.addr import format_ip, is_ipv4_mapped
+from shardnet.common.wire.tcp import RST, TcpView
+
+from ..net.stack import Delivery, NetStack
+from ..tcp.config import TcpConfig
+from ..tcp.endpoint import (
+    Closed,
+    Connected,
+    DataReceived,
+    PeerFin,
+    Reset,
+    SynInTimeWait,
+    TcpEndpoint,
+    Writable,
+    addresses_acceptable,
+    rst_for,
+)
+from ..tcp.isn import IsnGenerator, SynCookies
+from ..tcp.listener import TcpListener
+from ..tcp.segment import Segment
+from .ports import TCP, PortManager, Reservation
+
+log = logging.getLogger("shardnet.tcp")
+
+MAPPED = bytes(10) + b"\xff\xff"
+HIGH_WATER = 256 * 1024  # bytes buffered in the transport before pause_writing
+Key = tuple[bytes, int, bytes, int]  # local addr, local port, remote addr, remote port (wire form)
+
+
+def sockaddr(addr: bytes, port: int, v6: bool) -> tuple[Any, ...]:
+    if v6:
+        text = format_ip(MAPPED + addr) if len(addr) == 4 else format_ip(addr)
+        return (text, port, 0, 0)
+    return (format_ip(addr), port)
+
+
+class TcpTransport(asyncio.Transport):
+    """One connection, as asyncio sees it."""
+
+    def __init__(self, demux: TcpDemux, key: Key, ep: TcpEndpoint, v6: bool) -> None:
+        super().__init__()
+        self._demux = demux
+        self._key = key
+        self.ep = ep
+        self._v6 = v6  # reported addresses are IPv6 (a dual-stack socket)
+        self._protocol: asyncio.Protocol | None = None
+        self._buffer = bytearray()
+        self._closing = False
+        self._lost = False
+        self._reading = True
+        self._writing_paused = False
+        self._eof_written = False
+        self.connected: asyncio.Future[None] | None = None  # for active opens
+        self.last_tos = 0  # TOS / traffic class of the last segment received
+
+    # --- asyncio.Transport ----------------------------------------------------
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self._protocol = protocol  # type: ignore[assignment]
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        return self._protocol  # type: ignore[return-value]
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._closing or self._eof_written:
+            raise RuntimeError("write after close or write_eof")
+        if self._lost:
+            return  # asyncio drops writes to a lost connection (with a warning)
+        if not data:
+            return
+        if self._buffer:
+            self._buffer += data
+        else:
+            n = self.ep.send(data)
+            if n < len(data):
+                self._buffer += memoryview(data)[n:]
+        self._demux.kick(self._key)
+        self._check_high_water()
+
+    def writelines(self, chunks: Any) -> None:
+        for chunk in chunks:
+            self.write(chunk)
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        if self._eof_written:
+            return
+        self._eof_written = True
+        if not self._buffer:
+            self.ep.shutdown_write()
+            self._demux.kick(self._key)
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        if not self._buffer:
+            self.ep.close(self._demux.now())
+            self._demux.kick(self._key)
+
+    def abort(self) -> None:
+        self._closing = True
+        self._buffer.clear()
+        self.ep.abort(self._demux.now())
+        self._demux.kick(self._key)
+
+    def pause_reading(self) -> None:
+        self._reading = False
+
+    def resume_reading(self) -> None:
+        if not self._reading:
+            self._reading = True
+            self._pull()
+            self._demux.kick(self._key)
+
+    def is_reading(self) -> bool:
+        return self._reading
+
+    def get_write_buffer_size(self) -> int:
+        return len(self._buffer)
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        local, lport, remote, rport = self._key
+        if name == "sockname":
+            return sockaddr(local, lport, self._v6)
+        if name == "peername":
+            return sockaddr(remote, rport, self._v6)
+        if name == "shard":
+            return self._demux.shard
+        if name == "tcp_info":
+            return self.ep.stats()
+        if name == "mss":
+            return self.ep.stats().mss
+        return default
+
+    # --- events from the endpoint ---------------------------------------------
+    def _on_event(self, event: Any) -> None:
+        p = self._protocol
+        if isinstance(event, Connected):
+            if self.connected is not None and not self.connected.done():
+                if p is not None:  # an active open: the protocol learns it now
+                    p.connection_made(self)
+                self.connected.set_result(None)
+        elif isinstance(event, DataReceived):
+            self._pull()
+        elif isinstance(event, Writable):
+            self._flush()
+        elif isinstance(event, PeerFin):
+            self._pull()
+            if p is not None and not self._lost:
+                keep_open = p.eof_received()
+                if not keep_open:
+                    self.close()
+        elif isinstance(event, Reset):
+            exc = (
+                event.error(f"connection {event.reason}") if event.error else ConnectionResetError()
+            )
+            if self.connected is not None and not self.connected.done():
+                self.connected.set_exception(exc)
+            self._lose(exc)
+        elif isinstance(event, Closed):
+            self._lose(None)
+
+    def _pull(self) -> None:
+        p = self._protocol
+        while self._reading and p is not None and not self._lost:
+            data = self.ep.recv(1 << 16)
+            if not data:
+                return
+            p.data_received(data)
+
+    def _flush(self) -> None:
+        if self._buffer:
+            n = self.ep.send(self._buffer)
+            del self._buffer[:n]
+        if not self._buffer:
+            if self._closing:
+                self.ep.close(self._demux.now())
+            elif self._eof_written:
+                self.ep.shutdown_write()
+        if self._writing_paused and len(self._buffer) <= HIGH_WATER // 4:
+            self._writing_paused = False
+            if self._protocol is not None:
+                self._protocol.resume_writing()
+
+    def _check_high_water(self) -> None:
+        if (
+            not self._writing_paused
+            and len(self._buffer) > HIGH_WATER
+            and self._protocol is not None
+        ):
+            self._writing_paused = True
+            self._protocol.pause_writing()
+
+    def _lose(self, exc: BaseException | None) -> None:
+        if self._lost:
+            return
+        self._lost = True
+        self._closing = True
+        self._demux.forget(self._key)
+        if self._protocol is not None:
+            asyncio.get_running_loop().call_soon(self._protocol.connection_lost, exc)
+
+
+class Listening:
+    """One listening socket in this shard (a copy exists in every shard)."""
+
+    def __init__(
+        self,
+        demux: TcpDemux,
+        res: Reservation,
+        family: int,
+        factory: Callable[[], asyncio.Protocol],
+    ) -> None:
+        self.res = res
+        self.family = family
+        self.factory = factory
+        self.listener = TcpListener(
+            demux.config,
+            res.local_port,
+            isn=demux.isn.isn,
+            cookies=demux.cookies,
+            mtu=demux.net.view.nics[demux.net.link_nic].mtu
+            if demux.net.link_nic in demux.net.view.nics
+            else 1500,
+            ipv6=family == 6,
+        )
+
+    def matches(self, dst: bytes) -> bool:
+        local = self.res.local_addr
+        if len(dst) == 4:
+            if self.family == 4:
+                return local in (bytes(4), dst)
+            return not self.res.v6only and local in (bytes(16), MAPPED + dst)
+        return self.family == 6 and local in (bytes(16), dst)
+
+
+class TcpDemux:
+    def __init__(
+        self,
+        net: NetStack,
+        ports: PortManager,
+        *,
+        shard: int,
+        nshards: int,
+        secret: bytes,
+        config: TcpConfig | None = None,
+        loop_time: Callable[[], float],
+    ) -> None:
+        self.net = net
+        self.ports = ports
+        self.shard = shard
+        self.nshards = nshards
+        self.config = config or TcpConfig()
+        self.isn = IsnGenerator(secret)
+        self.cookies = SynCookies(secret)
+        self.now = loop_time
+        self.conns: dict[Key, TcpTransport] = {}
+        self.reservations: dict[Key, Reservation] = {}
+        self.listeners: dict[int, list[Listening]] = {}
+        self._dirty: set[Key] = set()
+        self._flush_scheduled = False
+        self.resets_sent = 0
+        self.dropped_non_unicast = 0
+        self._closed_totals = [0, 0, 0]  # segments in, out, retransmits of closed connections
+
+    # --- receiving ---------------------------------------------------------------
+    def deliver(self, d: Delivery) -> bool:
+        payload = d.payload
+        view = TcpView(payload, (payload[12] >> 4) << 2)  # checked by the network layer
+        seg = Segment.from_view(view)
+        src, dst = d.src, d.dst
+        if not addresses_acceptable(src, dst):
+            self.dropped_non_unicast += 1  # B24: no reply of any kind
+            return True
+        now = self.now()
+        key = (dst, seg.dst_port, src, seg.src_port)
+        t = self.conns.get(key)
+        if t is not None:
+            t.last_tos = d.tos
+            t.ep.handle_segment(now, seg)
+            self._after(key, t)
+            return True
+        for lst in self.listeners.get(seg.dst_port, ()):
+            if lst.matches(dst):
+                lst.listener.handle_segment(now, src, dst, seg)
+                self._after_listener(lst)
+                return True
+        if not seg.flags & RST:
+            rst = rst_for(seg)
+            if rst is not None:
+                self.resets_sent += 1
+                self._send(dst, src, rst)
+        return True
+
+    def _after(self, key: Key, t: TcpTransport) -> None:
+        now = self.now()
+        for seg in t.ep.poll_transmit(now):
+            self._send(key[0], key[2], seg)
+        while (event := t.ep.next_event()) is not None:
+            if isinstance(event, SynInTimeWait):
+                self._reuse_time_wait(key, event)
+                continue
+            t._on_event(event)
+        # Events may have queued output (a close after the last flush).
+        for seg in t.ep.poll_transmit(now):
+            self._send(key[0], key[2], seg)
+
+    def _after_listener(self, lst: Listening) -> None:
+        now = self.now()
+        for local, remote, seg in lst.listener.poll_transmit(now):
+            self._send(local, remote, seg)
+        while (acc := lst.listener.accept()) is not None:
+            ep = acc.endpoint
+            key = (acc.local_addr, ep.local_port, acc.remote_addr, ep.remote_port)
+            t = TcpTransport(self, key, ep, lst.family == 6)
+            self.conns[key] = t
+            protocol = lst.factory()
+            t.set_protocol(protocol)
+            protocol.connection_made(t)
+            self._after(key, t)
+
+    def _reuse_time_wait(self, key: Key, event: SynInTimeWait) -> None:
+        """RFC 1122 §4.2.2.13: a new SYN above the old sequence space ends
+        TIME-WAIT and goes to the listener of the port."""
+        self.forget(key)
+        for lst in self.listeners.get(key[1], ()):
+            if lst.matches(key[0]):
+                lst.listener.handle_segment(self.now(), key[2], key[0], event.segment)
+                self._after_listener(lst)
+                return
+
+    def forget(self, key: Key) -> None:
+        t = self.conns.pop(key, None)
+        if t is not None:  # keep its figures: the shard's counters never go down
+            ep = t.ep
+            self._closed_totals[0] += ep.segs_in
+            self._closed_totals[1] += ep.segs_out
+            self._closed_totals[2] += ep.retransmits
+        res = self.reservations.pop(key, None)
+        if res is not None:
+            self.ports.release(res)
+
+    def kick(self, key: Key) -> None:
+        """The application changed something: send what is due, soon (one
+        flush per loop turn batches writes)."""
+        self._dirty.add(key)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        dirty, self._dirty = self._dirty, set()
+        for key in dirty:
+            t = self.conns.get(key)
+            if t is not None:
+                self._after(key, t)
+
+    def _send(self, local: bytes, remote: bytes, seg: Segment) -> None:
+        data = seg.to_bytes()
+        if len(remote) == 4:
+            self.net.send_ipv4(remote, 6, data, src=local, checksum_at=16)
+        else:
+            self.net.send_ipv6(remote, 6, data, src=local, checksum_at=16)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """``ctl conns``: every connection of this shard, like ``ss -ti``."""
+        out = []
+        for (local, lport, remote, rport), t in self.conns.items():
+            row = dataclasses.asdict(t.ep.stats())
+            row.update(
+                shard=self.shard,
+                local=f"{format_ip(local)}:{lport}",
+                remote=f"{format_ip(remote)}:{rport}",
+            )
+            out.append(row)
+        for port, group in self.listeners.items():
+            for lst in group:
+                out.append({
+                    "shard": self.shard, "state": "LISTEN", "local": f"{format_ip(lst.res.local_addr)}:{port}",
+                    "remote": "*", "accept_queue": lst.listener.accept_queue_len(),
+                    "syn_queue": lst.listener.syn_queue_len(),
+                })  # fmt: skip
+        return out
+
+    def totals(self) -> tuple[int, int, int]:
+        """Segments in, out and retransmitted, over all connections ever."""
+        live = self.conns.values()
+        c = self._closed_totals
+        return (
+            c[0] + sum(t.ep.segs_in for t in live),
+            c[1] + sum(t.ep.segs_out for t in live),
+            c[2] + sum(t.ep.retransmits for t in live),
+        )
+
+    def gauges(self) -> dict[str, int]:
+        """``shardnet_tcp_connections{state}``."""
+        counts: dict[str, int] = {}
+        for t in self.conns.values():
+            state = t.ep.stats().state
+            counts[f"tcp_connections/{state}"] = counts.get(f"tcp_connections/{state}", 0) + 1
+        return counts
+
+    # --- timers ----------------------------------------------------------------------
+    def next_deadline(self) -> float | None:
+        deadlines = [t.ep.next_deadline() for t in self.conns.values()]
+        deadlines += [
+            lst.listener.next_deadline() for group in self.listeners.values() for lst in group
+        ]
+        return min((d for d in deadlines if d is not None), default=None)
+
+    def handle_timeout(self, now: float) -> None:
+        for key, t in list(self.conns.items()):
+            deadline = t.ep.next_deadline()
+            if deadline is not None and deadline <= now:
+                t.ep.handle_timeout(now)
+                self._after(key, t)
+        for group in list(self.listeners.values()):
+            for lst in group:
+                deadline = lst.listener.next_deadline()
+                if deadline is not None and deadline <= now:
+                    lst.listener.handle_timeout(now)
+                    self._after_listener(lst)
+
+    # --- opening ---------------------------------------------------------------------
+    def listen(
+        self, family: int, addr: bytes, port: int, factory: Callable[[], asyncio.Protocol], *,
+        reuse_addr: bool = True, reuse_port: bool = False, v6only: bool = False, start: int = 0,
+    ) -> Listening:  # fmt: skip
+        res = Reservation(
+            TCP,
+            addr,
+            port,
+            reuse_addr=reuse_addr,
+            reuse_port=reuse_port,
+            v6only=v6only,
+            listener=True,
+        )
+        if port == 0:
+            res = self.ports.reserve_ephemeral(res, shard=0, nshards=1, start=start)
+        else:
+            res = self.ports.reserve(res)
+        lst = Listening(self, res, family, factory)
+        self.listeners.setdefault(res.local_port, []).append(lst)
+        return lst
+
+    def stop_listening(self, lst: Listening) -> None:
+        group = self.listeners.get(lst.res.local_port, [])
+        if lst in group:
+            group.remove(lst)
+            if not group:
+                del self.listeners[lst.res.local_port]
+            lst.listener.close(self.now())
+            self._after_listener(lst)
+            self.ports.release(lst.res)
+
+    def connect(
+        self,
+        family: int,
+        local: bytes,
+        remote: bytes,
+        port: int,
+        factory: Callable[[], asyncio.Protocol],
+        *,
+        start: int,
+    ) -> TcpTransport:
+        """Active open: ``local`` is the source chosen for ``remote`` (wire
+        forms, same family); the port hashes back to this shard."""
+        res = self.ports.reserve_ephemeral(
+            Reservation(TCP, local, 0, remote, port),
+            shard=self.shard,
+            nshards=self.nshards,
+            start=start,
+        )
+        key = (local, res.local_port, remote, port)
+        now = self.now()
+        route = self.net.view.routes.lookup(remote)
+        nic = self.net.view.nics.get(route.nic) if route is not None else None
+        mtu = self.net.pmtu.mtu(now, remote, nic.mtu) if nic is not None else 1280
+        iss = self.isn.isn(now, local, res.local_port, remote, port)
+        ep = TcpEndpoint.connect(
+            now, self.config, res.local_port, port, iss=iss, mtu=mtu, ipv6=len(remote) == 16,
+            ts_offset=int.from_bytes(os.urandom(4), "big"),
+        )  # fmt: skip
+        t = TcpTransport(self, key, ep, family == 6)
+        t.connected = asyncio.get_running_loop().create_future()
+        protocol = factory()
+        t.set_protocol(protocol)
+        self.conns[key] = t
+        self.reservations[key] = res
+        self._after(key, t)
+        return t
+
+    def icmp_error(
+        self,
+        v6: bool,
+        unreachable: bool,
+        code: int,
+        local: bytes,
+        lport: int,
+        remote: bytes,
+        rport: int,
+        mtu: int = 0,
+    ) -> None:
+        """An ICMP error about a segment we sent (RFC 5927, RFC 1122 §4.2.3.9:
+        soft errors until the RTO budget ends; PTB lowers the MSS)."""
+        t = self.conns.get((local, lport, remote, rport))
+        if t is None:
+            return
+        now = self.now()
+        if mtu:
+            t.ep.handle_pmtu(now, mtu)
+        elif unreachable:
+            hard = (not v6 and code in (2, 3, 4)) or (v6 and code == 4)
+            t.ep.handle_icmp_unreachable(now, hard, "refused" if code in (3, 4) else "unreachable")
+        self._after((local, lport, remote, rport), t)
+
+
+def unmap(addr: bytes) -> bytes:
+    return addr[12:] if len(addr) == 16 and is_ipv4_mapped(addr) else addr

@@ -1,0 +1,155 @@
+"""TCP against the kernel as the peer: curl over IPv4 and IPv6, 20 MB echo
+both ways with a checksum, 200 concurrent connections, a refused connect,
+whoami, chargen, and the server-side close leaving TIME-WAIT."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+
+from ..netns import Netns, skip_unless_netns, wait_until
+from ..stack import KERNEL_V4, TAP, StackProcess
+
+pytestmark = [pytest.mark.netns, pytest.mark.timeout(180)]
+
+SHARDNET_V4, SHARDNET_V6, KERNEL_V6 = "198.18.0.2", "2001:db8::2", "2001:db8::1"
+
+
+@pytest.fixture(scope="module")
+def ns() -> Iterator[Netns]:
+    skip_unless_netns()
+    with Netns("tcp") as ns:
+        yield ns
+
+
+@pytest.fixture(scope="module")
+def stack(ns: Netns) -> Iterator[StackProcess]:
+    args = ["--ipv4", f"{SHARDNET_V4}/24", "--ipv6", f"{SHARDNET_V6}/64"]
+    for app, port in (("http", 80), ("echo", 7), ("chargen", 19), ("whoami", 5000)):
+        args += ["--serve", f"{app}:{port}"]
+    with StackProcess(ns, *args) as stack:
+        ns.run(f"ip addr add {KERNEL_V4}/24 dev {TAP}")
+        ns.run(f"ip addr add {KERNEL_V6}/64 dev {TAP} nodad")
+        yield stack
+
+
+@pytest.mark.parametrize(
+    ("url", "peer"),
+    [(f"http://{SHARDNET_V4}/", f"::ffff:{KERNEL_V4}"), (f"http://[{SHARDNET_V6}]/", KERNEL_V6)],
+)
+def test_curl_gets_the_page_naming_shard_and_peer(
+    ns: Netns, stack: StackProcess, url: str, peer: str
+) -> None:
+    page = ns.run(["curl", "-sS", "-m", "10", url]).stdout
+    assert "<h1>shardnet</h1>" in page and f"answered {peer}" in page and " of 2 " in page
+
+
+def test_curl_downloads_20_mb_and_keeps_alive(ns: Netns, stack: StackProcess) -> None:
+    out = ns.run(
+        ["curl", "-sS", "-m", "60", "-o", "/dev/null", "-w", "%{size_download} %{num_connects}\n",
+         f"http://{SHARDNET_V4}/bytes/20000000", "-o", "/dev/null", f"http://{SHARDNET_V4}/bytes/1000"],
+        timeout=90,
+    ).stdout.split()  # fmt: skip
+    assert out == ["20000000", "1", "1000", "0"]  # the second request reused the connection
+
+
+@pytest.mark.parametrize("target", [SHARDNET_V4, SHARDNET_V6])
+def test_20_mb_echo_both_ways_is_intact(ns: Netns, stack: StackProcess, target: str) -> None:
+    out = ns.python(f"""
+        import hashlib, os, socket, threading
+        data = os.urandom(20_000_000)
+        s = socket.create_connection(("{target}", 7), timeout=30)
+        got = bytearray()
+        def reader():
+            while len(got) < len(data):
+                chunk = s.recv(1 << 16)
+                if not chunk:
+                    break
+                got.extend(chunk)
+        t = threading.Thread(target=reader)
+        t.start()
+        s.sendall(data)
+        t.join(90)
+        print(len(got), hashlib.sha256(got).hexdigest() == hashlib.sha256(data).hexdigest())
+    """, timeout=120).stdout.split()  # fmt: skip
+    assert out == ["20000000", "True"]
+
+
+def test_200_concurrent_connections(ns: Netns, stack: StackProcess) -> None:
+    out = ns.python(f"""
+        import socket
+        socks = [socket.create_connection(("{SHARDNET_V4}", 7), timeout=10) for _ in range(200)]
+        for i, s in enumerate(socks):
+            s.sendall(b"conn %d\\n" % i)
+        ok = sum(s.recv(100) == b"conn %d\\n" % i for i, s in enumerate(socks))
+        for s in socks:
+            s.close()
+        print(ok)
+    """, timeout=60).stdout.strip()  # fmt: skip
+    assert out == "200"
+    rows = stack.call("conns")
+    assert {r["shard"] for r in rows if r["state"] == "LISTEN"} == {
+        0,
+        1,
+    }  # a listener copy per shard
+
+
+@pytest.mark.parametrize("target", [SHARDNET_V4, SHARDNET_V6])
+def test_connect_to_a_closed_port_is_refused(ns: Netns, stack: StackProcess, target: str) -> None:
+    out = ns.python(f"""
+        import socket
+        try:
+            socket.create_connection(("{target}", 81), timeout=5)
+        except ConnectionRefusedError:
+            print("refused")
+    """).stdout.strip()  # fmt: skip
+    assert out == "refused"
+
+
+def test_whoami_over_tcp_reports_peer_and_mss(ns: Netns, stack: StackProcess) -> None:
+    out = ns.python(f"""
+        import socket
+        s = socket.create_connection(("{SHARDNET_V4}", 5000), timeout=5)
+        s.sendall(b"who\\n")
+        print(s.makefile().readline())
+    """).stdout  # fmt: skip
+    got = json.loads(out)
+    # An IPv4 peer on the dual-stack listener: IPv4's MSS, less the 12 bytes
+    # of timestamps on every segment (tcpi_snd_mss: 1448, as Linux reports).
+    assert got["peer"] == f"::ffff:{KERNEL_V4}" and got["mss"] == 1448 and got["shard"] in (0, 1)
+
+
+def test_chargen_streams_the_rfc_864_pattern(ns: Netns, stack: StackProcess) -> None:
+    out = ns.python(f"""
+        import socket
+        s = socket.create_connection(("{SHARDNET_V4}", 19), timeout=5)
+        data = b""
+        while len(data) < 200_000:
+            data += s.recv(1 << 16)
+        s.close()
+        lines = data.split(b"\\r\\n")
+        print(len(lines[0]), lines[1][:1] == lines[0][1:2], len(data) >= 200_000)
+    """).stdout.split()  # fmt: skip
+    assert out == ["72", "True", "True"]
+
+
+def test_server_side_close_leaves_time_wait(ns: Netns, stack: StackProcess) -> None:
+    port = ns.python(f"""
+        import socket
+        s = socket.create_connection(("{SHARDNET_V4}", 80), timeout=5)
+        s.sendall(b"GET / HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n")
+        while s.recv(65536):
+            pass
+        print(s.getsockname()[1])
+        s.close()
+    """).stdout.strip()  # fmt: skip
+
+    def time_wait() -> bool:
+        return any(
+            r["state"] == "TIME-WAIT" and r["remote"] == f"{KERNEL_V4}:{port}"
+            for r in stack.call("conns")
+        )
+
+    assert wait_until(time_wait, timeout=3)
