@@ -32,6 +32,11 @@ COMMANDS = (
     ("run", "shardnet.scripts.run", "run the stack on a TAP or an interface"),
     ("ctl", "shardnet.scripts.ctl", "show the state of a running stack"),
     ("top", "shardnet.scripts.top", "live per-shard view of a running stack"),
+    (
+        "demo",
+        "shardnet.scripts.demo",
+        "see it work: a namespace, a TAP, ping, HTTP, 50 MB each way",
+    ),
 )
 
 

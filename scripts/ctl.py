@@ -28,7 +28,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         sub.add_parser(view, help=f"show {view}").add_argument(
             "--json", action="store_true", default=argparse.SUPPRESS
         )
-    sub.add_parser("events", help="stream events as JSON lines")
+    sub.add_parser("events", help="stream events as JSON lines").add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS
+    )
     addr = sub.add_parser("addr", help="add or delete an address")
     addr.add_argument("action", choices=("add", "del"))
     addr.add_argument("nic")
