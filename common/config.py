@@ -63,6 +63,7 @@ class StackConfig:
     # RFC 7217 secret key (hex, >= 16 bytes) for stable opaque IPv6 addresses;
     # random per run when not given.
     secret: str | None = None
+    fault: str | None = None  # --fault: drop/dup/reorder/delay injection (common/fault.py)
 
     @property
     def link_name(self) -> str:
@@ -189,6 +190,11 @@ def _convert(name: str, value: Any) -> Any:
                 return float(value)
             except (TypeError, ValueError):
                 raise ConfigError(f"{name}: want a number, got {value!r}") from None
+        case "fault":
+            from .fault import FaultSpec  # fault.py needs ConfigError from here
+
+            FaultSpec.parse(str(value))
+            return str(value)
         case "slaac" | "forwarding" | "vnet_hdr":
             if not isinstance(value, bool):
                 raise ConfigError(f"{name}: want true or false, got {value!r}")

@@ -24,6 +24,7 @@ import zmq
 import zmq.asyncio
 
 from shardnet.common.config import StackConfig
+from shardnet.common.fault import FaultInjector, FaultSpec
 from shardnet.common.fdpass import PassedFd
 from shardnet.common.messages import Request, Stop
 from shardnet.common.procspec import ShardSpec, internal_endpoints
@@ -54,6 +55,8 @@ class Dispatcher:
         self.nshards = config.shards
         self.book = StatsBook(self.nshards)
         self.reassembler = Reassembler()
+        # --fault: a seeded injector on the receive side (each shard has its own for sending).
+        self.fault = FaultInjector(FaultSpec.parse(config.fault)) if config.fault else None
         self.book.dispatcher.reassembly_drops = self.reassembler.drops
         self._reassembly_timer: asyncio.TimerHandle | None = None
         self._stop = asyncio.Event()
@@ -127,10 +130,12 @@ class Dispatcher:
                 on_ready(self)
             await self._stop.wait()
             log.info("stopping (%s): draining shards for up to %.1f s", self._signal, cfg.drain_s)
-            loop.remove_reader(self.link.fileno())
             for i in range(self.nshards):
                 await self.control.send_to_shard(i, Stop(cfg.drain_s))
+            # The link is still read while the shards drain: their peers'
+            # ACKs and FINs must reach them for a graceful close.
             await self.supervisor.stop_all(cfg.drain_s + 1.0)
+            loop.remove_reader(self.link.fileno())
             return 0
         finally:
             with contextlib.suppress(Exception):
@@ -155,13 +160,46 @@ class Dispatcher:
     # --- the data path ----------------------------------------------------------
     def _on_link(self) -> None:
         frames = self.link.read_batch(RX_BATCH)
+        if self.fault is not None:
+            self._faulty(frames)
+        else:
+            self._dispatch(
+                (f.data, f.vnet.raw if f.vnet is not None else self._no_vnet) for f in frames
+            )
+        link = self.link
+        d = self.book.dispatcher
+        d.link_rx_frames = link.rx_frames
+        d.link_rx_bytes = link.rx_bytes
+        d.link_rx_errors = link.rx_drops + link.rx_errors
+        if len(frames) == RX_BATCH:  # more may be waiting: continue after other work
+            asyncio.get_running_loop().call_soon(self._on_link)
+
+    def _faulty(self, frames: list[Any]) -> None:
+        """--fault: frames pass the injector (copied: delayed ones outlive
+        the link's read buffer, B29)."""
+        fault, now = self.fault, self.clock()
+        assert fault is not None
+        passed: list[tuple[bytes, bytes]] = []
+        for f in frames:
+            head = bytes(f.vnet.raw) if f.vnet is not None else self._no_vnet
+            passed += fault.apply(now, (bytes(f.data), head))
+        self._dispatch(passed)
+        deadline = fault.next_deadline()
+        if deadline is not None:
+            asyncio.get_running_loop().call_at(deadline, self._fault_due)
+
+    def _fault_due(self) -> None:
+        assert self.fault is not None
+        self._dispatch(self.fault.due(self.clock()))
+
+    def _dispatch(self, frames: Any) -> None:
+        """Classify each (frame, virtio-net header) and copy it into its
+        shard's ring; publish every touched ring once."""
         d = self.book.dispatcher
         nshards = self.nshards
         slots = self.supervisor.slots
         touched = set()
-        for frame in frames:
-            data = frame.data
-            vnet = frame.vnet
+        for data, head in frames:
             shard = classify(data, nshards)
             if shard == FRAGMENT:
                 # The whole datagram is needed to hash its flow (DESIGN.md):
@@ -171,10 +209,9 @@ class Dispatcher:
                 self._arm_reassembly_timer()
                 if whole is None:
                     continue
-                data, vnet = whole, None
+                data, head = whole, self._no_vnet
                 shard = classify(data, nshards)
             producer = slots[shard].producer
-            head = vnet.raw if vnet is not None else self._no_vnet
             if producer is not None and producer.try_put_parts(head, data):
                 d.to_shard[shard] += 1
                 touched.add(shard)
@@ -184,12 +221,6 @@ class Dispatcher:
             producer = slots[shard].producer
             if producer is not None:
                 producer.publish()
-        link = self.link
-        d.link_rx_frames = link.rx_frames
-        d.link_rx_bytes = link.rx_bytes
-        d.link_rx_errors = link.rx_drops + link.rx_errors
-        if len(frames) == RX_BATCH:  # more may be waiting: continue after other work
-            asyncio.get_running_loop().call_soon(self._on_link)
 
     def _arm_reassembly_timer(self) -> None:
         deadline = self.reassembler.next_deadline()

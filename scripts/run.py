@@ -45,6 +45,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--drain", dest="drain_s", type=float, metavar="SECONDS", help="bound on graceful close"
     )
     p.add_argument("--pcap", metavar="FILE", help="record every frame in and out")
+    p.add_argument(
+        "--fault",
+        metavar="SPEC",
+        help="inject faults both ways: drop=P,dup=P,reorder=P,delay=P,delay_ms=MS,seed=N",
+    )
     p.add_argument("--config", metavar="FILE", help="TOML file with the same settings (flags win)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 

@@ -25,6 +25,7 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
+from shardnet.common.fault import FaultInjector, FaultSpec, FaultyWriter
 from shardnet.common.link_tx import open_writer
 from shardnet.common.messages import (
     BadMessage,
@@ -75,6 +76,7 @@ class ShardRuntime:
         self.control: ControlPlane | None = None  # shard 0's network control plane
         self._synced = asyncio.Event()  # the replica has loaded a snapshot
         self._stop = asyncio.Event()
+        self._closed = False  # the ring is no longer drained
         self._drain_s = 0.0
         self._tasks: list[asyncio.Task[Any]] = []
 
@@ -87,6 +89,12 @@ class ShardRuntime:
         self.writer = open_writer(spec.tx)
         self.ctx = zmq.asyncio.Context()
         self.clock = loop.time
+        if spec.config.fault:  # --fault on the send side, seeded per shard
+            fault = FaultSpec.parse(spec.config.fault)
+            rng = random.Random(None if fault.seed is None else fault.seed + 1 + self.index)
+            self.writer = FaultyWriter(
+                self.writer, FaultInjector(fault, rng), loop.time, loop.call_at
+            )
         ep = internal_endpoints(spec.ipc_dir)
         self.to_dispatcher = self.ctx.socket(zmq.DEALER)
         self.to_dispatcher.setsockopt(zmq.IDENTITY, f"shard-{self.index}".encode())
@@ -132,7 +140,7 @@ class ShardRuntime:
     def _step(self) -> None:
         """Drain a batch; keep going on the next loop turn while there is
         more, else announce sleep (the doorbell will wake us)."""
-        if self._stop.is_set():
+        if self._closed:
             return
         n = self.consumer.drain(self.ingress.handle_record, BATCH)
         if n or not self.consumer.prepare_to_sleep():
@@ -386,11 +394,37 @@ class ShardRuntime:
                     self._replica_changed(None)
 
     # --- shutdown ------------------------------------------------------------
+    async def _drain_tcp(self) -> None:
+        """B31 Close/Wait: listeners stop (new SYNs get RST), every
+        connection sends its FIN after its data, and the shard waits up to
+        ``--drain`` seconds for them to finish; what is left is reset."""
+        tcp = self.tcp
+        for group in list(tcp.listeners.values()):
+            for lst in list(group):
+                tcp.stop_listening(lst)
+        for t in list(tcp.conns.values()):
+            t.close()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._drain_s
+
+        def open_conns() -> list[Any]:
+            return [
+                t for t in tcp.conns.values() if t.ep.stats().state not in ("TIME-WAIT", "CLOSED")
+            ]
+
+        while open_conns() and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        for t in open_conns():
+            t.abort()
+        await asyncio.sleep(0)  # the resets go out on the next flush
+
     async def _close(self) -> None:
         loop = asyncio.get_running_loop()
+        with contextlib.suppress(Exception):  # a bug here must not keep the process alive
+            await self._drain_tcp()
+        self._closed = True
         loop.remove_reader(self.consumer.fileno())
         loop.remove_reader(self.spec.lifeline.fd)
-        # Later issues: TCP endpoints send FIN and drain here, bounded by _drain_s.
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

@@ -1,0 +1,133 @@
+"""Fault injection for a link, to test recovery against a real peer (the
+kernel here has no netem): drop, duplicate, reorder and delay frames by
+probability, on the receive side (dispatcher) and the send side (shards).
+
+Spec text: ``drop=0.05,dup=0.01,reorder=0.05,delay=0.02,delay_ms=20,seed=1``
+(probabilities per frame; every field optional). Sans-I/O: ``apply(now,
+frame)`` returns the frames to pass on now; delayed ones come back from
+``due(now)`` after ``next_deadline()``.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from .config import ConfigError
+
+_FIELDS = {"drop", "dup", "reorder", "delay", "delay_ms", "seed"}
+REORDER_S = 0.002  # how long a reordered frame is held back
+
+
+@dataclass(frozen=True, slots=True)
+class FaultSpec:
+    drop: float = 0.0
+    dup: float = 0.0
+    reorder: float = 0.0
+    delay: float = 0.0
+    delay_ms: float = 20.0
+    seed: int | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> FaultSpec:
+        values: dict[str, Any] = {}
+        for item in filter(None, (part.strip() for part in text.split(","))):
+            key, sep, value = item.partition("=")
+            if not sep or key not in _FIELDS:
+                raise ConfigError(
+                    f"--fault: bad item {item!r} (want drop=P,dup=P,reorder=P,delay=P,delay_ms=MS,seed=N)"
+                )
+            try:
+                values[key] = int(value) if key == "seed" else float(value)
+            except ValueError:
+                raise ConfigError(f"--fault: {key} wants a number, got {value!r}") from None
+        spec = cls(**values)
+        for name in ("drop", "dup", "reorder", "delay"):
+            if not 0.0 <= getattr(spec, name) <= 1.0:
+                raise ConfigError(f"--fault: {name} is a probability (0..1)")
+        if spec.delay_ms < 0:
+            raise ConfigError("--fault: delay_ms must not be negative")
+        return spec
+
+
+class FaultInjector:
+    def __init__(self, spec: FaultSpec, rng: random.Random | None = None) -> None:
+        self.spec = spec
+        self.rng = rng or random.Random(spec.seed)
+        self._delayed: list[tuple[float, int, Any]] = []
+        self._order = itertools.count()
+        self.dropped = self.duplicated = self.reordered = self.delayed = 0
+
+    def apply(self, now: float, frame: Any) -> list[Any]:
+        s, rnd = self.spec, self.rng.random
+        if s.drop and rnd() < s.drop:
+            self.dropped += 1
+            return []
+        out = [frame]
+        if s.dup and rnd() < s.dup:
+            self.duplicated += 1
+            out.append(frame)
+        if s.delay and rnd() < s.delay:
+            self.delayed += 1
+            heapq.heappush(self._delayed, (now + s.delay_ms / 1000, next(self._order), frame))
+            return []
+        if s.reorder and rnd() < s.reorder:
+            # Held back briefly, so the frames right behind it overtake it.
+            self.reordered += 1
+            heapq.heappush(self._delayed, (now + REORDER_S, next(self._order), frame))
+            return out[1:]
+        return out
+
+    def next_deadline(self) -> float | None:
+        if self._delayed:
+            return self._delayed[0][0]
+        return None
+
+    def due(self, now: float) -> list[Any]:
+        out = []
+        while self._delayed and self._delayed[0][0] <= now:
+            out.append(heapq.heappop(self._delayed)[2])
+        return out
+
+    def flush(self) -> list[Any]:
+        """Everything still held (at shutdown)."""
+        out = [f for _, _, f in sorted(self._delayed)]
+        self._delayed.clear()
+        return out
+
+
+class FaultyWriter:
+    """A ``FrameWriter`` whose frames pass a ``FaultInjector`` first (the send
+    side of ``--fault``). ``schedule(when, fn)`` runs ``fn`` at loop time
+    ``when`` (asyncio's ``call_at``)."""
+
+    def __init__(self, inner: Any, injector: FaultInjector, clock: Any, schedule: Any) -> None:
+        self.inner = inner
+        self.injector = injector
+        self.clock = clock
+        self.schedule = schedule
+
+    def __getattr__(self, name: str) -> Any:  # counters and the rest are the inner writer's
+        return getattr(self.inner, name)
+
+    def write(self, frame_parts: Any, vnet: Any = None) -> None:
+        frame = b"".join(bytes(p) for p in frame_parts)  # copied: it may be delayed
+        for item in self.injector.apply(self.clock(), (frame, vnet)):
+            self.inner.write((item[0],), item[1])
+        deadline = self.injector.next_deadline()
+        if deadline is not None:
+            self.schedule(deadline, self._due)
+
+    def write_batch(self, frames: Any) -> None:
+        for parts, vnet in frames:
+            self.write(parts, vnet)
+
+    def _due(self) -> None:
+        for frame, vnet in self.injector.due(self.clock()):
+            self.inner.write((frame,), vnet)
+
+    def close(self) -> None:
+        self.inner.close()

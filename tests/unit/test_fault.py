@@ -1,0 +1,53 @@
+"""The fault injector behind ``--fault``: rates, delays, reordering, parsing."""
+
+from __future__ import annotations
+
+import pytest
+
+from shardnet.common.config import ConfigError
+from shardnet.common.fault import REORDER_S, FaultInjector, FaultSpec
+
+
+def run(spec: str, n: int = 10_000) -> tuple[FaultInjector, list[int]]:
+    inj = FaultInjector(FaultSpec.parse(spec))
+    out: list[int] = []
+    for i in range(n):
+        out += inj.apply(i * 0.001, i)
+        out += inj.due(i * 0.001)
+    out += inj.flush()
+    return inj, out
+
+
+def test_drop_rate_is_about_right_and_seeded() -> None:
+    inj, out = run("drop=0.05,seed=1")
+    assert 400 < inj.dropped < 600 and len(out) == 10_000 - inj.dropped
+    assert run("drop=0.05,seed=1")[1] == out  # same seed, same faults
+
+
+def test_duplicates_and_reordering_lose_nothing() -> None:
+    inj, out = run("dup=0.02,reorder=0.05,seed=2")
+    assert sorted(set(out)) == list(range(10_000))
+    assert len(out) == 10_000 + inj.duplicated
+    assert out != sorted(out) and inj.reordered > 300
+
+
+def test_delayed_frames_come_back_after_their_delay() -> None:
+    inj = FaultInjector(FaultSpec.parse("delay=1,delay_ms=30"))
+    assert inj.apply(1.0, "a") == []
+    assert inj.next_deadline() == pytest.approx(1.03)
+    assert inj.due(1.02) == [] and inj.due(1.03) == ["a"]
+
+
+def test_a_reordered_frame_is_overtaken() -> None:
+    inj = FaultInjector(FaultSpec.parse("reorder=1"))
+    assert inj.apply(0.0, "first") == []
+    inj.spec = FaultSpec()  # the next one passes
+    assert inj.apply(0.0005, "second") == ["second"]
+    assert inj.due(REORDER_S) == ["first"]
+
+
+@pytest.mark.parametrize("text", ["drop=2", "loss=0.1", "drop", "delay_ms=-1", "seed=x"])
+def test_bad_specs_are_one_line_errors(text: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        FaultSpec.parse(text)
+    assert "--fault" in str(exc.value) and "\n" not in str(exc.value)
