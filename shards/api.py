@@ -27,6 +27,7 @@ from typing import Any
 from shardnet.common.addr import format_ip, is_ipv4_mapped, parse_ip
 
 from .net.stack import NetStack
+from .transport.tcp import TcpDemux
 from .transport.udp import Datagram, UdpDemux, UdpOptions, UdpSocket, build_datagram
 
 # name -> (attribute of UdpOptions, type, settable after bind)
@@ -189,13 +190,31 @@ class ShardStack:
     """The stack as one shard's applications see it."""
 
     def __init__(
-        self, *, shard: int, nshards: int, net: NetStack, udp: UdpDemux, rng: random.Random
+        self,
+        *,
+        shard: int,
+        nshards: int,
+        net: NetStack,
+        udp: UdpDemux,
+        rng: random.Random,
+        tcp: TcpDemux | None = None,
     ) -> None:
         self.shard = shard
         self.nshards = nshards
         self.net = net
         self.udp = udp
+        self._tcp = tcp
         self._rng = rng
+
+    @property
+    def tcp(self) -> TcpDemux:
+        if self._tcp is None:
+            raise OSError(errno.EPROTONOSUPPORT, "this stack has no TCP")
+        return self._tcp
+
+    @tcp.setter
+    def tcp(self, demux: TcpDemux) -> None:
+        self._tcp = demux
 
     def port_args(self) -> dict[str, int]:
         """Where an ephemeral search starts (RFC 6056 §3.3.3: not predictable)."""
@@ -281,9 +300,12 @@ class ShardStack:
         *,
         reuse_port: bool | None = None,
         v6only: bool = False,
+        options: dict[str, Any] | None = None,
     ) -> Server:
         """asyncio's ``loop.create_server``: ``host`` None listens on one
-        dual-stack socket ([::], IPv4 peers as ::ffff:a.b.c.d, B4)."""
+        dual-stack socket ([::], IPv4 peers as ::ffff:a.b.c.d, B4).
+        ``options``: TCP socket options its connections get (TCP_NODELAY,
+        TCP_MAXSEG, TCP_LINGER2, SO_KEEPALIVE, TCP_KEEPIDLE, ...)."""
         if host in (None, "", "::"):
             family, addr = 6, bytes(16)
         else:
@@ -291,7 +313,7 @@ class ShardStack:
             addr = _addr(host, family)
         lst = self.tcp.listen(
             family, addr, int(port), protocol_factory, reuse_port=bool(reuse_port), v6only=v6only,
-            start=self.port_args()["start"],
+            start=self.port_args()["start"], options=options,
         )  # fmt: skip
         return Server(self, [lst])
 
@@ -300,6 +322,8 @@ class ShardStack:
         protocol_factory: Callable[[], asyncio.Protocol],
         host: str,
         port: int,
+        *,
+        options: dict[str, Any] | None = None,
     ) -> tuple[asyncio.Transport, asyncio.Protocol]:
         """asyncio's ``loop.create_connection`` (addresses only: no DNS).
         Raises ConnectionRefusedError, TimeoutError, OSError(ENETUNREACH)."""
@@ -316,7 +340,13 @@ class ShardStack:
         if local is None:
             raise OSError(errno.EADDRNOTAVAIL, "no source address for that destination")
         transport = self.tcp.connect(
-            family, local, wire, int(port), protocol_factory, start=self.port_args()["start"]
+            family,
+            local,
+            wire,
+            int(port),
+            protocol_factory,
+            start=self.port_args()["start"],
+            options=options,
         )
         assert transport.connected is not None
         await transport.connected  # connection_made was called on the Connected event

@@ -177,7 +177,9 @@ class NetStack:
         if src in view.local:  # CERT CA-96.21: a spoof of our own address
             self.count("ipv4_src_is_local")
             return
-        if not (is_unicast(src) or src == b"\0\0\0\0"):  # RFC 1122 §3.2.1.3
+        # RFC 1122 §3.2.1.3: never a broadcast (limited or directed, §C 17) or
+        # multicast source.
+        if not (is_unicast(src) or src == b"\0\0\0\0") or src in view.broadcast:
             self.count("ipv4_bad_source")
             return
         local = view.local.get(dst)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import errno
 import logging
 import os
 from collections.abc import Callable
@@ -50,6 +51,44 @@ log = logging.getLogger("shardnet.tcp")
 MAPPED = bytes(10) + b"\xff\xff"
 HIGH_WATER = 256 * 1024  # bytes buffered in the transport before pause_writing
 Key = tuple[bytes, int, bytes, int]  # local addr, local port, remote addr, remote port (wire form)
+
+
+# Socket options (Linux's names) -> TcpConfig field and type. Set them when
+# creating a server (its connections inherit them) or a connection;
+# TCP_NODELAY and TCP_CORK also apply to an open connection.
+TCP_OPTIONS: dict[str, tuple[str, type]] = {
+    "TCP_NODELAY": ("nodelay", bool),
+    "TCP_MAXSEG": ("user_mss", int),
+    "TCP_LINGER2": ("linger2_s", float),
+    "TCP_CONGESTION": ("cc", str),
+    "SO_KEEPALIVE": ("keepalive", bool),
+    "TCP_KEEPIDLE": ("keepalive_idle_s", float),
+    "TCP_KEEPINTVL": ("keepalive_intvl_s", float),
+    "TCP_KEEPCNT": ("keepalive_cnt", int),
+    "SO_SNDBUF": ("snd_buf", int),
+    "SO_RCVBUF": ("rcv_buf", int),
+}
+
+
+def config_with(config: TcpConfig, options: dict[str, Any] | None) -> TcpConfig:
+    """``config`` with socket options applied; OSError(ENOPROTOOPT) for an
+    unknown option, OSError(EINVAL) for a bad value (as setsockopt(2))."""
+    if not options:
+        return config
+    changes = {}
+    for name, value in options.items():
+        entry = TCP_OPTIONS.get(name)
+        if entry is None:
+            raise OSError(errno.ENOPROTOOPT, f"option {name} does not apply to a TCP socket")
+        field, kind = entry
+        try:
+            changes[field] = kind(value)
+        except (TypeError, ValueError):
+            raise OSError(errno.EINVAL, f"{name}: bad value {value!r}") from None
+    try:
+        return dataclasses.replace(config, **changes)
+    except ValueError as exc:
+        raise OSError(errno.EINVAL, str(exc)) from None
 
 
 def sockaddr(addr: bytes, port: int, v6: bool) -> tuple[Any, ...]:
@@ -148,6 +187,25 @@ class TcpTransport(asyncio.Transport):
     def get_write_buffer_size(self) -> int:
         return len(self._buffer)
 
+    def set_option(self, name: str, value: Any) -> None:
+        """Options that apply to an open connection: TCP_NODELAY, TCP_CORK."""
+        if name == "TCP_NODELAY":
+            self.ep.set_nodelay(bool(value))
+        elif name == "TCP_CORK":
+            self.ep.set_cork(bool(value))
+        elif name in TCP_OPTIONS:
+            raise OSError(errno.EINVAL, f"{name} must be set before the connection opens")
+        else:
+            raise OSError(errno.ENOPROTOOPT, f"option {name} does not apply to a TCP socket")
+        self._demux.kick(self._key)
+
+    def get_option(self, name: str) -> Any:
+        if name not in TCP_OPTIONS:
+            raise OSError(errno.ENOPROTOOPT, f"option {name} does not apply to a TCP socket")
+        if name == "TCP_MAXSEG":
+            return self.ep.stats().mss  # Linux returns the current MSS once connected
+        return getattr(self.ep.config, TCP_OPTIONS[name][0])
+
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         local, lport, remote, rport = self._key
         if name == "sockname":
@@ -240,12 +298,13 @@ class Listening:
         res: Reservation,
         family: int,
         factory: Callable[[], asyncio.Protocol],
+        config: TcpConfig,
     ) -> None:
         self.res = res
         self.family = family
         self.factory = factory
         self.listener = TcpListener(
-            demux.config,
+            config,
             res.local_port,
             isn=demux.isn.isn,
             cookies=demux.cookies,
@@ -456,7 +515,9 @@ class TcpDemux:
     def listen(
         self, family: int, addr: bytes, port: int, factory: Callable[[], asyncio.Protocol], *,
         reuse_addr: bool = True, reuse_port: bool = False, v6only: bool = False, start: int = 0,
+        options: dict[str, Any] | None = None,
     ) -> Listening:  # fmt: skip
+        config = config_with(self.config, options)
         res = Reservation(
             TCP,
             addr,
@@ -470,7 +531,7 @@ class TcpDemux:
             res = self.ports.reserve_ephemeral(res, shard=0, nshards=1, start=start)
         else:
             res = self.ports.reserve(res)
-        lst = Listening(self, res, family, factory)
+        lst = Listening(self, res, family, factory, config)
         self.listeners.setdefault(res.local_port, []).append(lst)
         return lst
 
@@ -493,9 +554,11 @@ class TcpDemux:
         factory: Callable[[], asyncio.Protocol],
         *,
         start: int,
+        options: dict[str, Any] | None = None,
     ) -> TcpTransport:
         """Active open: ``local`` is the source chosen for ``remote`` (wire
         forms, same family); the port hashes back to this shard."""
+        config = config_with(self.config, options)
         res = self.ports.reserve_ephemeral(
             Reservation(TCP, local, 0, remote, port),
             shard=self.shard,
@@ -509,7 +572,7 @@ class TcpDemux:
         mtu = self.net.pmtu.mtu(now, remote, nic.mtu) if nic is not None else 1280
         iss = self.isn.isn(now, local, res.local_port, remote, port)
         ep = TcpEndpoint.connect(
-            now, self.config, res.local_port, port, iss=iss, mtu=mtu, ipv6=len(remote) == 16,
+            now, config, res.local_port, port, iss=iss, mtu=mtu, ipv6=len(remote) == 16,
             ts_offset=int.from_bytes(os.urandom(4), "big"),
         )  # fmt: skip
         t = TcpTransport(self, key, ep, family == 6)

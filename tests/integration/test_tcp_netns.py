@@ -5,6 +5,8 @@ whoami, chargen, and the server-side close leaving TIME-WAIT."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -153,3 +155,28 @@ def test_server_side_close_leaves_time_wait(ns: Netns, stack: StackProcess) -> N
         )
 
     assert wait_until(time_wait, timeout=3)
+
+
+def test_sigterm_closes_connections_with_fin() -> None:
+    """B31: at shutdown every connection sends its FIN and the stack waits
+    (up to --drain) for the close to finish, rather than vanishing."""
+    skip_unless_netns()
+    with (
+        Netns("tcpdrain") as ns,
+        StackProcess(ns, "--ipv4", f"{SHARDNET_V4}/24", "--serve", "echo:7") as stack,
+    ):
+        ns.run(f"ip addr add {KERNEL_V4}/24 dev {TAP}")
+        client = ns.popen(
+            [sys.executable, "-c", (
+                "import socket, sys\n"
+                f"s = socket.create_connection(('{SHARDNET_V4}', 7), timeout=20)\n"
+                "s.sendall(b'x'); assert s.recv(1) == b'x'\n"
+                "print('connected', flush=True)\n"
+                "try:\n    print('eof' if s.recv(1) == b'' else 'data', flush=True)\n"
+                "except ConnectionResetError:\n    print('reset', flush=True)\n"
+            )],
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert client.stdout is not None and client.stdout.readline().strip() == "connected"
+        assert stack.stop() == 0
+        assert client.stdout.readline().strip() == "eof"

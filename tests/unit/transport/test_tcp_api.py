@@ -1,0 +1,79 @@
+"""TCP through the network layer (crafted frames): RST for closed ports,
+socket options reaching the wire, option errors, B24 drops."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import random
+
+import pytest
+from scapy.layers.inet import IP, TCP
+from scapy.layers.l2 import Ether
+
+from shardnet.shards.api import ShardStack
+from shardnet.shards.transport.ports import PortManager
+from shardnet.shards.transport.tcp import TcpDemux
+from shardnet.shards.transport.udp import UdpDemux
+
+from ..net.harness import OUR4, OUR_MAC, PEER4, PEER_MAC, Net
+
+
+def world() -> tuple[Net, ShardStack, TcpDemux]:
+    net = Net()
+    net.learn(PEER4)
+    ports = PortManager()
+    tcp = TcpDemux(net.stack, ports, shard=0, nshards=1, secret=bytes(16), loop_time=net.clock)
+    net.stack.transport_v4[6] = net.stack.transport_v6[6] = tcp.deliver
+    net.sent()
+    stack = ShardStack(
+        shard=0, nshards=1, net=net.stack, udp=UdpDemux(ports), rng=random.Random(1), tcp=tcp
+    )
+    return net, stack, tcp
+
+
+def syn(dport: int, src: str = PEER4, dst: str = OUR4) -> Ether:
+    opts = [("MSS", 1460), ("SAckOK", b""), ("Timestamp", (1, 0)), ("WScale", 7)]
+    return (
+        Ether(src=PEER_MAC, dst=OUR_MAC)
+        / IP(src=src, dst=dst)
+        / TCP(sport=40000, dport=dport, flags="S", seq=1000, options=opts)
+    )
+
+
+def test_a_syn_to_a_closed_port_gets_rst_ack() -> None:
+    net, _, _ = world()
+    net.inject(syn(81))
+    (rst,) = net.sent()
+    assert rst[TCP].flags == "RA" and rst[TCP].ack == 1001 and rst[TCP].seq == 0
+
+
+def test_server_options_reach_the_syn_ack() -> None:
+    async def go() -> None:
+        net, stack, _ = world()
+        await stack.create_server(asyncio.Protocol, "0.0.0.0", 8080, options={"TCP_MAXSEG": 1000})
+        net.inject(syn(8080))
+        (synack,) = net.sent()
+        assert synack[TCP].flags == "SA" and dict(synack[TCP].options)["MSS"] == 1000
+
+    asyncio.run(go())
+
+
+def test_unknown_and_bad_options_fail_like_setsockopt() -> None:
+    async def go() -> None:
+        _, stack, _ = world()
+        with pytest.raises(OSError) as exc:
+            await stack.create_server(asyncio.Protocol, None, 8081, options={"TCP_NOSUCH": 1})
+        assert exc.value.errno == errno.ENOPROTOOPT
+        with pytest.raises(OSError) as exc:
+            await stack.create_server(asyncio.Protocol, None, 8082, options={"TCP_MAXSEG": "lots"})
+        assert exc.value.errno == errno.EINVAL
+
+    asyncio.run(go())
+
+
+def test_non_unicast_source_gets_nothing() -> None:
+    """B24: a SYN from a broadcast source is dropped without a reset."""
+    net, _, tcp = world()
+    net.inject(syn(81, src="198.18.0.255"))
+    assert net.sent() == [] and tcp.resets_sent == 0
