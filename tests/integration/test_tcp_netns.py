@@ -180,3 +180,67 @@ def test_sigterm_closes_connections_with_fin() -> None:
         assert client.stdout is not None and client.stdout.readline().strip() == "connected"
         assert stack.stop() == 0
         assert client.stdout.readline().strip() == "eof"
+
+
+def test_an_app_opens_connections_with_the_streams_api() -> None:
+    """open_connection from inside a shard: a kernel server answers; a closed
+    port raises ConnectionRefusedError (the OSError family, as asyncio does)."""
+    skip_unless_netns()
+    with (
+        Netns("tcpapp") as ns,
+        StackProcess(ns, "--ipv4", f"{SHARDNET_V4}/24", "--app", "tests.apps.tcp_probe:main"),
+    ):
+        ns.run(f"ip addr add {KERNEL_V4}/24 dev {TAP}")
+        out = ns.python(f"""
+            import socket, threading
+            srv = socket.create_server(("{KERNEL_V4}", 8000))
+            def serve():
+                conn, _ = srv.accept()
+                line = conn.makefile().readline()
+                conn.sendall(b"kernel got: " + line.encode())
+            threading.Thread(target=serve, daemon=True).start()
+            rep = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            rep.bind(("{KERNEL_V4}", 9999))
+            rep.settimeout(40)
+            print(rep.recv(500).decode())
+        """, timeout=60).stdout.strip()  # fmt: skip
+    assert out == f"kernel got: hello from shardnet|{KERNEL_V4}|ConnectionRefusedError"
+
+
+def test_an_in_window_rst_gets_a_challenge_ack_and_the_connection_lives(
+    ns: Netns, stack: StackProcess
+) -> None:
+    """RFC 5961 §3.2: a RST whose sequence number is in the window but not
+    RCV.NXT is answered with <SEQ=SND.NXT><ACK=RCV.NXT><ACK> and ignored."""
+    out = ns.python(f"""
+        import socket, time
+        from scapy.all import AsyncSniffer, Ether, IP, TCP, sendp, conf
+        conf.verb = 0
+        mac = open("/sys/class/net/{TAP}/address").read().strip()
+        sniffer = AsyncSniffer(iface="{TAP}", filter="tcp port 7")
+        sniffer.start()
+        time.sleep(0.3)
+        s = socket.create_connection(("{SHARDNET_V4}", 7), timeout=5)
+        s.sendall(b"ping")
+        assert s.recv(4) == b"ping"
+        time.sleep(0.3)
+        packets = sniffer.stop()
+        ours = [p for p in packets if p[IP].src == "{KERNEL_V4}"]
+        theirs = [p for p in packets if p[IP].src == "{SHARDNET_V4}"]
+        last, peer = ours[-1], theirs[-1]
+        rcv_nxt = last[TCP].seq + len(last[TCP].payload)  # shardnet's RCV.NXT
+        snd_nxt = peer[TCP].seq + len(peer[TCP].payload)  # shardnet's SND.NXT
+        sniffer = AsyncSniffer(iface="{TAP}", filter="tcp and src host {SHARDNET_V4} and port 7")
+        sniffer.start()
+        time.sleep(0.3)
+        rst = Ether(src=mac, dst=peer.src) / IP(src="{KERNEL_V4}", dst="{SHARDNET_V4}") / TCP(
+            sport=last[TCP].sport, dport=7, flags="R", seq=rcv_nxt + 100)
+        sendp(rst, iface="{TAP}")
+        time.sleep(0.5)
+        replies = sniffer.stop()
+        challenge = [p for p in replies if p[TCP].flags == "A" and p[TCP].seq == snd_nxt and p[TCP].ack == rcv_nxt]
+        s.sendall(b"still here")
+        alive = s.recv(10) == b"still here"
+        print(len(challenge) >= 1, alive)
+    """, timeout=30).stdout.split()  # fmt: skip
+    assert out == ["True", "True"]

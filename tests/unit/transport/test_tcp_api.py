@@ -12,6 +12,7 @@ from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
 
 from shardnet.shards.api import ShardStack
+from shardnet.shards.transport.errors import IcmpErrorRouter
 from shardnet.shards.transport.ports import PortManager
 from shardnet.shards.transport.tcp import TcpDemux
 from shardnet.shards.transport.udp import UdpDemux
@@ -25,10 +26,12 @@ def world() -> tuple[Net, ShardStack, TcpDemux]:
     ports = PortManager()
     tcp = TcpDemux(net.stack, ports, shard=0, nshards=1, secret=bytes(16), loop_time=net.clock)
     net.stack.transport_v4[6] = net.stack.transport_v6[6] = tcp.deliver
+    udp = UdpDemux(ports)
+    errors = IcmpErrorRouter(udp, tcp)
+    net.stack.transport_v4[-1] = errors.icmpv4_error
+    net.stack.transport_v6[-58] = errors.icmpv6_error
     net.sent()
-    stack = ShardStack(
-        shard=0, nshards=1, net=net.stack, udp=UdpDemux(ports), rng=random.Random(1), tcp=tcp
-    )
+    stack = ShardStack(shard=0, nshards=1, net=net.stack, udp=udp, rng=random.Random(1), tcp=tcp)
     return net, stack, tcp
 
 
@@ -77,3 +80,65 @@ def test_non_unicast_source_gets_nothing() -> None:
     net, _, tcp = world()
     net.inject(syn(81, src="198.18.0.255"))
     assert net.sent() == [] and tcp.resets_sent == 0
+
+
+def test_icmp_port_unreachable_about_our_syn_fails_the_connect() -> None:
+    """RFC 1122 §4.2.3.9 / RFC 5927: a hard error in SYN-SENT ends the open."""
+    from scapy.layers.inet import ICMP
+
+    async def go() -> None:
+        net, stack, _ = world()
+        task = asyncio.ensure_future(stack.create_connection(asyncio.Protocol, PEER4, 9))
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        (sent,) = net.sent()
+        assert sent[TCP].flags == "S"
+        err = (
+            Ether(src=PEER_MAC, dst=OUR_MAC)
+            / IP(src=PEER4, dst=OUR4)
+            / ICMP(type=3, code=3)
+            / bytes(sent[IP])[:28]
+        )
+        net.inject(err)
+        with pytest.raises(ConnectionRefusedError):
+            await asyncio.wait_for(task, 1)
+
+    asyncio.run(go())
+
+
+def test_packet_too_big_lowers_the_mss_of_the_connection() -> None:
+    """RFC 1191: Fragmentation Needed with a next-hop MTU lowers the MSS."""
+    from scapy.layers.inet import ICMP
+
+    async def go() -> None:
+        net, stack, tcp = world()
+        task = asyncio.ensure_future(stack.create_connection(asyncio.Protocol, PEER4, 9))
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        (sent,) = net.sent()
+        synack = (
+            Ether(src=PEER_MAC, dst=OUR_MAC)
+            / IP(src=PEER4, dst=OUR4)
+            / TCP(
+                sport=9,
+                dport=sent[TCP].sport,
+                flags="SA",
+                seq=5000,
+                ack=sent[TCP].seq + 1,
+                options=[("MSS", 1460)],
+            )
+        )
+        net.inject(synack)
+        transport, _ = await asyncio.wait_for(task, 1)
+        assert transport.get_extra_info("mss") == 1460
+        err = (
+            Ether(src=PEER_MAC, dst=OUR_MAC)
+            / IP(src=PEER4, dst=OUR4)
+            / ICMP(type=3, code=4, nexthopmtu=1000)
+            / bytes(sent[IP])[:28]
+        )
+        net.inject(err)
+        assert transport.get_extra_info("mss") == 1000 - 40
+        transport.abort()
+
+    asyncio.run(go())
