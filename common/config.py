@@ -64,6 +64,9 @@ class StackConfig:
     # random per run when not given.
     secret: str | None = None
     fault: str | None = None  # --fault: drop/dup/reorder/delay injection (common/fault.py)
+    # Per-NIC NDP configuration (B33) for the link: NdpConfig field -> value,
+    # from the config file's [ndp] table; checked by ``NdpConfig.from_settings``.
+    ndp: dict[str, Any] = field(default_factory=dict)
 
     @property
     def link_name(self) -> str:
@@ -190,6 +193,12 @@ def _convert(name: str, value: Any) -> Any:
                 return float(value)
             except (TypeError, ValueError):
                 raise ConfigError(f"{name}: want a number, got {value!r}") from None
+        case "ndp":
+            if not isinstance(value, dict) or any(
+                isinstance(v, dict | list) for v in value.values()
+            ):
+                raise ConfigError("[ndp] must be a table of settings (name = value)")
+            return dict(value)
         case "fault":
             from .fault import FaultSpec  # fault.py needs ConfigError from here
 
@@ -218,9 +227,15 @@ def load_toml(path: str) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"--config: {path}: {exc}") from None
     stack = data.pop("stack", {})
+    ndp = data.pop("ndp", None)
     if not isinstance(stack, dict):
         raise ConfigError(f"--config: {path}: [stack] must be a table")
-    raw = {k: v for k, v in data.items() if not isinstance(v, dict)} | stack
+    for key, value in data.items():
+        if isinstance(value, dict):
+            raise ConfigError(f"--config: {path}: unknown table [{key}] (tables: [stack], [ndp])")
+    raw = dict(data) | stack
+    if ndp is not None:
+        raw["ndp"] = ndp
     settings = {}
     for key, value in raw.items():
         name = _TOML_ALIASES.get(key.replace("-", "_"), key.replace("-", "_"))

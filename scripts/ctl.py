@@ -25,12 +25,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     sub = p.add_subparsers(dest="view", metavar="WHAT", required=True)
     for view in VIEWS:
-        sub.add_parser(view, help=f"show {view}").add_argument(
-            "--json", action="store_true", default=argparse.SUPPRESS
-        )
-    sub.add_parser("events", help="stream events as JSON lines").add_argument(
-        "--json", action="store_true", default=argparse.SUPPRESS
-    )
+        sub.add_parser(view, help=f"show {view}")
+    sub.add_parser("events", help="stream events as JSON lines")
     addr = sub.add_parser("addr", help="add or delete an address")
     addr.add_argument("action", choices=("add", "del"))
     addr.add_argument("nic")
@@ -50,9 +46,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     route.add_argument("--via", metavar="GATEWAY")
     route.add_argument("--dev", metavar="NIC")
     route.add_argument("--metric", type=int, default=0)
+    ndp = sub.add_parser("ndp", help="show or change a NIC's NDP configuration (B33)")
+    ndp.add_argument("nic", nargs="?", help="NIC name (default: the link)")
+    ndp.add_argument(
+        "--set", action="append", default=[], metavar="NAME=VALUE", help="change a setting"
+    )
     nic = sub.add_parser("nic", help="enable, disable or remove a NIC")
     nic.add_argument("action", choices=("up", "down", "del"))
     nic.add_argument("name")
+    for parser in sub.choices.values():  # --json after the subcommand too
+        parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
 
 
 def request_of(ns: argparse.Namespace) -> tuple[str, dict[str, Any]]:
@@ -72,6 +75,16 @@ def request_of(ns: argparse.Namespace) -> tuple[str, dict[str, Any]]:
             "nic": ns.dev,
             "metric": ns.metric,
         }
+    if ns.view == "ndp":
+        settings = {}
+        for item in ns.set:
+            name, sep, value = item.partition("=")
+            if not sep:
+                raise ControlError(f"--set wants NAME=VALUE, got {item!r}")
+            settings[name] = value
+        if settings:
+            return "ndp_set", {"nic": ns.nic, "settings": settings}
+        return "ndp_get", {"nic": ns.nic}
     if ns.view == "nic":
         op = {"up": "nic_set", "down": "nic_set", "del": "nic_del"}[ns.action]
         args = {"name": ns.name}

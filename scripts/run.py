@@ -67,6 +67,12 @@ def refuse_unbuilt(config: StackConfig) -> None:
     for flag, given, why in unbuilt:
         if given:
             raise ConfigError(f"{flag} is not supported yet ({why})")
+    from shardnet.shards.net.ndp import NdpConfig
+
+    try:
+        NdpConfig.from_settings(config.ndp)
+    except ValueError as exc:
+        raise ConfigError(f"[ndp]: {exc}") from None
     if config.app is not None:
         module = config.app.partition(":")[0]
         try:

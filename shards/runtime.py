@@ -52,6 +52,7 @@ from .apps import TCP_APPS, UDP_APPS, load_app, serve_tcp, serve_udp
 from .counters import ShardCounters
 from .ingress import Ingress
 from .net.control import ControlPlane
+from .net.ndp import NdpConfig
 from .net.stack import NetStack
 from .net.state import NetError, NetOwner, NetView
 from .transport.errors import IcmpErrorRouter
@@ -290,7 +291,8 @@ class ShardRuntime:
         self.stack = NetStack(
             shard=0, view=net.view, writer=self.writer, counters=self.counters, clock=self.clock
         )
-        self.control = ControlPlane(net, self.stack, self.clock)
+        ndp = NdpConfig.from_settings(self.spec.config.ndp)  # checked by `run` already
+        self.control = ControlPlane(net, self.stack, self.clock, ndp_config=ndp)
         self.control.emit_event = self._emit_event
         # After a restart of shard 0 this rebuilds its state from the
         # configuration; replicas see a new epoch and resynchronise.

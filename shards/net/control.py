@@ -17,6 +17,7 @@ DAD, router discovery, SLAAC and NUD come with the NDP issue.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import random
 from collections.abc import Callable
@@ -164,6 +165,8 @@ class ControlPlane(Resolver):
 
     # --- requests ------------------------------------------------------------------------
     def handle_request(self, op: str, args: dict[str, Any]) -> Any:
+        if op in ("ndp_get", "ndp_set"):
+            return self._ndp_config(op, args)
         if op == "reassembly_expired":
             self.stack.reassembly_expired(bytes(args["packet"]))
             return None
@@ -193,6 +196,20 @@ class ControlPlane(Resolver):
                     self.stack.writer.write((arp.announce(addr),))
             return value
         return self.ops.handle(op, args)
+
+    def _ndp_config(self, op: str, args: dict[str, Any]) -> dict[str, Any]:
+        """B33: a NIC's NDP configuration, read or changed at run time."""
+        nic = self.owner.nic(args.get("nic") or LINK_NIC_ID)
+        machine = self.ndp.get(nic.id)
+        if machine is None:
+            raise NetError(errno.EOPNOTSUPP, f"{nic.name} runs no NDP")
+        if op == "ndp_set":
+            settings = {k: v for k, v in (args.get("settings") or {}).items()}
+            try:
+                machine.set_config(NdpConfig.from_settings(settings, machine.config))
+            except ValueError as exc:
+                raise NetError(errno.EINVAL, str(exc)) from None
+        return machine.config.as_settings()
 
     # --- NDP actions (B19: the machine never touches the tables itself) -----------------
     def apply(self, nic_id: int, actions: list[Any]) -> None:

@@ -75,7 +75,7 @@ import enum
 import errno
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, TypeAlias
 
 from shardnet.common.addr import (
@@ -192,6 +192,39 @@ class NdpConfig:
     ra_route_metric: int = RA_ROUTE_METRIC
     mld_robustness: int = DEFAULT_ROBUSTNESS  # RFC 3810 §9.1
     mld_unsolicited_report_interval_s: float = UNSOLICITED_REPORT_INTERVAL_S  # §9.11
+
+    @classmethod
+    def from_settings(cls, settings: dict[str, Any], base: NdpConfig | None = None) -> NdpConfig:
+        """A configuration from text-ish settings (the config file's [ndp]
+        table, ``ctl ndp --set``); ValueError with a one-line message."""
+        known = {f.name: f for f in fields(cls)}
+        changes: dict[str, Any] = {}
+        for name, value in settings.items():
+            f = known.get(name)
+            if f is None:
+                raise ValueError(
+                    f"unknown NDP setting {name!r} (known: {', '.join(sorted(known))})"
+                )
+            current = getattr(base or cls(), name)
+            try:
+                if isinstance(current, IidMode):
+                    changes[name] = IidMode(value)
+                elif isinstance(current, bool):
+                    if isinstance(value, str):
+                        if value.lower() not in ("true", "false", "1", "0", "on", "off"):
+                            raise ValueError(value)
+                        value = value.lower() in ("true", "1", "on")
+                    changes[name] = bool(value)
+                elif isinstance(current, int):
+                    changes[name] = int(value)
+                else:
+                    changes[name] = float(value)
+            except (TypeError, ValueError):
+                raise ValueError(f"NDP setting {name}: bad value {value!r}") from None
+        return replace(base or cls(), **changes)
+
+    def as_settings(self) -> dict[str, Any]:
+        return {f.name: _jsonable(getattr(self, f.name)) for f in fields(self)}
 
     def __post_init__(self) -> None:
         if self.dup_addr_detect_transmits < 0 or self.max_rtr_solicitations < 0:
