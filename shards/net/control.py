@@ -377,6 +377,13 @@ class ControlPlane(Resolver):
             self._after_neighbour_work()
         return mac
 
+    def confirm_reachable(self, nic_id: int, ip: bytes) -> None:
+        """Upper-layer progress (TCP) confirms a neighbour (RFC 4861 §7.3.1).
+        The peer may sit behind a gateway: confirming only what is cached."""
+        table = (self.v4 if len(ip) == 4 else self.v6).get(nic_id)
+        if table is not None:
+            table.confirm(self.clock(), ip)
+
     def resolve_for(self, nic_id: int, ip: bytes) -> None:
         """Another shard lacks ``ip``'s MAC: resolve it; replication delivers
         the answer (its packets wait in that shard)."""

@@ -80,6 +80,12 @@ class NeighbourConfig:
     reachable_s: float = 30.0
     # Unused this long: removed. linkAddrCache ageLimit 1 min.
     gc_s: float = 60.0
+    # RFC 4861 §7.3.3 NUD: a STALE entry used to send goes to DELAY, then PROBE
+    # with unicast solicitations (§10 DELAY_FIRST_PROBE_TIME 5 s,
+    # MAX_UNICAST_SOLICIT 3); Linux runs the same machine for ARP.
+    nud: bool = True
+    delay_first_probe_s: float = 5.0
+    max_unicast_probes: int = 3
 
     def __post_init__(self) -> None:
         if self.max_entries < 1 or not 1 <= self.max_incomplete <= self.max_entries:
@@ -193,6 +199,11 @@ class NeighbourTable:
             if mac is not None:
                 e.used = now
                 self._entries.move_to_end(ip)
+                if e.state is _STALE and self.config.nud:
+                    # RFC 4861 §7.3.3: sending with a STALE entry starts DELAY.
+                    e.state = NudState.DELAY
+                    e.probe_at = now + self.config.delay_first_probe_s
+                    self._schedule(e)
                 return mac
             if packet is not None:
                 self._enqueue(e, packet)
@@ -222,6 +233,16 @@ class NeighbourTable:
         if e is not None and e.mac is not None:
             e.used = now
             self._entries.move_to_end(ip)
+
+    def confirm(self, now: float, ip: bytes) -> None:
+        """Upper-layer reachability confirmation (RFC 4861 §7.3.1: TCP saw new
+        data acknowledged): the entry is REACHABLE again, without a probe."""
+        e = self._entries.get(ip)
+        if e is not None and e.mac is not None and e.state not in (_INCOMPLETE, _PERMANENT):
+            e.state = _REACHABLE
+            e.confirmed = e.updated = now
+            e.attempts = 0
+            self._schedule(e)
 
     def lookup(self, ip: bytes) -> bytes | None:
         """The known MAC of ``ip``, without side effects."""
@@ -341,6 +362,19 @@ class NeighbourTable:
                     e.attempts += 1
                     e.probe_at = now + cfg.retrans_s
                     self._probe(e)
+            elif state is NudState.DELAY or state is NudState.PROBE:
+                if now >= e.probe_at:
+                    if state is NudState.PROBE and e.attempts >= cfg.max_unicast_probes:
+                        # §7.3.3: no answer to the unicast probes: the entry goes.
+                        self.stats.failures += 1
+                        self._remove(e)
+                        e.state = NudState.FAILED
+                        failures.append(Failure(e.ip, []))
+                        continue
+                    e.state = NudState.PROBE
+                    e.attempts = e.attempts + 1 if state is NudState.PROBE else 1
+                    e.probe_at = now + cfg.retrans_s
+                    self._probes.append(Probe(e.ip, e.attempts, e.mac))  # unicast
             elif state is not _PERMANENT:
                 if now >= e.used + cfg.gc_s:
                     self.stats.expired += 1
@@ -476,7 +510,7 @@ class NeighbourTable:
 
     def _due(self, e: _Entry) -> float | None:
         state = e.state
-        if state is _INCOMPLETE:
+        if state is _INCOMPLETE or state is NudState.DELAY or state is NudState.PROBE:
             return e.probe_at
         if state is _PERMANENT:
             return None

@@ -351,6 +351,9 @@ class TcpDemux:
         self.resets_sent = 0
         self.dropped_non_unicast = 0
         self._closed_totals = [0, 0, 0]  # segments in, out, retransmits of closed connections
+        # Called with (nic, peer) when an ACK acknowledges new data: shard 0
+        # confirms the neighbour (NUD) without a probe.
+        self.on_progress: Callable[[int, bytes], None] | None = None
 
     # --- receiving ---------------------------------------------------------------
     def deliver(self, d: Delivery) -> bool:
@@ -366,7 +369,10 @@ class TcpDemux:
         t = self.conns.get(key)
         if t is not None:
             t.last_tos = d.tos
+            acked = t.ep.bytes_acked
             t.ep.handle_segment(now, seg)
+            if t.ep.bytes_acked != acked and self.on_progress is not None:
+                self.on_progress(d.nic, src)  # RFC 4861 §7.3.1: reachability confirmed
             self._after(key, t)
             return True
         for lst in self.listeners.get(seg.dst_port, ()):

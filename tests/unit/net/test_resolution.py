@@ -230,8 +230,9 @@ def test_ns_for_our_address_gets_a_solicited_na_with_our_mac() -> None:
             hlim=255,
         )
     )
-    # The NS's source link-layer option taught us the peer (STALE).
-    assert neigh(net, PEER6) == neigh(net, PEER6) | {"mac": PEER_MAC, "state": "STALE"}
+    # The NS's source link-layer option taught us the peer (STALE), and
+    # sending the NA with it started NUD's DELAY (RFC 4861 §7.3.3).
+    assert neigh(net, PEER6) == neigh(net, PEER6) | {"mac": PEER_MAC, "state": "DELAY"}
 
 
 def test_ns_for_our_link_local_address_from_a_link_local_source() -> None:
