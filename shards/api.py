@@ -27,7 +27,9 @@ from typing import Any
 from shardnet.common.addr import format_ip, is_ipv4_mapped, parse_ip
 
 from .net.stack import NetStack
-from .transport.tcp import TcpDemux
+from .transport.tcp import IGNORE, REJECT, Accept, FlowHook, TcpDemux
+
+__all__ = ["IGNORE", "REJECT", "Accept", "Server", "ShardStack", "UdpTransport"]
 from .transport.udp import Datagram, UdpDemux, UdpOptions, UdpSocket, build_datagram
 
 # name -> (attribute of UdpOptions, type, settable after bind)
@@ -351,6 +353,17 @@ class ShardStack:
         assert transport.connected is not None
         await transport.connected  # connection_made was called on the Connected event
         return transport, transport.get_protocol()  # type: ignore[return-value]
+
+    def on_tcp_flow(
+        self, decide: Any, *, max_in_flight: int = 1024, max_per_source: int = 64
+    ) -> None:
+        """The flow hook for proxies: ``decide(peer, local)`` is called for
+        each SYN no listener takes and returns ``Accept(protocol_factory)``,
+        ``REJECT`` (RST) or ``IGNORE``/None (silence); flows over the caps
+        are reset. Counters: ``flow_hook/*`` in ``ctl stats`` gauges."""
+        self.tcp.flow_hook = FlowHook(
+            decide, max_in_flight=max_in_flight, max_per_source=max_per_source
+        )
 
     async def start_server(
         self,

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from shardnet.common.addr import format_ip, is_ipv4_mapped
-from shardnet.common.wire.tcp import RST, TcpView
+from shardnet.common.wire.tcp import ACK, RST, SYN, TcpView
 
 from ..net.stack import Delivery, NetStack
 from ..tcp.config import TcpConfig
@@ -323,6 +323,76 @@ class Listening:
         return self.family == 6 and local in (bytes(16), dst)
 
 
+class Accept:
+    """A flow hook's decision: accept the connection with ``protocol_factory``."""
+
+    __slots__ = ("protocol_factory",)
+
+    def __init__(self, protocol_factory: Callable[[], asyncio.Protocol]) -> None:
+        self.protocol_factory = protocol_factory
+
+
+REJECT = "reject"  # answer the SYN with RST
+IGNORE = "ignore"  # drop the SYN silently
+
+# (peer, local) as Python socket addresses -> Accept | REJECT | IGNORE
+FlowDecider = Callable[[tuple[Any, ...], tuple[Any, ...]], Any]
+
+
+class FlowHook:
+    """``on_tcp_flow``: decides, per SYN that no listener takes, to accept it
+    with a handler, reset it or ignore it — what user-space proxies build on.
+    Caps the connections it created that are still open, in all and per
+    source address; a SYN over a cap is reset and counted."""
+
+    def __init__(
+        self, decide: FlowDecider, *, max_in_flight: int = 1024, max_per_source: int = 64
+    ) -> None:
+        self.decide_fn = decide
+        self.max_in_flight = max_in_flight
+        self.max_per_source = max_per_source
+        self.open: dict[Key, bytes] = {}  # connections it accepted -> their source address
+        self.per_source: dict[bytes, int] = {}
+        self.accepted = self.rejected = self.ignored = self.over_cap = 0
+
+    def decide(
+        self, demux: TcpDemux, src: bytes, sport: int, dst: bytes, dport: int, seg: Segment
+    ) -> bool:
+        """True when the SYN was consumed (accepted or ignored)."""
+        verdict = self.decide_fn(
+            sockaddr(src, sport, len(src) == 16), sockaddr(dst, dport, len(dst) == 16)
+        )
+        if verdict == IGNORE or verdict is None:
+            self.ignored += 1
+            return True
+        if not isinstance(verdict, Accept):
+            self.rejected += 1
+            return False
+        if (
+            len(self.open) >= self.max_in_flight
+            or self.per_source.get(src, 0) >= self.max_per_source
+        ):
+            self.over_cap += 1
+            return False  # the caller resets it
+        self.accepted += 1
+        demux.accept_flow(self, src, dst, seg, verdict.protocol_factory)
+        return True
+
+    def opened(self, key: Key) -> None:
+        src = key[2]
+        self.open[key] = src
+        self.per_source[src] = self.per_source.get(src, 0) + 1
+
+    def closed(self, key: Key) -> None:
+        src = self.open.pop(key, None)
+        if src is not None:
+            left = self.per_source[src] - 1
+            if left:
+                self.per_source[src] = left
+            else:
+                del self.per_source[src]
+
+
 class TcpDemux:
     def __init__(
         self,
@@ -354,6 +424,8 @@ class TcpDemux:
         # Called with (nic, peer) when an ACK acknowledges new data: shard 0
         # confirms the neighbour (NUD) without a probe.
         self.on_progress: Callable[[int, bytes], None] | None = None
+        self.flow_hook: FlowHook | None = None
+        self._hooked: dict[Key, tuple[Listening, FlowHook]] = {}  # flows a hook accepted
 
     # --- receiving ---------------------------------------------------------------
     def deliver(self, d: Delivery) -> bool:
@@ -379,6 +451,14 @@ class TcpDemux:
             if lst.matches(dst):
                 lst.listener.handle_segment(now, src, dst, seg)
                 self._after_listener(lst)
+                return True
+        hooked = self._hooked.get(key)
+        if hooked is not None:  # a hooked flow still in its handshake
+            hooked[0].listener.handle_segment(now, src, dst, seg)
+            self._after_listener(hooked[0])
+            return True
+        if self.flow_hook is not None and seg.flags & (SYN | ACK | RST) == SYN:
+            if self.flow_hook.decide(self, src, seg.src_port, dst, seg.dst_port, seg):
                 return True
         if not seg.flags & RST:
             rst = rst_for(seg)
@@ -409,6 +489,9 @@ class TcpDemux:
             key = (acc.local_addr, ep.local_port, acc.remote_addr, ep.remote_port)
             t = TcpTransport(self, key, ep, lst.family == 6)
             self.conns[key] = t
+            hooked = self._hooked.get(key)
+            if hooked is not None:
+                hooked[1].opened(key)
             protocol = lst.factory()
             t.set_protocol(protocol)
             protocol.connection_made(t)
@@ -424,7 +507,28 @@ class TcpDemux:
                 self._after_listener(lst)
                 return
 
+    def accept_flow(
+        self,
+        hook: FlowHook,
+        src: bytes,
+        dst: bytes,
+        seg: Segment,
+        factory: Callable[[], asyncio.Protocol],
+    ) -> None:
+        """A flow the hook accepted: a one-connection listener answers the
+        SYN (SYN-RECEIVED, retransmissions, cookies: the same machinery)."""
+        lst = Listening(
+            self, Reservation(TCP, dst, seg.dst_port, src, seg.src_port), 6 if len(dst) == 16 else 4,
+            factory, self.config,
+        )  # fmt: skip
+        self._hooked[(dst, seg.dst_port, src, seg.src_port)] = (lst, hook)
+        lst.listener.handle_segment(self.now(), src, dst, seg)
+        self._after_listener(lst)
+
     def forget(self, key: Key) -> None:
+        hooked = self._hooked.pop(key, None)
+        if hooked is not None:
+            hooked[1].closed(key)
         t = self.conns.pop(key, None)
         if t is not None:  # keep its figures: the shard's counters never go down
             ep = t.ep
@@ -489,19 +593,29 @@ class TcpDemux:
         )
 
     def gauges(self) -> dict[str, int]:
-        """``shardnet_tcp_connections{state}``."""
+        """``shardnet_tcp_connections{state}``, and the flow hook's counters."""
         counts: dict[str, int] = {}
+        hook = self.flow_hook
+        if hook is not None:
+            counts.update({
+                "flow_hook/accepted": hook.accepted, "flow_hook/rejected": hook.rejected,
+                "flow_hook/ignored": hook.ignored, "flow_hook/over_cap": hook.over_cap,
+                "flow_hook/open": len(hook.open),
+            })  # fmt: skip
         for t in self.conns.values():
             state = t.ep.stats().state
             counts[f"tcp_connections/{state}"] = counts.get(f"tcp_connections/{state}", 0) + 1
         return counts
 
     # --- timers ----------------------------------------------------------------------
+    def _all_listeners(self) -> list[Listening]:
+        return [lst for group in self.listeners.values() for lst in group] + [
+            lst for lst, _ in self._hooked.values()
+        ]
+
     def next_deadline(self) -> float | None:
         deadlines = [t.ep.next_deadline() for t in self.conns.values()]
-        deadlines += [
-            lst.listener.next_deadline() for group in self.listeners.values() for lst in group
-        ]
+        deadlines += [lst.listener.next_deadline() for lst in self._all_listeners()]
         return min((d for d in deadlines if d is not None), default=None)
 
     def handle_timeout(self, now: float) -> None:
@@ -510,12 +624,19 @@ class TcpDemux:
             if deadline is not None and deadline <= now:
                 t.ep.handle_timeout(now)
                 self._after(key, t)
-        for group in list(self.listeners.values()):
-            for lst in group:
-                deadline = lst.listener.next_deadline()
-                if deadline is not None and deadline <= now:
-                    lst.listener.handle_timeout(now)
-                    self._after_listener(lst)
+        for lst in self._all_listeners():
+            deadline = lst.listener.next_deadline()
+            if deadline is not None and deadline <= now:
+                lst.listener.handle_timeout(now)
+                self._after_listener(lst)
+        for key, (lst, _) in list(self._hooked.items()):
+            # A hooked handshake that never completed: nothing to keep.
+            if (
+                key not in self.conns
+                and not lst.listener.syn_queue_len()
+                and not lst.listener.accept_queue_len()
+            ):
+                del self._hooked[key]
 
     # --- opening ---------------------------------------------------------------------
     def listen(

@@ -142,3 +142,58 @@ def test_packet_too_big_lowers_the_mss_of_the_connection() -> None:
         transport.abort()
 
     asyncio.run(go())
+
+
+def handshake(net: Net, dport: int, sport: int = 40000, src: str = PEER4) -> Ether | None:
+    """SYN in; the SYN-ACK out (or None)."""
+    net.inject(syn(dport, src=src) if sport == 40000 else syn_from(dport, sport, src))
+    out = net.sent()
+    return out[0] if out else None
+
+
+def syn_from(dport: int, sport: int, src: str) -> Ether:
+    return (
+        Ether(src=PEER_MAC, dst=OUR_MAC)
+        / IP(src=src, dst=OUR4)
+        / TCP(sport=sport, dport=dport, flags="S", seq=1000)
+    )
+
+
+def test_flow_hook_accepts_rejects_ignores_and_caps() -> None:
+    """The proxy hook: per SYN no listener takes, accept with a handler,
+    reset, or stay silent; over the per-source cap, reset and count."""
+    from shardnet.shards.api import IGNORE, REJECT, Accept
+
+    async def go() -> None:
+        net, stack, tcp = world()
+        accepted: list[asyncio.Transport] = []
+
+        class Handler(asyncio.Protocol):
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                accepted.append(transport)  # type: ignore[arg-type]
+
+        def decide(peer: tuple, local: tuple) -> object:
+            return {9000: Accept(Handler), 9001: REJECT}.get(local[1], IGNORE)
+
+        stack.on_tcp_flow(decide, max_per_source=1)
+        synack = handshake(net, 9000)
+        assert synack is not None and synack[TCP].flags == "SA"
+        ack = (
+            Ether(src=PEER_MAC, dst=OUR_MAC)
+            / IP(src=PEER4, dst=OUR4)
+            / TCP(sport=40000, dport=9000, flags="A", seq=1001, ack=synack[TCP].seq + 1)
+        )
+        net.inject(ack)
+        assert len(accepted) == 1 and accepted[0].get_extra_info("peername") == (PEER4, 40000)
+        rst = handshake(net, 9001)
+        assert rst is not None and "R" in rst[TCP].flags
+        assert handshake(net, 9002) is None  # ignored: silence
+        over = handshake(net, 9000, sport=40001)  # a second open flow from the same source
+        assert over is not None and "R" in over[TCP].flags
+        hook = tcp.flow_hook
+        assert (hook.accepted, hook.rejected, hook.ignored, hook.over_cap) == (1, 1, 1, 1)
+        accepted[0].abort()
+        await asyncio.sleep(0)
+        assert len(hook.open) == 0  # the cap frees up when the flow closes
+
+    asyncio.run(go())
