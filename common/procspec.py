@@ -15,7 +15,8 @@ from .ring import RingHandle
 class ShardSpec:
     index: int
     nshards: int
-    ring: RingHandle  # dispatcher -> shard frames
+    ring: RingHandle  # dispatcher -> shard frames (records: common/record.py)
+    uplink: RingHandle  # shard -> dispatcher: frames looped back to the stack (B13)
     tx: LinkTxSpec  # how this shard writes frames to the link
     config: StackConfig
     mac: bytes  # shardnet's own MAC on the link

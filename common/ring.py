@@ -1,6 +1,8 @@
 """Single-producer single-consumer shared-memory ring: dispatcher -> shard.
 
-One ring per shard carries the frames the dispatcher classified to it. The
+One ring per shard carries the frames the dispatcher classified to it (records
+laid out as ``common/record.py`` says); a second one per shard, the uplink,
+carries the frames a shard loops back to the dispatcher (CHECKLIST B13). The
 shape follows gVisor's ``pkg/tcpip/link/sharedmem`` pipe: one writer, one
 reader, length-prefixed records, monotonically increasing head/tail byte
 counters in the shared mapping, batched publish, and an eventfd doorbell rung
@@ -356,6 +358,29 @@ class RingProducer:
             self._tail = tail + need
             return True
         return self._put_slow((head, data), n, need, tail, pos)
+
+    def try_put_tagged(
+        self,
+        tag: int,
+        head: bytes | bytearray | memoryview,
+        data: bytes | bytearray | memoryview,
+    ) -> bool:
+        """``try_put(bytes([tag]) + head + data)`` without building the
+        concatenation: one record whose first byte is ``tag`` (0-255), e.g.
+        the record tag of ``common/record.py``."""
+        h = 1 + len(head)
+        n = h + len(data)
+        need = (n + 11) & -8
+        tail = self._tail
+        pos = tail & self._mask
+        if need <= self._cap - pos and tail + need - self._head <= self._cap and n <= self._max:
+            self._u32[pos >> 2] = n
+            self._mm[pos + 4] = tag
+            self._mm[pos + 5 : pos + 4 + h] = head
+            self._mm[pos + 4 + h : pos + 4 + n] = data
+            self._tail = tail + need
+            return True
+        return self._put_slow((bytes((tag,)), head, data), n, need, tail, pos)
 
     def _put_slow(
         self,

@@ -6,6 +6,13 @@ Frames: the link's fd wakes the loop; a batch is read, each frame classified
 published once per batch (the doorbell rings only for a sleeping shard). A
 full ring, or a shard being restarted, drops the frame and counts it: the
 dispatcher never blocks on a shard.
+
+Loopback (CHECKLIST B13): a shard sends a packet for one of the stack's own
+addresses (or routed over the loopback NIC) as an Ethernet frame into its
+uplink ring; the dispatcher drains the uplinks like the link and dispatches
+those frames through the same classification, tagged ``TAG_LOOPED``
+(``common/record.py``): they never touch the wire and reach the shard that
+owns their flow.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from shardnet.common.fault import FaultInjector, FaultSpec
 from shardnet.common.fdpass import PassedFd
 from shardnet.common.messages import Request, Stop
 from shardnet.common.procspec import ShardSpec, internal_endpoints
+from shardnet.common.record import TAG_LOOPED, TAG_WIRE
 from shardnet.common.ring import Ring
 
 from .classify import FRAGMENT, classify
@@ -36,7 +44,7 @@ from .link import open_link
 from .metrics import StackCollector, serve_metrics
 from .reassembly import Reassembler
 from .stats import StatsBook
-from .supervisor import Supervisor
+from .supervisor import ShardSlot, Supervisor
 
 log = logging.getLogger("shardnet.dispatcher")
 
@@ -70,7 +78,9 @@ class Dispatcher:
         # thread without one.
         self.link = await loop.run_in_executor(None, open_link, cfg)
         self.clock = loop.time
-        self._no_vnet = bytes(self.link.vnet_hdr_len)  # records always start with the header
+        # Records: a tag byte, then always the link's virtio-net header
+        # (zeros when the frame has none), then the frame (common/record.py).
+        self._no_vnet = bytes(self.link.vnet_hdr_len)
         try:
             return await self._run(loop, on_ready)
         finally:
@@ -99,6 +109,7 @@ class Dispatcher:
             ring_bytes=cfg.ring_bytes,
             backoff_s=cfg.restart_backoff_s,
             on_restart=self._on_restart,
+            on_uplink=self._on_uplink,
         )
         metrics_server = None
         try:
@@ -192,9 +203,32 @@ class Dispatcher:
         assert self.fault is not None
         self._dispatch(self.fault.due(self.clock()))
 
-    def _dispatch(self, frames: Any) -> None:
+    def _on_uplink(self, slot: ShardSlot) -> None:
+        """A shard's uplink doorbell (or its first kick): loop its frames
+        back. Drains a batch per loop turn, then announces sleep."""
+        consumer = slot.uplink_consumer
+        if consumer is None:  # the shard died meanwhile
+            return
+        consumer.clear_wakeup()
+        self._uplink_step(slot)
+
+    def _uplink_step(self, slot: ShardSlot) -> None:
+        consumer = slot.uplink_consumer
+        if consumer is None:
+            return
+        records = consumer.read_batch(RX_BATCH)
+        if records:
+            no_vnet = self._no_vnet
+            self._dispatch(((r, no_vnet) for r in records), TAG_LOOPED)
+            consumer.release()  # _dispatch copied them
+            for r in records:
+                r.release()
+        if records or not consumer.prepare_to_sleep():
+            asyncio.get_running_loop().call_soon(self._uplink_step, slot)
+
+    def _dispatch(self, frames: Any, tag: int = TAG_WIRE) -> None:
         """Classify each (frame, virtio-net header) and copy it into its
-        shard's ring; publish every touched ring once."""
+        shard's ring as a ``tag``-ged record; publish every touched ring once."""
         d = self.book.dispatcher
         nshards = self.nshards
         slots = self.supervisor.slots
@@ -212,7 +246,7 @@ class Dispatcher:
                 data, head = whole, self._no_vnet
                 shard = classify(data, nshards)
             producer = slots[shard].producer
-            if producer is not None and producer.try_put_parts(head, data):
+            if producer is not None and producer.try_put_tagged(tag, head, data):
                 d.to_shard[shard] += 1
                 touched.add(shard)
             else:
@@ -240,11 +274,12 @@ class Dispatcher:
         self._arm_reassembly_timer()
 
     # --- shards ---------------------------------------------------------------
-    def _make_spec(self, index: int, ring: Ring) -> ShardSpec:
+    def _make_spec(self, index: int, ring: Ring, uplink: Ring) -> ShardSpec:
         return ShardSpec(
             index=index,
             nshards=self.nshards,
             ring=ring.handle,
+            uplink=uplink.handle,
             tx=self.link.tx_spec(),
             config=self.config,
             mac=self.link.mac,

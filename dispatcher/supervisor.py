@@ -1,7 +1,11 @@
 """Starts the shard processes, restarts one that dies, stops them all.
 
-Each shard gets a fresh ring when it (re)starts: a dead consumer may have
-left the old one half-read. A restarted shard resynchronises its replicas
+Each shard gets a fresh pair of rings when it (re)starts: a dead consumer
+may have left its downlink ring half-read, a dead producer its uplink ring
+half-written. The uplink ring (shard -> dispatcher: frames a shard loops back
+to the stack, CHECKLIST B13) is read by the dispatcher's loop: its eventfd is
+registered with ``on_uplink(slot)`` while the shard lives and unregistered
+before the ring is closed. A restarted shard resynchronises its replicas
 from shard 0; a restarted shard 0 rebuilds its state from the configuration
 (its epoch changes, so every replica fetches a new snapshot). A shard that
 keeps dying is restarted with an exponential backoff (capped), so a crash
@@ -19,15 +23,15 @@ from typing import Any
 
 import multiprocess
 
-from shardnet.common.ring import Ring, RingProducer
+from shardnet.common.ring import Ring, RingConsumer, RingProducer
 
 log = logging.getLogger("shardnet.dispatcher")
 
 MAX_BACKOFF_S = 5.0
 STABLE_AFTER_S = 10.0  # a shard alive this long resets its backoff
 
-# (index, ring) -> the picklable argument of the shard entry point
-SpecFactory = Callable[[int, Ring], Any]
+# (index, downlink ring, uplink ring) -> the picklable argument of the shard entry point
+SpecFactory = Callable[[int, Ring, Ring], Any]
 
 
 @dataclass(slots=True)
@@ -36,6 +40,8 @@ class ShardSlot:
     process: Any = None  # multiprocess.Process
     ring: Ring | None = None
     producer: RingProducer | None = None
+    uplink: Ring | None = None  # shard -> dispatcher
+    uplink_consumer: RingConsumer | None = None
     started_at: float = 0.0
     restarts: int = 0
     backoff_s: float = 0.0
@@ -54,6 +60,7 @@ class Supervisor:
         ring_bytes: int,
         backoff_s: float = 0.2,
         on_restart: Callable[[int, int | None], None] | None = None,
+        on_uplink: Callable[[ShardSlot], None] | None = None,
     ) -> None:
         self.ctx = multiprocess.get_context("spawn")
         self.entry = entry
@@ -61,6 +68,7 @@ class Supervisor:
         self.ring_bytes = ring_bytes
         self.base_backoff_s = backoff_s
         self.on_restart = on_restart
+        self.on_uplink = on_uplink  # the uplink's eventfd is readable (or: start draining)
         self.slots = [ShardSlot(i) for i in range(nshards)]
         self.stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -76,15 +84,31 @@ class Supervisor:
 
     def _start(self, slot: ShardSlot) -> None:
         ring = Ring.create(self.ring_bytes, name=f"shardnet-ring{slot.index}")
-        spec = self.make_spec(slot.index, ring)
+        uplink = Ring.create(self.ring_bytes, name=f"shardnet-uplink{slot.index}")
+        spec = self.make_spec(slot.index, ring, uplink)
         proc = self.ctx.Process(
             target=self.entry, args=(spec,), name=f"shardnet-shard{slot.index}", daemon=True
         )
         proc.start()
         slot.process, slot.ring, slot.producer = proc, ring, ring.producer()
+        # The dispatcher's loop does other work: no spinning before it sleeps.
+        slot.uplink, slot.uplink_consumer = uplink, uplink.consumer(spin_us=0)
         slot.pid, slot.started_at, slot.ready = proc.pid, time.monotonic(), False
         assert self._loop is not None  # start_all() ran
         self._loop.add_reader(proc.sentinel, self._on_exit, slot)
+        if self.on_uplink is not None:
+            self._loop.add_reader(slot.uplink_consumer.fileno(), self.on_uplink, slot)
+            # The consumer must announce sleep once before the doorbell rings.
+            self._loop.call_soon(self.on_uplink, slot)
+
+    def _close_rings(self, slot: ShardSlot) -> None:
+        if slot.uplink is not None:
+            if self._loop is not None and slot.uplink_consumer is not None:
+                self._loop.remove_reader(slot.uplink_consumer.fileno())
+            slot.uplink.close()
+        if slot.ring is not None:
+            slot.ring.close()
+        slot.ring = slot.producer = slot.uplink = slot.uplink_consumer = None
 
     # --- deaths -------------------------------------------------------------
     def _on_exit(self, slot: ShardSlot) -> None:
@@ -94,9 +118,7 @@ class Supervisor:
         proc.join(0)
         code = proc.exitcode if proc.exitcode is not None else -1
         slot.exit_codes.append(code)
-        dead_ring, slot.ring, slot.producer = slot.ring, None, None
-        if dead_ring is not None:
-            dead_ring.close()
+        self._close_rings(slot)
         if self.stopping:
             return
         lived = time.monotonic() - slot.started_at
@@ -149,9 +171,7 @@ class Supervisor:
                 if self._loop is not None:
                     self._loop.remove_reader(slot.process.sentinel)
                 slot.process.join(0.5)
-            if slot.ring is not None:
-                slot.ring.close()
-                slot.ring = slot.producer = None
+            self._close_rings(slot)
 
     def pids(self) -> dict[int, int | None]:
         return {s.index: (s.process.pid if s.process is not None else None) for s in self.slots}

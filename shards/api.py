@@ -281,17 +281,27 @@ class ShardStack:
         bound = sock.reservation.local_addr if sock.reservation is not None else None
         local = bound if bound not in (None, bytes(4), bytes(16)) else None
         if local is None:
-            route = self.net.view.routes.lookup(wire_remote)
-            if route is None:
-                raise OSError(errno.ENETUNREACH, "network is unreachable")
-            if len(wire_remote) == 4:
-                src = self.net.ipv4_source(route.nic, route.gateway or wire_remote)
-            else:
-                src = self.net.ipv6_source(route.nic, wire_remote)
-            if src is None:
-                raise OSError(errno.EADDRNOTAVAIL, "no source address for that destination")
+            src = self.source_for(wire_remote)
             local = src if sock.family == 4 or len(src) == 16 else bytes(10) + b"\xff\xff" + src
         self.udp.connect(sock, local, remote, port, **self.port_args())
+
+    def source_for(self, dst: bytes) -> bytes:
+        """The local address to use towards ``dst``: ``dst`` itself when it
+        is one of ours (Linux's local table: 127/8, ::1, our addresses, B13),
+        else by route and source selection (RFC 6724 for IPv6)."""
+        view = self.net.view
+        if dst in view.local or (len(dst) == 4 and dst[0] == 127):
+            return dst
+        route = view.routes.lookup(dst)
+        if route is None:
+            raise OSError(errno.ENETUNREACH, "network is unreachable")
+        if len(dst) == 4:
+            src = self.net.ipv4_source(route.nic, route.gateway or dst)
+        else:
+            src = self.net.ipv6_source(route.nic, dst)
+        if src is None:
+            raise OSError(errno.EADDRNOTAVAIL, "no source address for that destination")
+        return src
 
     # --- TCP (asyncio create_server / create_connection / streams) -----------
     async def create_server(
@@ -332,15 +342,7 @@ class ShardStack:
         family = 6 if ":" in str(host) else 4
         remote = _addr(host, family)
         wire = remote[12:] if is_ipv4_mapped(remote) else remote
-        route = self.net.view.routes.lookup(wire)
-        if route is None:
-            raise OSError(errno.ENETUNREACH, "network is unreachable")
-        if len(wire) == 4:
-            local = self.net.ipv4_source(route.nic, route.gateway or wire)
-        else:
-            local = self.net.ipv6_source(route.nic, wire)
-        if local is None:
-            raise OSError(errno.EADDRNOTAVAIL, "no source address for that destination")
+        local = self.source_for(wire)
         transport = self.tcp.connect(
             family,
             local,

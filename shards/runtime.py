@@ -2,7 +2,9 @@
 control sockets (DESIGN.md "Processes").
 
 * frames: the ring's eventfd wakes the loop; records are drained in batches
-  and handed to ``Ingress``; the shard writes its own frames to the link.
+  and handed to ``Ingress``; the shard writes its own frames to the link,
+  except those for the stack itself, which go back to the dispatcher through
+  the uplink ring to be classified like wire frames (CHECKLIST B13).
 * control: a DEALER to the dispatcher carries Hello, Stats and Replies out and
   Stop and Requests in.
 * replication: shard 0 owns the tables (``TableOwner``), publishes every
@@ -87,6 +89,8 @@ class ShardRuntime:
         loop = asyncio.get_running_loop()
         self.ring = Ring.attach(spec.ring)
         self.consumer = self.ring.consumer()
+        self.uplink = Ring.attach(spec.uplink)
+        self.uplink_producer = self.uplink.producer()
         self.writer = open_writer(spec.tx)
         self.ctx = zmq.asyncio.Context()
         self.clock = loop.time
@@ -105,8 +109,12 @@ class ShardRuntime:
             self._setup_owner(ep)
         else:
             self._setup_replica(ep)
-        self.ingress.register(ETHERTYPE_IPV4, self.stack.handle_ipv4)
-        self.ingress.register(ETHERTYPE_IPV6, self.stack.handle_ipv6)
+        self.ingress.register(
+            ETHERTYPE_IPV4, self.stack.handle_ipv4, looped=self.stack.handle_looped_ipv4
+        )
+        self.ingress.register(
+            ETHERTYPE_IPV6, self.stack.handle_ipv6, looped=self.stack.handle_looped_ipv6
+        )
         if self.control is not None:
             self.ingress.register(ETHERTYPE_ARP, self.control.handle_arp)
         self._setup_transport()
@@ -147,6 +155,16 @@ class ShardRuntime:
         if n or not self.consumer.prepare_to_sleep():
             asyncio.get_running_loop().call_soon(self._step)
 
+    def _loop_back(self, frame: bytes | bytearray) -> bool:
+        """A frame for the stack itself (B13): to the dispatcher, which
+        classifies it like a wire frame. False when the uplink is full."""
+        if self._closed:
+            return False
+        producer = self.uplink_producer
+        ok = producer.try_put(frame)
+        producer.publish()
+        return ok
+
     def _on_lifeline(self) -> None:
         try:
             data = os.read(self.spec.lifeline.fd, 64)
@@ -175,6 +193,8 @@ class ShardRuntime:
             loop_time=self.clock,
         )  # fmt: skip
         self.api.tcp = self.tcp
+        if self.control is not None:
+            self.tcp.on_progress = self.control.confirm_reachable
         udp_hook = UdpHooks(self.udp).datagram
         errors = IcmpErrorRouter(self.udp, self.tcp)
         self.stack.transport_v4[17] = self.stack.transport_v6[17] = udp_hook
@@ -289,7 +309,12 @@ class ShardRuntime:
         net = NetOwner(self.owner, self.publish)
         self.view = net.view
         self.stack = NetStack(
-            shard=0, view=net.view, writer=self.writer, counters=self.counters, clock=self.clock
+            shard=0,
+            view=net.view,
+            writer=self.writer,
+            counters=self.counters,
+            clock=self.clock,
+            loop_back=self._loop_back,
         )
         ndp = NdpConfig.from_settings(self.spec.config.ndp)  # checked by `run` already
         self.control = ControlPlane(net, self.stack, self.clock, ndp_config=ndp)
@@ -346,6 +371,7 @@ class ShardRuntime:
             counters=self.counters,
             clock=self.clock,
             ask_resolve=self._ask_resolve,
+            loop_back=self._loop_back,
         )
 
     def _ask_resolve(self, nic: int, ip: bytes) -> None:
@@ -437,3 +463,4 @@ class ShardRuntime:
         self.writer.close()
         self.ctx.destroy(linger=200)
         self.ring.close()
+        self.uplink.close()

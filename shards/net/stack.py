@@ -14,6 +14,15 @@ link MTU, and the next hop's MAC: shard 0 resolves with ARP / NS through its
 ``Resolver``; another shard uses its replica of the neighbour table and asks
 shard 0 to resolve what it lacks, queueing a few packets meanwhile.
 
+Loopback routing (CHECKLIST B13): a datagram for one of our own addresses,
+or routed over a loopback NIC, never touches the wire. It is built as an
+Ethernet frame (our link MAC both ways), unfragmented, and handed to
+``loop_back``, which the runtime wires to the shard's uplink ring: the
+dispatcher classifies it like a wire frame and the owning shard's ingress
+gives it to ``handle_looped_ipv4`` / ``handle_looped_ipv6``, which accept a
+local (or 127/8, ::1) source and trust its checksums. Without ``loop_back``
+(unit tests) such datagrams are dropped and counted.
+
 ICMP errors are never sent about an ICMP error, a datagram sent to a
 broadcast or multicast address, a non-initial fragment, or from a
 non-unicast source (RFC 1122 §3.2.2, RFC 4443 §2.4 (e)), and are
@@ -90,7 +99,7 @@ from .fragment import FragmentationNeeded, fragment_ipv4, fragment_ipv6
 from .model import Address, AddressKind, Nic, PrimaryBehavior, network_of
 from .pmtu import PmtuCache
 from .ratelimit import TokenBucket
-from .route import needs_route
+from .route import Route, needs_route
 from .srcaddr import SourceCandidate, select_source
 from .state import NetView
 
@@ -99,6 +108,7 @@ log = logging.getLogger("shardnet.net")
 _ETH = struct.Struct("!6s6sH")
 BROADCAST_MAC = b"\xff" * 6
 IPV6_LOOPBACK = bytes(15) + b"\x01"
+_IPV4_LOOPBACK = b"\x7f\0\0\x01"
 DEFAULT_TTL = 64  # RFC 1700 / Linux ip_default_ttl
 DEFAULT_HOP_LIMIT = 64  # RFC 4861 §6.3.2 default until an RA says otherwise
 PENDING_PER_NEIGHBOUR = 3  # packets a non-zero shard holds while shard 0 resolves
@@ -138,6 +148,7 @@ class NetStack:
         ask_resolve: Callable[[int, bytes], None] | None = None,
         icmp_rate: tuple[float, int] = (1000.0, 50),
         link_nic: int = 1,
+        loop_back: Callable[[bytes | bytearray], bool] | None = None,
     ) -> None:
         self.shard = shard
         self.view = view
@@ -146,6 +157,8 @@ class NetStack:
         self.clock = clock
         self.resolver = resolver  # shard 0 only
         self.ask_resolve = ask_resolve  # other shards: ask shard 0
+        # B13: a frame for ourselves, back through the dispatcher; False if dropped.
+        self.loop_back = loop_back
         self.icmp_bucket = TokenBucket(*icmp_rate)
         self.pmtu = PmtuCache()
         self.transport_v4: dict[int, TransportHook] = {}
@@ -163,26 +176,39 @@ class NetStack:
         self.stats[what] = self.stats.get(what, 0) + 1
 
     # --- input: IPv4 (RFC 791, RFC 1122 §3.2.1) ----------------------------------------
-    def handle_ipv4(self, eth: EthernetView, vnet: memoryview) -> None:
-        trusted = bool(vnet) and bool(vnet[0] & 0x03)
+    def handle_looped_ipv4(self, eth: EthernetView, vnet: memoryview) -> None:
+        """A datagram this stack sent to itself (B13): see ``handle_ipv4``."""
+        self.handle_ipv4(eth, vnet, True)
+
+    def handle_ipv4(self, eth: EthernetView, vnet: memoryview, looped: bool = False) -> None:
+        # Looped: built by us, never on a wire; its checksums are ours.
+        trusted = looped or (bool(vnet) and bool(vnet[0] & 0x03))
         ip = Ipv4View.checked(eth.payload)
-        nic = self._nic_for_frame()
         src, dst = ip.src, ip.dst
         view = self.view
-        if src[0] == 127 or dst[0] == 127:
-            # RFC 1122 §3.2.1.3 (g): 127/8 never appears on a network (Linux
-            # drops these martians); answering would send 127.0.0.1 out.
-            self.count("ipv4_martian")
-            return
-        if src in view.local:  # CERT CA-96.21: a spoof of our own address
-            self.count("ipv4_src_is_local")
-            return
+        local = view.local.get(dst)
+        if looped:
+            if local is None and dst[0] == 127:
+                # RFC 1122 §3.2.1.3 (g): all of 127/8 is this host (as Linux's
+                # local route); delivered as to 127.0.0.1.
+                local = view.local.get(_IPV4_LOOPBACK)
+            nic = local.nic if local is not None else self.link_nic
+            self.count("ipv4_looped_in")
+        else:
+            nic = self._nic_for_frame()
+            if src[0] == 127 or dst[0] == 127:
+                # RFC 1122 §3.2.1.3 (g): 127/8 never appears on a network (Linux
+                # drops these martians); answering would send 127.0.0.1 out.
+                self.count("ipv4_martian")
+                return
+            if src in view.local:  # CERT CA-96.21: a spoof of our own address
+                self.count("ipv4_src_is_local")
+                return
         # RFC 1122 §3.2.1.3: never a broadcast (limited or directed, §C 17) or
         # multicast source.
         if not (is_unicast(src) or src == b"\0\0\0\0") or src in view.broadcast:
             self.count("ipv4_bad_source")
             return
-        local = view.local.get(dst)
         broadcast = dst == IPV4_BROADCAST or dst in view.broadcast or is_ipv4_multicast(dst)
         if local is None and not broadcast:
             self.count("ipv4_not_for_us")  # forwarding comes with --forwarding
@@ -258,24 +284,32 @@ class NetStack:
         self.count("icmpv4_other")
 
     # --- input: IPv6 (RFC 8200, RFC 4443) -----------------------------------------------
-    def handle_ipv6(self, eth: EthernetView, vnet: memoryview) -> None:
-        trusted = bool(vnet) and bool(vnet[0] & 0x03)
+    def handle_looped_ipv6(self, eth: EthernetView, vnet: memoryview) -> None:
+        """A datagram this stack sent to itself (B13): see ``handle_ipv6``."""
+        self.handle_ipv6(eth, vnet, True)
+
+    def handle_ipv6(self, eth: EthernetView, vnet: memoryview, looped: bool = False) -> None:
+        trusted = looped or (bool(vnet) and bool(vnet[0] & 0x03))
         ip = Ipv6View.checked(eth.payload)
-        nic = self._nic_for_frame()
         src, dst = ip.src, ip.dst
         view = self.view
+        local = view.local.get(dst)
         if is_ipv6_multicast(src):  # RFC 4291 §2.7
             self.count("ipv6_bad_source")
             return
-        if src == IPV6_LOOPBACK or dst == IPV6_LOOPBACK:
-            # RFC 4291 §2.5.3: ::1 is never sent outside a node; received on
-            # a link, it is dropped.
-            self.count("ipv6_martian")
-            return
-        if src in view.local:
-            self.count("ipv6_src_is_local")
-            return
-        local = view.local.get(dst)
+        if looped:
+            nic = local.nic if local is not None else self.link_nic
+            self.count("ipv6_looped_in")
+        else:
+            nic = self._nic_for_frame()
+            if src == IPV6_LOOPBACK or dst == IPV6_LOOPBACK:
+                # RFC 4291 §2.5.3: ::1 is never sent outside a node; received
+                # on a link, it is dropped.
+                self.count("ipv6_martian")
+                return
+            if src in view.local:
+                self.count("ipv6_src_is_local")
+                return
         multicast = is_ipv6_multicast(dst)
         if local is None and not multicast and dst not in view.tentative:
             self.count("ipv6_not_for_us")
@@ -469,27 +503,29 @@ class NetStack:
         ``payload``, filled in once the source is chosen. Returns False (and
         counts why) when it cannot be sent."""
         view = self.view
-        if dst in view.local or dst in view.tentative:
-            # CHECKLIST B13: never on the wire (and never ARP for ourselves);
-            # looping back to local endpoints comes with loopback routing.
-            self.count("ipv4_local_not_looped")
-            return False
         route = None
-        broadcast = dst == IPV4_BROADCAST or is_ipv4_multicast(dst) or dst in view.broadcast
-        if nic_id is None or needs_route(dst):
-            route = view.routes.lookup(dst, nic=nic_id, usable=view.nic_enabled)
-            if route is None and dst == IPV4_BROADCAST and nic_id is None:
-                nic_id = self.link_nic  # limited broadcast with no route: the link (Linux)
-            elif route is None:
-                self.count("ipv4_no_route")
+        nic: Nic | None = None
+        broadcast = False
+        if dst in view.local or dst in view.tentative:
+            # CHECKLIST B13: never on the wire (and never ARP for ourselves):
+            # looped back, from the destination itself unless told otherwise
+            # (as Linux's local routes say).
+            if self.loop_back is None or dst not in view.local:
+                self.count("ipv4_local_not_looped")
                 return False
-            else:
-                nic_id = route.nic
-        nic = view.nics.get(nic_id)
-        if nic is None or not nic.enabled:
-            self.count("ipv4_nic_down")
+            if src is None:
+                src = dst
+        else:
+            broadcast = dst == IPV4_BROADCAST or is_ipv4_multicast(dst) or dst in view.broadcast
+            out = self._ipv4_out(dst, nic_id)
+            if out is None:
+                return False
+            nic, route = out
+        if nic is not None and nic.loopback and self.loop_back is None:
+            self.count("loopback_not_looped")  # no link and no neighbours
             return False
         if src is None:
+            assert nic is not None  # a local destination has its source
             # The source on the next hop's subnet: the gateway's, or the
             # destination's for an on-link one.
             gateway = route.gateway if route is not None else None
@@ -517,6 +553,8 @@ class NetStack:
                 pseudo_header_v4(src, dst, proto, total - 20),
                 proto,
             )
+        if nic is None or nic.loopback:  # B13: whole, never fragmented
+            return self._loop(ETHERTYPE_IPV4, packet)
         mtu = min(nic.mtu, self.pmtu.mtu(self.clock(), dst, nic.mtu))
         if total <= mtu:
             self._to_link(nic, next_hop, ETHERTYPE_IPV4, bytes(packet), broadcast)
@@ -529,6 +567,27 @@ class NetStack:
         for piece in pieces:
             self._to_link(nic, next_hop, ETHERTYPE_IPV4, piece, broadcast)
         return True
+
+    def _ipv4_out(self, dst: bytes, nic_id: int | None) -> tuple[Nic, Route | None] | None:
+        """The NIC a datagram to ``dst`` leaves by and the route chosen (None
+        when the NIC was given and no route is needed); None (counted) when
+        there is none."""
+        view = self.view
+        route = None
+        if nic_id is None or needs_route(dst):
+            route = view.routes.lookup(dst, nic=nic_id, usable=view.nic_enabled)
+            if route is None and dst == IPV4_BROADCAST and nic_id is None:
+                nic_id = self.link_nic  # limited broadcast with no route: the link (Linux)
+            elif route is None:
+                self.count("ipv4_no_route")
+                return None
+            else:
+                nic_id = route.nic
+        nic = view.nics.get(nic_id)
+        if nic is None or not nic.enabled:
+            self.count("ipv4_nic_down")
+            return None
+        return nic, route
 
     def ipv4_source(self, nic_id: int, dst: bytes | None = None) -> bytes | None:
         """The NIC's first usable primary IPv4 address, preferring one on
@@ -560,21 +619,32 @@ class NetStack:
         checksum_at: int | None = None,
     ) -> bool:
         view = self.view
-        if dst in view.local or dst in view.tentative:
-            self.count("ipv6_local_not_looped")  # as in send_ipv4 (B13)
-            return False
         route = None
-        if nic_id is None or needs_route(dst):
-            route = view.routes.lookup(dst, nic=nic_id, usable=view.nic_enabled)
-            if route is None:
-                self.count("ipv6_no_route")
+        nic: Nic | None = None
+        if dst in view.local or dst in view.tentative:
+            # As in send_ipv4 (B13). A tentative address is not ours yet
+            # (RFC 4862 §5.4): nothing is looped to it.
+            if self.loop_back is None or dst not in view.local:
+                self.count("ipv6_local_not_looped")
                 return False
-            nic_id = route.nic
-        nic = view.nics.get(nic_id)
-        if nic is None or not nic.enabled:
-            self.count("ipv6_nic_down")
-            return False
+            if src is None:
+                src = dst
+        else:
+            if nic_id is None or needs_route(dst):
+                route = view.routes.lookup(dst, nic=nic_id, usable=view.nic_enabled)
+                if route is None:
+                    self.count("ipv6_no_route")
+                    return False
+                nic_id = route.nic
+            nic = view.nics.get(nic_id)
+            if nic is None or not nic.enabled:
+                self.count("ipv6_nic_down")
+                return False
+            if nic.loopback and self.loop_back is None:
+                self.count("loopback_not_looped")  # no link and no neighbours
+                return False
         if src is None:
+            assert nic is not None  # a local destination has its source
             src = self.ipv6_source(nic.id, dst)
             if src is None:
                 self.count("ipv6_no_source")
@@ -588,6 +658,8 @@ class NetStack:
         packet = bytearray(40 + len(body))
         Ipv6Header(src, dst, next_header, hop_limit, traffic_class, 0, len(body)).emit(packet)
         packet[40:] = body
+        if nic is None or nic.loopback:  # B13: whole, never fragmented
+            return self._loop(ETHERTYPE_IPV6, packet)
         mtu = min(nic.mtu, self.pmtu.mtu(self.clock(), dst, nic.mtu))
         multicast = is_ipv6_multicast(dst)
         if len(packet) <= mtu:
@@ -614,10 +686,26 @@ class NetStack:
         chosen = select_source(dst, cands, out_nic=nic_id)
         return chosen.addr if chosen is not None else None
 
+    def _loop(self, ethertype: int, packet: bytes | bytearray) -> bool:
+        """B13: one datagram for ourselves, as an Ethernet frame (our link
+        MAC both ways), back through the dispatcher."""
+        loop_back = self.loop_back
+        assert loop_back is not None  # the callers checked
+        link = self.view.nics.get(self.link_nic)
+        mac = link.mac if link is not None else bytes(6)
+        frame = bytearray(14 + len(packet))
+        _ETH.pack_into(frame, 0, mac, mac, ethertype)
+        frame[14:] = packet
+        if loop_back(frame):
+            self.count("looped_out")
+            return True
+        self.count("loop_back_dropped")  # the uplink ring is full
+        return False
+
     def _to_link(
         self, nic: Nic, next_hop: bytes, ethertype: int, packet: bytes, group: bool
     ) -> None:
-        if nic.loopback:  # no link and no neighbours: B13 loopback routing is to come
+        if nic.loopback:  # no link and no neighbours: send_* loop these (B13)
             self.count("loopback_not_looped")
             return
         if group:

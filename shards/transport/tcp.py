@@ -178,8 +178,14 @@ class TcpTransport(asyncio.Transport):
     def resume_reading(self) -> None:
         if not self._reading:
             self._reading = True
-            self._pull()
-            self._demux.kick(self._key)
+            # Not synchronously: a StreamReader resumes reading before it
+            # creates the future it then waits on; data delivered now would
+            # not wake it.
+            asyncio.get_running_loop().call_soon(self._resume)
+
+    def _resume(self) -> None:
+        self._pull()
+        self._demux.kick(self._key)
 
     def is_reading(self) -> bool:
         return self._reading
@@ -696,7 +702,8 @@ class TcpDemux:
         now = self.now()
         route = self.net.view.routes.lookup(remote)
         nic = self.net.view.nics.get(route.nic) if route is not None else None
-        mtu = self.net.pmtu.mtu(now, remote, nic.mtu) if nic is not None else 1280
+        # IPv4's largest packet is 65535 bytes (lo's MTU is 65536).
+        mtu = min(self.net.pmtu.mtu(now, remote, nic.mtu), 65535) if nic is not None else 1280
         iss = self.isn.isn(now, local, res.local_port, remote, port)
         ep = TcpEndpoint.connect(
             now, config, res.local_port, port, iss=iss, mtu=mtu, ipv6=len(remote) == 16,

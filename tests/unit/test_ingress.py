@@ -11,6 +11,7 @@ from scapy.layers.l2 import Ether
 
 from shardnet.common.checksum import pseudo_header_v4
 from shardnet.common.ratelog import RateLimitedLog
+from shardnet.common.record import TAG_LOOPED, TAG_WIRE
 from shardnet.common.wire.ethernet import EthernetView
 from shardnet.common.wire.ipv4 import Ipv4View
 from shardnet.common.wire.udp import UdpView
@@ -41,6 +42,11 @@ def validate_udp(eth: EthernetView, vnet: memoryview) -> None:
 SEEN: list[bytes] = []
 
 
+def record(raw: bytes | bytearray, tag: int = TAG_WIRE) -> memoryview:
+    """A ring record as the dispatcher writes it (common/record.py)."""
+    return memoryview(bytes([tag]) + bytes(raw))
+
+
 @pytest.fixture
 def ingress() -> Ingress:
     SEEN.clear()
@@ -50,13 +56,13 @@ def ingress() -> Ingress:
 
 
 def test_good_frames_pass_and_bad_ones_are_counted_by_reason(ingress: Ingress) -> None:
-    ingress.handle_record(memoryview(frame()))
+    ingress.handle_record(record(frame()))
     bad_csum = bytearray(frame())
     bad_csum[-1] ^= 0xFF  # payload byte: the UDP checksum no longer matches
-    ingress.handle_record(memoryview(bad_csum))
+    ingress.handle_record(record(bad_csum))
     bad_version = bytearray(frame())
     bad_version[14] = 0x55
-    ingress.handle_record(memoryview(bad_version))
+    ingress.handle_record(record(bad_version))
     c = ingress.counters
     assert c.rx_frames == 3 and SEEN == [b"hi"]
     assert c.drops == {("udp", "udp_bad_checksum"): 1, ("ipv4", "ipv4_bad_version"): 1}
@@ -69,22 +75,41 @@ def test_vnet_header_is_stripped_and_handed_over() -> None:
     ing.register(0x0800, validate_udp)
     bad_csum = bytearray(frame())
     bad_csum[-1] ^= 0xFF
-    ing.handle_record(memoryview(bytes([1]) + bytes(9) + bad_csum))
+    ing.handle_record(record(bytes([1]) + bytes(9) + bad_csum))
     assert SEEN == [bytes([ord("h"), ord("i") ^ 0xFF])] and not ing.counters.drops
 
 
 def test_unknown_ethertype_is_unhandled(ingress: Ingress) -> None:
     raw = bytearray(frame())
     raw[12:14] = b"\x88\xb5"
-    ingress.handle_record(memoryview(raw))
+    ingress.handle_record(record(raw))
     assert ingress.counters.unhandled == 1
 
 
 def test_frames_for_another_mac_are_not_ours(ingress: Ingress) -> None:
     other = bytearray(frame())
     other[0:6] = bytes.fromhex("020000000099")
-    ingress.handle_record(memoryview(other))
+    ingress.handle_record(record(other))
     assert ingress.counters.not_for_us == 1 and SEEN == []
+
+
+def test_looped_frames_go_to_the_looped_handler_without_the_mac_check(
+    ingress: Ingress,
+) -> None:
+    """CHECKLIST B13: a frame the stack looped back to itself."""
+    ingress.handle_record(record(frame(), TAG_LOOPED))
+    assert ingress.counters.unhandled == 1 and SEEN == []  # no looped handler: not looped
+    looped: list[bytes] = []
+    ingress.register(0x0800, validate_udp, looped=lambda eth, vnet: looped.append(bytes(eth.buf)))
+    other = bytearray(frame())
+    other[0:6] = bytes(6)
+    ingress.handle_record(record(other, TAG_LOOPED))
+    assert looped == [bytes(other)] and SEEN == [] and ingress.counters.not_for_us == 0
+
+
+def test_a_record_with_an_unknown_tag_is_a_bug_not_a_frame(ingress: Ingress) -> None:
+    ingress.handle_record(record(frame(), 7))
+    assert ingress.counters.internal_errors == 1 and SEEN == []
 
 
 def test_a_handler_bug_costs_one_frame_not_the_shard(
@@ -95,7 +120,7 @@ def test_a_handler_bug_costs_one_frame_not_the_shard(
 
     ingress.register(0x0800, broken)
     for _ in range(20):
-        ingress.handle_record(memoryview(frame()))
+        ingress.handle_record(record(frame()))
     assert ingress.counters.internal_errors == 20
     assert sum("frame handler failed" in r.message for r in caplog.records) <= 5  # rate-limited
 

@@ -2,7 +2,10 @@
 ``shards/runtime.py`` builds it, over a channel link, with a fake clock.
 
 * ``Net``: frames go in through ``Ingress`` (drops counted as in
-  production), frames written come out of a ``ChannelWriter``; ``expect``
+  production), frames written come out of a ``ChannelWriter``; with
+  ``loop_back=True`` the frames the stack sends to itself (B13) are collected
+  in ``looped`` instead (``inject_looped`` feeds one back, as the dispatcher
+  does); ``expect``
   takes the next frame and runs checkers on it, ``expect_nothing`` asserts
   silence, ``advance`` moves the clock and fires the machines' timers as the
   runtime's ``_timer_loop`` does (every deadline in order).
@@ -38,6 +41,7 @@ from shardnet.common.addr import format_ip, format_mac, parse_ip, parse_mac
 from shardnet.common.config import StackConfig
 from shardnet.common.link_tx import ChannelWriter
 from shardnet.common.messages import Patch
+from shardnet.common.record import TAG_LOOPED, TAG_WIRE
 from shardnet.common.replica import TableOwner, TableReplica
 from shardnet.common.wire.ethernet import ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6
 from shardnet.common.wire.ipv6 import multicast_mac, solicited_node_multicast
@@ -85,8 +89,10 @@ class Net:
         gateway6: str | None = None,
         mtu: int = 1500,
         icmp_rate: tuple[float, int] = (1000.0, 50),
+        loop_back: bool = False,
     ) -> None:
         self.clock = FakeClock()
+        self.looped: list[bytes] = []  # frames handed to loop_back (B13)
         self.mac = parse_mac(OUR_MAC)
         self.config = StackConfig(
             tap="sntap0", ipv4=ipv4, ipv6=ipv6, gateway4=gateway4, gateway6=gateway6, mtu=mtu
@@ -104,6 +110,7 @@ class Net:
             counters=self.counters,
             clock=self.clock,
             icmp_rate=icmp_rate,
+            loop_back=self._loop_back if loop_back else None,
         )
         # NDP as the network-layer tests assume it: EUI-64 link-local (B20),
         # no DAD delay, no router solicitations; the NDP tests drive the
@@ -119,8 +126,7 @@ class Net:
         )
         self.control.bootstrap(self.config, mac=self.mac, mtu=mtu)
         self.ingress = Ingress(self.mac, self.counters)
-        self.ingress.register(ETHERTYPE_IPV4, self.stack.handle_ipv4)
-        self.ingress.register(ETHERTYPE_IPV6, self.stack.handle_ipv6)
+        register_net(self.ingress, self.stack)
         self.ingress.register(ETHERTYPE_ARP, self.control.handle_arp)
         self.boot_frames = self.sent()  # the bootstrap's gratuitous ARPs
 
@@ -139,7 +145,21 @@ class Net:
     # --- the link ---------------------------------------------------------------------
     def inject(self, frame: Packet | bytes) -> None:
         """One frame from the link, as the ring hands it to the shard."""
-        self.ingress.handle_record(memoryview(bytes(frame)))
+        self.ingress.handle_record(memoryview(bytes((TAG_WIRE,)) + bytes(frame)))
+
+    def _loop_back(self, frame: bytes | bytearray) -> bool:
+        self.looped.append(bytes(frame))
+        return True
+
+    def inject_looped(self, frame: Packet | bytes) -> None:
+        """A frame the stack looped back to itself, as the dispatcher hands it
+        to the shard that owns its flow (here: this one)."""
+        self.ingress.handle_record(memoryview(bytes((TAG_LOOPED,)) + bytes(frame)))
+
+    def take_looped(self) -> list[Ether]:
+        """The frames looped back since the last call, dissected by scapy."""
+        frames, self.looped = self.looped, []
+        return [Ether(f) for f in frames]
 
     def sent(self) -> list[Ether]:
         """The frames written since the last call, dissected by scapy."""
@@ -222,8 +242,7 @@ class Replica:
             ask_resolve=self.ask_resolve,
         )
         self.ingress = Ingress(net.mac, self.counters)
-        self.ingress.register(ETHERTYPE_IPV4, self.stack.handle_ipv4)
-        self.ingress.register(ETHERTYPE_IPV6, self.stack.handle_ipv6)
+        register_net(self.ingress, self.stack)
 
     def apply(self, patch: Patch) -> None:
         # ShardRuntime._replica_loop / _replica_changed
@@ -238,10 +257,19 @@ class Replica:
         self.net.control.resolve_for(nic, ip)
 
     def inject(self, frame: Packet | bytes) -> None:
-        self.ingress.handle_record(memoryview(bytes(frame)))
+        self.ingress.handle_record(memoryview(bytes((TAG_WIRE,)) + bytes(frame)))
+
+    def inject_looped(self, frame: Packet | bytes) -> None:
+        self.ingress.handle_record(memoryview(bytes((TAG_LOOPED,)) + bytes(frame)))
 
     def sent(self) -> list[Ether]:
         return [Ether(f) for f, _ in self.writer.take()]
+
+
+def register_net(ingress: Ingress, stack: NetStack) -> None:
+    """The IP handlers, wire and looped, as ``ShardRuntime.run`` registers them."""
+    ingress.register(ETHERTYPE_IPV4, stack.handle_ipv4, looped=stack.handle_looped_ipv4)
+    ingress.register(ETHERTYPE_IPV6, stack.handle_ipv6, looped=stack.handle_looped_ipv6)
 
 
 # --- frames in -------------------------------------------------------------------------

@@ -1,0 +1,26 @@
+"""The layout of the records the dispatcher puts in a shard's ring.
+
+Dispatcher -> shard (the downlink ring, ``common/ring.py``), one record per
+frame::
+
+    [tag: 1 byte][virtio-net header: vnet_hdr_len bytes][Ethernet frame]
+
+* ``tag`` says where the frame comes from: ``TAG_WIRE`` (read from the link)
+  or ``TAG_LOOPED`` (sent by a shard to one of the stack's own addresses, or
+  routed over a loopback NIC, and looped back through the dispatcher so that
+  it is classified like a wire frame: CHECKLIST B13). A looped frame never
+  touched the wire: its source may be one of our addresses, 127/8 and ::1 are
+  legitimate, and its checksums were computed by us. Any other tag value is
+  a bug; the shard counts and drops the record.
+* the virtio-net header is the link's (``ShardSpec.vnet_hdr_len`` bytes, 0
+  for a link without one); a looped frame carries zeros there.
+
+Shard -> dispatcher (the uplink ring): the bare Ethernet frame, no tag, no
+virtio-net header; the dispatcher tags it ``TAG_LOOPED``.
+"""
+
+from __future__ import annotations
+
+TAG_LEN = 1  # bytes before the virtio-net header
+TAG_WIRE = 0
+TAG_LOOPED = 1
