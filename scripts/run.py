@@ -60,13 +60,9 @@ def config_from_args(ns: argparse.Namespace) -> StackConfig:
     return build_config(file_settings, flags)
 
 
-def refuse_unbuilt(config: StackConfig) -> None:
-    """Settings of the contract whose machinery is not built yet are refused
-    rather than accepted and ignored."""
-    unbuilt = [("--forwarding", config.forwarding, "forwarding between NICs is not built")]
-    for flag, given, why in unbuilt:
-        if given:
-            raise ConfigError(f"{flag} is not supported yet ({why})")
+def check_settings(config: StackConfig) -> None:
+    """Checks that need more than the config module knows: the [ndp] table
+    against NdpConfig, and that the --app module can be found."""
     from shardnet.shards.net.ndp import NdpConfig
 
     try:
@@ -91,7 +87,7 @@ def main(ns: argparse.Namespace) -> int:
     )
     try:
         config = config_from_args(ns)
-        refuse_unbuilt(config)
+        check_settings(config)
     except ConfigError as exc:
         print(f"shardnet: error: {exc}", file=sys.stderr)
         return EXIT_CONFIG

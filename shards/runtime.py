@@ -315,6 +315,7 @@ class ShardRuntime:
             counters=self.counters,
             clock=self.clock,
             loop_back=self._loop_back,
+            forwarding=self.spec.config.forwarding,
         )
         ndp = NdpConfig.from_settings(self.spec.config.ndp)  # checked by `run` already
         self.control = ControlPlane(net, self.stack, self.clock, ndp_config=ndp)
@@ -372,6 +373,7 @@ class ShardRuntime:
             clock=self.clock,
             ask_resolve=self._ask_resolve,
             loop_back=self._loop_back,
+            forwarding=self.spec.config.forwarding,
         )
 
     def _ask_resolve(self, nic: int, ip: bytes) -> None:

@@ -123,9 +123,11 @@ class ControlPlane(Resolver):
         # link-local address (RFC 7217 opaque IID by default, B0/B17) and
         # runs DAD on it, solicits routers, reports MLD groups.
         secret = bytes.fromhex(config.secret) if config.secret else b""
+        # B18: a forwarding stack is a router: no RS, RAs ignored, NA with R.
         machine = self.ndp[link.id] = NdpMachine(
-            link.id, link.name, mac, self.rng, self.ndp_config, secret_key=secret, link_mtu=mtu
-        )
+            link.id, link.name, mac, self.rng, self.ndp_config, secret_key=secret, link_mtu=mtu,
+            forwarding=config.forwarding,
+        )  # fmt: skip
         self.apply(link.id, machine.start(self.clock()))
         for text in (*config.ipv4, *config.ipv6):
             address, _, plen = text.partition("/")

@@ -42,10 +42,11 @@ from shardnet.common.addr import (
     IPV4_BROADCAST,
     IPV6_ANY,
     is_ipv4_multicast,
+    is_ipv6_link_local,
     is_ipv6_multicast,
     is_unicast,
 )
-from shardnet.common.checksum import checksum, pseudo_header_v4, pseudo_header_v6
+from shardnet.common.checksum import checksum, pseudo_header_v4, pseudo_header_v6, update16
 from shardnet.common.link_tx import FrameWriter
 from shardnet.common.wire.errors import MalformedPacket
 from shardnet.common.wire.ethernet import ETHERTYPE_IPV4, ETHERTYPE_IPV6, EthernetView
@@ -149,7 +150,10 @@ class NetStack:
         icmp_rate: tuple[float, int] = (1000.0, 50),
         link_nic: int = 1,
         loop_back: Callable[[bytes | bytearray], bool] | None = None,
+        forwarding: bool = False,
     ) -> None:
+        # --forwarding: route packets that are not for us (RFC 1812 / RFC 8200).
+        self.forwarding = forwarding
         self.shard = shard
         self.view = view
         self.writer = writer
@@ -211,7 +215,10 @@ class NetStack:
             return
         broadcast = dst == IPV4_BROADCAST or dst in view.broadcast or is_ipv4_multicast(dst)
         if local is None and not broadcast:
-            self.count("ipv4_not_for_us")  # forwarding comes with --forwarding
+            if self.forwarding:
+                self._forward_v4(ip, nic)
+            else:
+                self.count("ipv4_not_for_us")
             return
         if ip.is_fragment:  # the dispatcher reassembles; one left here is malformed
             self.count("ipv4_fragment_unreassembled")
@@ -312,7 +319,10 @@ class NetStack:
                 return
         multicast = is_ipv6_multicast(dst)
         if local is None and not multicast and dst not in view.tentative:
-            self.count("ipv6_not_for_us")
+            if self.forwarding:
+                self._forward_v6(ip, nic)
+            else:
+                self.count("ipv6_not_for_us")
             return
         if multicast and not self._joined_v6(nic, dst):
             self.count("ipv6_multicast_not_joined")
@@ -701,6 +711,80 @@ class NetStack:
             return True
         self.count("loop_back_dropped")  # the uplink ring is full
         return False
+
+    # --- forwarding (--forwarding): RFC 1812 §5.2-5.3, RFC 8200 §3, RFC 4443 §3 ---------
+    def _forward_v4(self, ip: Ipv4View, in_nic: int) -> None:
+        src, dst = ip.src, ip.dst
+        d = Delivery(in_nic, src, dst, ip.protocol, ip.tos, ip.ttl, ip.payload, False, ip.buf)
+        if src[:2] == b"\xa9\xfe" or dst[:2] == b"\xa9\xfe":  # RFC 3927 §7: link-local stays
+            self.count("forward_link_local")
+            return
+        if ip.ttl <= 1:  # RFC 1812 §5.3.1
+            self.icmpv4_error(d, ICMP_TIME_EXCEEDED, 0)
+            self.count("forward_ttl_exceeded")
+            return
+        route = self.view.routes.lookup(dst, usable=self.view.nic_enabled)
+        nic = self.view.nics.get(route.nic) if route is not None else None
+        if route is None or nic is None or nic.loopback:
+            self.icmpv4_error(d, ICMP_DEST_UNREACH, 0)  # net unreachable
+            self.count("forward_no_route")
+            return
+        packet = bytearray(ip.buf)
+        packet[8] -= 1  # TTL, and the header checksum by RFC 1624
+        checksum = update16(
+            (packet[10] << 8) | packet[11],
+            (ip.ttl << 8) | packet[9],
+            ((ip.ttl - 1) << 8) | packet[9],
+        )
+        packet[10], packet[11] = checksum >> 8, checksum & 0xFF
+        next_hop = route.gateway or dst
+        mtu = min(nic.mtu, self.pmtu.mtu(self.clock(), dst, nic.mtu))
+        self.count("forwarded_v4")
+        if len(packet) <= mtu:
+            self._to_link(nic, next_hop, ETHERTYPE_IPV4, bytes(packet), False)
+            return
+        try:
+            pieces = fragment_ipv4(packet, mtu)
+        except FragmentationNeeded:
+            self.icmpv4_error(d, ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, mtu)  # RFC 1191 §4
+            return
+        for piece in pieces:
+            self._to_link(nic, next_hop, ETHERTYPE_IPV4, piece, False)
+
+    def _forward_v6(self, ip: Ipv6View, in_nic: int) -> None:
+        src, dst = ip.src, ip.dst
+        d = Delivery(
+            in_nic,
+            src,
+            dst,
+            ip.next_header,
+            ip.traffic_class,
+            ip.hop_limit,
+            ip.payload,
+            False,
+            ip.buf,
+        )
+        if is_ipv6_link_local(src) or is_ipv6_link_local(dst) or src == bytes(16):
+            self.count("forward_link_local")  # RFC 4291 §2.5.6: never forwarded
+            return
+        if ip.hop_limit <= 1:  # RFC 8200 §3, RFC 4443 §3.3
+            self.icmpv6_error(d, ICMPV6_TIME_EXCEEDED, 0)
+            self.count("forward_ttl_exceeded")
+            return
+        route = self.view.routes.lookup(dst, usable=self.view.nic_enabled)
+        nic = self.view.nics.get(route.nic) if route is not None else None
+        if route is None or nic is None or nic.loopback:
+            self.icmpv6_error(d, ICMPV6_DST_UNREACH, 0)  # no route
+            self.count("forward_no_route")
+            return
+        mtu = min(nic.mtu, self.pmtu.mtu(self.clock(), dst, nic.mtu))
+        if len(ip.buf) > mtu:  # routers never fragment IPv6 (RFC 8200 §5)
+            self.icmpv6_error(d, ICMPV6_PACKET_TOO_BIG, 0, mtu)
+            return
+        packet = bytearray(ip.buf)
+        packet[7] -= 1  # hop limit
+        self.count("forwarded_v6")
+        self._to_link(nic, route.gateway or dst, ETHERTYPE_IPV6, bytes(packet), False)
 
     def _to_link(
         self, nic: Nic, next_hop: bytes, ethertype: int, packet: bytes, group: bool

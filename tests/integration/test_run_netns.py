@@ -196,7 +196,6 @@ def test_ctl_without_a_stack_is_one_line_and_non_zero() -> None:
         (["--tap", "sntap0", "--ipv4", "198.18.0.300/24"], "bad address"),
         (["--tap", "sntap0", "--serve", "nope:80"], "unknown app"),
         (["--tap", "sntap0", "--shards", "0"], "--shards"),
-        (["--tap", "sntap0", "--forwarding"], "--forwarding is not supported yet"),
         (["--tap", "sntap0", "--app", "nosuchmodule_x:main"], "no module"),
         ([], "exactly one of --tap"),
     ],
