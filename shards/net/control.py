@@ -17,6 +17,7 @@ DAD, router discovery, SLAAC and NUD come with the NDP issue.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import logging
 import random
@@ -101,7 +102,6 @@ class ControlPlane(Resolver):
         self.ndp: dict[int, NdpMachine] = {}  # per Ethernet NIC
         self.ndp_config = ndp_config or NdpConfig()
         self.rng = rng or random.Random()
-        self.nic_params: dict[int, dict[str, int | float]] = {}  # RA-learnt (RFC 4861 §6.3.4)
         self._behaviors: dict[tuple[int, bytes], PrimaryBehavior] = {}  # asked with addr_add
         self.emit_event: Callable[[dict[str, Any]], None] = lambda event: None
         stack.resolver = self
@@ -249,9 +249,16 @@ class ControlPlane(Resolver):
                 with contextlib.suppress(NetError):
                     owner.remove_route(act.route)
             elif isinstance(act, SetNicParam):
-                self.nic_params.setdefault(nic_id, {})[act.name] = act.value
+                # RFC 4861 §6.3.4: MTU to the NIC, CurHopLimit to every shard's
+                # IPv6 output, ReachableTime/RetransTimer to neighbour resolution.
                 if act.name == "mtu":
                     owner.set_nic_mtu(nic_id, int(act.value))
+                else:
+                    owner.set_nic_param(nic_id, act.name, act.value)
+                table = self.v6.get(nic_id)
+                if table is not None and act.name in ("reachable_time", "retrans_timer"):
+                    field = "reachable_s" if act.name == "reachable_time" else "retrans_s"
+                    table.config = dataclasses.replace(table.config, **{field: float(act.value)})
             elif isinstance(act, UpdateNeighbour):
                 table = self.v6.get(nic_id)
                 nic = owner.view.nics.get(nic_id)

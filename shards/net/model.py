@@ -44,6 +44,9 @@ class Nic:
     enabled: bool = True
     kind: str = "tap"  # "tap", "packet", "loopback"
     context: Any = None  # the integrator's opaque value, handed back unchanged (B9)
+    # Host variables learnt from RAs (RFC 4861 §6.3.2): cur_hop_limit,
+    # reachable_time, retrans_timer; replicated so every shard uses them.
+    params: dict[str, Any] = field(default_factory=dict)
 
     def to_row(self) -> dict[str, Any]:
         return {
@@ -55,6 +58,7 @@ class Nic:
             "enabled": self.enabled,
             "kind": self.kind,
             "context": self.context,
+            "params": dict(self.params),
         }
 
     @classmethod
@@ -68,6 +72,7 @@ class Nic:
             row["enabled"],
             row["kind"],
             row.get("context"),
+            dict(row.get("params") or {}),
         )
 
 

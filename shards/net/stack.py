@@ -624,7 +624,7 @@ class NetStack:
         *,
         src: bytes | None = None,
         nic_id: int | None = None,
-        hop_limit: int = DEFAULT_HOP_LIMIT,
+        hop_limit: int | None = None,
         traffic_class: int = 0,
         checksum_at: int | None = None,
     ) -> bool:
@@ -666,6 +666,9 @@ class NetStack:
             )
         next_hop = route.gateway if route is not None and route.gateway is not None else dst
         packet = bytearray(40 + len(body))
+        if hop_limit is None:  # RFC 4861 §6.3.4: CurHopLimit from the RA, else the default
+            learnt = nic.params.get("cur_hop_limit") if nic is not None else None
+            hop_limit = learnt or DEFAULT_HOP_LIMIT
         Ipv6Header(src, dst, next_header, hop_limit, traffic_class, 0, len(body)).emit(packet)
         packet[40:] = body
         if nic is None or nic.loopback:  # B13: whole, never fragmented

@@ -186,6 +186,14 @@ class NetOwner:
         self._set("nics", str(nic.id), nic.to_row())
         return nic
 
+    def set_nic_param(self, name_or_id: str | int, name: str, value: Any) -> Nic:
+        """A host variable learnt from an RA (RFC 4861 §6.3.4)."""
+        nic = self.nic(name_or_id)
+        if nic.params.get(name) != value:
+            nic.params[name] = value
+            self._set("nics", str(nic.id), nic.to_row())
+        return nic
+
     def set_nic_enabled(self, name_or_id: str | int, enabled: bool) -> Nic:
         nic = self.nic(name_or_id)
         nic.enabled = enabled
