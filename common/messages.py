@@ -118,6 +118,18 @@ class Resolve:
 
 
 @dataclass(frozen=True, slots=True)
+class Confirm:
+    """TCP progress in a shard confirms a neighbour's reachability (RFC 4861
+    §7.3.1); shard 0 owns the neighbour tables. Sent at most once a second
+    per neighbour."""
+
+    kind: ClassVar[str] = "confirm"
+    shard: int
+    nic: int
+    ip: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class Event:
     """Something an integrator may want to hear about (NDP, supervision),
     published on the control channel's event socket."""
@@ -153,6 +165,7 @@ _KINDS: dict[str, type] = {
         SnapshotRequest,
         Snapshot,
         Resolve,
+        Confirm,
         Event,
     )
 }

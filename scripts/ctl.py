@@ -51,6 +51,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     ndp.add_argument(
         "--set", action="append", default=[], metavar="NAME=VALUE", help="change a setting"
     )
+    fwd = sub.add_parser("forwarding", help="show, or turn on/off, forwarding (router mode)")
+    fwd.add_argument("state", nargs="?", choices=("on", "off"))
     nic = sub.add_parser("nic", help="enable, disable or remove a NIC")
     nic.add_argument("action", choices=("up", "down", "del"))
     nic.add_argument("name")
@@ -85,6 +87,8 @@ def request_of(ns: argparse.Namespace) -> tuple[str, dict[str, Any]]:
         if settings:
             return "ndp_set", {"nic": ns.nic, "settings": settings}
         return "ndp_get", {"nic": ns.nic}
+    if ns.view == "forwarding":
+        return "forwarding", ({} if ns.state is None else {"on": ns.state == "on"})
     if ns.view == "nic":
         op = {"up": "nic_set", "down": "nic_set", "del": "nic_del"}[ns.action]
         args = {"name": ns.name}

@@ -32,6 +32,7 @@ from shardnet.common.link_tx import open_writer
 from shardnet.common.messages import (
     BadMessage,
     Beat,
+    Confirm,
     Event,
     Hello,
     Patch,
@@ -195,6 +196,9 @@ class ShardRuntime:
         self.api.tcp = self.tcp
         if self.control is not None:
             self.tcp.on_progress = self.control.confirm_reachable
+        else:
+            self._confirmed_at: dict[tuple[int, bytes], float] = {}
+            self.tcp.on_progress = self._confirm_to_shard0
         udp_hook = UdpHooks(self.udp).datagram
         errors = IcmpErrorRouter(self.udp, self.tcp)
         self.stack.transport_v4[17] = self.stack.transport_v6[17] = udp_hook
@@ -354,6 +358,8 @@ class ShardRuntime:
                 await self.sync.send_multipart([ident, encode(self.owner.snapshot())])
             elif isinstance(msg, Resolve) and self.control is not None:
                 self.control.resolve_for(msg.nic, msg.ip)
+            elif isinstance(msg, Confirm) and self.control is not None:
+                self.control.confirm_reachable(msg.nic, msg.ip)
 
     def _setup_replica(self, ep: dict[str, str]) -> None:
         self.replica = TableReplica()
@@ -380,9 +386,27 @@ class ShardRuntime:
         with contextlib.suppress(zmq.ZMQError):
             self.sync.send(encode(Resolve(self.index, nic, ip)), zmq.NOBLOCK)
 
+    def _confirm_to_shard0(self, nic: int, ip: bytes) -> None:
+        """NUD confirmation from TCP progress here, for shard 0's tables; at
+        most once a second per neighbour (REACHABLE lasts ~30 s)."""
+        now = self.clock()
+        key = (nic, ip)
+        if now - self._confirmed_at.get(key, -1e9) < 1.0:
+            return
+        if len(self._confirmed_at) > 4096:
+            self._confirmed_at.clear()  # bounded: a burst of peers costs a few extra messages
+        self._confirmed_at[key] = now
+        with contextlib.suppress(zmq.ZMQError):
+            self.sync.send(encode(Confirm(self.index, nic, ip)), zmq.NOBLOCK)
+
     def _replica_changed(self, table: str | None) -> None:
         assert self.replica is not None
         self.view.load(self.replica.tables, table)
+        if table in (None, "settings"):  # shard 0's run-time settings (ctl forwarding)
+            stack_settings = self.replica.tables.get("settings", {}).get("stack", {})
+            self.stack.forwarding = bool(
+                stack_settings.get("forwarding", self.spec.config.forwarding)
+            )
         if table is None:
             self._synced.set()
         if table in (None, "neigh"):

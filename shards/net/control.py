@@ -129,6 +129,8 @@ class ControlPlane(Resolver):
             forwarding=config.forwarding,
         )  # fmt: skip
         self.apply(link.id, machine.start(self.clock()))
+        # Replicated so every shard forwards (or not) like shard 0.
+        owner.publish(owner.owner.set("settings", "stack", {"forwarding": config.forwarding}))
         for text in (*config.ipv4, *config.ipv6):
             address, _, plen = text.partition("/")
             self.add_address(link.id, parse_ip(address), int(plen))
@@ -169,6 +171,10 @@ class ControlPlane(Resolver):
     def handle_request(self, op: str, args: dict[str, Any]) -> Any:
         if op in ("ndp_get", "ndp_set"):
             return self._ndp_config(op, args)
+        if op == "forwarding":
+            if "on" in args:
+                self.set_forwarding(bool(args["on"]))
+            return {"forwarding": self.stack.forwarding}
         if op == "reassembly_expired":
             self.stack.reassembly_expired(bytes(args["packet"]))
             return None
@@ -198,6 +204,16 @@ class ControlPlane(Resolver):
                     self.stack.writer.write((arp.announce(addr),))
             return value
         return self.ops.handle(op, args)
+
+    def set_forwarding(self, on: bool) -> None:
+        """Router or host (B18): every shard forwards from now on (the setting
+        is replicated), and NDP turns router — discovered routers, prefixes
+        and SLAAC addresses are invalidated with events, RAs ignored — or
+        back to host (router solicitation again)."""
+        self.stack.forwarding = on
+        self.owner.publish(self.owner.owner.set("settings", "stack", {"forwarding": on}))
+        for nic_id, machine in self.ndp.items():
+            self.apply(nic_id, machine.set_forwarding(self.clock(), on))
 
     def _ndp_config(self, op: str, args: dict[str, Any]) -> dict[str, Any]:
         """B33: a NIC's NDP configuration, read or changed at run time."""

@@ -4,6 +4,7 @@ subnets on one bridge), with TTL/hop-limit handling and ICMP errors."""
 from __future__ import annotations
 
 import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -76,3 +77,20 @@ def test_tcp_through_the_router(lab) -> None:
     finally:
         server.kill()
         server.wait()
+
+
+def test_ctl_turns_forwarding_off_and_on_in_every_shard(lab) -> None:
+    _, a, _, stack = lab
+    ctl = [sys.executable, "-m", "shardnet.scripts.cli", "ctl", "--control", stack.control]
+    subprocess.run([*ctl, "forwarding", "off"], check=True, capture_output=True)
+    try:
+        assert (
+            " 100% packet loss"
+            in a.run(["ping", "-c", "2", "-i", "0.2", "-W", "1", HOST_B], check=False).stdout
+        )
+    finally:
+        subprocess.run([*ctl, "forwarding", "on"], check=True, capture_output=True)
+    assert (
+        " 0% packet loss"
+        in a.run(["ping", "-c", "2", "-i", "0.2", "-W", "2", HOST_B], check=False).stdout
+    )

@@ -87,3 +87,29 @@ def test_without_forwarding_it_is_dropped() -> None:
     net.stack.forwarding = False
     net.inject(v4(ttl=64))
     assert net.sent() == [] and net.stats["ipv4_not_for_us"] == 1
+
+
+def test_turning_forwarding_on_makes_the_stack_a_router_in_every_shard() -> None:
+    """B18: routers discovered as a host are invalidated (event), RAs are
+    ignored from then on, and every shard forwards (a replicated setting)."""
+    from scapy.layers.inet6 import ICMPv6ND_RA
+
+    net = Net()
+    events: list[dict] = []
+    net.control.emit_event = events.append
+    replica = net.replica()
+    ra = (
+        Ether(src=PEER_MAC, dst="33:33:00:00:00:01")
+        / IPv6(src="fe80::1", dst="ff02::1", hlim=255)
+        / ICMPv6ND_RA(routerlifetime=1800, prf=0)
+    )
+    net.inject(ra)
+    assert [e["type"] for e in events] == ["router_discovered"]
+    assert net.request("forwarding", on=True) == {"forwarding": True}
+    assert "router_invalidated" in [e["type"] for e in events]
+    assert net.stack.forwarding
+    assert replica.tables.tables["settings"]["stack"] == {"forwarding": True}  # replicated
+    events.clear()
+    net.inject(ra)
+    assert events == []  # RAs are ignored by a router
+    assert net.request("forwarding", on=False) == {"forwarding": False}
