@@ -26,7 +26,7 @@ from typing import Any
 
 from shardnet.common.addr import format_ip, format_mac, is_unicast, parse_ip
 from shardnet.common.config import StackConfig
-from shardnet.common.wire.ethernet import ETHERTYPE_IPV4, EthernetView
+from shardnet.common.wire.ethernet import ETHERTYPE_IPV4, ETHERTYPE_IPV6, EthernetView
 from shardnet.common.wire.icmpv6 import ICMPV6_MLD_QUERY, message_bytes
 from shardnet.common.wire.ipv6 import (
     ALL_NODES,
@@ -103,6 +103,7 @@ class ControlPlane(Resolver):
         self.ndp_config = ndp_config or NdpConfig()
         self.rng = rng or random.Random()
         self._behaviors: dict[tuple[int, bytes], PrimaryBehavior] = {}  # asked with addr_add
+        self._nud_seen: dict[int, dict[bytes, Any]] = {}  # last NUD states reported, per NIC
         self.emit_event: Callable[[dict[str, Any]], None] = lambda event: None
         stack.resolver = self
         stack.ndp_hook = self.handle_ndp
@@ -397,9 +398,12 @@ class ControlPlane(Resolver):
         table = (self.v4 if ethertype == ETHERTYPE_IPV4 else self.v6).get(nic.id)
         if table is None:
             return None
+        before = table.state(ip)
         mac = table.resolve(now, ip, (ethertype, packet))
         if mac is None:
             self._after_neighbour_work()
+        elif ethertype == ETHERTYPE_IPV6 and table.state(ip) is not before:
+            self._nud_events(nic.id, table)  # STALE -> DELAY on use
         return mac
 
     def confirm_reachable(self, nic_id: int, ip: bytes) -> None:
@@ -446,6 +450,33 @@ class ControlPlane(Resolver):
                     self._solicit(nic, probe.ip, probe.mac)
             for ip, mac in table.drain_changes():
                 self.owner.set_neighbour(nic_id, ip, mac)
+            self._nud_events(nic_id, table)
+
+    def _nud_events(self, nic_id: int, table: NeighbourTable) -> None:
+        """Issue 5: NUD state changes of IPv6 neighbours as ``nud_state``
+        events (RFC 4861 §7.3.2 states; "removed" when an entry goes)."""
+        now_states = table.states()
+        before = self._nud_seen.get(nic_id, {})
+        if now_states == before:
+            return
+        for ip, state in now_states.items():
+            old = before.get(ip)
+            if old is not state:
+                self.emit_event({
+                    "type": "nud_state", "nic": nic_id, "ip": format_ip(ip),
+                    "old": old.value if old else None, "new": state.value,
+                })  # fmt: skip
+        for ip in before.keys() - now_states.keys():
+            self.emit_event(
+                {
+                    "type": "nud_state",
+                    "nic": nic_id,
+                    "ip": format_ip(ip),
+                    "old": before[ip].value,
+                    "new": "removed",
+                }
+            )
+        self._nud_seen[nic_id] = now_states
 
     def _solicit(self, nic: Nic, target: bytes, unicast_mac: bytes | None) -> None:
         """RFC 4861 §7.2.2: NS to the solicited-node group (or unicast when

@@ -427,6 +427,10 @@ class NeighbourTable:
                 self._remove(e)
         self._compact()
 
+    def states(self) -> dict[bytes, NudState]:
+        """Every entry's NUD state (for state-change events)."""
+        return {ip: e.state for ip, e in self._entries.items()}
+
     def entries(self, now: float) -> list[NeighbourInfo]:
         out = []
         for e in self._entries.values():

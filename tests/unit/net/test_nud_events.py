@@ -1,0 +1,32 @@
+"""Issue 5: NUD state changes of IPv6 neighbours are events (``nud_state``)."""
+
+from __future__ import annotations
+
+from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6
+from scapy.layers.l2 import Ether
+
+from .harness import OUR6, OUR_MAC, PEER6, PEER_MAC, Net, ns
+
+
+def test_nud_transitions_are_reported() -> None:
+    net = Net()
+    events: list[dict] = []
+    net.control.emit_event = events.append
+    net.inject(ns(PEER6, OUR6))  # the NS's SLLA creates the entry, STALE
+    net.sent()
+    net.inject(
+        Ether(src=PEER_MAC, dst=OUR_MAC)
+        / IPv6(src=PEER6, dst=OUR6)
+        / ICMPv6EchoRequest(id=1, seq=1)
+    )
+    net.advance(5.0)  # DELAY_FIRST_PROBE_TIME: PROBE with a unicast NS
+    transitions = [
+        (e["old"], e["new"]) for e in events if e["type"] == "nud_state" and e["ip"] == PEER6
+    ]
+    # Created STALE and used at once by the NA that answers the NS (DELAY).
+    assert transitions[0][0] is None and transitions[0][1] in ("STALE", "DELAY")
+    assert ("DELAY", "PROBE") in transitions
+    net.advance(3.0)  # no answer: the entry goes
+    assert ("PROBE", "removed") in [
+        (e["old"], e["new"]) for e in events if e["type"] == "nud_state"
+    ]
