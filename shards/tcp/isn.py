@@ -56,6 +56,23 @@ MSS_TABLE: tuple[int, ...] = (536, 1220, 1300, 1420, 1440, 1452, 1460, 8940)
 FourTuple = tuple[bytes, int, bytes, int]  # (local_addr, local_port, remote_addr, remote_port)
 
 
+def _sip_rounds(v0: int, v1: int, v2: int, v3: int, rounds: int) -> tuple[int, int, int, int]:
+    """``rounds`` SipRounds (SipHash paper §2). ``x & m ^ y`` is ``(x & m) ^ y``."""
+    m64 = _M64
+    for _ in range(rounds):
+        v0 = (v0 + v1) & m64
+        v1 = ((v1 << 13) | (v1 >> 51)) & m64 ^ v0
+        v0 = ((v0 << 32) | (v0 >> 32)) & m64
+        v2 = (v2 + v3) & m64
+        v3 = ((v3 << 16) | (v3 >> 48)) & m64 ^ v2
+        v0 = (v0 + v3) & m64
+        v3 = ((v3 << 21) | (v3 >> 43)) & m64 ^ v0
+        v2 = (v2 + v1) & m64
+        v1 = ((v1 << 17) | (v1 >> 47)) & m64 ^ v2
+        v2 = ((v2 << 32) | (v2 >> 32)) & m64
+    return v0, v1, v2, v3
+
+
 def siphash24(key: bytes, data: bytes) -> int:
     """SipHash-2-4 of ``data`` under the 16-byte ``key``, as an int (the
     reference output's 8 bytes read little-endian)."""
@@ -68,79 +85,17 @@ def siphash24(key: bytes, data: bytes) -> int:
     v3 = k1 ^ 0x7465646279746573
     n = len(data)
     end = n & ~7
-    m64 = _M64
-    # SipRound unrolled by hand (a Python-level loop costs about half the
-    # time): c = 2 rounds per word, then d = 4. ``x & m64 ^ y`` is
-    # ``(x & m64) ^ y`` (& binds tighter than ^).
+    # c = 2 rounds per word (the message words, then the length word), then
+    # d = 4. Used once per connection (SYN cookies use BLAKE2b), so clarity
+    # over unrolling.
     last = ((n & 0xFF) << 56) | int.from_bytes(data[end:], "little")
-    for (m,) in _WORD.iter_unpack(data[:end]) if end else ():
+    words = [m for (m,) in _WORD.iter_unpack(data[:end])] if end else []
+    for m in (*words, last):
         v3 ^= m
-        v0 = (v0 + v1) & m64
-        v1 = ((v1 << 13) | (v1 >> 51)) & m64 ^ v0
-        v0 = ((v0 << 32) | (v0 >> 32)) & m64
-        v2 = (v2 + v3) & m64
-        v3 = ((v3 << 16) | (v3 >> 48)) & m64 ^ v2
-        v0 = (v0 + v3) & m64
-        v3 = ((v3 << 21) | (v3 >> 43)) & m64 ^ v0
-        v2 = (v2 + v1) & m64
-        v1 = ((v1 << 17) | (v1 >> 47)) & m64 ^ v2
-        v2 = ((v2 << 32) | (v2 >> 32)) & m64
-        v0 = (v0 + v1) & m64
-        v1 = ((v1 << 13) | (v1 >> 51)) & m64 ^ v0
-        v0 = ((v0 << 32) | (v0 >> 32)) & m64
-        v2 = (v2 + v3) & m64
-        v3 = ((v3 << 16) | (v3 >> 48)) & m64 ^ v2
-        v0 = (v0 + v3) & m64
-        v3 = ((v3 << 21) | (v3 >> 43)) & m64 ^ v0
-        v2 = (v2 + v1) & m64
-        v1 = ((v1 << 17) | (v1 >> 47)) & m64 ^ v2
-        v2 = ((v2 << 32) | (v2 >> 32)) & m64
-        v0 ^= m
-    for m in (last,):
-        v3 ^= m
-        v0 = (v0 + v1) & m64
-        v1 = ((v1 << 13) | (v1 >> 51)) & m64 ^ v0
-        v0 = ((v0 << 32) | (v0 >> 32)) & m64
-        v2 = (v2 + v3) & m64
-        v3 = ((v3 << 16) | (v3 >> 48)) & m64 ^ v2
-        v0 = (v0 + v3) & m64
-        v3 = ((v3 << 21) | (v3 >> 43)) & m64 ^ v0
-        v2 = (v2 + v1) & m64
-        v1 = ((v1 << 17) | (v1 >> 47)) & m64 ^ v2
-        v2 = ((v2 << 32) | (v2 >> 32)) & m64
-        v0 = (v0 + v1) & m64
-        v1 = ((v1 << 13) | (v1 >> 51)) & m64 ^ v0
-        v0 = ((v0 << 32) | (v0 >> 32)) & m64
-        v2 = (v2 + v3) & m64
-        v3 = ((v3 << 16) | (v3 >> 48)) & m64 ^ v2
-        v0 = (v0 + v3) & m64
-        v3 = ((v3 << 21) | (v3 >> 43)) & m64 ^ v0
-        v2 = (v2 + v1) & m64
-        v1 = ((v1 << 17) | (v1 >> 47)) & m64 ^ v2
-        v2 = ((v2 << 32) | (v2 >> 32)) & m64
+        v0, v1, v2, v3 = _sip_rounds(v0, v1, v2, v3, 2)
         v0 ^= m
     v2 ^= 0xFF
-    for _ in (0, 1):
-        v0 = (v0 + v1) & m64
-        v1 = ((v1 << 13) | (v1 >> 51)) & m64 ^ v0
-        v0 = ((v0 << 32) | (v0 >> 32)) & m64
-        v2 = (v2 + v3) & m64
-        v3 = ((v3 << 16) | (v3 >> 48)) & m64 ^ v2
-        v0 = (v0 + v3) & m64
-        v3 = ((v3 << 21) | (v3 >> 43)) & m64 ^ v0
-        v2 = (v2 + v1) & m64
-        v1 = ((v1 << 17) | (v1 >> 47)) & m64 ^ v2
-        v2 = ((v2 << 32) | (v2 >> 32)) & m64
-        v0 = (v0 + v1) & m64
-        v1 = ((v1 << 13) | (v1 >> 51)) & m64 ^ v0
-        v0 = ((v0 << 32) | (v0 >> 32)) & m64
-        v2 = (v2 + v3) & m64
-        v3 = ((v3 << 16) | (v3 >> 48)) & m64 ^ v2
-        v0 = (v0 + v3) & m64
-        v3 = ((v3 << 21) | (v3 >> 43)) & m64 ^ v0
-        v2 = (v2 + v1) & m64
-        v1 = ((v1 << 17) | (v1 >> 47)) & m64 ^ v2
-        v2 = ((v2 << 32) | (v2 >> 32)) & m64
+    v0, v1, v2, v3 = _sip_rounds(v0, v1, v2, v3, 4)
     return v0 ^ v1 ^ v2 ^ v3
 
 
