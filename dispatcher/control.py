@@ -6,7 +6,7 @@ events out.
   ``Request(req_id, op, args)``; the dispatcher answers what it knows itself
   (hello, stats, shards) and forwards the rest to shard 0, which owns the
   stack's state.
-* events PUB: ``Event`` messages (supervision now; NDP events later).
+* events PUB: ``Event`` messages (supervision, and shard 0's NDP events).
 """
 
 from __future__ import annotations
