@@ -84,12 +84,10 @@ from shardnet.common.wire.ipv6 import (
     ALL_NODES,
     NH_ICMPV6,
     NH_NONE,
-    SOLICITED_NODE_PREFIX,
     Ipv6Header,
     Ipv6OptionHint,
     Ipv6View,
     multicast_mac,
-    solicited_node_multicast,
     walk_extensions,
 )
 from shardnet.common.wire.tcp import TcpView
@@ -378,15 +376,7 @@ class NetStack:
     def _joined_v6(self, nic: int, group: bytes) -> bool:
         """All-nodes and the solicited-node groups of our addresses
         (tentative included, for DAD) are joined on every NIC."""
-        if group == ALL_NODES:
-            return True
-        if group[:13] == SOLICITED_NODE_PREFIX:
-            return any(
-                solicited_node_multicast(a) == group
-                for a in (*self.view.local, *self.view.tentative)
-                if len(a) == 16
-            )
-        return False
+        return group == ALL_NODES or group in self.view.solicited_groups
 
     def _icmpv6_in(
         self, ip: Ipv6View, nic: int, payload: memoryview, trusted: bool, multicast: bool

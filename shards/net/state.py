@@ -19,6 +19,7 @@ from typing import Any
 from shardnet.common.addr import format_ip, format_mac, is_unicast, parse_ip, parse_mac
 from shardnet.common.messages import Patch
 from shardnet.common.replica import TableOwner
+from shardnet.common.wire.ipv6 import solicited_node_multicast
 
 from .model import Address, AddressKind, Nic, PrimaryBehavior, directed_broadcast, network_of
 from .route import ROUTE_ORIGINS, Route, RouteTable
@@ -78,6 +79,8 @@ class NetView:
         self.local: dict[bytes, Address] = {}  # usable addresses: accepted, may be sources
         self.tentative: dict[bytes, Address] = {}  # DAD running: only NDP may use them
         self.broadcast: dict[bytes, int] = {}  # IPv4 directed broadcasts -> NIC
+        # Solicited-node groups of our IPv6 addresses, tentative included (DAD).
+        self.solicited_groups: frozenset[bytes] = frozenset()
         self.routes = RouteTable()
         self.neighbours: dict[tuple[int, bytes], bytes] = {}  # (nic, ip) -> mac
 
@@ -100,6 +103,11 @@ class NetView:
                         self.broadcast[bcast] = a.nic
                 elif a.kind is AddressKind.TENTATIVE:
                     self.tentative[a.addr] = a
+            self.solicited_groups = frozenset(
+                solicited_node_multicast(addr)
+                for addr in (*self.local, *self.tentative)
+                if len(addr) == 16
+            )
         if changed in (None, "routes"):
             self.routes.replace_all(route_from_row(r) for r in tables.get("routes", {}).values())
         if changed in (None, "neigh"):
