@@ -58,6 +58,7 @@ from .net.control import ControlPlane
 from .net.ndp import NdpConfig
 from .net.stack import NetStack
 from .net.state import NetError, NetOwner, NetView
+from .tcp.state import State
 from .transport.errors import IcmpErrorRouter
 from .transport.ports import PortManager
 from .transport.tcp import TcpDemux
@@ -463,7 +464,7 @@ class ShardRuntime:
 
         def open_conns() -> list[Any]:
             return [
-                t for t in tcp.conns.values() if t.ep.stats().state not in ("TIME-WAIT", "CLOSED")
+                t for t in tcp.conns.values() if t.ep.state not in (State.TIME_WAIT, State.CLOSED)
             ]
 
         while open_conns() and loop.time() < deadline:

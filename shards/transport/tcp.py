@@ -609,7 +609,7 @@ class TcpDemux:
                 "flow_hook/open": len(hook.open),
             })  # fmt: skip
         for t in self.conns.values():
-            state = t.ep.stats().state
+            state = t.ep.state.value
             counts[f"tcp_connections/{state}"] = counts.get(f"tcp_connections/{state}", 0) + 1
         return counts
 
