@@ -125,8 +125,7 @@ async def _whoami_tcp(
 ) -> None:
     transport = writer.transport
     try:
-        while line := await reader.readline():
-            del line
+        while await reader.readline():  # any line: answer with what the stack saw
             info = {
                 "peer": writer.get_extra_info("peername")[0],
                 "local": writer.get_extra_info("sockname")[0],
