@@ -1,12 +1,14 @@
-"""Maps the four code folders onto one import name (``shardnet.common`` is
-``common/`` and so on); ``shardnet`` itself is a namespace package."""
+"""Maps the code folders onto one import name (``shardnet.common`` is
+``common/`` and so on); ``package/`` is ``shardnet`` itself, which holds
+only the top-level API names (``shardnet.Client``, ``shardnet.Stack``)."""
 
 from setuptools import find_packages, setup
 
-FOLDERS = ("common", "dispatcher", "shards", "scripts")
+FOLDERS = ("common", "dispatcher", "shards", "scripts", "embedded")
 
-package_dir = {f"shardnet.{folder}": folder for folder in FOLDERS}
-packages = []
+package_dir = {"shardnet": "package"}
+package_dir.update({f"shardnet.{folder}": folder for folder in FOLDERS})
+packages = ["shardnet"]
 for folder in FOLDERS:
     packages.append(f"shardnet.{folder}")
     packages += [f"shardnet.{folder}.{sub}" for sub in find_packages(folder)]

@@ -2,7 +2,9 @@
 
 Used by ``shardnet ctl`` and ``shardnet top`` and by integrators. Requests
 go to the dispatcher's ROUTER as ``Request`` messages; events arrive on the
-PUB socket the ``hello`` answer names.
+PUB socket the ``hello`` answer names. The typed helpers (``nics()``,
+``addr_add()``, ``route_add()``, ...) come from ``ControlApi``, which the
+embedded ``Stack`` shares.
 """
 
 from __future__ import annotations
@@ -17,13 +19,12 @@ import zmq
 import zmq.asyncio
 
 from .config import default_control_endpoint
+from .control_api import ControlApi, ControlError
 from .messages import BadMessage, Event, Reply, Request, decode, encode
 
+__all__ = ["Client", "ControlError", "find_endpoint"]
+
 RUNTIME_DIR = "/run/shardnet"
-
-
-class ControlError(OSError):
-    """The stack is not there, did not answer, or refused the request."""
 
 
 def find_endpoint(link: str | None = None) -> str:
@@ -40,7 +41,7 @@ def find_endpoint(link: str | None = None) -> str:
     raise ControlError(f"several stacks are running ({names}): choose one with --control")
 
 
-class Client:
+class Client(ControlApi):
     def __init__(self, endpoint: str | None = None, *, timeout_s: float = 3.0) -> None:
         self.endpoint = endpoint or find_endpoint()
         if self.endpoint.startswith("ipc://") and not os.path.exists(self.endpoint[6:]):
@@ -70,25 +71,7 @@ class Client:
                     raise ControlError(reply.error)
                 return reply.value
 
-    # --- typed helpers --------------------------------------------------
-    def hello(self) -> dict[str, Any]:
-        return self.call("hello")
-
-    def nics(self) -> list[dict[str, Any]]:
-        return self.call("nics")
-
-    def addrs(self) -> list[dict[str, Any]]:
-        return self.call("addrs")
-
-    def routes(self) -> list[dict[str, Any]]:
-        return self.call("routes")
-
-    def neigh(self) -> list[dict[str, Any]]:
-        return self.call("neigh")
-
-    def stats(self) -> dict[str, Any]:
-        return self.call("stats")
-
+    # --- events (the typed helpers are ControlApi's) ------------------
     def events(self, *, timeout_s: float | None = None) -> Iterator[Event]:
         """Events as they are published (blocking iterator). Stops after
         ``timeout_s`` seconds without an event, if given."""

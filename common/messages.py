@@ -130,6 +130,19 @@ class Confirm:
 
 
 @dataclass(frozen=True, slots=True)
+class Membership:
+    """A shard's sockets joined (the first of them) or left (the last) a
+    multicast group on a NIC: shard 0 runs IGMP/MLD for the host and
+    replicates the joined groups that every shard accepts."""
+
+    kind: ClassVar[str] = "membership"
+    shard: int
+    nic: int
+    group: bytes
+    join: bool
+
+
+@dataclass(frozen=True, slots=True)
 class Event:
     """Something an integrator may want to hear about (NDP, supervision),
     published on the control channel's event socket."""
@@ -150,6 +163,8 @@ Message = (
     | SnapshotRequest
     | Snapshot
     | Resolve
+    | Confirm
+    | Membership
     | Event
 )
 _KINDS: dict[str, type] = {
@@ -166,6 +181,7 @@ _KINDS: dict[str, type] = {
         Snapshot,
         Resolve,
         Confirm,
+        Membership,
         Event,
     )
 }

@@ -38,7 +38,9 @@ _PORTS = struct.Struct("!HH")
 
 def classify(frame: bytes | bytearray | memoryview, nshards: int) -> int:
     """The shard (0..nshards-1) for ``frame``, or ``FRAGMENT``."""
-    if nshards == 1 or len(frame) < 14:
+    # Even with one shard the walk runs: fragments must be found (FRAGMENT)
+    # to be reassembled before the shard sees them.
+    if len(frame) < 14:
         return 0
     ethertype = (frame[12] << 8) | frame[13]
     if ethertype == _ETHERTYPE_IPV4:

@@ -1,7 +1,7 @@
 """``shardnet ctl``: the state of a running stack, as a table or as JSON,
 and changes to it (addresses, routes, NICs).
 
-    shardnet ctl nics|addrs|routes|neigh|stats|shards [--json]
+    shardnet ctl nics|addrs|routes|neigh|groups|conns|stats|shards [--json]
     shardnet ctl events [--json]
     shardnet ctl addr add|del NIC ADDRESS/LEN [--first-primary|--never-primary]
     shardnet ctl route add|del DST/LEN [--via GATEWAY] [--dev NIC] [--metric N]
@@ -17,7 +17,7 @@ from typing import Any
 
 from shardnet.common.client import Client, ControlError
 
-VIEWS = ("nics", "addrs", "routes", "neigh", "conns", "stats", "shards")
+VIEWS = ("nics", "addrs", "routes", "neigh", "groups", "conns", "stats", "shards")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -162,6 +162,13 @@ def render(view: str, value: Any) -> str:
         rows += [
             (n["nic_name"], n["ip"], n["mac"] or "-", n["state"], f"{n['age_s']:.1f}s")
             for n in value
+        ]
+        return table(rows)
+    if view == "groups":
+        rows = [("NIC", "GROUP", "SHARDS", "PROTOCOL")]
+        rows += [
+            (str(g["nic"]), g["group"], ",".join(map(str, g["shards"])), g["protocol"])
+            for g in value
         ]
         return table(rows)
     if view == "conns":

@@ -24,7 +24,13 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
-from shardnet.common.addr import format_ip, is_ipv4_mapped, parse_ip
+from shardnet.common.addr import (
+    format_ip,
+    is_ipv4_mapped,
+    is_ipv4_multicast,
+    is_ipv6_multicast,
+    parse_ip,
+)
 
 from .net.stack import NetStack
 from .transport.tcp import IGNORE, REJECT, Accept, FlowHook, TcpDemux
@@ -44,6 +50,23 @@ UDP_OPTIONS: dict[str, tuple[str, type, bool]] = {
     "IP_TOS": ("tos", int, True),
     "IPV6_TCLASS": ("tos", int, True),
     "SO_RCVBUF": ("rcvbuf", int, True),
+    "IP_MULTICAST_TTL": ("multicast_ttl", int, True),
+    "IPV6_MULTICAST_HOPS": ("multicast_ttl", int, True),
+    "IP_MULTICAST_LOOP": ("multicast_loop", bool, True),
+    "IPV6_MULTICAST_LOOP": ("multicast_loop", bool, True),
+    "IP_MULTICAST_IF": ("multicast_nic", int, True),
+    "IPV6_MULTICAST_IF": ("multicast_nic", int, True),
+    "IP_MULTICAST_ALL": ("multicast_all", bool, True),
+}
+# Set-only options (getsockopt of them is ENOPROTOOPT, as on Linux):
+# name -> (join, IP version of the group).
+MEMBERSHIP_OPTIONS: dict[str, tuple[bool, int]] = {
+    "IP_ADD_MEMBERSHIP": (True, 4),
+    "IP_DROP_MEMBERSHIP": (False, 4),
+    "IPV6_JOIN_GROUP": (True, 6),
+    "IPV6_ADD_MEMBERSHIP": (True, 6),
+    "IPV6_LEAVE_GROUP": (False, 6),
+    "IPV6_DROP_MEMBERSHIP": (False, 6),
 }
 
 
@@ -118,17 +141,25 @@ class UdpTransport(asyncio.DatagramTransport):
             local = local[12:] if is_ipv4_mapped(local) else bytes(4)
             wildcard = local == bytes(4)
         src = None if wildcard else local
-        nic = sock.options.bind_nic or None
+        o = sock.options
+        nic = o.bind_nic or None
         if len(dst) == 4:
-            if (
-                dst == b"\xff\xff\xff\xff" or dst in net.view.broadcast
-            ) and not sock.options.broadcast:
+            if (dst == b"\xff\xff\xff\xff" or dst in net.view.broadcast) and not o.broadcast:
                 raise PermissionError(errno.EACCES, "broadcast needs SO_BROADCAST")
-            net.send_ipv4(dst, 17, buf, src=src, nic_id=nic, tos=sock.options.tos, checksum_at=6)
-        else:
+            if is_ipv4_multicast(dst):  # RFC 1112 §6.1: TTL 1 unless asked, the chosen NIC
+                net.send_ipv4(
+                    dst, 17, buf, src=src, nic_id=o.multicast_nic or nic, ttl=o.multicast_ttl,
+                    tos=o.tos, checksum_at=6, multicast_loop=o.multicast_loop,
+                )  # fmt: skip
+            else:
+                net.send_ipv4(dst, 17, buf, src=src, nic_id=nic, tos=o.tos, checksum_at=6)
+        elif is_ipv6_multicast(dst):  # RFC 3493 §5.2: hop limit 1 unless asked
             net.send_ipv6(
-                dst, 17, buf, src=src, nic_id=nic, traffic_class=sock.options.tos, checksum_at=6
-            )
+                dst, 17, buf, src=src, nic_id=o.multicast_nic or nic, hop_limit=o.multicast_ttl,
+                traffic_class=o.tos, checksum_at=6, multicast_loop=o.multicast_loop,
+            )  # fmt: skip
+        else:
+            net.send_ipv6(dst, 17, buf, src=src, nic_id=nic, traffic_class=o.tos, checksum_at=6)
 
     def close(self) -> None:
         if self._closing:
@@ -158,16 +189,53 @@ class UdpTransport(asyncio.DatagramTransport):
 
     # --- options ----------------------------------------------------------------------
     def set_option(self, name: str, value: Any) -> None:
+        if name in MEMBERSHIP_OPTIONS:
+            self._membership(name, value)
+            return
         attr, kind, after_bind = _option(name, self._sock.family)
         if not after_bind and self._sock.reservation is not None:
             raise OSError(errno.EINVAL, f"{name} must be set before bind")
         if name == "SO_BINDTODEVICE":
             value = self._stack.nic_id(value)
+        elif name in ("IP_MULTICAST_IF", "IPV6_MULTICAST_IF"):
+            value = self._stack.multicast_nic(value)
+        elif name in ("IP_MULTICAST_TTL", "IPV6_MULTICAST_HOPS"):
+            value = int(value)
+            if value == -1:  # Linux: the default
+                value = 1
+            if not 0 <= value <= 255:
+                raise OSError(errno.EINVAL, f"{name} must be -1 or 0..255")
         setattr(self._sock.options, attr, kind(value))
 
     def get_option(self, name: str) -> Any:
+        if name in MEMBERSHIP_OPTIONS:
+            raise OSError(errno.ENOPROTOOPT, f"{name} can only be set")
         attr, _, _ = _option(name, self._sock.family)
         return getattr(self._sock.options, attr)
+
+    def _membership(self, name: str, value: Any) -> None:
+        """IP_ADD/DROP_MEMBERSHIP: ``group`` or ``(group, interface)`` with the
+        interface as an address of ours, a NIC name or id (None, 0, "" or
+        0.0.0.0: by route); IPV6_JOIN/LEAVE_GROUP: ``group`` or ``(group, nic)``."""
+        join, version = MEMBERSHIP_OPTIONS[name]
+        sock = self._sock
+        if version == 6 and sock.family != 6:
+            raise OSError(errno.ENOPROTOOPT, f"option {name} does not apply to this socket")
+        group_text, iface = (value, None) if isinstance(value, str) else tuple(value)
+        try:
+            group = parse_ip(str(group_text))
+        except ValueError:
+            raise OSError(errno.EINVAL, f"not a multicast group: {group_text!r}") from None
+        if version == 4 and len(group) == 16 and is_ipv4_mapped(group):
+            group = group[12:]
+        multicast = is_ipv4_multicast(group) if len(group) == 4 else is_ipv6_multicast(group)
+        if len(group) != (4 if version == 4 else 16) or not multicast:
+            raise OSError(errno.EINVAL, f"not an IPv{version} multicast group: {group_text!r}")
+        nic = self._stack.multicast_nic(iface) or self._stack.group_nic(group)
+        if join:
+            self._stack.udp.join(sock, nic, group)
+        else:
+            self._stack.udp.leave(sock, nic, group)
 
     # --- the demux's callbacks ------------------------------------------------------------
     def _received(self, dgram: Datagram) -> None:
@@ -225,6 +293,28 @@ class ShardStack:
             "nshards": self.nshards,
             "start": self._rng.randrange(1, 65536),
         }
+
+    def multicast_nic(self, value: int | str | None) -> int:
+        """IP_MULTICAST_IF and the interface of a membership: a NIC id or
+        name, or one of our IPv4 addresses (its NIC); 0 when not given."""
+        if value in (0, "", None, "0.0.0.0", "::"):
+            return 0
+        if isinstance(value, str) and value not in self.net.view.nic_by_name:
+            try:
+                addr = parse_ip(value)
+            except ValueError:
+                raise OSError(errno.ENODEV, f"no such NIC: {value}") from None
+            local = self.net.view.local.get(addr)
+            if local is None:
+                raise OSError(errno.EADDRNOTAVAIL, f"{value} is not an address of this host")
+            return local.nic
+        return self.nic_id(value)
+
+    def group_nic(self, group: bytes) -> int:
+        """The NIC a membership without an interface is on: the route's
+        to the group, else the link (Linux's ip_mc_find_dev)."""
+        route = self.net.view.routes.lookup(group)
+        return route.nic if route is not None else self.net.link_nic
 
     def nic_id(self, value: int | str) -> int:
         """SO_BINDTODEVICE by NIC id or name; 0 unbinds; ENODEV if unknown (B8)."""

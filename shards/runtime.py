@@ -12,6 +12,11 @@ control sockets (DESIGN.md "Processes").
   shards subscribe and keep a ``TableReplica``.
 * lifeline: the read end of a pipe the dispatcher holds; EOF means the
   dispatcher died, and the shard exits at once (no orphans).
+
+The stack itself (tables, machines, transports, apps, timers, the answers to
+requests) is built by ``ShardAssembly`` (``assembly.py``), as the embedded
+stack builds it; this module adds the process: ring, zmq, replication,
+lifeline, stats to the dispatcher.
 """
 
 from __future__ import annotations
@@ -20,14 +25,12 @@ import asyncio
 import contextlib
 import logging
 import os
-import random
 import signal
 from typing import Any
 
 import zmq
 import zmq.asyncio
 
-from shardnet.common.fault import FaultInjector, FaultSpec, FaultyWriter
 from shardnet.common.link_tx import open_writer
 from shardnet.common.messages import (
     BadMessage,
@@ -35,6 +38,7 @@ from shardnet.common.messages import (
     Confirm,
     Event,
     Hello,
+    Membership,
     Patch,
     Reply,
     Request,
@@ -46,23 +50,10 @@ from shardnet.common.messages import (
     encode,
 )
 from shardnet.common.procspec import ShardSpec, internal_endpoints
-from shardnet.common.replica import TableOwner, TableReplica
 from shardnet.common.ring import Ring
-from shardnet.common.wire.ethernet import ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6
 
-from .api import ShardStack
-from .apps import TCP_APPS, UDP_APPS, load_app, serve_tcp, serve_udp
-from .counters import ShardCounters
-from .ingress import Ingress
-from .net.control import ControlPlane
-from .net.ndp import NdpConfig
-from .net.stack import NetStack
-from .net.state import NetError, NetOwner, NetView
-from .tcp.state import State
-from .transport.errors import IcmpErrorRouter
-from .transport.ports import PortManager
-from .transport.tcp import TcpDemux
-from .transport.udp import UdpDemux, UdpHooks
+from .assembly import ShardAssembly, with_faults
+from .net.state import NetError
 
 log = logging.getLogger("shardnet.shard")
 
@@ -74,11 +65,7 @@ class ShardRuntime:
     def __init__(self, spec: ShardSpec) -> None:
         self.spec = spec
         self.index = spec.index
-        self.counters = ShardCounters()
-        self.ingress = Ingress(spec.mac, self.counters, spec.vnet_hdr_len)
-        self.owner: TableOwner | None = None
-        self.replica: TableReplica | None = None
-        self.control: ControlPlane | None = None  # shard 0's network control plane
+        self.shard: ShardAssembly | None = None  # built in run(), once the sockets exist
         self._synced = asyncio.Event()  # the replica has loaded a snapshot
         self._stop = asyncio.Event()
         self._closed = False  # the ring is no longer drained
@@ -93,33 +80,26 @@ class ShardRuntime:
         self.consumer = self.ring.consumer()
         self.uplink = Ring.attach(spec.uplink)
         self.uplink_producer = self.uplink.producer()
-        self.writer = open_writer(spec.tx)
+        self.writer = with_faults(open_writer(spec.tx), spec.config, self.index, loop)
         self.ctx = zmq.asyncio.Context()
         self.clock = loop.time
-        if spec.config.fault:  # --fault on the send side, seeded per shard
-            fault = FaultSpec.parse(spec.config.fault)
-            rng = random.Random(None if fault.seed is None else fault.seed + 1 + self.index)
-            self.writer = FaultyWriter(
-                self.writer, FaultInjector(fault, rng), loop.time, loop.call_at
-            )
         ep = internal_endpoints(spec.ipc_dir)
         self.to_dispatcher = self.ctx.socket(zmq.DEALER)
         self.to_dispatcher.setsockopt(zmq.IDENTITY, f"shard-{self.index}".encode())
         self.to_dispatcher.setsockopt(zmq.LINGER, 500)
         self.to_dispatcher.connect(ep["dispatcher"])
         if self.index == 0:
-            self._setup_owner(ep)
+            self._open_owner_sockets(ep)
         else:
-            self._setup_replica(ep)
-        self.ingress.register(
-            ETHERTYPE_IPV4, self.stack.handle_ipv4, looped=self.stack.handle_looped_ipv4
-        )
-        self.ingress.register(
-            ETHERTYPE_IPV6, self.stack.handle_ipv6, looped=self.stack.handle_looped_ipv6
-        )
-        if self.control is not None:
-            self.ingress.register(ETHERTYPE_ARP, self.control.handle_arp)
-        self._setup_transport()
+            self._open_replica_sockets(ep)
+            self.membership(0, b"", False)  # a fresh start: forget our old sockets' groups
+        self.shard = ShardAssembly(
+            spec.config, mac=spec.mac, writer=self.writer, clock=self.clock,
+            loop_back=self._loop_back, index=self.index, nshards=spec.nshards,
+            vnet_hdr_len=spec.vnet_hdr_len, publish=self.publish, emit_event=self._emit_event,
+            to_shard0=self if self.index else None,
+        )  # fmt: skip
+        self.ingress = self.shard.ingress
 
         loop.add_reader(self.consumer.fileno(), self._on_doorbell)
         loop.add_reader(spec.lifeline.fd, self._on_lifeline)
@@ -130,9 +110,9 @@ class ShardRuntime:
         self._tasks = [
             asyncio.create_task(self._control_loop()),
             asyncio.create_task(self._stats_loop()),
-            asyncio.create_task(self._timer_loop()),
+            asyncio.create_task(self.shard.run_timers()),
         ]
-        if self.replica is not None:
+        if self.shard.replica is not None:
             self._tasks.append(asyncio.create_task(self._replica_loop()))
         else:
             self._tasks.append(asyncio.create_task(self._sync_server_loop()))
@@ -176,68 +156,19 @@ class ShardRuntime:
             log.warning("shard %d: dispatcher died, exiting", self.index)
             os._exit(1)
 
-    # --- transport and applications ----------------------------------------
-    def _setup_transport(self) -> None:
-        self.ports = PortManager()
-        self.udp = UdpDemux(self.ports, seed=random.getrandbits(32))
-        self.api = ShardStack(
-            shard=self.index,
-            nshards=self.spec.nshards,
-            net=self.stack,
-            udp=self.udp,
-            rng=random.Random(),
-        )
-        secret = (
-            bytes.fromhex(self.spec.config.secret) if self.spec.config.secret else os.urandom(16)
-        )
-        self.tcp = TcpDemux(
-            self.stack, self.ports, shard=self.index, nshards=self.spec.nshards, secret=secret,
-            loop_time=self.clock,
-        )  # fmt: skip
-        self.api.tcp = self.tcp
-        if self.control is not None:
-            self.tcp.on_progress = self.control.confirm_reachable
-        else:
-            self._confirmed_at: dict[tuple[int, bytes], float] = {}
-            self.tcp.on_progress = self._confirm_to_shard0
-        udp_hook = UdpHooks(self.udp).datagram
-        errors = IcmpErrorRouter(self.udp, self.tcp)
-        self.stack.transport_v4[17] = self.stack.transport_v6[17] = udp_hook
-        self.stack.transport_v4[6] = self.stack.transport_v6[6] = self.tcp.deliver
-        self.stack.transport_v4[-1] = errors.icmpv4_error
-        self.stack.transport_v6[-58] = errors.icmpv6_error
-
+    # --- applications ------------------------------------------------------------
     async def _start_apps(self) -> None:
         """Apps start once the shard knows its addresses and routes: at once
         in shard 0, after the first snapshot elsewhere."""
-        if self.replica is not None:
+        assert self.shard is not None
+        if self.shard.replica is not None:
             try:
                 await asyncio.wait_for(self._synced.wait(), 10.0)
             except TimeoutError:
                 log.error(
                     "shard %d: no snapshot from shard 0 in 10 s; starting apps anyway", self.index
                 )
-        cfg = self.spec.config
-        self.app_tasks: list[asyncio.Task[Any]] = []
-        for serve in cfg.serve:
-            if serve.app in TCP_APPS:
-                await serve_tcp(self.api, serve.app, serve.port)
-            if serve.app in UDP_APPS:
-                await serve_udp(self.api, serve.app, serve.port)
-        if cfg.app:
-            main = load_app(cfg.app)
-            task = asyncio.create_task(main(self.api))
-            task.add_done_callback(self._app_done)
-            self.app_tasks.append(task)
-
-    def _app_done(self, task: asyncio.Task[Any]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            log.error(
-                "shard %d: app %s failed",
-                self.index,
-                self.spec.config.app,
-                exc_info=task.exception(),
-            )
+        await self.shard.start_apps()
 
     # --- control ------------------------------------------------------------
     async def _control_loop(self) -> None:
@@ -255,79 +186,31 @@ class ShardRuntime:
                 await self.to_dispatcher.send(encode(self._answer(msg)))
 
     def _answer(self, req: Request) -> Reply:
-        tables = self.owner.tables if self.owner is not None else self.replica.tables  # type: ignore[union-attr]
-        if req.op == "conns":  # any shard: its TCP connections (ctl conns)
-            return Reply(req.req_id, True, self.tcp.rows())
-        if req.op == "table":  # any shard: its copy of a table (replication checks)
-            name = str(req.args.get("name", ""))
-            return Reply(req.req_id, True, tables.get(name, {}))
-        if self.control is None:
-            return Reply(req.req_id, False, error=f"shard {self.index} does not answer {req.op!r}")
+        assert self.shard is not None
         try:
-            return Reply(req.req_id, True, self.control.handle_request(req.op, dict(req.args)))
+            return Reply(req.req_id, True, self.shard.answer(req.op, dict(req.args)))
         except NetError as exc:
             return Reply(req.req_id, False, error=str(exc))
-        except (KeyError, TypeError, ValueError) as exc:
-            return Reply(req.req_id, False, error=f"{req.op}: bad arguments ({exc})")
 
     async def _stats_loop(self) -> None:
+        shard = self.shard
+        assert shard is not None
         interval = self.spec.config.stats_interval_s
         while True:
             await asyncio.sleep(interval)
-            self.counters.tx_frames = self.writer.frames
-            self.counters.tx_bytes = self.writer.bytes
-            self.counters.tx_drops = self.writer.drops
-            gauges = {"ring_used_bytes": self.ring.used(), **self.tcp.gauges()}
-            c = self.counters
-            c.tcp_segments_in, c.tcp_segments_out, c.tcp_retransmits = self.tcp.totals()
-            for key, value in self.stack.stats.items():
-                self.counters.net[key] = value
-            if self.replica is not None:
-                gauges["replica_resyncs"] = self.replica.resyncs
-            await self.to_dispatcher.send(encode(self.counters.snapshot(self.index, gauges)))
-
-    async def _timer_loop(self) -> None:
-        """The protocol machines' timers: sleep until the nearest deadline
-        (at most 100 ms, so new deadlines are noticed), then fire."""
-        machines = [m for m in (self.stack, self.control, self.tcp) if m is not None]
-        while True:
-            now = self.clock()
-            deadlines = [d for d in (m.next_deadline() for m in machines) if d is not None]
-            wait = min(min(deadlines, default=now + 0.1) - now, 0.1)
-            if wait > 0:
-                await asyncio.sleep(wait)
-            now = self.clock()
-            for m in machines:
-                deadline = m.next_deadline()
-                if deadline is not None and deadline <= now:
-                    m.handle_timeout(now)
+            gauges = {"ring_used_bytes": self.ring.used()}
+            if shard.replica is not None:
+                gauges["replica_resyncs"] = shard.replica.resyncs
+            await self.to_dispatcher.send(encode(shard.stats(gauges)))
 
     # --- replication ---------------------------------------------------------
-    def _setup_owner(self, ep: dict[str, str]) -> None:
-        self.owner = TableOwner(epoch=random.getrandbits(62))
+    def _open_owner_sockets(self, ep: dict[str, str]) -> None:
         self.pub = self.ctx.socket(zmq.PUB)
         self.pub.setsockopt(zmq.LINGER, 0)
         self.pub.bind(ep["state"])
         self.sync = self.ctx.socket(zmq.ROUTER)
         self.sync.setsockopt(zmq.LINGER, 0)
         self.sync.bind(ep["sync"])
-        net = NetOwner(self.owner, self.publish)
-        self.view = net.view
-        self.stack = NetStack(
-            shard=0,
-            view=net.view,
-            writer=self.writer,
-            counters=self.counters,
-            clock=self.clock,
-            loop_back=self._loop_back,
-            forwarding=self.spec.config.forwarding,
-        )
-        ndp = NdpConfig.from_settings(self.spec.config.ndp)  # checked by `run` already
-        self.control = ControlPlane(net, self.stack, self.clock, ndp_config=ndp)
-        self.control.emit_event = self._emit_event
-        # After a restart of shard 0 this rebuilds its state from the
-        # configuration; replicas see a new epoch and resynchronise.
-        self.control.bootstrap(self.spec.config, mac=self.spec.mac, mtu=self.spec.config.mtu)
 
     def _emit_event(self, event: dict[str, Any]) -> None:
         """An NDP event for the control channel's subscribers (``ctl events``)."""
@@ -342,28 +225,38 @@ class ShardRuntime:
             self.pub.send(encode(patch))
 
     async def _beat_loop(self) -> None:
-        assert self.owner is not None
+        assert self.shard is not None and self.shard.owner is not None
+        owner = self.shard.owner
         while True:
             await asyncio.sleep(BEAT_INTERVAL_S)
             with contextlib.suppress(zmq.ZMQError):
-                await self.pub.send(encode(Beat(self.owner.epoch, self.owner.version)))
+                await self.pub.send(encode(Beat(owner.epoch, owner.version)))
 
     async def _sync_server_loop(self) -> None:
+        assert self.shard is not None
         while True:
             ident, raw = await self.sync.recv_multipart()
             try:
                 msg = decode(raw)
             except BadMessage:
                 continue
-            if isinstance(msg, SnapshotRequest) and self.owner is not None:
-                await self.sync.send_multipart([ident, encode(self.owner.snapshot())])
-            elif isinstance(msg, Resolve) and self.control is not None:
-                self.control.resolve_for(msg.nic, msg.ip)
-            elif isinstance(msg, Confirm) and self.control is not None:
-                self.control.confirm_reachable(msg.nic, msg.ip)
+            owner, control = self.shard.owner, self.shard.control
+            if isinstance(msg, SnapshotRequest) and owner is not None:
+                await self.sync.send_multipart([ident, encode(owner.snapshot())])
+            elif isinstance(msg, Resolve) and control is not None:
+                control.resolve_for(msg.nic, msg.ip)
+            elif isinstance(msg, Confirm) and control is not None:
+                control.confirm_reachable(msg.nic, msg.ip)
+            elif isinstance(msg, Membership) and control is not None:
+                if msg.nic == 0:  # the shard (re)started: its old sockets are gone
+                    control.groups.shard_restarted(msg.shard)
+                    continue
+                try:
+                    control.groups.membership(msg.shard, msg.nic, msg.group, msg.join)
+                except NetError as exc:  # checked in the shard; a NIC may have gone since
+                    log.warning("shard %d's membership refused: %s", msg.shard, exc)
 
-    def _setup_replica(self, ep: dict[str, str]) -> None:
-        self.replica = TableReplica()
+    def _open_replica_sockets(self, ep: dict[str, str]) -> None:
         self.sub = self.ctx.socket(zmq.SUB)
         self.sub.setsockopt(zmq.LINGER, 0)
         self.sub.setsockopt(zmq.SUBSCRIBE, b"")
@@ -371,53 +264,32 @@ class ShardRuntime:
         self.sync = self.ctx.socket(zmq.DEALER)
         self.sync.setsockopt(zmq.LINGER, 0)
         self.sync.connect(ep["sync"])
-        self.view = NetView()
-        self.stack = NetStack(
-            shard=self.index,
-            view=self.view,
-            writer=self.writer,
-            counters=self.counters,
-            clock=self.clock,
-            ask_resolve=self._ask_resolve,
-            loop_back=self._loop_back,
-            forwarding=self.spec.config.forwarding,
-        )
 
-    def _ask_resolve(self, nic: int, ip: bytes) -> None:
+    # ToShard0: this shard's requests to shard 0, over the sync socket.
+    def resolve(self, nic: int, ip: bytes) -> None:
         with contextlib.suppress(zmq.ZMQError):
             self.sync.send(encode(Resolve(self.index, nic, ip)), zmq.NOBLOCK)
 
-    def _confirm_to_shard0(self, nic: int, ip: bytes) -> None:
-        """NUD confirmation from TCP progress here, for shard 0's tables; at
-        most once a second per neighbour (REACHABLE lasts ~30 s)."""
-        now = self.clock()
-        key = (nic, ip)
-        if now - self._confirmed_at.get(key, -1e9) < 1.0:
-            return
-        if len(self._confirmed_at) > 4096:
-            self._confirmed_at.clear()  # bounded: a burst of peers costs a few extra messages
-        self._confirmed_at[key] = now
+    def confirm(self, nic: int, ip: bytes) -> None:
         with contextlib.suppress(zmq.ZMQError):
             self.sync.send(encode(Confirm(self.index, nic, ip)), zmq.NOBLOCK)
 
+    def membership(self, nic: int, group: bytes, join: bool) -> None:
+        with contextlib.suppress(zmq.ZMQError):
+            self.sync.send(encode(Membership(self.index, nic, group, join)), zmq.NOBLOCK)
+
     def _replica_changed(self, table: str | None) -> None:
-        assert self.replica is not None
-        self.view.load(self.replica.tables, table)
-        if table in (None, "settings"):  # shard 0's run-time settings (ctl forwarding)
-            stack_settings = self.replica.tables.get("settings", {}).get("stack", {})
-            self.stack.forwarding = bool(
-                stack_settings.get("forwarding", self.spec.config.forwarding)
-            )
+        assert self.shard is not None
+        self.shard.replica_changed(table)
         if table is None:
             self._synced.set()
-        if table in (None, "neigh"):
-            self.stack.neighbours_changed()
 
     async def _replica_loop(self) -> None:
         """Apply patches; fetch a snapshot when joining, after a gap, or when
         shard 0 restarted (new epoch). Requests are repeated every second
         until answered, since shard 0 may be restarting."""
-        replica = self.replica
+        assert self.shard is not None
+        replica = self.shard.replica
         assert replica is not None  # set up in run()
         poller = zmq.asyncio.Poller()
         poller.register(self.sub, zmq.POLLIN)
@@ -449,34 +321,11 @@ class ShardRuntime:
                     self._replica_changed(None)
 
     # --- shutdown ------------------------------------------------------------
-    async def _drain_tcp(self) -> None:
-        """B31 Close/Wait: listeners stop (new SYNs get RST), every
-        connection sends its FIN after its data, and the shard waits up to
-        ``--drain`` seconds for them to finish; what is left is reset."""
-        tcp = self.tcp
-        for group in list(tcp.listeners.values()):
-            for lst in list(group):
-                tcp.stop_listening(lst)
-        for t in list(tcp.conns.values()):
-            t.close()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._drain_s
-
-        def open_conns() -> list[Any]:
-            return [
-                t for t in tcp.conns.values() if t.ep.state not in (State.TIME_WAIT, State.CLOSED)
-            ]
-
-        while open_conns() and loop.time() < deadline:
-            await asyncio.sleep(0.02)
-        for t in open_conns():
-            t.abort()
-        await asyncio.sleep(0)  # the resets go out on the next flush
-
     async def _close(self) -> None:
         loop = asyncio.get_running_loop()
         with contextlib.suppress(Exception):  # a bug here must not keep the process alive
-            await self._drain_tcp()
+            assert self.shard is not None
+            await self.shard.drain_tcp(self._drain_s)
         self._closed = True
         loop.remove_reader(self.consumer.fileno())
         loop.remove_reader(self.spec.lifeline.fd)
@@ -486,7 +335,7 @@ class ShardRuntime:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         with contextlib.suppress(zmq.ZMQError):
-            await self.to_dispatcher.send(encode(self.counters.snapshot(self.index)))
+            await self.to_dispatcher.send(encode(self.shard.counters.snapshot(self.index)))
         self.writer.close()
         self.ctx.destroy(linger=200)
         self.ring.close()

@@ -62,6 +62,12 @@ class Drop(enum.Enum):
     MLD_BAD_TYPE = "mld_bad_type"
     MLD_BAD_HOP_LIMIT = "mld_bad_hop_limit"  # RFC 3810 §5.1.14/§5.2.13: hop limit 1
     MLD_BAD_ADDRESS = "mld_bad_address"  # multicast address field not multicast (or ::)
+    # --- IGMP (RFC 1112, 2236, 3376)
+    IGMP_TRUNCATED = "igmp_truncated"  # also RFC 3376 §7.1 query lengths 9-11 (ignored)
+    IGMP_BAD_CHECKSUM = "igmp_bad_checksum"
+    IGMP_BAD_TYPE = "igmp_bad_type"
+    IGMP_BAD_RECORD = "igmp_bad_record"  # group record's group not multicast
+    IGMP_BAD_ADDRESS = "igmp_bad_address"  # group address not multicast (or 0.0.0.0 in a query)
     # --- UDP (RFC 768)
     UDP_TRUNCATED = "udp_truncated"
     UDP_BAD_LENGTH = "udp_bad_length"

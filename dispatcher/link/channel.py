@@ -13,6 +13,7 @@ headers both ways, validated on inject as a TAP read validates them.
 
 from __future__ import annotations
 
+import errno
 import os
 from collections import deque
 from collections.abc import Sequence
@@ -53,6 +54,8 @@ class ChannelLink(LinkBase):
         """Queue ``frame`` (copied) as if it arrived on the wire. Returns
         False if it was dropped (full queue, or a bad virtio-net header,
         counted in ``drop_reasons`` as a TAP read would)."""
+        if self._closed:  # its eventfd number may belong to something else now
+            raise OSError(errno.EBADF, f"{self.name} is closed")
         if len(self._inbound) >= self.capacity:
             self.inject_drops += 1
             return False

@@ -28,6 +28,7 @@ from shardnet.common.addr import format_ip, format_mac, is_unicast, parse_ip
 from shardnet.common.config import StackConfig
 from shardnet.common.wire.ethernet import ETHERTYPE_IPV4, ETHERTYPE_IPV6, EthernetView
 from shardnet.common.wire.icmpv6 import ICMPV6_MLD_QUERY, message_bytes
+from shardnet.common.wire.igmp import IPPROTO_IGMP
 from shardnet.common.wire.ipv6 import (
     ALL_NODES,
     NH_HOPOPTS,
@@ -48,6 +49,7 @@ from shardnet.common.wire.ndp import (
 
 from .arp import ArpHandler
 from .model import Nic, PrimaryBehavior
+from .multicast import GroupControl
 from .ndp import (
     AddAddress,
     AddRoute,
@@ -107,12 +109,19 @@ class ControlPlane(Resolver):
         self.emit_event: Callable[[dict[str, Any]], None] = lambda event: None
         stack.resolver = self
         stack.ndp_hook = self.handle_ndp
+        # Sockets' multicast groups: IGMP here, MLD through the NDP machines.
+        self.groups = GroupControl(owner, stack, clock, self.ndp, self.apply, rng=self.rng)
+        stack.transport_v4[IPPROTO_IGMP] = self.groups.handle_igmp
 
     # --- the stack the configuration describes ------------------------------------
-    def bootstrap(self, config: StackConfig, *, mac: bytes, mtu: int) -> None:
+    def bootstrap(
+        self, config: StackConfig, *, mac: bytes, mtu: int, link_as: tuple[str, str] | None = None
+    ) -> None:
+        """``link_as``: the link NIC's (name, kind) when the configuration
+        names no device (the embedded stack's channel link)."""
         owner = self.owner
-        kind = "tap" if config.tap else "packet"
-        link = owner.create_nic(config.link_name, mac=mac, mtu=mtu, kind=kind)
+        name, kind = link_as or (config.link_name, "tap" if config.tap else "packet")
+        link = owner.create_nic(name, mac=mac, mtu=mtu, kind=kind)
         assert link.id == LINK_NIC_ID  # the first NIC: frames from the ring arrive on it
         self._tables_for(link)
         lo = owner.create_nic(
@@ -130,6 +139,7 @@ class ControlPlane(Resolver):
             forwarding=config.forwarding,
         )  # fmt: skip
         self.apply(link.id, machine.start(self.clock()))
+        self.groups.add_nic(link.id)
         # Replicated so every shard forwards (or not) like shard 0.
         owner.publish(owner.owner.set("settings", "stack", {"forwarding": config.forwarding}))
         for text in (*config.ipv4, *config.ipv6):
@@ -176,6 +186,8 @@ class ControlPlane(Resolver):
             if "on" in args:
                 self.set_forwarding(bool(args["on"]))
             return {"forwarding": self.stack.forwarding}
+        if op == "groups":
+            return self.groups.rows()
         if op == "reassembly_expired":
             self.stack.reassembly_expired(bytes(args["packet"]))
             return None
@@ -492,7 +504,7 @@ class ControlPlane(Resolver):
 
     # --- timers --------------------------------------------------------------------------
     def next_deadline(self) -> float | None:
-        machines = (*self.v4.values(), *self.v6.values(), *self.ndp.values())
+        machines = (*self.v4.values(), *self.v6.values(), *self.ndp.values(), self.groups)
         return min(
             (d for d in (m.next_deadline() for m in machines) if d is not None), default=None
         )
@@ -502,6 +514,7 @@ class ControlPlane(Resolver):
             deadline = machine.next_deadline()
             if deadline is not None and deadline <= now:
                 self.apply(nic_id, machine.handle_timeout(now))
+        self.groups.handle_timeout(now)
         for table in (*self.v4.values(), *self.v6.values()):
             for failure in table.handle_timeout(now):
                 for item in failure.packets:

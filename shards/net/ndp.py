@@ -256,6 +256,9 @@ class SendNdp:
     src: bytes
 
 
+MAX_GROUPS = 1024  # MLD groups one NIC holds at most (sockets' joins and solicited-node)
+
+
 @dataclass(frozen=True, slots=True)
 class SendMld:
     """Send ``report`` from ``src`` to ff02::16 with Hop Limit 1 and a
@@ -1267,6 +1270,20 @@ class NdpMachine:
             self._invalidate_router(r)
 
     # --- MLDv2 (RFC 3810, §C 7) -----------------------------------------------------------
+    def join_group(self, now: float, group: bytes) -> list[NdpAction]:
+        """A socket joined ``group`` (IPV6_JOIN_GROUP): counted with the
+        solicited-node joins; the first user is reported (§6.1). Raises
+        OverflowError past MAX_GROUPS (the caller answers ENOBUFS)."""
+        if group not in self._groups and len(self._groups) >= MAX_GROUPS:
+            raise OverflowError("too many multicast groups on this NIC")
+        self._join(now, group)
+        return self._flush()
+
+    def leave_group(self, now: float, group: bytes) -> list[NdpAction]:
+        """A socket left ``group``; the last user's leave is reported."""
+        self._leave(now, group)
+        return self._flush()
+
     def _join(self, now: float, group: bytes) -> None:
         if group == ALL_NODES:
             return  # §6: never reported

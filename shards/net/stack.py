@@ -79,6 +79,7 @@ from shardnet.common.wire.icmpv6 import (
     build_echo_reply,
     build_icmpv6_error,
 )
+from shardnet.common.wire.igmp import ALL_SYSTEMS
 from shardnet.common.wire.ipv4 import IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, Ipv4Header, Ipv4View
 from shardnet.common.wire.ipv6 import (
     ALL_NODES,
@@ -211,7 +212,12 @@ class NetStack:
         if not (is_unicast(src) or src == b"\0\0\0\0") or src in view.broadcast:
             self.count("ipv4_bad_source")
             return
-        broadcast = dst == IPV4_BROADCAST or dst in view.broadcast or is_ipv4_multicast(dst)
+        multicast = is_ipv4_multicast(dst)
+        broadcast = multicast or dst == IPV4_BROADCAST or dst in view.broadcast
+        if multicast and dst != ALL_SYSTEMS and (nic, dst) not in view.groups:
+            # RFC 1112 §7.2: only the groups this host belongs to (all-systems always).
+            self.count("ipv4_multicast_not_joined")
+            return
         if local is None and not broadcast:
             if self.forwarding:
                 self._forward_v4(ip, nic)
@@ -375,8 +381,10 @@ class NetStack:
 
     def _joined_v6(self, nic: int, group: bytes) -> bool:
         """All-nodes and the solicited-node groups of our addresses
-        (tentative included, for DAD) are joined on every NIC."""
-        return group == ALL_NODES or group in self.view.solicited_groups
+        (tentative included, for DAD) are joined on every NIC; sockets'
+        groups on the NIC they joined them on."""
+        view = self.view
+        return group == ALL_NODES or group in view.solicited_groups or (nic, group) in view.groups
 
     def _icmpv6_in(
         self, ip: Ipv6View, nic: int, payload: memoryview, trusted: bool, multicast: bool
@@ -497,11 +505,15 @@ class NetStack:
         tos: int = 0,
         df: bool = False,
         checksum_at: int | None = None,
+        options: bytes = b"",
+        multicast_loop: bool = False,
     ) -> bool:
         """Route, pick a source, build, fragment and send one datagram.
         ``checksum_at``: the offset of the transport checksum in
-        ``payload``, filled in once the source is chosen. Returns False (and
-        counts why) when it cannot be sent."""
+        ``payload``, filled in once the source is chosen. ``options``: raw
+        IP options (IGMP's Router Alert). ``multicast_loop``: a datagram to
+        a group this host joined is also delivered here (IP_MULTICAST_LOOP).
+        Returns False (and counts why) when it cannot be sent."""
         view = self.view
         route = None
         nic: Nic | None = None
@@ -538,23 +550,27 @@ class NetStack:
             if route is not None and route.gateway is not None and not broadcast
             else dst
         )
-        total = 20 + len(payload)
+        hlen = 20 + ((len(options) + 3) & ~3)
+        total = hlen + len(payload)
         self._ident = (self._ident + 1) & 0xFFFF
         header = Ipv4Header(
-            src, dst, proto, ttl=ttl, tos=tos, ident=self._ident, df=df, total_length=total
-        )
+            src, dst, proto, ttl=ttl, tos=tos, ident=self._ident, df=df, total_length=total,
+            options=options,
+        )  # fmt: skip
         packet = bytearray(total)
         header.emit(packet)
-        packet[20:] = payload
+        packet[hlen:] = payload
         if checksum_at is not None:
             fill_checksum(
-                memoryview(packet)[20:],
+                memoryview(packet)[hlen:],
                 checksum_at,
-                pseudo_header_v4(src, dst, proto, total - 20),
+                pseudo_header_v4(src, dst, proto, total - hlen),
                 proto,
             )
         if nic is None or nic.loopback:  # B13: whole, never fragmented
             return self._loop(ETHERTYPE_IPV4, packet)
+        if multicast_loop and (nic.id, dst) in view.groups:
+            self._loop(ETHERTYPE_IPV4, packet)  # a copy for our own members
         mtu = min(nic.mtu, self.pmtu.mtu(self.clock(), dst, nic.mtu))
         if total <= mtu:
             self._to_link(nic, next_hop, ETHERTYPE_IPV4, bytes(packet), broadcast)
@@ -576,8 +592,10 @@ class NetStack:
         route = None
         if nic_id is None or needs_route(dst):
             route = view.routes.lookup(dst, nic=nic_id, usable=view.nic_enabled)
-            if route is None and dst == IPV4_BROADCAST and nic_id is None:
-                nic_id = self.link_nic  # limited broadcast with no route: the link (Linux)
+            if route is None and not needs_route(dst) and nic_id is None:
+                # Limited broadcast or multicast with no route: the link (Linux
+                # sends those without a route when the socket names no NIC).
+                nic_id = self.link_nic
             elif route is None:
                 self.count("ipv4_no_route")
                 return None
@@ -617,7 +635,9 @@ class NetStack:
         hop_limit: int | None = None,
         traffic_class: int = 0,
         checksum_at: int | None = None,
+        multicast_loop: bool = False,
     ) -> bool:
+        """As ``send_ipv4``; ``hop_limit`` None: the RA's CurHopLimit or 64."""
         view = self.view
         route = None
         nic: Nic | None = None
@@ -632,10 +652,13 @@ class NetStack:
         else:
             if nic_id is None or needs_route(dst):
                 route = view.routes.lookup(dst, nic=nic_id, usable=view.nic_enabled)
-                if route is None:
+                if route is not None:
+                    nic_id = route.nic
+                elif nic_id is None and is_ipv6_multicast(dst):
+                    nic_id = self.link_nic  # as IPv4 multicast without a route
+                else:
                     self.count("ipv6_no_route")
                     return False
-                nic_id = route.nic
             nic = view.nics.get(nic_id)
             if nic is None or not nic.enabled:
                 self.count("ipv6_nic_down")
@@ -654,7 +677,12 @@ class NetStack:
             fill_checksum(
                 body, checksum_at, pseudo_header_v6(src, dst, next_header, len(body)), next_header
             )
-        next_hop = route.gateway if route is not None and route.gateway is not None else dst
+        multicast = is_ipv6_multicast(dst)
+        next_hop = (
+            route.gateway
+            if route is not None and route.gateway is not None and not multicast
+            else dst
+        )
         packet = bytearray(40 + len(body))
         if hop_limit is None:  # RFC 4861 §6.3.4: CurHopLimit from the RA, else the default
             learnt = nic.params.get("cur_hop_limit") if nic is not None else None
@@ -663,8 +691,9 @@ class NetStack:
         packet[40:] = body
         if nic is None or nic.loopback:  # B13: whole, never fragmented
             return self._loop(ETHERTYPE_IPV6, packet)
+        if multicast_loop and multicast and (nic.id, dst) in view.groups:
+            self._loop(ETHERTYPE_IPV6, packet)  # a copy for our own members
         mtu = min(nic.mtu, self.pmtu.mtu(self.clock(), dst, nic.mtu))
-        multicast = is_ipv6_multicast(dst)
         if len(packet) <= mtu:
             self._to_link(nic, next_hop, ETHERTYPE_IPV6, bytes(packet), multicast)
             return True

@@ -81,6 +81,8 @@ class NetView:
         self.broadcast: dict[bytes, int] = {}  # IPv4 directed broadcasts -> NIC
         # Solicited-node groups of our IPv6 addresses, tentative included (DAD).
         self.solicited_groups: frozenset[bytes] = frozenset()
+        # Multicast groups sockets joined, per NIC (IGMP/MLD run in shard 0).
+        self.groups: frozenset[tuple[int, bytes]] = frozenset()
         self.routes = RouteTable()
         self.neighbours: dict[tuple[int, bytes], bytes] = {}  # (nic, ip) -> mac
 
@@ -110,6 +112,10 @@ class NetView:
             )
         if changed in (None, "routes"):
             self.routes.replace_all(route_from_row(r) for r in tables.get("routes", {}).values())
+        if changed in (None, "groups"):
+            self.groups = frozenset(
+                (r["nic"], parse_ip(r["group"])) for r in tables.get("groups", {}).values()
+            )
         if changed in (None, "neigh"):
             self.neighbours = {
                 (r["nic"], parse_ip(r["ip"])): parse_mac(r["mac"])
@@ -214,8 +220,9 @@ class NetOwner:
             self._delete("addrs", a.key)
         for r in [r for r in self.view.routes.routes() if r.nic == nic.id]:
             self._delete("routes", route_key(r))
-        for key in [k for k, row in self.tables.get("neigh", {}).items() if row["nic"] == nic.id]:
-            self._delete("neigh", key)
+        for table in ("neigh", "groups"):
+            for key in [k for k, row in self.tables.get(table, {}).items() if row["nic"] == nic.id]:
+                self._delete(table, key)
         self._delete("nics", str(nic.id))
 
     # --- addresses (B35) --------------------------------------------------------
@@ -331,6 +338,16 @@ class NetOwner:
             self.add_route(r)
 
     # --- neighbours (published for the replicas) -----------------------------------
+    def set_group(self, nic_id: int, group: bytes, shards: list[int] | None) -> None:
+        """Publish that sockets in ``shards`` joined ``group`` on the NIC
+        (None or empty: nobody any more)."""
+        key = f"{nic_id}/{format_ip(group)}"
+        if not shards:
+            if key in self.tables.get("groups", {}):
+                self._delete("groups", key)
+            return
+        self._set("groups", key, {"nic": nic_id, "group": format_ip(group), "shards": shards})
+
     def set_neighbour(
         self, nic_id: int, ip: bytes, mac: bytes | None, *, republish: bool = False
     ) -> None:

@@ -10,7 +10,13 @@ Lookup order, as gVisor's transport demuxer (CHECKLIST §A): the exact
 4-tuple (connected sockets), then the bound address, then the wildcard;
 within a reuse-port group the member is chosen by a hash of the 4-tuple, so
 one peer always reaches the same socket (B30). Broadcast and multicast
-datagrams go to every matching socket.
+datagrams go to every matching socket (broadcasts only to SO_BROADCAST
+ones; group datagrams, with IP_MULTICAST_ALL off, only to sockets that
+joined the group themselves).
+
+Multicast membership (IP_ADD_MEMBERSHIP, IPV6_JOIN_GROUP) is kept per socket
+and counted per shard (``multicast.ShardGroups``); shard 0 runs IGMPv3 /
+MLDv2 for the host. Closing a socket leaves its groups.
 
 ICMP errors about a datagram a connected socket sent reach it as the
 matching ``OSError`` (RFC 1122 §4.1.3.3: ConnectionRefusedError for port
@@ -20,16 +26,18 @@ without IP_RECVERR.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import zlib
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from shardnet.common.addr import IPV4_ANY, IPV6_ANY, is_ipv4_mapped
+from shardnet.common.addr import IPV4_ANY, IPV6_ANY, is_ipv4_mapped, is_ipv4_multicast
 from shardnet.common.wire.udp import UDP_HEADER_LEN, UdpHeader, UdpView
 
 from ..net.stack import Delivery
+from .multicast import MAX_MEMBERSHIPS_PER_SOCKET, ShardGroups
 from .ports import UDP, PortManager, Reservation
 
 MAPPED_PREFIX = bytes(10) + b"\xff\xff"
@@ -60,6 +68,14 @@ class UdpOptions:
     bind_nic: int = 0  # SO_BINDTODEVICE (B8)
     tos: int = 0  # IP_TOS / IPV6_TCLASS for what is sent
     rcvbuf: int = RCVBUF_DEFAULT
+    # RFC 1112 §6.1 / RFC 3493 §5.2: multicast is sent with TTL (hop limit) 1,
+    # looped back to members on this host, out of the NIC the route picks.
+    multicast_ttl: int = 1  # IP_MULTICAST_TTL / IPV6_MULTICAST_HOPS
+    multicast_loop: bool = True  # IP_MULTICAST_LOOP / IPV6_MULTICAST_LOOP
+    multicast_nic: int = 0  # IP_MULTICAST_IF / IPV6_MULTICAST_IF (0: by route)
+    # Linux's IP_MULTICAST_ALL: a wildcard-bound socket receives every group
+    # the host joined; off, only the groups it joined itself.
+    multicast_all: bool = True
 
 
 @dataclass(slots=True)
@@ -74,6 +90,7 @@ class UdpSocket:
     rx: deque[Datagram] = field(default_factory=deque)
     rx_bytes: int = 0
     drops: int = 0
+    memberships: set[tuple[int, bytes]] = field(default_factory=set)  # (NIC, group)
 
     @property
     def local(self) -> tuple[bytes, int] | None:
@@ -113,9 +130,12 @@ ICMPV6_ERRNO = {0: errno.ENETUNREACH, 1: errno.EACCES, 3: errno.EHOSTUNREACH, 4:
 class UdpDemux:
     """The UDP sockets of one shard, by local port."""
 
-    def __init__(self, ports: PortManager, *, seed: int = 0) -> None:
+    def __init__(
+        self, ports: PortManager, *, seed: int = 0, groups: ShardGroups | None = None
+    ) -> None:
         self.ports = ports
         self.seed = seed
+        self.groups = groups if groups is not None else ShardGroups()
         self.by_port: dict[int, list[UdpSocket]] = {}
         self.no_socket = 0
 
@@ -187,7 +207,29 @@ class UdpDemux:
         sock.reservation = res
         self.by_port.setdefault(res.local_port, []).append(sock)
 
+    # --- multicast membership ----------------------------------------------------------
+    def join(self, sock: UdpSocket, nic: int, group: bytes) -> None:
+        """IP_ADD_MEMBERSHIP / IPV6_JOIN_GROUP (errors as Linux's)."""
+        key = (nic, group)
+        if key in sock.memberships:
+            raise OSError(errno.EADDRINUSE, "already a member of that group")
+        if len(sock.memberships) >= MAX_MEMBERSHIPS_PER_SOCKET:
+            raise OSError(errno.ENOBUFS, "too many memberships on this socket")
+        self.groups.join(nic, group)
+        sock.memberships.add(key)
+
+    def leave(self, sock: UdpSocket, nic: int, group: bytes) -> None:
+        """IP_DROP_MEMBERSHIP / IPV6_LEAVE_GROUP."""
+        key = (nic, group)
+        if key not in sock.memberships:
+            raise OSError(errno.EADDRNOTAVAIL, "not a member of that group")
+        sock.memberships.discard(key)
+        self.groups.leave(nic, group)
+
     def close(self, sock: UdpSocket) -> None:
+        for nic, group in list(sock.memberships):  # close(2) leaves every group
+            with contextlib.suppress(OSError):  # the NIC may be gone: left anyway
+                self.leave(sock, nic, group)
         if sock.reservation is None:
             return
         self._unlink(sock)
@@ -225,7 +267,12 @@ class UdpDemux:
             self.no_socket += 1
             return False
         if group:
-            targets = [s for s in matches if s.options.broadcast or len(dst) == 16]
+            if len(dst) == 4 and not is_ipv4_multicast(dst):  # a broadcast
+                targets = [s for s in matches if s.options.broadcast]
+            else:  # a group datagram: every member socket (B30), IP_MULTICAST_ALL
+                targets = [
+                    s for s in matches if s.options.multicast_all or (nic, dst) in s.memberships
+                ]
             for sock in targets:
                 sock.deliver(self._datagram(sock, src, sport, dst, data, tos, nic))
             return bool(targets)

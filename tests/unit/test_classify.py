@@ -124,3 +124,11 @@ def test_short_and_malformed_go_to_shard_0() -> None:
 def test_nothing_in_a_frame_makes_it_raise(data: bytes, nshards: int) -> None:
     for frame in (data, b"\x02" * 12 + b"\x08\x00" + data, b"\x02" * 12 + b"\x86\xdd" + data):
         assert classify(frame, nshards) in (FRAGMENT, *range(nshards))
+
+
+def test_fragments_are_found_with_one_shard_too() -> None:
+    """With ``--shards 1`` fragments must still go to reassembly."""
+    frag = bytes(Ether() / IP(src="198.18.0.1", dst="198.18.0.2", flags="MF") / UDP() / (b"x" * 8))
+    assert classify(frag, 1) == FRAGMENT
+    whole = bytes(Ether() / IP(src="198.18.0.1", dst="198.18.0.2") / UDP() / (b"x" * 8))
+    assert classify(whole, 1) == 0

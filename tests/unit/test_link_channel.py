@@ -153,3 +153,10 @@ def test_missing_tun_device_is_one_line_link_error(monkeypatch: pytest.MonkeyPat
 def test_spec_fields() -> None:
     spec = LinkTxSpec("packet", 10, ifname="snveth0")
     assert pickle.loads(pickle.dumps(spec)) == spec
+
+
+def test_inject_after_close_is_refused() -> None:
+    link = ChannelLink()
+    link.close()
+    with pytest.raises(OSError):
+        link.inject(bytes(60))

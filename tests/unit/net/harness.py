@@ -1,5 +1,5 @@
 """An in-process network layer for unit tests: shard 0 built as
-``shards/runtime.py`` builds it, over a channel link, with a fake clock.
+``shards/assembly.py`` builds it, over a channel link, with a fake clock.
 
 * ``Net``: frames go in through ``Ingress`` (drops counted as in
   production), frames written come out of a ``ChannelWriter``; with
@@ -7,8 +7,8 @@
   in ``looped`` instead (``inject_looped`` feeds one back, as the dispatcher
   does); ``expect``
   takes the next frame and runs checkers on it, ``expect_nothing`` asserts
-  silence, ``advance`` moves the clock and fires the machines' timers as the
-  runtime's ``_timer_loop`` does (every deadline in order).
+  silence, ``advance`` moves the clock and fires the machines' timers as
+  ``ShardAssembly.handle_timeout`` does (every deadline in order).
 * ``Replica``: another shard's view, fed with shard 0's patches through a
   ``TableReplica``, with the ask-resolve path wired to shard 0.
 * Checkers in the style of gVisor's ``checker`` package: ``ipv4(...)``,
@@ -78,7 +78,7 @@ class FakeClock:
 
 
 class Net:
-    """Shard 0 as ``ShardRuntime._setup_owner`` builds it."""
+    """Shard 0 as ``ShardAssembly`` builds it."""
 
     def __init__(
         self,
@@ -245,7 +245,7 @@ class Replica:
         register_net(self.ingress, self.stack)
 
     def apply(self, patch: Patch) -> None:
-        # ShardRuntime._replica_loop / _replica_changed
+        # ShardRuntime._replica_loop / ShardAssembly.replica_changed
         assert self.tables.apply_patch(patch)
         self.view.load(self.tables.tables, patch.table)
         if patch.table == "neigh":
@@ -267,7 +267,7 @@ class Replica:
 
 
 def register_net(ingress: Ingress, stack: NetStack) -> None:
-    """The IP handlers, wire and looped, as ``ShardRuntime.run`` registers them."""
+    """The IP handlers, wire and looped, as ``ShardAssembly`` registers them."""
     ingress.register(ETHERTYPE_IPV4, stack.handle_ipv4, looped=stack.handle_looped_ipv4)
     ingress.register(ETHERTYPE_IPV6, stack.handle_ipv6, looped=stack.handle_looped_ipv6)
 

@@ -1,0 +1,355 @@
+"""One shard's stack, wired from the settings: the one place that builds a
+shard (DESIGN.md "Processes").
+
+``ShardAssembly`` builds the network layer (``NetStack``; in shard 0 also
+the ``NetOwner`` tables and the ``ControlPlane``: ARP, NDP, neighbours; in
+the others a ``TableReplica`` and its ``NetView``), the transports (UDP, TCP,
+ICMP errors routed to them), the application API (``ShardStack``) and the
+``Ingress`` that feeds them frames. It also holds what every host of a
+shard runs the same way: the protocol timers, the answers to control
+requests, the built-in and user apps, the graceful TCP close and the
+counters snapshot.
+
+It does no I/O of its own. Its host supplies the frame writer, the clock,
+where looped frames go (``loop_back``), where replication patches and events
+go (``publish``, ``emit_event``) and, in shards other than 0, how to reach
+shard 0 (``ToShard0``). Two hosts use it: ``ShardRuntime`` (a process behind
+the dispatcher, fed from its ring) and the embedded ``Stack`` (shard 0 of 1
+in the caller's process over a channel link).
+
+A shard-0 service that other shards need (neighbour resolution, NUD
+confirmations, multicast memberships) is one method of ``ToShard0``: shard 0 calls its control
+plane directly, the others send a message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import random
+from collections.abc import Callable
+from functools import partial
+from typing import Any, Protocol
+
+from shardnet.common.config import StackConfig
+from shardnet.common.fault import FaultInjector, FaultSpec, FaultyWriter
+from shardnet.common.link_tx import FrameWriter
+from shardnet.common.messages import Patch, Stats
+from shardnet.common.replica import TableOwner, TableReplica
+from shardnet.common.wire.ethernet import ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6
+
+from .api import ShardStack
+from .apps import TCP_APPS, UDP_APPS, load_app, serve_tcp, serve_udp
+from .counters import ShardCounters
+from .ingress import Ingress
+from .net.control import ControlPlane
+from .net.ndp import NdpConfig
+from .net.stack import NetStack
+from .net.state import NetError, NetOwner, NetView
+from .tcp.state import State
+from .transport.errors import IcmpErrorRouter
+from .transport.multicast import ShardGroups
+from .transport.ports import PortManager
+from .transport.tcp import TcpDemux
+from .transport.udp import UdpDemux, UdpHooks
+
+log = logging.getLogger("shardnet.shard")
+
+TIMER_MAX_SLEEP_S = 0.1  # the timer loop wakes at least this often to see new deadlines
+CONFIRM_INTERVAL_S = 1.0  # NUD confirmations to shard 0, per neighbour (REACHABLE lasts ~30 s)
+CONFIRM_MEMORY = 4096  # neighbours remembered for that rate limit
+
+
+class ToShard0(Protocol):
+    """How a shard other than 0 asks shard 0 for its services."""
+
+    def resolve(self, nic: int, ip: bytes) -> None:
+        """Resolve ``ip`` on ``nic``; the answer comes by replication."""
+
+    def confirm(self, nic: int, ip: bytes) -> None:
+        """Upper-layer progress confirms neighbour ``ip`` (RFC 4861 §7.3.1)."""
+
+    def membership(self, nic: int, group: bytes, join: bool) -> None:
+        """This shard's first socket joined ``group`` on ``nic``, or its
+        last one left it: shard 0 speaks IGMP/MLD for the host."""
+
+
+def with_faults(
+    writer: FrameWriter, config: StackConfig, index: int, loop: asyncio.AbstractEventLoop
+) -> FrameWriter:
+    """``--fault`` on the send side, seeded per shard; ``writer`` itself
+    without it."""
+    if not config.fault:
+        return writer
+    fault = FaultSpec.parse(config.fault)
+    rng = random.Random(None if fault.seed is None else fault.seed + 1 + index)
+    return FaultyWriter(writer, FaultInjector(fault, rng), loop.time, loop.call_at)
+
+
+def ndp_config_of(config: StackConfig) -> NdpConfig:
+    """The link's NDP configuration: the ``[ndp]`` settings; ``slaac =
+    false`` (``--no-slaac``) turns global address autoconfiguration off
+    unless ``[ndp]`` says otherwise. ValueError for a bad setting."""
+    settings = dict(config.ndp)
+    if not config.slaac:
+        settings.setdefault("auto_gen_global_addresses", False)
+    return NdpConfig.from_settings(settings)
+
+
+class ShardAssembly:
+    """Shard ``index`` of ``nshards``, built from ``config`` (see the module
+    docstring). Attributes: ``counters``, ``ingress``, ``stack`` (NetStack),
+    ``view``, ``control`` (shard 0) or ``replica`` (others), ``owner``
+    (shard 0's TableOwner), ``ports``, ``udp``, ``tcp``, ``api``."""
+
+    def __init__(
+        self,
+        config: StackConfig,
+        *,
+        mac: bytes,
+        writer: FrameWriter,
+        clock: Callable[[], float],
+        loop_back: Callable[[bytes | bytearray], bool] | None,
+        index: int = 0,
+        nshards: int = 1,
+        vnet_hdr_len: int = 0,
+        publish: Callable[[Patch | None], None] | None = None,
+        emit_event: Callable[[dict[str, Any]], None] | None = None,
+        to_shard0: ToShard0 | None = None,
+        link_as: tuple[str, str] | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        if index != 0 and to_shard0 is None:
+            raise ValueError(f"shard {index} needs a way to reach shard 0 (to_shard0)")
+        self.config = config
+        self.index = index
+        self.nshards = nshards
+        self.mac = mac
+        self.writer = writer
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.counters = ShardCounters()
+        self.ingress = Ingress(mac, self.counters, vnet_hdr_len)
+        self.owner: TableOwner | None = None
+        self.replica: TableReplica | None = None
+        self.control: ControlPlane | None = None
+        self.to_shard0 = to_shard0
+        self.app_tasks: list[asyncio.Task[Any]] = []
+        self._confirmed_at: dict[tuple[int, bytes], float] = {}
+        if index == 0:
+            self.owner = TableOwner(epoch=self.rng.getrandbits(62))
+            net = NetOwner(self.owner, publish or (lambda patch: None))
+            self.view = net.view
+            self.stack = NetStack(
+                shard=0, view=net.view, writer=writer, counters=self.counters, clock=clock,
+                loop_back=loop_back, forwarding=config.forwarding,
+            )  # fmt: skip
+            self.control = ControlPlane(
+                net, self.stack, clock, ndp_config=ndp_config_of(config), rng=self.rng
+            )
+            if emit_event is not None:
+                self.control.emit_event = emit_event
+            # After a restart of shard 0 this rebuilds its state from the
+            # configuration; replicas see a new epoch and resynchronise.
+            self.control.bootstrap(config, mac=mac, mtu=config.mtu, link_as=link_as)
+        else:
+            assert to_shard0 is not None
+            self.replica = TableReplica()
+            self.view = NetView()
+            self.stack = NetStack(
+                shard=index, view=self.view, writer=writer, counters=self.counters, clock=clock,
+                ask_resolve=to_shard0.resolve, loop_back=loop_back, forwarding=config.forwarding,
+            )  # fmt: skip
+        self.ingress.register(
+            ETHERTYPE_IPV4, self.stack.handle_ipv4, looped=self.stack.handle_looped_ipv4
+        )
+        self.ingress.register(
+            ETHERTYPE_IPV6, self.stack.handle_ipv6, looped=self.stack.handle_looped_ipv6
+        )
+        if self.control is not None:
+            self.ingress.register(ETHERTYPE_ARP, self.control.handle_arp)
+        self._setup_transport()
+
+    def _setup_transport(self) -> None:
+        config, stack = self.config, self.stack
+        self.ports = PortManager()
+        if self.control is not None:
+            groups = ShardGroups(partial(self.control.groups.membership, 0))
+        else:
+            assert self.to_shard0 is not None
+            groups = ShardGroups(self.to_shard0.membership)
+        self.udp = UdpDemux(self.ports, seed=self.rng.getrandbits(32), groups=groups)
+        self.api = ShardStack(
+            shard=self.index,
+            nshards=self.nshards,
+            net=stack,
+            udp=self.udp,
+            rng=random.Random(self.rng.getrandbits(64)),
+        )
+        secret = bytes.fromhex(config.secret) if config.secret else os.urandom(16)
+        self.tcp = TcpDemux(
+            stack, self.ports, shard=self.index, nshards=self.nshards, secret=secret,
+            loop_time=self.clock,
+        )  # fmt: skip
+        self.api.tcp = self.tcp
+        if self.control is not None:
+            self.tcp.on_progress = self.control.confirm_reachable
+        else:
+            self.tcp.on_progress = self._confirm_to_shard0
+        udp_hook = UdpHooks(self.udp).datagram
+        errors = IcmpErrorRouter(self.udp, self.tcp)
+        stack.transport_v4[17] = stack.transport_v6[17] = udp_hook
+        stack.transport_v4[6] = stack.transport_v6[6] = self.tcp.deliver
+        stack.transport_v4[-1] = errors.icmpv4_error
+        stack.transport_v6[-58] = errors.icmpv6_error
+
+    def _confirm_to_shard0(self, nic: int, ip: bytes) -> None:
+        """NUD confirmation from TCP progress here, for shard 0's tables; at
+        most once a second per neighbour."""
+        now = self.clock()
+        key = (nic, ip)
+        if now - self._confirmed_at.get(key, -1e9) < CONFIRM_INTERVAL_S:
+            return
+        if len(self._confirmed_at) > CONFIRM_MEMORY:
+            self._confirmed_at.clear()  # bounded: a burst of peers costs a few extra messages
+        self._confirmed_at[key] = now
+        assert self.to_shard0 is not None
+        self.to_shard0.confirm(nic, ip)
+
+    # --- frames ---------------------------------------------------------------------------
+    def handle_record(self, record: memoryview) -> None:
+        """One record (``common/record.py``): tag, virtio-net header, frame."""
+        self.ingress.handle_record(record)
+
+    # --- replication (shards other than 0) ------------------------------------------------
+    @property
+    def tables(self) -> dict[str, dict[str, Any]]:
+        """This shard's copy of the replicated tables."""
+        if self.owner is not None:
+            return self.owner.tables
+        assert self.replica is not None
+        return self.replica.tables
+
+    def replica_changed(self, table: str | None) -> None:
+        """The replica loaded a snapshot (``table`` None) or a patch of
+        ``table``: refresh the view and what depends on it."""
+        assert self.replica is not None
+        self.view.load(self.replica.tables, table)
+        if table in (None, "settings"):  # shard 0's run-time settings (ctl forwarding)
+            stack_settings = self.replica.tables.get("settings", {}).get("stack", {})
+            self.stack.forwarding = bool(stack_settings.get("forwarding", self.config.forwarding))
+        if table in (None, "neigh"):
+            self.stack.neighbours_changed()
+        if table is None:
+            # A (new) shard 0 knows only its own groups: tell it ours again.
+            self.udp.groups.announce_all()
+
+    # --- timers -------------------------------------------------------------------------------
+    @property
+    def machines(self) -> list[Any]:
+        return [m for m in (self.stack, self.control, self.tcp) if m is not None]
+
+    def next_deadline(self) -> float | None:
+        deadlines = [d for d in (m.next_deadline() for m in self.machines) if d is not None]
+        return min(deadlines, default=None)
+
+    def handle_timeout(self, now: float) -> None:
+        """Fire every machine whose deadline has come."""
+        for m in self.machines:
+            deadline = m.next_deadline()
+            if deadline is not None and deadline <= now:
+                m.handle_timeout(now)
+
+    async def run_timers(self) -> None:
+        """The protocol machines' timers: sleep until the nearest deadline
+        (at most ``TIMER_MAX_SLEEP_S``, so new deadlines are noticed), then
+        fire. Runs until cancelled."""
+        while True:
+            now = self.clock()
+            deadline = self.next_deadline()
+            wait = min(
+                (now + TIMER_MAX_SLEEP_S if deadline is None else deadline) - now, TIMER_MAX_SLEEP_S
+            )
+            if wait > 0:
+                await asyncio.sleep(wait)
+            self.handle_timeout(self.clock())
+
+    # --- control requests ---------------------------------------------------------------------
+    def answer(self, op: str, args: dict[str, Any]) -> Any:
+        """The value of control request ``op``; ``NetError`` (an OSError
+        with a one-line message) when it is refused."""
+        if op == "conns":  # any shard: its TCP connections (ctl conns)
+            return self.tcp.rows()
+        if op == "table":  # any shard: its copy of a table (replication checks)
+            return self.tables.get(str(args.get("name", "")), {})
+        if self.control is None:
+            raise NetError(errno.EOPNOTSUPP, f"shard {self.index} does not answer {op!r}")
+        try:
+            return self.control.handle_request(op, dict(args))
+        except NetError:
+            raise
+        except (KeyError, TypeError, ValueError) as exc:
+            raise NetError(errno.EINVAL, f"{op}: bad arguments ({exc})") from None
+
+    # --- counters ------------------------------------------------------------------------------
+    def stats(self, gauges: dict[str, int] | None = None) -> Stats:
+        """A snapshot of the counters (with the TCP gauges and ``gauges``)."""
+        c = self.counters
+        c.tx_frames, c.tx_bytes, c.tx_drops = (
+            self.writer.frames,
+            self.writer.bytes,
+            self.writer.drops,
+        )
+        c.tcp_segments_in, c.tcp_segments_out, c.tcp_retransmits = self.tcp.totals()
+        for key, value in self.stack.stats.items():
+            c.net[key] = value
+        return c.snapshot(self.index, {**(gauges or {}), **self.tcp.gauges()})
+
+    # --- applications -------------------------------------------------------------------------
+    async def start_apps(self) -> None:
+        """``--serve`` built-ins and the ``--app`` coroutine (a task in
+        ``app_tasks``; a failure is logged, never raised here)."""
+        cfg = self.config
+        for serve in cfg.serve:
+            if serve.app in TCP_APPS:
+                await serve_tcp(self.api, serve.app, serve.port)
+            if serve.app in UDP_APPS:
+                await serve_udp(self.api, serve.app, serve.port)
+        if cfg.app:
+            main = load_app(cfg.app)
+            task = asyncio.create_task(main(self.api))
+            task.add_done_callback(self._app_done)
+            self.app_tasks.append(task)
+
+    def _app_done(self, task: asyncio.Task[Any]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error(
+                "shard %d: app %s failed", self.index, self.config.app, exc_info=task.exception()
+            )
+
+    # --- shutdown ---------------------------------------------------------------------------
+    async def drain_tcp(self, drain_s: float) -> None:
+        """B31 Close/Wait: listeners stop (new SYNs get RST), every
+        connection sends its FIN after its data, and the shard waits up to
+        ``drain_s`` seconds for them to finish; what is left is reset."""
+        tcp = self.tcp
+        for group in list(tcp.listeners.values()):
+            for lst in list(group):
+                tcp.stop_listening(lst)
+        for t in list(tcp.conns.values()):
+            t.close()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + drain_s
+
+        def open_conns() -> list[Any]:
+            return [
+                t for t in tcp.conns.values() if t.ep.state not in (State.TIME_WAIT, State.CLOSED)
+            ]
+
+        while open_conns() and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        for t in open_conns():
+            t.abort()
+        await asyncio.sleep(0)  # the resets go out on the next flush
