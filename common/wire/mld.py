@@ -18,8 +18,10 @@ Router Alert option with value 0 (RFC 2711 §2.1, RFC 3810 §5) — see
 ``ipv6.OPT_ROUTER_ALERT`` and ``ROUTER_ALERT_MLD`` — and check that option on
 receipt. MLDv2 reports go to ``MLDV2_ALL_ROUTERS`` (ff02::16).
 
-Left out: MLDv1 Report (131) and Done (132) (RFC 2710), needed only for the
-MLDv1 compatibility mode of RFC 3810 §8.2.
+* MLDv1 Multicast Listener Report (131) and Done (132), RFC 2710 §3: 24
+  bytes, the group in the Multicast Address field (``MldV1Message``), for
+  the MLDv1 compatibility mode of RFC 3810 §8.2. A v1 report goes to the
+  group itself, a Done to ``ALL_ROUTERS`` (ff02::2), RFC 2710 §4.
 """
 
 from __future__ import annotations
@@ -32,7 +34,14 @@ from dataclasses import dataclass, field
 from .. import checksum as csum
 from ..addr import IPV6_ANY, format_ip, is_ipv6_multicast
 from .errors import Drop, MalformedPacket
-from .icmpv6 import ICMPV6_MLD2_REPORT, ICMPV6_MLD_QUERY, message_bytes, set_checksum
+from .icmpv6 import (
+    ICMPV6_MLD2_REPORT,
+    ICMPV6_MLD_DONE,
+    ICMPV6_MLD_QUERY,
+    ICMPV6_MLD_REPORT,
+    message_bytes,
+    set_checksum,
+)
 
 MLD_HOP_LIMIT = 1  # RFC 3810 §5
 ROUTER_ALERT_MLD = 0  # Router Alert value "MLD message", RFC 2711 §2.1
@@ -48,6 +57,7 @@ DEFAULT_ROBUSTNESS = 2  # §9.1
 DEFAULT_QUERY_INTERVAL_S = 125  # §9.2
 DEFAULT_QUERY_RESPONSE_INTERVAL_MS = 10_000  # §9.3
 UNSOLICITED_REPORT_INTERVAL_S = 1  # §9.11
+V1_UNSOLICITED_REPORT_INTERVAL_S = 10  # RFC 2710 §7.10
 
 _QUERY_V1 = struct.Struct("!BBHHxx16s")
 _QUERY_V2 = struct.Struct("!BBHHxx16sBBH")
@@ -474,10 +484,98 @@ class MldReport:
         return f"MLDv2 report {len(self.records)} record(s) [{records}]"
 
 
+# --------------------------------------------------------------------------- MLDv1 report, done
+
+
+class MldV1MessageView:
+    """Zero-copy view of an MLDv1 Report (131) or Done (132), RFC 2710 §3."""
+
+    __slots__ = ("buf",)
+
+    def __init__(self, buf: memoryview) -> None:
+        self.buf = buf  # unchecked: for our own output
+
+    @classmethod
+    def checked(
+        cls,
+        buf: bytes | bytearray | memoryview,
+        *,
+        pseudo: int | None = None,
+        hop_limit: int | None = None,
+    ) -> MldV1MessageView:
+        buf = memoryview(buf)
+        kind = buf[0] if len(buf) else ICMPV6_MLD_REPORT
+        if kind not in (ICMPV6_MLD_REPORT, ICMPV6_MLD_DONE):
+            raise _bad(Drop.MLD_BAD_TYPE, f"type {kind}")
+        _check_common(buf, kind, pseudo, hop_limit)
+        if len(buf) < MLDV1_QUERY_LEN:  # RFC 2710 §3: every message is 24 bytes
+            raise _bad(Drop.MLD_TRUNCATED, f"{len(buf)} bytes")
+        if not is_ipv6_multicast(buf[8:24]):
+            raise _bad(Drop.MLD_BAD_ADDRESS, format_ip(bytes(buf[8:24])))
+        return cls(buf)
+
+    @property
+    def type(self) -> int:
+        return self.buf[0]
+
+    @property
+    def multicast_address(self) -> bytes:
+        return bytes(self.buf[8:24])
+
+    def header(self) -> MldV1Message:
+        kind, _, check, delay, group = _QUERY_V1.unpack_from(self.buf)
+        return MldV1Message(kind, group, delay, check)
+
+    def summary(self) -> str:
+        return self.header().summary()
+
+
+@dataclass(slots=True)
+class MldV1Message:
+    """MLDv1 Report (``ICMPV6_MLD_REPORT``) or Done (``ICMPV6_MLD_DONE``)."""
+
+    type: int
+    multicast_address: bytes
+    max_resp_delay: int = 0  # always 0 when sent (RFC 2710 §3.4)
+    checksum: int = 0
+
+    length = MLDV1_QUERY_LEN
+
+    @classmethod
+    def parse(
+        cls,
+        buf: bytes | bytearray | memoryview,
+        *,
+        pseudo: int | None = None,
+        hop_limit: int | None = None,
+    ) -> MldV1Message:
+        return MldV1MessageView.checked(buf, pseudo=pseudo, hop_limit=hop_limit).header()
+
+    def emit(
+        self, buf: bytearray | memoryview, offset: int = 0, *, pseudo: int | None = None
+    ) -> int:
+        check = 0 if pseudo is not None else self.checksum
+        _QUERY_V1.pack_into(
+            buf, offset, self.type, 0, check, self.max_resp_delay, self.multicast_address
+        )
+        if pseudo is not None:
+            self.checksum = set_checksum(buf, offset, MLDV1_QUERY_LEN, pseudo)
+        return MLDV1_QUERY_LEN
+
+    def to_bytes(self, src: bytes | None = None, dst: bytes | None = None) -> bytes:
+        return message_bytes(self, src, dst)
+
+    def summary(self) -> str:
+        kind = "report" if self.type == ICMPV6_MLD_REPORT else "done"
+        return f"MLDv1 {kind} {format_ip(self.multicast_address)}"
+
+
 def parse(
     buf: bytes | bytearray | memoryview, *, pseudo: int | None = None, hop_limit: int | None = None
-) -> MldQuery | MldReport:
-    """A query or an MLDv2 report to its dataclass, by type."""
+) -> MldQuery | MldReport | MldV1Message:
+    """A query, an MLDv2 report or an MLDv1 report/done to its dataclass, by type."""
     if len(buf) >= 1 and buf[0] == ICMPV6_MLD2_REPORT:
         return MldReport.parse(buf, pseudo=pseudo, hop_limit=hop_limit)
+    if len(buf) >= 1 and buf[0] in (ICMPV6_MLD_REPORT, ICMPV6_MLD_DONE):
+        return MldV1Message.parse(buf, pseudo=pseudo, hop_limit=hop_limit)
     return MldQuery.parse(buf, pseudo=pseudo, hop_limit=hop_limit)

@@ -27,7 +27,7 @@ from typing import Any
 from shardnet.common.addr import format_ip, format_mac, is_unicast, parse_ip
 from shardnet.common.config import StackConfig
 from shardnet.common.wire.ethernet import ETHERTYPE_IPV4, ETHERTYPE_IPV6, EthernetView
-from shardnet.common.wire.icmpv6 import ICMPV6_MLD_QUERY, message_bytes
+from shardnet.common.wire.icmpv6 import ICMPV6_MLD_QUERY, ICMPV6_MLD_REPORT, message_bytes
 from shardnet.common.wire.igmp import IPPROTO_IGMP
 from shardnet.common.wire.ipv6 import (
     ALL_NODES,
@@ -36,7 +36,7 @@ from shardnet.common.wire.ipv6 import (
     Ipv6View,
     solicited_node_multicast,
 )
-from shardnet.common.wire.mld import MldQueryView
+from shardnet.common.wire.mld import MldQueryView, MldV1MessageView
 from shardnet.common.wire.ndp import (
     NDP_HOP_LIMIT,
     NdpView,
@@ -343,12 +343,17 @@ class ControlPlane(Resolver):
         machine = self.ndp.get(nic_id)
         kind = payload[0]
         if kind == ICMPV6_MLD_QUERY:
-            if machine is not None and len(payload) >= 28:  # MLDv2 (RFC 3810 §8.1)
+            if machine is not None:  # MLDv1 or MLDv2 by length (RFC 3810 §8.1)
                 query = MldQueryView.checked(payload, hop_limit=ip.hop_limit).header()
                 self.apply(nic_id, machine.handle_mld_query(self.clock(), ip.src, query))
             return
+        if kind == ICMPV6_MLD_REPORT:  # another listener's MLDv1 report: suppression
+            if machine is not None:
+                report = MldV1MessageView.checked(payload, hop_limit=ip.hop_limit)
+                machine.handle_mld_v1_report(self.clock(), report.multicast_address)
+            return
         if not 133 <= kind <= 137:
-            return  # MLD reports and done: nothing for a host to do
+            return  # MLDv2 reports and Done: nothing for a host to do
         if machine is not None:
             self.apply(
                 nic_id, machine.handle_ndp(self.clock(), ip.src, ip.dst, ip.hop_limit, payload)

@@ -146,9 +146,12 @@ class GroupControl:
         protocol version spoken for it."""
         rows = []
         for (nic_id, group), shards in sorted(self.members.items()):
-            igmp = self.igmp.get(nic_id)
-            proto = "mld" if len(group) == 16 else "igmp"
-            version = 2 if proto == "mld" else (igmp.version if igmp is not None else 0)
+            if len(group) == 16:
+                ndp = self.ndp.get(nic_id)
+                proto, version = "mld", ndp.mld_version if ndp is not None else 0
+            else:
+                igmp = self.igmp.get(nic_id)
+                proto, version = "igmp", igmp.version if igmp is not None else 0
             rows.append(
                 {
                     "nic": nic_id,

@@ -52,7 +52,11 @@ Implements:
     {}) on join/leave of a solicited-node group, sent [Robustness Variable]
     times at random intervals within the Unsolicited Report Interval (§6.1);
     current-state reports answer queries after a random delay within the
-    Maximum Response Delay (§6.2). ff02::1 is never reported (§6).
+    Maximum Response Delay (§6.2). ff02::1 is never reported (§6). The same
+    for the groups sockets join (``join_group``/``leave_group``). An MLDv1
+    query switches to MLDv1 compatibility (§8.2.1) for the Older Version
+    Querier Present Timeout: v1 reports to the group (suppressed when
+    another listener's is heard), Done to ff02::2 (RFC 2710 §4).
   * B10: every timer is a ``timers.Timer``: one stopped by related work never
     runs afterwards, even if it was due in the same ``handle_timeout`` turn.
   * RFC 4861 §7.3 NUD: the INCOMPLETE/REACHABLE/STALE/DELAY/PROBE transitions
@@ -62,7 +66,7 @@ Implements:
 
 Left out: sending RAs (router mode only stops host processing), Redirect
 processing, RFC 4191 route information / router preference, temporary
-addresses (RFC 8981), MLDv1 compatibility mode (v1 queries are ignored),
+addresses (RFC 8981),
 optimistic DAD (RFC 4429), disabling IPv6 after a duplicate EUI-64
 link-local (RFC 4862 §5.4.5 SHOULD), the integrator's veto of discovered
 routers/prefixes/addresses (gVisor's ``bool`` returns): everything within the
@@ -86,14 +90,19 @@ from shardnet.common.addr import (
     is_unicast,
 )
 from shardnet.common.wire.errors import Drop, MalformedPacket
+from shardnet.common.wire.icmpv6 import ICMPV6_MLD_DONE, ICMPV6_MLD_REPORT
 from shardnet.common.wire.ipv6 import ALL_NODES, ALL_ROUTERS, solicited_node_multicast
 from shardnet.common.wire.mld import (
+    DEFAULT_QUERY_INTERVAL_S,
+    DEFAULT_QUERY_RESPONSE_INTERVAL_MS,
     DEFAULT_ROBUSTNESS,
     MLDV2_ALL_ROUTERS,
     UNSOLICITED_REPORT_INTERVAL_S,
+    V1_UNSOLICITED_REPORT_INTERVAL_S,
     MldQuery,
     MldRecordType,
     MldReport,
+    MldV1Message,
     MulticastAddressRecord,
 )
 from shardnet.common.wire.ndp import (
@@ -192,6 +201,10 @@ class NdpConfig:
     ra_route_metric: int = RA_ROUTE_METRIC
     mld_robustness: int = DEFAULT_ROBUSTNESS  # RFC 3810 §9.1
     mld_unsolicited_report_interval_s: float = UNSOLICITED_REPORT_INTERVAL_S  # §9.11
+    # §9.12 Older Version Querier Present Timeout = Robustness x Query
+    # Interval + Query Response Interval (§9.2, §9.3).
+    mld_query_interval_s: float = DEFAULT_QUERY_INTERVAL_S
+    mld_query_response_interval_s: float = DEFAULT_QUERY_RESPONSE_INTERVAL_MS / 1000
 
     @classmethod
     def from_settings(cls, settings: dict[str, Any], base: NdpConfig | None = None) -> NdpConfig:
@@ -261,10 +274,12 @@ MAX_GROUPS = 1024  # MLD groups one NIC holds at most (sockets' joins and solici
 
 @dataclass(frozen=True, slots=True)
 class SendMld:
-    """Send ``report`` from ``src`` to ff02::16 with Hop Limit 1 and a
-    Hop-by-Hop Router Alert (value 0) (RFC 3810 §5, RFC 2711)."""
+    """Send ``report`` from ``src`` to ``dst`` with Hop Limit 1 and a
+    Hop-by-Hop Router Alert (value 0) (RFC 3810 §5, RFC 2711): an MLDv2
+    report to ff02::16, or in MLDv1 compatibility mode (§8.2) an MLDv1
+    report to the group itself or a Done to ff02::2 (RFC 2710 §4)."""
 
-    report: MldReport
+    report: MldReport | MldV1Message
     src: bytes
     dst: bytes = MLDV2_ALL_ROUTERS
 
@@ -570,6 +585,7 @@ class NdpStats:
     ns_sent: int = 0
     rs_sent: int = 0
     mld_reports: int = 0
+    mld_reports_suppressed: int = 0  # MLDv1 mode: another listener answered first
 
 
 # --------------------------------------------------------------------------- the machine
@@ -630,6 +646,10 @@ class NdpMachine:
         self._mld_timer = self._timers.timer(self._mld_tick)
         self._query_timer = self._timers.timer(self._query_tick)
         self._query_groups: set[bytes] | None = None  # None: general query
+        # §8.2.1 MLDv1 compatibility: the Older Version Querier Present timer
+        # and, in that mode, one report timer per group (RFC 2710 §4).
+        self._v1_querier = self._timers.timer(lambda now: None)
+        self._v1_timers: dict[bytes, Timer] = {}
 
     # --- configuration ------------------------------------------------------------
     def set_config(self, config: NdpConfig) -> None:
@@ -1284,6 +1304,11 @@ class NdpMachine:
         self._leave(now, group)
         return self._flush()
 
+    @property
+    def mld_version(self) -> int:
+        """2, or 1 while an MLDv1 querier was heard recently (§8.2.1)."""
+        return 1 if self._v1_querier.armed else 2
+
     def _join(self, now: float, group: bytes) -> None:
         if group == ALL_NODES:
             return  # §6: never reported
@@ -1296,6 +1321,9 @@ class NdpMachine:
         n = self._groups.get(group, 0)
         if n <= 1:
             self._groups.pop(group, None)
+            timer = self._v1_timers.pop(group, None)
+            if timer is not None:
+                timer.stop()
             if n == 1 and self.running:
                 self._mld_state_change(now, group, MldRecordType.CHANGE_TO_INCLUDE_MODE)
         else:
@@ -1303,9 +1331,47 @@ class NdpMachine:
 
     def _mld_state_change(self, now: float, group: bytes, record_type: int) -> None:
         """§6.1: a State Change Report now, repeated Robustness - 1 times at
-        random intervals within the Unsolicited Report Interval."""
+        random intervals within the Unsolicited Report Interval. In MLDv1
+        mode (RFC 2710 §4): a join is an unsolicited Report to the group,
+        repeated once within the v1 interval; a leave is a Done to ff02::2."""
+        if self.mld_version == 1:
+            if record_type == MldRecordType.CHANGE_TO_INCLUDE_MODE:
+                self._send_v1(ICMPV6_MLD_DONE, group, ALL_ROUTERS)
+            else:
+                self._send_v1(ICMPV6_MLD_REPORT, group, group)
+                if self.config.mld_robustness > 1:
+                    self._arm_v1(now, group, V1_UNSOLICITED_REPORT_INTERVAL_S)
+            return
         self._mld_pending[group] = [record_type, self.config.mld_robustness]
         self._mld_tick(now, only=group)
+
+    def _send_v1(self, kind: int, group: bytes, dst: bytes) -> None:
+        src = self._usable_link_local() or IPV6_ANY
+        self.stats.mld_reports += 1
+        self._emit(SendMld(MldV1Message(kind, group), src, dst))
+
+    def _arm_v1(self, now: float, group: bytes, max_delay_s: float) -> None:
+        """RFC 2710 §4: a report for ``group`` after a random delay; an
+        earlier pending one is kept."""
+        timer = self._v1_timers.get(group)
+        if timer is None:
+            timer = self._v1_timers[group] = self._timers.timer(lambda t: self._v1_tick(group))
+        due = now + self.rng.uniform(0.0, max_delay_s)
+        if not timer.armed or due < (timer.deadline or due):
+            timer.reset(due)
+
+    def _v1_tick(self, group: bytes) -> None:
+        if group in self._groups and self.mld_version == 1:
+            self._send_v1(ICMPV6_MLD_REPORT, group, group)
+
+    def handle_mld_v1_report(self, now: float, group: bytes) -> list[NdpAction]:
+        """RFC 2710 §4: another listener's MLDv1 report cancels ours
+        (report suppression; only in MLDv1 mode, §8.2.1)."""
+        timer = self._v1_timers.get(group)
+        if self.mld_version == 1 and timer is not None and timer.armed:
+            timer.stop()
+            self.stats.mld_reports_suppressed += 1
+        return []
 
     def _mld_tick(self, now: float, only: bytes | None = None) -> None:
         records = []
@@ -1329,9 +1395,30 @@ class NdpMachine:
 
     def handle_mld_query(self, now: float, src: bytes, query: MldQuery) -> list[NdpAction]:
         """§6.2: answer a query with Current State Records (MODE_IS_EXCLUDE {})
-        after a random delay within its Maximum Response Delay. MLDv1 queries
-        are ignored (no compatibility mode)."""
-        if not self.running or query.version != 2 or not self._groups:
+        after a random delay within its Maximum Response Delay. An MLDv1
+        query (§8.2.1) switches to MLDv1 for the Older Version Querier
+        Present Timeout: pending v2 answers are dropped and each group is
+        answered with its own MLDv1 report."""
+        if not self.running:
+            return []
+        if query.version == 1:
+            cfg = self.config
+            was = self.mld_version
+            self._v1_querier.reset(
+                now + cfg.mld_robustness * cfg.mld_query_interval_s
+                + cfg.mld_query_response_interval_s
+            )  # fmt: skip
+            if was == 2:  # §8.2.1: cancel the MLDv2 retransmissions and answers
+                self._mld_pending.clear()
+                self._mld_timer.stop()
+                self._query_timer.stop()
+                self._query_groups = None
+            group = query.multicast_address
+            for g in self._groups if group == IPV6_ANY else [group]:
+                if g in self._groups:
+                    self._arm_v1(now, g, query.max_resp_delay / 1000.0)
+            return self._flush()
+        if not self._groups:
             return []
         group = query.multicast_address
         if group != IPV6_ANY and group not in self._groups:
@@ -1349,6 +1436,8 @@ class NdpMachine:
         return self._flush()
 
     def _query_tick(self, now: float) -> None:
+        if self.mld_version == 1:
+            return  # answered by the MLDv1 timers
         groups = self._query_groups
         self._query_groups = None
         wanted = [g for g in self._groups if groups is None or g in groups]

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,20 +31,28 @@ SHARDNET_V4, SHARDNET_V6, KERNEL_V6 = "198.18.0.2", "2001:db8::2", "2001:db8::1"
 BRIDGE = "snbr0"
 
 
+# The bridge's querier speaks IGMPv3/MLDv2, or IGMPv2/MLDv1 (Linux's
+# defaults), which puts shardnet in its compatibility modes (RFC 3376 §7,
+# RFC 3810 §8). A namespace and a control folder per variant.
+@pytest.fixture(scope="module", params=[(3, 2), (2, 1)], ids=["igmpv3-mldv2", "igmpv2-mldv1"])
+def versions(request: pytest.FixtureRequest) -> tuple[int, int]:
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def control_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def control_dir(tmp_path_factory: pytest.TempPathFactory, versions: tuple[int, int]) -> Path:
     return tmp_path_factory.mktemp("mcast")
 
 
 @pytest.fixture(scope="module")
-def ns() -> Iterator[Netns]:
+def ns(versions: tuple[int, int]) -> Iterator[Netns]:
     skip_unless_netns()
     with Netns("mcast") as ns:
         yield ns
 
 
 @pytest.fixture(scope="module")
-def stack(ns: Netns, control_dir: Path) -> Iterator[StackProcess]:
+def stack(ns: Netns, control_dir: Path, versions: tuple[int, int]) -> Iterator[StackProcess]:
     args = ("--ipv4", f"{SHARDNET_V4}/24", "--ipv6", f"{SHARDNET_V6}/64")
     os.environ["SN_MCAST_DIR"] = str(control_dir)  # the app's control files
     try:
@@ -51,7 +61,8 @@ def stack(ns: Netns, control_dir: Path) -> Iterator[StackProcess]:
             # left group is dropped 2 x 0.5 s after the leave report.
             ns.run(
                 f"ip link add {BRIDGE} type bridge mcast_snooping 1 mcast_querier 1 "
-                "mcast_igmp_version 3 mcast_mld_version 2 mcast_query_interval 500 "
+                f"mcast_igmp_version {versions[0]} mcast_mld_version {versions[1]} "
+                "mcast_query_interval 500 "
                 "mcast_query_response_interval 100 mcast_last_member_interval 50 "
                 "mcast_startup_query_interval 100"
             )
@@ -83,13 +94,25 @@ def tap_groups(ns: Netns) -> set[str]:
     return groups
 
 
-def test_the_bridge_learns_our_groups_from_igmpv3_and_mldv2(ns: Netns, stack: StackProcess) -> None:
+def test_the_bridge_learns_our_groups_from_our_reports(
+    ns: Netns, stack: StackProcess, versions: tuple[int, int]
+) -> None:
     solicited = format_ip(solicited_node_multicast(parse_ip(SHARDNET_V6)))
     wanted = {GROUP4, GROUP6, solicited}
     assert wait_until(lambda: wanted <= tap_groups(ns), timeout=20), tap_groups(ns)
-    rows = {row["group"]: row for row in stack.call("groups")}
-    assert rows[GROUP4]["shards"] == [0, 1] and rows[GROUP4]["protocol"] == "igmpv3"
-    assert rows[GROUP6]["shards"] == [0, 1] and rows[GROUP6]["protocol"] == "mldv2"
+    igmp, mld = f"igmpv{versions[0]}", f"mldv{versions[1]}"  # what the querier speaks
+
+    def rows() -> list[tuple[str, list[int], str]]:
+        return [(r["group"], r["shards"], r["protocol"]) for r in stack.call("groups")]
+
+    expected = [(GROUP4, [0, 1], igmp), (GROUP6, [0, 1], mld)]
+    assert wait_until(lambda: rows() == expected, timeout=10), rows()
+    ctl = [sys.executable, "-m", "shardnet.scripts.cli", "ctl", "--control", stack.control]
+    table = subprocess.run([*ctl, "groups"], capture_output=True, text=True, check=True).stdout
+    assert [line.split() for line in table.splitlines()][1:] == [
+        ["1", GROUP4, "0,1", igmp],
+        ["1", GROUP6, "0,1", mld],
+    ]
 
 
 def ask_group(ns: Netns, v6: bool, payload: str = "hello") -> str:

@@ -19,7 +19,13 @@ from shardnet.common.addr import parse_ip, parse_mac
 from shardnet.common.wire.errors import Drop, MalformedPacket
 from shardnet.common.wire.icmpv6 import icmpv6_pseudo
 from shardnet.common.wire.ipv6 import ALL_NODES, ALL_ROUTERS, solicited_node_multicast
-from shardnet.common.wire.mld import MldQuery, MldRecordType, encode_max_resp_code
+from shardnet.common.wire.mld import (
+    MldQuery,
+    MldRecordType,
+    MldReport,
+    MldV1Message,
+    encode_max_resp_code,
+)
 from shardnet.common.wire.ndp import (
     DnsSearchList,
     Mtu,
@@ -1005,11 +1011,51 @@ def test_mld_query_answered() -> None:
     (rec,) = reports[0].report.records
     assert rec.record_type == MldRecordType.MODE_IS_EXCLUDE
     assert rec.multicast_address == solicited_node_multicast(ADDR)
-    # a query for a group we are not in, and MLDv1: nothing
+    # a query for a group we are not in: nothing
     r.take(r.m.handle_mld_query(r.now, ROUTER, MldQuery(1000, parse_ip("ff02::1:ff00:9"))))
-    r.take(r.m.handle_mld_query(r.now, ROUTER, MldQuery(1000, version=1)))
     r.advance(5)
     assert len([a for _, a in r.log if isinstance(a, SendMld)]) == n + 1
+
+
+def mld_sent(r: Rig, since: int = 0) -> list[tuple[int, bytes, bytes]]:
+    """(ICMPv6 type, group, destination) of the MLDv1 messages sent."""
+    out = []
+    for _, a in r.log[since:]:
+        if isinstance(a, SendMld) and isinstance(a.report, MldV1Message):
+            out.append((a.report.type, a.report.multicast_address, a.dst))
+    return out
+
+
+def test_mldv1_querier_switches_to_v1_and_back() -> None:
+    """RFC 3810 §8.2.1 with RFC 2710 §4: an MLDv1 query makes the host
+    speak MLDv1 for Robustness x Query Interval + Query Response Interval."""
+    r = rig(cfg(mld_robustness=2, mld_query_interval_s=10.0, mld_query_response_interval_s=1.0))
+    r.add()  # the solicited-node group: a v2 report, one retransmission pending
+    sol = solicited_node_multicast(ADDR)
+    mark = len(r.log)
+    r.take(r.m.handle_mld_query(r.now, ROUTER, MldQuery(1000, version=1)))
+    assert r.m.mld_version == 1
+    r.advance(1.0)
+    assert mld_sent(r, mark) == [(131, sol, sol)]  # a v1 report to the group itself
+    v2 = [a for _, a in r.log[mark:] if isinstance(a, SendMld) and isinstance(a.report, MldReport)]
+    assert v2 == []  # the pending MLDv2 retransmission was cancelled
+    group = parse_ip("ff3e:40:2001:db8::7")
+    mark = len(r.log)
+    r.take(r.m.join_group(r.now, group))
+    r.advance(10.0)
+    assert mld_sent(r, mark) == [(131, group, group), (131, group, group)]  # repeated once
+    # Suppression: another listener's report cancels ours.
+    r.take(r.m.handle_mld_query(r.now, ROUTER, MldQuery(5000, group, version=1)))
+    r.take(r.m.handle_mld_v1_report(r.now, group))
+    mark = len(r.log)
+    r.advance(6.0)
+    assert mld_sent(r, mark) == [] and r.m.stats.mld_reports_suppressed == 1
+    r.take(r.m.leave_group(r.now, group))
+    assert mld_sent(r, mark) == [(132, group, ALL_ROUTERS)]  # Done to ff02::2
+    r.advance(21.0)  # 2 x 10 + 1 s after the last v1 query
+    assert r.m.mld_version == 2
+    actions = r.take(r.m.join_group(r.now, group))
+    assert isinstance(actions[0].report, MldReport)
 
 
 def test_mld_source_is_link_local_once_usable() -> None:

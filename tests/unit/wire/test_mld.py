@@ -17,7 +17,7 @@ from shardnet.common.addr import parse_ip
 from shardnet.common.wire import mld
 from shardnet.common.wire.errors import Drop, MalformedPacket
 from shardnet.common.wire.icmpv6 import icmpv6_pseudo
-from shardnet.common.wire.ipv6 import ALL_NODES, OPT_ROUTER_ALERT
+from shardnet.common.wire.ipv6 import ALL_NODES, ALL_ROUTERS, OPT_ROUTER_ALERT
 from shardnet.common.wire.mld import (
     MldQuery,
     MldQueryView,
@@ -464,3 +464,68 @@ def test_record_shaped_bytes_raise_only_malformed(recs: list, count: int) -> Non
         return
     assert len(list(v.records())) == count
     v.summary()
+
+
+# --------------------------------------------------------------------------- MLDv1 report, done
+
+GROUP = parse_ip("ff3e:40:2001:db8::7")
+# From scapy: IPv6(src="fe80::1", dst=group, hlim=1) / ICMPv6MLReport(mladdr=group) and
+# IPv6(src="fe80::1", dst="ff02::2", hlim=1) / ICMPv6MLDone(mladdr=group).
+GOLDEN_V1_REPORT = bytes.fromhex("830023ad00000000ff3e004020010db80000000000000007")
+GOLDEN_V1_DONE = bytes.fromhex("840050e700000000ff3e004020010db80000000000000007")
+V1_CASES = [
+    (GOLDEN_V1_REPORT, mld.MldV1Message(131, GROUP), GROUP),
+    (GOLDEN_V1_DONE, mld.MldV1Message(132, GROUP), ALL_ROUTERS),
+]
+
+
+@pytest.mark.parametrize(("golden", "msg", "dst"), V1_CASES)
+def test_v1_message_golden(golden: bytes, msg: mld.MldV1Message, dst: bytes) -> None:
+    view = mld.MldV1MessageView.checked(golden, pseudo=pseudo(golden, dst), hop_limit=1)
+    assert (view.type, view.multicast_address) == (msg.type, GROUP)
+    parsed = mld.parse(golden, pseudo=pseudo(golden, dst))
+    assert isinstance(parsed, mld.MldV1Message)
+    assert (parsed.type, parsed.multicast_address, parsed.max_resp_delay) == (msg.type, GROUP, 0)
+    assert mld.MldV1Message(msg.type, GROUP).to_bytes(SRC, dst) == golden
+    buf = bytearray(30)
+    assert mld.MldV1Message(msg.type, GROUP).emit(buf, 3, pseudo=pseudo(golden, dst)) == 24
+    assert bytes(buf[3:27]) == golden
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (GOLDEN_V1_REPORT[:20], Drop.MLD_TRUNCATED),
+        (b"\x85" + GOLDEN_V1_REPORT[1:], Drop.MLD_BAD_TYPE),
+        (GOLDEN_V1_REPORT[:8] + parse_ip("2001:db8::1"), Drop.MLD_BAD_ADDRESS),
+        (GOLDEN_V1_REPORT[:2] + b"\0\0" + GOLDEN_V1_REPORT[4:], Drop.ICMPV6_BAD_CHECKSUM),
+    ],
+)
+def test_v1_message_drop_reasons(data: bytes, reason: Drop) -> None:
+    check = pseudo(data, GROUP) if reason is Drop.ICMPV6_BAD_CHECKSUM else None
+    assert_drop(reason, "mld", mld.MldV1Message.parse, data, pseudo=check)
+
+
+def test_v1_message_needs_hop_limit_1() -> None:
+    assert_drop(
+        Drop.MLD_BAD_HOP_LIMIT, "mld", mld.MldV1Message.parse, GOLDEN_V1_REPORT, hop_limit=2
+    )
+
+
+def test_emitted_v1_messages_dissect_in_scapy() -> None:
+    report = scapy_dissect(mld.MldV1Message(131, GROUP).to_bytes(SRC, GROUP), "ff3e:40:2001:db8::7")
+    assert (
+        report.haslayer("ICMPv6MLReport")
+        and report["ICMPv6MLReport"].mladdr == "ff3e:40:2001:db8::7"
+    )
+    done = scapy_dissect(mld.MldV1Message(132, GROUP).to_bytes(SRC, ALL_ROUTERS), "ff02::2")
+    assert done.haslayer("ICMPv6MLDone")
+
+
+@given(st.binary(min_size=24, max_size=40), st.sampled_from([131, 132]))
+def test_v1_arbitrary_bytes_raise_only_malformed(data: bytes, kind: int) -> None:
+    try:
+        msg = mld.MldV1Message.parse(bytes([kind]) + data[1:])
+    except MalformedPacket:
+        return
+    assert msg.summary()
