@@ -108,7 +108,6 @@ class _Group:
     # empty source set means "the whole group" (IS_EX {}).
     query_sources: set[bytes] | None = None
     timer: Timer | None = None
-    sent_last: bool = False  # v2: we sent the last report (RFC 2236 §3 leave rule)
 
 
 class IgmpMachine:
@@ -285,7 +284,8 @@ class IgmpMachine:
                     self._general_timer.reset(due)
             else:
                 for member in self._groups:
-                    self._arm_query(now, member, max_resp_s)
+                    if member != ALL_SYSTEMS:  # never reported (§5)
+                        self._arm_query(now, member, max_resp_s)
             return self._flush()
         g = self._groups.get(group)
         if g is None or group == ALL_SYSTEMS:
@@ -315,7 +315,6 @@ class IgmpMachine:
         g = self._groups.get(msg.group)
         if g is not None and g.timer is not None and g.timer.armed:
             g.timer.stop()
-            g.sent_last = False
             self.stats.reports_suppressed += 1
 
     def _arm_query(self, now: float, group: bytes, max_delay_s: float) -> None:
@@ -359,7 +358,6 @@ class IgmpMachine:
     # --- output ---------------------------------------------------------------------------
     def _send_old_report(self, group: bytes, version: int) -> None:
         kind = IGMPV1_REPORT if version == 1 else IGMPV2_REPORT
-        self._groups[group].sent_last = True
         self._send(IgmpV2Message(kind, group), group)  # RFC 2236 §3: to the group itself
 
     def _send_records(self, records: list[IgmpGroupRecord]) -> None:

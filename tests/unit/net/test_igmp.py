@@ -266,3 +266,13 @@ def test_v3_mode_does_not_suppress() -> None:
     m.handle_query(T0 + 5, query(group=G1), router_alert=True)
     m.handle_report(T0 + 5.01, IgmpV2Message(IGMPV2_REPORT, G1))
     assert len(run_until(m, T0 + 20)) == 1
+
+
+def test_v2_general_query_never_reports_all_systems() -> None:
+    m = machine()
+    m.join(T0, ALL_SYSTEMS)
+    m.join(T0, G1)
+    run_until(m, T0 + 5)
+    m.handle_query(T0 + 5, query(version=2, max_resp_ds=10), router_alert=True)
+    sent = [s for _, s in run_until(m, T0 + 7)]
+    assert sent == [SendIgmp(IgmpV2Message(IGMPV2_REPORT, G1), G1)]
