@@ -7,6 +7,8 @@ events out.
   (hello, stats, shards) and forwards the rest to shard 0, which owns the
   stack's state.
 * events PUB: ``Event`` messages (supervision, and shard 0's NDP events).
+* the journal of run-time changes (``journal.py``), replayed to shard 0
+  after it restarts.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from shardnet.common.messages import (
     encode,
 )
 
+from .journal import ControlJournal
 from .stats import StatsBook
 
 log = logging.getLogger("shardnet.dispatcher")
@@ -108,6 +111,9 @@ class ControlServer:
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Reply]] = {}
         self._tasks: list[asyncio.Task[Any]] = []
+        self.journal = ControlJournal()
+        self._shard0_lock = asyncio.Lock()
+        self._shard0_started = False
 
     def start(self) -> None:
         self._tasks = [
@@ -148,6 +154,10 @@ class ControlServer:
                     future.set_result(msg)
             elif isinstance(msg, Hello):
                 self.on_hello(msg.shard, msg.pid)
+                if msg.shard == 0:
+                    if self._shard0_started:  # a restart: its run-time changes are gone
+                        self._tasks.append(asyncio.create_task(self._replay()))
+                    self._shard0_started = True
             elif isinstance(msg, Event):  # from shard 0's NDP machine
                 self.publish(msg.type, **msg.data)
 
@@ -194,8 +204,27 @@ class ControlServer:
             index = int(req.args.get("shard", 0))
             answer = await self.ask_shard(index, "table", {"name": str(req.args.get("name", ""))})
             return Reply(req.req_id, answer.ok, answer.value, answer.error)
-        answer = await self.ask_shard(0, req.op, req.args)
+        async with self._shard0_lock:  # in order with a replay to a new shard 0
+            answer = await self.ask_shard(0, req.op, req.args)
+        if answer.ok:
+            self.journal.record(req.op, req.args, answer.value)
         return Reply(req.req_id, answer.ok, answer.value, answer.error)
+
+    async def _replay(self) -> None:
+        """A new shard 0 started from the configuration: give it back the
+        changes made at run time (``journal.py``)."""
+        entries = self.journal.entries()
+        if not entries:
+            return
+        failed = 0
+        async with self._shard0_lock:
+            for op, args in entries:
+                answer = await self.ask_shard(0, op, args)
+                if not answer.ok:
+                    failed += 1
+                    log.warning("replaying %s %s to shard 0 failed: %s", op, args, answer.error)
+        log.info("replayed %d control changes to shard 0 (%d failed)", len(entries), failed)
+        self.publish("control_replayed", changes=len(entries), failed=failed)
 
     # --- events -------------------------------------------------------------
     def publish(self, type_: str, **data: Any) -> None:

@@ -99,6 +99,7 @@ class NetOps:
             disabled=bool(args.get("disabled", False)),
             kind="loopback",
             context=args.get("context"),
+            nic_id=int(args["id"]) if args.get("id") is not None else None,
         )
         return nic.to_row()
 

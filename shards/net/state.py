@@ -169,7 +169,12 @@ class NetOwner:
         disabled: bool = False,
         kind: str = "tap",
         context: Any = None,
+        nic_id: int | None = None,
     ) -> Nic:
+        """``nic_id``: the id to give it (as gVisor's CreateNIC takes one);
+        by default the next free one."""
+        if nic_id is not None and (nic_id < 1 or nic_id in self.view.nics):
+            raise NetError(errno.EEXIST, f"NIC id {nic_id} is taken or invalid")
         if not name or len(name) > 15:
             raise NetError(errno.EINVAL, f"bad NIC name {name!r}")
         if name in self.view.nic_by_name:
@@ -178,8 +183,10 @@ class NetOwner:
             )  # CHECKLIST B12 Q: names unique
         if not 68 <= mtu <= 65536:
             raise NetError(errno.EINVAL, f"bad MTU {mtu}")
-        nic = Nic(self._next_nic_id, name, mac, mtu, loopback, not disabled, kind, context)
-        self._next_nic_id += 1
+        if nic_id is None:
+            nic_id = self._next_nic_id
+        nic = Nic(nic_id, name, mac, mtu, loopback, not disabled, kind, context)
+        self._next_nic_id = max(self._next_nic_id, nic_id + 1)
         self._set("nics", str(nic.id), nic.to_row())
         return nic
 

@@ -2,11 +2,13 @@
 what the kernel peer then sees: a NIC created with a context carries an
 address the kernel pings (and stops pinging when it is disabled or
 removed), addresses and routes come and go, NDP settings change, and
-``aevents`` delivers the DAD result of an address added meanwhile."""
+``aevents`` delivers the DAD result of an address added meanwhile; the
+changes made through it survive a restart of shard 0."""
 
 from __future__ import annotations
 
 import asyncio
+import subprocess
 from collections.abc import Iterator
 
 import pytest
@@ -108,3 +110,38 @@ def test_aevents_reports_the_dad_of_a_new_address(stack: StackProcess) -> None:
 
     data = asyncio.run(go())
     assert data["resolved"] is True
+
+
+def test_run_time_changes_survive_a_restart_of_shard_0(
+    ns: Netns, stack: StackProcess, client: shardnet.Client
+) -> None:
+    """Shard 0 owns the tables; a new one starts from the configuration and
+    the dispatcher replays what was changed at run time (in order)."""
+    nic = client.nic_create("snlo2", context={"keep": True})
+    client.addr_add("snlo2", "198.19.6.1/24")
+    client.addr_add(TAP, "198.18.0.4/24")
+    client.addr_add(TAP, "198.18.0.5/24")
+    client.addr_remove(TAP, "198.18.0.5")  # undone: nothing to replay for it
+    client.addr_remove(TAP, "2001:db8::2")  # from the configuration: stays removed
+    client.route_add("198.19.9.0/24", via=KERNEL_V4, metric=7)
+    client.ndp_set({"dup_addr_detect_transmits": 2})
+    ns.run(f"ip route add 198.19.6.0/24 via {SHARDNET_V4}")
+    assert pings(ns, "198.19.6.1") and pings(ns, "198.18.0.4")
+
+    old = stack.shard_pids()
+    subprocess.run(["kill", "-9", str(old[0])], check=True)
+
+    def restarted() -> bool:
+        shard0 = stack.call("shards")["shards"][0]
+        return shard0["pid"] != old[0] and shard0["ready"]
+
+    assert wait_until(restarted, timeout=10)
+    assert wait_until(lambda: "snlo2" in [n["name"] for n in client.nics()], timeout=5)
+    assert client.nic("snlo2")["id"] == nic["id"]
+    assert client.nic("snlo2")["context"] == {"keep": True}
+    addrs = {a["addr"] for a in client.addrs()}
+    assert {"198.19.6.1", "198.18.0.4"} <= addrs
+    assert "198.18.0.5" not in addrs and "2001:db8::2" not in addrs
+    assert any(r["dst"] == "198.19.9.0" and r["metric"] == 7 for r in client.routes())
+    assert client.ndp_get()["dup_addr_detect_transmits"] == 2
+    assert wait_until(lambda: pings(ns, "198.19.6.1") and pings(ns, "198.18.0.4"), timeout=5)
