@@ -63,6 +63,7 @@ MAX_GROUPS = 1024  # groups one NIC holds at most (Linux caps memberships per so
 # Records per report: 8 + 8 * n bytes must fit a 1500-byte MTU with the
 # 24-byte IP header (RFC 3376 §4.2.16: split, never fragment).
 MAX_RECORDS_PER_REPORT = 180
+MAX_QUERY_SOURCES = 256  # sources remembered for one pending group-and-source answer
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,6 +305,10 @@ class IgmpMachine:
                 g.query_sources = set()  # rule 4 / 5: the whole group
             else:
                 g.query_sources |= sources
+            if len(g.query_sources) > MAX_QUERY_SOURCES:
+                # Bounded memory against a query flood: answer for the whole
+                # group (IS_EX {}, our state, is a true answer to any of them).
+                g.query_sources = set()
         self._arm_query(now, group, max_resp_s)
         return self._flush()
 

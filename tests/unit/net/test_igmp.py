@@ -276,3 +276,14 @@ def test_v2_general_query_never_reports_all_systems() -> None:
     m.handle_query(T0 + 5, query(version=2, max_resp_ds=10), router_alert=True)
     sent = [s for _, s in run_until(m, T0 + 7)]
     assert sent == [SendIgmp(IgmpV2Message(IGMPV2_REPORT, G1), G1)]
+
+
+def test_a_flood_of_source_queries_stays_bounded() -> None:
+    m = machine()
+    m.join(T0, G1)
+    run_until(m, T0 + 5)
+    for i in range(300):
+        src = bytes((198, 18, 1 + i // 250, i % 250))
+        m.handle_query(T0 + 5, query(group=G1, max_resp_ds=100, sources=(src,)), router_alert=True)
+    sent = [s for _, s in run_until(m, T0 + 20)]
+    assert records(sent) == [(IgmpRecordType.MODE_IS_EXCLUDE, G1, ())]  # the whole group

@@ -8,12 +8,15 @@ from __future__ import annotations
 import errno
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scapy.layers.igmp import IGMPv2_MR, IGMPv3, IGMPv3_MQ, IGMPv3_MR
 from scapy.layers.inet import IP, UDP
-from scapy.layers.inet6 import ICMPv6MLReport2, IPv6
+from scapy.layers.inet6 import ICMPv6MLReport2, ICMPv6Unknown, IPv6, IPv6ExtHdrHopByHop, RouterAlert
 from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 
+from shardnet.common.checksum import checksum
 from shardnet.common.wire.igmp import IGMPV2_REPORT, IgmpV2Message
 from shardnet.shards.net.multicast import has_router_alert
 from shardnet.shards.net.state import NetError
@@ -218,3 +221,52 @@ def test_ipv6_multicast_never_goes_to_the_gateway() -> None:
     assert net.stack.send_ipv6(ip_bytes(G6), 17, body, hop_limit=1)
     (frame,) = net.sent()
     assert frame.dst == G6_MAC and frame[IPv6].hlim == 1
+
+
+_FUZZ_NET: list[Net] = []
+
+
+def fuzz_net() -> Net:
+    """One stack for every example (a fresh one each would dominate the
+    time), member of both groups."""
+    if not _FUZZ_NET:
+        net = Net()
+        net.control.groups.membership(0, LINK, ip_bytes(G4), True)
+        net.control.groups.membership(0, LINK, ip_bytes(G6), True)
+        _FUZZ_NET.append(net)
+    return _FUZZ_NET[0]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=64), st.sampled_from([0x11, 0x12, 0x16, 0x17, 0x22]), st.booleans())
+def test_hostile_igmp_never_breaks_the_shard(body: bytes, kind: int, good_sum: bool) -> None:
+    """Arbitrary IGMP (any length, type, checksum right or wrong, to
+    all-systems or to a joined group) is dropped and counted or handled;
+    never an internal error."""
+    net = fuzz_net()
+    payload = bytearray(bytes([kind]) + body)
+    if good_sum and len(payload) >= 4:  # past the checksum, into the parsers
+        payload[2:4] = b"\0\0"
+        payload[2:4] = checksum(payload).to_bytes(2, "big")
+    for dst in ("224.0.0.1", G4):
+        ip = IP(src=PEER4, dst=dst, ttl=1, proto=2, options=[b"\x94\x04\x00\x00"])
+        net.inject(Ether(src=PEER_MAC, dst="01:00:5e:00:00:01") / ip / Raw(bytes(payload)))
+    net.advance(30.0)
+    net.sent()
+    assert net.counters.internal_errors == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=64), st.sampled_from([130, 131, 132, 143]))
+def test_hostile_mld_never_breaks_the_shard(body: bytes, kind: int) -> None:
+    net = fuzz_net()
+    for dst in ("ff02::1", G6):
+        net.inject(
+            Ether(src=PEER_MAC, dst="33:33:00:00:00:01")
+            / IPv6(src="fe80::1", dst=dst, hlim=1)
+            / IPv6ExtHdrHopByHop(options=[RouterAlert()])
+            / ICMPv6Unknown(type=kind, msgbody=body)
+        )
+    net.advance(30.0)
+    net.sent()
+    assert net.counters.internal_errors == 0
