@@ -47,7 +47,7 @@ from shardnet.common.wire.ndp import (
     validate_addresses,
 )
 
-from .arp import ArpHandler
+from .arp import ANNOUNCE_INTERVAL_S, ANNOUNCE_NUM, ArpHandler
 from .model import Nic, PrimaryBehavior
 from .multicast import GroupControl
 from .ndp import (
@@ -106,6 +106,8 @@ class ControlPlane(Resolver):
         self.rng = rng or random.Random()
         self._behaviors: dict[tuple[int, bytes], PrimaryBehavior] = {}  # asked with addr_add
         self._nud_seen: dict[int, dict[bytes, Any]] = {}  # last NUD states reported, per NIC
+        # Gratuitous ARPs still to repeat: (due, NIC, address, sends left).
+        self._announcements: list[tuple[float, int, bytes, int]] = []
         self.emit_event: Callable[[dict[str, Any]], None] = lambda event: None
         stack.resolver = self
         stack.ndp_hook = self.handle_ndp
@@ -160,10 +162,34 @@ class ControlPlane(Resolver):
             )
             return
         self.owner.add_address(nic_id, addr, prefix_len, **kw)
+        self._announce(nic_id, addr)
+
+    def _announce(self, nic_id: int, addr: bytes) -> None:
+        """RFC 5227 §2.3/§3: announce a new IPv4 address with a gratuitous
+        ARP, ANNOUNCE_NUM times ANNOUNCE_INTERVAL_S apart (the repeats are
+        timers, dropped if the address goes first)."""
         arp = self.arp.get(nic_id)
-        if len(addr) == 4 and arp is not None:
-            # RFC 5227 §3 / issue 4: announce a new address (gratuitous ARP).
+        if len(addr) != 4 or arp is None:
+            return
+        self.stack.writer.write((arp.announce(addr),))
+        if ANNOUNCE_NUM > 1:
+            self._announcements.append(
+                (self.clock() + ANNOUNCE_INTERVAL_S, nic_id, addr, ANNOUNCE_NUM - 1)
+            )
+
+    def _announce_due(self, now: float) -> None:
+        pending, self._announcements = self._announcements, []
+        for due, nic_id, addr, left in pending:
+            if due > now:
+                self._announcements.append((due, nic_id, addr, left))
+                continue
+            a = self.owner.view.local.get(addr)
+            arp = self.arp.get(nic_id)
+            if a is None or a.nic != nic_id or arp is None:
+                continue  # the address went (or its NIC is down): nothing to announce
             self.stack.writer.write((arp.announce(addr),))
+            if left > 1:
+                self._announcements.append((now + ANNOUNCE_INTERVAL_S, nic_id, addr, left - 1))
 
     def _tables_for(self, nic: Nic) -> None:
         v4 = self.v4[nic.id] = NeighbourTable(self.neighbour_config)
@@ -211,10 +237,7 @@ class ControlPlane(Resolver):
                 return None
             value = self.ops.handle(op, args)
             if op == "addr_add":
-                arp = self.arp.get(nic.id)
-                addr = parse_ip(value["addr"])
-                if arp is not None and len(addr) == 4:
-                    self.stack.writer.write((arp.announce(addr),))
+                self._announce(nic.id, parse_ip(value["addr"]))
             return value
         return self.ops.handle(op, args)
 
@@ -510,9 +533,9 @@ class ControlPlane(Resolver):
     # --- timers --------------------------------------------------------------------------
     def next_deadline(self) -> float | None:
         machines = (*self.v4.values(), *self.v6.values(), *self.ndp.values(), self.groups)
-        return min(
-            (d for d in (m.next_deadline() for m in machines) if d is not None), default=None
-        )
+        deadlines = [d for d in (m.next_deadline() for m in machines) if d is not None]
+        deadlines += [a[0] for a in self._announcements]
+        return min(deadlines, default=None)
 
     def handle_timeout(self, now: float) -> None:
         for nic_id, machine in self.ndp.items():
@@ -520,6 +543,8 @@ class ControlPlane(Resolver):
             if deadline is not None and deadline <= now:
                 self.apply(nic_id, machine.handle_timeout(now))
         self.groups.handle_timeout(now)
+        if self._announcements:
+            self._announce_due(now)
         for table in (*self.v4.values(), *self.v6.values()):
             for failure in table.handle_timeout(now):
                 for item in failure.packets:

@@ -47,6 +47,7 @@ from shardnet.common.wire.ethernet import ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTY
 from shardnet.common.wire.ipv6 import multicast_mac, solicited_node_multicast
 from shardnet.shards.counters import ShardCounters
 from shardnet.shards.ingress import Ingress
+from shardnet.shards.net.arp import ANNOUNCE_INTERVAL_S
 from shardnet.shards.net.control import ControlPlane
 from shardnet.shards.net.ndp import IidMode, NdpConfig
 from shardnet.shards.net.stack import NetStack
@@ -128,7 +129,10 @@ class Net:
         self.ingress = Ingress(self.mac, self.counters)
         register_net(self.ingress, self.stack)
         self.ingress.register(ETHERTYPE_ARP, self.control.handle_arp)
-        self.boot_frames = self.sent()  # the bootstrap's gratuitous ARPs
+        # The bootstrap's frames: gratuitous ARPs (RFC 5227: twice, 2 s apart)
+        # and the MLD report; tests start once they are all out.
+        self.advance(ANNOUNCE_INTERVAL_S)
+        self.boot_frames = self.sent()
 
     # --- replication ------------------------------------------------------------------
     def publish(self, patch: Patch | None) -> None:

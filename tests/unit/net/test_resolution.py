@@ -100,9 +100,9 @@ def test_arp_claiming_our_address_is_a_conflict_never_learnt() -> None:
 def test_bootstrap_announces_its_ipv4_addresses() -> None:
     net = Net(ipv4=(OUR4 + "/24", "198.18.1.2/24"))
     arps = [f for f in net.boot_frames if ARP in f]  # besides them: the MLD report (NDP)
-    assert len(arps) == 2
-    arp(1, OUR4, OUR4, mac=BCAST_MAC)(arps[0])
-    arp(1, "198.18.1.2", "198.18.1.2", mac=BCAST_MAC)(arps[1])
+    assert len(arps) == 4  # RFC 5227 §2.3: each twice, 2 s apart
+    for i, addr in enumerate((OUR4, "198.18.1.2", OUR4, "198.18.1.2")):
+        arp(1, addr, addr, mac=BCAST_MAC)(arps[i])
 
 
 def test_adding_an_address_sends_a_gratuitous_arp() -> None:
@@ -113,6 +113,27 @@ def test_adding_an_address_sends_a_gratuitous_arp() -> None:
     net.expect(arp(1, "198.18.1.5", "198.18.1.5", mac=BCAST_MAC))
     net.inject(arp_request(PEER4, "198.18.1.5"))
     net.expect(arp(2, "198.18.1.5", PEER4, mac=PEER_MAC, hwdst=PEER_MAC))
+
+    # RFC 5227 §2.3: ANNOUNCE_NUM (2) announcements, ANNOUNCE_INTERVAL (2 s) apart.
+    def announcements() -> list[Ether]:
+        return [f for f in net.sent() if ARP in f and f[ARP].psrc == "198.18.1.5"]
+
+    net.advance(1.9)
+    assert announcements() == []
+    net.advance(0.2)
+    (again,) = announcements()
+    arp(1, "198.18.1.5", "198.18.1.5", mac=BCAST_MAC)(again)
+    net.advance(10)
+    assert announcements() == []
+
+
+def test_a_removed_address_is_not_announced_again() -> None:
+    net = Net()
+    net.request("addr_add", nic="sntap0", address="198.18.1.6/24")
+    net.sent()
+    net.request("addr_del", nic="sntap0", address="198.18.1.6")
+    net.advance(5)
+    assert not [f for f in net.sent() if ARP in f]
 
 
 def test_adding_an_ipv6_address_sends_no_arp() -> None:
