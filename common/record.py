@@ -15,8 +15,18 @@ frame::
 * the virtio-net header is the link's (``ShardSpec.vnet_hdr_len`` bytes, 0
   for a link without one); a looped frame carries zeros there.
 
-Shard -> dispatcher (the uplink ring): the bare Ethernet frame, no tag, no
-virtio-net header; the dispatcher tags it ``TAG_LOOPED``.
+Shard -> dispatcher (the uplink ring), one record per frame::
+
+    [UPLINK_LOOP: 1 byte][Ethernet frame]        or
+    [target shard: 1 byte][tag: 1 byte][Ethernet frame]
+
+* ``UPLINK_LOOP`` (0xFF): a frame for the stack itself; the dispatcher
+  classifies it like a wire frame and tags it ``TAG_LOOPED``.
+* a shard index: a frame that reached the wrong shard, *steered* to the one
+  that owns its socket (a reply to an unconnected UDP socket's ephemeral
+  port, which no flow hash can aim at: ``udp_port_owner``); the dispatcher
+  puts it in that shard's ring unclassified, with its original ``tag`` and a
+  zero virtio-net header (its checksums are verified again there).
 """
 
 from __future__ import annotations
@@ -24,3 +34,11 @@ from __future__ import annotations
 TAG_LEN = 1  # bytes before the virtio-net header
 TAG_WIRE = 0
 TAG_LOOPED = 1
+UPLINK_LOOP = 0xFF  # an uplink record's target byte: classify and loop back
+
+
+def udp_port_owner(port: int, nshards: int) -> int:
+    """The shard whose unconnected sockets get ephemeral ``port``: the one
+    a datagram to that port is steered to when no socket of the shard it
+    hashed to takes it."""
+    return port % nshards

@@ -35,7 +35,7 @@ from shardnet.common.fault import FaultInjector, FaultSpec
 from shardnet.common.fdpass import PassedFd
 from shardnet.common.messages import Request, Stop
 from shardnet.common.procspec import ShardSpec, internal_endpoints
-from shardnet.common.record import TAG_LOOPED, TAG_WIRE
+from shardnet.common.record import TAG_LOOPED, TAG_WIRE, UPLINK_LOOP
 from shardnet.common.ring import Ring
 
 from .classify import FRAGMENT, classify
@@ -219,12 +219,39 @@ class Dispatcher:
         records = consumer.read_batch(RX_BATCH)
         if records:
             no_vnet = self._no_vnet
-            self._dispatch(((r, no_vnet) for r in records), TAG_LOOPED)
-            consumer.release()  # _dispatch copied them
+            looped = [r[1:] for r in records if r[0] == UPLINK_LOOP]
+            if len(looped) < len(records):
+                self._steer([r for r in records if r[0] != UPLINK_LOOP])
+            self._dispatch(((r, no_vnet) for r in looped), TAG_LOOPED)
+            consumer.release()  # _dispatch and _steer copied them
+            for r in looped:
+                r.release()
             for r in records:
                 r.release()
         if records or not consumer.prepare_to_sleep():
             asyncio.get_running_loop().call_soon(self._uplink_step, slot)
+
+    def _steer(self, records: list[memoryview]) -> None:
+        """Frames a shard hands to the shard that owns their socket
+        (``common/record.py``): straight into that ring, unclassified, with
+        the tag they arrived with."""
+        d = self.book.dispatcher
+        slots = self.supervisor.slots
+        touched = set()
+        for r in records:
+            shard = r[0]
+            producer = slots[shard].producer if shard < self.nshards else None
+            tag, frame = r[1], r[2:]
+            if producer is not None and producer.try_put_tagged(tag, self._no_vnet, frame):
+                d.steered += 1
+                touched.add(shard)
+            else:
+                d.ring_drops[min(shard, self.nshards - 1)] += 1
+            frame.release()
+        for shard in touched:
+            producer = slots[shard].producer
+            if producer is not None:
+                producer.publish()
 
     def _dispatch(self, frames: Any, tag: int = TAG_WIRE) -> None:
         """Classify each (frame, virtio-net header) and copy it into its

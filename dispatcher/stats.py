@@ -24,6 +24,7 @@ class DispatcherCounters:
     ring_drops: list[int] = field(default_factory=list)
     to_shard: list[int] = field(default_factory=list)  # frames put in each ring
     fragments: int = 0
+    steered: int = 0  # frames a shard handed to the shard owning their socket
     reassembly_drops: Counter[str] = field(default_factory=Counter)  # by reason
 
 
@@ -97,6 +98,7 @@ class StatsBook:
                 "link_rx_bytes": d.link_rx_bytes,
                 "link_rx_errors": d.link_rx_errors,
                 "fragments": d.fragments,
+                "steered": d.steered,
                 "reassembly_drops": dict(d.reassembly_drops),
             },
             "shards": shards,

@@ -53,7 +53,7 @@ from .transport.errors import IcmpErrorRouter
 from .transport.multicast import ShardGroups
 from .transport.ports import PortManager
 from .transport.tcp import TcpDemux
-from .transport.udp import UdpDemux, UdpHooks
+from .transport.udp import Steer, UdpDemux, UdpHooks
 
 log = logging.getLogger("shardnet.shard")
 
@@ -112,6 +112,7 @@ class ShardAssembly:
         writer: FrameWriter,
         clock: Callable[[], float],
         loop_back: Callable[[bytes | bytearray], bool] | None,
+        steer: Steer | None = None,
         index: int = 0,
         nshards: int = 1,
         vnet_hdr_len: int = 0,
@@ -136,6 +137,7 @@ class ShardAssembly:
         self.replica: TableReplica | None = None
         self.control: ControlPlane | None = None
         self.to_shard0 = to_shard0
+        self.steer = steer  # a frame to the shard owning its socket (shard processes)
         self.app_tasks: list[asyncio.Task[Any]] = []
         self._confirmed_at: dict[tuple[int, bytes], float] = {}
         if index == 0:
@@ -198,7 +200,10 @@ class ShardAssembly:
             self.tcp.on_progress = self.control.confirm_reachable
         else:
             self.tcp.on_progress = self._confirm_to_shard0
-        udp_hook = UdpHooks(self.udp).datagram
+        self.udp_hooks = UdpHooks(
+            self.udp, shard=self.index, nshards=self.nshards, steer=self.steer, mac=self.mac
+        )
+        udp_hook = self.udp_hooks.datagram
         errors = IcmpErrorRouter(self.udp, self.tcp)
         stack.transport_v4[17] = stack.transport_v6[17] = udp_hook
         stack.transport_v4[6] = stack.transport_v6[6] = self.tcp.deliver
@@ -305,6 +310,7 @@ class ShardAssembly:
         c.tcp_segments_in, c.tcp_segments_out, c.tcp_retransmits = self.tcp.totals()
         for key, value in self.stack.stats.items():
             c.net[key] = value
+        c.net["udp_steered"] = self.udp_hooks.steered
         return c.snapshot(self.index, {**(gauges or {}), **self.tcp.gauges()})
 
     # --- applications -------------------------------------------------------------------------

@@ -50,12 +50,14 @@ from shardnet.common.messages import (
     encode,
 )
 from shardnet.common.procspec import ShardSpec, internal_endpoints
+from shardnet.common.record import UPLINK_LOOP
 from shardnet.common.ring import Ring
 
 from .assembly import ShardAssembly, with_faults
 from .net.state import NetError
 
 log = logging.getLogger("shardnet.shard")
+_LOOP_HEAD = bytes((UPLINK_LOOP,))
 
 BATCH = 128  # records drained per loop turn before yielding to other work
 BEAT_INTERVAL_S = 0.5  # shard 0 tells the replicas its table version
@@ -95,7 +97,7 @@ class ShardRuntime:
             self.membership(0, b"", False)  # a fresh start: forget our old sockets' groups
         self.shard = ShardAssembly(
             spec.config, mac=spec.mac, writer=self.writer, clock=self.clock,
-            loop_back=self._loop_back, index=self.index, nshards=spec.nshards,
+            loop_back=self._loop_back, steer=self._steer, index=self.index, nshards=spec.nshards,
             vnet_hdr_len=spec.vnet_hdr_len, publish=self.publish, emit_event=self._emit_event,
             to_shard0=self if self.index else None,
         )  # fmt: skip
@@ -140,10 +142,17 @@ class ShardRuntime:
     def _loop_back(self, frame: bytes | bytearray) -> bool:
         """A frame for the stack itself (B13): to the dispatcher, which
         classifies it like a wire frame. False when the uplink is full."""
+        return self._uplink(_LOOP_HEAD, frame)
+
+    def _steer(self, shard: int, tag: int, frame: bytes | bytearray) -> bool:
+        """A frame for another shard's socket (``common/record.py``)."""
+        return self._uplink(bytes((shard, tag)), frame)
+
+    def _uplink(self, head: bytes, frame: bytes | bytearray) -> bool:
         if self._closed:
             return False
         producer = self.uplink_producer
-        ok = producer.try_put(frame)
+        ok = producer.try_put_parts(head, frame)
         producer.publish()
         return ok
 

@@ -133,6 +133,7 @@ class Delivery:
     payload: memoryview
     broadcast: bool  # sent to a broadcast or multicast address
     packet: memoryview  # the whole IP datagram, for ICMP errors quoting it
+    looped: bool = False  # sent by this stack to itself (B13), not from the wire
 
 
 class NetStack:
@@ -239,7 +240,9 @@ class NetStack:
             else:
                 TcpView.checked(payload, pseudo=pseudo)
         hook = self.transport_v4.get(proto)
-        delivery = Delivery(nic, src, dst, proto, ip.tos, ip.ttl, payload, broadcast, ip.buf)
+        delivery = Delivery(
+            nic, src, dst, proto, ip.tos, ip.ttl, payload, broadcast, ip.buf, looped
+        )
         if hook is not None and hook(delivery):
             return
         if proto == IPPROTO_UDP:
@@ -362,8 +365,9 @@ class NetStack:
             else:
                 TcpView.checked(payload, pseudo=pseudo)
         delivery = Delivery(
-            nic, src, dst, proto, ip.traffic_class, ip.hop_limit, payload, multicast, ip.buf
-        )
+            nic, src, dst, proto, ip.traffic_class, ip.hop_limit, payload, multicast, ip.buf,
+            looped,
+        )  # fmt: skip
         hook = self.transport_v6.get(proto)
         if hook is not None and hook(delivery):
             return

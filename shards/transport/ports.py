@@ -31,6 +31,7 @@ from itertools import count
 
 from shardnet.common.addr import IPV4_ANY, IPV6_ANY, format_ip, is_ipv4_mapped
 from shardnet.common.flowhash import EPHEMERAL_HI, EPHEMERAL_LO, pick_port
+from shardnet.common.record import udp_port_owner
 
 TCP, UDP = 6, 17
 
@@ -148,13 +149,14 @@ class PortManager:
         """Bind ``res`` to an ephemeral port. For a connected reservation the
         port is one whose flow hashes to ``shard`` and whose 4-tuple is free
         (other connections to other peers may share the port); for an
-        unconnected one, a port nobody uses. ``OSError(EADDRNOTAVAIL)`` when
-        none is left."""
+        unconnected one, a port nobody uses that ``shard`` owns
+        (``record.udp_port_owner``: traffic to it that hashes elsewhere is
+        steered there). ``OSError(EADDRNOTAVAIL)`` when none is left."""
         if res.remote_addr is None:
             port = pick_port(
                 res.proto, res.local_addr, res.local_addr, 0, 0, 1,
                 lo=self.lo, hi=self.hi, start=start,
-                in_use=lambda p: self.in_use(res.proto, p),
+                in_use=lambda p: udp_port_owner(p, nshards) != shard or self.in_use(res.proto, p),
             )  # fmt: skip
             return self.reserve(replace(res, local_port=port))
         remote = res.remote_addr

@@ -169,3 +169,12 @@ def test_conflict_is_symmetric_and_no_two_live_reservations_conflict(binds: list
             assert any(conflicts(res, o) for o in live)
     for i, a in enumerate(live):
         assert not any(conflicts(a, b) for b in live[i + 1 :])
+
+
+def test_an_unconnected_ephemeral_port_is_one_its_shard_owns() -> None:
+    """Replies to it that hash elsewhere are steered to the owner (UdpHooks)."""
+    pm = PortManager()
+    for shard in (0, 1, 2):
+        for _ in range(20):
+            res = pm.reserve_ephemeral(Reservation(UDP, A4, 0), shard=shard, nshards=3, start=40000)
+            assert res.local_port % 3 == shard

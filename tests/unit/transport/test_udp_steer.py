@@ -1,0 +1,95 @@
+"""Datagrams to an unconnected socket's ephemeral port that hash to another
+shard: steered to the shard that owns the port (``record.udp_port_owner``)
+instead of refused; refused by the owner when it has no socket either."""
+
+from __future__ import annotations
+
+import random
+
+from scapy.layers.inet import ICMP, IP, UDP
+from scapy.layers.inet6 import IPv6
+from scapy.layers.l2 import Ether
+
+from shardnet.common.addr import parse_mac
+from shardnet.common.record import TAG_LOOPED, TAG_WIRE
+from shardnet.shards.api import ShardStack
+from shardnet.shards.transport.ports import PortManager
+from shardnet.shards.transport.udp import UdpDemux, UdpHooks
+
+from ..net.harness import OUR4, OUR6, OUR_MAC, PEER4, PEER6, PEER_MAC, Net
+from .test_udp import endpoint
+
+
+def world(shard: int) -> tuple[Net, UdpHooks, list[tuple[int, int, bytes]], ShardStack]:
+    net = Net()
+    net.learn(PEER4)
+    net.learn(PEER6)
+    steered: list[tuple[int, int, bytes]] = []
+
+    def steer(target: int, tag: int, frame: bytes) -> bool:
+        steered.append((target, tag, frame))
+        return True
+
+    udp = UdpDemux(PortManager(), seed=1)
+    hooks = UdpHooks(udp, shard=shard, nshards=2, steer=steer, mac=parse_mac(OUR_MAC))
+    net.stack.transport_v4[17] = net.stack.transport_v6[17] = hooks.datagram
+    net.sent()
+    stack = ShardStack(shard=shard, nshards=2, net=net.stack, udp=udp, rng=random.Random(3))
+    return net, hooks, steered, stack
+
+
+def test_a_datagram_for_another_shards_port_is_steered_there() -> None:
+    net, hooks, steered, _ = world(shard=0)
+    sent = Ether(src=PEER_MAC, dst=OUR_MAC) / IP(src=PEER4, dst=OUR4) / UDP(sport=53, dport=40001)
+    net.inject(sent / b"answer")
+    ((target, tag, frame),) = steered
+    assert (target, tag) == (1, TAG_WIRE)  # 40001 % 2
+    got = Ether(frame)
+    assert got.dst == OUR_MAC and bytes(got[IP]) == bytes((sent / b"answer")[IP])
+    net.expect_nothing()  # no port unreachable from here
+    assert hooks.steered == 1
+
+
+def test_the_owner_refuses_what_it_has_no_socket_for() -> None:
+    net, _, steered, _ = world(shard=1)
+    net.inject(
+        Ether(src=PEER_MAC, dst=OUR_MAC) / IP(src=PEER4, dst=OUR4) / UDP(sport=53, dport=40001)
+    )
+    assert steered == []
+    reply = net.sent()[0]
+    assert reply[ICMP].type == 3 and reply[ICMP].code == 3
+
+
+def test_ipv6_and_looped_datagrams_keep_their_kind() -> None:
+    net, _, steered, _ = world(shard=0)
+    net.inject(
+        Ether(src=PEER_MAC, dst=OUR_MAC) / IPv6(src=PEER6, dst=OUR6) / UDP(sport=53, dport=40003)
+    )
+    net.inject_looped(
+        Ether(src=OUR_MAC, dst=OUR_MAC) / IP(src=OUR4, dst=OUR4) / UDP(sport=53, dport=40005)
+    )
+    assert [(t, tag) for t, tag, _ in steered] == [(1, TAG_WIRE), (1, TAG_LOOPED)]
+    assert IPv6 in Ether(steered[0][2])
+
+
+def test_a_local_socket_or_a_broadcast_is_never_steered() -> None:
+    net, _, steered, stack = world(shard=0)
+    _, proto = endpoint(stack, local_addr=("0.0.0.0", 40001))
+    net.inject(
+        Ether(src=PEER_MAC, dst=OUR_MAC) / IP(src=PEER4, dst=OUR4) / UDP(sport=53, dport=40001)
+    )
+    assert proto.got and steered == []
+    net.inject(
+        Ether(src=PEER_MAC, dst="ff:ff:ff:ff:ff:ff")
+        / IP(src=PEER4, dst="255.255.255.255")
+        / UDP(sport=53, dport=40003)
+    )
+    assert steered == []
+
+
+def test_an_unconnected_socket_gets_a_port_its_shard_owns() -> None:
+    for shard in (0, 1):
+        _, _, _, stack = world(shard=shard)
+        for _ in range(10):
+            t, _ = endpoint(stack, local_addr=("0.0.0.0", 0))
+            assert t.get_extra_info("sockname")[1] % 2 == shard
