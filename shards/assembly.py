@@ -52,8 +52,9 @@ from .tcp.state import State
 from .transport.errors import IcmpErrorRouter
 from .transport.multicast import ShardGroups
 from .transport.ports import PortManager
+from .transport.steer import Steer, Steering
 from .transport.tcp import TcpDemux
-from .transport.udp import Steer, UdpDemux, UdpHooks
+from .transport.udp import UdpDemux, UdpHooks
 
 log = logging.getLogger("shardnet.shard")
 
@@ -200,10 +201,11 @@ class ShardAssembly:
             self.tcp.on_progress = self.control.confirm_reachable
         else:
             self.tcp.on_progress = self._confirm_to_shard0
-        self.udp_hooks = UdpHooks(
-            self.udp, shard=self.index, nshards=self.nshards, steer=self.steer, mac=self.mac
+        self.steering = Steering(
+            shard=self.index, nshards=self.nshards, steer=self.steer, mac=self.mac
         )
-        udp_hook = self.udp_hooks.datagram
+        self.tcp.steering = self.steering
+        udp_hook = UdpHooks(self.udp, self.steering).datagram
         errors = IcmpErrorRouter(self.udp, self.tcp)
         stack.transport_v4[17] = stack.transport_v6[17] = udp_hook
         stack.transport_v4[6] = stack.transport_v6[6] = self.tcp.deliver
@@ -310,7 +312,7 @@ class ShardAssembly:
         c.tcp_segments_in, c.tcp_segments_out, c.tcp_retransmits = self.tcp.totals()
         for key, value in self.stack.stats.items():
             c.net[key] = value
-        c.net["udp_steered"] = self.udp_hooks.steered
+        c.net["steered"] = self.steering.steered
         return c.snapshot(self.index, {**(gauges or {}), **self.tcp.gauges()})
 
     # --- applications -------------------------------------------------------------------------

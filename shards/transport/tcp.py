@@ -45,6 +45,7 @@ from ..tcp.isn import IsnGenerator, SynCookies
 from ..tcp.listener import TcpListener
 from ..tcp.segment import Segment
 from .ports import TCP, PortManager, Reservation
+from .steer import Steering
 
 log = logging.getLogger("shardnet.tcp")
 
@@ -431,6 +432,7 @@ class TcpDemux:
         # confirms the neighbour (NUD) without a probe.
         self.on_progress: Callable[[int, bytes], None] | None = None
         self.flow_hook: FlowHook | None = None
+        self.steering: Steering | None = None  # segments for another shard's port
         self._hooked: dict[Key, tuple[Listening, FlowHook]] = {}  # flows a hook accepted
 
     # --- receiving ---------------------------------------------------------------
@@ -466,6 +468,10 @@ class TcpDemux:
         if self.flow_hook is not None and seg.flags & (SYN | ACK | RST) == SYN:
             if self.flow_hook.decide(self, src, seg.src_port, dst, seg.dst_port, seg):
                 return True
+        # A listener on an ephemeral port (and its connections) lives in the
+        # shard owning the port: hand the segment there (steer.py).
+        if self.steering is not None and self.steering.elsewhere(d, seg.dst_port):
+            return True
         if not seg.flags & RST:
             rst = rst_for(seg)
             if rst is not None:
@@ -661,7 +667,10 @@ class TcpDemux:
             listener=True,
         )
         if port == 0:
-            res = self.ports.reserve_ephemeral(res, shard=0, nshards=1, start=start)
+            # A port this shard owns: segments that hash elsewhere are steered here.
+            res = self.ports.reserve_ephemeral(
+                res, shard=self.shard, nshards=self.nshards, start=start
+            )
         else:
             res = self.ports.reserve(res)
         lst = Listening(self, res, family, factory, config)

@@ -28,23 +28,20 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import struct
 import zlib
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from shardnet.common.addr import IPV4_ANY, IPV6_ANY, is_ipv4_mapped, is_ipv4_multicast
-from shardnet.common.record import TAG_LOOPED, TAG_WIRE, udp_port_owner
-from shardnet.common.wire.ethernet import ETHERTYPE_IPV4, ETHERTYPE_IPV6
 from shardnet.common.wire.udp import UDP_HEADER_LEN, UdpHeader, UdpView
 
 from ..net.stack import Delivery
 from .multicast import MAX_MEMBERSHIPS_PER_SOCKET, ShardGroups
 from .ports import UDP, PortManager, Reservation
+from .steer import Steering
 
 MAPPED_PREFIX = bytes(10) + b"\xff\xff"
-_ETH = struct.Struct("!6s6sH")
 RCVBUF_DEFAULT = 212_992  # bytes, Linux's net.core.rmem_default
 MAX_QUEUED = 1024  # datagrams queued on a socket nobody reads
 
@@ -373,46 +370,18 @@ def build_datagram(sport: int, dport: int, data: bytes | bytearray | memoryview)
     return buf
 
 
-# (target shard, record tag, Ethernet frame) -> False when it could not be handed on
-Steer = Callable[[int, int, bytes], bool]
-
-
 class UdpHooks:
-    """The network layer's transport hook for UDP datagrams.
+    """The network layer's transport hook for UDP datagrams: a datagram no
+    socket here takes may belong to another shard's unconnected socket
+    (``steer.Steering``)."""
 
-    A datagram no socket of this shard takes, to a port another shard owns
-    (``record.udp_port_owner``: the ephemeral ports of unconnected sockets,
-    which no flow hash can aim at), is steered to that shard rather than
-    refused; the owner answers port unreachable if it has no socket either."""
-
-    def __init__(
-        self,
-        udp: UdpDemux,
-        *,
-        shard: int = 0,
-        nshards: int = 1,
-        steer: Steer | None = None,
-        mac: bytes = bytes(6),
-    ) -> None:
+    def __init__(self, udp: UdpDemux, steering: Steering | None = None) -> None:
         self.udp = udp
-        self.shard = shard
-        self.nshards = nshards
-        self.steer = steer if nshards > 1 else None
-        self.mac = mac  # the link's: the owner's ingress checks it
-        self.steered = 0
+        self.steering = steering
 
     def datagram(self, d: Delivery) -> bool:
         sport, dport, length, _ = UdpView(d.payload).fields()
         data = bytes(d.payload[8:length])
         if self.udp.deliver(d.nic, d.src, sport, d.dst, dport, data, d.tos, d.broadcast):
             return True
-        if self.steer is None or d.broadcast:
-            return False
-        owner = udp_port_owner(dport, self.nshards)
-        if owner == self.shard:
-            return False
-        ethertype = ETHERTYPE_IPV4 if len(d.src) == 4 else ETHERTYPE_IPV6
-        frame = _ETH.pack(self.mac, bytes(6), ethertype) + bytes(d.packet)
-        if self.steer(owner, TAG_LOOPED if d.looped else TAG_WIRE, frame):
-            self.steered += 1
-        return True  # handed on (or dropped on a full uplink): never refused here
+        return self.steering is not None and self.steering.elsewhere(d, dport)

@@ -1,12 +1,14 @@
-"""Datagrams to an unconnected socket's ephemeral port that hash to another
-shard: steered to the shard that owns the port (``record.udp_port_owner``)
-instead of refused; refused by the owner when it has no socket either."""
+"""Traffic to an unconnected UDP socket's or an ephemeral listener's port
+that hashes to another shard: steered to the shard that owns the port
+(``record.udp_port_owner``) instead of refused; refused by the owner (port
+unreachable, RST) when it has no socket either."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 
-from scapy.layers.inet import ICMP, IP, UDP
+from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
 
@@ -14,13 +16,15 @@ from shardnet.common.addr import parse_mac
 from shardnet.common.record import TAG_LOOPED, TAG_WIRE
 from shardnet.shards.api import ShardStack
 from shardnet.shards.transport.ports import PortManager
+from shardnet.shards.transport.steer import Steering
+from shardnet.shards.transport.tcp import TcpDemux
 from shardnet.shards.transport.udp import UdpDemux, UdpHooks
 
 from ..net.harness import OUR4, OUR6, OUR_MAC, PEER4, PEER6, PEER_MAC, Net
 from .test_udp import endpoint
 
 
-def world(shard: int) -> tuple[Net, UdpHooks, list[tuple[int, int, bytes]], ShardStack]:
+def world(shard: int) -> tuple[Net, Steering, list[tuple[int, int, bytes]], ShardStack]:
     net = Net()
     net.learn(PEER4)
     net.learn(PEER6)
@@ -31,11 +35,18 @@ def world(shard: int) -> tuple[Net, UdpHooks, list[tuple[int, int, bytes]], Shar
         return True
 
     udp = UdpDemux(PortManager(), seed=1)
-    hooks = UdpHooks(udp, shard=shard, nshards=2, steer=steer, mac=parse_mac(OUR_MAC))
+    steering = Steering(shard=shard, nshards=2, steer=steer, mac=parse_mac(OUR_MAC))
+    hooks = UdpHooks(udp, steering)
     net.stack.transport_v4[17] = net.stack.transport_v6[17] = hooks.datagram
+    tcp = TcpDemux(
+        net.stack, udp.ports, shard=shard, nshards=2, secret=bytes(16), loop_time=net.clock
+    )
+    tcp.steering = steering
+    net.stack.transport_v4[6] = net.stack.transport_v6[6] = tcp.deliver
     net.sent()
     stack = ShardStack(shard=shard, nshards=2, net=net.stack, udp=udp, rng=random.Random(3))
-    return net, hooks, steered, stack
+    stack.tcp = tcp
+    return net, steering, steered, stack
 
 
 def test_a_datagram_for_another_shards_port_is_steered_there() -> None:
@@ -93,3 +104,29 @@ def test_an_unconnected_socket_gets_a_port_its_shard_owns() -> None:
         for _ in range(10):
             t, _ = endpoint(stack, local_addr=("0.0.0.0", 0))
             assert t.get_extra_info("sockname")[1] % 2 == shard
+
+
+def syn(dport: int) -> Ether:
+    return (
+        Ether(src=PEER_MAC, dst=OUR_MAC)
+        / IP(src=PEER4, dst=OUR4)
+        / TCP(sport=45000, dport=dport, flags="S", seq=1000)
+    )
+
+
+def test_a_syn_for_another_shards_port_is_steered_and_the_owner_resets() -> None:
+    net, steering, steered, _ = world(shard=0)
+    net.inject(syn(40001))
+    assert [(t, tag) for t, tag, _ in steered] == [(1, TAG_WIRE)]
+    net.expect_nothing()
+    net.inject(syn(40002))  # ours: closed here, so RST (RFC 9293 §3.10.7.1)
+    (rst,) = net.sent()
+    assert rst[TCP].flags == "RA"
+
+
+def test_an_ephemeral_listener_gets_a_port_its_shard_owns() -> None:
+    for shard in (0, 1):
+        _, _, _, stack = world(shard=shard)
+        for _ in range(5):
+            server = asyncio.run(stack.start_server(lambda r, w: None, "0.0.0.0", 0))
+            assert server.sockets[0][1] % 2 == shard
