@@ -41,7 +41,6 @@ from shardnet.common.wire.igmp import (
     ALL_ROUTERS,
     ALL_SYSTEMS,
     DEFAULT_QUERY_INTERVAL_S,
-    DEFAULT_QUERY_RESPONSE_INTERVAL_DS,
     DEFAULT_ROBUSTNESS,
     IGMPV1_REPORT,
     IGMPV2_LEAVE,
@@ -72,14 +71,8 @@ class IgmpConfig:
 
     robustness: int = DEFAULT_ROBUSTNESS  # §8.1
     query_interval_s: float = DEFAULT_QUERY_INTERVAL_S  # §8.2
-    query_response_interval_s: float = DEFAULT_QUERY_RESPONSE_INTERVAL_DS / 10  # §8.3
     unsolicited_report_interval_s: float = UNSOLICITED_REPORT_INTERVAL_S  # §8.11
     v2_unsolicited_report_interval_s: float = V2_UNSOLICITED_REPORT_INTERVAL_S  # RFC 2236 §8.10
-
-    @property
-    def older_querier_timeout_s(self) -> float:
-        """§8.12: Robustness x Query Interval + one Query Response Interval."""
-        return self.robustness * self.query_interval_s + self.query_response_interval_s
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +119,10 @@ class IgmpMachine:
         self._general_timer = self._timers.timer(self._general_tick)
         self._v1_timer = self._timers.timer(lambda now: None)  # Older Version Querier Present
         self._v2_timer = self._timers.timer(lambda now: None)
+        # §4.1.6/§4.1.7: the querier's Robustness Variable (QRV) and Query
+        # Interval (QQIC) from its last v3 query replace our defaults.
+        self.robustness = self.config.robustness
+        self.query_interval_s = self.config.query_interval_s
 
     # --- introspection ------------------------------------------------------------------
     @property
@@ -171,7 +168,7 @@ class IgmpMachine:
                 for group in groups:
                     g = self._groups[group]
                     g.change = IgmpRecordType.CHANGE_TO_EXCLUDE_MODE
-                    g.change_left = self.config.robustness
+                    g.change_left = self.robustness
                 self._change_tick(now)
         return self._flush()
 
@@ -213,7 +210,7 @@ class IgmpMachine:
             if version == 3:
                 self._leaving[group] = _Group(
                     change=IgmpRecordType.CHANGE_TO_INCLUDE_MODE,
-                    change_left=self.config.robustness,
+                    change_left=self.robustness,
                 )
                 self._change_tick(now, only=group)
             elif version == 2:
@@ -229,12 +226,12 @@ class IgmpMachine:
             # RFC 2236 §3 / RFC 1112: an unsolicited report now, repeated
             # once after a random delay within the (v2) report interval.
             self._send_old_report(group, version)
-            if self.config.robustness > 1:
+            if self.robustness > 1:
                 self._arm_query(now, group, self.config.v2_unsolicited_report_interval_s)
             return
         self._leaving.pop(group, None)
         g = self._groups[group]
-        g.change, g.change_left = record_type, self.config.robustness
+        g.change, g.change_left = record_type, self.robustness
         self._change_tick(now, only=group)
 
     def _change_tick(self, now: float, only: bytes | None = None) -> None:
@@ -264,10 +261,16 @@ class IgmpMachine:
         if query.version >= 2 and not router_alert:  # §9.1
             self.stats.queries_ignored += 1
             return []
-        if query.version < 3:
+        max_resp_s = query.max_resp_ds / 10.0
+        if query.version == 3:
+            self.robustness = query.qrv or self.config.robustness
+            self.query_interval_s = query.query_interval_s or self.config.query_interval_s
+        else:
+            # §8.12 (with erratum 4375): Robustness x Query Interval + the
+            # Query Response Interval of this older query.
             timer = self._v1_timer if query.version == 1 else self._v2_timer
             was = self.version
-            timer.reset(now + self.config.older_querier_timeout_s)
+            timer.reset(now + self.robustness * self.query_interval_s + max_resp_s)
             if self.version < was:  # §7.2.1: drop the v3 state and pending answers
                 self._change_timer.stop()
                 self._general_timer.stop()
@@ -275,7 +278,6 @@ class IgmpMachine:
                 for g in self._groups.values():
                     g.change_left = 0
                     self._cancel_query(g)
-        max_resp_s = query.max_resp_ds / 10.0
         group = query.group
         if group == IPV4_ANY:
             if self.version == 3:

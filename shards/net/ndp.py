@@ -94,7 +94,6 @@ from shardnet.common.wire.icmpv6 import ICMPV6_MLD_DONE, ICMPV6_MLD_REPORT
 from shardnet.common.wire.ipv6 import ALL_NODES, ALL_ROUTERS, solicited_node_multicast
 from shardnet.common.wire.mld import (
     DEFAULT_QUERY_INTERVAL_S,
-    DEFAULT_QUERY_RESPONSE_INTERVAL_MS,
     DEFAULT_ROBUSTNESS,
     MLDV2_ALL_ROUTERS,
     UNSOLICITED_REPORT_INTERVAL_S,
@@ -104,6 +103,7 @@ from shardnet.common.wire.mld import (
     MldReport,
     MldV1Message,
     MulticastAddressRecord,
+    decode_qqic,
 )
 from shardnet.common.wire.ndp import (
     NDP_HOP_LIMIT,
@@ -201,10 +201,9 @@ class NdpConfig:
     ra_route_metric: int = RA_ROUTE_METRIC
     mld_robustness: int = DEFAULT_ROBUSTNESS  # RFC 3810 §9.1
     mld_unsolicited_report_interval_s: float = UNSOLICITED_REPORT_INTERVAL_S  # §9.11
-    # §9.12 Older Version Querier Present Timeout = Robustness x Query
-    # Interval + Query Response Interval (§9.2, §9.3).
+    # §9.2, until a querier's QQIC says otherwise; with the robustness, it
+    # sets the Older Version Querier Present Timeout (§9.12).
     mld_query_interval_s: float = DEFAULT_QUERY_INTERVAL_S
-    mld_query_response_interval_s: float = DEFAULT_QUERY_RESPONSE_INTERVAL_MS / 1000
 
     @classmethod
     def from_settings(cls, settings: dict[str, Any], base: NdpConfig | None = None) -> NdpConfig:
@@ -650,6 +649,8 @@ class NdpMachine:
         # and, in that mode, one report timer per group (RFC 2710 §4).
         self._v1_querier = self._timers.timer(lambda now: None)
         self._v1_timers: dict[bytes, Timer] = {}
+        self.mld_robustness = self.config.mld_robustness  # QRV of the last v2 query
+        self.mld_query_interval_s = self.config.mld_query_interval_s  # its QQIC
 
     # --- configuration ------------------------------------------------------------
     def set_config(self, config: NdpConfig) -> None:
@@ -657,6 +658,10 @@ class NdpMachine:
         count, new ones use the new values."""
         if self.retrans_timer_s == self.config.retrans_timer_s:
             self.retrans_timer_s = config.retrans_timer_s  # not overridden by an RA
+        if self.mld_robustness == self.config.mld_robustness:
+            self.mld_robustness = config.mld_robustness  # not set by a querier
+        if self.mld_query_interval_s == self.config.mld_query_interval_s:
+            self.mld_query_interval_s = config.mld_query_interval_s
         self.config = config
 
     @property
@@ -1339,10 +1344,10 @@ class NdpMachine:
                 self._send_v1(ICMPV6_MLD_DONE, group, ALL_ROUTERS)
             else:
                 self._send_v1(ICMPV6_MLD_REPORT, group, group)
-                if self.config.mld_robustness > 1:
+                if self.mld_robustness > 1:
                     self._arm_v1(now, group, V1_UNSOLICITED_REPORT_INTERVAL_S)
             return
-        self._mld_pending[group] = [record_type, self.config.mld_robustness]
+        self._mld_pending[group] = [record_type, self.mld_robustness]
         self._mld_tick(now, only=group)
 
     def _send_v1(self, kind: int, group: bytes, dst: bytes) -> None:
@@ -1401,12 +1406,16 @@ class NdpMachine:
         answered with its own MLDv1 report."""
         if not self.running:
             return []
+        if query.version == 2:
+            # §5.1.8/§5.1.9: the querier's QRV and QQIC replace our defaults.
+            self.mld_robustness = query.qrv or self.config.mld_robustness
+            self.mld_query_interval_s = decode_qqic(query.qqic) or self.config.mld_query_interval_s
         if query.version == 1:
-            cfg = self.config
             was = self.mld_version
+            # §9.12: Robustness x Query Interval + this query's response delay.
             self._v1_querier.reset(
-                now + cfg.mld_robustness * cfg.mld_query_interval_s
-                + cfg.mld_query_response_interval_s
+                now + self.mld_robustness * self.mld_query_interval_s
+                + query.max_resp_delay / 1000.0
             )  # fmt: skip
             if was == 2:  # §8.2.1: cancel the MLDv2 retransmissions and answers
                 self._mld_pending.clear()

@@ -209,7 +209,7 @@ def test_v3_query_without_router_alert_is_ignored() -> None:
 
 # --- §7.2.1 compatibility modes -------------------------------------------------------------
 def test_v2_querier_switches_to_v2_reports_and_leaves_and_back() -> None:
-    m = machine(query_interval_s=10.0, query_response_interval_s=2.0)
+    m = machine(query_interval_s=10.0)
     m.join(T0, G1)
     run_until(m, T0 + 5)
     m.handle_query(T0 + 5, query(version=2, max_resp_ds=10), router_alert=True)
@@ -221,9 +221,9 @@ def test_v2_querier_switches_to_v2_reports_and_leaves_and_back() -> None:
     repeats = [s for _, s in run_until(m, T0 + 17)]
     assert repeats == [SendIgmp(IgmpV2Message(IGMPV2_REPORT, G2), G2)]  # RFC 2236 §3
     assert m.leave(T0 + 18, G2) == [SendIgmp(IgmpV2Message(IGMPV2_LEAVE, G2), ALL_ROUTERS)]
-    # Older Version Querier Present Timeout: 2 x 10 + 2 s after the v2 query.
+    # Older Version Querier Present Timeout: 2 x 10 s + the query's 1 s Max Resp Time.
     assert m.version == 2
-    run_until(m, T0 + 5 + 22.1)
+    run_until(m, T0 + 5 + 21.1)
     assert m.version == 3
     assert records(m.join(T0 + 28, G2)) == [(IgmpRecordType.CHANGE_TO_EXCLUDE_MODE, G2, ())]
 
@@ -287,3 +287,18 @@ def test_a_flood_of_source_queries_stays_bounded() -> None:
         m.handle_query(T0 + 5, query(group=G1, max_resp_ds=100, sources=(src,)), router_alert=True)
     sent = [s for _, s in run_until(m, T0 + 20)]
     assert records(sent) == [(IgmpRecordType.MODE_IS_EXCLUDE, G1, ())]  # the whole group
+
+
+def test_the_queriers_robustness_and_interval_are_adopted() -> None:
+    """§4.1.6/§4.1.7: QRV and QQIC of a v3 query set how often a change is
+    reported and how long an older querier is remembered."""
+    m = machine()
+    m.handle_query(T0, query(qrv=4, qqic=30, max_resp_ds=10), router_alert=True)
+    run_until(m, T0 + 5)
+    assert len(m.join(T0 + 5, G1)) == 1
+    assert len(run_until(m, T0 + 20)) == 3  # 4 sends in all
+    m.handle_query(T0 + 20, query(version=2, max_resp_ds=10), router_alert=True)
+    run_until(m, T0 + 20 + 4 * 30 + 0.9)
+    assert m.version == 2
+    run_until(m, T0 + 20 + 4 * 30 + 1.1)  # 4 x 30 s + 1 s
+    assert m.version == 3

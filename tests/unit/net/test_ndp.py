@@ -1029,7 +1029,7 @@ def mld_sent(r: Rig, since: int = 0) -> list[tuple[int, bytes, bytes]]:
 def test_mldv1_querier_switches_to_v1_and_back() -> None:
     """RFC 3810 §8.2.1 with RFC 2710 §4: an MLDv1 query makes the host
     speak MLDv1 for Robustness x Query Interval + Query Response Interval."""
-    r = rig(cfg(mld_robustness=2, mld_query_interval_s=10.0, mld_query_response_interval_s=1.0))
+    r = rig(cfg(mld_robustness=2, mld_query_interval_s=10.0))
     r.add()  # the solicited-node group: a v2 report, one retransmission pending
     sol = solicited_node_multicast(ADDR)
     mark = len(r.log)
@@ -1052,10 +1052,27 @@ def test_mldv1_querier_switches_to_v1_and_back() -> None:
     assert mld_sent(r, mark) == [] and r.m.stats.mld_reports_suppressed == 1
     r.take(r.m.leave_group(r.now, group))
     assert mld_sent(r, mark) == [(132, group, ALL_ROUTERS)]  # Done to ff02::2
-    r.advance(21.0)  # 2 x 10 + 1 s after the last v1 query
+    r.advance(20.0)  # 2 x 10 s + its 5 s response delay after the last v1 query
     assert r.m.mld_version == 2
     actions = r.take(r.m.join_group(r.now, group))
     assert isinstance(actions[0].report, MldReport)
+
+
+def test_mld_adopts_the_queriers_robustness_and_interval() -> None:
+    """RFC 3810 §5.1.8/§5.1.9: QRV and QQIC of an MLDv2 query."""
+    r = rig(cfg(mld_robustness=2))
+    r.take(r.m.handle_mld_query(r.now, ROUTER, MldQuery(1000, qrv=3, qqic=20)))
+    assert (r.m.mld_robustness, r.m.mld_query_interval_s) == (3, 20)
+    group = parse_ip("ff3e:40:2001:db8::8")
+    mark = len(r.log)
+    r.take(r.m.join_group(r.now, group))
+    r.advance(5)
+    assert len([a for _, a in r.log[mark:] if isinstance(a, SendMld)]) == 3
+    r.take(r.m.handle_mld_query(r.now, ROUTER, MldQuery(2000, version=1)))
+    r.advance(3 * 20 + 1.9)
+    assert r.m.mld_version == 1
+    r.advance(0.2)  # 3 x 20 s + 2 s
+    assert r.m.mld_version == 2
 
 
 def test_mld_source_is_link_local_once_usable() -> None:
