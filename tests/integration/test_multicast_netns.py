@@ -195,6 +195,28 @@ def test_shardnet_sends_to_the_group_with_ttl_1(
     assert text.startswith("from shard "), out
 
 
+def test_memberships_come_back_after_shard_restarts(ns: Netns, stack: StackProcess) -> None:
+    """A restarted shard's old sockets' groups are forgotten and its app
+    joins again; a restarted shard 0 learns the groups of the others again."""
+
+    def members() -> list[tuple[str, list[int]]]:
+        return [(r["group"], r["shards"]) for r in stack.call("groups")]
+
+    for victim in (1, 0):
+        old = stack.shard_pids()
+        subprocess.run(["kill", "-9", str(old[victim])], check=True)
+        assert wait_until(
+            lambda v=victim, o=old: (
+                (p := stack.call("shards")["shards"][v])["pid"] != o[v] and p["ready"]
+            ),
+            timeout=15,
+        )
+        assert wait_until(lambda: members() == [(GROUP4, [0, 1]), (GROUP6, [0, 1])], timeout=10), (
+            members()
+        )
+    assert ask_group(ns, False).startswith("shard ")
+
+
 def test_leaving_stops_the_traffic(ns: Netns, stack: StackProcess, control_dir: Path) -> None:
     assert wait_until(lambda: {GROUP4, GROUP6} <= tap_groups(ns), timeout=20)
     (control_dir / "leave").touch()
