@@ -19,6 +19,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import errno
+import heapq
+import itertools
 import logging
 import os
 from collections.abc import Callable
@@ -46,6 +48,8 @@ from ..tcp.listener import TcpListener
 from ..tcp.segment import Segment
 from .ports import TCP, PortManager, Reservation
 from .steer import Steering
+
+RESCAN_INTERVAL_S = 1.0  # the timer heap's backstop: every deadline read afresh
 
 log = logging.getLogger("shardnet.tcp")
 
@@ -422,6 +426,14 @@ class TcpDemux:
         self.now = loop_time
         self.conns: dict[Key, TcpTransport] = {}
         self.reservations: dict[Key, Reservation] = {}
+        # The connections' timers: a heap of (deadline, seq, key), the
+        # deadline each key was last scheduled at (others in the heap are
+        # stale), and a full rescan once a second as a backstop, so a turn
+        # of the timer loop costs O(due) instead of O(connections).
+        self._timer_heap: list[tuple[float, int, Key]] = []
+        self._scheduled: dict[Key, float] = {}
+        self._timer_seq = itertools.count()
+        self._rescan_at = 0.0
         self.listeners: dict[int, list[Listening]] = {}
         self._dirty: set[Key] = set()
         self._flush_scheduled = False
@@ -491,6 +503,30 @@ class TcpDemux:
         # Events may have queued output (a close after the last flush).
         for seg in t.ep.poll_transmit(now):
             self._send(key[0], key[2], seg)
+        if self.conns.get(key) is t:
+            self._schedule(key, t.ep.next_deadline())
+
+    def _schedule(self, key: Key, deadline: float | None) -> None:
+        """Remember when ``key``'s endpoint wants ``handle_timeout``."""
+        if deadline is None:
+            self._scheduled.pop(key, None)
+            return
+        if self._scheduled.get(key) == deadline:
+            return
+        self._scheduled[key] = deadline
+        heap = self._timer_heap
+        heapq.heappush(heap, (deadline, next(self._timer_seq), key))
+        if len(heap) > 2 * len(self._scheduled) + 64:  # mostly stale: rebuild
+            self._timer_heap = [(d, next(self._timer_seq), k) for k, d in self._scheduled.items()]
+            heapq.heapify(self._timer_heap)
+
+    def _rescan(self, now: float) -> None:
+        """The backstop: every connection's deadline read afresh."""
+        self._rescan_at = now + RESCAN_INTERVAL_S
+        for key in [k for k in self._scheduled if k not in self.conns]:
+            del self._scheduled[key]
+        for key, t in self.conns.items():
+            self._schedule(key, t.ep.next_deadline())
 
     def _after_listener(self, lst: Listening) -> None:
         now = self.now()
@@ -626,16 +662,29 @@ class TcpDemux:
         ]
 
     def next_deadline(self) -> float | None:
-        deadlines = [t.ep.next_deadline() for t in self.conns.values()]
+        heap, scheduled = self._timer_heap, self._scheduled
+        while heap and scheduled.get(heap[0][2]) != heap[0][0]:
+            heapq.heappop(heap)  # stale
+        deadlines = [heap[0][0] if heap else None, self._rescan_at if self.conns else None]
         deadlines += [lst.listener.next_deadline() for lst in self._all_listeners()]
         return min((d for d in deadlines if d is not None), default=None)
 
     def handle_timeout(self, now: float) -> None:
-        for key, t in list(self.conns.items()):
-            deadline = t.ep.next_deadline()
-            if deadline is not None and deadline <= now:
+        if self.conns and now >= self._rescan_at:
+            self._rescan(now)
+        heap, scheduled = self._timer_heap, self._scheduled
+        while heap and heap[0][0] <= now:
+            deadline, _, key = heapq.heappop(heap)
+            if scheduled.get(key) != deadline:
+                continue  # stale
+            del scheduled[key]
+            t = self.conns.get(key)
+            if t is None:
+                continue
+            actual = t.ep.next_deadline()
+            if actual is not None and actual <= now:
                 t.ep.handle_timeout(now)
-                self._after(key, t)
+            self._after(key, t)  # schedules its next deadline
         for lst in self._all_listeners():
             deadline = lst.listener.next_deadline()
             if deadline is not None and deadline <= now:
