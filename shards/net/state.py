@@ -85,6 +85,9 @@ class NetView:
         self.groups: frozenset[tuple[int, bytes]] = frozenset()
         self.routes = RouteTable()
         self.neighbours: dict[tuple[int, bytes], bytes] = {}  # (nic, ip) -> mac
+        # Bumped whenever NICs or addresses change: what is derived from them
+        # (the stack's source-address choices) is stale then.
+        self.generation = 0
 
     def load(self, tables: dict[str, dict[str, Any]], changed: str | None = None) -> None:
         """Rebuild from ``tables``; only the part ``changed`` names, if given."""
@@ -92,6 +95,7 @@ class NetView:
             self.nics = {int(k): Nic.from_row(r) for k, r in tables.get("nics", {}).items()}
             self.nic_by_name = {n.name: n for n in self.nics.values()}
         if changed in (None, "nics", "addrs"):
+            self.generation += 1
             self.addresses = {k: Address.from_row(r) for k, r in tables.get("addrs", {}).items()}
             self.local, self.tentative, self.broadcast = {}, {}, {}
             for a in self.addresses.values():

@@ -424,3 +424,22 @@ def test_icmp_errors_quote_at_most_576_bytes_v4_and_1280_v6(net: Net) -> None:
     net.inject(udp6() / bytes(2000))
     out = net.expect(ipv6(icmp6(ICMPv6DestUnreach, code=4), src=OUR6, dst=PEER6))
     assert len(out[IPv6]) == 1280
+
+
+def test_source_choices_follow_address_changes() -> None:
+    """The (NIC, destination) source cache is dropped when addresses change."""
+    net = Net()
+    peer6, peer4 = ip_bytes(PEER6), ip_bytes(PEER4)
+    assert net.stack.ipv6_source(1, peer6) == ip_bytes(OUR6)
+    assert net.stack.ipv4_source(1, peer4) == ip_bytes(OUR4)
+    net.request("addr_del", nic="sntap0", address=OUR6)
+    net.request("addr_del", nic="sntap0", address=OUR4)
+    assert net.stack.ipv6_source(1, peer6) != ip_bytes(OUR6)
+    assert net.stack.ipv4_source(1, peer4) is None
+    net.request("addr_add", nic="sntap0", address="198.18.0.9/24")
+    assert net.stack.ipv4_source(1, peer4) == ip_bytes("198.18.0.9")
+    # A replica's stack follows its own view the same way.
+    replica = net.replica(1)
+    assert replica.stack.ipv4_source(1, peer4) == ip_bytes("198.18.0.9")
+    net.request("addr_add", nic="sntap0", address="198.18.0.8/24", behavior="first-primary")
+    assert replica.stack.ipv4_source(1, peer4) == ip_bytes("198.18.0.8")
