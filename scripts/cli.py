@@ -24,6 +24,7 @@ def _version() -> str:
 BENCHES = {
     "codecs": "shardnet.scripts.bench_codecs",
     "ring": "shardnet.scripts.bench_ring",
+    "udp": "shardnet.scripts.bench_udp",
 }
 
 
@@ -50,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, module, help_ in COMMANDS:
         cmd = sub.add_parser(name, help=help_)
         importlib.import_module(module).add_arguments(cmd)
-    bench = sub.add_parser("bench", help="micro-benchmarks (codecs, ring)")
+    bench = sub.add_parser("bench", help="benchmarks (codecs, ring, udp against the kernel)")
     bench.add_argument("target", choices=sorted(BENCHES), help="what to measure")
     bench.add_argument("args", nargs=argparse.REMAINDER, help="options of the benchmark")
     return parser

@@ -12,19 +12,17 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import time
 from typing import Any
 
-from shardnet.common.client import Client, ControlError
+from shardnet.common.client import Client
+
+from .lab import SHARDNET_V4, SHARDNET_V6, Lab
 
 TAP = "sndemo0"
-KERNEL_V4, SHARDNET_V4 = "198.18.0.1", "198.18.0.2"
-KERNEL_V6, SHARDNET_V6 = "2001:db8::1", "2001:db8::2"
 BULK = 50 * 1024 * 1024  # bytes each way
 
 
@@ -35,58 +33,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 class Demo:
     def __init__(self, bulk: int) -> None:
         self.bulk = bulk
-        self.ns = f"sn-demo-{secrets.token_hex(3)}"
-        self.control = f"ipc:///run/shardnet/demo-{secrets.token_hex(3)}.ctl"
-        self.stack: subprocess.Popen[str] | None = None
-        self.lines: list[str] = []
+        self.lab = Lab("demo", tap=TAP, serve=("http:80", "echo:7", "discard:9"))
+        self.control = self.lab.control
 
     def run_in_ns(self, argv: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            ["ip", "netns", "exec", self.ns, *argv], capture_output=True, text=True, **kw
-        )
+        return self.lab.run(argv, **kw)
 
     def say(self, line: str) -> None:
         print(line, flush=True)
 
     # --- steps ----------------------------------------------------------------------
     def setup(self) -> None:
-        subprocess.run(["ip", "netns", "add", self.ns], check=True, capture_output=True)
-        self.run_in_ns(["ip", "link", "set", "lo", "up"], check=True)
-        argv = [
-            sys.executable, "-m", "shardnet.scripts.cli", "run", "--tap", TAP, "--shards", "2",
-            "--ipv4", f"{SHARDNET_V4}/24", "--ipv6", f"{SHARDNET_V6}/64", "--control", self.control,
-            "--serve", "http:80", "--serve", "echo:7", "--serve", "discard:9",
-        ]  # fmt: skip
-        self.stack = subprocess.Popen(
-            ["ip", "netns", "exec", self.ns, *argv],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,  # Ctrl-C reaches us; we stop the stack ourselves
+        self.lab.start()
+        self.say(
+            f"shardnet is up in namespace {self.lab.ns}: 2 shards on TAP {TAP}, MAC {self.lab.mac}"
         )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.stack.poll() is not None:
-                raise RuntimeError(
-                    f"the stack exited: {self.stack.stdout.read() if self.stack.stdout else ''}"
-                )
-            try:
-                with Client(self.control, timeout_s=1) as client:
-                    shards = client.call("shards")["shards"]
-                    addrs = client.call("addrs")
-                    if all(s["ready"] for s in shards) and not any(
-                        a["kind"] == "tentative" for a in addrs
-                    ):
-                        self.say(f"shardnet is up in namespace {self.ns}: 2 shards on TAP {TAP}, "
-                                 f"MAC {client.hello()['mac']}")  # fmt: skip
-                        break
-            except ControlError:
-                pass
-            time.sleep(0.2)
-        else:
-            raise RuntimeError("the stack did not become ready in 30 s")
-        self.run_in_ns(["ip", "addr", "add", f"{KERNEL_V4}/24", "dev", TAP], check=True)
-        self.run_in_ns(["ip", "addr", "add", f"{KERNEL_V6}/64", "dev", TAP, "nodad"], check=True)
 
     def ping(self, target: str) -> None:
         r = self.run_in_ns(["ping", "-c", "5", "-i", "0.2", "-W", "2", target], timeout=30)
@@ -148,20 +109,7 @@ class Demo:
             )
 
     def cleanup(self) -> None:
-        if self.stack is not None and self.stack.poll() is None:
-            os.kill(self.stack.pid, signal.SIGTERM)
-            try:
-                self.stack.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.stack.kill()
-                self.stack.wait()
-        subprocess.run(["ip", "netns", "del", self.ns], capture_output=True)
-        if self.stack is not None:
-            shutil.rmtree(f"/run/shardnet/{TAP}.{self.stack.pid}.d", ignore_errors=True)
-        for suffix in ("", ".events"):
-            path = self.control[len("ipc://") :] + suffix
-            if os.path.exists(path):
-                os.unlink(path)
+        self.lab.close()
 
 
 def main(ns: argparse.Namespace) -> int:
