@@ -206,7 +206,7 @@ class ShardAssembly:
         )
         self.tcp.steering = self.steering
         udp_hook = UdpHooks(self.udp, self.steering).datagram
-        errors = IcmpErrorRouter(self.udp, self.tcp)
+        errors = IcmpErrorRouter(self.udp, self.tcp, self.steering)
         stack.transport_v4[17] = stack.transport_v6[17] = udp_hook
         stack.transport_v4[6] = stack.transport_v6[6] = self.tcp.deliver
         stack.transport_v4[-1] = errors.icmpv4_error

@@ -14,14 +14,26 @@ from shardnet.common.wire.icmpv6 import ICMPV6_DST_UNREACH, ICMPV6_PACKET_TOO_BI
 from shardnet.common.wire.icmpv6 import quoted_flow as quoted_flow_v6
 
 from ..net.stack import Delivery
+from .steer import Steering
 from .tcp import TcpDemux
 from .udp import UdpDemux
 
 
 class IcmpErrorRouter:
-    def __init__(self, udp: UdpDemux, tcp: TcpDemux) -> None:
+    def __init__(self, udp: UdpDemux, tcp: TcpDemux, steering: Steering | None = None) -> None:
         self.udp = udp
         self.tcp = tcp
+        self.steering = steering
+
+    def _elsewhere(self, d: Delivery, src: bytes, sport: int, dst: bytes, dport: int) -> bool:
+        """An error about a TCP connection of another shard's ephemeral
+        listener (the quoted flow hashed here, the connection lives in the
+        port's owner, steer.py): hand the error to that shard."""
+        return (
+            self.steering is not None
+            and (src, sport, dst, dport) not in self.tcp.conns
+            and self.steering.elsewhere(d, sport)
+        )
 
     def icmpv4_error(self, d: Delivery) -> bool:
         msg = Icmpv4View(d.payload)
@@ -32,6 +44,8 @@ class IcmpErrorRouter:
         if proto == 17:
             return self.udp.icmp_error(False, msg.code, src, sport, dst, dport)
         if proto == 6:
+            if self._elsewhere(d, src, sport, dst, dport):
+                return True
             mtu = msg.next_hop_mtu if msg.code == ICMP_FRAG_NEEDED else 0
             self.tcp.icmp_error(False, True, msg.code, src, sport, dst, dport, mtu)
             return True
@@ -46,6 +60,8 @@ class IcmpErrorRouter:
         if proto == 17 and msg.type == ICMPV6_DST_UNREACH:
             return self.udp.icmp_error(True, msg.code, src, sport, dst, dport)
         if proto == 6:
+            if self._elsewhere(d, src, sport, dst, dport):
+                return True
             mtu = msg.mtu if msg.type == ICMPV6_PACKET_TOO_BIG else 0
             self.tcp.icmp_error(
                 True, msg.type == ICMPV6_DST_UNREACH, msg.code, src, sport, dst, dport, mtu

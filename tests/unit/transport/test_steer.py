@@ -15,6 +15,7 @@ from scapy.layers.l2 import Ether
 from shardnet.common.addr import parse_mac
 from shardnet.common.record import TAG_LOOPED, TAG_WIRE
 from shardnet.shards.api import ShardStack
+from shardnet.shards.transport.errors import IcmpErrorRouter
 from shardnet.shards.transport.ports import PortManager
 from shardnet.shards.transport.steer import Steering
 from shardnet.shards.transport.tcp import TcpDemux
@@ -43,6 +44,9 @@ def world(shard: int) -> tuple[Net, Steering, list[tuple[int, int, bytes]], Shar
     )
     tcp.steering = steering
     net.stack.transport_v4[6] = net.stack.transport_v6[6] = tcp.deliver
+    errors = IcmpErrorRouter(udp, tcp, steering)
+    net.stack.transport_v4[-1] = errors.icmpv4_error
+    net.stack.transport_v6[-58] = errors.icmpv6_error
     net.sent()
     stack = ShardStack(shard=shard, nshards=2, net=net.stack, udp=udp, rng=random.Random(3))
     stack.tcp = tcp
@@ -130,3 +134,25 @@ def test_an_ephemeral_listener_gets_a_port_its_shard_owns() -> None:
         for _ in range(5):
             server = asyncio.run(stack.start_server(lambda r, w: None, "0.0.0.0", 0))
             assert server.sockets[0][1] % 2 == shard
+
+
+def test_an_icmp_error_about_another_shards_connection_is_steered_there() -> None:
+    """The quoted flow hashed here; the connection of an ephemeral listener
+    lives in the port's owner, which must see the error (RFC 5927, PMTU)."""
+    net, _, steered, _ = world(shard=0)
+
+    def frag_needed(sport: int) -> Ether:
+        quoted = IP(src=OUR4, dst=PEER4) / TCP(sport=sport, dport=443, flags="A", seq=1)
+        return (
+            Ether(src=PEER_MAC, dst=OUR_MAC)
+            / IP(src=PEER4, dst=OUR4)
+            / ICMP(type=3, code=4, nexthopmtu=1280)
+            / bytes(quoted)[:28]
+        )
+
+    net.inject(frag_needed(40002))  # a port this shard owns: handled (and dropped) here
+    assert steered == []
+    net.inject(frag_needed(40001))  # shard 1's port
+    ((target, tag, frame),) = steered
+    assert (target, tag) == (1, TAG_WIRE) and ICMP in Ether(frame)
+    net.expect_nothing()
