@@ -41,8 +41,7 @@ from typing import Protocol
 from .. import checksum as csum
 from ..addr import IPV4_ANY, format_ip, is_ipv4_multicast
 from .errors import Drop, MalformedPacket
-
-IPPROTO_IGMP = 2  # IANA "Assigned Internet Protocol Numbers"
+from .ipv4 import IPOPT_ROUTER_ALERT
 
 # Message types (RFC 3376 §4, RFC 2236 §2.1, RFC 1112 appendix I).
 IGMP_MEMBERSHIP_QUERY = 0x11
@@ -58,7 +57,7 @@ IGMPV3_ALL_ROUTERS = bytes((224, 0, 0, 22))  # 224.0.0.22, RFC 3376 §4.2.14: v3
 IGMP_TTL = 1  # RFC 3376 §4, RFC 2236 §2
 IGMP_TOS = 0xC0  # IP Precedence Internetwork Control, RFC 3376 §4
 # IPv4 Router Alert option, RFC 2113 §2.1: copied flag + type 20, length 4, value 0.
-ROUTER_ALERT_OPTION = bytes((0x94, 0x04, 0, 0))
+ROUTER_ALERT_OPTION = bytes((IPOPT_ROUTER_ALERT, 4, 0, 0))
 
 IGMP_MIN_LEN = 8  # every IGMP message, RFC 2236 §2
 IGMPV3_QUERY_MIN_LEN = 12  # RFC 3376 §4.1, §7.1

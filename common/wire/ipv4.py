@@ -13,6 +13,7 @@ broadcast, multicast: the network layer).
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from .. import checksum as csum
@@ -26,6 +27,7 @@ IPV4_VERSION = 4
 
 # Protocol numbers (IANA "Assigned Internet Protocol Numbers").
 IPPROTO_ICMP = 1
+IPPROTO_IGMP = 2
 IPPROTO_TCP = 6
 IPPROTO_UDP = 17
 
@@ -33,6 +35,24 @@ IPPROTO_UDP = 17
 # option is type, length (counting both bytes) and data.
 IPOPT_EOL = 0  # end of option list
 IPOPT_NOP = 1  # no operation
+IPOPT_ROUTER_ALERT = 0x94  # RFC 2113: copied, class 0, number 20; 4 bytes
+
+
+def iter_options(options: bytes | bytearray | memoryview) -> Iterator[tuple[int, int, int]]:
+    """(type, start, end) of each option of a list ``Ipv4View.checked``
+    accepted (``Ipv4View.options``), NOPs skipped, up to End of Option List."""
+    i, n = 0, len(options)
+    while i < n:
+        kind = options[i]
+        if kind == IPOPT_EOL:
+            return
+        if kind == IPOPT_NOP:
+            i += 1
+            continue
+        end = i + options[i + 1]
+        yield kind, i, end
+        i = end
+
 
 # Flags (RFC 791 §3.1), in the 16-bit flags/fragment-offset word.
 _FLAG_DF = 0x4000

@@ -28,7 +28,7 @@ from shardnet.common.addr import format_ip, format_mac, is_unicast, parse_ip
 from shardnet.common.config import StackConfig
 from shardnet.common.wire.ethernet import ETHERTYPE_IPV4, ETHERTYPE_IPV6, EthernetView
 from shardnet.common.wire.icmpv6 import ICMPV6_MLD_QUERY, ICMPV6_MLD_REPORT, message_bytes
-from shardnet.common.wire.igmp import IPPROTO_IGMP
+from shardnet.common.wire.ipv4 import IPPROTO_IGMP
 from shardnet.common.wire.ipv6 import (
     ALL_NODES,
     NH_HOPOPTS,

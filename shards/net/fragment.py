@@ -26,11 +26,7 @@ are refused (ValueError).
 
 from __future__ import annotations
 
-from shardnet.common.wire.ipv4 import (
-    IPOPT_EOL,
-    IPOPT_NOP,
-    Ipv4View,
-)
+from shardnet.common.wire.ipv4 import Ipv4View, iter_options
 from shardnet.common.wire.ipv6 import (
     IPV6_FRAGMENT_HEADER_LEN,
     IPV6_HEADER_LEN,
@@ -103,21 +99,9 @@ def fragment_ipv4(
 def _copied_options(options: bytes) -> bytes:
     """The options of ``options`` with the copy bit set (RFC 791 §3.1), for
     the fragments after the first. The list was validated by the codec."""
-    out = bytearray()
-    i = 0
-    n = len(options)
-    while i < n:
-        kind = options[i]
-        if kind == IPOPT_EOL:
-            break
-        if kind == IPOPT_NOP:
-            i += 1
-            continue
-        length = options[i + 1]
-        if kind & _COPY_BIT:
-            out += options[i : i + length]
-        i += length
-    return bytes(out)
+    return b"".join(
+        options[start:end] for kind, start, end in iter_options(options) if kind & _COPY_BIT
+    )
 
 
 def fragment_ipv6(packet: bytes | bytearray | memoryview, mtu: int, ident: int) -> list[bytes]:

@@ -27,40 +27,25 @@ from shardnet.common.wire.igmp import (
     IGMP_TTL,
     IGMPV1_REPORT,
     IGMPV2_REPORT,
-    IPPROTO_IGMP,
     ROUTER_ALERT_OPTION,
     IgmpQuery,
     IgmpV2Message,
     message_bytes,
     parse,
 )
+from shardnet.common.wire.ipv4 import IPOPT_ROUTER_ALERT, IPPROTO_IGMP, Ipv4View, iter_options
 
 from .igmp import IgmpConfig, IgmpMachine, SendIgmp
 from .ndp import NdpMachine
 from .stack import Delivery, NetStack
 from .state import NetError, NetOwner
 
-_IPOPT_ROUTER_ALERT = 0x94  # RFC 2113
-
 
 def has_router_alert(packet: memoryview | bytes) -> bool:
-    """Whether the IPv4 header of ``packet`` carries a Router Alert option
-    (RFC 2113); a malformed option list counts as none."""
-    ihl = (packet[0] & 0x0F) * 4
-    at = 20
-    while at < ihl:
-        kind = packet[at]
-        if kind == 0:  # End of Option List
-            return False
-        if kind == 1:  # No Operation
-            at += 1
-            continue
-        if at + 1 >= ihl or packet[at + 1] < 2:
-            return False
-        if kind == _IPOPT_ROUTER_ALERT:
-            return True
-        at += packet[at + 1]
-    return False
+    """Whether the IPv4 header of ``packet`` (checked by the codec) carries
+    a Router Alert option (RFC 2113)."""
+    options = Ipv4View(memoryview(packet)).options
+    return any(kind == IPOPT_ROUTER_ALERT for kind, _, _ in iter_options(options))
 
 
 class GroupControl:

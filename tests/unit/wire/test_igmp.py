@@ -30,6 +30,7 @@ from shardnet.common.wire.igmp import (
     IgmpV3Report,
     IgmpV3ReportView,
 )
+from shardnet.common.wire.ipv4 import IPPROTO_IGMP
 
 from .helpers import assert_drop, behind_ip, ip_payload, scapy_checksum
 
@@ -280,7 +281,7 @@ def test_constants() -> None:
         0x12,
         0x16,
     )
-    assert (igmp.IGMPV2_LEAVE, igmp.IGMPV3_REPORT, igmp.IPPROTO_IGMP) == (0x17, 0x22, 2)
+    assert (igmp.IGMPV2_LEAVE, igmp.IGMPV3_REPORT, IPPROTO_IGMP) == (0x17, 0x22, 2)
     assert igmp.ALL_SYSTEMS == parse_ip("224.0.0.1")
     assert igmp.ALL_ROUTERS == parse_ip("224.0.0.2")
     assert igmp.IGMPV3_ALL_ROUTERS == parse_ip("224.0.0.22")
@@ -459,7 +460,7 @@ def scapy_dissect(data: bytes, dst: bytes) -> IP:
         data,
         SRC,
         format_ip(dst),
-        igmp.IPPROTO_IGMP,
+        IPPROTO_IGMP,
         ttl=igmp.IGMP_TTL,
         tos=igmp.IGMP_TOS,
         options=[IPOption_Router_Alert()],
