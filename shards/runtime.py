@@ -144,11 +144,11 @@ class ShardRuntime:
         classifies it like a wire frame. False when the uplink is full."""
         return self._uplink(_LOOP_HEAD, frame)
 
-    def _steer(self, shard: int, tag: int, frame: bytes | bytearray) -> bool:
+    def _steer(self, shard: int, tag: int, eth: bytes, packet: memoryview) -> bool:
         """A frame for another shard's socket (``common/record.py``)."""
-        return self._uplink(bytes((shard, tag)), frame)
+        return self._uplink(bytes((shard, tag)) + eth, packet)
 
-    def _uplink(self, head: bytes, frame: bytes | bytearray) -> bool:
+    def _uplink(self, head: bytes, frame: bytes | bytearray | memoryview) -> bool:
         if self._closed:
             return False
         producer = self.uplink_producer

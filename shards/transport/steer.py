@@ -21,8 +21,10 @@ from shardnet.common.wire.ethernet import ETHERTYPE_IPV4, ETHERTYPE_IPV6
 
 from ..net.stack import Delivery
 
-# (target shard, record tag, Ethernet frame) -> False when it could not be handed on
-Steer = Callable[[int, int, bytes], bool]
+# (target shard, record tag, Ethernet header, IP packet) -> False when it
+# could not be handed on. The packet is valid only during the call (B29): the
+# uplink copies it, once, into the ring.
+Steer = Callable[[int, int, bytes, memoryview], bool]
 
 _ETH = struct.Struct("!6s6sH")
 
@@ -32,7 +34,10 @@ class Steering:
         self.shard = shard
         self.nshards = nshards
         self.steer = steer if nshards > 1 else None
-        self.mac = mac  # the link's: the owner's ingress checks the destination MAC
+        # The frame's Ethernet header: the link's MAC, which the owner's
+        # ingress checks; the source does not matter.
+        self._eth_v4 = _ETH.pack(mac, bytes(6), ETHERTYPE_IPV4)
+        self._eth_v6 = _ETH.pack(mac, bytes(6), ETHERTYPE_IPV6)
         self.steered = 0
 
     def elsewhere(self, d: Delivery, port: int) -> bool:
@@ -44,8 +49,7 @@ class Steering:
         owner = udp_port_owner(port, self.nshards)
         if owner == self.shard:
             return False
-        ethertype = ETHERTYPE_IPV4 if len(d.src) == 4 else ETHERTYPE_IPV6
-        frame = _ETH.pack(self.mac, bytes(6), ethertype) + bytes(d.packet)
-        if self.steer(owner, TAG_LOOPED if d.looped else TAG_WIRE, frame):
+        eth = self._eth_v4 if len(d.src) == 4 else self._eth_v6
+        if self.steer(owner, TAG_LOOPED if d.looped else TAG_WIRE, eth, d.packet):
             self.steered += 1
         return True

@@ -31,8 +31,8 @@ def world(shard: int) -> tuple[Net, Steering, list[tuple[int, int, bytes]], Shar
     net.learn(PEER6)
     steered: list[tuple[int, int, bytes]] = []
 
-    def steer(target: int, tag: int, frame: bytes) -> bool:
-        steered.append((target, tag, frame))
+    def steer(target: int, tag: int, eth: bytes, packet: memoryview) -> bool:
+        steered.append((target, tag, eth + bytes(packet)))  # the frame the owner gets
         return True
 
     udp = UdpDemux(PortManager(), seed=1)
