@@ -434,6 +434,7 @@ class TcpDemux:
         self._scheduled: dict[Key, float] = {}
         self._timer_seq = itertools.count()
         self._rescan_at = 0.0
+        self._touched: set[Key] = set()  # connections that ran since the last turn
         self.listeners: dict[int, list[Listening]] = {}
         self._dirty: set[Key] = set()
         self._flush_scheduled = False
@@ -503,8 +504,7 @@ class TcpDemux:
         # Events may have queued output (a close after the last flush).
         for seg in t.ep.poll_transmit(now):
             self._send(key[0], key[2], seg)
-        if self.conns.get(key) is t:
-            self._schedule(key, t.ep.next_deadline())
+        self._touched.add(key)  # its deadline is read once per timer-loop turn
 
     def _schedule(self, key: Key, deadline: float | None) -> None:
         """Remember when ``key``'s endpoint wants ``handle_timeout``."""
@@ -519,6 +519,18 @@ class TcpDemux:
         if len(heap) > 2 * len(self._scheduled) + 64:  # mostly stale: rebuild
             self._timer_heap = [(d, next(self._timer_seq), k) for k, d in self._scheduled.items()]
             heapq.heapify(self._timer_heap)
+
+    def _sync_touched(self) -> None:
+        """Schedule the connections that ran since the last turn: their
+        deadlines are read here, once, not after every segment."""
+        touched = self._touched
+        if not touched:
+            return
+        self._touched = set()
+        conns = self.conns
+        for key in touched:
+            t = conns.get(key)
+            self._schedule(key, t.ep.next_deadline() if t is not None else None)
 
     def _rescan(self, now: float) -> None:
         """The backstop: every connection's deadline read afresh."""
@@ -662,6 +674,7 @@ class TcpDemux:
         ]
 
     def next_deadline(self) -> float | None:
+        self._sync_touched()
         heap, scheduled = self._timer_heap, self._scheduled
         while heap and scheduled.get(heap[0][2]) != heap[0][0]:
             heapq.heappop(heap)  # stale
@@ -670,6 +683,7 @@ class TcpDemux:
         return min((d for d in deadlines if d is not None), default=None)
 
     def handle_timeout(self, now: float) -> None:
+        self._sync_touched()
         if self.conns and now >= self._rescan_at:
             self._rescan(now)
         heap, scheduled = self._timer_heap, self._scheduled
@@ -684,7 +698,7 @@ class TcpDemux:
             actual = t.ep.next_deadline()
             if actual is not None and actual <= now:
                 t.ep.handle_timeout(now)
-            self._after(key, t)  # schedules its next deadline
+            self._after(key, t)  # its next deadline is scheduled next turn
         for lst in self._all_listeners():
             deadline = lst.listener.next_deadline()
             if deadline is not None and deadline <= now:
