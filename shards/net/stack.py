@@ -36,6 +36,7 @@ import struct
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from shardnet.common.addr import (
     IPV4_ANY,
@@ -616,27 +617,32 @@ class NetStack:
             return None
         return nic, route
 
-    def _cached_source(self, key: tuple[int, bytes | None]) -> bytes | None | bool:
-        """A source chosen before for ``key`` while the addresses were the
-        same (``NetView.generation``), else False."""
-        if self._source_gen != self.view.generation:
-            self._source_cache.clear()
-            self._source_gen = self.view.generation
-        return self._source_cache.get(key, False)
-
-    def _cache_source(self, key: tuple[int, bytes | None], src: bytes | None) -> None:
+    def _source(
+        self,
+        nic_id: int,
+        dst: bytes | None,
+        choose: Callable[[int, Any], bytes | None],
+    ) -> bytes | None:
+        """``choose(nic_id, dst)``, remembered while the NICs and addresses
+        stay the same (``NetView.generation``)."""
         cache = self._source_cache
+        if self._source_gen != self.view.generation:
+            cache.clear()
+            self._source_gen = self.view.generation
+        key = (nic_id, dst)
+        if key in cache:
+            return cache[key]
         if len(cache) >= SOURCE_CACHE_SIZE:
             cache.clear()  # bounded: many destinations cost a recomputation now and then
-        cache[key] = src
+        src = cache[key] = choose(nic_id, dst)
+        return src
 
     def ipv4_source(self, nic_id: int, dst: bytes | None = None) -> bytes | None:
         """The NIC's first usable primary IPv4 address, preferring one on
         ``dst``'s subnet (as Linux's inet_select_addr does), deprecated last."""
-        key = (nic_id, dst)
-        cached = self._cached_source(key)
-        if cached is not False:
-            return cached  # type: ignore[return-value]
+        return self._source(nic_id, dst, self._choose_ipv4_source)
+
+    def _choose_ipv4_source(self, nic_id: int, dst: bytes | None) -> bytes | None:
         cands = [
             a
             for a in self.view.addresses_of(nic_id, 4)
@@ -649,9 +655,7 @@ class NetStack:
             )
             return (a.kind is AddressKind.DEPRECATED, off_subnet, a.position)
 
-        src = min(cands, key=rank).addr if cands else None
-        self._cache_source(key, src)
-        return src
+        return min(cands, key=rank).addr if cands else None
 
     def send_ipv6(
         self,
@@ -733,10 +737,9 @@ class NetStack:
 
     def ipv6_source(self, nic_id: int, dst: bytes) -> bytes | None:
         """RFC 6724 §5 among the NIC's usable IPv6 addresses (never tentative)."""
-        key = (nic_id, dst)
-        cached = self._cached_source(key)
-        if cached is not False:
-            return cached  # type: ignore[return-value]
+        return self._source(nic_id, dst, self._choose_ipv6_source)
+
+    def _choose_ipv6_source(self, nic_id: int, dst: bytes) -> bytes | None:
         cands = [
             SourceCandidate(
                 a.addr,
@@ -749,9 +752,7 @@ class NetStack:
             if a.usable and a.behavior is not PrimaryBehavior.NEVER_PRIMARY
         ]
         chosen = select_source(dst, cands, out_nic=nic_id)
-        src = chosen.addr if chosen is not None else None
-        self._cache_source(key, src)
-        return src
+        return chosen.addr if chosen is not None else None
 
     def _loop(self, ethertype: int, packet: bytes | bytearray) -> bool:
         """B13: one datagram for ourselves, as an Ethernet frame (our link
