@@ -10,6 +10,7 @@ import contextlib
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -82,6 +83,18 @@ class StackProcess:
 
     def shard_pids(self) -> list[int]:
         return [s["pid"] for s in self.call("shards")["shards"]]
+
+    def kill_shard(self, index: int, timeout: float = 15) -> bool:
+        """``kill -9`` shard ``index``; True once the supervisor has started
+        a new one (another pid) and it is ready."""
+        old = self.shard_pids()[index]
+        os.kill(old, signal.SIGKILL)
+
+        def restarted() -> bool:
+            shard = self.call("shards")["shards"][index]
+            return shard["pid"] != old and shard["ready"]
+
+        return wait_until(restarted, timeout=timeout)
 
     def stop(self, sig: int = 15, timeout: float = 20) -> int | None:
         """Signal the stack and wait for it; returns its exit code. Removes

@@ -8,7 +8,6 @@ changes made through it survive a restart of shard 0."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
 from collections.abc import Iterator
 
 import pytest
@@ -128,14 +127,7 @@ def test_run_time_changes_survive_a_restart_of_shard_0(
     ns.run(f"ip route add 198.19.6.0/24 via {SHARDNET_V4}")
     assert pings(ns, "198.19.6.1") and pings(ns, "198.18.0.4")
 
-    old = stack.shard_pids()
-    subprocess.run(["kill", "-9", str(old[0])], check=True)
-
-    def restarted() -> bool:
-        shard0 = stack.call("shards")["shards"][0]
-        return shard0["pid"] != old[0] and shard0["ready"]
-
-    assert wait_until(restarted, timeout=10)
+    assert stack.kill_shard(0, timeout=10)
     assert wait_until(lambda: "snlo2" in [n["name"] for n in client.nics()], timeout=5)
     assert client.nic("snlo2")["id"] == nic["id"]
     assert client.nic("snlo2")["context"] == {"keep": True}

@@ -203,14 +203,7 @@ def test_memberships_come_back_after_shard_restarts(ns: Netns, stack: StackProce
         return [(r["group"], r["shards"]) for r in stack.call("groups")]
 
     for victim in (1, 0):
-        old = stack.shard_pids()
-        subprocess.run(["kill", "-9", str(old[victim])], check=True)
-        assert wait_until(
-            lambda v=victim, o=old: (
-                (p := stack.call("shards")["shards"][v])["pid"] != o[v] and p["ready"]
-            ),
-            timeout=15,
-        )
+        assert stack.kill_shard(victim)
         assert wait_until(lambda: members() == [(GROUP4, [0, 1]), (GROUP6, [0, 1])], timeout=10), (
             members()
         )

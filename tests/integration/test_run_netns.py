@@ -80,13 +80,7 @@ def test_frames_of_a_flow_reach_the_shard_the_hash_names(ns: Netns, stack: Stack
 def test_kill_9_of_a_shard_is_repaired_and_counted(ns: Netns, stack: StackProcess) -> None:
     for victim in (1, 0):
         old = stack.shard_pids()
-        subprocess.run(["kill", "-9", str(old[victim])], check=True)
-        assert wait_until(
-            lambda v=victim, o=old: (
-                (p := stack.call("shards")["shards"][v])["pid"] != o[v] and p["ready"]
-            ),
-            timeout=10,
-        ), "the shard was not restarted"
+        assert stack.kill_shard(victim, timeout=10), "the shard was not restarted"
         assert stack.shard_pids()[1 - victim] == old[1 - victim], (
             "the other shard must keep running"
         )
