@@ -25,6 +25,7 @@ plane directly, the others send a message.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
 import logging
 import os
@@ -312,6 +313,15 @@ class ShardAssembly:
         c.tcp_segments_in, c.tcp_segments_out, c.tcp_retransmits = self.tcp.totals()
         for key, value in self.stack.stats.items():
             c.net[key] = value
+        if self.control is not None:  # the protocol machines' own counts, summed over NICs
+            machines = [("ndp", m.stats) for m in self.control.ndp.values()]
+            machines += [("igmp", m.stats) for m in self.control.groups.igmp.values()]
+            totals: dict[str, int] = {}
+            for prefix, stats in machines:
+                for f in dataclasses.fields(stats):
+                    name = f"{prefix}_{f.name}"
+                    totals[name] = totals.get(name, 0) + getattr(stats, f.name)
+            c.net.update(totals)
         c.net["steered"] = self.steering.steered
         return c.snapshot(self.index, {**(gauges or {}), **self.tcp.gauges()})
 

@@ -264,6 +264,24 @@ def test_multicast_between_two_stacks() -> None:
     run(go())
 
 
+def test_igmp_and_ndp_counts_reach_the_stats() -> None:
+    """The machines' own counters (reports sent, queries ignored...) are in
+    the shard's stats, counted once however often the stats are read."""
+
+    async def go() -> None:
+        a, b = paired()
+        async with a, b:
+            t, _ = await a.create_datagram_endpoint(Collect, local_addr=("0.0.0.0", 6000))
+            t.set_option("IP_ADD_MEMBERSHIP", "234.198.18.7")
+            # No loop turn between the reads: the counts must not move.
+            reads = [a.stats()["shards"][0]["counters"] for _ in range(3)]
+            sent = [c["net/igmp_reports_sent"] for c in reads]
+            assert sent[0] == sent[1] == sent[2] and 1 <= sent[0] <= 2  # Robustness 2
+            assert all(c["net/ndp_mld_reports"] >= 1 for c in reads)  # solicited-node joins
+
+    run(go())
+
+
 def test_loopback_goes_through_looped_records() -> None:
     """B13: a stack talking to itself (its address, 127.0.0.1, ::1)."""
 
