@@ -129,11 +129,16 @@ class Confirm:
     ip: bytes
 
 
+MEMBERSHIP_RESET_NIC = 0  # Membership.nic of "forget this shard's groups" (no NIC has id 0)
+
+
 @dataclass(frozen=True, slots=True)
 class Membership:
     """A shard's sockets joined (the first of them) or left (the last) a
     multicast group on a NIC: shard 0 runs IGMP/MLD for the host and
-    replicates the joined groups that every shard accepts."""
+    replicates the joined groups that every shard accepts.
+    ``MEMBERSHIP_RESET_NIC`` is sent once as a shard starts: forget the groups of the
+    sockets it had before a restart."""
 
     kind: ClassVar[str] = "membership"
     shard: int

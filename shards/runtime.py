@@ -33,6 +33,7 @@ import zmq.asyncio
 
 from shardnet.common.link_tx import open_writer
 from shardnet.common.messages import (
+    MEMBERSHIP_RESET_NIC,
     BadMessage,
     Beat,
     Confirm,
@@ -94,7 +95,8 @@ class ShardRuntime:
             self._open_owner_sockets(ep)
         else:
             self._open_replica_sockets(ep)
-            self.membership(0, b"", False)  # a fresh start: forget our old sockets' groups
+            # A fresh start: shard 0 forgets the groups of our old sockets.
+            self.membership(MEMBERSHIP_RESET_NIC, b"", False)
         self.shard = ShardAssembly(
             spec.config, mac=spec.mac, writer=self.writer, clock=self.clock,
             loop_back=self._loop_back, steer=self._steer, index=self.index, nshards=spec.nshards,
@@ -257,7 +259,7 @@ class ShardRuntime:
             elif isinstance(msg, Confirm) and control is not None:
                 control.confirm_reachable(msg.nic, msg.ip)
             elif isinstance(msg, Membership) and control is not None:
-                if msg.nic == 0:  # the shard (re)started: its old sockets are gone
+                if msg.nic == MEMBERSHIP_RESET_NIC:  # the shard (re)started
                     control.groups.shard_restarted(msg.shard)
                     continue
                 try:
