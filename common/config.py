@@ -58,6 +58,10 @@ class StackConfig:
     drain_s: float = 5.0  # bound on the graceful close at shutdown
     ring_bytes: int = 8 << 20  # data area of each dispatcher -> shard ring
     vnet_hdr: bool = True
+    # Kernel offloads through the virtio-net header: checksums and TCP
+    # segmentation both ways (GRO super-frames in, TSO super-segments out).
+    # Off (--no-offload): MTU frames, checksums computed in Python.
+    offload: bool = True
     stats_interval_s: float = 1.0  # shard -> dispatcher counter snapshots
     restart_backoff_s: float = 0.2  # first delay before restarting a dead shard
     # RFC 7217 secret key (hex, >= 16 bytes) for stable opaque IPv6 addresses;
@@ -204,7 +208,7 @@ def _convert(name: str, value: Any) -> Any:
 
             FaultSpec.parse(str(value))
             return str(value)
-        case "slaac" | "forwarding" | "vnet_hdr":
+        case "slaac" | "forwarding" | "vnet_hdr" | "offload":
             if not isinstance(value, bool):
                 raise ConfigError(f"{name}: want true or false, got {value!r}")
             return value

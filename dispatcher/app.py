@@ -37,6 +37,7 @@ from shardnet.common.messages import Request, Stop
 from shardnet.common.procspec import ShardSpec, internal_endpoints
 from shardnet.common.record import TAG_LOOPED, TAG_WIRE, UPLINK_LOOP
 from shardnet.common.ring import Ring
+from shardnet.common.wire.virtio import F_DATA_VALID
 
 from .classify import FRAGMENT, classify
 from .control import ControlServer
@@ -81,6 +82,10 @@ class Dispatcher:
         # Records: a tag byte, then always the link's virtio-net header
         # (zeros when the frame has none), then the frame (common/record.py).
         self._no_vnet = bytes(self.link.vnet_hdr_len)
+        # Steered frames: the steering shard checked (or the link vouched
+        # for) their checksums, which may be partial (NEEDS_CSUM) — say so.
+        size = self.link.vnet_hdr_len
+        self._vouched = bytes((F_DATA_VALID,)) + bytes(size - 1) if size else b""
         try:
             return await self._run(loop, on_ready)
         finally:
@@ -242,7 +247,7 @@ class Dispatcher:
             shard = r[0]
             producer = slots[shard].producer if shard < self.nshards else None
             tag, frame = r[1], r[2:]
-            if producer is not None and producer.try_put_tagged(tag, self._no_vnet, frame):
+            if producer is not None and producer.try_put_tagged(tag, self._vouched, frame):
                 d.steered += 1
                 touched.add(shard)
             else:

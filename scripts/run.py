@@ -44,6 +44,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--drain", dest="drain_s", type=float, metavar="SECONDS", help="bound on graceful close"
     )
+    p.add_argument(
+        "--no-offload",
+        dest="offload",
+        action="store_const",
+        const=False,
+        help="no checksum or segmentation offload: MTU frames, checksums in software",
+    )
     p.add_argument("--pcap", metavar="FILE", help="record every frame in and out")
     p.add_argument(
         "--fault",

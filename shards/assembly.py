@@ -135,6 +135,8 @@ class ShardAssembly:
         self.rng = rng or random.Random()
         self.counters = ShardCounters()
         self.ingress = Ingress(mac, self.counters, vnet_hdr_len)
+        # The link completes TCP checksums and segments super-segments.
+        self.tx_offload = bool(vnet_hdr_len) and config.offload
         self.owner: TableOwner | None = None
         self.replica: TableReplica | None = None
         self.control: ControlPlane | None = None
@@ -148,7 +150,7 @@ class ShardAssembly:
             self.view = net.view
             self.stack = NetStack(
                 shard=0, view=net.view, writer=writer, counters=self.counters, clock=clock,
-                loop_back=loop_back, forwarding=config.forwarding,
+                loop_back=loop_back, forwarding=config.forwarding, tx_offload=self.tx_offload,
             )  # fmt: skip
             self.control = ControlPlane(
                 net, self.stack, clock, ndp_config=ndp_config_of(config), rng=self.rng
@@ -165,6 +167,7 @@ class ShardAssembly:
             self.stack = NetStack(
                 shard=index, view=self.view, writer=writer, counters=self.counters, clock=clock,
                 ask_resolve=to_shard0.resolve, loop_back=loop_back, forwarding=config.forwarding,
+                tx_offload=self.tx_offload,
             )  # fmt: skip
         self.ingress.register(
             ETHERTYPE_IPV4, self.stack.handle_ipv4, looped=self.stack.handle_looped_ipv4

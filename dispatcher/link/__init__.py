@@ -17,10 +17,18 @@ def open_link(config: StackConfig) -> Link:
     in a pcap tee with ``--pcap``. Raises LinkError with a one-line message."""
     link: Link
     if config.tap:
-        link = TapLink.open(config.tap, mtu=config.mtu, mac=config.mac, vnet_hdr=config.vnet_hdr)
+        link = TapLink.open(
+            config.tap,
+            mtu=config.mtu,
+            mac=config.mac,
+            vnet_hdr=config.vnet_hdr,
+            offload=config.offload,
+        )
     else:
         assert config.packet is not None  # StackConfig.validate() saw to it
-        link = PacketLink.open(config.packet, mac=config.mac, vnet_hdr=config.vnet_hdr)
+        link = PacketLink.open(
+            config.packet, mac=config.mac, vnet_hdr=config.vnet_hdr, offload=config.offload
+        )
     if config.pcap:
         link = PcapTee(link, config.pcap)
     return link

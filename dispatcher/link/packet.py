@@ -82,6 +82,7 @@ class PacketLink(LinkBase):
         self.mac = mac
         self.vnet_hdr_len = vnet_hdr_len
         self.promiscuous = promiscuous
+        self.tx_offload = False  # set by open(): shards may ask for checksum offload and TSO
         self._arena = memoryview(bytearray(max(rx_arena, 2 * RX_CHUNK)))
         self._writer = PacketSocketWriter(name, vnet_hdr_len)
         self._closed = False
@@ -95,9 +96,12 @@ class PacketLink(LinkBase):
         mac: bytes | str | None = None,
         vnet_hdr: bool = True,
         promiscuous: bool | None = None,
+        offload: bool = True,
     ) -> PacketLink:
         """Attach to the existing interface ``ifname``. ``promiscuous``
-        None: on when shardnet's MAC differs from the interface's."""
+        None: on when shardnet's MAC differs from the interface's.
+        ``offload``: the shards may ask for checksum offload and TSO (the
+        frames read carry whatever the peer sent either way)."""
         check_ifname(ifname)
         mac = resolve_mac(mac)
         mtu = interface_mtu(ifname)  # LinkError when there is no such interface
@@ -121,7 +125,9 @@ class PacketLink(LinkBase):
                 mreq = _PACKET_MREQ.pack(socket.if_nametoindex(ifname), PACKET_MR_PROMISC, 0, b"")
                 sock.setsockopt(SOL_PACKET, PACKET_ADD_MEMBERSHIP, mreq)
             sock.setblocking(False)
-            return cls(sock, ifname, mtu=mtu, mac=mac, vnet_hdr_len=size, promiscuous=promiscuous)
+            link = cls(sock, ifname, mtu=mtu, mac=mac, vnet_hdr_len=size, promiscuous=promiscuous)
+            link.tx_offload = bool(offload and size)
+            return link
         except OSError as exc:
             sock.close()
             if isinstance(exc, LinkError):
@@ -132,16 +138,12 @@ class PacketLink(LinkBase):
     def capabilities(self) -> LinkCaps:  # type: ignore[override]
         if not self.vnet_hdr_len:
             return LinkCaps.NONE
-        # packet_snd() takes NEEDS_CSUM and GSO frames; packet_rcv() reports
-        # partial checksums and hands over GSO skbs unsegmented.
-        return (
-            LinkCaps.VNET_HDR
-            | LinkCaps.TX_CSUM
-            | LinkCaps.TX_TSO4
-            | LinkCaps.TX_TSO6
-            | LinkCaps.RX_CSUM
-            | LinkCaps.RX_GSO
-        )
+        # packet_rcv() reports partial checksums and hands over GSO skbs
+        # unsegmented; packet_snd() takes NEEDS_CSUM and GSO frames.
+        caps = LinkCaps.VNET_HDR | LinkCaps.RX_CSUM | LinkCaps.RX_GSO
+        if self.tx_offload:
+            caps |= LinkCaps.TX_CSUM | LinkCaps.TX_TSO4 | LinkCaps.TX_TSO6
+        return caps
 
     def fileno(self) -> int:
         return self.sock.fileno()

@@ -5,9 +5,11 @@ to the kernel; shardnet is the host at the other end, with its own MAC.
 With ``IFF_VNET_HDR`` (the default where the kernel offers it) every frame
 carries a virtio-net header both ways (``common/wire/virtio.py``): what we
 write may ask for checksum offload and TSO whatever the TAP's offloads; what
-we read carries partial checksums and GRO super-frames only once
-``set_offload`` allows them (off by default; the performance issue turns
-them on). Constants from ``linux/if_tun.h``, verified here (MEASUREMENTS.md §2).
+we read carries partial checksums and GRO super-frames once ``set_offload``
+allows them. ``open`` allows checksum, TSO4, TSO6 and TSO-ECN offloads by
+default: the kernel then hands over TCP super-frames of up to 64 KiB whose
+checksum it vouches for, instead of one MTU frame (and one checksum to
+verify in Python) per segment. Constants from ``linux/if_tun.h``.
 
 The device is created when missing, brought up with the MTU asked for
 (pyroute2), and deleted on ``close()`` only if this link created it: a
@@ -71,6 +73,10 @@ TUN_F_UFO = 0x10  # UDP fragmentation offload (untested here)
 TUN_F_USO4 = 0x20  # UDP segmentation, Linux 6.2+ (untested here)
 TUN_F_USO6 = 0x40
 
+# What ``open`` lets the kernel hand us by default: partial checksums and
+# TCP super-frames (GRO/TSO), with CWR kept on the first segment (TSO_ECN).
+RX_OFFLOADS = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN
+
 _IFREQ = struct.Struct("16sH22x")  # ifr_name, ifr_flags, rest of the union
 
 
@@ -118,7 +124,8 @@ class TapLink(LinkBase):
         self.vnet_hdr_len = vnet_hdr_len
         self.multi_queue = multi_queue
         self.created = created  # close() deletes the device only then
-        self.offload = 0
+        self.offload = 0  # TUN_F_* the kernel may use on frames it hands us
+        self.tx_offload = False  # shards may ask for checksum offload and TSO
         self._file = open(fd, "rb", buffering=0, closefd=False)
         self._arena = memoryview(bytearray(max(rx_arena, 2 * RX_CHUNK)))
         self._writer = TapWriter(fd, vnet_hdr_len)
@@ -136,12 +143,14 @@ class TapLink(LinkBase):
         vnet_hdr: bool = True,
         vnet_hdr_len: int = VIRTIO_NET_HDR_LEN,
         multi_queue: bool = False,
+        offload: bool = True,
     ) -> TapLink:
         """Attach to TAP ``name``, creating it if missing, and bring it up
         with ``mtu``. ``mac`` is shardnet's own address (random
         ``02:xx:..`` when None), not the TAP's. ``vnet_hdr``: use the
-        virtio-net header if the kernel offers it. Raises LinkError with a
-        one-line message."""
+        virtio-net header if the kernel offers it. ``offload``: let the
+        kernel hand over partial checksums and TCP super-frames (needs the
+        header). Raises LinkError with a one-line message."""
         raw = check_ifname(name)
         mac = resolve_mac(mac)
         if vnet_hdr_len not in VIRTIO_NET_HDR_SIZES:
@@ -186,6 +195,13 @@ class TapLink(LinkBase):
             multi_queue=multi_queue,
             created=not existed,
         )
+        if offload and size:
+            try:
+                link.set_offload(RX_OFFLOADS)
+            except LinkError:
+                link.close()
+                raise
+        link.tx_offload = bool(offload and size)
         return link
 
     # --- facts
@@ -194,8 +210,10 @@ class TapLink(LinkBase):
     def capabilities(self) -> LinkCaps:  # type: ignore[override]
         caps = LinkCaps.NONE
         if self.vnet_hdr_len:
-            # tun_get_user() accepts NEEDS_CSUM and GSO frames whatever the offloads
-            caps |= LinkCaps.VNET_HDR | LinkCaps.TX_CSUM | LinkCaps.TX_TSO4 | LinkCaps.TX_TSO6
+            caps |= LinkCaps.VNET_HDR
+            if self.tx_offload:
+                # tun_get_user() accepts NEEDS_CSUM and GSO frames whatever the offloads
+                caps |= LinkCaps.TX_CSUM | LinkCaps.TX_TSO4 | LinkCaps.TX_TSO6
             if self.offload & TUN_F_CSUM:
                 caps |= LinkCaps.RX_CSUM
             if self.offload & (TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_UFO | TUN_F_USO4 | TUN_F_USO6):

@@ -47,8 +47,14 @@ from shardnet.common.addr import (
     is_ipv6_multicast,
     is_unicast,
 )
-from shardnet.common.checksum import checksum, pseudo_header_v4, pseudo_header_v6, update16
-from shardnet.common.link_tx import FrameWriter
+from shardnet.common.checksum import (
+    checksum,
+    ones_sum,
+    pseudo_header_v4,
+    pseudo_header_v6,
+    update16,
+)
+from shardnet.common.link_tx import BytesLike, FrameWriter
 from shardnet.common.wire.errors import MalformedPacket
 from shardnet.common.wire.ethernet import ETHERTYPE_IPV4, ETHERTYPE_IPV6, EthernetView
 from shardnet.common.wire.icmpv4 import (
@@ -94,9 +100,16 @@ from shardnet.common.wire.ipv6 import (
 )
 from shardnet.common.wire.tcp import TcpView
 from shardnet.common.wire.udp import UdpView
+from shardnet.common.wire.virtio import (
+    F_NEEDS_CSUM,
+    GSO_TCPV4,
+    GSO_TCPV6,
+    VirtioNetHeader,
+)
 
 from ..counters import ShardCounters
 from .fragment import FragmentationNeeded, fragment_ipv4, fragment_ipv6
+from .gso import segment_tcp
 from .model import Address, AddressKind, Nic, PrimaryBehavior, network_of
 from .pmtu import PmtuCache
 from .ratelimit import TokenBucket
@@ -107,6 +120,8 @@ from .state import NetView
 log = logging.getLogger("shardnet.net")
 
 _ETH = struct.Struct("!6s6sH")
+_U16 = struct.Struct("!H")
+ETH_HLEN = 14  # bytes of Ethernet header before the IP header
 BROADCAST_MAC = b"\xff" * 6
 IPV6_LOOPBACK = bytes(15) + b"\x01"
 _IPV4_LOOPBACK = b"\x7f\0\0\x01"
@@ -138,6 +153,33 @@ class Delivery:
     looped: bool = False  # sent by this stack to itself (B13), not from the wire
 
 
+@dataclass(slots=True)
+class Outgoing:
+    """One datagram on its way out: the IP header (``hlen`` bytes) and the
+    transport header (or the whole payload) in ``head``, then ``data``
+    (the caller's buffer). The transport checksum at ``checksum_at`` of the
+    transport header is not filled in yet; ``pseudo`` is its
+    pseudo-header sum."""
+
+    ethertype: int
+    head: bytearray
+    hlen: int
+    data: BytesLike
+    protocol: int
+    checksum_at: int | None
+    pseudo: int
+    gso_size: int  # > 0: a TCP super-segment of segments of that many bytes
+
+    def joined(self) -> bytearray:
+        """The whole packet with its checksum computed."""
+        packet = self.head + self.data if self.data else self.head
+        if self.checksum_at is not None:
+            fill_checksum(
+                memoryview(packet)[self.hlen :], self.checksum_at, self.pseudo, self.protocol
+            )
+        return packet
+
+
 class NetStack:
     def __init__(
         self,
@@ -153,7 +195,11 @@ class NetStack:
         link_nic: int = 1,
         loop_back: Callable[[bytes | bytearray], bool] | None = None,
         forwarding: bool = False,
+        tx_offload: bool = False,
     ) -> None:
+        # The link completes TCP checksums and cuts TCP super-segments (the
+        # virtio-net header's NEEDS_CSUM and GSO, ``common/wire/virtio.py``).
+        self.tx_offload = tx_offload
         # --forwarding: route packets that are not for us (RFC 1812 / RFC 8200).
         self.forwarding = forwarding
         self.shard = shard
@@ -517,12 +563,18 @@ class NetStack:
         checksum_at: int | None = None,
         options: bytes = b"",
         multicast_loop: bool = False,
+        data: BytesLike = b"",
+        gso_size: int = 0,
     ) -> bool:
         """Route, pick a source, build, fragment and send one datagram.
         ``checksum_at``: the offset of the transport checksum in
         ``payload``, filled in once the source is chosen. ``options``: raw
         IP options (IGMP's Router Alert). ``multicast_loop``: a datagram to
         a group this host joined is also delivered here (IP_MULTICAST_LOOP).
+        ``data``: more payload after ``payload``, written from the caller's
+        buffer without a copy when it can be. ``gso_size``: a TCP
+        super-segment, to be cut into segments of that many bytes of
+        ``data`` (by the link when it offloads, else here).
         Returns False (and counts why) when it cannot be sent."""
         view = self.view
         route = None
@@ -561,38 +613,19 @@ class NetStack:
             else dst
         )
         hlen = 20 + ((len(options) + 3) & ~3)
-        total = hlen + len(payload)
+        head = bytearray(hlen + len(payload))
+        length = len(head) + len(data)
         self._ident = (self._ident + 1) & 0xFFFF
-        header = Ipv4Header(
-            src, dst, proto, ttl=ttl, tos=tos, ident=self._ident, df=df, total_length=total,
+        Ipv4Header(
+            src, dst, proto, ttl=ttl, tos=tos, ident=self._ident, df=df, total_length=length,
             options=options,
+        ).emit(head)  # fmt: skip
+        head[hlen:] = payload
+        pseudo = pseudo_header_v4(src, dst, proto, length - hlen) if checksum_at is not None else 0
+        return self._emit(
+            Outgoing(ETHERTYPE_IPV4, head, hlen, data, proto, checksum_at, pseudo, gso_size),
+            nic, next_hop, dst, broadcast, multicast_loop,
         )  # fmt: skip
-        packet = bytearray(total)
-        header.emit(packet)
-        packet[hlen:] = payload
-        if checksum_at is not None:
-            fill_checksum(
-                memoryview(packet)[hlen:],
-                checksum_at,
-                pseudo_header_v4(src, dst, proto, total - hlen),
-                proto,
-            )
-        if nic is None or nic.loopback:  # B13: whole, never fragmented
-            return self._loop(ETHERTYPE_IPV4, packet)
-        if multicast_loop and (nic.id, dst) in view.groups:
-            self._loop(ETHERTYPE_IPV4, packet)  # a copy for our own members
-        mtu = min(nic.mtu, self.pmtu.mtu(self.clock(), dst, nic.mtu))
-        if total <= mtu:
-            self._to_link(nic, next_hop, ETHERTYPE_IPV4, bytes(packet), broadcast)
-            return True
-        try:
-            pieces = fragment_ipv4(packet, mtu)
-        except FragmentationNeeded:
-            self.count("ipv4_df_too_big")
-            return False
-        for piece in pieces:
-            self._to_link(nic, next_hop, ETHERTYPE_IPV4, piece, broadcast)
-        return True
 
     def _ipv4_out(self, dst: bytes, nic_id: int | None) -> tuple[Nic, Route | None] | None:
         """The NIC a datagram to ``dst`` leaves by and the route chosen (None
@@ -669,6 +702,8 @@ class NetStack:
         traffic_class: int = 0,
         checksum_at: int | None = None,
         multicast_loop: bool = False,
+        data: BytesLike = b"",
+        gso_size: int = 0,
     ) -> bool:
         """As ``send_ipv4``; ``hop_limit`` None: the RA's CurHopLimit or 64."""
         view = self.view
@@ -705,35 +740,110 @@ class NetStack:
             if src is None:
                 self.count("ipv6_no_source")
                 return False
-        body = bytearray(payload)
-        if checksum_at is not None:
-            fill_checksum(
-                body, checksum_at, pseudo_header_v6(src, dst, next_header, len(body)), next_header
-            )
         multicast = is_ipv6_multicast(dst)
         next_hop = (
             route.gateway
             if route is not None and route.gateway is not None and not multicast
             else dst
         )
-        packet = bytearray(40 + len(body))
         if hop_limit is None:  # RFC 4861 §6.3.4: CurHopLimit from the RA, else the default
             learnt = nic.params.get("cur_hop_limit") if nic is not None else None
             hop_limit = learnt or DEFAULT_HOP_LIMIT
-        Ipv6Header(src, dst, next_header, hop_limit, traffic_class, 0, len(body)).emit(packet)
-        packet[40:] = body
-        if nic is None or nic.loopback:  # B13: whole, never fragmented
-            return self._loop(ETHERTYPE_IPV6, packet)
-        if multicast_loop and multicast and (nic.id, dst) in view.groups:
-            self._loop(ETHERTYPE_IPV6, packet)  # a copy for our own members
+        head = bytearray(40 + len(payload))
+        plen = len(payload) + len(data)
+        Ipv6Header(src, dst, next_header, hop_limit, traffic_class, 0, plen).emit(head)
+        head[40:] = payload
+        pseudo = pseudo_header_v6(src, dst, next_header, plen) if checksum_at is not None else 0
+        return self._emit(
+            Outgoing(ETHERTYPE_IPV6, head, 40, data, next_header, checksum_at, pseudo, gso_size),
+            nic, next_hop, dst, multicast, multicast_loop,
+        )  # fmt: skip
+
+    def _emit(
+        self,
+        out: Outgoing,
+        nic: Nic | None,
+        next_hop: bytes,
+        dst: bytes,
+        group: bool,
+        multicast_loop: bool,
+    ) -> bool:
+        """The last step of ``send_ipv4``/``send_ipv6``. The common case —
+        a unicast datagram to a known neighbour that fits the MTU, or a TCP
+        super-segment the link will cut — is written as it is: the headers
+        and the caller's ``data`` as separate parts of one ``writev``, the
+        transport checksum left to the link (virtio-net ``NEEDS_CSUM``) or
+        summed in place, never joined into a new buffer. Everything else
+        (looped to ourselves, a multicast copy for our own members, a next
+        hop to resolve, fragmentation) takes the whole packet."""
+        total = len(out.head) + len(out.data)
+        if nic is not None and not nic.loopback and not (multicast_loop and group):
+            mtu = min(nic.mtu, self.pmtu.mtu(self.clock(), dst, nic.mtu))
+            fits = total <= mtu
+            if fits or (out.gso_size and self.tx_offload):
+                if group:
+                    mac: bytes | None = _group_mac(next_hop)
+                else:
+                    mac = self.view.neighbours.get((nic.id, next_hop))
+                if mac is not None:
+                    self._write(nic, mac, out, fits)
+                    return True
+        packet = out.joined()
+        ethertype = out.ethertype
+        if nic is None or nic.loopback:  # never on the wire, whole, never fragmented
+            return self._loop(ethertype, packet)
+        if multicast_loop and (nic.id, dst) in self.view.groups:
+            self._loop(ethertype, packet)  # a copy for our own members
         mtu = min(nic.mtu, self.pmtu.mtu(self.clock(), dst, nic.mtu))
-        if len(packet) <= mtu:
-            self._to_link(nic, next_hop, ETHERTYPE_IPV6, bytes(packet), multicast)
+        if total <= mtu:
+            self._to_link(nic, next_hop, ethertype, bytes(packet), group)
             return True
-        self._frag_ident = (self._frag_ident + 1) & 0xFFFFFFFF
-        for piece in fragment_ipv6(packet, mtu, self._frag_ident):
-            self._to_link(nic, next_hop, ETHERTYPE_IPV6, piece, multicast)
+        if out.gso_size and out.protocol == IPPROTO_TCP:
+            for piece in segment_tcp(packet, out.gso_size):
+                self._to_link(nic, next_hop, ethertype, bytes(piece), group)
+            return True
+        if ethertype == ETHERTYPE_IPV4:
+            try:
+                pieces = fragment_ipv4(packet, mtu)
+            except FragmentationNeeded:
+                self.count("ipv4_df_too_big")
+                return False
+        else:
+            self._frag_ident = (self._frag_ident + 1) & 0xFFFFFFFF
+            pieces = fragment_ipv6(packet, mtu, self._frag_ident)
+        for piece in pieces:
+            self._to_link(nic, next_hop, ethertype, piece, group)
         return True
+
+    def _write(self, nic: Nic, mac: bytes, out: Outgoing, fits: bool) -> None:
+        """``out`` to the link in parts. With the link's offloads (TCP only:
+        Linux completes a UDP checksum of 0 as 0, which IPv6 forbids) the
+        checksum field holds the pseudo-header sum and the link adds the
+        rest (virtio 1.2 §5.1.6.2); a packet over the MTU is a super-segment
+        the link cuts into ``gso_size``-byte segments."""
+        head, at = out.head, out.checksum_at
+        vnet = None
+        if at is not None:
+            field = out.hlen + at
+            if self.tx_offload and out.protocol == IPPROTO_TCP:
+                _U16.pack_into(head, field, out.pseudo)
+                vnet = VirtioNetHeader(F_NEEDS_CSUM, csum_start=ETH_HLEN + out.hlen, csum_offset=at)
+                if not fits:
+                    vnet.gso_type = GSO_TCPV4 if out.ethertype == ETHERTYPE_IPV4 else GSO_TCPV6
+                    vnet.gso_size = out.gso_size
+                    vnet.hdr_len = ETH_HLEN + len(head)
+            else:
+                head[field : field + 2] = b"\0\0"
+                value = ~ones_sum(out.data, ones_sum(memoryview(head)[out.hlen :], out.pseudo))
+                value &= 0xFFFF
+                if value == 0 and out.protocol == IPPROTO_UDP:
+                    value = 0xFFFF  # RFC 768: a computed 0 is sent as all ones
+                _U16.pack_into(head, field, value)
+        eth = _ETH.pack(mac, nic.mac, out.ethertype)
+        if out.data:
+            self.writer.write((eth, head, out.data), vnet)
+        else:
+            self.writer.write((eth, head), vnet)
 
     def ipv6_source(self, nic_id: int, dst: bytes) -> bytes | None:
         """RFC 6724 §5 among the NIC's usable IPv6 addresses (never tentative)."""
@@ -851,12 +961,7 @@ class NetStack:
             self.count("loopback_not_looped")
             return
         if group:
-            if len(next_hop) == 16:
-                mac = multicast_mac(next_hop)
-            elif is_ipv4_multicast(next_hop):
-                mac = b"\x01\x00\x5e" + bytes([next_hop[1] & 0x7F]) + next_hop[2:4]  # RFC 1112 §6.4
-            else:
-                mac = BROADCAST_MAC
+            mac = _group_mac(next_hop)
         else:
             mac = self.view.neighbours.get((nic.id, next_hop))
             if mac is None:
@@ -999,6 +1104,16 @@ class NetStack:
                 self.icmpv6_error(d, ICMPV6_DST_UNREACH, UNREACH_ADDRESS)
         except MalformedPacket:
             return
+
+
+def _group_mac(group: bytes) -> bytes:
+    """The Ethernet address of a multicast group (RFC 1112 §6.4, RFC 2464
+    §7) or of a broadcast address."""
+    if len(group) == 16:
+        return multicast_mac(group)
+    if is_ipv4_multicast(group):
+        return b"\x01\x00\x5e" + bytes([group[1] & 0x7F]) + group[2:4]
+    return BROADCAST_MAC
 
 
 def fill_checksum(body: bytearray | memoryview, at: int, pseudo: int, proto: int) -> None:

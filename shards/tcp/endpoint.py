@@ -276,7 +276,7 @@ class TcpEndpoint:
     ``passive()`` (from a SYN; usually through ``TcpListener``)."""
 
     __slots__ = (
-        "config", "state", "local_port", "remote_port", "ipv6", "mtu",
+        "config", "state", "local_port", "remote_port", "ipv6", "mtu", "tso_max",
         "cc", "rtt", "sb", "_limiter", "ts_offset", "passive_open",
         # send sequence space (RFC 9293 §3.3.1); snd_max = highest sent
         "iss", "snd_una", "snd_nxt", "snd_max", "snd_wnd", "snd_wl1", "snd_wl2",
@@ -327,6 +327,9 @@ class TcpEndpoint:
         self.remote_port = remote_port
         self.ipv6 = ipv6
         self.mtu = mtu
+        # Payload bytes one outgoing segment may carry when the link cuts
+        # super-segments into MSS-sized ones (TSO); 0: one MSS per segment.
+        self.tso_max = 0
         self.adv_mss = advertised_mss(config.user_mss, mtu, ipv6)
         self.peer_mss = DEFAULT_MSS_V6 if ipv6 else DEFAULT_MSS_V4
         self.mss = self.adv_mss  # payload bytes per full segment (options excluded)
@@ -1478,10 +1481,19 @@ class TcpEndpoint:
                 )
                 sent += 1
                 break
-            n = min(self.mss - self._sack_option_len(), data_left, usable)
+            seg_mss = self.mss - self._sack_option_len()
+            goal = seg_mss
+            if self.tso_max > seg_mss:  # whole segments per super-segment
+                goal = self.tso_max // seg_mss * seg_mss
+            n = min(goal, data_left, usable)
             if n <= 0:
                 break
-            if n < self.mss - self._sack_option_len():
+            if n > seg_mss and n < data_left:
+                # A super-segment cut by the window: whole segments only, so
+                # no runt leaves in the middle of the stream (Linux
+                # tcp_tso_autosize and tcp_mss_split_point).
+                n -= n % seg_mss
+            elif n < seg_mss:
                 if n < data_left:
                     # RFC 9293 §3.8.6.2.1: window-limited; wait for a useful window
                     if n < self.max_snd_wnd // 2 and not self._persist_force:
@@ -1528,6 +1540,9 @@ class TcpEndpoint:
         if self._fin_pending and end == self._fin_seq:
             flags |= FIN
         seg = self._make(now, seq, flags, payload)
+        seg_mss = self.mss - self._sack_option_len()
+        if n > seg_mss:
+            seg.gso_size = seg_mss
         new_end = seq_add(end, 1 if flags & FIN else 0)
         if rtx:
             self.retransmits += 1

@@ -34,6 +34,9 @@ class Segment:
     window: int  # as on the wire (not scaled)
     options: TcpOptions = field(default_factory=TcpOptions)
     payload: bytes | memoryview = b""
+    # Outgoing only: a super-segment for the link to cut into segments of
+    # this many payload bytes (TSO); 0 for a segment that goes as it is.
+    gso_size: int = 0
 
     @classmethod
     def from_view(cls, view: TcpView) -> Segment:

@@ -54,6 +54,9 @@ RESCAN_INTERVAL_S = 1.0  # the timer heap's backstop: every deadline read afresh
 log = logging.getLogger("shardnet.tcp")
 
 MAPPED = bytes(10) + b"\xff\xff"
+# The largest TCP payload of one super-segment: the IP length field (65535)
+# less the largest IPv6 and TCP headers, as Linux's GSO_MAX_SIZE bounds it.
+TSO_MAX_PAYLOAD = 65535 - 60 - 60  # bytes
 HIGH_WATER = 256 * 1024  # bytes buffered in the transport before pause_writing
 Key = tuple[bytes, int, bytes, int]  # local addr, local port, remote addr, remote port (wire form)
 
@@ -424,6 +427,8 @@ class TcpDemux:
         self.isn = IsnGenerator(secret)
         self.cookies = SynCookies(secret)
         self.now = loop_time
+        # Super-segments when the link cuts them (TSO): the payload of one.
+        self.tso_max = TSO_MAX_PAYLOAD if net.tx_offload else 0
         self.conns: dict[Key, TcpTransport] = {}
         self.reservations: dict[Key, Reservation] = {}
         # The connections' timers: a heap of (deadline, seq, key), the
@@ -547,6 +552,7 @@ class TcpDemux:
         while (acc := lst.listener.accept()) is not None:
             ep = acc.endpoint
             key = (acc.local_addr, ep.local_port, acc.remote_addr, ep.remote_port)
+            ep.tso_max = self.tso_max
             t = TcpTransport(self, key, ep, lst.family == 6)
             self.conns[key] = t
             hooked = self._hooked.get(key)
@@ -616,11 +622,23 @@ class TcpDemux:
                 self._after(key, t)
 
     def _send(self, local: bytes, remote: bytes, seg: Segment) -> None:
-        data = seg.to_bytes()
+        """The TCP header is built here; the payload goes to the link from
+        the segment's own buffer, and the checksum is left to the network
+        layer (the link's offload, or a sum over both parts)."""
+        h = seg.header()
+        head = bytearray(h.header_len)
+        h.emit(head)
         if len(remote) == 4:
-            self.net.send_ipv4(remote, 6, data, src=local, checksum_at=16)
+            # DF on every segment: path MTU discovery (RFC 1191 §3), as Linux.
+            self.net.send_ipv4(
+                remote, 6, head, src=local, checksum_at=16, df=True, data=seg.payload,
+                gso_size=seg.gso_size,
+            )  # fmt: skip
         else:
-            self.net.send_ipv6(remote, 6, data, src=local, checksum_at=16)
+            self.net.send_ipv6(
+                remote, 6, head, src=local, checksum_at=16, data=seg.payload,
+                gso_size=seg.gso_size,
+            )  # fmt: skip
 
     def rows(self) -> list[dict[str, Any]]:
         """``ctl conns``: every connection of this shard, like ``ss -ti``."""
@@ -781,6 +799,7 @@ class TcpDemux:
             now, config, res.local_port, port, iss=iss, mtu=mtu, ipv6=len(remote) == 16,
             ts_offset=int.from_bytes(os.urandom(4), "big"),
         )  # fmt: skip
+        ep.tso_max = self.tso_max
         t = TcpTransport(self, key, ep, family == 6)
         t.connected = asyncio.get_running_loop().create_future()
         protocol = factory()
