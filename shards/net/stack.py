@@ -101,10 +101,13 @@ from shardnet.common.wire.ipv6 import (
 from shardnet.common.wire.tcp import TcpView
 from shardnet.common.wire.udp import UdpView
 from shardnet.common.wire.virtio import (
+    F_DATA_VALID,
     F_NEEDS_CSUM,
+    GSO_ECN,
     GSO_TCPV4,
     GSO_TCPV6,
     VirtioNetHeader,
+    VirtioNetView,
 )
 
 from ..counters import ShardCounters
@@ -273,7 +276,7 @@ class NetStack:
             return
         if local is None and not broadcast:
             if self.forwarding:
-                self._forward_v4(ip, nic)
+                self._forward_v4(ip, nic, vnet)
             else:
                 self.count("ipv4_not_for_us")
             return
@@ -379,7 +382,7 @@ class NetStack:
         multicast = is_ipv6_multicast(dst)
         if local is None and not multicast and dst not in view.tentative:
             if self.forwarding:
-                self._forward_v6(ip, nic)
+                self._forward_v6(ip, nic, vnet)
             else:
                 self.count("ipv6_not_for_us")
             return
@@ -881,7 +884,7 @@ class NetStack:
         return False
 
     # --- forwarding (--forwarding): RFC 1812 §5.2-5.3, RFC 8200 §3, RFC 4443 §3 ---------
-    def _forward_v4(self, ip: Ipv4View, in_nic: int) -> None:
+    def _forward_v4(self, ip: Ipv4View, in_nic: int, vnet: memoryview) -> None:
         src, dst = ip.src, ip.dst
         d = Delivery(in_nic, src, dst, ip.protocol, ip.tos, ip.ttl, ip.payload, False, ip.buf)
         if src[:2] == b"\xa9\xfe" or dst[:2] == b"\xa9\xfe":  # RFC 3927 §7: link-local stays
@@ -908,6 +911,8 @@ class NetStack:
         next_hop = route.gateway or dst
         mtu = min(nic.mtu, self.pmtu.mtu(self.clock(), dst, nic.mtu))
         self.count("forwarded_v4")
+        if self._forward_offloaded(nic, next_hop, ETHERTYPE_IPV4, packet, vnet):
+            return
         if len(packet) <= mtu:
             self._to_link(nic, next_hop, ETHERTYPE_IPV4, bytes(packet), False)
             return
@@ -919,7 +924,7 @@ class NetStack:
         for piece in pieces:
             self._to_link(nic, next_hop, ETHERTYPE_IPV4, piece, False)
 
-    def _forward_v6(self, ip: Ipv6View, in_nic: int) -> None:
+    def _forward_v6(self, ip: Ipv6View, in_nic: int, vnet: memoryview) -> None:
         src, dst = ip.src, ip.dst
         d = Delivery(
             in_nic,
@@ -946,13 +951,47 @@ class NetStack:
             self.count("forward_no_route")
             return
         mtu = min(nic.mtu, self.pmtu.mtu(self.clock(), dst, nic.mtu))
-        if len(ip.buf) > mtu:  # routers never fragment IPv6 (RFC 8200 §5)
+        if len(ip.buf) > mtu and not is_super_frame(vnet):  # never fragmented (RFC 8200 §5)
             self.icmpv6_error(d, ICMPV6_PACKET_TOO_BIG, 0, mtu)
             return
         packet = bytearray(ip.buf)
         packet[7] -= 1  # hop limit
         self.count("forwarded_v6")
+        if self._forward_offloaded(nic, route.gateway or dst, ETHERTYPE_IPV6, packet, vnet):
+            return
         self._to_link(nic, route.gateway or dst, ETHERTYPE_IPV6, bytes(packet), False)
+
+    def _forward_offloaded(
+        self, nic: Nic, next_hop: bytes, ethertype: int, packet: bytearray, vnet: memoryview
+    ) -> bool:
+        """A forwarded packet whose sender left its checksum to the link
+        (``NEEDS_CSUM``) or that is a GRO super-frame goes on with the same
+        virtio-net header when the link offloads and the next hop is known;
+        otherwise its checksum is completed and a super-frame cut here.
+        False: a plain packet, for the caller to send."""
+        if not vnet or not (vnet[0] & F_NEEDS_CSUM or is_super_frame(vnet)):
+            return False
+        hdr = VirtioNetView(vnet, len(vnet)).header()
+        hdr.flags &= ~F_DATA_VALID
+        mac = self.view.neighbours.get((nic.id, next_hop))
+        if self.tx_offload and mac is not None:
+            self.writer.write((_ETH.pack(mac, nic.mac, ethertype), packet), hdr)
+            return True
+        if hdr.flags & F_NEEDS_CSUM:
+            # virtio 1.2 §5.1.6.2: the field holds the pseudo-header sum; the
+            # checksum is the complement of the sum from csum_start on.
+            start = hdr.csum_start - ETH_HLEN
+            _U16.pack_into(
+                packet, start + hdr.csum_offset, ~ones_sum(memoryview(packet)[start:]) & 0xFFFF
+            )
+        base = hdr.gso_type & ~GSO_ECN
+        if base == GSO_TCPV4 or base == GSO_TCPV6:
+            pieces: list[bytearray] = segment_tcp(packet, hdr.gso_size)
+        else:
+            pieces = [packet]
+        for piece in pieces:
+            self._to_link(nic, next_hop, ethertype, bytes(piece), False)
+        return True
 
     def _to_link(
         self, nic: Nic, next_hop: bytes, ethertype: int, packet: bytes, group: bool
@@ -1104,6 +1143,11 @@ class NetStack:
                 self.icmpv6_error(d, ICMPV6_DST_UNREACH, UNREACH_ADDRESS)
         except MalformedPacket:
             return
+
+
+def is_super_frame(vnet: memoryview) -> bool:
+    """The virtio-net header (possibly empty) marks a GSO super-frame."""
+    return bool(vnet) and bool(vnet[1] & ~GSO_ECN)
 
 
 def _group_mac(group: bytes) -> bytes:

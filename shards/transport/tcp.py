@@ -122,6 +122,7 @@ class TcpTransport(asyncio.Transport):
         self._reading = True
         self._writing_paused = False
         self._eof_written = False
+        self._eof_pending = False  # the peer's FIN, not yet told to the protocol
         self.connected: asyncio.Future[None] | None = None  # for active opens
         self.last_tos = 0  # TOS / traffic class of the last segment received
 
@@ -247,11 +248,8 @@ class TcpTransport(asyncio.Transport):
         elif isinstance(event, Writable):
             self._flush()
         elif isinstance(event, PeerFin):
+            self._eof_pending = True
             self._pull()
-            if p is not None and not self._lost:
-                keep_open = p.eof_received()
-                if not keep_open:
-                    self.close()
         elif isinstance(event, Reset):
             exc = (
                 event.error(f"connection {event.reason}") if event.error else ConnectionResetError()
@@ -263,12 +261,21 @@ class TcpTransport(asyncio.Transport):
             self._lose(None)
 
     def _pull(self) -> None:
+        """Hand the endpoint's data to the protocol while it reads; the
+        peer's FIN only once every byte before it was handed over (a
+        protocol that paused reading sees the end after the data, as with
+        asyncio's socket transports)."""
         p = self._protocol
         while self._reading and p is not None and not self._lost:
             data = self.ep.recv(1 << 16)
             if not data:
-                return
+                break
             p.data_received(data)
+        if self._eof_pending and self._reading and p is not None and not self._lost:
+            if not self.ep.readable:
+                self._eof_pending = False
+                if not p.eof_received():
+                    self.close()
 
     def _flush(self) -> None:
         if self._buffer:
