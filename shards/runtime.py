@@ -104,6 +104,7 @@ class ShardRuntime:
             to_shard0=self if self.index else None,
         )  # fmt: skip
         self.ingress = self.shard.ingress
+        self.tcp = self.shard.tcp
 
         loop.add_reader(self.consumer.fileno(), self._on_doorbell)
         loop.add_reader(spec.lifeline.fd, self._on_lifeline)
@@ -138,6 +139,8 @@ class ShardRuntime:
         if self._closed:
             return
         n = self.consumer.drain(self.ingress.handle_record, BATCH)
+        if n:
+            self.tcp.flush()  # one ACK per connection per batch
         if n or not self.consumer.prepare_to_sleep():
             asyncio.get_running_loop().call_soon(self._step)
 

@@ -84,6 +84,7 @@ from shardnet.common.wire.tcp import (
 )
 from shardnet.shards.net.ratelimit import TokenBucket
 
+from .buffers import RecvBuffer, SendBuffer
 from .config import DEFAULT_MSS_V4, DEFAULT_MSS_V6, TcpConfig, advertised_mss, max_mss_for_route
 from .segment import Segment
 from .state import RECEIVING, SYNCHRONIZED, State
@@ -361,9 +362,9 @@ class TcpEndpoint:
         self.sack_on = False
         self.ts_recent = 0
         self.ts_recent_at = 0.0
-        self._sbuf = bytearray()
+        self._sbuf = SendBuffer()
         self._sbuf_seq = seq_add(iss, 1)
-        self._rbuf = bytearray()
+        self._rbuf = RecvBuffer()
         self._ooo: list[list] = []  # [start seq, bytearray], sorted, disjoint, non-adjacent
         self._ooo_fin: int | None = None  # sequence number of an out-of-order FIN
         self._sack_last: int | None = None
@@ -534,17 +535,14 @@ class TcpEndpoint:
             n = max(room, 0)
             self._snd_blocked = True
         if n:
-            self._sbuf += memoryview(data)[:n]
+            self._sbuf.append(data if n == len(data) else memoryview(data)[:n])
         return n
 
     def recv(self, max_bytes: int = 1 << 16) -> bytes:
         """Up to ``max_bytes`` in-order bytes (b"" when none are buffered)."""
-        rb = self._rbuf
-        if not rb:
+        if not self._rbuf:
             return b""
-        n = min(max_bytes, len(rb))
-        out = bytes(rb[:n])
-        del rb[:n]
+        out = self._rbuf.read(max_bytes)
         self._maybe_window_update()
         return out
 
@@ -1040,7 +1038,7 @@ class TcpEndpoint:
         if data > len(self._sbuf):
             data = len(self._sbuf)
         if data > 0:
-            del self._sbuf[:data]
+            self._sbuf.consume(data)
             self._sbuf_seq = seq_add(self._sbuf_seq, data)
         self.snd_una = ack
         if seq_lt(self.snd_nxt, ack):
@@ -1157,7 +1155,7 @@ class TcpEndpoint:
 
     def _deliver(self, now: float, data: bytes | memoryview) -> None:
         n = len(data)
-        self._rbuf += data
+        self._rbuf.append(data)
         self.rcv_nxt = seq_add(self.rcv_nxt, n)
         self.bytes_received += n
         ev = self._events
@@ -1340,7 +1338,7 @@ class TcpEndpoint:
                     break
         return tuple(blocks[:limit])
 
-    def _make(self, now: float, seq: int, flags: int, payload: bytes = b"") -> Segment:
+    def _make(self, now: float, seq: int, flags: int, payload: bytes | memoryview = b"") -> Segment:
         """A segment with the current ACK, window and options; every
         segment carrying ACK settles any owed ACK."""
         opts = TcpOptions()
@@ -1532,7 +1530,7 @@ class TcpEndpoint:
         avail = len(self._sbuf) - off
         if n > avail:
             n = max(avail, 0)
-        payload = bytes(self._sbuf[off : off + n]) if n else b""
+        payload = self._sbuf.peek(off, n)
         flags = ACK
         end = seq_add(seq, n)
         if n and off + n == len(self._sbuf):

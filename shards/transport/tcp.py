@@ -478,7 +478,11 @@ class TcpDemux:
             t.ep.handle_segment(now, seg)
             if t.ep.bytes_acked != acked and self.on_progress is not None:
                 self.on_progress(d.nic, src)  # RFC 4861 §7.3.1: reachability confirmed
-            self._after(key, t)
+            # Output and events once per batch of frames, not per segment:
+            # one ACK for all the segments of a batch (RFC 9293 §3.8.6.3
+            # lets a receiver hold ACKs back while more segments are queued),
+            # and the application sees the batch's data at once.
+            self.kick(key)
             return True
         for lst in self.listeners.get(seg.dst_port, ()):
             if lst.matches(dst):
@@ -618,10 +622,15 @@ class TcpDemux:
         self._dirty.add(key)
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+            asyncio.get_running_loop().call_soon(self.flush)
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
+        """Send what is due and deliver events for every connection that
+        changed since the last flush: at the end of each batch of frames
+        (the shard loop calls it) and on the loop turn after a kick."""
         self._flush_scheduled = False
+        if not self._dirty:
+            return
         dirty, self._dirty = self._dirty, set()
         for key in dirty:
             t = self.conns.get(key)
