@@ -215,7 +215,7 @@ class Stack(ControlApi):
             )  # fmt: skip
             loop.add_reader(link.fileno(), self._on_link)
             self._reading = True
-            self._tasks.append(asyncio.create_task(self.shard.run_timers()))
+            self.shard.start_timers()
             await self.shard.start_apps()
         except BaseException:
             await self.close()
@@ -238,6 +238,8 @@ class Stack(ControlApi):
         if self._reading and self._loop is not None:
             self._loop.remove_reader(self.link.fileno())
             self._reading = False
+        if shard is not None:
+            shard.stop_timers()
         for handle in (self._loop_handle, self._reassembly_timer):
             if handle is not None:
                 handle.cancel()
@@ -282,9 +284,12 @@ class Stack(ControlApi):
         """Frames from the link (the eventfd stays readable while more wait)."""
         if self._closed or self.shard is None:
             return
-        for frame in self.link.read_batch():
+        frames = self.link.read_batch()
+        for frame in frames:
             head = frame.vnet.raw if frame.vnet is not None else self._no_vnet
             self._deliver(frame.data, head, TAG_WIRE)
+        if frames:
+            self.shard.end_of_batch()
 
     def _deliver(self, data: bytes | memoryview, head: bytes | memoryview, tag: int) -> None:
         assert self.shard is not None and self._loop is not None
@@ -320,6 +325,8 @@ class Stack(ControlApi):
             if self._closed:
                 return
             self._deliver(frame, self._no_vnet, TAG_LOOPED)
+        if batch and self.shard is not None:
+            self.shard.end_of_batch()
 
     def _arm_reassembly_timer(self) -> None:
         deadline = self.reassembler.next_deadline()

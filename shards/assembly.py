@@ -31,7 +31,6 @@ import logging
 import os
 import random
 from collections.abc import Callable
-from functools import partial
 from typing import Any, Protocol
 
 from shardnet.common.config import StackConfig
@@ -59,7 +58,6 @@ from .transport.udp import UdpDemux, UdpHooks
 
 log = logging.getLogger("shardnet.shard")
 
-TIMER_MAX_SLEEP_S = 0.1  # the timer loop wakes at least this often to see new deadlines
 CONFIRM_INTERVAL_S = 1.0  # NUD confirmations to shard 0, per neighbour (REACHABLE lasts ~30 s)
 CONFIRM_MEMORY = 4096  # neighbours remembered for that rate limit
 
@@ -144,6 +142,11 @@ class ShardAssembly:
         self.steer = steer  # a frame to the shard owning its socket (shard processes)
         self.app_tasks: list[asyncio.Task[Any]] = []
         self._confirmed_at: dict[tuple[int, bytes], float] = {}
+        # The protocol machines' timers: one loop timer at the nearest deadline.
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        self._rearm_soon = False
+        self._timers_on = False
         if index == 0:
             self.owner = TableOwner(epoch=self.rng.getrandbits(62))
             net = NetOwner(self.owner, publish or (lambda patch: None))
@@ -169,6 +172,7 @@ class ShardAssembly:
                 ask_resolve=to_shard0.resolve, loop_back=loop_back, forwarding=config.forwarding,
                 tx_offload=self.tx_offload,
             )  # fmt: skip
+        self.stack.deadline_changed = self.timers_changed
         self.ingress.register(
             ETHERTYPE_IPV4, self.stack.handle_ipv4, looped=self.stack.handle_looped_ipv4
         )
@@ -183,7 +187,13 @@ class ShardAssembly:
         config, stack = self.config, self.stack
         self.ports = PortManager()
         if self.control is not None:
-            groups = ShardGroups(partial(self.control.groups.membership, 0))
+            control = self.control
+
+            def membership(nic: int, group: bytes, join: bool) -> None:
+                control.groups.membership(0, nic, group, join)
+                self.timers_changed()  # IGMP/MLD reports go out on timers
+
+            groups = ShardGroups(membership)
         else:
             assert self.to_shard0 is not None
             groups = ShardGroups(self.to_shard0.membership)
@@ -200,6 +210,7 @@ class ShardAssembly:
             stack, self.ports, shard=self.index, nshards=self.nshards, secret=secret,
             loop_time=self.clock,
         )  # fmt: skip
+        self.tcp.deadline_changed = self.timers_changed
         self.api.tcp = self.tcp
         if self.control is not None:
             self.tcp.on_progress = self.control.confirm_reachable
@@ -273,19 +284,51 @@ class ShardAssembly:
             if deadline is not None and deadline <= now:
                 m.handle_timeout(now)
 
-    async def run_timers(self) -> None:
-        """The protocol machines' timers: sleep until the nearest deadline
-        (at most ``TIMER_MAX_SLEEP_S``, so new deadlines are noticed), then
-        fire. Runs until cancelled."""
-        while True:
-            now = self.clock()
-            deadline = self.next_deadline()
-            wait = min(
-                (now + TIMER_MAX_SLEEP_S if deadline is None else deadline) - now, TIMER_MAX_SLEEP_S
-            )
-            if wait > 0:
-                await asyncio.sleep(wait)
-            self.handle_timeout(self.clock())
+    def start_timers(self) -> None:
+        """Arm the loop's timer for the machines' nearest deadline. From now
+        on every input that may move a deadline calls ``timers_changed``."""
+        self._timers_on = True
+        self._rearm()
+
+    def stop_timers(self) -> None:
+        self._timers_on = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def timers_changed(self) -> None:
+        """A deadline may have moved: re-arm once this loop turn's work is
+        done (one ``call_soon`` per turn, however many changes)."""
+        if not self._rearm_soon and self._timers_on:
+            self._rearm_soon = True
+            asyncio.get_running_loop().call_soon(self._rearm)
+
+    def _rearm(self) -> None:
+        """One ``call_at`` for the nearest deadline: moved earlier when a
+        nearer one appears; a later one waits for the armed timer, which
+        re-arms when it fires."""
+        self._rearm_soon = False
+        if not self._timers_on:
+            return
+        deadline = self.next_deadline()
+        if deadline is None or (self._timer is not None and self._timer_at <= deadline):
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = deadline
+        self._timer = asyncio.get_running_loop().call_at(deadline, self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        self.handle_timeout(self.clock())
+        self.tcp.flush()
+        self._rearm()
+
+    def end_of_batch(self) -> None:
+        """After a batch of frames: every connection's output and events
+        (one ACK each), then the timer."""
+        self.tcp.flush()
+        self.timers_changed()
 
     # --- control requests ---------------------------------------------------------------------
     def answer(self, op: str, args: dict[str, Any]) -> Any:
@@ -297,6 +340,7 @@ class ShardAssembly:
             return self.tables.get(str(args.get("name", "")), {})
         if self.control is None:
             raise NetError(errno.EOPNOTSUPP, f"shard {self.index} does not answer {op!r}")
+        self.timers_changed()  # a request may start or change the machines' timers
         try:
             return self.control.handle_request(op, dict(args))
         except NetError:

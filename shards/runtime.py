@@ -104,7 +104,6 @@ class ShardRuntime:
             to_shard0=self if self.index else None,
         )  # fmt: skip
         self.ingress = self.shard.ingress
-        self.tcp = self.shard.tcp
 
         loop.add_reader(self.consumer.fileno(), self._on_doorbell)
         loop.add_reader(spec.lifeline.fd, self._on_lifeline)
@@ -115,8 +114,8 @@ class ShardRuntime:
         self._tasks = [
             asyncio.create_task(self._control_loop()),
             asyncio.create_task(self._stats_loop()),
-            asyncio.create_task(self.shard.run_timers()),
         ]
+        self.shard.start_timers()
         if self.shard.replica is not None:
             self._tasks.append(asyncio.create_task(self._replica_loop()))
         else:
@@ -140,7 +139,7 @@ class ShardRuntime:
             return
         n = self.consumer.drain(self.ingress.handle_record, BATCH)
         if n:
-            self.tcp.flush()  # one ACK per connection per batch
+            self.shard.end_of_batch()  # one ACK per connection per batch
         if n or not self.consumer.prepare_to_sleep():
             asyncio.get_running_loop().call_soon(self._step)
 
@@ -254,6 +253,7 @@ class ShardRuntime:
                 msg = decode(raw)
             except BadMessage:
                 continue
+            self.shard.timers_changed()  # resolutions and memberships start timers
             owner, control = self.shard.owner, self.shard.control
             if isinstance(msg, SnapshotRequest) and owner is not None:
                 await self.sync.send_multipart([ident, encode(owner.snapshot())])
@@ -341,6 +341,7 @@ class ShardRuntime:
             assert self.shard is not None
             await self.shard.drain_tcp(self._drain_s)
         self._closed = True
+        self.shard.stop_timers()
         loop.remove_reader(self.consumer.fileno())
         loop.remove_reader(self.spec.lifeline.fd)
         for task in self._tasks:

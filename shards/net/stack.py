@@ -228,6 +228,8 @@ class NetStack:
         self._source_gen = -1
         # Frames from the ring arrive on the link's NIC (one link per process).
         self.link_nic = link_nic
+        # Called when a deadline may have moved (the shard re-arms its timer).
+        self.deadline_changed: Callable[[], None] = lambda: None
         # Shard 0's NDP machine takes NS/NA/RS/RA/Redirect/MLD.
         self.ndp_hook: Callable[[Ipv6View, int, memoryview], None] | None = None
 
@@ -1015,7 +1017,10 @@ class NetStack:
     # --- next hops that the replica does not know yet --------------------------------------
     def _resolve(self, nic: Nic, ip: bytes, ethertype: int, packet: bytes) -> bytes | None:
         if self.resolver is not None:
-            return self.resolver.resolve(self.clock(), nic, ip, ethertype, packet)
+            mac = self.resolver.resolve(self.clock(), nic, ip, ethertype, packet)
+            if mac is None:
+                self.deadline_changed()  # the resolver's probes and give-up time
+            return mac
         key = (nic.id, ip)
         now = self.clock()
         entry = self._pending.get(key)
@@ -1029,6 +1034,7 @@ class NetStack:
         queue: deque[tuple[int, bytes]] = deque(maxlen=PENDING_PER_NEIGHBOUR)
         queue.append((ethertype, packet))
         self._pending[key] = (now, queue)
+        self.deadline_changed()
         if self.ask_resolve is not None:
             self.ask_resolve(nic.id, ip)
         return None

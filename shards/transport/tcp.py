@@ -49,8 +49,6 @@ from ..tcp.segment import Segment
 from .ports import TCP, PortManager, Reservation
 from .steer import Steering
 
-RESCAN_INTERVAL_S = 1.0  # the timer heap's backstop: every deadline read afresh
-
 log = logging.getLogger("shardnet.tcp")
 
 MAPPED = bytes(10) + b"\xff\xff"
@@ -438,15 +436,17 @@ class TcpDemux:
         self.tso_max = TSO_MAX_PAYLOAD if net.tx_offload else 0
         self.conns: dict[Key, TcpTransport] = {}
         self.reservations: dict[Key, Reservation] = {}
-        # The connections' timers: a heap of (deadline, seq, key), the
+        # The connections' timers: a heap of (deadline, seq, key) and the
         # deadline each key was last scheduled at (others in the heap are
-        # stale), and a full rescan once a second as a backstop, so a turn
-        # of the timer loop costs O(due) instead of O(connections).
+        # stale), so a timer turn costs O(due) instead of O(connections).
+        # Every change to an endpoint passes through _after, which marks it
+        # touched; its deadline is read once, at the next timer turn.
         self._timer_heap: list[tuple[float, int, Key]] = []
         self._scheduled: dict[Key, float] = {}
         self._timer_seq = itertools.count()
-        self._rescan_at = 0.0
         self._touched: set[Key] = set()  # connections that ran since the last turn
+        # Called when a deadline may have moved (the shard re-arms its timer).
+        self.deadline_changed: Callable[[], None] = _nothing
         self.listeners: dict[int, list[Listening]] = {}
         self._dirty: set[Key] = set()
         self._flush_scheduled = False
@@ -521,6 +521,7 @@ class TcpDemux:
         for seg in t.ep.poll_transmit(now):
             self._send(key[0], key[2], seg)
         self._touched.add(key)  # its deadline is read once per timer-loop turn
+        self.deadline_changed()
 
     def _schedule(self, key: Key, deadline: float | None) -> None:
         """Remember when ``key``'s endpoint wants ``handle_timeout``."""
@@ -548,14 +549,6 @@ class TcpDemux:
             t = conns.get(key)
             self._schedule(key, t.ep.next_deadline() if t is not None else None)
 
-    def _rescan(self, now: float) -> None:
-        """The backstop: every connection's deadline read afresh."""
-        self._rescan_at = now + RESCAN_INTERVAL_S
-        for key in [k for k in self._scheduled if k not in self.conns]:
-            del self._scheduled[key]
-        for key, t in self.conns.items():
-            self._schedule(key, t.ep.next_deadline())
-
     def _after_listener(self, lst: Listening) -> None:
         now = self.now()
         for local, remote, seg in lst.listener.poll_transmit(now):
@@ -573,6 +566,7 @@ class TcpDemux:
             t.set_protocol(protocol)
             protocol.connection_made(t)
             self._after(key, t)
+        self.deadline_changed()  # the listener's own (SYN-ACK retransmission, cookies)
 
     def _reuse_time_wait(self, key: Key, event: SynInTimeWait) -> None:
         """RFC 1122 §4.2.2.13: a new SYN above the old sequence space ends
@@ -712,14 +706,12 @@ class TcpDemux:
         heap, scheduled = self._timer_heap, self._scheduled
         while heap and scheduled.get(heap[0][2]) != heap[0][0]:
             heapq.heappop(heap)  # stale
-        deadlines = [heap[0][0] if heap else None, self._rescan_at if self.conns else None]
+        deadlines = [heap[0][0] if heap else None]
         deadlines += [lst.listener.next_deadline() for lst in self._all_listeners()]
         return min((d for d in deadlines if d is not None), default=None)
 
     def handle_timeout(self, now: float) -> None:
         self._sync_touched()
-        if self.conns and now >= self._rescan_at:
-            self._rescan(now)
         heap, scheduled = self._timer_heap, self._scheduled
         while heap and heap[0][0] <= now:
             deadline, _, key = heapq.heappop(heap)
@@ -848,6 +840,10 @@ class TcpDemux:
             hard = (not v6 and code in (2, 3, 4)) or (v6 and code == 4)
             t.ep.handle_icmp_unreachable(now, hard, "refused" if code in (3, 4) else "unreachable")
         self._after((local, lport, remote, rport), t)
+
+
+def _nothing() -> None:
+    pass
 
 
 def unmap(addr: bytes) -> bytes:

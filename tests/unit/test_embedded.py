@@ -501,3 +501,49 @@ def test_client_has_the_typed_helpers() -> None:
     assert issubclass(Client, ControlApi) and issubclass(Stack, ControlApi)
     for name in ("nics", "addr_add", "route_add", "ndp_set", "forwarding", "nic_create"):
         assert getattr(Client, name) is getattr(ControlApi, name)
+
+
+def test_a_delayed_ack_fires_at_its_deadline_not_at_a_polling_tick() -> None:
+    """The shard arms the loop's timer for the nearest deadline when it
+    appears: a delayed ACK (40 ms, RFC 1122 §4.2.3.2) leaves 40 ms after the
+    data, not at the next turn of a coarser periodic tick."""
+
+    async def go() -> None:
+        a, b = paired()
+        async with a, b:
+            loop = asyncio.get_running_loop()
+            ready = asyncio.Event()
+
+            async def sink(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+                ready.set()
+                while await reader.read(1 << 16):
+                    pass
+
+            await a.start_server(sink, None, 7)
+            _, writer = await b.open_connection("198.18.0.1", 7)
+            await ready.wait()
+            acks: list[float] = []
+            cable = a.link.writer.on_write
+            assert cable is not None
+
+            def watch(frame: bytes, vnet: Any) -> None:
+                p = Ether(frame)
+                if p.haslayer("TCP") and not bytes(p["TCP"].payload) and p["TCP"].flags == "A":
+                    acks.append(loop.time())
+                cable(frame, vnet)
+
+            a.link.writer.on_write = watch
+            delays = []
+            for i in range(5):
+                await asyncio.sleep(0.2 + 0.037 * i)  # idle, nothing else due; any phase
+                acks.clear()
+                sent = loop.time()
+                writer.write(b"x" * 100)  # one small segment: the ACK is delayed
+                await until(lambda: acks, timeout=1.0)
+                delays.append(acks[0] - sent)
+            writer.close()
+            delays.sort()
+            assert delays[0] >= 0.035, delays  # never before the delayed-ACK timer
+            assert delays[2] < 0.06, delays  # the median: at the timer, not a tick later
+
+    run(go(), timeout=20)

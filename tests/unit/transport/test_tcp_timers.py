@@ -1,6 +1,6 @@
 """The TCP connections' timers in a shard: a heap of deadlines, so a turn of
-the timer loop touches only the connections that are due, with a rescan
-once a second as a backstop (``TcpDemux.next_deadline/handle_timeout``)."""
+the timer loop touches only the connections that are due
+(``TcpDemux.next_deadline/handle_timeout``)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from scapy.layers.inet import TCP
 
 from shardnet.common.addr import parse_ip
 from shardnet.shards.tcp.endpoint import TcpEndpoint
-from shardnet.shards.transport.tcp import RESCAN_INTERVAL_S
 
 from ..net.harness import OUR4, PEER4
 from .test_tcp_api import world
@@ -49,7 +48,7 @@ def test_a_turn_with_nothing_due_reads_no_connection(monkeypatch: pytest.MonkeyP
         net, _, tcp = world()
         for i in range(N):
             tcp.connect(4, parse_ip(OUR4), parse_ip(PEER4), 80, asyncio.Protocol, start=40000 + i)
-        tcp.handle_timeout(net.clock.now)  # the first turn rescans
+        tcp.handle_timeout(net.clock.now)  # the first turn reads the new connections
         calls = 0
         real = TcpEndpoint.next_deadline
 
@@ -61,9 +60,9 @@ def test_a_turn_with_nothing_due_reads_no_connection(monkeypatch: pytest.MonkeyP
         monkeypatch.setattr(TcpEndpoint, "next_deadline", counted)
         for _ in range(10):
             tcp.next_deadline()
-            tcp.handle_timeout(net.clock.now + 0.5)  # before any RTO, before the rescan
+            tcp.handle_timeout(net.clock.now + 0.5)  # before any RTO
         assert calls == 0
-        tcp.handle_timeout(net.clock.now + RESCAN_INTERVAL_S)  # the backstop: all of them
+        tcp.handle_timeout(net.clock.now + 1.01)  # every SYN's RTO is due
         assert calls >= N
 
     asyncio.run(go())
