@@ -39,6 +39,7 @@ from shardnet.common.link_tx import FrameWriter
 from shardnet.common.messages import Patch, Stats
 from shardnet.common.replica import TableOwner, TableReplica
 from shardnet.common.wire.ethernet import ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6
+from shardnet.common.wire.ipv4 import IPPROTO_IGMP
 
 from .api import ShardStack
 from .apps import TCP_APPS, UDP_APPS, load_app, serve_tcp, serve_udp
@@ -147,6 +148,8 @@ class ShardAssembly:
         self._timer_at = 0.0
         self._rearm_soon = False
         self._timers_on = False
+        self._control_changed = True  # read the control plane's deadline again
+        self._control_deadline: float | None = None
         if index == 0:
             self.owner = TableOwner(epoch=self.rng.getrandbits(62))
             net = NetOwner(self.owner, publish or (lambda patch: None))
@@ -179,9 +182,9 @@ class ShardAssembly:
         self.ingress.register(
             ETHERTYPE_IPV6, self.stack.handle_ipv6, looped=self.stack.handle_looped_ipv6
         )
-        if self.control is not None:
-            self.ingress.register(ETHERTYPE_ARP, self.control.handle_arp)
         self._setup_transport()
+        if self.control is not None:
+            self._watch_control_inputs(self.control)
 
     def _setup_transport(self) -> None:
         config, stack = self.config, self.stack
@@ -191,7 +194,7 @@ class ShardAssembly:
 
             def membership(nic: int, group: bytes, join: bool) -> None:
                 control.groups.membership(0, nic, group, join)
-                self.timers_changed()  # IGMP/MLD reports go out on timers
+                self.control_changed()  # IGMP/MLD reports go out on timers
 
             groups = ShardGroups(membership)
         else:
@@ -212,10 +215,7 @@ class ShardAssembly:
         )  # fmt: skip
         self.tcp.deadline_changed = self.timers_changed
         self.api.tcp = self.tcp
-        if self.control is not None:
-            self.tcp.on_progress = self.control.confirm_reachable
-        else:
-            self.tcp.on_progress = self._confirm_to_shard0
+        self.tcp.on_progress = self._confirm
         self.steering = Steering(
             shard=self.index, nshards=self.nshards, steer=self.steer, mac=self.mac
         )
@@ -227,9 +227,29 @@ class ShardAssembly:
         stack.transport_v4[-1] = errors.icmpv4_error
         stack.transport_v6[-58] = errors.icmpv6_error
 
-    def _confirm_to_shard0(self, nic: int, ip: bytes) -> None:
-        """NUD confirmation from TCP progress here, for shard 0's tables; at
-        most once a second per neighbour."""
+    def _watch_control_inputs(self, control: ControlPlane) -> None:
+        """Every input of the control plane (ARP, NDP, IGMP frames, next
+        hops to resolve, confirmations) marks its deadline for reading."""
+        stack = self.stack
+
+        def watched(fn: Callable[..., Any]) -> Callable[..., Any]:
+            def call(*args: Any) -> Any:
+                self.control_changed()
+                return fn(*args)
+
+            return call
+
+        self.ingress.register(ETHERTYPE_ARP, watched(control.handle_arp))
+        if stack.ndp_hook is not None:
+            stack.ndp_hook = watched(stack.ndp_hook)
+        igmp = stack.transport_v4.get(IPPROTO_IGMP)
+        if igmp is not None:
+            stack.transport_v4[IPPROTO_IGMP] = watched(igmp)
+        stack.deadline_changed = self.control_changed  # next hops resolve in the control plane
+
+    def _confirm(self, nic: int, ip: bytes) -> None:
+        """NUD confirmation from TCP progress (RFC 4861 §7.3.1), for shard
+        0's tables; at most once a second per neighbour."""
         now = self.clock()
         key = (nic, ip)
         if now - self._confirmed_at.get(key, -1e9) < CONFIRM_INTERVAL_S:
@@ -237,8 +257,12 @@ class ShardAssembly:
         if len(self._confirmed_at) > CONFIRM_MEMORY:
             self._confirmed_at.clear()  # bounded: a burst of peers costs a few extra messages
         self._confirmed_at[key] = now
-        assert self.to_shard0 is not None
-        self.to_shard0.confirm(nic, ip)
+        if self.control is not None:
+            self.control.confirm_reachable(nic, ip)
+            self.control_changed()
+        else:
+            assert self.to_shard0 is not None
+            self.to_shard0.confirm(nic, ip)
 
     # --- frames ---------------------------------------------------------------------------
     def handle_record(self, record: memoryview) -> None:
@@ -274,11 +298,21 @@ class ShardAssembly:
         return [m for m in (self.stack, self.control, self.tcp) if m is not None]
 
     def next_deadline(self) -> float | None:
-        deadlines = [d for d in (m.next_deadline() for m in self.machines) if d is not None]
-        return min(deadlines, default=None)
+        """The nearest deadline. The control plane's (NDP, ARP, IGMP, the
+        neighbour tables) is read again only after its own inputs: the
+        frames of a TCP connection never move it."""
+        if self._control_changed and self.control is not None:
+            self._control_changed = False
+            self._control_deadline = self.control.next_deadline()
+        best = self._control_deadline
+        for d in (self.stack.next_deadline(), self.tcp.next_deadline()):
+            if d is not None and (best is None or d < best):
+                best = d
+        return best
 
     def handle_timeout(self, now: float) -> None:
         """Fire every machine whose deadline has come."""
+        self._control_changed = True
         for m in self.machines:
             deadline = m.next_deadline()
             if deadline is not None and deadline <= now:
@@ -295,6 +329,11 @@ class ShardAssembly:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+    def control_changed(self) -> None:
+        """The control plane had an input: its deadline may have moved."""
+        self._control_changed = True
+        self.timers_changed()
 
     def timers_changed(self) -> None:
         """A deadline may have moved: re-arm once this loop turn's work is
@@ -340,7 +379,7 @@ class ShardAssembly:
             return self.tables.get(str(args.get("name", "")), {})
         if self.control is None:
             raise NetError(errno.EOPNOTSUPP, f"shard {self.index} does not answer {op!r}")
-        self.timers_changed()  # a request may start or change the machines' timers
+        self.control_changed()  # a request may start or change the machines' timers
         try:
             return self.control.handle_request(op, dict(args))
         except NetError:
@@ -370,6 +409,7 @@ class ShardAssembly:
                     totals[name] = totals.get(name, 0) + getattr(stats, f.name)
             c.net.update(totals)
         c.net["steered"] = self.steering.steered
+        c.net["tcp_app_errors"] = self.tcp.app_errors
         return c.snapshot(self.index, {**(gauges or {}), **self.tcp.gauges()})
 
     # --- applications -------------------------------------------------------------------------

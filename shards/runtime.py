@@ -137,11 +137,15 @@ class ShardRuntime:
         more, else announce sleep (the doorbell will wake us)."""
         if self._closed:
             return
-        n = self.consumer.drain(self.ingress.handle_record, BATCH)
-        if n:
-            self.shard.end_of_batch()  # one ACK per connection per batch
-        if n or not self.consumer.prepare_to_sleep():
-            asyncio.get_running_loop().call_soon(self._step)
+        n = 0
+        try:
+            n = self.consumer.drain(self.ingress.handle_record, BATCH)
+            if n:
+                assert self.shard is not None
+                self.shard.end_of_batch()  # one ACK per connection per batch
+        finally:  # whatever happened, the ring is drained again (or its doorbell armed)
+            if n or not self.consumer.prepare_to_sleep():
+                asyncio.get_running_loop().call_soon(self._step)
 
     def _loop_back(self, frame: bytes | bytearray) -> bool:
         """A frame for the stack itself (B13): to the dispatcher, which
@@ -253,7 +257,7 @@ class ShardRuntime:
                 msg = decode(raw)
             except BadMessage:
                 continue
-            self.shard.timers_changed()  # resolutions and memberships start timers
+            self.shard.control_changed()  # resolutions and memberships start timers
             owner, control = self.shard.owner, self.shard.control
             if isinstance(msg, SnapshotRequest) and owner is not None:
                 await self.sync.send_multipart([ident, encode(owner.snapshot())])

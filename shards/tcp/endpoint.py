@@ -966,7 +966,8 @@ class TcpEndpoint:
         if self.sack_on and self.sb is not None and blocks:
             newly_sacked = self.sb.update(ack if acked > 0 else una, blocks, self.snd_max)
         if acked > 0:
-            self._on_new_ack(now, seg, ack, acked)
+            ts = seg.options.timestamp
+            self._on_new_ack(now, ts[1] if ts is not None else 0, ack, acked)
         elif acked == 0 and seq_lt(una, self.snd_max):
             if newly_sacked > 0:
                 # RFC 6675 §2: an ACK that SACKs new octets is a duplicate
@@ -996,20 +997,7 @@ class TcpEndpoint:
             )
         ):
             self._enter_recovery(now)
-        # Window update (§3.10.7.4: SND.WL1/SND.WL2 rule).
-        if seq_lt(self.snd_wl1, seg.seq) or (
-            self.snd_wl1 == seg.seq and seq_leq(self.snd_wl2, ack)
-        ):
-            opened = win > self.snd_wnd
-            self.snd_wnd = win
-            self.snd_wl1 = seg.seq
-            self.snd_wl2 = ack
-            if win > self.max_snd_wnd:
-                self.max_snd_wnd = win
-            if opened or win:
-                self._persist_at = None if win else self._persist_at
-                if win:
-                    self._persist_backoff = 0
+        self._update_window(seg.seq, ack, win)
         # State changes once our FIN is acknowledged.
         fin_acked = self._fin_seq is not None and seq_gt(self.snd_una, self._fin_seq)
         s = self.state
@@ -1025,13 +1013,69 @@ class TcpEndpoint:
                 return False
         return True
 
+    def _update_window(self, seq: int, ack: int, win: int) -> None:
+        """RFC 9293 §3.10.7.4 fifth: the send window from a segment newer
+        than the last one that set it (SND.WL1/SND.WL2)."""
+        if seq_lt(self.snd_wl1, seq) or (self.snd_wl1 == seq and seq_leq(self.snd_wl2, ack)):
+            opened = win > self.snd_wnd
+            self.snd_wnd = win
+            self.snd_wl1 = seq
+            self.snd_wl2 = ack
+            if win > self.max_snd_wnd:
+                self.max_snd_wnd = win
+            if opened or win:
+                self._persist_at = None if win else self._persist_at
+                if win:
+                    self._persist_backoff = 0
+
+    def handle_fast(
+        self, now: float, seq: int, ack: int, window: int, tsval: int, tsecr: int,
+        payload: bytes | memoryview, has_ts: bool,
+    ) -> bool:  # fmt: skip
+        """Header prediction (Van Jacobson's, as Linux tcp_rcv_established):
+        the segment the peer sends most often — ACK (maybe PSH) and nothing
+        else, exactly at RCV.NXT, acknowledging new data or carrying data
+        that fits the window, in ESTABLISHED outside loss recovery, with no
+        option but a timestamp — is processed here in a few steps, with
+        the same outcome as RFC 9293 §3.10.7.4's full processing. Returns
+        False, having changed nothing, for anything else: the caller then
+        builds a ``Segment`` for ``handle_segment``."""
+        if self.state is not State.ESTABLISHED or seq != self.rcv_nxt or self.in_recovery:
+            return False
+        if has_ts != self.ts_on or (has_ts and seq_lt(tsval, self.ts_recent)):
+            return False  # timestamps not as negotiated, or PAWS (RFC 7323 §5) to judge
+        una = self.snd_una
+        acked = seq_sub(ack, una)
+        n = len(payload)
+        if acked < 0 or acked > seq_sub(self.snd_max, una) or (not acked and not n):
+            return False  # old, unsent, or a duplicate ACK: the full rules
+        if n and (self._ooo or self.app_closed or n > seq_sub(self.rcv_adv, seq)):
+            return False
+        self.segs_in += 1
+        cfg = self.config
+        if cfg.keepalive:
+            self._ka_probes = 0
+            self._ka_at = now + cfg.keepalive_idle_s
+        if has_ts and seq_leq(seq, self.last_ack_sent):  # RFC 7323 §4.3 (2)
+            self.ts_recent = tsval
+            self.ts_recent_at = now
+        if acked:
+            self._on_new_ack(now, tsecr, ack, acked)
+        self._update_window(seq, ack, window << self.snd_wscale)
+        if n:
+            self._deliver(now, payload)
+            self._schedule_ack(now, n)
+        return True
+
     def _sb_lost(self) -> bool:
         is_lost = getattr(self.sb, "is_lost", None)
         if is_lost is None:
             return False
         return bool(is_lost(self.snd_una, self.mss, self.config.dupthresh))
 
-    def _on_new_ack(self, now: float, seg: Segment, ack: int, acked: int) -> None:
+    def _on_new_ack(self, now: float, tsecr: int, ack: int, acked: int) -> None:
+        """SND.UNA advances by ``acked`` to ``ack``; ``tsecr``: the
+        segment's TSecr (0 without a timestamp)."""
         data = acked
         if self._fin_seq is not None and seq_gt(ack, self._fin_seq):
             data -= 1  # the FIN's sequence number
@@ -1050,9 +1094,8 @@ class TcpEndpoint:
             self._rtx_queue = [q for q in self._rtx_queue if seq_geq(q, ack)]
         # RTT: RFC 7323 §4.1 (timestamps) or Karn's rule (RFC 6298 §3).
         rtt: float | None = None
-        ts = seg.options.timestamp
-        if self.ts_on and ts is not None and ts[1]:
-            rtt = self._ts_sample(now, ts[1])
+        if self.ts_on and tsecr:
+            rtt = self._ts_sample(now, tsecr)
         elif self._rtt_seq is not None and seq_gt(ack, self._rtt_seq):
             rtt = now - self._rtt_at
             self.rtt.sample(rtt)
@@ -1442,6 +1485,8 @@ class TcpEndpoint:
         return out
 
     def _output(self, now: float, out: list[Segment]) -> None:
+        if not self._rtx_queue and not self.in_recovery and not self._unsent():
+            return  # nothing to send or resend (the common case after an ACK)
         sent = 0
         # Retransmissions queued by fast retransmit / partial ACKs.
         while self._rtx_queue:

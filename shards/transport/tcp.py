@@ -23,11 +23,13 @@ import heapq
 import itertools
 import logging
 import os
+import struct
 from collections.abc import Callable
 from typing import Any
 
 from shardnet.common.addr import format_ip, is_ipv4_mapped
-from shardnet.common.wire.tcp import ACK, RST, SYN, TcpView
+from shardnet.common.ratelog import RateLimitedLog
+from shardnet.common.wire.tcp import ACK, PSH, RST, SYN, TcpView
 
 from ..net.stack import Delivery, NetStack
 from ..tcp.config import TcpConfig
@@ -58,6 +60,12 @@ TSO_MAX_PAYLOAD = 65535 - 60 - 60  # bytes
 HIGH_WATER = 256 * 1024  # bytes buffered in the transport before pause_writing
 Key = tuple[bytes, int, bytes, int]  # local addr, local port, remote addr, remote port (wire form)
 
+
+_TCP_FIXED = struct.Struct("!HHIIHH")  # ports, SEQ, ACK, offset+flags, window
+_TS_VALUES = struct.Struct("!II")  # TSval, TSecr
+_NOP_NOP_TS = bytes((1, 1, 8, 10))  # RFC 7323 Appendix A: NOP, NOP, kind 8, length 10
+# Flags that rule header prediction out (any but PSH), and ACK, which it needs.
+_NOT_PREDICTED = 0x0FFF & ~PSH
 
 # Socket options (Linux's names) -> TcpConfig field and type. Set them when
 # creating a server (its connections inherit them) or a connection;
@@ -276,8 +284,15 @@ class TcpTransport(asyncio.Transport):
                     self.close()
 
     def _flush(self) -> None:
+        """The endpoint has room again: move buffered bytes into it."""
         if self._buffer:
-            n = self.ep.send(self._buffer)
+            try:
+                n = self.ep.send(self._buffer)
+            except OSError:
+                # Reset or timed out later in the same batch: the Reset
+                # event that follows tells the protocol.
+                self._buffer.clear()
+                return
             del self._buffer[:n]
         if not self._buffer:
             if self._closing:
@@ -447,10 +462,15 @@ class TcpDemux:
         self._touched: set[Key] = set()  # connections that ran since the last turn
         # Called when a deadline may have moved (the shard re-arms its timer).
         self.deadline_changed: Callable[[], None] = _nothing
+        # The listeners' nearest deadline, read again after listener work.
+        self._listener_deadline: float | None = None
+        self._listeners_changed = False
         self.listeners: dict[int, list[Listening]] = {}
         self._dirty: set[Key] = set()
         self._flush_scheduled = False
         self.resets_sent = 0
+        self.app_errors = 0  # exceptions from application callbacks (connection aborted)
+        self._log_app_error = RateLimitedLog(log)
         self.dropped_non_unicast = 0
         self._closed_totals = [0, 0, 0]  # segments in, out, retransmits of closed connections
         # Called with (nic, peer) when an ACK acknowledges new data: shard 0
@@ -462,10 +482,31 @@ class TcpDemux:
 
     # --- receiving ---------------------------------------------------------------
     def deliver(self, d: Delivery) -> bool:
-        payload = d.payload
-        view = TcpView(payload, (payload[12] >> 4) << 2)  # checked by the network layer
-        seg = Segment.from_view(view)
+        payload = d.payload  # checked by the network layer
         src, dst = d.src, d.dst
+        sport, dport, seq, ack, offset_flags, window = _TCP_FIXED.unpack_from(payload)
+        if offset_flags & _NOT_PREDICTED == ACK:
+            # The common case first: ACK (PSH) alone on a known connection,
+            # no option but NOP NOP TS (Linux's layout) — header prediction.
+            t = self.conns.get((dst, dport, src, sport))
+            hlen = offset_flags >> 12 << 2
+            if t is not None and (hlen == 20 or (hlen == 32 and payload[20:24] == _NOP_NOP_TS)):
+                ep = t.ep
+                acked = ep.bytes_acked
+                if hlen == 32:
+                    tsval, tsecr = _TS_VALUES.unpack_from(payload, 24)
+                else:
+                    tsval = tsecr = 0
+                if ep.handle_fast(
+                    self.now(), seq, ack, window, tsval, tsecr, payload[hlen:], hlen == 32
+                ):
+                    t.last_tos = d.tos
+                    if ep.bytes_acked != acked and self.on_progress is not None:
+                        self.on_progress(d.nic, src)  # RFC 4861 §7.3.1
+                    self.kick((dst, dport, src, sport))
+                    return True
+        view = TcpView(payload, (payload[12] >> 4) << 2)
+        seg = Segment.from_view(view)
         if not addresses_acceptable(src, dst):
             self.dropped_non_unicast += 1  # B24: no reply of any kind
             return True
@@ -566,6 +607,7 @@ class TcpDemux:
             t.set_protocol(protocol)
             protocol.connection_made(t)
             self._after(key, t)
+        self._listeners_changed = True
         self.deadline_changed()  # the listener's own (SYN-ACK retransmission, cookies)
 
     def _reuse_time_wait(self, key: Key, event: SynInTimeWait) -> None:
@@ -629,7 +671,13 @@ class TcpDemux:
         for key in dirty:
             t = self.conns.get(key)
             if t is not None:
-                self._after(key, t)
+                try:
+                    self._after(key, t)
+                except Exception:  # an application's bug costs its connection, never the shard
+                    self.app_errors += 1
+                    self._log_app_error(logging.ERROR, "connection %s: application failed",
+                                        _conn_name(key), exc_info=True)  # fmt: skip
+                    t.abort()
 
     def _send(self, local: bytes, remote: bytes, seg: Segment) -> None:
         """The TCP header is built here; the payload goes to the link from
@@ -706,9 +754,15 @@ class TcpDemux:
         heap, scheduled = self._timer_heap, self._scheduled
         while heap and scheduled.get(heap[0][2]) != heap[0][0]:
             heapq.heappop(heap)  # stale
-        deadlines = [heap[0][0] if heap else None]
-        deadlines += [lst.listener.next_deadline() for lst in self._all_listeners()]
-        return min((d for d in deadlines if d is not None), default=None)
+        if self._listeners_changed:  # read again only after listener work
+            self._listeners_changed = False
+            times = [lst.listener.next_deadline() for lst in self._all_listeners()]
+            self._listener_deadline = min((d for d in times if d is not None), default=None)
+        best = heap[0][0] if heap else None
+        other = self._listener_deadline
+        if best is None or (other is not None and other < best):
+            return other
+        return best
 
     def handle_timeout(self, now: float) -> None:
         self._sync_touched()
@@ -725,6 +779,9 @@ class TcpDemux:
             if actual is not None and actual <= now:
                 t.ep.handle_timeout(now)
             self._after(key, t)  # its next deadline is scheduled next turn
+        if self._listener_deadline is None or self._listener_deadline > now:
+            return  # no listener is due (their deadlines are read after listener work)
+        self._listeners_changed = True
         for lst in self._all_listeners():
             deadline = lst.listener.next_deadline()
             if deadline is not None and deadline <= now:
@@ -840,6 +897,11 @@ class TcpDemux:
             hard = (not v6 and code in (2, 3, 4)) or (v6 and code == 4)
             t.ep.handle_icmp_unreachable(now, hard, "refused" if code in (3, 4) else "unreachable")
         self._after((local, lport, remote, rport), t)
+
+
+def _conn_name(key: Key) -> str:
+    local, lport, remote, rport = key
+    return f"{format_ip(local)}:{lport} <- {format_ip(remote)}:{rport}"
 
 
 def _nothing() -> None:

@@ -197,3 +197,46 @@ def test_flow_hook_accepts_rejects_ignores_and_caps() -> None:
         assert len(hook.open) == 0  # the cap frees up when the flow closes
 
     asyncio.run(go())
+
+
+def test_a_reset_after_the_window_opened_in_the_same_batch_loses_the_connection_cleanly() -> None:
+    """Events of one batch of frames reach the transport together: room
+    for more data (an ACK), then a reset. The buffered data is dropped and
+    the protocol sees the reset, never an exception from the transport."""
+
+    async def go() -> None:
+        net, stack, tcp = world()
+        lost: list[BaseException | None] = []
+
+        class Writer(asyncio.Protocol):
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                # More than the send buffer: the rest waits in the transport.
+                transport.write(b"x" * (3 << 20))  # type: ignore[attr-defined]
+
+            def connection_lost(self, exc: Exception | None) -> None:
+                lost.append(exc)
+
+        await stack.create_server(Writer, "0.0.0.0", 8080)
+        synack = handshake(net, 8080)
+        assert synack is not None
+        una = synack[TCP].seq + 1
+
+        def peer(flags: str, ack: int, window: int) -> Ether:
+            return (
+                Ether(src=PEER_MAC, dst=OUR_MAC)
+                / IP(src=PEER4, dst=OUR4)
+                / TCP(sport=40000, dport=8080, flags=flags, seq=1001, ack=ack, window=window)
+            )
+
+        net.inject(peer("A", una, 8))  # a 1 KiB window (scale 7): 1 KiB goes out
+        tcp.flush()
+        sent = sum(len(p[TCP].payload) for p in net.sent())
+        assert sent == 1024
+        net.inject(peer("A", una + sent, 8))  # room again: the transport refills...
+        net.inject(peer("R", 0, 0))  # ...and a reset, in the same batch
+        tcp.flush()
+        await asyncio.sleep(0)
+        assert tcp.app_errors == 0
+        assert len(lost) == 1 and isinstance(lost[0], ConnectionResetError)
+
+    asyncio.run(go())
