@@ -419,7 +419,9 @@ class ControlPlane(Resolver):
             )
         elif isinstance(msg, NeighborAdvertisement):
             tlla = next((o.mac for o in msg.options if isinstance(o, TargetLinkLayer)), None)
-            if tlla is not None and is_unicast(msg.target):  # RFC 4861 §7.2.5
+            if is_unicast(msg.target):
+                # RFC 4861 §7.2.5; without a TLLA (the answer to a unicast NS
+                # may omit it, Linux's does) a solicited NA still confirms.
                 packets = table.learn(
                     now,
                     msg.target,
@@ -428,7 +430,8 @@ class ControlPlane(Resolver):
                     create=False,
                     override=msg.override,
                 )
-                self._send_queued(nic, tlla, packets)
+                if tlla is not None:
+                    self._send_queued(nic, tlla, packets)
         self._after_neighbour_work()
 
     # --- resolution (the output path's Resolver) -----------------------------------------

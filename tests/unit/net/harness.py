@@ -300,13 +300,20 @@ def ns(src: str, target: str, *, mac: str = PEER_MAC, dst: str | None = None) ->
     return Ether(src=mac, dst=format_mac(multicast_mac(parse_ip(group)))) / ip / msg
 
 
-def na(target: str, *, mac: str = PEER_MAC, dst: str = OUR6, s: int = 1, o: int = 1) -> Ether:
-    return (
-        eth(mac)
-        / IPv6(src=target, dst=dst, hlim=255)
-        / ICMPv6ND_NA(tgt=target, S=s, O=o, R=0)
-        / ICMPv6NDOptDstLLAddr(lladdr=mac)
-    )
+def na(
+    target: str,
+    *,
+    mac: str = PEER_MAC,
+    dst: str = OUR6,
+    s: int = 1,
+    o: int = 1,
+    tlla: bool = True,
+) -> Ether:
+    """A Neighbor Advertisement for ``target``; ``tlla=False`` leaves out the
+    Target Link-Layer Address option (RFC 4861 §7.2.4 allows it in the
+    answer to a unicast NS; Linux omits it there)."""
+    msg = eth(mac) / IPv6(src=target, dst=dst, hlim=255) / ICMPv6ND_NA(tgt=target, S=s, O=o, R=0)
+    return msg / ICMPv6NDOptDstLLAddr(lladdr=mac) if tlla else msg
 
 
 # --- checkers on the frames that come out ----------------------------------------------
