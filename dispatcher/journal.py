@@ -2,7 +2,7 @@
 restarted shard 0 gets them back.
 
 Shard 0 owns the stack's tables; when it dies, the supervisor starts a new
-one, which rebuilds its state from the configuration (issue 3). What
+one, which rebuilds its state from the configuration. What
 integrators changed since — addresses, routes, loopback NICs, their state,
 NDP settings, forwarding — would be lost silently. The dispatcher forwards
 every such request and sees its answer, so it records the ones shard 0

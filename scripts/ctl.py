@@ -46,7 +46,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     route.add_argument("--via", metavar="GATEWAY")
     route.add_argument("--dev", metavar="NIC")
     route.add_argument("--metric", type=int, default=0)
-    ndp = sub.add_parser("ndp", help="show or change a NIC's NDP configuration (B33)")
+    ndp = sub.add_parser("ndp", help="show or change a NIC's NDP configuration")
     ndp.add_argument("nic", nargs="?", help="NIC name (default: the link)")
     ndp.add_argument(
         "--set", action="append", default=[], metavar="NAME=VALUE", help="change a setting"

@@ -1,6 +1,6 @@
 """Built-in applications (``--serve APP:PORT``) and the loader of user apps
 (``--app MODULE:CALLABLE``). Each runs in every shard, on one dual-stack
-socket per service (B4: IPv4 peers appear as ::ffff:a.b.c.d).
+socket per service (RFC 3493 §3.7: IPv4 peers appear as ::ffff:a.b.c.d).
 
 Over TCP: ``echo`` (RFC 862), ``discard`` (RFC 863), ``chargen`` (RFC 864),
 ``http`` (HTTP/1.1 with keep-alive: ``/`` names the shard and the peer,
@@ -35,7 +35,7 @@ class _Service(asyncio.DatagramProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, UdpTransport)
         self.transport = transport
-        transport.set_option("IPV6_RECVTCLASS", True)  # TOS / traffic class for whoami (B2)
+        transport.set_option("IPV6_RECVTCLASS", True)  # TOS / traffic class for whoami
 
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
         t = self.transport

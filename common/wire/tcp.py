@@ -10,8 +10,8 @@ sum (``pseudo=None`` skips it, for a link that marked it valid). ``emit()``
 either computes the full checksum over header and payload, or, for checksum
 offload, writes the folded *non-inverted* pseudo-header sum, which is what a
 virtio-net header with ``VIRTIO_NET_HDR_F_NEEDS_CSUM`` expects (the kernel sums
-from ``csum_start`` to the end and stores the complement at ``csum_offset``;
-see /work/shared/MEASUREMENTS.md "vnet-hdr offloads").
+from ``csum_start`` to the end and stores the complement at ``csum_offset``,
+virtio 1.1 §5.1.6.2).
 
 Flags: the eight control bits of RFC 9293 §3.1 plus ``AE`` (0x100), the bit
 just below them in the reserved nibble (RFC 3540's NS, historic; AE in

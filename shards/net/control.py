@@ -3,15 +3,18 @@ state (``NetOwner``), neighbour resolution (ARP, RFC 826; NS/NA, RFC 4861
 §7.2), and the requests of ``shardnet ctl``.
 
 At start it builds the stack the configuration describes: the link's NIC
-(its MAC, MTU, the configured addresses, an EUI-64 link-local address
-(RFC 4291 App. A, CHECKLIST B0/B20), gateways as default routes) and the
-loopback NIC ``lo`` (127.0.0.1/8, ::1/128, never a link-local: B15). The
-same happens after a restart of shard 0: its state is rebuilt from the
+(its MAC, MTU, the configured addresses, gateways as default routes), its
+NDP machine (``ndp.NdpMachine``: a link-local address with an RFC 7217
+opaque IID by default (RFC 8064), modified EUI-64 when configured, RFC 4291
+App. A; DAD, router and prefix discovery, SLAAC, MLD) and the loopback NIC
+``lo`` (127.0.0.1/8, ::1/128, never a link-local, as Linux). The same
+happens after a restart of shard 0: its state is rebuilt from the
 configuration.
 
 Other shards resolve through the replicated neighbour table; when it lacks
-an entry they ask here (``resolve_for``) and get it by replication.
-DAD, router discovery, SLAAC and NUD come with the NDP issue.
+an entry they ask here (``resolve_for``) and get it by replication. NUD
+(RFC 4861 §7.3) runs in ``neighbour.NeighbourTable``; its state changes
+are ``nud_state`` events.
 """
 
 from __future__ import annotations
@@ -132,10 +135,10 @@ class ControlPlane(Resolver):
         owner.add_address(lo.id, parse_ip("127.0.0.1"), 8, origin="loopback")
         owner.add_address(lo.id, parse_ip("::1"), 128, origin="loopback")
         # NDP (RFC 4861/4862) for the link: its start generates the
-        # link-local address (RFC 7217 opaque IID by default, B0/B17) and
+        # link-local address (RFC 7217 opaque IID by default) and
         # runs DAD on it, solicits routers, reports MLD groups.
         secret = bytes.fromhex(config.secret) if config.secret else b""
-        # B18: a forwarding stack is a router: no RS, RAs ignored, NA with R.
+        # A forwarding stack is a router (RFC 4861 §6.2): no RS, RAs ignored, NA with R.
         machine = self.ndp[link.id] = NdpMachine(
             link.id, link.name, mac, self.rng, self.ndp_config, secret_key=secret, link_mtu=mtu,
             forwarding=config.forwarding,
@@ -242,7 +245,7 @@ class ControlPlane(Resolver):
         return self.ops.handle(op, args)
 
     def set_forwarding(self, on: bool) -> None:
-        """Router or host (B18): every shard forwards from now on (the setting
+        """Router or host (RFC 4861 §6.2): every shard forwards from now on (the setting
         is replicated), and NDP turns router — discovered routers, prefixes
         and SLAAC addresses are invalidated with events, RAs ignored — or
         back to host (router solicitation again)."""
@@ -252,7 +255,7 @@ class ControlPlane(Resolver):
             self.apply(nic_id, machine.set_forwarding(self.clock(), on))
 
     def _ndp_config(self, op: str, args: dict[str, Any]) -> dict[str, Any]:
-        """B33: a NIC's NDP configuration, read or changed at run time."""
+        """A NIC's NDP configuration, read or changed at run time."""
         nic = self.owner.nic(args.get("nic") or LINK_NIC_ID)
         machine = self.ndp.get(nic.id)
         if machine is None:
@@ -265,7 +268,7 @@ class ControlPlane(Resolver):
                 raise NetError(errno.EINVAL, str(exc)) from None
         return machine.config.as_settings()
 
-    # --- NDP actions (B19: the machine never touches the tables itself) -----------------
+    # --- NDP actions (the machine never touches the tables itself) -----------------------
     def apply(self, nic_id: int, actions: list[Any]) -> None:
         owner, now = self.owner, self.clock()
         for act in actions:
@@ -392,7 +395,7 @@ class ControlPlane(Resolver):
         if isinstance(msg, NeighborSolicitation):
             ours = self.owner.view.local.get(msg.target)
             if ours is None or ours.nic != nic_id:
-                return  # not ours, or tentative (DAD: the NDP issue)
+                return  # not ours, or tentative (RFC 4862 §5.4.3: the NDP machine's DAD)
             slla = next((o.mac for o in msg.options if isinstance(o, SourceLinkLayer)), None)
             if ip.src == IPV6_ANY:
                 dst, solicited = ALL_NODES, False  # RFC 4861 §7.2.4: a DAD probe
@@ -496,7 +499,7 @@ class ControlPlane(Resolver):
             self._nud_events(nic_id, table)
 
     def _nud_events(self, nic_id: int, table: NeighbourTable) -> None:
-        """Issue 5: NUD state changes of IPv6 neighbours as ``nud_state``
+        """NUD state changes of IPv6 neighbours as ``nud_state``
         events (RFC 4861 §7.3.2 states; "removed" when an entry goes)."""
         now_states = table.states()
         before = self._nud_seen.get(nic_id, {})
