@@ -71,7 +71,7 @@ class ControlJournal:
             if "on" in args:
                 self._put(("forwarding",), op, {"on": bool(args["on"])})
         elif op == "ndp_set":
-            key = ("ndp", str(args.get("nic")))
+            key: tuple[str, ...] = ("ndp", str(args.get("nic")))
             old = self._entries.pop(key, None)
             settings = dict(old[1].get("settings", {})) if old else {}
             settings.update(args.get("settings") or {})

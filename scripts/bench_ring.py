@@ -154,7 +154,7 @@ def _consume_zmq(endpoint: str, conn: Any, copy: bool, cpu: int | None) -> None:
     recv = sock.recv
     while True:
         msg = recv(copy=copy)
-        n = len(msg) if copy else len(msg.buffer)
+        n = len(msg) if isinstance(msg, bytes) else len(msg.buffer)
         if n == 0:
             break
         if not frames:

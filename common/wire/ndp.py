@@ -538,7 +538,8 @@ class _Message:
             self._emit_fixed(buf, offset, self.checksum)
         else:
             self._emit_fixed(buf, offset, 0)
-            self.checksum = set_checksum(buf, offset, n, pseudo)
+            # a slot of every message dataclass, not of this mixin (mypy sees only the mixin)
+            self.checksum = set_checksum(buf, offset, n, pseudo)  # type: ignore[misc]
         return n
 
     def to_bytes(self, src: bytes | None = None, dst: bytes | None = None) -> bytes:

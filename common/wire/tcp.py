@@ -395,14 +395,14 @@ class TcpHeader:
             if pseudo is None:
                 raise ValueError("offload needs the pseudo-header sum")
             self.checksum = csum.fold(pseudo)
-        full = pseudo is not None and not offload
-        cs, h = (0 if full else self.checksum), self
+        full = None if offload else pseudo  # the pseudo-header sum when we sum it all
+        cs, h = (0 if full is not None else self.checksum), self
         _TCP.pack_into(
             buf, offset, h.src_port, h.dst_port, h.seq, h.ack, of, h.window, cs, h.urgent
         )
-        if full:
+        if full is not None:
             seg = memoryview(buf)[offset : offset + hlen + payload_len]
-            self.checksum = csum.checksum(seg, pseudo)
+            self.checksum = csum.checksum(seg, full)
             _U16.pack_into(buf, offset + 16, self.checksum)
         return hlen
 

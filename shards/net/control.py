@@ -25,7 +25,7 @@ import errno
 import logging
 import random
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from shardnet.common.addr import format_ip, format_mac, is_unicast, parse_ip
 from shardnet.common.config import StackConfig
@@ -82,6 +82,10 @@ log = logging.getLogger("shardnet.net")
 LINK_NIC_ID = 1
 IPV4_ANY = bytes(4)
 IPV6_ANY = bytes(16)
+
+
+class _Timed(Protocol):
+    def next_deadline(self) -> float | None: ...
 
 
 class ControlPlane(Resolver):
@@ -203,9 +207,10 @@ class ControlPlane(Resolver):
             a = view.local.get(ip)
             return a is not None and a.nic == nic_id
 
-        self.arp[nic.id] = ArpHandler(
-            v4, nic.mac, is_ours, lambda ip, n=nic.id: self.stack.ipv4_source(n, ip)
-        )
+        def source_for(ip: bytes, nic_id: int = nic.id) -> bytes | None:
+            return self.stack.ipv4_source(nic_id, ip)
+
+        self.arp[nic.id] = ArpHandler(v4, nic.mac, is_ours, source_for)
 
     # --- requests ------------------------------------------------------------------------
     def handle_request(self, op: str, args: dict[str, Any]) -> Any:
@@ -221,7 +226,7 @@ class ControlPlane(Resolver):
             self.stack.reassembly_expired(bytes(args["packet"]))
             return None
         if op in ("addr_add", "addr_del"):
-            nic = self.owner.nic(args.get("nic"))
+            nic = self.owner.nic(str(args.get("nic")))
             text = str(args.get("address"))
             machine = self.ndp.get(nic.id)
             if ":" in text and machine is not None:  # IPv6: through NDP (DAD, MLD)
@@ -311,9 +316,10 @@ class ControlPlane(Resolver):
                 else:
                     owner.set_nic_param(nic_id, act.name, act.value)
                 table = self.v6.get(nic_id)
-                if table is not None and act.name in ("reachable_time", "retrans_timer"):
-                    field = "reachable_s" if act.name == "reachable_time" else "retrans_s"
-                    table.config = dataclasses.replace(table.config, **{field: float(act.value)})
+                if table is not None and act.name == "reachable_time":
+                    table.config = dataclasses.replace(table.config, reachable_s=float(act.value))
+                elif table is not None and act.name == "retrans_timer":
+                    table.config = dataclasses.replace(table.config, retrans_s=float(act.value))
             elif isinstance(act, UpdateNeighbour):
                 table = self.v6.get(nic_id)
                 nic = owner.view.nics.get(nic_id)
@@ -538,7 +544,12 @@ class ControlPlane(Resolver):
 
     # --- timers --------------------------------------------------------------------------
     def next_deadline(self) -> float | None:
-        machines = (*self.v4.values(), *self.v6.values(), *self.ndp.values(), self.groups)
+        machines: tuple[_Timed, ...] = (
+            *self.v4.values(),
+            *self.v6.values(),
+            *self.ndp.values(),
+            self.groups,
+        )
         deadlines = [d for d in (m.next_deadline() for m in machines) if d is not None]
         deadlines += [a[0] for a in self._announcements]
         return min(deadlines, default=None)

@@ -112,6 +112,7 @@ from shardnet.common.wire.ndp import (
     DnsSearchList,
     Mtu,
     NdpMessage,
+    NdpOption,
     NdpView,
     NeighborAdvertisement,
     NeighborSolicitation,
@@ -859,8 +860,8 @@ class NdpMachine:
         if a.dad_left > 0:
             a.dad_left -= 1
             # §5.4.2: from ::, to the solicited-node group, no SLLA (RFC 4861 §4.3).
-            options = [Nonce(a.nonce)] if a.nonce is not None else []
-            ns = NeighborSolicitation(target=a.addr, options=options)  # type: ignore[list-item]
+            options: list[NdpOption] = [Nonce(a.nonce)] if a.nonce is not None else []
+            ns = NeighborSolicitation(target=a.addr, options=options)
             self.stats.ns_sent += 1
             self._emit(SendNdp(solicited_node_multicast(a.addr), ns, IPV6_ANY))
             a.dad_timer.reset(now + self.retrans_timer_s)

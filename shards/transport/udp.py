@@ -282,7 +282,10 @@ class UdpDemux:
         # Most specific first: connected, then bound address, then wildcard.
         best = max(self._specificity(s) for s in matches)
         candidates = sorted(
-            (s for s in matches if self._specificity(s) == best), key=lambda s: s.reservation.ident
+            (s for s in matches if self._specificity(s) == best),
+            key=lambda s: (
+                s.reservation.ident if s.reservation is not None else 0
+            ),  # all matched one
         )
         if len(candidates) == 1:
             sock = candidates[0]
