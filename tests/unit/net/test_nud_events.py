@@ -1,4 +1,4 @@
-"""Issue 5: NUD state changes of IPv6 neighbours are events (``nud_state``)."""
+"""NUD (RFC 4861 §7.3) state changes of IPv6 neighbours are events (``nud_state``)."""
 
 from __future__ import annotations
 
