@@ -64,7 +64,8 @@ class StackConfig:
     # random per run when not given.
     secret: str | None = None
     fault: str | None = None  # --fault: drop/dup/reorder/delay injection (common/fault.py)
-    # Per-NIC NDP configuration (as gVisor's per-interface NDPConfigurations) for the link: NdpConfig field -> value,
+    # Per-NIC NDP configuration (gVisor's NDPConfigurations) for the link:
+    # NdpConfig field -> value,
     # from the config file's [ndp] table; checked by ``NdpConfig.from_settings``.
     ndp: dict[str, Any] = field(default_factory=dict)
 

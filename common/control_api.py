@@ -141,6 +141,7 @@ class ControlApi(ABC):
         return self.call("ndp_set", nic=nic, settings=dict(settings))
 
     def forwarding(self, on: bool | None = None) -> bool:
-        """Whether the stack forwards (router mode: RFC 4861 §6.3.4 RAs ignored, no RS); ``on`` changes it."""
+        """Whether the stack forwards (router mode, RFC 4861 §6.2: RAs ignored,
+        no RS); ``on`` changes it."""
         args = {} if on is None else {"on": bool(on)}
         return bool(self.call("forwarding", **args)["forwarding"])

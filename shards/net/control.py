@@ -250,8 +250,8 @@ class ControlPlane(Resolver):
         return self.ops.handle(op, args)
 
     def set_forwarding(self, on: bool) -> None:
-        """Router or host (RFC 4861 §6.2): every shard forwards from now on (the setting
-        is replicated), and NDP turns router — discovered routers, prefixes
+        """Router or host (RFC 4861 §6.2): every shard forwards from now on
+        (the setting is replicated), and NDP turns router — discovered routers, prefixes
         and SLAAC addresses are invalidated with events, RAs ignored — or
         back to host (router solicitation again)."""
         self.stack.forwarding = on

@@ -10,8 +10,9 @@
   ``is_reserved_iid``) is rejected and F() run again with DAD_Counter + 1.
   DAD failures bump DAD_Counter too (§6), up to
   ``IDGEN_RETRIES`` times: the NDP machine counts them.
-* ``modified_eui64`` (from ``common.wire.ipv6``, RFC 4291 App. A) and ``is_valid_unicast_mac``: without opaque IIDs, only a valid
-  unicast Ethernet address yields an identifier.
+* ``modified_eui64`` (from ``common.wire.ipv6``, RFC 4291 App. A) and
+  ``is_valid_unicast_mac``: without opaque IIDs, only a valid unicast
+  Ethernet address yields an identifier.
 
 The secret key should be at least ``OPAQUE_IID_SECRET_KEY_MIN_BYTES`` random
 bytes kept across restarts (RFC 7217 §5, RFC 4086); a shorter one is allowed,

@@ -53,7 +53,8 @@ from shardnet.shards.net.ndp import IidMode, NdpConfig
 from shardnet.shards.net.stack import NetStack
 from shardnet.shards.net.state import NetOwner, NetView
 
-# gVisor's modified EUI-64 example MAC (RFC 4291 App. A): its EUI-64 link-local is fe80::2:3ff:fe04:506.
+# gVisor's modified EUI-64 example MAC (RFC 4291 App. A): its EUI-64
+# link-local is fe80::2:3ff:fe04:506.
 OUR_MAC = "02:02:03:04:05:06"
 OUR_LL = "fe80::2:3ff:fe04:506"
 OUR4, OUR6 = "198.18.0.2", "2001:db8::2"

@@ -1,4 +1,5 @@
-"""Routing table: longest-prefix match, metric, NIC filters, destinations that need no route (gVisor FindRoute)."""
+"""Routing table: longest-prefix match, metric, NIC filters, destinations
+that need no route (gVisor FindRoute)."""
 
 from __future__ import annotations
 

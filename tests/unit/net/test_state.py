@@ -1,7 +1,8 @@
 """The network state through shard 0's control plane: NICs (named, with an
 opaque context, loopback without a link-local), addresses and the EUI-64
-link-local (RFC 4291 App. A), positions after promotion, routes (longest prefix, metric) used by the output path,
-the ``ctl`` requests and their one-line errors, replication to a replica."""
+link-local (RFC 4291 App. A), positions after promotion, routes (longest
+prefix, metric) used by the output path, the ``ctl`` requests and their
+one-line errors, replication to a replica."""
 
 from __future__ import annotations
 

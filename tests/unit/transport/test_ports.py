@@ -1,4 +1,5 @@
-"""Port reservations with Linux's bind/connect rules (5-tuple reservations, dual stack, devices, reuse-port order)."""
+"""Port reservations with Linux's bind/connect rules: 5-tuple reservations,
+dual stack, devices, reuse-port order."""
 
 from __future__ import annotations
 
