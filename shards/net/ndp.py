@@ -37,7 +37,7 @@ Implements:
     events on transitions only) → router lifetime (default router list,
     limit 10) → CurHopLimit,
     ReachableTime (random factor 0.5-1.5), RetransTimer → options in
-    wire order: SLLA (neighbour cache, IsRouter), MTU (1280..link MTU), RDNSS
+    wire order: SLLA (neighbour cache), MTU (1280..link MTU), RDNSS
     and DNSSL (RFC 8106: events), Prefix Information (link-local
     and /0 skipped; L: on-link prefix discovery, limit 10; A: SLAAC).
   * RFC 4862 §5.5.3 SLAAC for /64 prefixes: PL > VL ignored (c), the two-hour
@@ -329,7 +329,9 @@ class SetNicParam:
 @dataclass(frozen=True, slots=True)
 class UpdateNeighbour:
     """An RA's SLLA (RFC 4861 §6.3.4): record ``mac`` for ``ip`` (creating the
-    entry, STALE if new or changed) and set its IsRouter flag."""
+    entry, STALE if new or changed). ``is_router``: the sender is a router;
+    the neighbour table keeps no IsRouter flag (RFC 4861 §7.2.5), so nothing
+    reads it yet."""
 
     ip: bytes
     mac: bytes
@@ -946,7 +948,8 @@ class NdpMachine:
     ) -> list[NdpAction]:
         """RFC 4862 §5.4.4: an NA for a tentative address fails its DAD; one
         for a usable address of ours is reported (``duplicate_address``).
-        The neighbour-cache side of NAs is ``nud_advert``'s."""
+        The neighbour-cache side of NAs (RFC 4861 §7.2.5) is
+        ``neighbour.NeighbourTable.learn``'s, fed by the control plane."""
         a = self._addrs.get(na.target)
         if a is None or not self.running:
             return []

@@ -1,5 +1,5 @@
 """RFC 6675 scoreboard: the RFC 2018 §5 example ACK streams as the sender sees
-them, RFC 2883 D-SACKs, wrap-around, hostile input, and a brute-force model
+them, RFC 2883 D-SACK blocks (taken as plain SACKs), wrap-around, hostile input, and a brute-force model
 (per-octet definitions of the RFC) under hypothesis."""
 
 from __future__ import annotations
@@ -148,7 +148,7 @@ def test_cumulative_ack_inside_a_range_trims_it() -> None:
     assert sb.sacked_bytes == 1500
     sb.update(4500, [])
     assert sb.ranges() == [(4500, 5000)] and sb.sacked_bytes == 500
-    # a block straddling SND.UNA (not first: no D-SACK) is clipped to it
+    # a block straddling SND.UNA is clipped to it
     sb.update(4500, [(6000, 6100), (4000, 4800)])
     assert sb.ranges() == [(4500, 5000), (6000, 6100)]
     # SND.UNA going backwards (an old ACK) changes nothing
