@@ -691,8 +691,9 @@ class NdpMachine:
     # --- start / stop -------------------------------------------------------------------
     def start(self, now: float) -> list[NdpAction]:
         """The NIC is enabled: announce our groups, run DAD on every address
-        (RFC 4862 §5.4, after the §5.4.2 random delay), generate the link-local address, solicit
-        routers. ff02::1 is joined implicitly and never reported."""
+        (RFC 4862 §5.4, after the §5.4.2 random delay), generate the
+        link-local address, solicit routers. ff02::1 is joined implicitly and
+        never reported."""
         if self.running:
             return []
         self.running = True
