@@ -1,6 +1,7 @@
 """RFC 6675 scoreboard: the RFC 2018 §5 example ACK streams as the sender sees
-them, RFC 2883 D-SACK blocks (taken as plain SACKs), wrap-around, hostile input, and a brute-force model
-(per-octet definitions of the RFC) under hypothesis."""
+them, RFC 2883 D-SACK blocks (taken as plain SACKs), wrap-around, hostile
+input, and a brute-force model (per-octet definitions of the RFC) under
+hypothesis."""
 
 from __future__ import annotations
 
