@@ -441,6 +441,10 @@ class ControlPlane(Resolver):
                 )
                 if tlla is not None:
                     self._send_queued(nic, tlla, packets)
+                if not msg.router and machine is not None:
+                    # §7.2.5: IsRouter TRUE -> FALSE: out of the Default
+                    # Router List (a no-op for a node that was no router).
+                    self.apply(nic_id, machine.router_unreachable(now, msg.target))
         self._after_neighbour_work()
 
     # --- resolution (the output path's Resolver) -----------------------------------------

@@ -1090,8 +1090,9 @@ class NdpMachine:
         self._emit(RouterInvalidated(self.nic, r.addr))
 
     def router_unreachable(self, now: float, ip: bytes) -> list[NdpAction]:
-        """NUD: ``ip`` is no longer a router (NA with R clear, RFC 4861 §7.2.5)
-        or unreachable: drop it from the Default Router List (§6.3.5)."""
+        """``ip`` is no longer a router (an NA with R clear, RFC 4861 §7.2.5):
+        drop it from the Default Router List (§6.3.5); a no-op for an
+        address that is not in it."""
         r = self._routers.get(ip)
         if r is not None:
             self._invalidate_router(r)

@@ -23,8 +23,9 @@ Implements:
     resolutions), static (PERMANENT) entries that never expire.
 
 Left out: per-entry random ReachableTime (the caller passes the value it
-drew in the config, RFC 4861 §6.3.4), the IsRouter flag (§7.2.5: an NA with
-R clear from a router should drop it from the Default Router List).
+drew in the config, RFC 4861 §6.3.4). The IsRouter flag is not kept here:
+the NDP machine's Default Router List is the set of routers, and an NA with
+R clear takes its sender off it (§7.2.5, ``NdpMachine.router_unreachable``).
 
 The table returns actions instead of sending: ``poll_probes()`` gives the
 solicitations to send, ``learn()`` the queued packets that became sendable,

@@ -308,12 +308,13 @@ def na(
     dst: str = OUR6,
     s: int = 1,
     o: int = 1,
+    r: int = 0,
     tlla: bool = True,
 ) -> Ether:
     """A Neighbor Advertisement for ``target``; ``tlla=False`` leaves out the
     Target Link-Layer Address option (RFC 4861 §7.2.4 allows it in the
     answer to a unicast NS; Linux omits it there)."""
-    msg = eth(mac) / IPv6(src=target, dst=dst, hlim=255) / ICMPv6ND_NA(tgt=target, S=s, O=o, R=0)
+    msg = eth(mac) / IPv6(src=target, dst=dst, hlim=255) / ICMPv6ND_NA(tgt=target, S=s, O=o, R=r)
     return msg / ICMPv6NDOptDstLLAddr(lladdr=mac) if tlla else msg
 
 
