@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from shardnet.common.addr import format_ip
@@ -63,8 +63,9 @@ async def serve_udp(stack: ShardStack, app: str, port: int) -> UdpTransport:
     return transport
 
 
-def load_app(spec: str) -> Callable[[ShardStack], Awaitable[Any]]:
-    """``MODULE:CALLABLE`` to the coroutine function; ImportError or
+def load_app(spec: str) -> Callable[[ShardStack], Coroutine[Any, Any, Any]]:
+    """``MODULE:CALLABLE`` to the coroutine function (the shard runs it as
+    an asyncio task); ImportError or
     AttributeError with a clear message otherwise."""
     module_name, _, attr = spec.partition(":")
     module = importlib.import_module(module_name)
