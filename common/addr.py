@@ -81,7 +81,8 @@ def is_ipv4_mapped(addr: bytes | memoryview) -> bool:
 
 
 def is_unicast(addr: bytes) -> bool:
-    """CHECKLIST B24: not unspecified, not limited broadcast, not multicast."""
+    """RFC 1122 §4.2.3.10 / RFC 4291 §2.7: not unspecified, not limited
+    broadcast, not multicast."""
     if len(addr) == 4:
         return addr != IPV4_ANY and addr != IPV4_BROADCAST and not is_ipv4_multicast(addr)
     return addr != IPV6_ANY and not is_ipv6_multicast(addr)

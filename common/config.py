@@ -1,6 +1,6 @@
 """The stack's settings: one frozen record built from a TOML file and CLI flags.
 
-Every timer a test needs to shorten is a field here (CHECKLIST §0), never a
+Every timer a test needs to shorten is a field here, never a
 patched module global. Bad values raise ``ConfigError`` with a one-line
 message that the CLI prints as it is.
 """
@@ -68,7 +68,8 @@ class StackConfig:
     # random per run when not given.
     secret: str | None = None
     fault: str | None = None  # --fault: drop/dup/reorder/delay injection (common/fault.py)
-    # Per-NIC NDP configuration (B33) for the link: NdpConfig field -> value,
+    # Per-NIC NDP configuration (gVisor's NDPConfigurations) for the link:
+    # NdpConfig field -> value,
     # from the config file's [ndp] table; checked by ``NdpConfig.from_settings``.
     ndp: dict[str, Any] = field(default_factory=dict)
 

@@ -1,5 +1,5 @@
-"""The typed control API of a stack, whatever carries it (issue 7,
-"Integrator API").
+"""The typed control API of a stack, whatever carries it (DESIGN.md "What
+users program against").
 
 ``ControlApi`` turns the control requests that ``shardnet ctl`` sends into
 typed methods; a subclass supplies only ``call(op, **args)``. ``Client``
@@ -69,8 +69,8 @@ class ControlApi(ABC):
         disabled: bool = False,
         context: Any = None,
     ) -> dict[str, Any]:
-        """A loopback NIC (the only kind a stack with one link can add,
-        CHECKLIST B12/B13), with an opaque ``context`` kept in its row."""
+        """A loopback NIC (the only kind a stack with one link can add), with
+        an opaque ``context`` kept in its row and handed back unchanged."""
         args: dict[str, Any] = {"name": name, "loopback": True, "mtu": mtu, "disabled": disabled}
         if mac is not None:
             args["mac"] = mac
@@ -133,7 +133,7 @@ class ControlApi(ABC):
         return self.call("groups")
 
     def ndp_get(self, nic: str | None = None) -> dict[str, Any]:
-        """A NIC's NDP configuration (default: the link's), B33."""
+        """A NIC's NDP configuration (default: the link's)."""
         return self.call("ndp_get", nic=nic)
 
     def ndp_set(self, settings: dict[str, Any], nic: str | None = None) -> dict[str, Any]:
@@ -141,6 +141,7 @@ class ControlApi(ABC):
         return self.call("ndp_set", nic=nic, settings=dict(settings))
 
     def forwarding(self, on: bool | None = None) -> bool:
-        """Whether the stack forwards (router mode, B18); ``on`` changes it."""
+        """Whether the stack forwards (router mode, RFC 4861 §6.2: RAs ignored,
+        no RS); ``on`` changes it."""
         args = {} if on is None else {"on": bool(on)}
         return bool(self.call("forwarding", **args)["forwarding"])

@@ -16,7 +16,7 @@ class ShardSpec:
     index: int
     nshards: int
     ring: RingHandle  # dispatcher -> shard frames (records: common/record.py)
-    uplink: RingHandle  # shard -> dispatcher: frames looped back to the stack (B13)
+    uplink: RingHandle  # shard -> dispatcher: frames looped back (sent to our own addresses)
     tx: LinkTxSpec  # how this shard writes frames to the link
     config: StackConfig
     mac: bytes  # shardnet's own MAC on the link

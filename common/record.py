@@ -8,7 +8,7 @@ frame::
 * ``tag`` says where the frame comes from: ``TAG_WIRE`` (read from the link)
   or ``TAG_LOOPED`` (sent by a shard to one of the stack's own addresses, or
   routed over a loopback NIC, and looped back through the dispatcher so that
-  it is classified like a wire frame: CHECKLIST B13). A looped frame never
+  it is classified like a wire frame, as a kernel loops local traffic). A looped frame never
   touched the wire: its source may be one of our addresses, 127/8 and ::1 are
   legitimate, and its checksums were computed by us. Any other tag value is
   a bug; the shard counts and drops the record.

@@ -68,7 +68,7 @@ def prepare_ipc(endpoint: str) -> None:
 
 
 def _answers(endpoint: str) -> bool:
-    ctx = zmq.Context.instance()
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
     try:

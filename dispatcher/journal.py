@@ -2,7 +2,7 @@
 restarted shard 0 gets them back.
 
 Shard 0 owns the stack's tables; when it dies, the supervisor starts a new
-one, which rebuilds its state from the configuration (issue 3). What
+one, which rebuilds its state from the configuration. What
 integrators changed since — addresses, routes, loopback NICs, their state,
 NDP settings, forwarding — would be lost silently. The dispatcher forwards
 every such request and sees its answer, so it records the ones shard 0
@@ -71,7 +71,7 @@ class ControlJournal:
             if "on" in args:
                 self._put(("forwarding",), op, {"on": bool(args["on"])})
         elif op == "ndp_set":
-            key = ("ndp", str(args.get("nic")))
+            key: tuple[str, ...] = ("ndp", str(args.get("nic")))
             old = self._entries.pop(key, None)
             settings = dict(old[1].get("settings", {})) if old else {}
             settings.update(args.get("settings") or {})

@@ -8,7 +8,7 @@ so the data path never calls a metric library.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import psutil
@@ -139,7 +139,7 @@ class StackCollector:
 
 
 def _counter(
-    name: str, doc: str, labels: list[str], samples: list[tuple[list[str], float]]
+    name: str, doc: str, labels: list[str], samples: Sequence[tuple[list[str], float]]
 ) -> Metric:
     metric = CounterMetricFamily(name, doc, labels=labels)
     for values, value in samples:

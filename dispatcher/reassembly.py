@@ -32,7 +32,7 @@ Policies (both families alike):
   dropped alone ("bad_length").
 * Timeouts run from the first-arriving fragment (RFC 8200 §4.5; Linux does
   the same for IPv4 instead of RFC 791's per-fragment TTL timer): 30 s for
-  IPv4 (issue 4, Linux ``ipfrag_time``), 60 s for IPv6 (RFC 8200 §4.5).
+  IPv4 (Linux ``ipfrag_time``), 60 s for IPv6 (RFC 8200 §4.5).
 * Limits: past ``max_datagrams`` datagrams in progress, or ``max_bytes`` bytes
   held, the OLDEST incomplete datagram is dropped (the pre-4.17 Linux evictor,
   FreeBSD): legitimate datagrams complete within milliseconds, so under a
@@ -83,7 +83,7 @@ from shardnet.common.wire.ipv6 import (
     walk_extensions,
 )
 
-TIMEOUT_V4_S = 30.0  # seconds: issue 4, Linux net.ipv4.ipfrag_time
+TIMEOUT_V4_S = 30.0  # seconds: Linux net.ipv4.ipfrag_time
 TIMEOUT_V6_S = 60.0  # seconds: RFC 8200 §4.5
 MAX_FRAGMENTS = 64  # per datagram, local limit (FreeBSD: 16, Linux: none)
 MAX_DATAGRAMS = 1024  # in progress at once, local limit
@@ -121,7 +121,7 @@ class ReassemblyDrop(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class ReassemblyConfig:
-    """Limits of a ``Reassembler``; the defaults follow issue 4."""
+    """Limits of a ``Reassembler``; the defaults follow Linux (ipfrag_time, ipfrag_high_thresh)."""
 
     timeout_v4: float = TIMEOUT_V4_S
     timeout_v6: float = TIMEOUT_V6_S

@@ -7,10 +7,10 @@ says Hello, the last snapshot of the old one is folded into a per-shard base.
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from dataclasses import dataclass, field
 
-from shardnet.common import sync
 from shardnet.common.messages import Stats
 
 
@@ -55,7 +55,7 @@ class StatsBook:
     def __init__(self, nshards: int) -> None:
         self.shards = [ShardBook() for _ in range(nshards)]
         self.dispatcher = DispatcherCounters(ring_drops=[0] * nshards, to_shard=[0] * nshards)
-        self.lock = sync.Lock("stats-book")
+        self.lock = threading.Lock()
 
     def new_incarnation(self, shard: int) -> None:
         book = self.shards[shard]

@@ -3,7 +3,7 @@
 Each shard gets a fresh pair of rings when it (re)starts: a dead consumer
 may have left its downlink ring half-read, a dead producer its uplink ring
 half-written. The uplink ring (shard -> dispatcher: frames a shard loops back
-to the stack, CHECKLIST B13) is read by the dispatcher's loop: its eventfd is
+to the stack: sent to one of its own addresses) is read by the dispatcher's loop: its eventfd is
 registered with ``on_uplink(slot)`` while the shard lives and unregistered
 before the ring is closed. A restarted shard resynchronises its replicas
 from shard 0; a restarted shard 0 rebuilds its state from the configuration

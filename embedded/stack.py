@@ -1,6 +1,5 @@
 """The embedded stack: shardnet in the caller's process and event loop, over
-an in-memory channel link (issue 7, "Integrator API"; DESIGN.md "What users
-program against").
+an in-memory channel link (DESIGN.md "What users program against").
 
 One shard (shard 0 of 1), no dispatcher, no other process: the shard is
 built by the same ``ShardAssembly`` as every shard of ``shardnet run``, so
@@ -11,7 +10,7 @@ shard process is done here in a few lines:
 * frames in: the link's eventfd wakes the loop; each frame read becomes a
   ``TAG_WIRE`` record (``common/record.py``); IPv4/IPv6 fragments go through
   the dispatcher's ``Reassembler`` first, as ``dispatcher/app.py`` does;
-* frames the stack sends to itself (loopback, its own addresses: B13) are
+* frames the stack sends to itself (loopback, its own addresses) are
   queued and handled as ``TAG_LOOPED`` records on a later loop turn, never
   re-entrantly;
 * control requests are answered in process through ``ControlApi`` (the
@@ -306,7 +305,7 @@ class Stack(ControlApi):
         self.shard.handle_record(memoryview(record))
 
     def _loop_back(self, frame: bytes | bytearray) -> bool:
-        """A frame for the stack itself (B13): handled on a later loop turn,
+        """A frame for the stack itself (its own address): handled on a later loop turn,
         as the dispatcher loops a shard's uplink. False when dropped."""
         if self._closed or self._loop is None:
             return False

@@ -1,6 +1,6 @@
 """shardnet: a user-space TCP/IP stack in Python, sharded over processes.
 
-The integrator API is here at the top (issue 7): ``shardnet.Client`` talks
+The integrator API is here at the top: ``shardnet.Client`` talks
 to a running stack over its control channel, ``shardnet.Stack`` is the same
 stack embedded in the caller's process over an in-memory link. Both are
 loaded on first use, so importing a submodule (a shard process, a codec)

@@ -100,7 +100,7 @@ def _tcp_ops(
     """Parse and build rows for Ethernet + ``ip`` + TCP with ``options``."""
     tcp = TcpHeader(40000, 443, 0x12345678, 0x9ABCDEF0, PSH | ACK, 502, options=options)
     v6 = isinstance(ip, Ipv6Header)
-    ip_len = IPV6_HEADER_LEN if v6 else ip.header_len
+    ip_len = IPV6_HEADER_LEN if isinstance(ip, Ipv6Header) else ip.header_len
     n = MTU - ip_len - tcp.header_len if payload_len is None else payload_len
     seg_len = tcp.header_len + n
     if isinstance(ip, Ipv6Header):
@@ -166,11 +166,15 @@ def _udp_ops(payload_len: int | None) -> dict[str, Op]:
     return {"parse eth/ipv4/udp, csum verified": parse}
 
 
+def _checksum_of(data: memoryview) -> Op:
+    return lambda: csum.checksum(data)
+
+
 def _checksum_ops() -> dict[str, Op]:
     ops: dict[str, Op] = {}
     for size in CHECKSUM_SIZES:
         data = memoryview(bytearray(_payload(size)))
-        ops[f"checksum {size} B"] = lambda data=data: csum.checksum(data)
+        ops[f"checksum {size} B"] = _checksum_of(data)
     return ops
 
 

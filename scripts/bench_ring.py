@@ -1,6 +1,6 @@
 """``shardnet bench ring``: frames/s and MB/s through one dispatcher -> shard
-hop, for the shared-memory ring and, in the same run, the alternatives
-MEASUREMENTS.md §3 compared it with.
+hop, for the shared-memory ring and, in the same run, the alternatives it
+was chosen over (a pipe, zmq).
 
 Every case runs a producer (this process) and a consumer (a child started
 with ``multiprocess``'s spawn method), each pinned to its own CPU when two are
@@ -37,7 +37,7 @@ from shardnet.common.ring import DEFAULT_CAPACITY, DEFAULT_SPIN_US, Ring, RingHa
 
 MECHANISMS = ("ring", "ring-copy", "pipe", "zmq")
 DEFAULT_SIZES = (64, 1500, 65536)
-PIPE_BATCH = 65536  # bytes per os.write, as measured in MEASUREMENTS.md §3
+PIPE_BATCH = 65536  # bytes per os.write (the pipe's best batch, measured here)
 PIPE_END = 0xFFFF_FFFF  # length prefix that ends a pipe run
 ZMQ_COPY_THRESHOLD = 16384  # bytes: zero-copy sends/receives above this
 _LEN = struct.Struct("<I")
@@ -154,7 +154,7 @@ def _consume_zmq(endpoint: str, conn: Any, copy: bool, cpu: int | None) -> None:
     recv = sock.recv
     while True:
         msg = recv(copy=copy)
-        n = len(msg) if copy else len(msg.buffer)
+        n = len(msg) if isinstance(msg, bytes) else len(msg.buffer)
         if n == 0:
             break
         if not frames:

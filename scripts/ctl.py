@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 from shardnet.common.client import Client, ControlError
@@ -46,7 +47,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     route.add_argument("--via", metavar="GATEWAY")
     route.add_argument("--dev", metavar="NIC")
     route.add_argument("--metric", type=int, default=0)
-    ndp = sub.add_parser("ndp", help="show or change a NIC's NDP configuration (B33)")
+    ndp = sub.add_parser("ndp", help="show or change a NIC's NDP configuration")
     ndp.add_argument("nic", nargs="?", help="NIC name (default: the link)")
     ndp.add_argument(
         "--set", action="append", default=[], metavar="NAME=VALUE", help="change a setting"
@@ -122,6 +123,7 @@ def main(ns: argparse.Namespace) -> int:
 
 
 def render(view: str, value: Any) -> str:
+    rows: list[tuple[str, ...]]
     if view == "nics":
         rows = [("ID", "NAME", "MAC", "MTU", "KIND", "STATE", "FLAGS")]
         rows += [
@@ -239,7 +241,7 @@ def render(view: str, value: Any) -> str:
     return json.dumps(value, indent=2)
 
 
-def table(rows: list[tuple[str, ...]]) -> str:
+def table(rows: Sequence[Sequence[str]]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join(
         "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows

@@ -12,7 +12,7 @@ signatures.
 Socket options are typed (``set_option(name, value)`` / ``get_option``) with
 Linux's names; an option that does not apply raises ``OSError(ENOPROTOOPT)``
 and one that must precede bind(2) raises ``OSError(EINVAL)`` afterwards
-(B11).
+(RFC 3493 §5.3 for IPV6_V6ONLY, as Linux).
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ class UdpTransport(asyncio.DatagramTransport):
         self._sock = sock
         self._protocol = protocol
         self._closing = False
-        self.last_datagram: Datagram | None = None  # with its TOS when IP_RECVTOS is on (B2)
+        self.last_datagram: Datagram | None = None  # with its TOS when IP_RECVTOS is on
         sock.on_datagram = self._received
         sock.on_error = self._error
 
@@ -317,7 +317,7 @@ class ShardStack:
         return route.nic if route is not None else self.net.link_nic
 
     def nic_id(self, value: int | str) -> int:
-        """SO_BINDTODEVICE by NIC id or name; 0 unbinds; ENODEV if unknown (B8)."""
+        """SO_BINDTODEVICE by NIC id or name; 0 unbinds; ENODEV if unknown (socket(7))."""
         if value in (0, "", None):
             return 0
         view = self.net.view
@@ -367,7 +367,7 @@ class ShardStack:
         route and source selection, so the flow hashes to this shard."""
         wire_remote = remote[12:] if is_ipv4_mapped(remote) else remote
         if len(wire_remote) == 4 and sock.family == 6 and sock.options.v6only:
-            raise OSError(errno.EHOSTUNREACH, "IPv4 peer on a V6ONLY socket")  # B4
+            raise OSError(errno.EHOSTUNREACH, "IPv4 peer on a V6ONLY socket")  # RFC 3493 §5.3
         bound = sock.reservation.local_addr if sock.reservation is not None else None
         local = bound if bound not in (None, bytes(4), bytes(16)) else None
         if local is None:
@@ -377,7 +377,7 @@ class ShardStack:
 
     def source_for(self, dst: bytes) -> bytes:
         """The local address to use towards ``dst``: ``dst`` itself when it
-        is one of ours (Linux's local table: 127/8, ::1, our addresses, B13),
+        is one of ours (Linux's local table: 127/8, ::1, our addresses),
         else by route and source selection (RFC 6724 for IPv6)."""
         view = self.net.view
         if dst in view.local or (len(dst) == 4 and dst[0] == 127):
@@ -405,7 +405,7 @@ class ShardStack:
         options: dict[str, Any] | None = None,
     ) -> Server:
         """asyncio's ``loop.create_server``: ``host`` None listens on one
-        dual-stack socket ([::], IPv4 peers as ::ffff:a.b.c.d, B4).
+        dual-stack socket ([::], IPv4 peers as ::ffff:a.b.c.d, RFC 3493 §3.7).
         ``options``: TCP socket options its connections get (TCP_NODELAY,
         TCP_MAXSEG, TCP_LINGER2, SO_KEEPALIVE, TCP_KEEPIDLE, ...)."""
         if host in (None, "", "::"):

@@ -1,6 +1,6 @@
 """Built-in applications (``--serve APP:PORT``) and the loader of user apps
 (``--app MODULE:CALLABLE``). Each runs in every shard, on one dual-stack
-socket per service (B4: IPv4 peers appear as ::ffff:a.b.c.d).
+socket per service (RFC 3493 §3.7: IPv4 peers appear as ::ffff:a.b.c.d).
 
 Over TCP: ``echo`` (RFC 862), ``discard`` (RFC 863), ``chargen`` (RFC 864),
 ``http`` (HTTP/1.1 with keep-alive: ``/`` names the shard and the peer,
@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from shardnet.common.addr import format_ip
@@ -35,7 +35,7 @@ class _Service(asyncio.DatagramProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, UdpTransport)
         self.transport = transport
-        transport.set_option("IPV6_RECVTCLASS", True)  # TOS / traffic class for whoami (B2)
+        transport.set_option("IPV6_RECVTCLASS", True)  # TOS / traffic class for whoami
 
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
         t = self.transport
@@ -63,8 +63,9 @@ async def serve_udp(stack: ShardStack, app: str, port: int) -> UdpTransport:
     return transport
 
 
-def load_app(spec: str) -> Callable[[ShardStack], Awaitable[Any]]:
-    """``MODULE:CALLABLE`` to the coroutine function; ImportError or
+def load_app(spec: str) -> Callable[[ShardStack], Coroutine[Any, Any, Any]]:
+    """``MODULE:CALLABLE`` to the coroutine function (the shard runs it as
+    an asyncio task); ImportError or
     AttributeError with a clear message otherwise."""
     module_name, _, attr = spec.partition(":")
     module = importlib.import_module(module_name)

@@ -34,7 +34,7 @@ def shard_main(spec: ShardSpec) -> None:
     from .runtime import ShardRuntime
 
     try:
-        import uvloop  # type: ignore[import-not-found]
+        import uvloop
 
         runner = uvloop.run
     except ImportError:

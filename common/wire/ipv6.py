@@ -459,7 +459,7 @@ def fragment_data_len(mtu: int, unfragmentable_len: int) -> int:
 
 def modified_eui64(mac: bytes) -> bytes:
     """RFC 4291 App. A: the 8-byte interface identifier of a 48-bit MAC, with
-    ff:fe in the middle and the universal/local bit inverted (CHECKLIST B20)."""
+    ff:fe in the middle and the universal/local bit inverted."""
     if len(mac) != 6:
         raise ValueError(f"not a MAC address: {bytes(mac).hex()}")
     return bytes((mac[0] ^ 0x02, mac[1], mac[2], 0xFF, 0xFE, mac[3], mac[4], mac[5]))

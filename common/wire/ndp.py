@@ -461,7 +461,7 @@ def _decode_option(kind: int, opt: memoryview) -> NdpOption:
         lifetime = _LIFETIME.unpack_from(opt)[2]
         servers = tuple(bytes(opt[i : i + 16]) for i in range(8, len(opt), 16))
         for server in servers:
-            # CHECKLIST B21: every server unicast (not ::, not ff00::/8).
+            # RFC 8106 §5.1: every server unicast (not ::, not ff00::/8).
             if not is_unicast(server):
                 raise _bad(Drop.NDP_BAD_OPTION_BODY, f"RDNSS server {format_ip(server)}")
         return RecursiveDns(lifetime, servers)
@@ -538,7 +538,8 @@ class _Message:
             self._emit_fixed(buf, offset, self.checksum)
         else:
             self._emit_fixed(buf, offset, 0)
-            self.checksum = set_checksum(buf, offset, n, pseudo)
+            # a slot of every message dataclass, not of this mixin (mypy sees only the mixin)
+            self.checksum = set_checksum(buf, offset, n, pseudo)  # type: ignore[misc]
         return n
 
     def to_bytes(self, src: bytes | None = None, dst: bytes | None = None) -> bytes:
@@ -586,7 +587,7 @@ class RouterAdvertisement(_Message):
 
     @property
     def managed(self) -> bool:
-        """M: addresses are available via DHCPv6 (RFC 4861 §4.2, CHECKLIST B6)."""
+        """M: addresses are available via DHCPv6 (RFC 4861 §4.2)."""
         return bool(self.flags & RA_FLAG_MANAGED)
 
     @property
@@ -844,7 +845,7 @@ def parse(
 
 
 def validate_ra_source(src: bytes) -> None:
-    """RFC 4861 §6.1.2: an RA's IP source must be link-local (CHECKLIST B28)."""
+    """RFC 4861 §6.1.2: an RA's IP source must be link-local."""
     if len(src) != 16 or not is_ipv6_link_local(src):
         raise _bad(Drop.NDP_BAD_SOURCE, f"RA from {format_ip(src)}")
 

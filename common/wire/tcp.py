@@ -10,8 +10,8 @@ sum (``pseudo=None`` skips it, for a link that marked it valid). ``emit()``
 either computes the full checksum over header and payload, or, for checksum
 offload, writes the folded *non-inverted* pseudo-header sum, which is what a
 virtio-net header with ``VIRTIO_NET_HDR_F_NEEDS_CSUM`` expects (the kernel sums
-from ``csum_start`` to the end and stores the complement at ``csum_offset``;
-see /work/shared/MEASUREMENTS.md "vnet-hdr offloads").
+from ``csum_start`` to the end and stores the complement at ``csum_offset``,
+virtio 1.1 §5.1.6.2).
 
 Flags: the eight control bits of RFC 9293 §3.1 plus ``AE`` (0x100), the bit
 just below them in the reserved nibble (RFC 3540's NS, historic; AE in
@@ -395,14 +395,14 @@ class TcpHeader:
             if pseudo is None:
                 raise ValueError("offload needs the pseudo-header sum")
             self.checksum = csum.fold(pseudo)
-        full = pseudo is not None and not offload
-        cs, h = (0 if full else self.checksum), self
+        full = None if offload else pseudo  # the pseudo-header sum when we sum it all
+        cs, h = (0 if full is not None else self.checksum), self
         _TCP.pack_into(
             buf, offset, h.src_port, h.dst_port, h.seq, h.ack, of, h.window, cs, h.urgent
         )
-        if full:
+        if full is not None:
             seg = memoryview(buf)[offset : offset + hlen + payload_len]
-            self.checksum = csum.checksum(seg, pseudo)
+            self.checksum = csum.checksum(seg, full)
             _U16.pack_into(buf, offset + 16, self.checksum)
         return hlen
 

@@ -3,15 +3,18 @@ state (``NetOwner``), neighbour resolution (ARP, RFC 826; NS/NA, RFC 4861
 §7.2), and the requests of ``shardnet ctl``.
 
 At start it builds the stack the configuration describes: the link's NIC
-(its MAC, MTU, the configured addresses, an EUI-64 link-local address
-(RFC 4291 App. A, CHECKLIST B0/B20), gateways as default routes) and the
-loopback NIC ``lo`` (127.0.0.1/8, ::1/128, never a link-local: B15). The
-same happens after a restart of shard 0: its state is rebuilt from the
+(its MAC, MTU, the configured addresses, gateways as default routes), its
+NDP machine (``ndp.NdpMachine``: a link-local address with an RFC 7217
+opaque IID by default (RFC 8064), modified EUI-64 when configured, RFC 4291
+App. A; DAD, router and prefix discovery, SLAAC, MLD) and the loopback NIC
+``lo`` (127.0.0.1/8, ::1/128, never a link-local, as Linux). The same
+happens after a restart of shard 0: its state is rebuilt from the
 configuration.
 
 Other shards resolve through the replicated neighbour table; when it lacks
-an entry they ask here (``resolve_for``) and get it by replication.
-DAD, router discovery, SLAAC and NUD come with the NDP issue.
+an entry they ask here (``resolve_for``) and get it by replication. NUD
+(RFC 4861 §7.3) runs in ``neighbour.NeighbourTable``; its state changes
+are ``nud_state`` events.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import errno
 import logging
 import random
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from shardnet.common.addr import format_ip, format_mac, is_unicast, parse_ip
 from shardnet.common.config import StackConfig
@@ -81,6 +84,10 @@ IPV4_ANY = bytes(4)
 IPV6_ANY = bytes(16)
 
 
+class _Timed(Protocol):
+    def next_deadline(self) -> float | None: ...
+
+
 class ControlPlane(Resolver):
     def __init__(
         self,
@@ -132,10 +139,10 @@ class ControlPlane(Resolver):
         owner.add_address(lo.id, parse_ip("127.0.0.1"), 8, origin="loopback")
         owner.add_address(lo.id, parse_ip("::1"), 128, origin="loopback")
         # NDP (RFC 4861/4862) for the link: its start generates the
-        # link-local address (RFC 7217 opaque IID by default, B0/B17) and
+        # link-local address (RFC 7217 opaque IID by default) and
         # runs DAD on it, solicits routers, reports MLD groups.
         secret = bytes.fromhex(config.secret) if config.secret else b""
-        # B18: a forwarding stack is a router: no RS, RAs ignored, NA with R.
+        # A forwarding stack is a router (RFC 4861 §6.2): no RS, RAs ignored, NA with R.
         machine = self.ndp[link.id] = NdpMachine(
             link.id, link.name, mac, self.rng, self.ndp_config, secret_key=secret, link_mtu=mtu,
             forwarding=config.forwarding,
@@ -200,9 +207,10 @@ class ControlPlane(Resolver):
             a = view.local.get(ip)
             return a is not None and a.nic == nic_id
 
-        self.arp[nic.id] = ArpHandler(
-            v4, nic.mac, is_ours, lambda ip, n=nic.id: self.stack.ipv4_source(n, ip)
-        )
+        def source_for(ip: bytes, nic_id: int = nic.id) -> bytes | None:
+            return self.stack.ipv4_source(nic_id, ip)
+
+        self.arp[nic.id] = ArpHandler(v4, nic.mac, is_ours, source_for)
 
     # --- requests ------------------------------------------------------------------------
     def handle_request(self, op: str, args: dict[str, Any]) -> Any:
@@ -218,7 +226,7 @@ class ControlPlane(Resolver):
             self.stack.reassembly_expired(bytes(args["packet"]))
             return None
         if op in ("addr_add", "addr_del"):
-            nic = self.owner.nic(args.get("nic"))
+            nic = self.owner.nic(str(args.get("nic")))
             text = str(args.get("address"))
             machine = self.ndp.get(nic.id)
             if ":" in text and machine is not None:  # IPv6: through NDP (DAD, MLD)
@@ -242,8 +250,8 @@ class ControlPlane(Resolver):
         return self.ops.handle(op, args)
 
     def set_forwarding(self, on: bool) -> None:
-        """Router or host (B18): every shard forwards from now on (the setting
-        is replicated), and NDP turns router — discovered routers, prefixes
+        """Router or host (RFC 4861 §6.2): every shard forwards from now on
+        (the setting is replicated), and NDP turns router — discovered routers, prefixes
         and SLAAC addresses are invalidated with events, RAs ignored — or
         back to host (router solicitation again)."""
         self.stack.forwarding = on
@@ -252,7 +260,7 @@ class ControlPlane(Resolver):
             self.apply(nic_id, machine.set_forwarding(self.clock(), on))
 
     def _ndp_config(self, op: str, args: dict[str, Any]) -> dict[str, Any]:
-        """B33: a NIC's NDP configuration, read or changed at run time."""
+        """A NIC's NDP configuration, read or changed at run time."""
         nic = self.owner.nic(args.get("nic") or LINK_NIC_ID)
         machine = self.ndp.get(nic.id)
         if machine is None:
@@ -265,7 +273,7 @@ class ControlPlane(Resolver):
                 raise NetError(errno.EINVAL, str(exc)) from None
         return machine.config.as_settings()
 
-    # --- NDP actions (B19: the machine never touches the tables itself) -----------------
+    # --- NDP actions (the machine never touches the tables itself) -----------------------
     def apply(self, nic_id: int, actions: list[Any]) -> None:
         owner, now = self.owner, self.clock()
         for act in actions:
@@ -308,9 +316,10 @@ class ControlPlane(Resolver):
                 else:
                     owner.set_nic_param(nic_id, act.name, act.value)
                 table = self.v6.get(nic_id)
-                if table is not None and act.name in ("reachable_time", "retrans_timer"):
-                    field = "reachable_s" if act.name == "reachable_time" else "retrans_s"
-                    table.config = dataclasses.replace(table.config, **{field: float(act.value)})
+                if table is not None and act.name == "reachable_time":
+                    table.config = dataclasses.replace(table.config, reachable_s=float(act.value))
+                elif table is not None and act.name == "retrans_timer":
+                    table.config = dataclasses.replace(table.config, retrans_s=float(act.value))
             elif isinstance(act, UpdateNeighbour):
                 table = self.v6.get(nic_id)
                 nic = owner.view.nics.get(nic_id)
@@ -392,7 +401,7 @@ class ControlPlane(Resolver):
         if isinstance(msg, NeighborSolicitation):
             ours = self.owner.view.local.get(msg.target)
             if ours is None or ours.nic != nic_id:
-                return  # not ours, or tentative (DAD: the NDP issue)
+                return  # not ours, or tentative (RFC 4862 §5.4.3: the NDP machine's DAD)
             slla = next((o.mac for o in msg.options if isinstance(o, SourceLinkLayer)), None)
             if ip.src == IPV6_ANY:
                 dst, solicited = ALL_NODES, False  # RFC 4861 §7.2.4: a DAD probe
@@ -419,7 +428,9 @@ class ControlPlane(Resolver):
             )
         elif isinstance(msg, NeighborAdvertisement):
             tlla = next((o.mac for o in msg.options if isinstance(o, TargetLinkLayer)), None)
-            if tlla is not None and is_unicast(msg.target):  # RFC 4861 §7.2.5
+            if is_unicast(msg.target):
+                # RFC 4861 §7.2.5; without a TLLA (the answer to a unicast NS
+                # may omit it, Linux's does) a solicited NA still confirms.
                 packets = table.learn(
                     now,
                     msg.target,
@@ -428,7 +439,12 @@ class ControlPlane(Resolver):
                     create=False,
                     override=msg.override,
                 )
-                self._send_queued(nic, tlla, packets)
+                if tlla is not None:
+                    self._send_queued(nic, tlla, packets)
+                if not msg.router and machine is not None:
+                    # §7.2.5: IsRouter TRUE -> FALSE: out of the Default
+                    # Router List (a no-op for a node that was no router).
+                    self.apply(nic_id, machine.router_unreachable(now, msg.target))
         self._after_neighbour_work()
 
     # --- resolution (the output path's Resolver) -----------------------------------------
@@ -493,7 +509,7 @@ class ControlPlane(Resolver):
             self._nud_events(nic_id, table)
 
     def _nud_events(self, nic_id: int, table: NeighbourTable) -> None:
-        """Issue 5: NUD state changes of IPv6 neighbours as ``nud_state``
+        """NUD state changes of IPv6 neighbours as ``nud_state``
         events (RFC 4861 §7.3.2 states; "removed" when an entry goes)."""
         now_states = table.states()
         before = self._nud_seen.get(nic_id, {})
@@ -532,7 +548,12 @@ class ControlPlane(Resolver):
 
     # --- timers --------------------------------------------------------------------------
     def next_deadline(self) -> float | None:
-        machines = (*self.v4.values(), *self.v6.values(), *self.ndp.values(), self.groups)
+        machines: tuple[_Timed, ...] = (
+            *self.v4.values(),
+            *self.v6.values(),
+            *self.ndp.values(),
+            self.groups,
+        )
         deadlines = [d for d in (m.next_deadline() for m in machines) if d is not None]
         deadlines += [a[0] for a in self._announcements]
         return min(deadlines, default=None)

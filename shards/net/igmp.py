@@ -275,9 +275,9 @@ class IgmpMachine:
                 self._change_timer.stop()
                 self._general_timer.stop()
                 self._leaving.clear()
-                for g in self._groups.values():
-                    g.change_left = 0
-                    self._cancel_query(g)
+                for each in self._groups.values():
+                    each.change_left = 0
+                    self._cancel_query(each)
         group = query.group
         if group == IPV4_ANY:
             if self.version == 3:

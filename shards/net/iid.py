@@ -1,18 +1,18 @@
 """IPv6 interface identifiers: RFC 7217 stable opaque IIDs and modified EUI-64.
 
 * ``opaque_iid``: RFC 7217 §5 ``F(Prefix, Net_Iface, Network_ID, DAD_Counter,
-  secret_key)`` as gVisor computes it (CHECKLIST B17): the first 8 bytes of
+  secret_key)`` as gVisor computes it: the first 8 bytes of
   SHA-256(prefix[0:8] ‖ NIC name ‖ DAD_Counter (1 byte) ‖ secret key).
   Network_ID is omitted (optional in §5) and the U/L bit is not adjusted
   (§5: "the u and g bits have no meaning"). RFC 8064 makes these the default
   for SLAAC and link-local addresses.
 * ``stable_address``: §5's last step — an IID that is reserved (RFC 5453,
   ``is_reserved_iid``) is rejected and F() run again with DAD_Counter + 1.
-  DAD failures bump DAD_Counter too (§6, CHECKLIST §C 2), up to
+  DAD failures bump DAD_Counter too (§6), up to
   ``IDGEN_RETRIES`` times: the NDP machine counts them.
-* ``modified_eui64`` (from ``common.wire.ipv6``, RFC 4291 App. A, CHECKLIST
-  B20) and ``is_valid_unicast_mac``: without opaque IIDs, only a valid
-  unicast Ethernet address yields an identifier (B17).
+* ``modified_eui64`` (from ``common.wire.ipv6``, RFC 4291 App. A) and
+  ``is_valid_unicast_mac``: without opaque IIDs, only a valid unicast
+  Ethernet address yields an identifier.
 
 The secret key should be at least ``OPAQUE_IID_SECRET_KEY_MIN_BYTES`` random
 bytes kept across restarts (RFC 7217 §5, RFC 4086); a shorter one is allowed,
@@ -94,7 +94,7 @@ def link_local_opaque(nic_name: str, dad_counter: int, secret_key: bytes) -> tup
 
 def is_valid_unicast_mac(mac: bytes) -> bool:
     """gVisor ``IsValidUnicastEthernetAddress``: 6 bytes, not all zero, the
-    I/G (group) bit clear (CHECKLIST B17)."""
+    I/G (group) bit clear (IEEE 802: a group address names no interface)."""
     return len(mac) == 6 and mac != bytes(6) and not mac[0] & 0x01
 
 

@@ -1,5 +1,6 @@
-"""The network layer's records: NICs and addresses (CHECKLIST B9, B12, B13,
-B15, B35), as shard 0 owns them and publishes them to the other shards.
+"""The network layer's records: NICs (named, loopback or not, with an opaque
+context) and addresses (with their kind and primary behaviour), as shard 0
+owns them and publishes them to the other shards.
 
 Each record converts to a msgpack-friendly row (``to_row``/``from_row``)
 for the replicated tables; routes are ``route.Route`` and neighbours rows
@@ -16,7 +17,7 @@ from shardnet.common.addr import format_ip, format_mac, parse_ip, parse_mac
 
 
 class AddressKind(enum.Enum):
-    """gVisor's referencedNetworkEndpoint kinds (CHECKLIST §A)."""
+    """gVisor's referencedNetworkEndpoint kinds."""
 
     PERMANENT = "permanent"
     TENTATIVE = "tentative"  # DAD running: never a source, not accepted (RFC 4862 §5.4)
@@ -27,7 +28,7 @@ class AddressKind(enum.Enum):
 
 
 class PrimaryBehavior(enum.Enum):
-    """Where an address goes in its NIC's primary list (B35)."""
+    """Where an address goes in its NIC's primary list (RFC 6724 §5's last tie-break)."""
 
     CAN_BE_PRIMARY = "can-be-primary"  # appended
     FIRST_PRIMARY = "first-primary"  # prepended
@@ -43,7 +44,7 @@ class Nic:
     loopback: bool = False
     enabled: bool = True
     kind: str = "tap"  # "tap", "packet", "channel" (embedded), "loopback"
-    context: Any = None  # the integrator's opaque value, handed back unchanged (B9)
+    context: Any = None  # the integrator's opaque value, handed back unchanged
     # Host variables learnt from RAs (RFC 4861 §6.3.2): cur_hop_limit,
     # reachable_time, retrans_timer; replicated so every shard uses them.
     params: dict[str, Any] = field(default_factory=dict)
@@ -85,7 +86,7 @@ class Address:
     behavior: PrimaryBehavior = PrimaryBehavior.CAN_BE_PRIMARY
     origin: str = "static"  # "static", "linklocal", "slaac", "loopback"
     position: int = 0  # order in the NIC's primary list (lower first)
-    extra: dict[str, Any] = field(default_factory=dict)  # lifetimes etc. (NDP issue)
+    extra: dict[str, Any] = field(default_factory=dict)  # lifetimes etc. (SLAAC, RFC 4862 §5.5.3)
 
     @property
     def key(self) -> str:

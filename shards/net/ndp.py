@@ -1,7 +1,7 @@
 """IPv6 Neighbor Discovery for one NIC, sans-I/O: DAD, router solicitation,
-router and prefix discovery, SLAAC, RA parameters, RDNSS/DNSSL, MLDv2
-reports, and the NUD transitions (CHECKLIST B6, B10, B14, B16-B22, B25,
-B27, B28, B33, B34, the NDPDispatcher section, §C 2, 4-10).
+router and prefix discovery, SLAAC, RA parameters, RDNSS/DNSSL and MLDv2
+reports, with the behaviour of gVisor's per-NIC NDP state (its
+NDPDispatcher callbacks become events) and the RFCs below.
 
 ``NdpMachine`` takes inputs (``start``, ``add_address``, ``handle_ndp`` or
 ``handle_ns``/``handle_na``/``handle_ra``, ``handle_mld_query``,
@@ -9,45 +9,47 @@ B27, B28, B33, B34, the NDPDispatcher section, §C 2, 4-10).
 actions for the caller to apply in order: frames to send (``SendNdp``,
 ``SendMld``), changes to the NIC's addresses, routes and parameters
 (``AddAddress``, ``SetAddressKind``, ``RemoveAddress``, ``AddRoute``,
-``RemoveRoute``, ``SetNicParam``, ``UpdateNeighbour``, ``RouterUnreachable``)
-and events (records with a ``type`` string, ``event_to_dict`` for JSON). The
-machine never touches the route table or the address table itself (B19:
-out-of-line updates, nothing called under anyone's lock).
+``RemoveRoute``, ``SetNicParam``, ``UpdateNeighbour``) and events (records
+with a ``type`` string, ``event_to_dict`` for JSON). The machine never
+touches the route table or the address table itself (out-of-line updates,
+nothing called under anyone's lock).
 
 Implements:
   * RFC 4862 §5.4 DAD for every unicast address (static ones included) with
-    ``dup_addr_detect_transmits`` NS every RetransTimer (per NIC, B33), a
-    random delay of up to ``max_dad_delay_s`` before the first NS (§5.4.2,
-    §C 8; Linux delays every DAD by up to rtr_solicit_delay, so do we), NS
-    from :: to the solicited-node group with no SLLA (B34), optional RFC 7527
+    ``dup_addr_detect_transmits`` NS every RetransTimer (per NIC), a
+    random delay of up to ``max_dad_delay_s`` before the first NS (§5.4.2;
+    Linux delays every DAD by up to rtr_solicit_delay, so do we), NS
+    from :: to the solicited-node group with no SLLA (§5.4.2), optional RFC 7527
     nonce (looped-back probes are not duplicates). A duplicate during DAD is
     an NS from :: for the tentative target or any NA for it (§5.4.3, §5.4.4);
     an NS for it from a unicast source is ignored (no NA). DAD off: the
-    address is usable at once and a ``dad_result`` still reported (§C 8).
+    address is usable at once and a ``dad_result`` still reported.
     An NA for one of our usable addresses is reported (``duplicate_address``,
-    §5.4.4 "log a system management error", §C 9).
-  * RFC 7217 opaque IIDs by default (RFC 8064; B16, B17) with the NIC name
+    §5.4.4 "log a system management error").
+  * RFC 7217 opaque IIDs by default (RFC 8064) with the NIC name
     through the name function, DAD_Counter regeneration after a DAD failure,
-    up to ``IDGEN_RETRIES`` (§6, §C 2); modified EUI-64 when configured (B20).
-    Link-local generation at start (B0) unless loopback (B15).
+    up to ``IDGEN_RETRIES`` (§6); modified EUI-64 when configured (RFC 4291
+    App. A). Link-local generation at start unless loopback (as Linux).
   * RFC 4861 §6.3.7 router solicitation: up to 3, 4 s apart, after a random
     delay of up to 1 s; from a usable link-local address with SLLA, else from
     :: without; stops at the first valid RA with a non-zero Router Lifetime.
-  * RFC 4861 §6.3.4 RA processing in the NDPDispatcher order: M/O flags (B6,
-    transitions only) → router lifetime (B27, limit 10) → CurHopLimit,
-    ReachableTime (random factor 0.5-1.5), RetransTimer (§C 5) → options in
-    wire order: SLLA (neighbour cache, IsRouter), MTU (1280..link MTU), RDNSS
-    and DNSSL (RFC 8106, B21, §C 10: events), Prefix Information (link-local
-    and /0 skipped; L: on-link prefix discovery, B25, limit 10; A: SLAAC).
+  * RFC 4861 §6.3.4 RA processing in gVisor's order: M/O flags (DHCPv6
+    events on transitions only) → router lifetime (default router list,
+    limit 10) → CurHopLimit,
+    ReachableTime (random factor 0.5-1.5), RetransTimer → options in
+    wire order: SLLA (neighbour cache), MTU (1280..link MTU), RDNSS
+    and DNSSL (RFC 8106: events), Prefix Information (link-local
+    and /0 skipped; L: on-link prefix discovery, limit 10; A: SLAAC).
   * RFC 4862 §5.5.3 SLAAC for /64 prefixes: PL > VL ignored (c), the two-hour
     rule (e) with a configurable 2 h, deprecation after the preferred lifetime
-    and un-deprecation on refresh (B14, §5.5.4), invalidation after the valid
+    and un-deprecation on refresh (§5.5.4), invalidation after the valid
     lifetime, 0xffffffff infinite (configurable, as gVisor's tests patch it).
-    An address equal to a static one is not created (B22). The SLAAC prefix
+    An address equal to a static one is not created. The SLAAC prefix
     is not made on-link by the address (RFC 5942): ``AddAddress.connected_route``
     is False for SLAAC addresses, the L flag adds the prefix route.
-  * B18: forwarding on invalidates discovered routers, prefixes and SLAAC
-    addresses (with events) and RAs are then ignored; off restarts RS.
+  * Router mode (RFC 4861 §6.2): forwarding on invalidates discovered
+    routers, prefixes and SLAAC addresses (with events) and RAs are then
+    ignored; off restarts RS.
   * RFC 3810 MLDv2: a state-change report (CHANGE_TO_EXCLUDE {} / TO_INCLUDE
     {}) on join/leave of a solicited-node group, sent [Robustness Variable]
     times at random intervals within the Unsolicited Report Interval (§6.1);
@@ -57,12 +59,11 @@ Implements:
     query switches to MLDv1 compatibility (§8.2.1) for the Older Version
     Querier Present Timeout: v1 reports to the group (suppressed when
     another listener's is heard), Done to ff02::2 (RFC 2710 §4).
-  * B10: every timer is a ``timers.Timer``: one stopped by related work never
+  * Every timer is a ``timers.Timer``: one stopped by related work never
     runs afterwards, even if it was due in the same ``handle_timeout`` turn.
-  * RFC 4861 §7.3 NUD: the INCOMPLETE/REACHABLE/STALE/DELAY/PROBE transitions
-    as functions on a neighbour entry (``nud_*``), with ``NudMachine`` as a
-    reference driver; see its docstring for how they plug into
-    ``neighbour.NeighbourTable``.
+  * RFC 4861 §7.3 NUD is not here: ``neighbour.NeighbourTable`` runs it (for
+    ARP too); shard 0's control plane reports its state changes as
+    ``nud_state`` events.
 
 Left out: sending RAs (router mode only stops host processing), Redirect
 processing, RFC 4191 route information / router preference, temporary
@@ -111,6 +112,7 @@ from shardnet.common.wire.ndp import (
     DnsSearchList,
     Mtu,
     NdpMessage,
+    NdpOption,
     NdpView,
     NeighborAdvertisement,
     NeighborSolicitation,
@@ -127,7 +129,6 @@ from shardnet.common.wire.ndp import (
 
 from .iid import IDGEN_RETRIES, eui64_address, is_valid_unicast_mac, stable_address
 from .model import AddressKind, network_of
-from .neighbour import NudState
 from .route import Route
 from .state import NetError
 from .timers import Timer, TimerQueue
@@ -136,7 +137,7 @@ from .timers import Timer, TimerQueue
 
 DUP_ADDR_DETECT_TRANSMITS = 1  # RFC 4862 §5.1
 RETRANS_TIMER_S = 1.0  # RFC 4861 §10 RETRANS_TIMER 1000 ms
-MIN_RETRANS_TIMER_S = 0.001  # gVisor minimumRetransmitTimer (B33): below -> default
+MIN_RETRANS_TIMER_S = 0.001  # gVisor minimumRetransmitTimer: below -> default
 MAX_RTR_SOLICITATION_DELAY_S = 1.0  # RFC 4861 §10
 RTR_SOLICITATION_INTERVAL_S = 4.0  # RFC 4861 §10
 MIN_RTR_SOLICITATION_INTERVAL_S = 0.5  # gVisor minimumRtrSolicitationInterval
@@ -152,23 +153,20 @@ MAX_REACHABLE_TIME_MS = 3_600_000  # RFC 4861 §6.2.1: a router never advertises
 REACHABLE_TIME_S = 30.0  # RFC 4861 §10 REACHABLE_TIME 30 000 ms
 MIN_RANDOM_FACTOR = 0.5  # RFC 4861 §10
 MAX_RANDOM_FACTOR = 1.5  # RFC 4861 §10
-DELAY_FIRST_PROBE_TIME_S = 5.0  # RFC 4861 §10
-MAX_UNICAST_SOLICIT = 3  # RFC 4861 §10
-MAX_MULTICAST_SOLICIT = 3  # RFC 4861 §10
 DAD_NONCE_BYTES = 6  # RFC 7527 §4.1 (6 + 8k)
 
 _LAYER = "ndp"
 
 
 class IidMode(enum.Enum):
-    """How interface identifiers are formed (B17, B20)."""
+    """How interface identifiers are formed (RFC 7217 opaque, RFC 4291 App. A EUI-64)."""
 
     OPAQUE = "opaque"  # RFC 7217, the default (RFC 8064)
     EUI64 = "eui64"  # RFC 4291 App. A modified EUI-64 from the MAC
 
 
 class Dhcpv6Configuration(enum.Enum):
-    """gVisor ``DHCPv6ConfigurationFromNDPRA`` (B6)."""
+    """gVisor ``DHCPv6ConfigurationFromNDPRA`` (RFC 4861 §4.2 M and O flags)."""
 
     NONE = "none"  # neither M nor O
     MANAGED = "managed"  # M: addresses (and other configuration) via DHCPv6
@@ -177,7 +175,7 @@ class Dhcpv6Configuration(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class NdpConfig:
-    """Per-NIC NDP configuration (B33). Defaults are gVisor's
+    """Per-NIC NDP configuration (gVisor's NDPConfigurations). Defaults are gVisor's
     ``DefaultNDPConfigurations()`` plus the later additions."""
 
     dup_addr_detect_transmits: int = DUP_ADDR_DETECT_TRANSMITS
@@ -247,7 +245,7 @@ class NdpConfig:
             raise ValueError("mld_robustness must be >= 1")
         if self.max_dad_delay_s < 0 or self.max_rtr_solicitation_delay_s < 0:
             raise ValueError("delays must be >= 0")
-        # B33 validate(): a RetransTimer under 1 ms means the default.
+        # gVisor's validate(): a RetransTimer under 1 ms means the default.
         if self.retrans_timer_s < MIN_RETRANS_TIMER_S:
             object.__setattr__(self, "retrans_timer_s", RETRANS_TIMER_S)
         if self.rtr_solicitation_interval_s < MIN_RTR_SOLICITATION_INTERVAL_S:
@@ -331,7 +329,9 @@ class SetNicParam:
 @dataclass(frozen=True, slots=True)
 class UpdateNeighbour:
     """An RA's SLLA (RFC 4861 §6.3.4): record ``mac`` for ``ip`` (creating the
-    entry, STALE if new or changed) and set its IsRouter flag."""
+    entry, STALE if new or changed). ``is_router``: the sender is a router;
+    the neighbour table keeps no IsRouter flag (RFC 4861 §7.2.5), so nothing
+    reads it yet."""
 
     ip: bytes
     mac: bytes
@@ -343,7 +343,7 @@ class UpdateNeighbour:
 
 @dataclass(frozen=True, slots=True)
 class DadResult:
-    """gVisor ``OnDuplicateAddressDetectionStatus`` (B34). ``reason`` when not
+    """gVisor ``OnDuplicateAddressDetectionStatus`` (RFC 4862 §5.4). ``reason`` when not
     resolved: "duplicate", "removed" (by the user or a lifetime) or "stopped"
     (NIC disabled)."""
 
@@ -413,7 +413,7 @@ class AddressInvalidated:
 
 @dataclass(frozen=True, slots=True)
 class Rdnss:
-    """RFC 8106 RDNSS option, every time it is received (B21); lifetime 0:
+    """RFC 8106 RDNSS option, every time it is received (§5.1); lifetime 0:
     stop using these servers."""
 
     nic: int
@@ -432,7 +432,7 @@ class Dnssl:
 
 @dataclass(frozen=True, slots=True)
 class Dhcpv6Event:
-    """The RA M/O flags changed (B6)."""
+    """The RA M/O flags changed (RFC 4861 §4.2)."""
 
     nic: int
     configuration: Dhcpv6Configuration
@@ -442,21 +442,12 @@ class Dhcpv6Event:
 @dataclass(frozen=True, slots=True)
 class DuplicateAddress:
     """An NA from another node claims one of our usable addresses (RFC 4862
-    §5.4.4, outside DAD: §C 9)."""
+    §5.4.4, outside DAD)."""
 
     nic: int
     addr: bytes
     mac: bytes | None
     type: str = field(default="duplicate_address", init=False)
-
-
-@dataclass(frozen=True, slots=True)
-class NudStateChanged:
-    nic: int
-    addr: bytes
-    old: NudState | None
-    new: NudState
-    type: str = field(default="nud_state", init=False)
 
 
 NdpEvent: TypeAlias = (
@@ -472,7 +463,6 @@ NdpEvent: TypeAlias = (
     | Dnssl
     | Dhcpv6Event
     | DuplicateAddress
-    | NudStateChanged
 )
 NdpAction: TypeAlias = (
     SendNdp
@@ -485,21 +475,6 @@ NdpAction: TypeAlias = (
     | SetNicParam
     | UpdateNeighbour
     | NdpEvent
-)
-EVENT_TYPES = (
-    DadResult,
-    RouterDiscovered,
-    RouterInvalidated,
-    PrefixDiscovered,
-    PrefixInvalidated,
-    AddressAutogenerated,
-    AddressDeprecated,
-    AddressInvalidated,
-    Rdnss,
-    Dnssl,
-    Dhcpv6Event,
-    DuplicateAddress,
-    NudStateChanged,
 )
 
 
@@ -594,8 +569,8 @@ class NdpMachine:
     """NDP for one NIC; see the module docstring. Every input returns the
     actions to apply, in order. ``rng`` draws the random delays (and nonces);
     ``secret_key`` is the stack's RFC 7217 key (>= 16 bytes recommended);
-    ``name_fn(nic_id, nic_name)`` gives the Net_Iface of RFC 7217 (B16;
-    default: the NIC name)."""
+    ``name_fn(nic_id, nic_name)`` gives the Net_Iface of RFC 7217 §5
+    (default: the NIC name)."""
 
     def __init__(
         self,
@@ -654,7 +629,7 @@ class NdpMachine:
 
     # --- configuration ------------------------------------------------------------
     def set_config(self, config: NdpConfig) -> None:
-        """B33: replace this NIC's configuration; running DADs keep their
+        """Replace this NIC's configuration; running DADs keep their
         count, new ones use the new values."""
         if self.retrans_timer_s == self.config.retrans_timer_s:
             self.retrans_timer_s = config.retrans_timer_s  # not overridden by an RA
@@ -716,8 +691,9 @@ class NdpMachine:
     # --- start / stop -------------------------------------------------------------------
     def start(self, now: float) -> list[NdpAction]:
         """The NIC is enabled: announce our groups, run DAD on every address
-        (RFC 4862 §5.4, §C 8), generate the link-local address, solicit
-        routers. ff02::1 is joined implicitly and never reported."""
+        (RFC 4862 §5.4, after the §5.4.2 random delay), generate the
+        link-local address, solicit routers. ff02::1 is joined implicitly and
+        never reported."""
         if self.running:
             return []
         self.running = True
@@ -771,8 +747,8 @@ class NdpMachine:
 
     def remove_address(self, now: float, addr: bytes) -> list[NdpAction]:
         """The user removes ``addr``: DAD stops (``dad_result`` false when it
-        was tentative, B34), a SLAAC address is invalidated with its event
-        (B22); the actions include ``RemoveAddress``. Unknown: no actions."""
+        was tentative, RFC 4862 §5.4), a SLAAC address is invalidated with its
+        event (§5.5.3); the actions include ``RemoveAddress``. Unknown: no actions."""
         a = self._addrs.get(addr)
         if a is None:
             return []
@@ -836,14 +812,14 @@ class NdpMachine:
                 return a.addr
         return None
 
-    # --- interface identifiers (B16, B17, B20, §C 2) -----------------------------------
+    # --- interface identifiers (RFC 7217, RFC 4291 App. A) ------------------------------
     def _iid_address(self, prefix: bytes, dad_counter: int) -> tuple[bytes, int] | None:
         if self.config.iid_mode is IidMode.OPAQUE:
             name = self.name_fn(self.nic, self.nic_name) if self.name_fn else self.nic_name
             return stable_address(prefix, name, dad_counter, self.secret_key)
         if is_valid_unicast_mac(self.mac):
             return eui64_address(prefix, self.mac), 0
-        return None  # B17: no identifier from an invalid MAC without opaque IIDs
+        return None  # no identifier from an invalid MAC without opaque IIDs
 
     def _add_link_local(self, now: float, dad_counter: int, retries: int) -> None:
         got = self._iid_address(bytes.fromhex("fe80") + bytes(14), dad_counter)
@@ -860,7 +836,7 @@ class NdpMachine:
             retries=retries,
         )
 
-    # --- DAD (RFC 4862 §5.4, B34) -------------------------------------------------------
+    # --- DAD (RFC 4862 §5.4) ------------------------------------------------------------
     def _start_dad(self, now: float, a: _Addr) -> None:
         if not a.tentative:
             a.kind = AddressKind.TENTATIVE
@@ -871,7 +847,7 @@ class NdpMachine:
             return
         a.dad_left = cfg.dup_addr_detect_transmits
         a.nonce = self.rng.randbytes(DAD_NONCE_BYTES) if cfg.enhanced_dad else None
-        # §5.4.2 / §C 8: a random delay in [0, MAX_RTR_SOLICITATION_DELAY].
+        # §5.4.2: a random delay in [0, MAX_RTR_SOLICITATION_DELAY].
         delay = self.rng.uniform(0.0, cfg.max_dad_delay_s) if cfg.max_dad_delay_s > 0 else 0.0
         if delay > 0:
             a.dad_timer.reset(now + delay)
@@ -886,9 +862,9 @@ class NdpMachine:
     def _dad_tick(self, now: float, a: _Addr) -> None:
         if a.dad_left > 0:
             a.dad_left -= 1
-            # §5.4.2: from ::, to the solicited-node group, no SLLA (B34).
-            options = [Nonce(a.nonce)] if a.nonce is not None else []
-            ns = NeighborSolicitation(target=a.addr, options=options)  # type: ignore[list-item]
+            # §5.4.2: from ::, to the solicited-node group, no SLLA (RFC 4861 §4.3).
+            options: list[NdpOption] = [Nonce(a.nonce)] if a.nonce is not None else []
+            ns = NeighborSolicitation(target=a.addr, options=options)
             self.stats.ns_sent += 1
             self._emit(SendNdp(solicited_node_multicast(a.addr), ns, IPV6_ANY))
             a.dad_timer.reset(now + self.retrans_timer_s)
@@ -973,7 +949,8 @@ class NdpMachine:
     ) -> list[NdpAction]:
         """RFC 4862 §5.4.4: an NA for a tentative address fails its DAD; one
         for a usable address of ours is reported (``duplicate_address``).
-        The neighbour-cache side of NAs is ``nud_advert``'s."""
+        The neighbour-cache side of NAs (RFC 4861 §7.2.5) is
+        ``neighbour.NeighbourTable.learn``'s, fed by the control plane."""
         a = self._addrs.get(na.target)
         if a is None or not self.running:
             return []
@@ -985,7 +962,7 @@ class NdpMachine:
                 self._emit(DuplicateAddress(self.nic, a.addr, tlla))
         return self._flush()
 
-    # --- router solicitation (RFC 4861 §6.3.7, §C 4) -----------------------------------
+    # --- router solicitation (RFC 4861 §6.3.7) ------------------------------------------
     def _start_rs(self, now: float) -> None:
         cfg = self.config
         if not cfg.handle_ras or cfg.max_rtr_solicitations == 0 or self.loopback:
@@ -1025,10 +1002,10 @@ class NdpMachine:
         validate_ra_source(src)
         cfg = self.config
         if not self.running or self.forwarding or not cfg.handle_ras:
-            self.stats.ras_ignored += 1  # B18: a router ignores RAs
+            self.stats.ras_ignored += 1  # RFC 4861 §6.2: a router ignores RAs
             return []
         self.stats.ras += 1
-        # B6: M wins over O; an event only on a change.
+        # RFC 4861 §4.2: M wins over O; an event only on a change.
         dhcp = (
             Dhcpv6Configuration.MANAGED
             if ra.managed
@@ -1061,7 +1038,7 @@ class NdpMachine:
         return self._flush()
 
     def _parameters(self, ra: RouterAdvertisement) -> None:
-        """§6.3.4 (§C 5): non-zero values replace ours."""
+        """§6.3.4: non-zero values replace ours."""
         if ra.cur_hop_limit and ra.cur_hop_limit != self.cur_hop_limit:
             self.cur_hop_limit = ra.cur_hop_limit
             self._emit(SetNicParam("cur_hop_limit", ra.cur_hop_limit))
@@ -1081,7 +1058,7 @@ class NdpMachine:
             self._emit(SetNicParam("retrans_timer", retrans))
 
     def _router_lifetime(self, now: float, src: bytes, lifetime: int) -> None:
-        """B27: key = the RA's source; Router Lifetime is 16-bit seconds, no
+        """RFC 4861 §6.3.4: key = the RA's source; Router Lifetime is 16-bit seconds, no
         infinity."""
         r = self._routers.get(src)
         if r is None:
@@ -1113,14 +1090,15 @@ class NdpMachine:
         self._emit(RouterInvalidated(self.nic, r.addr))
 
     def router_unreachable(self, now: float, ip: bytes) -> list[NdpAction]:
-        """NUD: ``ip`` is no longer a router (NA with R clear, RFC 4861 §7.2.5)
-        or unreachable: drop it from the Default Router List (§6.3.5)."""
+        """``ip`` is no longer a router (an NA with R clear, RFC 4861 §7.2.5):
+        drop it from the Default Router List (§6.3.5); a no-op for an
+        address that is not in it."""
         r = self._routers.get(ip)
         if r is not None:
             self._invalidate_router(r)
         return self._flush()
 
-    # --- prefix information (B22, B25) --------------------------------------------------
+    # --- prefix information (RFC 4861 §6.3.4, RFC 4862 §5.5.3) --------------------------
     def _prefix_information(self, now: float, pi: PrefixInformation) -> None:
         plen = pi.prefix_len
         if plen == 0 or plen > 128:
@@ -1153,7 +1131,7 @@ class NdpMachine:
         elif valid == 0:
             self._invalidate_prefix(p)
         else:
-            self._arm(p.timer, now, valid)  # B25: no two-hour rule for on-link
+            self._arm(p.timer, now, valid)  # RFC 4861 §6.3.4: no two-hour rule for on-link
 
     def _prefix_expired(self, key: tuple[bytes, int]) -> None:
         p = self._prefixes.get(key)
@@ -1182,13 +1160,13 @@ class NdpMachine:
             return
         got = self._iid_address(prefix, 0)
         if got is None or got[0] in self._addrs:
-            return  # B22: a static address equal to it is left alone, no event
+            return  # a static address equal to it is left alone, no event
         s = _Slaac(
             prefix,
             self._timers.timer(lambda t: self._slaac_invalid(t, prefix)),
             self._timers.timer(lambda t: self._slaac_deprecate(prefix)),
         )
-        s.deprecated = preferred == 0  # B14
+        s.deprecated = preferred == 0  # RFC 4862 §5.5.4
         self._slaac[prefix] = s
         self._arm(s.valid_timer, now, valid)
         if preferred:
@@ -1214,7 +1192,7 @@ class NdpMachine:
 
     def _refresh(self, now: float, s: _Slaac, valid: int, preferred: int) -> None:
         cfg = self.config
-        # (e) the valid lifetime, with the two-hour rule (B22).
+        # (e) the valid lifetime, with the two-hour rule.
         two_hours = cfg.min_valid_lifetime_for_update_s
         remaining = s.valid_timer.remaining(now)  # None: infinite
         if valid >= cfg.infinite_lifetime_s:
@@ -1225,7 +1203,7 @@ class NdpMachine:
             pass  # (e) 2: ignored (RAs are not authenticated)
         else:
             s.valid_timer.reset(now + two_hours)
-        # The preferred lifetime is reset to the advertised one (B14).
+        # The preferred lifetime is reset to the advertised one (§5.5.3 e).
         a = s.addr
         if preferred == 0:
             s.deprecation_timer.stop()
@@ -1271,7 +1249,7 @@ class NdpMachine:
             self._remove(now, a, "removed")
             self._emit(AddressInvalidated(self.nic, a.addr, a.prefix_len))
 
-    # --- router mode (B18) ---------------------------------------------------------------
+    # --- router mode (RFC 4861 §6.2) ----------------------------------------------------
     def set_forwarding(self, now: float, on: bool) -> list[NdpAction]:
         """Forwarding on (false → true only): invalidate the host-only state
         with events; RAs are then ignored. Off: RS again; nothing restored."""
@@ -1294,7 +1272,7 @@ class NdpMachine:
         for r in list(self._routers.values()):
             self._invalidate_router(r)
 
-    # --- MLDv2 (RFC 3810, §C 7) -----------------------------------------------------------
+    # --- MLDv2 (RFC 3810) ---------------------------------------------------------------
     def join_group(self, now: float, group: bytes) -> list[NdpAction]:
         """A socket joined ``group`` (IPV6_JOIN_GROUP): counted with the
         solicited-node joins; the first user is reported (§6.1). Raises
@@ -1454,290 +1432,3 @@ class NdpMachine:
             self._send_mld(
                 [MulticastAddressRecord(MldRecordType.MODE_IS_EXCLUDE, g) for g in wanted]
             )
-
-
-# --------------------------------------------------------------------------- NUD (RFC 4861 §7.3)
-
-
-@dataclass(frozen=True, slots=True)
-class NudConfig:
-    retrans_timer_s: float = RETRANS_TIMER_S
-    delay_first_probe_time_s: float = DELAY_FIRST_PROBE_TIME_S
-    max_unicast_solicit: int = MAX_UNICAST_SOLICIT
-    max_multicast_solicit: int = MAX_MULTICAST_SOLICIT
-
-
-@dataclass(slots=True, eq=False)
-class NudEntry:
-    """What the NUD functions need of a neighbour-cache entry (the fields of
-    ``neighbour._Entry`` have the same names where they overlap):
-    ``deadline`` is when ``nud_timeout`` must be called (None: never)."""
-
-    ip: bytes
-    mac: bytes | None = None
-    state: NudState = NudState.INCOMPLETE
-    deadline: float | None = None
-    probes: int = 0  # solicitations sent in INCOMPLETE or PROBE
-    is_router: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Solicit:
-    """Send an NS for ``ip``: multicast to its solicited-node group when
-    ``mac`` is None (INCOMPLETE), else unicast to ``mac`` (PROBE)."""
-
-    ip: bytes
-    mac: bytes | None
-
-
-@dataclass(frozen=True, slots=True)
-class NeighbourFailed:
-    """Resolution or probing failed (§7.3.3): delete the entry; queued
-    packets get ICMP address unreachable; if it ``was_router``, the NDP
-    machine's ``router_unreachable``."""
-
-    ip: bytes
-    was_router: bool
-
-
-@dataclass(frozen=True, slots=True)
-class NotRouter:
-    """§7.2.5: an NA with R clear from a neighbour that was a router:
-    ``NdpMachine.router_unreachable(now, ip)``."""
-
-    ip: bytes
-
-
-NudAction: TypeAlias = Solicit | NeighbourFailed | NotRouter
-
-
-def nud_start(e: NudEntry, now: float, cfg: NudConfig, out: list[NudAction]) -> None:
-    """A packet needs ``e.ip`` and there is no entry: INCOMPLETE, first
-    multicast NS (§7.2.2)."""
-    e.state, e.mac, e.probes = NudState.INCOMPLETE, None, 1
-    e.deadline = now + cfg.retrans_timer_s
-    out.append(Solicit(e.ip, None))
-
-
-def nud_used(e: NudEntry, now: float, cfg: NudConfig) -> None:
-    """A packet was sent using the entry (§7.3.3): STALE starts DELAY."""
-    if e.state is NudState.STALE:
-        e.state = NudState.DELAY
-        e.deadline = now + cfg.delay_first_probe_time_s
-
-
-def nud_confirmed(e: NudEntry, now: float, reachable_s: float) -> None:
-    """Upper-layer reachability confirmation (§7.3.1: TCP progress, ...):
-    REACHABLE again (no effect without a link-layer address)."""
-    if e.mac is not None and e.state is not NudState.INCOMPLETE:
-        e.state = NudState.REACHABLE
-        e.deadline = now + reachable_s
-        e.probes = 0
-
-
-def nud_advert(
-    e: NudEntry,
-    now: float,
-    reachable_s: float,
-    mac: bytes | None,
-    *,
-    solicited: bool,
-    override: bool,
-    router: bool,
-    out: list[NudAction],
-) -> bool:
-    """An NA for ``e.ip`` (§7.2.5, Appendix C). Returns True when the entry
-    left INCOMPLETE (the caller sends what was queued)."""
-    if e.state is NudState.INCOMPLETE:
-        if mac is None:
-            return False  # §7.2.5: no TLLA: nothing to record
-        e.mac = mac
-        e.is_router = router
-        e.probes = 0
-        if solicited:
-            e.state, e.deadline = NudState.REACHABLE, now + reachable_s
-        else:
-            e.state, e.deadline = NudState.STALE, None
-        return True
-    changed = mac is not None and mac != e.mac
-    if not override and changed:
-        # S=?, O=0, different address: no update; REACHABLE becomes STALE.
-        if e.state is NudState.REACHABLE:
-            e.state, e.deadline = NudState.STALE, None
-        return False
-    if changed:
-        e.mac = mac
-    if solicited:
-        e.state, e.deadline, e.probes = NudState.REACHABLE, now + reachable_s, 0
-    elif changed:
-        e.state, e.deadline = NudState.STALE, None
-    if e.is_router and not router:
-        out.append(NotRouter(e.ip))
-    e.is_router = router
-    return False
-
-
-def nud_link_option(e: NudEntry, now: float, mac: bytes) -> bool:
-    """An NS/RS/RA/Redirect carried ``mac`` for ``e.ip`` (§7.2.3, §6.3.4,
-    Appendix C): a different address (or INCOMPLETE) is recorded as STALE.
-    Returns True when the entry left INCOMPLETE."""
-    if e.state is NudState.INCOMPLETE:
-        e.mac, e.state, e.deadline, e.probes = mac, NudState.STALE, None, 0
-        return True
-    if mac != e.mac:
-        e.mac, e.state, e.deadline = mac, NudState.STALE, None
-    return False
-
-
-def nud_timeout(e: NudEntry, now: float, cfg: NudConfig, out: list[NudAction]) -> None:
-    """``e.deadline`` passed (§7.3.3)."""
-    state = e.state
-    if state is NudState.INCOMPLETE:
-        if e.probes >= cfg.max_multicast_solicit:
-            e.state, e.deadline = NudState.FAILED, None
-            out.append(NeighbourFailed(e.ip, e.is_router))
-        else:
-            e.probes += 1
-            e.deadline = now + cfg.retrans_timer_s
-            out.append(Solicit(e.ip, None))
-    elif state is NudState.REACHABLE:
-        e.state, e.deadline = NudState.STALE, None  # ReachableTime elapsed
-    elif state is NudState.DELAY:
-        # DELAY_FIRST_PROBE_TIME without confirmation: unicast probes.
-        e.state, e.probes = NudState.PROBE, 1
-        e.deadline = now + cfg.retrans_timer_s
-        out.append(Solicit(e.ip, e.mac))
-    elif state is NudState.PROBE:
-        if e.probes >= cfg.max_unicast_solicit:
-            e.state, e.deadline = NudState.FAILED, None
-            out.append(NeighbourFailed(e.ip, e.is_router))
-        else:
-            e.probes += 1
-            e.deadline = now + cfg.retrans_timer_s
-            out.append(Solicit(e.ip, e.mac))
-
-
-class NudMachine:
-    """A reference driver of the ``nud_*`` functions for one NIC: entries,
-    one ``Timer`` each, and ``nud_state`` events.
-
-    Plugging into ``neighbour.NeighbourTable`` (the lead's integration): give
-    ``_Entry`` the ``probes``/``deadline``/``is_router`` fields (``attempts``
-    and ``probe_at`` are the same idea), call ``nud_used`` in ``resolve`` on a
-    hit, ``nud_advert`` in ``learn`` for NAs, ``nud_link_option`` for
-    NS/RS/RA SLLA, ``nud_confirmed`` from a new ``confirm(now, ip)`` fed by
-    TCP (an ACK advancing SND.UNA), and ``nud_timeout`` from
-    ``handle_timeout`` with ``_due`` returning ``e.deadline`` (the gc age
-    stays the table's); ``Solicit`` becomes a ``Probe``, ``NeighbourFailed``
-    a ``Failure``. Queues stay the table's business."""
-
-    def __init__(
-        self, nic: int, config: NudConfig | None = None, reachable_time_s: float = REACHABLE_TIME_S
-    ) -> None:
-        self.nic = nic
-        self.config = config if config is not None else NudConfig()
-        self.reachable_time_s = reachable_time_s  # from SetNicParam("reachable_time")
-        self.entries: dict[bytes, NudEntry] = {}
-        self._timers: dict[bytes, Timer] = {}
-        self._queue = TimerQueue()
-        self._out: list[Any] = []
-
-    def _step(self, e: NudEntry, old: NudState | None) -> None:
-        if e.state is not old:
-            self._out.append(NudStateChanged(self.nic, e.ip, old, e.state))
-        if e.state is NudState.FAILED:
-            self.entries.pop(e.ip, None)
-            timer = self._timers.pop(e.ip, None)
-            if timer is not None:
-                timer.stop()
-            return
-        timer = self._timers.get(e.ip)
-        if timer is None:
-            timer = self._timers[e.ip] = self._queue.timer(lambda t, ip=e.ip: self._fire(t, ip))
-        if e.deadline is None:
-            timer.stop()
-        elif timer.deadline != e.deadline:
-            timer.reset(e.deadline)
-
-    def _fire(self, now: float, ip: bytes) -> None:
-        e = self.entries.get(ip)
-        if e is not None:
-            old = e.state
-            nud_timeout(e, now, self.config, self._out)
-            self._step(e, old)
-
-    def poll(self) -> list[Any]:
-        """Actions (``Solicit``, ``NeighbourFailed``, ``NotRouter``) and
-        ``NudStateChanged`` events since the last call."""
-        out, self._out = self._out, []
-        return out
-
-    def resolve(self, now: float, ip: bytes) -> bytes | None:
-        """A packet is to be sent to ``ip``: its MAC if known (STALE starts
-        DELAY), else None and resolution starts (or goes on)."""
-        e = self.entries.get(ip)
-        if e is None:
-            e = self.entries[ip] = NudEntry(ip)
-            nud_start(e, now, self.config, self._out)
-            self._step(e, None)
-            return None
-        if e.mac is None:
-            return None
-        old = e.state
-        nud_used(e, now, self.config)
-        self._step(e, old)
-        return e.mac
-
-    def confirm(self, now: float, ip: bytes) -> None:
-        e = self.entries.get(ip)
-        if e is not None:
-            old = e.state
-            nud_confirmed(e, now, self.reachable_time_s)
-            self._step(e, old)
-
-    def handle_na(
-        self,
-        now: float,
-        ip: bytes,
-        mac: bytes | None,
-        *,
-        solicited: bool,
-        override: bool,
-        router: bool,
-    ) -> bool:
-        e = self.entries.get(ip)
-        if e is None:
-            return False  # §7.2.5: no entry: the NA is silently discarded
-        old = e.state
-        resolved = nud_advert(
-            e,
-            now,
-            self.reachable_time_s,
-            mac,
-            solicited=solicited,
-            override=override,
-            router=router,
-            out=self._out,
-        )
-        self._step(e, old)
-        return resolved
-
-    def handle_link_option(self, now: float, ip: bytes, mac: bytes, *, create: bool) -> bool:
-        e = self.entries.get(ip)
-        if e is None:
-            if not create:
-                return False
-            e = self.entries[ip] = NudEntry(ip, mac, NudState.STALE)
-            self._step(e, None)
-            return False
-        old = e.state
-        resolved = nud_link_option(e, now, mac)
-        self._step(e, old)
-        return resolved
-
-    def next_deadline(self) -> float | None:
-        return self._queue.next_deadline()
-
-    def handle_timeout(self, now: float) -> list[Any]:
-        self._queue.run_due(now)
-        return self.poll()

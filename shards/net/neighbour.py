@@ -9,17 +9,23 @@ Implements:
     handed back so the caller answers ICMP host unreachable;
   * the RFC 4861 §7.3.2 state names (``NudState``) and the §7.2.5 update rules
     for solicited / override flags (ARP always overrides);
-  * ageing: REACHABLE becomes STALE after ``reachable_s`` without
-    confirmation (RFC 4861 §7.3.3), and an entry unused for ``gc_s`` is removed
-    (gVisor linkAddrCache age, CHECKLIST §A);
+  * RFC 4861 §7.3.3 NUD, for ARP too (as Linux runs it): REACHABLE becomes
+    STALE after ``reachable_s`` without confirmation; sending with a STALE
+    entry starts DELAY, then PROBE with up to ``max_unicast_probes`` unicast
+    solicitations ``retrans_s`` apart, after which the entry is removed; a
+    solicited answer or an upper-layer confirmation (§7.3.1, ``confirm``:
+    TCP progress) makes it REACHABLE again; ``nud=False`` turns DELAY/PROBE
+    off;
+  * ageing: an entry unused for ``gc_s`` is removed (gVisor linkAddrCache
+    ageLimit);
   * a cap on entries with least-recently-used eviction, a separate cap on
     INCOMPLETE entries (hostile traffic cannot fill the table with
     resolutions), static (PERMANENT) entries that never expire.
 
-Left out (issue 5, NUD): DELAY and PROBE transitions (a used STALE entry is
-not re-verified yet: it resolves until it goes unused for ``gc_s``), upper
-layer reachability hints, per-entry random ReachableTime (the caller passes
-the value it drew in the config), IsRouter flag handling.
+Left out: per-entry random ReachableTime (the caller passes the value it
+drew in the config, RFC 4861 §6.3.4). The IsRouter flag is not kept here:
+the NDP machine's Default Router List is the set of routers, and an NA with
+R clear takes its sender off it (§7.2.5, ``NdpMachine.router_unreachable``).
 
 The table returns actions instead of sending: ``poll_probes()`` gives the
 solicitations to send, ``learn()`` the queued packets that became sendable,
@@ -62,7 +68,7 @@ _PERMANENT = NudState.PERMANENT
 
 @dataclass(frozen=True, slots=True)
 class NeighbourConfig:
-    # gVisor linkAddrCache size (CHECKLIST §A, constants table).
+    # gVisor linkAddrCache size.
     max_entries: int = 512
     # Own choice: INCOMPLETE entries allowed at once (counted in max_entries).
     max_incomplete: int = 64
@@ -266,7 +272,7 @@ class NeighbourTable:
         self,
         now: float,
         ip: bytes,
-        mac: bytes,
+        mac: bytes | None,
         *,
         solicited: bool,
         create: bool,
@@ -276,11 +282,14 @@ class NeighbourTable:
         option). ``solicited``: the message confirms reachability (ARP unicast
         reply, NA with S). ``create``: make an entry if there is none (RFC 826:
         only when we are the target; RFC 4861 §7.2.3: NS with SLLA). ``override``:
-        NA's O flag (ARP: always). Returns the queued packets now sendable to
-        ``mac`` (empty unless the entry was INCOMPLETE). RFC 4861 §7.2.5 rules."""
+        NA's O flag (ARP: always). ``mac`` None: an NA without a Target
+        Link-Layer Address option (Linux answers a unicast NS so): it can
+        confirm a known address, never supply one. Returns the queued packets
+        now sendable (empty unless the entry was INCOMPLETE). RFC 4861 §7.2.5
+        rules."""
         e = self._entries.get(ip)
         if e is None:
-            if not create or not self._make_room():
+            if mac is None or not create or not self._make_room():
                 return []
             state = _REACHABLE if solicited else _STALE
             e = _Entry(ip, mac, state, now, now, now)
@@ -293,6 +302,8 @@ class NeighbourTable:
         if state is _PERMANENT:
             return []  # static entries change only by administration
         if state is _INCOMPLETE:
+            if mac is None:
+                return []  # §7.2.5: no link-layer address to record
             # §7.2.5: record the address; REACHABLE if solicited else STALE;
             # send what was queued.
             e.mac = mac
@@ -307,7 +318,8 @@ class NeighbourTable:
             self._publish(e)
             self._schedule(e)
             return packets
-        changed = mac != e.mac
+        # §7.2.5: no TLLA counts as the cached address.
+        changed = mac is not None and mac != e.mac
         if changed and not override:
             # §7.2.5: a different address without O does not update; REACHABLE
             # becomes STALE.

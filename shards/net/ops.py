@@ -68,7 +68,7 @@ class NetOps:
 
     # --- NICs ------------------------------------------------------------------
     def nics(self, args: dict[str, Any]) -> list[dict[str, Any]]:
-        """NIC info (issue 4, B9): the NIC's row with its addresses and their state."""
+        """NIC info: the NIC's row (with its opaque context) with its addresses and their state."""
         view = self.owner.view
         return [
             n.to_row()
@@ -87,7 +87,7 @@ class NetOps:
 
     def nic_add(self, args: dict[str, Any]) -> dict[str, Any]:
         """A NIC without a link of its own: only loopback NICs make sense in
-        a stack process that owns one link (CHECKLIST B12, B13)."""
+        a stack process that owns one link."""
         if not args.get("loopback"):
             raise NetError(errno.EOPNOTSUPP, "a NIC needs a link; only loopback NICs can be added")
         mac = parse_mac(str(args["mac"])) if args.get("mac") else bytes(6)

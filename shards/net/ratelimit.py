@@ -1,14 +1,14 @@
 """A token bucket, sans-I/O: the ICMP error rate limit (RFC 1812 §4.3.2.8,
 RFC 4443 §2.4 (f)).
 
-Defaults: 1000 tokens per second, burst 50 (gVisor stack/icmp_rate_limit.go,
-CHECKLIST constants table; Linux icmp_msgs_per_sec / icmp_msgs_burst have
+Defaults: 1000 tokens per second, burst 50 (gVisor stack/icmp_rate_limit.go;
+Linux icmp_msgs_per_sec / icmp_msgs_burst have
 the same values). Left out: per-destination buckets (Linux icmp_ratelimit).
 """
 
 from __future__ import annotations
 
-ICMP_RATE_PER_S = 1000.0  # CHECKLIST constants table
+ICMP_RATE_PER_S = 1000.0  # tokens per second, gVisor and Linux
 ICMP_BURST = 50
 
 

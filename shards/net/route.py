@@ -7,7 +7,7 @@ Implements:
     (as Linux's FIB does), optionally restricted to one NIC and to usable
     (enabled) NICs — a route whose NIC is unusable is skipped and the search
     goes on to shorter prefixes.
-  * CHECKLIST B13 (gVisor ``FindRoute``): the limited broadcast, multicast and
+  * gVisor ``FindRoute``: the limited broadcast, multicast and
     IPv6 link-local destinations need no route: with a NIC from the socket or
     the scope id they go straight out of it, next hop = destination
     (``needs_route``, ``resolve``).
@@ -66,7 +66,7 @@ def next_hop(route: Route, dst: bytes) -> bytes:
 
 
 def needs_route(dst: bytes) -> bool:
-    """CHECKLIST B13: False for destinations a NIC reaches without a route —
+    """False for destinations a NIC reaches without a route —
     the limited broadcast 255.255.255.255 (RFC 919), IPv4 multicast 224/4
     (RFC 1112), IPv6 multicast ff00::/8 and link-local fe80::/10 (RFC 4291
     §2.5.6, §2.7: meaningful only with a zone, RFC 4007 §6)."""
@@ -81,7 +81,7 @@ class RouteDecision:
     """Where a packet to a destination goes: out of ``nic`` to ``next_hop``.
 
     ``route`` is None when the NIC came from the socket or the scope id for a
-    destination that needs no route (B13)."""
+    destination that needs no route (``needs_route``)."""
 
     nic: int
     next_hop: bytes
@@ -245,7 +245,7 @@ class RouteTable:
         nic: int | None = None,
         usable: Callable[[int], bool] | None = None,
     ) -> RouteDecision:
-        """gVisor ``FindRoute`` (CHECKLIST B13) for a socket: ``nic`` is the NIC
+        """gVisor ``FindRoute`` for a socket: ``nic`` is the NIC
         the socket is bound to or the scope id of ``dst`` (0 or None: none).
 
         * ``dst`` needs no route (``needs_route``) and a NIC is given: that NIC,

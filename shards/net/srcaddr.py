@@ -7,11 +7,11 @@ Implements:
     link-local fe80::/10 and loopback ::1 link-local (0x2, RFC 4007 §4); the
     deprecated site-local fec0::/10 site-local (0x5, RFC 3879); unique local
     fc00::/7 GLOBAL (0xe) — RFC 6724 separates ULAs through the policy table
-    (rule 6), not through scope (CHECKLIST B3 Q: gVisor gave ULAs their own
+    (rule 6), not through scope (gVisor once gave ULAs their own
     scope between link-local and global); everything else global;
   * IPv4 (RFC 6724 §3.2): 127/8 and 169.254/16 link-local, all else global,
     and IPv4 addresses looked up in the policy table as ::ffff:a.b.c.d;
-  * tentative addresses are never candidates (RFC 4862 §5.4, CHECKLIST C9);
+  * tentative addresses are never candidates (RFC 4862 §5.4);
   * ``sort_destinations``: RFC 6724 §6 rules 1-6 and 8-10 (rule 7, native
     transport, has no input here: every destination is native).
 
@@ -20,15 +20,15 @@ temporary" the default (RFC 3484 preferred public addresses) and requires a
 way for the application to reverse it (RFC 5014 IPV6_PREFER_SRC_PUBLIC);
 RFC 8981, which obsoletes RFC 4941, keeps that default. So
 ``prefer_temporary`` defaults to True here; a socket option passes False. It
-only matters once temporary addresses exist (the NDP issue generates them
-only when configured to).
+only matters once temporary addresses exist (none are generated yet: RFC
+8981 is left out of ``ndp``).
 
 Rule 8 uses CommonPrefixLen(S, D) bounded by S's prefix length (RFC 6724
 §2.2) and only for IPv6: for IPv4 every candidate has the same label and the
 longest-match rule is what RFC 6724 §10.5 found harmful (it defeats DNS
 round-robin) — it is applied to IPv6 only in both §5 and §6 here.
 
-Final tie-break: the lower ``position`` (the NIC's primary list order, B3),
+Final tie-break: the lower ``position`` (the NIC's primary list order, as gVisor breaks ties),
 then the NIC id and the address, so the result does not depend on the order
 of the candidates.
 
@@ -182,7 +182,7 @@ DEFAULT_POLICY = PolicyTable.from_text(
 @dataclass(frozen=True, slots=True)
 class SourceCandidate:
     """A usable address as a candidate source. ``position``: its place in the
-    NIC's primary list (first-primary addresses first, B3/B35)."""
+    NIC's primary list (first-primary addresses first)."""
 
     addr: bytes
     prefix_len: int
@@ -252,7 +252,7 @@ def source_sort_key(
             policy.label(a) != d_label,  # rule 6: prefer matching label
             c.temporary != prefer_temporary,  # rule 7: prefer temporary (or public)
             -cpl,  # rule 8: longest matching prefix
-            c.position,  # B3: the primary list order
+            c.position,  # the primary list order
             c.nic,  # determinism for equal positions across NICs
             a,
             c.prefix_len,
@@ -277,7 +277,7 @@ def select_source(
     skipped; None if nothing is left. ``out_nic``: the NIC the route to
     ``dst`` goes out of (rule 5). ``candidates`` should be the addresses the
     caller may use: the primary addresses of the outgoing NIC (as gVisor and
-    the B3 tests do) or of every NIC (as Linux does for global scope)."""
+    gVisor's tests do) or of every NIC (as Linux does for global scope)."""
     fam = len(_unmapped(dst))
     usable = [c for c in candidates if not c.tentative and len(c.addr) == fam]
     if not usable:

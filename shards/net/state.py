@@ -162,7 +162,7 @@ class NetOwner:
         self.publish(self.owner.delete(table, key))
         self.view.load(self.tables, table)
 
-    # --- NICs (B12, B9, B13) --------------------------------------------------
+    # --- NICs ----------------------------------------------------------------------
     def create_nic(
         self,
         name: str,
@@ -184,7 +184,7 @@ class NetOwner:
         if name in self.view.nic_by_name:
             raise NetError(
                 errno.EEXIST, f"a NIC named {name} exists"
-            )  # CHECKLIST B12 Q: names unique
+            )  # names are unique (gVisor allowed duplicates at first; Linux does not)
         if not 68 <= mtu <= 65536:
             raise NetError(errno.EINVAL, f"bad MTU {mtu}")
         if nic_id is None:
@@ -236,7 +236,7 @@ class NetOwner:
                 self._delete(table, key)
         self._delete("nics", str(nic.id))
 
-    # --- addresses (B35) --------------------------------------------------------
+    # --- addresses -----------------------------------------------------------------
     def add_address(
         self,
         nic_name: str | int,
@@ -261,7 +261,7 @@ class NetOwner:
         for other in self.view.addresses.values():
             if other.addr == addr and other.nic != nic.id:
                 raise NetError(errno.EEXIST, f"{format_ip(addr)} is already on NIC {other.nic}")
-        # B35: a re-added (expired) address takes its place from the new behaviour.
+        # A re-added (expired) address takes its place from the new behaviour.
         position = self._position(nic.id, behavior, old)
         a = Address(nic.id, addr, prefix_len, kind, behavior, origin, position)
         self._set("addrs", a.key, a.to_row())

@@ -1,4 +1,4 @@
-"""Cancellable timers for sans-I/O machines (CHECKLIST B10).
+"""Cancellable timers for sans-I/O machines (as gVisor's tcpip.CancellableTimer).
 
 gVisor's ``tcpip.CancellableTimer`` guarantees that a timer stopped while
 the owner holds its lock never runs its action afterwards, even if it had
@@ -102,7 +102,7 @@ class TimerQueue:
     def run_due(self, now: float) -> int:
         """Run the actions of the timers due at ``now``, earliest first;
         returns how many ran. Validity is checked item by item, right before
-        each action (the B10 race): a timer stopped or re-armed by an
+        each action (the stop-after-fire race): a timer stopped or re-armed by an
         earlier action of this turn does not run for its old deadline. A
         timer re-armed for a deadline <= now runs in this same turn."""
         heap = self._heap

@@ -9,18 +9,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-TCP_MIN_MSS = 88  # bytes, Linux TCP_MIN_MSS; gVisor TCPMinimumMSS (CHECKLIST B32)
-TCP_MAX_MSS = 65535  # bytes, gVisor TCPMaximumMSS (CHECKLIST B32)
+TCP_MIN_MSS = 88  # bytes, Linux TCP_MIN_MSS; gVisor TCPMinimumMSS
+TCP_MAX_MSS = 65535  # bytes, gVisor TCPMaximumMSS
 DEFAULT_MSS_V4 = 536  # bytes, RFC 9293 §3.7.1 / RFC 1122 §4.2.2.6: no MSS option received
 DEFAULT_MSS_V6 = 1220  # bytes, RFC 9293 §3.7.1 (IPv6 minimum MTU 1280 - 60)
 IPV4_TCP_OVERHEAD = 40  # bytes, IPv4 + TCP headers without options (RFC 6691 §2)
 IPV6_TCP_OVERHEAD = 60  # bytes, IPv6 + TCP headers without options
 
 MSL_S = 30.0  # RFC 9293 §3.4.2 says 2 minutes; Linux's TIME-WAIT is 60 s = 2 * 30 s
-TIME_WAIT_S = 2 * MSL_S  # CHECKLIST B26: DefaultTCPTimeWaitTimeout = 60 s
-FIN_TIMEOUT_S = 60.0  # Linux tcp_fin_timeout; gVisor DefaultTCPLingerTimeout (B26)
+TIME_WAIT_S = 2 * MSL_S  # RFC 9293 §3.6.1 2 MSL; gVisor DefaultTCPTimeWaitTimeout 60 s
+FIN_TIMEOUT_S = 60.0  # Linux tcp_fin_timeout; gVisor DefaultTCPLingerTimeout
 
-SND_BUF = 1 << 20  # bytes, gVisor default send buffer (CHECKLIST constants table)
+SND_BUF = 1 << 20  # bytes, gVisor's default send buffer
 RCV_BUF = 1 << 17  # bytes, initial receive buffer (Linux tcp_rmem[1] = 128 KiB)
 RCV_BUF_MAX = 4 << 20  # bytes, auto-tuning bound (gVisor max 4 MiB; Linux tcp_rmem[2] 6 MiB)
 
@@ -47,7 +47,7 @@ PERSIST_MAX_S = 60.0  # RFC 1122 §4.2.2.17 lets the interval grow; Linux caps a
 
 @dataclass(frozen=True, slots=True)
 class TcpConfig:
-    # --- segment size (RFC 6691, CHECKLIST B32, C12)
+    # --- segment size (RFC 6691; user TCP_MAXSEG, RFC 9293 §3.7.1)
     user_mss: int | None = None  # TCP_MAXSEG; None = from the route MTU
     # --- options (RFC 7323, RFC 2018)
     window_scaling: bool = True
@@ -76,7 +76,7 @@ class TcpConfig:
     keepalive_idle_s: float = KEEPALIVE_IDLE_S
     keepalive_intvl_s: float = KEEPALIVE_INTVL_S
     keepalive_cnt: int = KEEPALIVE_CNT
-    # --- closing (CHECKLIST B26, C14)
+    # --- closing (RFC 9293 §3.6; TIME-WAIT, TCP_LINGER2)
     time_wait_s: float = TIME_WAIT_S
     fin_timeout_s: float = FIN_TIMEOUT_S  # the stack-wide tcp_fin_timeout
     linger2_s: float | None = None  # TCP_LINGER2: None/0 = fin_timeout_s, < 0 = RST, else min
@@ -94,7 +94,7 @@ class TcpConfig:
             raise ValueError("need snd_buf >= 1 and 1 <= rcv_buf <= rcv_buf_max")
 
     def fin_wait_2_timeout(self) -> float | None:
-        """TCP_LINGER2 with Linux semantics (tcp(7), CHECKLIST C14): None
+        """TCP_LINGER2 with Linux semantics (tcp(7)): None
         means "send a RST instead of waiting" (a negative value); 0 or
         anything above ``fin_timeout_s`` means ``fin_timeout_s``."""
         v = self.linger2_s
@@ -112,7 +112,7 @@ def max_mss_for_route(mtu: int, ipv6: bool) -> int:
 
 
 def advertised_mss(user_mss: int | None, mtu: int, ipv6: bool) -> int:
-    """CHECKLIST B32: the user's TCP_MAXSEG if below the route's, else the
+    """RFC 9293 §3.7.1: the user's TCP_MAXSEG if below the route's, else the
     route's (gVisor calculateAdvertisedMSS, Linux tcp_advertise_mss)."""
     route = max_mss_for_route(mtu, ipv6)
     if user_mss is not None and 0 < user_mss < route:

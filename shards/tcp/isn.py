@@ -6,8 +6,8 @@
   test vectors.
 * :class:`IsnGenerator` — RFC 6528 §3: ISN = M + F(localip, localport,
   remoteip, remoteport, secretkey) mod 2**32, M a 4 µs timer (RFC 9293
-  §3.4.1), F SipHash-2-4 keyed with the stack's secret (CHECKLIST B26 and
-  C3: gVisor used Jenkins one-at-a-time, Linux uses SipHash over the same
+  §3.4.1), F SipHash-2-4 keyed with the stack's secret (gVisor used Jenkins
+  one-at-a-time, Linux uses SipHash over the same
   tuple with a 64 ns clock).
 * :class:`SynCookies` — stateless SYN-ACK sequence numbers when the SYN queue
   is full, the Linux layout (net/ipv4/syncookies.c): a keyed hash of the

@@ -15,7 +15,7 @@ answer statelessly if enabled, else the SYN is dropped. A connection made
 from a cookie has only the MSS (3 bits of the cookie): no window scaling,
 SACK or timestamps.
 
-CHECKLIST B24: segments with a non-unicast source or destination are
+RFC 1122 §4.2.3.10: segments with a non-unicast source or destination are
 dropped silently (counted in ``dropped_non_unicast``).
 """
 
@@ -134,7 +134,7 @@ class TcpListener:
     def handle_segment(self, now: float, src: bytes, dst: bytes, seg: Segment) -> None:
         """A segment to the listening port from ``src`` to ``dst``."""
         if not addresses_acceptable(src, dst):
-            self.dropped_non_unicast += 1  # CHECKLIST B24: no RST, no SYN-ACK
+            self.dropped_non_unicast += 1  # RFC 1122 §4.2.3.10: no RST, no SYN-ACK
             return
         key = (src, seg.src_port, dst)
         child = self._children.get(key)

@@ -1,5 +1,5 @@
-"""The sender's SACK scoreboard, RFC 6675 (with RFC 2018 blocks and RFC 2883
-D-SACK), over sequence numbers modulo 2**32.
+"""The sender's SACK scoreboard, RFC 6675 (with RFC 2018 blocks), over
+sequence numbers modulo 2**32.
 
 Sans-I/O, no timers: the endpoint feeds each ACK's SACK blocks to
 :meth:`Scoreboard.update` and asks :meth:`Scoreboard.next_to_retransmit`
@@ -13,7 +13,7 @@ Wire numbers go in and come out; nothing outside sees the unwrapped form.
 
 Defences (a hostile or broken peer must not grow memory or CPU): a block
 with left >= right (in sequence space) is ignored; one entirely below
-SND.UNA is ignored (only the first can be a D-SACK); with ``snd_nxt`` given
+SND.UNA is ignored; with ``snd_nxt`` given
 a block reaching beyond SND.NXT is ignored (it SACKs data never sent;
 Linux tcp_is_sackblock_valid); at most ``max_ranges`` ranges are kept: a
 new range above all of them is refused, otherwise the highest is forgotten
@@ -22,8 +22,11 @@ again at worst, RFC 2018 §8's reneging rules keep the data buffered).
 
 Implemented: RFC 6675 §3 (scoreboard), §4 IsLost, NextSeg rule (1) (the
 endpoint adds rules (2)-(4): new data, rule (3) and the rescue
-retransmission), SetPipe; RFC 2883 §4 D-SACK recognition (first block below
-SND.UNA or inside the second block), reported in ``dsack_seen``.
+retransmission), SetPipe.
+Left out: RFC 2883 D-SACK is not interpreted (it comes with RACK-TLP). A
+D-SACK block still does no harm: one below SND.UNA is ignored as stale, and
+one inside the second block (RFC 2883 §4) SACKs octets the receiver holds,
+so it adds nothing the second block does not.
 Limits: IsLost counts SACKed *ranges* as "discontiguous SACKed sequences"
 and SACKed bytes against (DupThresh - 1) * SMSS; segment boundaries inside a
 range are not known (three contiguous small segments make one range).
@@ -54,9 +57,6 @@ class Scoreboard:
         "_ends",
         "_suffix",
         "_sacked",
-        "dsack_seen",
-        "dsack_count",
-        "last_dsack",
         "refused",
         "_mss",
     )
@@ -72,9 +72,6 @@ class Scoreboard:
         self._ends: list[int] = []
         self._suffix: list[int] | None = None  # _suffix[k] = SACKed bytes in ranges k..
         self._sacked = 0
-        self.dsack_seen = False  # the last update carried a D-SACK block (RFC 2883)
-        self.dsack_count = 0  # D-SACK blocks seen in all
-        self.last_dsack: tuple[int, int] | None = None  # (left, right) of the latest
         self.refused = 0  # ranges refused or forgotten because of max_ranges
         self._mss = DEFAULT_MSS  # for pipe() called without one
 
@@ -160,7 +157,6 @@ class Scoreboard:
         """Take one ACK: SND.UNA after it and its SACK blocks (left, right)
         as on the wire (right = one past the last SACKed octet). Returns the
         bytes newly SACKed (before any ``max_ranges`` forgetting)."""
-        self.dsack_seen = False
         if not self._init:
             self._init = True
             self._una = snd_una
@@ -180,18 +176,10 @@ class Scoreboard:
         else:
             top = base + (((snd_nxt - una + _HALF) & SEQ_MASK) - _HALF)
         newly = 0
-        first = True
         for left, right in blocks:
             length = (right - left) & SEQ_MASK
             lo = base + (((left - una + _HALF) & SEQ_MASK) - _HALF)
             hi = lo + length
-            if first:
-                first = False
-                if 0 < length < _HALF and self._is_dsack(lo, hi, blocks, base, una):
-                    self.dsack_seen = True
-                    self.dsack_count += 1
-                    self.last_dsack = (left & SEQ_MASK, right & SEQ_MASK)
-                    continue
             if length == 0 or length >= _HALF:
                 continue  # malformed: left >= right in sequence space
             if hi <= base or hi > top:
@@ -200,21 +188,6 @@ class Scoreboard:
                 lo = base
             newly += self._add(lo, hi)
         return newly
-
-    @staticmethod
-    def _is_dsack(lo: int, hi: int, blocks: Sequence[tuple[int, int]], base: int, una: int) -> bool:
-        # RFC 2883 §4: the first block is a D-SACK when it lies below the
-        # cumulative ACK (Linux: starts below it) or inside the second block.
-        if lo < base:
-            return True
-        if len(blocks) < 2:
-            return False
-        left2, right2 = blocks[1]
-        len2 = (right2 - left2) & SEQ_MASK
-        if len2 == 0 or len2 >= _HALF:
-            return False
-        lo2 = base + (((left2 - una + _HALF) & SEQ_MASK) - _HALF)
-        return lo2 <= lo and hi <= lo2 + len2
 
     def clear(self) -> None:
         """Forget all SACK information (RFC 6675 §5.1 after an RTO; RFC 2018

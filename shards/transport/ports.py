@@ -1,16 +1,16 @@
 """Port reservations for TCP and UDP, with Linux's bind and connect rules.
 
 A reservation is a full 5-tuple: protocol, local address and port, and —
-for a connected socket — the remote address and port (§C item 16: gVisor's
+for a connected socket — the remote address and port (gVisor's
 port manager at the snapshot reserved only the local half, so a bind that
 Linux refuses succeeded and a connect that Linux allows failed).
 
 Bind conflicts follow Linux's ``inet_csk_bind_conflict`` / ``udp_lib_lport_inuse``:
 two reservations of one protocol and port conflict when
 
-* their devices overlap (either unbound, B8, or the same NIC),
+* their devices overlap (either unbound by SO_BINDTODEVICE, or the same NIC),
 * their local addresses overlap (either is the wildcard, or equal; an IPv6
-  wildcard without V6ONLY also covers every IPv4 address, B4),
+  wildcard without V6ONLY also covers every IPv4 address, RFC 3493 §5.3),
 * their remote ends overlap (either is unconnected, or the same 4-tuple),
 * and they do not share the port by agreement: both SO_REUSEPORT, or both
   SO_REUSEADDR when neither is a TCP listener.
@@ -43,13 +43,13 @@ class Reservation:
     local_port: int
     remote_addr: bytes | None = None  # None: not connected
     remote_port: int = 0
-    nic: int = 0  # SO_BINDTODEVICE (B8); 0: any
+    nic: int = 0  # SO_BINDTODEVICE; 0: any
     reuse_addr: bool = False
     reuse_port: bool = False
     v6only: bool = False  # meaningful for an IPv6 wildcard only
     listener: bool = False  # a TCP listener (SO_REUSEADDR does not share with it)
     uid: int = 0  # who made it: SO_REUSEPORT shares only within one owner
-    ident: int = 0  # set by the manager: unique, increasing (B30 ordering)
+    ident: int = 0  # set by the manager: unique, increasing (reuse-port group order)
 
     @property
     def wildcard(self) -> bool:
@@ -135,7 +135,7 @@ class PortManager:
         return (proto, port) in self._by_port
 
     def reservations(self, proto: int, port: int) -> list[Reservation]:
-        """In ``ident`` order (B30: reuse-port groups are kept sorted)."""
+        """In ``ident`` order (reuse-port groups are kept sorted, as gVisor's multiPortEndpoint)."""
         return sorted(self._by_port.get((proto, port), ()), key=lambda r: r.ident)
 
     def reserve_ephemeral(

@@ -22,7 +22,7 @@ from shardnet.common.wire.ethernet import ETHERTYPE_IPV4, ETHERTYPE_IPV6
 from ..net.stack import Delivery
 
 # (target shard, record tag, Ethernet header, IP packet) -> False when it
-# could not be handed on. The packet is valid only during the call (B29): the
+# could not be handed on. The packet is valid only during the call (its buffer is reused): the
 # uplink copies it, once, into the ring.
 Steer = Callable[[int, int, bytes, memoryview], bool]
 

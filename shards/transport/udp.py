@@ -4,12 +4,12 @@ Every shard runs its own copy of each application, so a bound but
 unconnected socket exists in every shard and datagrams from any peer reach
 one (DESIGN.md: UDP flows are sharded like TCP). A socket bound to the
 IPv6 wildcard without V6ONLY also receives IPv4, with the peer reported as
-an IPv4-mapped address (RFC 3493 §3.7, CHECKLIST B4).
+an IPv4-mapped address (RFC 3493 §3.7).
 
-Lookup order, as gVisor's transport demuxer (CHECKLIST §A): the exact
+Lookup order, as gVisor's transport demuxer: the exact
 4-tuple (connected sockets), then the bound address, then the wildcard;
 within a reuse-port group the member is chosen by a hash of the 4-tuple, so
-one peer always reaches the same socket (B30). Broadcast and multicast
+one peer always reaches the same socket (the group kept in bind order). Broadcast and multicast
 datagrams go to every matching socket (broadcasts only to SO_BROADCAST
 ones; group datagrams, with IP_MULTICAST_ALL off, only to sockets that
 joined the group themselves).
@@ -55,18 +55,18 @@ class Datagram:
     data: bytes
     peer: tuple[bytes, int]  # as the socket reports it (v4-mapped on a dual-stack socket)
     local: bytes
-    tos: int  # IPv4 TOS or IPv6 traffic class, ECN bits included (B2, C15)
+    tos: int  # IPv4 TOS or IPv6 traffic class, ECN bits included (RFC 2474 §3, RFC 3168 §5)
     nic: int
 
 
 @dataclass(slots=True)
 class UdpOptions:
-    v6only: bool = False  # IPV6_V6ONLY (B11)
-    recv_tos: bool = False  # IP_RECVTOS / IPV6_RECVTCLASS (B2, C15)
+    v6only: bool = False  # IPV6_V6ONLY (RFC 3493 §5.3)
+    recv_tos: bool = False  # IP_RECVTOS / IPV6_RECVTCLASS (ip(7), RFC 3542 §6.5)
     broadcast: bool = False  # SO_BROADCAST
     reuse_addr: bool = False
     reuse_port: bool = False
-    bind_nic: int = 0  # SO_BINDTODEVICE (B8)
+    bind_nic: int = 0  # SO_BINDTODEVICE (socket(7))
     tos: int = 0  # IP_TOS / IPV6_TCLASS for what is sent
     rcvbuf: int = RCVBUF_DEFAULT
     # RFC 1112 §6.1 / RFC 3493 §5.2: multicast is sent with TTL (hop limit) 1,
@@ -145,7 +145,7 @@ class UdpDemux:
         self, sock: UdpSocket, addr: bytes, port: int, *, shard: int, nshards: int, start: int
     ) -> None:
         """bind(2); port 0 picks an ephemeral port. The family must match
-        the socket's (B4: bind of an IPv4 address on an IPv6 socket is EINVAL)."""
+        the socket's (bind of an IPv4 address on an IPv6 socket is EINVAL, as Linux)."""
         if sock.reservation is not None:
             raise OSError(errno.EINVAL, "socket is already bound")
         if (len(addr) == 4) != (sock.family == 4):
@@ -272,7 +272,7 @@ class UdpDemux:
         if group:
             if len(dst) == 4 and not is_ipv4_multicast(dst):  # a broadcast
                 targets = [s for s in matches if s.options.broadcast]
-            else:  # a group datagram: every member socket (B30), IP_MULTICAST_ALL
+            else:  # a group datagram: every member socket, IP_MULTICAST_ALL
                 targets = [
                     s for s in matches if s.options.multicast_all or (nic, dst) in s.memberships
                 ]
@@ -282,11 +282,14 @@ class UdpDemux:
         # Most specific first: connected, then bound address, then wildcard.
         best = max(self._specificity(s) for s in matches)
         candidates = sorted(
-            (s for s in matches if self._specificity(s) == best), key=lambda s: s.reservation.ident
+            (s for s in matches if self._specificity(s) == best),
+            key=lambda s: (
+                s.reservation.ident if s.reservation is not None else 0
+            ),  # all matched one
         )
         if len(candidates) == 1:
             sock = candidates[0]
-        else:  # a reuse-port group: one peer always reaches one member (B30)
+        else:  # a reuse-port group: one peer always reaches one member
             h = zlib.crc32(
                 src + sport.to_bytes(2, "big") + dst + dport.to_bytes(2, "big"), self.seed
             )

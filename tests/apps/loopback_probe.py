@@ -1,4 +1,4 @@
-"""A user app for ``--app tests.apps.loopback_probe:main`` (CHECKLIST B13): in
+"""A user app for ``--app tests.apps.loopback_probe:main`` (loopback routing): in
 every shard, once the kernel peer says go (a TCP server on its port 9997),
 talk to the stack itself — TCP echo (port 7), TCP whoami (port 5000) and UDP
 echo (port 7) on our own IPv4 and IPv6 addresses and 127.0.0.1 — and

@@ -1,4 +1,4 @@
-"""CHECKLIST B13, loopback routing in the real processes: an app in every
+"""Loopback routing in the real processes: an app in every
 shard of a 2-shard stack talks TCP and UDP to the stack's own IPv4 and IPv6
 addresses and 127.0.0.1; every flow comes back to the shard that opened
 it (the dispatcher classifies looped frames like wire frames), and no frame of

@@ -1,16 +1,18 @@
-"""Per-NIC NDP configuration (B33) in a running stack: the config file's
-[ndp] table applies, and ``shardnet ctl ndp --set`` changes it at run time."""
+"""Per-NIC NDP configuration in a running stack: the config file's [ndp]
+table applies, and ``shardnet ctl ndp --set`` changes it at run time."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from scapy.utils6 import in6_mactoifaceid
 
-from ..netns import Netns, skip_unless_netns
+from ..netns import Netns, skip_unless_netns, wait_until
 from ..stack import StackProcess
 
 pytestmark = [pytest.mark.netns, pytest.mark.timeout(60)]
@@ -31,12 +33,17 @@ def test_config_file_and_ctl_ndp(tmp_path: Path) -> None:
             ).stdout
         )
         assert got["dup_addr_detect_transmits"] == 0 and got["iid_mode"] == "eui64"
-        # EUI-64 link-local (B20) from the configured iid_mode, usable at once (no DAD).
-        b = bytes.fromhex(mac.replace(":", ""))
-        iid = f"{(b[0] ^ 2) << 8 | b[1]:x}:{b[2]:x}ff:fe{b[3]:02x}:{b[4] << 8 | b[5]:x}"
-        assert any(
-            a["addr"] == f"fe80::{iid}" and a["kind"] == "permanent" for a in stack.call("addrs")
-        )
+        # Modified EUI-64 link-local (RFC 4291 App. A; scapy is the oracle) from
+        # the configured iid_mode, usable as soon as it exists (no DAD).
+        want = ipaddress.IPv6Address(f"fe80::{in6_mactoifaceid(mac)}")
+
+        def link_local_permanent() -> bool:
+            return any(
+                ipaddress.ip_address(a["addr"]) == want and a["kind"] == "permanent"
+                for a in stack.call("addrs")
+            )
+
+        assert wait_until(link_local_permanent), (want, stack.call("addrs"))
         out = subprocess.run(
             [*ctl, "ndp", "--set", "max_routers=2", "--json"],
             check=True,

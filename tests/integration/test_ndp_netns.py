@@ -3,7 +3,7 @@ TAP gives shardnet a SLAAC address with an RFC 7217 opaque IID, a default
 route and the RA's events (RDNSS, DNSSL, the O flag); radvd's final RA
 (router lifetime 0) invalidates the router; the kernel holding an address
 makes shardnet's DAD fail, and an opaque SLAAC address is then regenerated
-with the next DAD counter (issue 5, "Tests - Real peer").
+with the next DAD counter (RFC 7217 §6).
 
 The events are watched the way a newcomer would: ``Client.events`` and
 ``shardnet ctl events --json``, both subscribed before radvd starts.
@@ -46,7 +46,7 @@ EVENT_WAIT_S = 12.0  # RAs every 3-4 s, DAD up to 2 s: generous but bounded
 
 def radvd_config(prefix: str) -> str:
     """RFC 4861 §6.2.1 variables shortened so that the test sees RAs every
-    3-4 s; O flag set (other configuration by DHCPv6, CHECKLIST B6)."""
+    3-4 s; O flag set (other configuration by DHCPv6, RFC 4861 §4.2)."""
     return f"""
 interface {TAP} {{
     AdvSendAdvert on;

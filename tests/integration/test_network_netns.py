@@ -170,7 +170,8 @@ def test_ctl_json_views_show_the_truth(stack: StackProcess) -> None:
         ("lo", "127.0.0.1", 8),
         ("lo", "::1", 128),
     } <= addrs
-    assert not any(n == "lo" and a.startswith("fe80:") for n, a, _ in addrs)  # CHECKLIST B15
+    # no link-local on a loopback NIC, as Linux
+    assert not any(n == "lo" and a.startswith("fe80:") for n, a, _ in addrs)
     routes = {(r["dst"], r["prefix_len"], r["nic_name"]) for r in view("routes")}
     assert {
         ("198.18.0.0", 24, TAP),
@@ -183,3 +184,29 @@ def test_ctl_json_views_show_the_truth(stack: StackProcess) -> None:
         [*ctl, "addr", "add", TAP, "198.18.0.300/24"], capture_output=True, text=True
     )
     assert bad.returncode == 1 and "bad address" in bad.stderr and bad.stderr.count("\n") == 1
+
+
+def test_a_nud_probe_answered_by_the_kernel_keeps_the_neighbour() -> None:
+    """RFC 4861 §7.3.3 against Linux: the kernel's NS teaches shardnet its
+    MAC (STALE), the echo reply uses it (DELAY), 5 s later shardnet probes
+    with a unicast NS, and the kernel's solicited NA (which Linux sends
+    without a Target Link-Layer Address option, as §7.2.4 allows for an
+    answer to a unicast NS) makes the entry REACHABLE instead of letting the
+    probes run out."""
+    skip_unless_netns()
+    with (
+        Netns("nud") as ns,
+        StackProcess(ns, "--ipv6", f"{SHARDNET_V6}/64", shards=1) as stack,
+    ):
+        ns.run(f"sysctl -qw net.ipv6.conf.{TAP}.accept_dad=0")
+        ns.run(f"ip addr add {KERNEL_V6}/64 dev {TAP} nodad")
+        r = ping(ns, SHARDNET_V6, count=1)
+        assert " 0% packet loss" in r.stdout, r.stdout + r.stderr
+
+        def state() -> str | None:
+            rows = [n for n in stack.call("neigh") if n["ip"] == KERNEL_V6]
+            return rows[0]["state"] if rows else None
+
+        assert wait_until(lambda: state() == "DELAY", timeout=3), state()
+        # DELAY_FIRST_PROBE_TIME (5 s), then up to 3 probes 1 s apart.
+        assert wait_until(lambda: state() == "REACHABLE", timeout=12), state()

@@ -158,7 +158,7 @@ def test_server_side_close_leaves_time_wait(ns: Netns, stack: StackProcess) -> N
 
 
 def test_sigterm_closes_connections_with_fin() -> None:
-    """B31: at shutdown every connection sends its FIN and the stack waits
+    """At shutdown every connection sends its FIN (RFC 9293 §3.6) and the stack waits
     (up to --drain) for the close to finish, rather than vanishing."""
     skip_unless_netns()
     with (
@@ -213,32 +213,53 @@ def test_an_in_window_rst_gets_a_challenge_ack_and_the_connection_lives(
     """RFC 5961 §3.2: a RST whose sequence number is in the window but not
     RCV.NXT is answered with <SEQ=SND.NXT><ACK=RCV.NXT><ACK> and ignored."""
     out = ns.python(f"""
-        import socket, time
+        import socket, threading, time
         from scapy.all import AsyncSniffer, Ether, IP, TCP, sendp, conf
         conf.verb = 0
         mac = open("/sys/class/net/{TAP}/address").read().strip()
-        sniffer = AsyncSniffer(iface="{TAP}", filter="tcp port 7")
-        sniffer.start()
-        time.sleep(0.3)
+
+        def wait(cond, timeout=5.0):
+            end = time.monotonic() + timeout
+            while not cond() and time.monotonic() < end:
+                time.sleep(0.01)
+            return cond()
+
+        def sniffing(filter):
+            seen, ready = [], threading.Event()
+            sniffer = AsyncSniffer(iface="{TAP}", filter=filter, prn=seen.append, store=False,
+                                   started_callback=ready.set)
+            sniffer.start()
+            assert ready.wait(5), "sniffer not started"
+            return sniffer, seen
+
+        sniffer, packets = sniffing("tcp port 7")
         s = socket.create_connection(("{SHARDNET_V4}", 7), timeout=5)
         s.sendall(b"ping")
         assert s.recv(4) == b"ping"
-        time.sleep(0.3)
-        packets = sniffer.stop()
+
+        def echo_acked():
+            echo = [p for p in packets if p[IP].src == "{SHARDNET_V4}" and bytes(p[TCP].payload) == b"ping"]
+            return bool(echo) and any(
+                p[IP].src == "{KERNEL_V4}" and p[TCP].ack == (echo[-1][TCP].seq + 4) % 2**32 for p in packets)
+
+        assert wait(echo_acked), "the kernel's ACK of the echo was not seen"
+        sniffer.stop()
         ours = [p for p in packets if p[IP].src == "{KERNEL_V4}"]
         theirs = [p for p in packets if p[IP].src == "{SHARDNET_V4}"]
         last, peer = ours[-1], theirs[-1]
         rcv_nxt = last[TCP].seq + len(last[TCP].payload)  # shardnet's RCV.NXT
         snd_nxt = peer[TCP].seq + len(peer[TCP].payload)  # shardnet's SND.NXT
-        sniffer = AsyncSniffer(iface="{TAP}", filter="tcp and src host {SHARDNET_V4} and port 7")
-        sniffer.start()
-        time.sleep(0.3)
+        sniffer, replies = sniffing("tcp and src host {SHARDNET_V4} and port 7")
         rst = Ether(src=mac, dst=peer.src) / IP(src="{KERNEL_V4}", dst="{SHARDNET_V4}") / TCP(
             sport=last[TCP].sport, dport=7, flags="R", seq=rcv_nxt + 100)
         sendp(rst, iface="{TAP}")
-        time.sleep(0.5)
-        replies = sniffer.stop()
-        challenge = [p for p in replies if p[TCP].flags == "A" and p[TCP].seq == snd_nxt and p[TCP].ack == rcv_nxt]
+
+        def challenges():
+            return [p for p in replies if p[TCP].flags == "A" and p[TCP].seq == snd_nxt and p[TCP].ack == rcv_nxt]
+
+        wait(challenges, timeout=3.0)
+        sniffer.stop()
+        challenge = challenges()
         s.sendall(b"still here")
         alive = s.recv(10) == b"still here"
         print(len(challenge) >= 1, alive)

@@ -283,7 +283,7 @@ def test_igmp_and_ndp_counts_reach_the_stats() -> None:
 
 
 def test_loopback_goes_through_looped_records() -> None:
-    """B13: a stack talking to itself (its address, 127.0.0.1, ::1)."""
+    """Loopback routing: a stack talking to itself (its address, 127.0.0.1, ::1)."""
 
     async def go() -> None:
         async with Stack(ipv4=[OUR4 + "/24"], ipv6=["2001:db8::2/64"], ndp=FAST_NDP) as s:

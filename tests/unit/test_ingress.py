@@ -96,7 +96,7 @@ def test_frames_for_another_mac_are_not_ours(ingress: Ingress) -> None:
 def test_looped_frames_go_to_the_looped_handler_without_the_mac_check(
     ingress: Ingress,
 ) -> None:
-    """CHECKLIST B13: a frame the stack looped back to itself."""
+    """Loopback routing: a frame the stack looped back to itself."""
     ingress.handle_record(record(frame(), TAG_LOOPED))
     assert ingress.counters.unhandled == 1 and SEEN == []  # no looped handler: not looped
     looped: list[bytes] = []

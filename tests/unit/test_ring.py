@@ -120,7 +120,7 @@ def test_drain_consumes_the_record_that_raised(ring: Ring) -> None:
 
 
 def test_copied_record_survives_release_and_overwrite() -> None:
-    """CHECKLIST B29: a view is only valid until release; a copy owns its data."""
+    """A view is only valid until release; a copy owns its data."""
     with Ring.create(64) as r:  # max record 16: the second round reuses offset 0
         p, c = r.producer(), r.consumer()
         p.put(b"A" * 16)

@@ -3,7 +3,7 @@
 
 * ``Net``: frames go in through ``Ingress`` (drops counted as in
   production), frames written come out of a ``ChannelWriter``; with
-  ``loop_back=True`` the frames the stack sends to itself (B13) are collected
+  ``loop_back=True`` the frames the stack sends to itself (loopback routing) are collected
   in ``looped`` instead (``inject_looped`` feeds one back, as the dispatcher
   does); ``expect``
   takes the next frame and runs checkers on it, ``expect_nothing`` asserts
@@ -53,7 +53,8 @@ from shardnet.shards.net.ndp import IidMode, NdpConfig
 from shardnet.shards.net.stack import NetStack
 from shardnet.shards.net.state import NetOwner, NetView
 
-# CHECKLIST B20's example MAC: its EUI-64 link-local is fe80::2:3ff:fe04:506.
+# gVisor's modified EUI-64 example MAC (RFC 4291 App. A): its EUI-64
+# link-local is fe80::2:3ff:fe04:506.
 OUR_MAC = "02:02:03:04:05:06"
 OUR_LL = "fe80::2:3ff:fe04:506"
 OUR4, OUR6 = "198.18.0.2", "2001:db8::2"
@@ -93,7 +94,7 @@ class Net:
         loop_back: bool = False,
     ) -> None:
         self.clock = FakeClock()
-        self.looped: list[bytes] = []  # frames handed to loop_back (B13)
+        self.looped: list[bytes] = []  # frames handed to loop_back (loopback routing)
         self.mac = parse_mac(OUR_MAC)
         self.config = StackConfig(
             tap="sntap0", ipv4=ipv4, ipv6=ipv6, gateway4=gateway4, gateway6=gateway6, mtu=mtu
@@ -113,7 +114,7 @@ class Net:
             icmp_rate=icmp_rate,
             loop_back=self._loop_back if loop_back else None,
         )
-        # NDP as the network-layer tests assume it: EUI-64 link-local (B20),
+        # NDP as the network-layer tests assume it: EUI-64 link-local (RFC 4291 App. A),
         # no DAD delay, no router solicitations; the NDP tests drive the
         # machine with its own defaults.
         ndp = NdpConfig(
@@ -300,13 +301,21 @@ def ns(src: str, target: str, *, mac: str = PEER_MAC, dst: str | None = None) ->
     return Ether(src=mac, dst=format_mac(multicast_mac(parse_ip(group)))) / ip / msg
 
 
-def na(target: str, *, mac: str = PEER_MAC, dst: str = OUR6, s: int = 1, o: int = 1) -> Ether:
-    return (
-        eth(mac)
-        / IPv6(src=target, dst=dst, hlim=255)
-        / ICMPv6ND_NA(tgt=target, S=s, O=o, R=0)
-        / ICMPv6NDOptDstLLAddr(lladdr=mac)
-    )
+def na(
+    target: str,
+    *,
+    mac: str = PEER_MAC,
+    dst: str = OUR6,
+    s: int = 1,
+    o: int = 1,
+    r: int = 0,
+    tlla: bool = True,
+) -> Ether:
+    """A Neighbor Advertisement for ``target``; ``tlla=False`` leaves out the
+    Target Link-Layer Address option (RFC 4861 §7.2.4 allows it in the
+    answer to a unicast NS; Linux omits it there)."""
+    msg = eth(mac) / IPv6(src=target, dst=dst, hlim=255) / ICMPv6ND_NA(tgt=target, S=s, O=o, R=r)
+    return msg / ICMPv6NDOptDstLLAddr(lladdr=mac) if tlla else msg
 
 
 # --- checkers on the frames that come out ----------------------------------------------

@@ -90,7 +90,7 @@ def test_without_forwarding_it_is_dropped() -> None:
 
 
 def test_turning_forwarding_on_makes_the_stack_a_router_in_every_shard() -> None:
-    """B18: routers discovered as a host are invalidated (event), RAs are
+    """RFC 4861 §6.2: routers discovered as a host are invalidated (event), RAs are
     ignored from then on, and every shard forwards (a replicated setting)."""
     from scapy.layers.inet6 import ICMPv6ND_RA
 

@@ -1,4 +1,4 @@
-"""CHECKLIST B13, loopback routing: a datagram for one of our own addresses,
+"""Loopback routing: a datagram for one of our own addresses,
 or routed over the loopback NIC, is never written to the link; it goes to
 ``loop_back`` as an Ethernet frame, and the ingress accepts it back (local
 source, 127/8 and ::1 included) when the dispatcher hands it to the shard

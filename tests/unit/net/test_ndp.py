@@ -1,9 +1,10 @@
 """The NDP machine (shards/net/ndp.py) with a fake clock and crafted
-messages: DAD (B34, B33, §C 8), opaque IIDs and regeneration (B16, B17,
-§C 2), EUI-64 (B20), RS (§C 4), RA validation (B28), M/O (B6), router
-discovery (B27), prefix discovery (B25), SLAAC (B22, B14), RA parameters
-(§C 5), RDNSS/DNSSL (B21, §C 10), router mode (B18), MLDv2 (§C 7), timers
-(B10). Test names follow gVisor's where one exists."""
+messages: DAD (RFC 4862 §5.4), opaque IIDs and regeneration (RFC 7217),
+EUI-64 (RFC 4291 App. A), RS (RFC 4861 §6.3.7), RA validation (§6.1.2),
+M/O flags (§4.2), router and prefix discovery and RA parameters (§6.3.4),
+SLAAC (RFC 4862 §5.5), RDNSS/DNSSL (RFC 8106), router mode (RFC 4861 §6.2),
+MLDv2 (RFC 3810), cancellable timers. Test names follow gVisor's where one
+exists."""
 
 from __future__ import annotations
 
@@ -161,7 +162,7 @@ def test_dad_disabled() -> None:
     r = rig()
     out = r.add()
     assert out[0] == AddAddress(ADDR, 64, AddressKind.PERMANENT, "static")
-    assert DadResult(1, ADDR, True) in out  # §C 8: reported even when DAD is off
+    assert DadResult(1, ADDR, True) in out  # reported even when DAD is off
     assert r.sent(NeighborSolicitation) == []
     assert r.m.addresses()[ADDR] is AddressKind.PERMANENT
 
@@ -174,7 +175,7 @@ def test_dad_resolve(transmits: int, retrans: float) -> None:
     ns = r.sent(NeighborSolicitation)
     assert len(ns) == 1  # the first NS at once (no delay configured)
     assert ns[0].src == ANY and ns[0].dst == solicited_node_multicast(ADDR)
-    assert ns[0].message.target == ADDR and ns[0].message.options == []  # B34: no options
+    assert ns[0].message.target == ADDR and ns[0].message.options == []  # RFC 4862 §5.4.2: no SLLA
     r.advance(transmits * retrans - 0.01)
     assert r.m.is_tentative(ADDR) and r.events("dad_result") == []
     r.advance(0.02)
@@ -187,7 +188,7 @@ def test_dad_resolve(transmits: int, retrans: float) -> None:
 
 
 def test_dad_random_initial_delay() -> None:
-    """RFC 4862 §5.4.2 / §C 8: the first NS waits a random time <= 1 s."""
+    """RFC 4862 §5.4.2: the first NS waits a random time <= 1 s."""
     r = rig(cfg(dup_addr_detect_transmits=1, max_dad_delay_s=1.0))
     r.add()
     assert r.sent(NeighborSolicitation) == []
@@ -266,7 +267,7 @@ def test_add_address_errors() -> None:
 
 
 def test_na_for_usable_address_reported() -> None:
-    """§C 9: duplicate detection outside DAD: an event, the address stays."""
+    """RFC 4862 §5.4.4: duplicate detection outside DAD: an event, the address stays."""
     r = rig()
     r.add()
     na = NeighborAdvertisement(override=True, target=ADDR, options=[TargetLinkLayer(PEER_MAC)])
@@ -277,7 +278,7 @@ def test_na_for_usable_address_reported() -> None:
 
 
 def test_set_ndp_configurations() -> None:
-    """B33: per-NIC configuration, replaceable at run time; retrans < 1 ms
+    """Per-NIC configuration, replaceable at run time; retrans < 1 ms
     means the default."""
     assert NdpConfig(retrans_timer_s=0.0).retrans_timer_s == 1.0
     r1, r2 = rig(), rig()
@@ -292,7 +293,7 @@ def test_set_ndp_configurations() -> None:
 
 
 def test_dad_on_start_for_existing_addresses() -> None:
-    """§C 8: addresses added while the NIC is down get DAD when it starts."""
+    """RFC 4862 §5.4: addresses added while the NIC is down get DAD when it starts."""
     m = NdpMachine(
         1, "eth0", MAC, random.Random(1), cfg(dup_addr_detect_transmits=1), secret_key=KEY
     )
@@ -314,7 +315,7 @@ def test_dad_on_start_for_existing_addresses() -> None:
 
 
 def test_nic_auto_gen_addr_with_opaque() -> None:
-    """B17, B16: the link-local address from the NIC name via the name function."""
+    """RFC 7217 §5: the link-local address from the NIC name via the name function."""
     r = rig(cfg(auto_gen_link_local=True), name_fn=lambda nic_id, name: name + "x")
     ll = opaque(bytes.fromhex("fe80") + bytes(14), 0, "eth0x")
     assert r.m.addresses() == {ll: AddressKind.PERMANENT}
@@ -331,11 +332,11 @@ def test_opaque_link_local_for_invalid_macs(mac: bytes) -> None:
         1, "eth0", mac, random.Random(1), cfg(auto_gen_link_local=True, iid_mode=IidMode.EUI64)
     )
     m2.start(0.0)
-    assert m2.addresses() == {}  # B17: no IID from an invalid MAC without opaque IIDs
+    assert m2.addresses() == {}  # no IID from an invalid MAC without opaque IIDs
 
 
 def test_nic_auto_gen_addr_eui64() -> None:
-    """B20, B0: fe80::2:3ff:fe04:506 from 02:02:03:04:05:06, through DAD."""
+    """RFC 4291 App. A: fe80::2:3ff:fe04:506 from 02:02:03:04:05:06, through DAD."""
     r = rig(cfg(auto_gen_link_local=True, iid_mode=IidMode.EUI64, dup_addr_detect_transmits=1))
     ll = parse_ip("fe80::2:3ff:fe04:506")
     (ns,) = r.sent(NeighborSolicitation)
@@ -345,13 +346,13 @@ def test_nic_auto_gen_addr_eui64() -> None:
 
 
 def test_no_link_local_auto_gen_for_loopback_nic() -> None:
-    """B15."""
+    """No link-local address on a loopback NIC (as Linux)."""
     r = rig(cfg(auto_gen_link_local=True), loopback=True)
     assert r.m.addresses() == {}
 
 
 def test_opaque_link_local_regenerated_after_dad_failure() -> None:
-    """RFC 7217 §6 / §C 2: DAD_Counter + 1, up to 3 retries."""
+    """RFC 7217 §6: DAD_Counter + 1, up to 3 retries."""
     r = rig(cfg(auto_gen_link_local=True, dup_addr_detect_transmits=1))
     fe80 = bytes.fromhex("fe80") + bytes(14)
     for counter in range(4):
@@ -375,7 +376,7 @@ def test_eui64_link_local_not_regenerated() -> None:
 
 
 def test_router_solicitation() -> None:
-    """§C 4: 3 RS 4 s apart after a random delay <= 1 s, to ff02::2; from ::
+    """RFC 4861 §6.3.7: 3 RS 4 s apart after a random delay <= 1 s, to ff02::2; from ::
     (no SLLA) while there is no usable link-local, else with SLLA."""
     r = rig(
         cfg(
@@ -412,7 +413,7 @@ def test_router_solicitation_stops_on_ra() -> None:
     assert len(r.sent(RouterSolicitation)) == 2
 
 
-# --------------------------------------------------------------------------- RA validation (B28)
+# --------------------------------------------------------------------------- RA validation (RFC 4861 §6.1.2)
 
 
 def _ra_bytes(src: bytes, ra: RouterAdvertisement) -> bytes:
@@ -501,7 +502,7 @@ def test_handle_ndp_dispatches_ns_na() -> None:
     assert r.m.handle_ndp(r.now, ROUTER, ALL_ROUTERS, 255, rs) == []
 
 
-# --------------------------------------------------------------------------- M/O (B6)
+# --------------------------------------------------------------------------- M/O (RFC 4861 §4.2)
 
 
 def test_dhcpv6_configuration_from_ndp_ra() -> None:
@@ -531,7 +532,7 @@ def test_dhcpv6_configuration_from_ndp_ra() -> None:
     assert r.m.dhcpv6 is Dhcpv6Configuration.OTHER
 
 
-# --------------------------------------------------------------------------- routers (B27)
+# --------------------------------------------------------------------------- routers (RFC 4861 §6.3.4)
 
 
 def test_router_discovery() -> None:
@@ -585,7 +586,7 @@ def test_no_router_discovery_when_forwarding() -> None:
 
 
 def test_ra_refresh_at_expiry_never_spuriously_invalidates() -> None:
-    """B10 BB: an RA refreshing the lifetime in the loop turn where the timer
+    """Cancellable timers: an RA refreshing the lifetime in the loop turn where the timer
     is due (processed first) must not be followed by an invalidation."""
     r = rig()
     r.ra(router_lifetime=5)
@@ -597,7 +598,7 @@ def test_ra_refresh_at_expiry_never_spuriously_invalidates() -> None:
     assert len(r.events("router_invalidated")) == 1
 
 
-# --------------------------------------------------------------------------- RA parameters (§C 5)
+# --------------------------------------------------------------------------- RA parameters (RFC 4861 §6.3.4)
 
 
 def test_ra_parameters() -> None:
@@ -656,7 +657,7 @@ def test_dnssl() -> None:
     }
 
 
-# --------------------------------------------------------------------------- prefixes (B25)
+# --------------------------------------------------------------------------- prefixes (RFC 4861 §6.3.4)
 
 
 def test_prefix_discovery() -> None:
@@ -721,7 +722,7 @@ def test_no_prefix_discovery() -> None:
         assert r.events("prefix_discovered") == []
 
 
-# --------------------------------------------------------------------------- SLAAC (B22, B14)
+# --------------------------------------------------------------------------- SLAAC (RFC 4862 §5.5)
 
 
 def test_auto_gen_addr() -> None:
@@ -884,7 +885,7 @@ def test_auto_gen_addr_with_opaque_iid() -> None:
 
 
 def test_slaac_dad_failure_regenerates() -> None:
-    """§C 2: the SLAAC address is regenerated with DAD_Counter + 1 and keeps
+    """RFC 7217 §6: the SLAAC address is regenerated with DAD_Counter + 1 and keeps
     the prefix's lifetimes."""
     r = rig(cfg(dup_addr_detect_transmits=1))
     r.pi(P1, 100, 100)
@@ -917,7 +918,7 @@ def test_autogen_limit() -> None:
     assert len(r.m.addresses()) == 2 and r.m.stats.autogen_over_limit == 1
 
 
-# --------------------------------------------------------------------------- router mode (B18)
+# --------------------------------------------------------------------------- router mode (RFC 4861 §6.2)
 
 
 def test_cleanup_host_only_state_on_becoming_router() -> None:
@@ -966,7 +967,7 @@ def test_stop_invalidates_discovered_state() -> None:
     assert len(r.m.addresses()) == 2  # link-local regenerated
 
 
-# --------------------------------------------------------------------------- MLDv2 (§C 7)
+# --------------------------------------------------------------------------- MLDv2 (RFC 3810)
 
 
 def test_mld_reports_on_join_with_robustness() -> None:

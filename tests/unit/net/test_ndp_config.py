@@ -1,4 +1,4 @@
-"""Per-NIC NDP configuration (CHECKLIST B33): from the config file's [ndp]
+"""Per-NIC NDP configuration (gVisor's NDPConfigurations): from the config file's [ndp]
 table, and read or changed at run time through the control channel."""
 
 from __future__ import annotations

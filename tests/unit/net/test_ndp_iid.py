@@ -1,5 +1,5 @@
-"""Interface identifiers: RFC 7217 opaque IIDs (CHECKLIST B16, B17, §C 2)
-and modified EUI-64 (B20)."""
+"""Interface identifiers: RFC 7217 opaque IIDs (with §6 regeneration) and
+modified EUI-64 (RFC 4291 App. A)."""
 
 from __future__ import annotations
 
@@ -79,7 +79,7 @@ def test_stable_address_skips_reserved(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_ethernet_address_to_modified_eui64() -> None:
-    """gVisor TestEthernetAdddressToModifiedEUI64 / TestLinkLocalAddr (B20)."""
+    """gVisor TestEthernetAdddressToModifiedEUI64 / TestLinkLocalAddr."""
     mac = parse_mac("02:02:03:04:05:06")
     assert modified_eui64(mac) == bytes((0, 2, 3, 255, 254, 4, 5, 6))
     assert eui64_address(bytes.fromhex("fe80") + bytes(14), mac) == parse_ip("fe80::2:3ff:fe04:506")

@@ -1,4 +1,4 @@
-"""CancellableTimer semantics (CHECKLIST B10): gVisor's timer_test.go
+"""CancellableTimer semantics: gVisor's timer_test.go
 scenarios on ``timers.TimerQueue`` with a fake clock, plus the same-turn race."""
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ def test_many_cancellable_timer_reset_under_lock() -> None:
 
 
 def test_stopped_by_related_work_in_the_same_turn() -> None:
-    """The B10 race: A and B are both due in one ``run_due``; A's action stops
+    """The stop-after-fire race: A and B are both due in one ``run_due``; A's action stops
     B (e.g. a refresh invalidating a deprecation): B never runs."""
     q = TimerQueue()
     ran: list[str] = []

@@ -341,6 +341,54 @@ def test_no_override_keeps_the_mac_and_downgrades_reachable() -> None:
     assert lp.table.state(A) is NudState.REACHABLE
 
 
+def entry_in(state: NudState) -> Loop:
+    """A table whose entry for A (MAC_A) is in ``state``."""
+    lp = loop()
+    lp.learn(A, MAC_A, solicited=state is NudState.REACHABLE)
+    if state in (NudState.DELAY, NudState.PROBE):
+        lp.resolve(A)  # RFC 4861 §7.3.3: sending with a STALE entry starts DELAY
+    if state is NudState.PROBE:
+        lp.advance(5.0)  # DELAY_FIRST_PROBE_TIME
+    assert lp.table.state(A) is state
+    return lp
+
+
+@pytest.mark.parametrize(
+    ("start", "mac", "solicited", "override", "want_state", "want_mac"),
+    [
+        # RFC 4861 Appendix C, an entry not INCOMPLETE, cached MAC_A
+        (NudState.REACHABLE, MAC_X, True, False, NudState.STALE, MAC_A),  # S=1 O=0 different
+        (NudState.STALE, MAC_X, True, False, NudState.STALE, MAC_A),
+        (NudState.STALE, MAC_A, True, False, NudState.REACHABLE, MAC_A),  # S=1 same
+        (NudState.STALE, MAC_X, True, True, NudState.REACHABLE, MAC_X),  # S=1 O=1
+        (NudState.REACHABLE, MAC_X, False, True, NudState.STALE, MAC_X),  # S=0 O=1 different
+        (NudState.REACHABLE, MAC_A, False, True, NudState.REACHABLE, MAC_A),  # S=0 same
+        (NudState.DELAY, None, False, False, NudState.DELAY, MAC_A),  # no TLLA: unchanged
+        (NudState.PROBE, MAC_X, False, False, NudState.PROBE, MAC_A),
+        (NudState.PROBE, None, True, False, NudState.REACHABLE, MAC_A),  # no TLLA, S=1
+    ],
+)
+def test_advert_rules(
+    start: NudState,
+    mac: bytes | None,
+    solicited: bool,
+    override: bool,
+    want_state: NudState,
+    want_mac: bytes,
+) -> None:
+    lp = entry_in(start)
+    lp.table.learn(lp.now, A, mac, solicited=solicited, create=False, override=override)
+    assert (lp.table.state(A), lp.table.lookup(A)) == (want_state, want_mac)
+
+
+def test_an_advert_without_tlla_never_resolves_nor_creates() -> None:
+    lp = loop()
+    assert lp.table.learn(0.0, A, None, solicited=True, create=True) == [] and A not in lp.table
+    lp.resolve(A, "p")
+    assert lp.table.learn(0.0, A, None, solicited=True, create=False) == []
+    assert lp.table.state(A) is NudState.INCOMPLETE
+
+
 def test_unsolicited_answer_to_a_resolution_is_stale() -> None:
     lp = loop()
     lp.resolve(A, "p")

@@ -1,4 +1,4 @@
-"""Neighbours through the stack (issue 4): ARP answers and gratuitous ARP
+"""Neighbours through the stack: ARP answers and gratuitous ARP
 (RFC 826, RFC 5227), NS/NA (RFC 4861 §7.2), resolution with queued packets,
 retries 1 s apart then failure, and the replicas' ask-resolve path."""
 

@@ -1,4 +1,5 @@
-"""Routing table: longest-prefix match, metric, NIC filters, B13 rules."""
+"""Routing table: longest-prefix match, metric, NIC filters, destinations
+that need no route (gVisor FindRoute)."""
 
 from __future__ import annotations
 
@@ -178,7 +179,7 @@ def test_summary() -> None:
     )
 
 
-# --- CHECKLIST B13 ----------------------------------------------------------------------
+# --- destinations that need no route (gVisor FindRoute) ----------------------------------
 @pytest.mark.parametrize(
     ("dst", "needed"),
     [

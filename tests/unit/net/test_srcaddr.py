@@ -1,4 +1,4 @@
-"""RFC 6724 source address selection (a test per rule, CHECKLIST B3 cases,
+"""RFC 6724 source address selection (a test per rule, gVisor's cases,
 IPv4), the policy table, scopes, and destination ordering (§6)."""
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ def test_ipv4_scope(addr: str, expected: int) -> None:
 
 
 def test_ula_has_global_scope_rfc6724_fixes_checklist_b3_quirk() -> None:
-    """CHECKLIST B3 Q: gVisor gave unique-local addresses (fc00::/7) a scope of
+    """gVisor gave unique-local addresses (fc00::/7) a scope of
     their own between link-local and global. RFC 6724 §3.1 gives ULAs global
     scope and tells them apart through the policy table (label 13, rule 6).
 
@@ -224,7 +224,7 @@ def test_final_tie_is_position_not_input_order() -> None:
 
 
 def test_tentative_never_chosen() -> None:
-    """RFC 4862 §5.4, CHECKLIST C9 (gVisor used them until 2020-06)."""
+    """RFC 4862 §5.4 (gVisor used them until 2020-06)."""
     cands = [cand("2001:db8::1", 0, tentative=True), cand("fe80::1", 1)]
     assert pick("2001:db8::1", cands) == "fe80::1"  # not even the same address
     assert pick("2001:db8::1", cands[:1]) is None
@@ -236,7 +236,7 @@ def test_other_family_is_not_a_candidate() -> None:
     assert pick("198.18.0.1", []) is None
 
 
-# --- CHECKLIST B3: gVisor TestIPv6SourceAddressSelectionScopeAndSameAddress -----------------------
+# --- gVisor TestIPv6SourceAddressSelectionScopeAndSameAddress -----------------------
 LL1, LL2 = "fe80::1", "fe80::2"
 ULA1, ULA2 = "fd00::1", "fd00::2"
 G1, G2 = "2001:db8::1", "2001:db8::2"

@@ -1,4 +1,4 @@
-"""The network layer of a shard driven with crafted frames (issue 4): IPv4
+"""The network layer of a shard driven with crafted frames: IPv4
 and IPv6 input, ICMP echo and errors, the rules that silence errors, the
 rate limit, output fragmentation, path MTU and reassembly timeouts. Every
 test asserts what comes out on the wire (``harness.py``)."""

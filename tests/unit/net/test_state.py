@@ -1,7 +1,8 @@
-"""The network state through shard 0's control plane (issue 4): NICs (B9,
-B12, B13, B15), addresses and the EUI-64 link-local (B0, B20), promotion
-positions (B35), routes (longest prefix, metric) used by the output path,
-the ``ctl`` requests and their one-line errors, replication to a replica."""
+"""The network state through shard 0's control plane: NICs (named, with an
+opaque context, loopback without a link-local), addresses and the EUI-64
+link-local (RFC 4291 App. A), positions after promotion, routes (longest
+prefix, metric) used by the output path, the ``ctl`` requests and their
+one-line errors, replication to a replica."""
 
 from __future__ import annotations
 
@@ -73,14 +74,14 @@ def test_bootstrap_builds_the_link_and_lo() -> None:
 
 
 def test_loopback_has_127_0_0_1_and_1_and_no_link_local() -> None:
-    # CHECKLIST B15: never an auto-generated link-local on a loopback NIC.
+    # Never an auto-generated link-local on a loopback NIC (as Linux).
     net = Net()
     assert addrs(net, "lo") == ["127.0.0.1/8", "::1/128"]
     assert not any(a.startswith("fe80") for a in addrs(net, "lo"))
 
 
 def test_the_link_gets_the_eui64_link_local_of_its_mac() -> None:
-    # CHECKLIST B20: 02:02:03:04:05:06 -> fe80::2:3ff:fe04:506 (IID 00 02 03 ff fe 04 05 06).
+    # RFC 4291 App. A: 02:02:03:04:05:06 -> fe80::2:3ff:fe04:506 (IID 00 02 03 ff fe 04 05 06).
     net = Net()
     assert f"{OUR_LL}/64" in addrs(net, "sntap0")
     assert link_local_from_mac(bytes.fromhex("020203040506")) == parse_ip(OUR_LL)
@@ -89,7 +90,7 @@ def test_the_link_gets_the_eui64_link_local_of_its_mac() -> None:
 
 
 def test_duplicate_nic_names_are_refused() -> None:
-    # CHECKLIST B12 Q: names are unique (gVisor allowed duplicates until b8e22e241).
+    # Names are unique (gVisor allowed duplicates until b8e22e241).
     net = Net()
     net.request("nic_add", name="lo1", loopback=True)
     for name in ("lo1", "lo", "sntap0"):
@@ -100,7 +101,7 @@ def test_duplicate_nic_names_are_refused() -> None:
 
 
 def test_nic_context_is_handed_back_unchanged() -> None:
-    # CHECKLIST B9 (TestNICContextPreservation): set -> the same value; unset -> None.
+    # gVisor TestNICContextPreservation: set -> the same value; unset -> None.
     net = Net()
     context = {"owner": "app", "tags": [1, 2, 3]}
     row = net.request("nic_add", name="lo1", loopback=True, context=context)
@@ -254,7 +255,7 @@ def test_ipv6_default_route_stays_ipv6() -> None:
 def test_promotion_to_permanent_respects_the_new_behaviour(
     initial: PrimaryBehavior, new: PrimaryBehavior, family: int
 ) -> None:
-    """CHECKLIST B35, gVisor TestNewPEBOnPromotionToPermanent: addr1 expired
+    """gVisor TestNewPEBOnPromotionToPermanent: addr1 expired
     (still referenced), addr2 added first-primary, addr1 re-added with a
     new behaviour: the main address is addr1 iff the new behaviour is
     first-primary; once addr2 is gone it is addr1 unless never-primary."""
@@ -289,7 +290,7 @@ def test_promotion_to_permanent_respects_the_new_behaviour(
 
 
 def test_a_never_primary_address_promoted_to_can_be_primary_is_appended() -> None:
-    # B35: it had no place in the primary list, so it goes to the end.
+    # It had no place in the primary list, so it goes to the end.
     net = Net(ipv4=())
     owner = net.net
     a1, a2 = ip_bytes("198.18.5.1"), ip_bytes("198.18.5.2")
@@ -391,7 +392,7 @@ def test_loopback_addresses_from_the_wire_are_martians() -> None:
 
 
 def test_packets_to_our_own_addresses_never_reach_the_wire() -> None:
-    # CHECKLIST B13: no frame (and no ARP for ourselves) until loopback routing exists.
+    # Loopback routing: no frame (and no ARP for ourselves) until loopback routing exists.
     net = Net()
     assert not net.stack.send_ipv4(ip_bytes(OUR4), 17, bytes(8))
     assert not net.stack.send_ipv4(ip_bytes("127.0.0.1"), 17, bytes(8))

@@ -1,4 +1,4 @@
-"""TIME-WAIT and FIN-WAIT-2 (CHECKLIST B26, C14): gVisor's tests translated.
+"""TIME-WAIT and FIN-WAIT-2 (RFC 9293 §3.6, Linux TCP_LINGER2): gVisor's tests translated.
 
 In gVisor the endpoint under test is the *server* (accepted) side that
 closes first; here it is the active-open endpoint of the harness, which is
@@ -52,7 +52,7 @@ def test_time_wait_rst_ignored() -> None:
 
 
 def test_time_wait_out_of_order_gets_dup_ack() -> None:
-    """gVisor TestTCPTimeWaitOutOfOrder; B26 (6): seq != RCV.NXT or data ->
+    """gVisor TestTCPTimeWaitOutOfOrder; RFC 9293 §3.10.7.4: seq != RCV.NXT or data ->
     immediate duplicate ACK <SEQ=SND.NXT><ACK=RCV.NXT>."""
     c = time_wait_conn()
     c.send("PA", seq=seq_add(c.nxt, 1000), ack=ISS + 2, payload=b"x")
@@ -64,7 +64,7 @@ def test_time_wait_out_of_order_gets_dup_ack() -> None:
 
 
 def test_time_wait_new_syn() -> None:
-    """gVisor TestTCPTimeWaitNewSyn; RFC 1122 §4.2.2.13, B26 (2)/(3): a SYN
+    """gVisor TestTCPTimeWaitNewSyn; RFC 1122 §4.2.2.13: a SYN
     with seq <= RCV.NXT gets nothing; one above ends TIME-WAIT and is handed
     back (SynInTimeWait) so a listener on the port pair answers it."""
     c = time_wait_conn()
@@ -94,7 +94,7 @@ def test_time_wait_new_syn() -> None:
 
 
 def test_time_wait_duplicate_fin_extends_time_wait() -> None:
-    """gVisor TestTCPTimeWaitDuplicateFINExtendsTimeWait; B26 (5): with a 5 s
+    """gVisor TestTCPTimeWaitDuplicateFINExtendsTimeWait; RFC 9293 §3.10.7.4: with a 5 s
     TIME-WAIT, a retransmitted FIN at t=2 s is ACKed and restarts the timer:
     an ACK at t=6 s gets nothing, at t=9 s the endpoint is gone."""
     c = time_wait_conn(time_wait_s=5.0)
@@ -111,7 +111,7 @@ def test_time_wait_duplicate_fin_extends_time_wait() -> None:
 
 
 def test_time_wait_timeout_is_configurable() -> None:
-    """B26: TIME-WAIT lasts time_wait_s (default 2*MSL = 60 s, Linux)."""
+    """RFC 9293 §3.6.1: TIME-WAIT lasts time_wait_s (default 2*MSL = 60 s, Linux)."""
     assert TcpConfig().time_wait_s == 60.0
     c = time_wait_conn(time_wait_s=0.5)
     c.advance(0.49)
@@ -126,7 +126,7 @@ def test_time_wait_timeout_is_configurable() -> None:
      (10.0, 10.0), (59.0, 59.0), (65.0, FIN_TIMEOUT_S)],
 )  # fmt: skip
 def test_linger2_values(linger2: float | None, want: float | None) -> None:
-    """gVisor TestTCPLingerTimeout with Linux semantics (CHECKLIST C14):
+    """gVisor TestTCPLingerTimeout with Linux semantics (tcp(7)):
     negative = RST instead of waiting, 0 or above tcp_fin_timeout = the
     default 60 s, else the value."""
     assert TcpConfig(linger2_s=linger2).fin_wait_2_timeout() == want
@@ -142,7 +142,7 @@ def linger_conn(linger2: float | None) -> Conn:
 
 
 def test_linger2_expiry_closes_without_time_wait() -> None:
-    """B26 (gVisor TestConnectResetAfterClose, linger 3 s): after close() the
+    """gVisor TestConnectResetAfterClose (linger 3 s): after close() the
     peer ACKs our FIN but sends none; after TCP_LINGER2 the endpoint is
     CLOSED (no TIME-WAIT) and a later ACK meets the no-endpoint RST path."""
     c = linger_conn(3.0)
@@ -157,7 +157,7 @@ def test_linger2_expiry_closes_without_time_wait() -> None:
 
 
 def test_linger2_negative_aborts_with_rst() -> None:
-    """CHECKLIST C14 (Linux tcp_close): TCP_LINGER2 < 0 sends an RST instead
+    """Linux tcp_close: TCP_LINGER2 < 0 sends an RST instead
     of waiting in FIN-WAIT-2."""
     c = linger_conn(-1.0)
     c.send("A", ack=ISS + 2)
@@ -166,7 +166,7 @@ def test_linger2_negative_aborts_with_rst() -> None:
 
 
 def test_fin_wait_2_after_shutdown_only_has_no_timer() -> None:
-    """B26: the FIN-WAIT-2 timer starts only when the application closed,
+    """The FIN-WAIT-2 timer starts only when the application closed,
     not after a mere shutdown(SHUT_WR)."""
     c = Conn.established(TcpConfig(timestamps=False, linger2_s=1.0))
     c.ep.shutdown_write()

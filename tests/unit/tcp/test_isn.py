@@ -131,7 +131,7 @@ def test_isn_is_clock_plus_keyed_hash() -> None:
 
 
 def test_isn_clock_ticks_every_4_microseconds() -> None:
-    # RFC 6528 §3 / RFC 9293 §3.4.1; CHECKLIST B26 BB (5): two opens of the
+    # RFC 6528 §3 / RFC 9293 §3.4.1: two opens of the
     # same 4-tuple dt apart differ by dt / 4 us
     gen = IsnGenerator(KEY)
     a = gen.isn(100.0, A6, 443, B6, 50000)

@@ -1,5 +1,5 @@
 """TcpListener: LISTEN processing (RFC 9293 §3.10.7.2), SYN and accept
-queues, SYN cookies (RFC 4987 §3.6), non-unicast drops (CHECKLIST B24)."""
+queues, SYN cookies (RFC 4987 §3.6), non-unicast drops (RFC 1122 §4.2.3.10)."""
 
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ def test_rst_ignored_ack_reset() -> None:
 
 
 def test_non_unicast_dropped_silently() -> None:
-    """CHECKLIST B24 (gVisor TestListenNoAcceptNonUnicastV4/V6): SYNs from or
+    """RFC 1122 §4.2.3.10 (gVisor TestListenNoAcceptNonUnicastV4/V6): SYNs from or
     to non-unicast addresses get nothing; a unicast SYN still gets SYN-ACK."""
     lst = listener()
     bad4 = ["0.0.0.0", "255.255.255.255", "224.0.1.2", "224.0.1.3"]

@@ -1,4 +1,4 @@
-"""Options: MSS (RFC 6691, CHECKLIST B32/C12), window scaling and timestamps
+"""Options: MSS (RFC 6691, the user's TCP_MAXSEG), window scaling and timestamps
 with PAWS (RFC 7323), SACK (RFC 2018)."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ PLAIN = dict(timestamps=False, window_scaling=False, sack=False)
 @pytest.mark.parametrize(("ipv6", "overhead"), [(False, 40), (True, 60)])
 @pytest.mark.parametrize(("delta", "want_delta"), [(0, 0), (-1, -1), (1, 0)])
 def test_user_mss_on_active_open(ipv6: bool, overhead: int, delta: int, want_delta: int) -> None:
-    """CHECKLIST B32 (gVisor TestUserSuppliedMSSOnConnectV4/V6): MTU 5000,
+    """RFC 9293 §3.7.1 (gVisor TestUserSuppliedMSSOnConnectV4/V6): MTU 5000,
     TCP_MAXSEG = maxMSS, maxMSS-1 used as is, maxMSS+1 clamped to maxMSS."""
     max_mss = 5000 - overhead
     cfg = TcpConfig(user_mss=max_mss + delta, **PLAIN)
@@ -29,7 +29,7 @@ def test_user_mss_on_active_open(ipv6: bool, overhead: int, delta: int, want_del
 
 
 def test_user_mss_on_passive_open() -> None:
-    """CHECKLIST C12 (beyond gVisor): the listener's TCP_MAXSEG is honoured
+    """Beyond gVisor: the listener's TCP_MAXSEG is honoured
     on the SYN-ACK and caps what we send."""
     syn = Segment(REMOTE_PORT, LOCAL_PORT, IRS, 0, SYN, 65535, TcpOptions(mss=1460))
     ep = TcpEndpoint.passive(
@@ -43,7 +43,7 @@ def test_user_mss_on_passive_open() -> None:
 
 
 def test_user_mss_range() -> None:
-    """CHECKLIST B32: TCP_MAXSEG outside [88, 65535] is EINVAL."""
+    """TCP_MAXSEG outside [88, 65535] is EINVAL."""
     for bad in (50, 87, 65536):
         with pytest.raises(ValueError):
             TcpConfig(user_mss=bad)

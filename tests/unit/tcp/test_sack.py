@@ -1,6 +1,7 @@
 """RFC 6675 scoreboard: the RFC 2018 §5 example ACK streams as the sender sees
-them, RFC 2883 D-SACKs, wrap-around, hostile input, and a brute-force model
-(per-octet definitions of the RFC) under hypothesis."""
+them, RFC 2883 D-SACK blocks (taken as plain SACKs), wrap-around, hostile
+input, and a brute-force model (per-octet definitions of the RFC) under
+hypothesis."""
 
 from __future__ import annotations
 
@@ -71,7 +72,6 @@ def test_rfc2018_case3_alternate_segments_dropped(off: int) -> None:
     sb = Scoreboard()
     una, nxt = case3(sb, off)
     assert sb.ranges() == blocks(off, (6000, 6500), (7000, 7500), (8000, 8500))
-    assert not sb.dsack_seen
     # IsLost: three discontiguous SACKed sequences above 5500; two above 6500
     assert sb.is_lost(w(5500, off), MSS)
     assert not sb.is_lost(w(6500, off), MSS)
@@ -98,36 +98,32 @@ def test_rfc2018_case3_alternate_segments_dropped(off: int) -> None:
 
 
 @pytest.mark.parametrize("off", OFFSETS)
-def test_dsack_below_the_cumulative_ack(off: int) -> None:
+def test_dsack_below_the_cumulative_ack_adds_nothing(off: int) -> None:
     # RFC 2883 §4.1.1: ACKs lost, 3000-3499 retransmitted, the receiver
-    # reports the duplicate: ACK 4000, SACK 3000-3500.
+    # reports the duplicate: ACK 4000, SACK 3000-3500. D-SACK is not
+    # interpreted; the block is below SND.UNA and SACKs nothing.
     sb = Scoreboard()
     new = sb.update(w(4000, off), blocks(off, (3000, 3500)), w(5000, off))
     assert new == 0
-    assert sb.dsack_seen and sb.dsack_count == 1
-    assert sb.last_dsack == (w(3000, off), w(3500, off))
     assert sb.ranges() == []
-    # the flag is per update
-    sb.update(w(4000, off), [], w(5000, off))
-    assert not sb.dsack_seen and sb.dsack_count == 1
 
 
 @pytest.mark.parametrize("off", OFFSETS)
-def test_dsack_with_sack_blocks(off: int) -> None:
+def test_dsack_with_sack_blocks_counts_only_the_new_octets(off: int) -> None:
     # RFC 2883 §4.1.2: duplicate 3000-3499 below the ACK, then the usual
     # blocks: ACK 4000, SACK 3000-3500, 4500-5000
     sb = Scoreboard()
     new = sb.update(w(4000, off), blocks(off, (3000, 3500), (4500, 5000)), w(6000, off))
-    assert (new, sb.dsack_seen) == (500, True)
+    assert new == 500
     assert sb.ranges() == blocks(off, (4500, 5000))
     # RFC 2883 §4.1.3's shape: a duplicate of an out-of-order segment, the
-    # first block inside the second
+    # first block inside the second: only 5000-5500 is new
     new = sb.update(w(4000, off), blocks(off, (4500, 5000), (4500, 5500)), w(6000, off))
-    assert (new, sb.dsack_seen, sb.dsack_count) == (500, True, 2)
+    assert new == 500
     assert sb.ranges() == blocks(off, (4500, 5500))
     # an ordinary first block that is not inside the second is a SACK
     new = sb.update(w(4000, off), blocks(off, (5600, 5700), (4500, 5500)), w(6000, off))
-    assert (new, sb.dsack_seen) == (100, False)
+    assert new == 100
 
 
 def test_merging_overlaps_and_adjacent_blocks() -> None:
@@ -153,7 +149,7 @@ def test_cumulative_ack_inside_a_range_trims_it() -> None:
     assert sb.sacked_bytes == 1500
     sb.update(4500, [])
     assert sb.ranges() == [(4500, 5000)] and sb.sacked_bytes == 500
-    # a block straddling SND.UNA (not first: no D-SACK) is clipped to it
+    # a block straddling SND.UNA is clipped to it
     sb.update(4500, [(6000, 6100), (4000, 4800)])
     assert sb.ranges() == [(4500, 5000), (6000, 6100)]
     # SND.UNA going backwards (an old ACK) changes nothing
@@ -310,16 +306,10 @@ def test_matches_the_per_octet_definitions(
     model = Model()
     una_w, nxt_w = w(0, off), w(nxt, off)
     for bl in acks:
-        # offset 0 is never SACKed here, so the only D-SACK is a first block
-        # inside the second (RFC 2883 §4), which the scoreboard skips
+        # a D-SACK (RFC 2883 §4: a first block inside the second) is taken
+        # as a SACK: its octets are inside the second block's anyway
         got = sb.update(una_w, [(w(a + 1, off), w(b + 1, off)) for a, b in bl], nxt_w)
-        dsack = len(bl) > 1 and bl[1][0] <= bl[0][0] and bl[0][1] <= bl[1][1]
-        assert sb.dsack_seen == dsack
-        want = sum(
-            model.add(a + 1, b + 1)
-            for i, (a, b) in enumerate(bl)
-            if b + 1 <= nxt and not (i == 0 and dsack)
-        )
+        want = sum(model.add(a + 1, b + 1) for a, b in bl if b + 1 <= nxt)
         assert got == want
     assert sb.sacked_bytes == len(model.sacked)
     for o in range(0, nxt + 2):

@@ -218,7 +218,7 @@ def test_rst_out_of_window_dropped() -> None:
 
 
 def test_syn_in_established_gets_challenge_ack() -> None:
-    """RFC 5961 §4.2, CHECKLIST B26: a SYN in a synchronized state, any seq,
+    """RFC 5961 §4.2: a SYN in a synchronized state, any seq,
     gets <SEQ=SND.NXT><ACK=RCV.NXT><ACK>; the connection lives."""
     c = Conn.established()
     for seq in (c.nxt, seq_add(c.nxt, 5), seq_add(c.nxt, 1 << 30), IRS):
@@ -343,7 +343,7 @@ def test_peer_half_close_we_keep_sending() -> None:
 
 
 def test_rst_in_close_wait_is_epipe() -> None:
-    """CHECKLIST B26: an acceptable RST in CLOSE-WAIT closes with EPIPE
+    """RFC 9293 §3.10.7.4: an acceptable RST in CLOSE-WAIT closes with EPIPE
     (BrokenPipeError), not ECONNRESET."""
     c = Conn.established()
     c.send("FA")
@@ -424,7 +424,7 @@ def test_rst_for_segment_without_ack() -> None:
 
 
 def test_non_unicast_addresses_rejected() -> None:
-    """CHECKLIST B24 (RFC 1122 §4.2.3.10): non-unicast source or destination."""
+    """RFC 1122 §4.2.3.10: non-unicast source or destination."""
     u4, u6 = parse_ip("198.18.0.1"), parse_ip("2001:db8::1")
     assert addresses_acceptable(u4, parse_ip("198.18.0.2"))
     assert addresses_acceptable(u6, parse_ip("2001:db8::2"))

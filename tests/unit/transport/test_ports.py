@@ -1,4 +1,5 @@
-"""Port reservations with Linux's bind/connect rules (§C item 16, B4, B8, B30)."""
+"""Port reservations with Linux's bind/connect rules: 5-tuple reservations,
+dual stack, devices, reuse-port order."""
 
 from __future__ import annotations
 
@@ -55,7 +56,7 @@ def test_protocols_are_separate() -> None:
 
 
 def test_dual_stack_wildcard_covers_ipv4_unless_v6only() -> None:
-    """B4: [::] without V6ONLY takes the port for IPv4 too; with V6ONLY not."""
+    """RFC 3493 §5.3: [::] without V6ONLY takes the port for IPv4 too; with V6ONLY not."""
     pm = PortManager()
     bind(pm, IPV6_ANY)
     refused(pm, A4)
@@ -91,7 +92,7 @@ def test_reuse_addr_shares_except_with_a_tcp_listener() -> None:
 
 
 def test_bind_to_device_separates() -> None:
-    """B8: sockets bound to different NICs may share a port without SO_REUSEPORT."""
+    """SO_BINDTODEVICE: sockets bound to different NICs may share a port without SO_REUSEPORT."""
     pm = PortManager()
     bind(pm, IPV4_ANY, nic=1)
     bind(pm, IPV4_ANY, nic=2)
@@ -99,7 +100,7 @@ def test_bind_to_device_separates() -> None:
 
 
 def test_connections_share_a_local_port_unless_the_4_tuple_repeats() -> None:
-    """§C 16: the 5-tuple is what must be unique for connected sockets."""
+    """The 5-tuple is what must be unique for connected sockets."""
     pm = PortManager()
     pm.reserve(Reservation(TCP, A4, 40000, PEER4, 80))
     pm.reserve(Reservation(TCP, A4, 40000, PEER4B, 80))
@@ -135,7 +136,7 @@ def test_ephemeral_bind_skips_ports_in_use_and_runs_out() -> None:
 
 
 def test_reuse_port_group_is_kept_in_creation_order() -> None:
-    """B30: members stay sorted by their unique id, whatever leaves."""
+    """Reuse-port groups: members stay sorted by their unique id, whatever leaves."""
     pm = PortManager()
     members = [bind(pm, A4, reuse_port=True) for _ in range(4)]
     pm.release(members[1])

@@ -1,5 +1,5 @@
 """TCP through the network layer (crafted frames): RST for closed ports,
-socket options reaching the wire, option errors, B24 drops."""
+socket options reaching the wire, option errors, non-unicast drops (RFC 1122 §4.2.3.10)."""
 
 from __future__ import annotations
 
@@ -76,7 +76,7 @@ def test_unknown_and_bad_options_fail_like_setsockopt() -> None:
 
 
 def test_non_unicast_source_gets_nothing() -> None:
-    """B24: a SYN from a broadcast source is dropped without a reset."""
+    """RFC 1122 §4.2.3.10: a SYN from a broadcast source is dropped without a reset."""
     net, _, tcp = world()
     net.inject(syn(81, src="198.18.0.255"))
     assert net.sent() == [] and tcp.resets_sent == 0

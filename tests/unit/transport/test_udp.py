@@ -1,6 +1,6 @@
 """UDP sockets through the real network layer (the crafted-frame harness):
-bind/connect, the dual-stack matrix (B4), V6ONLY (B11), reuse-port spread
-(B30), IP_RECVTOS (B2), SO_BINDTODEVICE (B8), options and ICMP errors."""
+bind/connect, the dual-stack matrix (RFC 3493 §3.7), V6ONLY, reuse-port spread,
+IP_RECVTOS, SO_BINDTODEVICE, options and ICMP errors."""
 
 from __future__ import annotations
 
@@ -142,7 +142,7 @@ def test_the_connected_socket_wins_over_the_wildcard(world) -> None:
 
 
 def test_reuse_port_keeps_each_peer_on_one_member_and_spreads(world) -> None:
-    """B30: one source always reaches the same socket; spread within ±10 %."""
+    """Reuse-port: one source always reaches the same socket; spread within ±10 %."""
     net, stack = world
     members = [endpoint(stack, local_addr=("0.0.0.0", 5000), reuse_port=True)[1] for _ in range(4)]
     for sport in range(20000, 21000):

@@ -405,7 +405,7 @@ MAC = bytes.fromhex("020203040506")
 
 def test_modified_eui64() -> None:
     iid = modified_eui64(MAC)
-    assert iid == bytes([0, 2, 3, 0xFF, 0xFE, 4, 5, 6])  # CHECKLIST B20
+    assert iid == bytes([0, 2, 3, 0xFF, 0xFE, 4, 5, 6])  # RFC 4291 App. A
     assert iid == bytes.fromhex(in6_mactoifaceid("02:02:03:04:05:06").replace(":", ""))
     assert link_local_from_mac(MAC) == parse_ip("fe80::2:3ff:fe04:506")
     with pytest.raises(ValueError):

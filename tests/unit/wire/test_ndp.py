@@ -325,7 +325,7 @@ def test_drop_reasons(data: bytes, kwargs: dict, reason: Drop) -> None:
 
 
 def test_valid_ra_variants_accepted() -> None:
-    """The controls of CHECKLIST B28: payload of exactly 12 bytes, options OK."""
+    """The controls of RFC 4861 §6.1.2: payload of exactly 12 bytes, options OK."""
     NdpView.checked(ra_with(), pseudo=None, hop_limit=255)
     NdpView.checked(GOLDEN_RA, pseudo=None, hop_limit=255)
     NdpView.checked(ra_with(dnssl(b"\x01a\x00")), pseudo=None)

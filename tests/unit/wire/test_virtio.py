@@ -1,7 +1,7 @@
 """virtio-net header codec: golden bytes, every Drop reason, hypothesis.
 
 No scapy oracle: scapy has no virtio-net layer. The golden header is the one
-the kernel delivered for a TSO super-frame in MEASUREMENTS.md §2 (flags
+the kernel delivered for a TSO super-frame in a measurement on this machine (flags
 NEEDS_CSUM, gso TCPV4, hdr_len 54, gso_size 1460, csum_start 34, offset 16),
 little-endian as ``struct virtio_net_hdr`` is laid out in linux/virtio_net.h.
 """
