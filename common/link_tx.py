@@ -16,7 +16,7 @@ Counters are plain ints (``frames``, ``bytes``, ``drops``, ``errors``), read
 by the stats snapshot about once a second.
 
 A TAP takes one frame per ``writev`` (there is no batching either way,
-MEASUREMENTS.md §2), so ``write_batch`` is a loop kept for the interface's
+measured: a TAP has no batch read or write), so ``write_batch`` is a loop kept for the interface's
 sake: a future link (AF_XDP, a vhost ring) can batch behind it.
 """
 
@@ -53,8 +53,8 @@ class LinkError(OSError):
     """A link cannot be opened or used. ``str()`` is one line that the CLI
     prints as it is (no ``[Errno N]`` prefix)."""
 
-    def __init__(self, message: str, err: int = 0) -> None:
-        super().__init__(err, message)
+    def __init__(self, message: str, err: int | None = 0) -> None:
+        super().__init__(err or 0, message)
 
     def __str__(self) -> str:
         return str(self.strerror)
@@ -64,10 +64,25 @@ class FrameWriter(Protocol):
     """Writes whole Ethernet frames, given as parts (headers, payload) that
     are sent without joining them."""
 
-    frames: int  # frames sent
-    bytes: int  # Ethernet bytes sent (no virtio-net header)
-    drops: int  # frames not sent, whatever the cause
-    errors: int  # of those, frames the kernel refused
+    @property
+    def frames(self) -> int:
+        """Frames sent."""
+        ...
+
+    @property
+    def bytes(self) -> int:
+        """Ethernet bytes sent (no virtio-net header)."""
+        ...
+
+    @property
+    def drops(self) -> int:
+        """Frames not sent, whatever the cause."""
+        ...
+
+    @property
+    def errors(self) -> int:
+        """Of those, frames the kernel refused."""
+        ...
 
     def write(self, frame_parts: Sequence[BytesLike], vnet: VirtioNetHeader | None = None) -> None:
         """Send one frame. ``vnet`` asks the link for checksum offload or
@@ -139,6 +154,7 @@ class TapWriter(_CountingWriter):
 
     def write(self, frame_parts: Sequence[BytesLike], vnet: VirtioNetHeader | None = None) -> None:
         size = self.vnet_hdr_len
+        bufs: Sequence[BytesLike]
         if size:
             if vnet is None:
                 bufs = [self._zero, *frame_parts]
@@ -195,6 +211,7 @@ class PacketSocketWriter(_CountingWriter):
 
     def write(self, frame_parts: Sequence[BytesLike], vnet: VirtioNetHeader | None = None) -> None:
         size = self.vnet_hdr_len
+        bufs: Sequence[BytesLike]
         if size:
             if vnet is None:
                 bufs = [self._zero, *frame_parts]

@@ -7,7 +7,7 @@ published once per batch (the doorbell rings only for a sleeping shard). A
 full ring, or a shard being restarted, drops the frame and counts it: the
 dispatcher never blocks on a shard.
 
-Loopback (CHECKLIST B13): a shard sends a packet for one of the stack's own
+Loopback (RFC 1122 §3.2.1.3: a datagram to ourselves never touches the wire): a shard sends a packet for one of the stack's own
 addresses (or routed over the loopback NIC) as an Ethernet frame into its
 uplink ring; the dispatcher drains the uplinks like the link and dispatches
 those frames through the same classification, tagged ``TAG_LOOPED``
@@ -192,7 +192,7 @@ class Dispatcher:
 
     def _faulty(self, frames: list[Any]) -> None:
         """--fault: frames pass the injector (copied: delayed ones outlive
-        the link's read buffer, B29)."""
+        the link's read buffer, which the next read reuses)."""
         fault, now = self.fault, self.clock()
         assert fault is not None
         passed: list[tuple[bytes, bytes]] = []

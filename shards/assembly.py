@@ -400,7 +400,7 @@ class ShardAssembly:
         for key, value in self.stack.stats.items():
             c.net[key] = value
         if self.control is not None:  # the protocol machines' own counts, summed over NICs
-            machines = [("ndp", m.stats) for m in self.control.ndp.values()]
+            machines: list[tuple[str, Any]] = [("ndp", m.stats) for m in self.control.ndp.values()]
             machines += [("igmp", m.stats) for m in self.control.groups.igmp.values()]
             totals: dict[str, int] = {}
             for prefix, stats in machines:
@@ -436,7 +436,7 @@ class ShardAssembly:
 
     # --- shutdown ---------------------------------------------------------------------------
     async def drain_tcp(self, drain_s: float) -> None:
-        """B31 Close/Wait: listeners stop (new SYNs get RST), every
+        """Graceful shutdown (gVisor's Close/Wait): listeners stop (new SYNs get RST), every
         connection sends its FIN after its data, and the shard waits up to
         ``drain_s`` seconds for them to finish; what is left is reset."""
         tcp = self.tcp

@@ -4,7 +4,7 @@ Reads the record's tag (``common/record.py``), strips the virtio-net header
 the link put in front (when the TAP has one), checks the Ethernet header,
 drops frames unicast to another MAC, and hands the rest to the handler
 registered for the ethertype. A looped frame (``TAG_LOOPED``: sent by this
-stack to itself, CHECKLIST B13) goes to the ethertype's looped handler
+stack to itself, loopback routing) goes to the ethertype's looped handler
 instead, without the MAC check; an ethertype without one does not loop (its
 frame is counted as unhandled). Any ``MalformedPacket`` a handler raises is
 counted by layer and reason, never propagated; any other exception is a bug,
@@ -25,7 +25,7 @@ from shardnet.common.wire.ethernet import EthernetView
 from .counters import ShardCounters
 
 # A protocol handler: the checked Ethernet view of one frame. The view (and
-# its buffer) is valid only during the call (CHECKLIST B29).
+# its buffer) is valid only during the call (the ring reuses it).
 FrameHandler = Callable[[EthernetView, memoryview], None]
 
 log = logging.getLogger("shardnet.shard")

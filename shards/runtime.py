@@ -4,7 +4,7 @@ control sockets (DESIGN.md "Processes").
 * frames: the ring's eventfd wakes the loop; records are drained in batches
   and handed to ``Ingress``; the shard writes its own frames to the link,
   except those for the stack itself, which go back to the dispatcher through
-  the uplink ring to be classified like wire frames (CHECKLIST B13).
+  the uplink ring to be classified like wire frames (loopback routing).
 * control: a DEALER to the dispatcher carries Hello, Stats and Replies out and
   Stop and Requests in.
 * replication: shard 0 owns the tables (``TableOwner``), publishes every
@@ -148,7 +148,7 @@ class ShardRuntime:
                 asyncio.get_running_loop().call_soon(self._step)
 
     def _loop_back(self, frame: bytes | bytearray) -> bool:
-        """A frame for the stack itself (B13): to the dispatcher, which
+        """A frame for the stack itself (loopback): to the dispatcher, which
         classifies it like a wire frame. False when the uplink is full."""
         return self._uplink(_LOOP_HEAD, frame)
 
@@ -320,7 +320,7 @@ class ShardRuntime:
                 asked_at = loop.time()
             events = dict(await poller.poll(timeout=250))
             if self.sub in events:
-                while self.sub.get(zmq.EVENTS) & zmq.POLLIN:
+                while int(self.sub.get(zmq.EVENTS)) & zmq.POLLIN:
                     msg = decode(await self.sub.recv())
                     if isinstance(msg, Beat):
                         replica.check_beat(msg)
@@ -341,11 +341,12 @@ class ShardRuntime:
     # --- shutdown ------------------------------------------------------------
     async def _close(self) -> None:
         loop = asyncio.get_running_loop()
+        shard = self.shard
+        assert shard is not None  # built in run() before anything can stop it
         with contextlib.suppress(Exception):  # a bug here must not keep the process alive
-            assert self.shard is not None
-            await self.shard.drain_tcp(self._drain_s)
+            await shard.drain_tcp(self._drain_s)
         self._closed = True
-        self.shard.stop_timers()
+        shard.stop_timers()
         loop.remove_reader(self.consumer.fileno())
         loop.remove_reader(self.spec.lifeline.fd)
         for task in self._tasks:
@@ -354,7 +355,7 @@ class ShardRuntime:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         with contextlib.suppress(zmq.ZMQError):
-            await self.to_dispatcher.send(encode(self.shard.counters.snapshot(self.index)))
+            await self.to_dispatcher.send(encode(shard.counters.snapshot(self.index)))
         self.writer.close()
         self.ctx.destroy(linger=200)
         self.ring.close()

@@ -72,16 +72,44 @@ class Frame(NamedTuple):
 
 
 class Link(Protocol):
-    name: str
-    mtu: int  # of the IP packet, as the interface's MTU
-    mac: bytes  # shardnet's own address on this link
-    capabilities: LinkCaps
-    vnet_hdr_len: int  # bytes of virtio-net header per frame, 0 without one
-    rx_frames: int
-    rx_bytes: int  # Ethernet bytes, without the virtio-net header
-    rx_drops: int  # frames read and dropped (bad virtio-net header, cut)
-    rx_errors: int  # reads that failed (the kernel dropped the frame)
-    drop_reasons: dict[Drop, int]
+    @property
+    def name(self) -> str: ...
+    @property
+    def mtu(self) -> int:
+        """Of the IP packet, as the interface's MTU."""
+        ...
+
+    @property
+    def mac(self) -> bytes:
+        """Shardnet's own address on this link."""
+        ...
+
+    @property
+    def capabilities(self) -> LinkCaps: ...
+    @property
+    def vnet_hdr_len(self) -> int:
+        """Bytes of virtio-net header per frame, 0 without one."""
+        ...
+
+    @property
+    def rx_frames(self) -> int: ...
+    @property
+    def rx_bytes(self) -> int:
+        """Ethernet bytes, without the virtio-net header."""
+        ...
+
+    @property
+    def rx_drops(self) -> int:
+        """Frames read and dropped (bad virtio-net header, cut)."""
+        ...
+
+    @property
+    def rx_errors(self) -> int:
+        """Reads that failed (the kernel dropped the frame)."""
+        ...
+
+    @property
+    def drop_reasons(self) -> dict[Drop, int]: ...
 
     def read_batch(self, max_frames: int = 64) -> list[Frame]:
         """Up to ``max_frames`` frames, as many as are ready without waiting

@@ -3,7 +3,7 @@
 The receive socket is ``SOCK_RAW`` bound to one interface for ``ETH_P_ALL``,
 read with plain non-blocking ``recvfrom_into`` calls in a loop into one
 preallocated arena. No ``PACKET_RX_RING``: the v1/v2 ring has a known kernel
-stall (DESIGN.md); TPACKET_V3 is faster (MEASUREMENTS.md §2) and can come
+stall (DESIGN.md); TPACKET_V3 is faster (~0.3 against ~1 µs a frame, measured) and can come
 later behind the same interface.
 
 Frames the host itself sends on the interface (``PACKET_OUTGOING``), ours

@@ -14,7 +14,7 @@ link MTU, and the next hop's MAC: shard 0 resolves with ARP / NS through its
 ``Resolver``; another shard uses its replica of the neighbour table and asks
 shard 0 to resolve what it lacks, queueing a few packets meanwhile.
 
-Loopback routing (CHECKLIST B13): a datagram for one of our own addresses,
+Loopback routing (RFC 1122 §3.2.1.3): a datagram for one of our own addresses,
 or routed over a loopback NIC, never touches the wire. It is built as an
 Ethernet frame (our link MAC both ways), unfragmented, and handed to
 ``loop_back``, which the runtime wires to the shard's uplink ring: the
@@ -132,7 +132,7 @@ DEFAULT_TTL = 64  # RFC 1700 / Linux ip_default_ttl
 SOURCE_CACHE_SIZE = 4096  # (NIC, destination) source choices remembered
 DEFAULT_HOP_LIMIT = 64  # RFC 4861 §6.3.2 default until an RA says otherwise
 PENDING_PER_NEIGHBOUR = 3  # packets a non-zero shard holds while shard 0 resolves
-PENDING_TIMEOUT_S = 3.5  # > 3 attempts 1 s apart (CHECKLIST §A linkAddrCache)
+PENDING_TIMEOUT_S = 3.5  # > 3 resolution attempts 1 s apart (RFC 4861 §7.2.2, RFC 1122 §2.3.2.1)
 
 # (view-checked packet) -> True if a transport endpoint took it.
 TransportHook = Callable[["Delivery"], bool]
@@ -142,7 +142,8 @@ TransportHook = Callable[["Delivery"], bool]
 class Delivery:
     """A datagram for a transport endpoint: who sent it, to whom, on which
     NIC, what the IP header said (TOS / traffic class, for IP_RECVTOS), and
-    the transport header and payload (valid only during the call: B29)."""
+    the transport header and payload (valid only during the call: the
+    frame's buffer is reused)."""
 
     nic: int
     src: bytes
@@ -153,7 +154,7 @@ class Delivery:
     payload: memoryview
     broadcast: bool  # sent to a broadcast or multicast address
     packet: memoryview  # the whole IP datagram, for ICMP errors quoting it
-    looped: bool = False  # sent by this stack to itself (B13), not from the wire
+    looped: bool = False  # sent by this stack to itself (loopback), not from the wire
 
 
 @dataclass(slots=True)
@@ -212,7 +213,7 @@ class NetStack:
         self.clock = clock
         self.resolver = resolver  # shard 0 only
         self.ask_resolve = ask_resolve  # other shards: ask shard 0
-        # B13: a frame for ourselves, back through the dispatcher; False if dropped.
+        # Loopback: a frame for ourselves, back through the dispatcher; False if dropped.
         self.loop_back = loop_back
         self.icmp_bucket = TokenBucket(*icmp_rate)
         self.pmtu = PmtuCache()
@@ -238,7 +239,7 @@ class NetStack:
 
     # --- input: IPv4 (RFC 791, RFC 1122 §3.2.1) ----------------------------------------
     def handle_looped_ipv4(self, eth: EthernetView, vnet: memoryview) -> None:
-        """A datagram this stack sent to itself (B13): see ``handle_ipv4``."""
+        """A datagram this stack sent to itself (loopback): see ``handle_ipv4``."""
         self.handle_ipv4(eth, vnet, True)
 
     def handle_ipv4(self, eth: EthernetView, vnet: memoryview, looped: bool = False) -> None:
@@ -265,7 +266,7 @@ class NetStack:
             if src in view.local:  # CERT CA-96.21: a spoof of our own address
                 self.count("ipv4_src_is_local")
                 return
-        # RFC 1122 §3.2.1.3: never a broadcast (limited or directed, §C 17) or
+        # RFC 1122 §3.2.1.3: never a broadcast (limited or subnet-directed) or
         # multicast source.
         if not (is_unicast(src) or src == b"\0\0\0\0") or src in view.broadcast:
             self.count("ipv4_bad_source")
@@ -356,7 +357,7 @@ class NetStack:
 
     # --- input: IPv6 (RFC 8200, RFC 4443) -----------------------------------------------
     def handle_looped_ipv6(self, eth: EthernetView, vnet: memoryview) -> None:
-        """A datagram this stack sent to itself (B13): see ``handle_ipv6``."""
+        """A datagram this stack sent to itself (loopback): see ``handle_ipv6``."""
         self.handle_ipv6(eth, vnet, True)
 
     def handle_ipv6(self, eth: EthernetView, vnet: memoryview, looped: bool = False) -> None:
@@ -586,7 +587,7 @@ class NetStack:
         nic: Nic | None = None
         broadcast = False
         if dst in view.local or dst in view.tentative:
-            # CHECKLIST B13: never on the wire (and never ARP for ourselves):
+            # RFC 1122 §3.2.1.3: never on the wire (and never ARP for ourselves):
             # looped back, from the destination itself unless told otherwise
             # (as Linux's local routes say).
             if self.loop_back is None or dst not in view.local:
@@ -715,7 +716,7 @@ class NetStack:
         route = None
         nic: Nic | None = None
         if dst in view.local or dst in view.tentative:
-            # As in send_ipv4 (B13). A tentative address is not ours yet
+            # As in send_ipv4 (loopback). A tentative address is not ours yet
             # (RFC 4862 §5.4): nothing is looped to it.
             if self.loop_back is None or dst not in view.local:
                 self.count("ipv6_local_not_looped")
@@ -804,9 +805,10 @@ class NetStack:
             self._to_link(nic, next_hop, ethertype, bytes(packet), group)
             return True
         if out.gso_size and out.protocol == IPPROTO_TCP:
-            for piece in segment_tcp(packet, out.gso_size):
-                self._to_link(nic, next_hop, ethertype, bytes(piece), group)
+            for segment in segment_tcp(packet, out.gso_size):
+                self._to_link(nic, next_hop, ethertype, bytes(segment), group)
             return True
+        pieces: list[bytes]
         if ethertype == ETHERTYPE_IPV4:
             try:
                 pieces = fragment_ipv4(packet, mtu)
@@ -870,7 +872,7 @@ class NetStack:
         return chosen.addr if chosen is not None else None
 
     def _loop(self, ethertype: int, packet: bytes | bytearray) -> bool:
-        """B13: one datagram for ourselves, as an Ethernet frame (our link
+        """Loopback: one datagram for ourselves, as an Ethernet frame (our link
         MAC both ways), back through the dispatcher."""
         loop_back = self.loop_back
         assert loop_back is not None  # the callers checked
@@ -998,9 +1000,10 @@ class NetStack:
     def _to_link(
         self, nic: Nic, next_hop: bytes, ethertype: int, packet: bytes, group: bool
     ) -> None:
-        if nic.loopback:  # no link and no neighbours: send_* loop these (B13)
+        if nic.loopback:  # no link and no neighbours: send_* loop these
             self.count("loopback_not_looped")
             return
+        mac: bytes | None
         if group:
             mac = _group_mac(next_hop)
         else:

@@ -98,7 +98,7 @@ class SendBuffer:
             if s == 0 and n == len(chunk):
                 return chunk
             return memoryview(chunk)[s : s + n]
-        parts = [memoryview(chunk)[s:]]
+        parts: list[bytes | memoryview] = [memoryview(chunk)[s:]]
         left = n - (len(chunk) - s)
         while left > 0:
             i += 1

@@ -12,7 +12,7 @@ Implements (each rule's code cites its section):
     SYN in a synchronized state (§4), ACK acceptance (§5), all challenge
     ACKs throttled by a token bucket (§7: default 1000 per second, Linux's
     old tcp_challenge_ack_limit; the stack may share one bucket per shard);
-  * RFC 6691 / CHECKLIST B32, C12: the user's TCP_MAXSEG on active and
+  * RFC 6691: the user's TCP_MAXSEG (Linux's 88..65535 bytes) on active and
     passive opens, clamped to the route MTU;
   * RFC 7323: window scaling, timestamps (RTT samples, PAWS §5, TS.Recent
     §4.3); RFC 2018: SACK-permitted, SACK blocks for out-of-order data
@@ -31,7 +31,7 @@ Implements (each rule's code cites its section):
   * receive-buffer auto-tuning: the buffer doubles (up to ``rcv_buf_max``)
     when a round trip delivered more than half of it and the application
     keeps up (Linux's DRS, much simplified);
-  * closing per CHECKLIST B26 and C14: TIME-WAIT (configurable, RSTs
+  * closing as gVisor and Linux do: TIME-WAIT (configurable, RSTs
     ignored as RFC 1337, a retransmitted FIN restarts the timer and is
     ACKed, an out-of-order segment gets a duplicate ACK, a SYN above
     RCV.NXT ends TIME-WAIT and is handed back to the caller in
@@ -51,7 +51,7 @@ retransmits it), as Linux without TFO. Segments without a timestamp once
 timestamps are in use are accepted (Linux; RFC 7323 §3.2 allows either).
 
 The caller (the shard): demultiplexes by 4-tuple, drops segments with a
-non-unicast address (``addresses_acceptable``, CHECKLIST B24), answers
+non-unicast address (``addresses_acceptable``, RFC 1122 §4.2.3.10), answers
 segments that hit no endpoint with ``rst_for``, adds IP headers, and after
 any input calls ``poll_transmit(now)`` and re-arms ``next_deadline()``.
 """
@@ -60,7 +60,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from shardnet.common.addr import is_unicast
 from shardnet.common.seqnum import (
@@ -131,7 +131,7 @@ class Reset:
 
 @dataclass(frozen=True, slots=True)
 class SynInTimeWait:
-    """CHECKLIST B26 (2): a SYN above RCV.NXT ended TIME-WAIT; the caller
+    """RFC 1122 §4.2.2.13: a SYN above RCV.NXT ended TIME-WAIT; the caller
     hands ``segment`` to the listener on the same local address and port
     (its payload may be a view of the receive buffer: use it at once)."""
 
@@ -209,7 +209,7 @@ def _default_scoreboard() -> Scoreboard:
 
 
 def addresses_acceptable(src: bytes, dst: bytes) -> bool:
-    """CHECKLIST B24 (RFC 1122 §4.2.3.10, RFC 9293 §3.10.7.2): a segment
+    """RFC 1122 §4.2.3.10, RFC 9293 §3.10.7.2: a segment
     with a non-unicast source or destination is dropped silently, with
     neither RST nor SYN-ACK. The caller checks this before demultiplexing."""
     return is_unicast(src) and is_unicast(dst)
@@ -421,7 +421,14 @@ class TcpEndpoint:
 
     @classmethod
     def connect(
-        cls, now: float, config: TcpConfig, local_port: int, remote_port: int, *, iss: int, **kw
+        cls,
+        now: float,
+        config: TcpConfig,
+        local_port: int,
+        remote_port: int,
+        *,
+        iss: int,
+        **kw: Any,
     ) -> TcpEndpoint:
         """Active open (RFC 9293 §3.10.1): SYN-SENT, the SYN goes out on the
         next ``poll_transmit``. ``kw``: mtu, ipv6, cc, rtt, scoreboard,
@@ -432,7 +439,9 @@ class TcpEndpoint:
         return ep
 
     @classmethod
-    def passive(cls, now: float, config: TcpConfig, syn: Segment, *, iss: int, **kw) -> TcpEndpoint:
+    def passive(
+        cls, now: float, config: TcpConfig, syn: Segment, *, iss: int, **kw: Any
+    ) -> TcpEndpoint:
         """Passive open from a SYN that reached a listener (RFC 9293
         §3.10.7.2): SYN-RECEIVED, the SYN-ACK goes out on the next poll."""
         ep = cls(config, syn.dst_port, syn.src_port, iss=iss, **kw)
@@ -444,7 +453,7 @@ class TcpEndpoint:
 
     @classmethod
     def from_cookie(
-        cls, now: float, config: TcpConfig, ack: Segment, *, iss: int, mss: int, **kw
+        cls, now: float, config: TcpConfig, ack: Segment, *, iss: int, mss: int, **kw: Any
     ) -> TcpEndpoint:
         """An ESTABLISHED endpoint rebuilt from a valid SYN cookie (RFC 4987
         §3.6): the ACK completing the handshake is processed as usual
@@ -574,7 +583,7 @@ class TcpEndpoint:
     def close(self, now: float) -> None:
         """The application closes the socket (RFC 9293 §3.10.4). Unread data
         makes it an abort with RST (RFC 2525 §2.17, Linux tcp_close). In
-        FIN-WAIT-2, starts TCP_LINGER2 (CHECKLIST B26, C14)."""
+        FIN-WAIT-2, starts TCP_LINGER2 (Linux tcp_fin_timeout semantics)."""
         s = self.state
         if s is State.CLOSED:
             return
@@ -667,7 +676,7 @@ class TcpEndpoint:
             self._close(now)
         if self._fw2_at is not None and now >= self._fw2_at:
             # TCP_LINGER2 expired: straight to CLOSED, no TIME-WAIT; later
-            # segments get an RST from the no-endpoint path (CHECKLIST B26).
+            # segments get an RST from the no-endpoint path (RFC 9293 §3.10.7.1).
             self._fw2_at = None
             if self.state is State.FIN_WAIT_2:
                 self._close(now)
@@ -879,7 +888,7 @@ class TcpEndpoint:
         if s is State.SYN_RECEIVED:
             err: type[OSError] = ConnectionRefusedError
         elif s is State.CLOSE_WAIT:
-            err = BrokenPipeError  # CHECKLIST B26: EPIPE, not ECONNRESET
+            err = BrokenPipeError  # as Linux: EPIPE, not ECONNRESET, in CLOSE-WAIT
         elif s in (State.CLOSING, State.LAST_ACK):
             self._close(now)  # RFC 9293: just close
             return
@@ -922,7 +931,8 @@ class TcpEndpoint:
             self._retries = 0
 
     def _time_wait(self, now: float, seg: Segment) -> None:
-        """CHECKLIST B26 (TIME-WAIT segments, gVisor handleTimeWaitSegment)."""
+        """Segments in TIME-WAIT (RFC 9293 §3.10.7.4, RFC 1337, as gVisor's
+        handleTimeWaitSegment)."""
         flags = seg.flags
         if flags & RST:
             return  # (1) RFC 1337 fix 1: no TIME-WAIT assassination
@@ -1203,7 +1213,7 @@ class TcpEndpoint:
         self.bytes_received += n
         ev = self._events
         if ev and type(ev[-1]) is DataReceived:
-            ev[-1] = DataReceived(ev[-1].nbytes + n)  # type: ignore[union-attr]
+            ev[-1] = DataReceived(ev[-1].nbytes + n)
         else:
             ev.append(DataReceived(n))
         if self.config.rcv_autotune:

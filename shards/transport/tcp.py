@@ -6,7 +6,8 @@ Every shard has its own copy of each listener (as SO_REUSEPORT across
 cores); connections live in the shard their flow hashes to, and active
 opens pick a local port that hashes back here (``PortManager.
 reserve_ephemeral``). Segments that reach no endpoint get the RFC 9293
-§3.10.7.1 reset; segments with a non-unicast address are dropped (B24).
+§3.10.7.1 reset; segments with a non-unicast address are dropped (RFC 1122
+§4.2.3.10).
 
 The transport follows asyncio's flow control: ``write`` never blocks,
 ``pause_writing``/``resume_writing`` are called on the protocol around the
@@ -313,7 +314,7 @@ class TcpTransport(asyncio.Transport):
             self._writing_paused = True
             self._protocol.pause_writing()
 
-    def _lose(self, exc: BaseException | None) -> None:
+    def _lose(self, exc: Exception | None) -> None:
         if self._lost:
             return
         self._lost = True
@@ -508,7 +509,7 @@ class TcpDemux:
         view = TcpView(payload, (payload[12] >> 4) << 2)
         seg = Segment.from_view(view)
         if not addresses_acceptable(src, dst):
-            self.dropped_non_unicast += 1  # B24: no reply of any kind
+            self.dropped_non_unicast += 1  # RFC 1122 §4.2.3.10: no reply of any kind
             return True
         now = self.now()
         key = (dst, seg.dst_port, src, seg.src_port)
@@ -783,8 +784,8 @@ class TcpDemux:
             return  # no listener is due (their deadlines are read after listener work)
         self._listeners_changed = True
         for lst in self._all_listeners():
-            deadline = lst.listener.next_deadline()
-            if deadline is not None and deadline <= now:
+            due = lst.listener.next_deadline()
+            if due is not None and due <= now:
                 lst.listener.handle_timeout(now)
                 self._after_listener(lst)
         for key, (lst, _) in list(self._hooked.items()):
