@@ -16,6 +16,7 @@ Values are JSON-friendly: rows as dictionaries, addresses as text, as
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from typing import Any
 
 
@@ -45,8 +46,21 @@ class ControlApi(ABC):
         return self.call("stats")
 
     def conns(self) -> list[dict[str, Any]]:
-        """Every shard's TCP connections (as ``ss -ti`` shows them)."""
-        return self.call("conns")
+        """Every shard's TCP connections (as ``ss -ti`` shows them), fetched
+        a page at a time so that 100,000 connections never make one reply."""
+        return list(self.iter_conns())
+
+    def iter_conns(self, page: int = 1000) -> Iterator[dict[str, Any]]:
+        """The connections, shard by shard, ``page`` per request."""
+        for shard in range(len(self.shards()["shards"])):
+            offset = 0
+            while True:
+                rows = self.call("conns", shard=shard, offset=offset, limit=page)
+                yield from rows
+                # A shard's listeners come with its last page of connections.
+                if len(rows) < page or any(r.get("state") == "LISTEN" for r in rows):
+                    break
+                offset += page
 
     # --- NICs -------------------------------------------------------------------
     def nics(self) -> list[dict[str, Any]]:

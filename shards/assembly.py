@@ -59,6 +59,7 @@ from .transport.udp import UdpDemux, UdpHooks
 
 log = logging.getLogger("shardnet.shard")
 
+CONNS_PAGE = 1000  # connections per answer to ``conns``: pages keep each reply small
 CONFIRM_INTERVAL_S = 1.0  # NUD confirmations to shard 0, per neighbour (REACHABLE lasts ~30 s)
 CONFIRM_MEMORY = 4096  # neighbours remembered for that rate limit
 
@@ -373,8 +374,8 @@ class ShardAssembly:
     def answer(self, op: str, args: dict[str, Any]) -> Any:
         """The value of control request ``op``; ``NetError`` (an OSError
         with a one-line message) when it is refused."""
-        if op == "conns":  # any shard: its TCP connections (ctl conns)
-            return self.tcp.rows()
+        if op == "conns":  # any shard: a page of its TCP connections (ctl conns)
+            return self.tcp.rows(int(args.get("offset", 0)), int(args.get("limit", CONNS_PAGE)))
         if op == "table":  # any shard: its copy of a table (replication checks)
             return self.tables.get(str(args.get("name", "")), {})
         if self.control is None:

@@ -17,7 +17,6 @@ it is when it fits, else joins or splits.
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections import deque
 
 BytesLike = bytes | bytearray | memoryview
 
@@ -116,7 +115,7 @@ class RecvBuffer:
     __slots__ = ("_chunks", "_len")
 
     def __init__(self) -> None:
-        self._chunks: deque[bytes] = deque()
+        self._chunks: list[bytes] = []  # a list: a deque costs 600 bytes per connection
         self._len = 0
 
     def __len__(self) -> int:
@@ -141,15 +140,17 @@ class RecvBuffer:
             chunks[0] = first[max_bytes:]
             self._len -= max_bytes
             return first[:max_bytes]
-        chunks.popleft()
+        del chunks[0]
         if not chunks or len(first) + len(chunks[0]) > max_bytes:
             self._len -= len(first)
             return first
         parts = [first]
         total = len(first)
-        while chunks and total + len(chunks[0]) <= max_bytes:
-            c = chunks.popleft()
-            parts.append(c)
-            total += len(c)
+        k = 0
+        while k < len(chunks) and total + len(chunks[k]) <= max_bytes:
+            parts.append(chunks[k])
+            total += len(chunks[k])
+            k += 1
+        del chunks[:k]
         self._len -= total
         return b"".join(parts)

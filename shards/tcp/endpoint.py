@@ -58,7 +58,7 @@ any input calls ``poll_transmit(now)`` and re-arms ``next_deadline()``.
 
 from __future__ import annotations
 
-from collections import deque
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -91,6 +91,7 @@ from .state import RECEIVING, SYNCHRONIZED, State
 
 TS_OPTION_LEN = 12  # bytes, NOP NOP TS (RFC 7323 Appendix A layout)
 PAWS_IDLE_S = 24 * 86400.0  # RFC 7323 §5.5: TS.Recent is invalid after 24 days idle
+_NO_RTX: frozenset[int] = frozenset()
 MAX_SEND_PER_POLL = 1024  # segments per poll_transmit: a bound, not a pacing rule
 
 
@@ -179,10 +180,10 @@ class Scoreboard(Protocol):
     ) -> int: ...
     def is_sacked(self, seq: int) -> bool: ...
     def next_to_retransmit(
-        self, snd_una: int, snd_nxt: int, mss: int, dupthresh: int, retransmitted: set[int]
+        self, snd_una: int, snd_nxt: int, mss: int, dupthresh: int, retransmitted: AbstractSet[int]
     ) -> tuple[int, int] | None: ...
     def pipe(
-        self, snd_una: int, snd_nxt: int, retransmitted: set[int], mss: int | None = None
+        self, snd_una: int, snd_nxt: int, retransmitted: AbstractSet[int], mss: int | None = None
     ) -> int: ...
     def clear(self) -> None: ...
 
@@ -379,7 +380,9 @@ class TcpEndpoint:
         self.in_recovery = False
         self.recover = iss
         self.dupacks = 0
-        self.retransmitted: set[int] = set()
+        # Sequence numbers resent in this recovery: an empty frozenset until
+        # the first (a set costs 216 bytes on every connection).
+        self.retransmitted: AbstractSet[int] = _NO_RTX
         self._rtx_queue: list[int] = []
         self._rtt_seq: int | None = None
         self._rtt_at = 0.0
@@ -402,7 +405,7 @@ class TcpEndpoint:
         self._queued: list[Segment] = []
         self._drs_at: float | None = None
         self._drs_bytes = 0
-        self._events: deque[Event] = deque()
+        self._events: list[Event] = []  # a list: a deque costs 600 bytes per connection
         self._error: type[OSError] | None = None
         self.retransmits = 0
         self.rto_expiries = 0
@@ -493,9 +496,7 @@ class TcpEndpoint:
         if self.ts_on:
             self.ts_recent = o.timestamp[0]  # type: ignore[index]
             self.ts_recent_at = now
-        self.sack_on = cfg.sack and o.sack_permitted
-        if self.sack_on and self.sb is None:
-            self.sb = _default_scoreboard()
+        self.sack_on = cfg.sack and o.sack_permitted  # the scoreboard comes with the first block
         self._set_mss()
         # RFC 7323 §2.2: the window of a SYN is never scaled.
         self.snd_wnd = syn.window
@@ -616,7 +617,7 @@ class TcpEndpoint:
         self.cork = on
 
     def next_event(self) -> Event | None:
-        return self._events.popleft() if self._events else None
+        return self._events.pop(0) if self._events else None
 
     # ------------------------------------------------------------ ICMP
 
@@ -713,7 +714,7 @@ class TcpEndpoint:
         self.rtt.backoff()
         self.in_recovery = False
         self.dupacks = 0
-        self.retransmitted.clear()
+        self.retransmitted = _NO_RTX
         self._rtx_queue.clear()
         if self.sb is not None:
             self.sb.clear()  # RFC 2018 §8: the receiver may have reneged
@@ -973,6 +974,8 @@ class TcpEndpoint:
         cfg = self.config
         newly_sacked = 0
         blocks = seg.options.sack_blocks
+        if self.sack_on and blocks and self.sb is None:
+            self.sb = _default_scoreboard()  # made when needed: most connections never lose
         if self.sack_on and self.sb is not None and blocks:
             newly_sacked = self.sb.update(ack if acked > 0 else una, blocks, self.snd_max)
         if acked > 0:
@@ -1118,7 +1121,7 @@ class TcpEndpoint:
                 # RFC 6582 §3.2 step 3 / RFC 6675 §5 (C): full ACK.
                 self.in_recovery = False
                 self.dupacks = 0
-                self.retransmitted.clear()
+                self.retransmitted = _NO_RTX
                 self.cc.on_recovery_exit(now)
             else:
                 # Partial ACK.
@@ -1153,10 +1156,15 @@ class TcpEndpoint:
         flight = seq_sub(self.snd_max, self.snd_una)
         self.in_recovery = True
         self.recover = self.snd_max
-        self.retransmitted.clear()
+        self.retransmitted = _NO_RTX
         self.cc.on_loss(now, flight)
         self.fast_retransmits += 1
         self._queue_rtx(self.snd_una)
+
+    def _mark_retransmitted(self, seq: int) -> None:
+        if type(self.retransmitted) is not set:
+            self.retransmitted = set()
+        self.retransmitted.add(seq)
 
     def _queue_rtx(self, seq: int) -> None:
         if seq not in self._rtx_queue:
@@ -1504,7 +1512,7 @@ class TcpEndpoint:
             if seq_lt(seq, self.snd_una) or not seq_lt(seq, self.snd_max):
                 continue
             out.append(self._segment_at(now, seq, self.mss, rtx=True))
-            self.retransmitted.add(seq)
+            self._mark_retransmitted(seq)
             sent += 1
         # RFC 6675 §5 step (C): while cwnd - pipe >= 1 SMSS, NextSeg.
         if self.in_recovery and self.sack_on and self.sb is not None:
@@ -1521,7 +1529,7 @@ class TcpEndpoint:
                 if seq in self.retransmitted:
                     break
                 out.append(self._segment_at(now, seq, min(length, self.mss), rtx=True))
-                self.retransmitted.add(seq)
+                self._mark_retransmitted(seq)
                 sent += 1
         # New data (and go-back-N resends after an RTO).
         while sent < MAX_SEND_PER_POLL:

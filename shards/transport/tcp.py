@@ -32,6 +32,7 @@ from shardnet.common.addr import format_ip, is_ipv4_mapped
 from shardnet.common.ratelog import RateLimitedLog
 from shardnet.common.wire.tcp import ACK, PSH, RST, SYN, TcpView
 
+from ..net.ratelimit import TokenBucket
 from ..net.stack import Delivery, NetStack
 from ..tcp.config import TcpConfig
 from ..tcp.endpoint import (
@@ -347,6 +348,7 @@ class Listening:
             if demux.net.link_nic in demux.net.view.nics
             else 1500,
             ipv6=family == 6,
+            endpoint_kw={"challenge_limiter": demux.challenge_limiter},
         )
 
     def matches(self, dst: bytes) -> bool:
@@ -447,6 +449,10 @@ class TcpDemux:
         self.config = config or TcpConfig()
         self.isn = IsnGenerator(secret)
         self.cookies = SynCookies(secret)
+        # RFC 5961 §7: one challenge-ACK budget for the shard, not one per connection.
+        self.challenge_limiter = TokenBucket(
+            self.config.challenge_ack_per_s, self.config.challenge_ack_burst
+        )
         self.now = loop_time
         # Super-segments when the link cuts them (TSO): the payload of one.
         self.tso_max = TSO_MAX_PAYLOAD if net.tx_offload else 0
@@ -699,10 +705,12 @@ class TcpDemux:
                 gso_size=seg.gso_size,
             )  # fmt: skip
 
-    def rows(self) -> list[dict[str, Any]]:
-        """``ctl conns``: every connection of this shard, like ``ss -ti``."""
+    def rows(self, offset: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
+        """``ctl conns``: connections ``offset`` to ``offset + limit`` of this
+        shard, like ``ss -ti``, then its listeners (in the last page)."""
+        end = None if limit is None else offset + limit
         out = []
-        for (local, lport, remote, rport), t in self.conns.items():
+        for (local, lport, remote, rport), t in itertools.islice(self.conns.items(), offset, end):
             row = dataclasses.asdict(t.ep.stats())
             row.update(
                 shard=self.shard,
@@ -710,6 +718,8 @@ class TcpDemux:
                 remote=f"{format_ip(remote)}:{rport}",
             )
             out.append(row)
+        if end is not None and end < len(self.conns):
+            return out
         for port, group in self.listeners.items():
             for lst in group:
                 out.append({
@@ -863,7 +873,7 @@ class TcpDemux:
         iss = self.isn.isn(now, local, res.local_port, remote, port)
         ep = TcpEndpoint.connect(
             now, config, res.local_port, port, iss=iss, mtu=mtu, ipv6=len(remote) == 16,
-            ts_offset=int.from_bytes(os.urandom(4), "big"),
+            ts_offset=int.from_bytes(os.urandom(4), "big"), challenge_limiter=self.challenge_limiter,
         )  # fmt: skip
         ep.tso_max = self.tso_max
         t = TcpTransport(self, key, ep, family == 6)

@@ -438,7 +438,6 @@ def ctl_request(*argv: str) -> tuple[str, dict[str, Any]]:
         (lambda c: c.routes(), ("routes",)),
         (lambda c: c.neigh(), ("neigh",)),
         (lambda c: c.stats(), ("stats",)),
-        (lambda c: c.conns(), ("conns",)),
         (lambda c: c.shards(), ("shards",)),
         (lambda c: c.addr_add("sntap0", "198.18.0.3/24"), ("addr", "add", "sntap0", "198.18.0.3/24")),
         (
@@ -471,6 +470,35 @@ def test_typed_helpers_send_what_ctl_sends(
     rec = Recorder([])
     method(rec)
     assert rec.calls == [ctl_request(*argv)]
+
+
+def test_connections_come_a_page_at_a_time_from_every_shard() -> None:
+    """``conns`` (and ``ctl conns``) never asks for everything at once:
+    each shard is read in pages until a short one, listeners last."""
+
+    class Shards(ControlApi):
+        def __init__(self) -> None:
+            self.calls: list[dict[str, Any]] = []
+            self.conns_of = {0: 5, 1: 2}
+
+        def call(self, op: str, **args: Any) -> Any:
+            if op == "shards":
+                return {"shards": [{"shard": 0}, {"shard": 1}]}
+            assert op == "conns"
+            self.calls.append(args)
+            shard, offset, limit = args["shard"], args["offset"], args["limit"]
+            n = self.conns_of[shard]
+            rows = [{"shard": shard, "n": i} for i in range(offset, min(offset + limit, n))]
+            if offset + limit >= n:
+                rows.append({"shard": shard, "state": "LISTEN"})
+            return rows
+
+    api = Shards()
+    rows = list(api.iter_conns(page=2))
+    assert [(r["shard"], r.get("n", "L")) for r in rows] == [
+        (0, 0), (0, 1), (0, 2), (0, 3), (0, 4), (0, "L"), (1, 0), (1, 1), (1, "L"),
+    ]  # fmt: skip
+    assert [(c["shard"], c["offset"]) for c in api.calls] == [(0, 0), (0, 2), (0, 4), (1, 0)]
 
 
 def test_forwarding_and_nic_helpers() -> None:
