@@ -27,17 +27,18 @@ KERNEL_V4 = "198.18.0.1"
 class StackProcess:
     """``shardnet run --tap sntap0 ...`` in ``ns``; stopped on exit."""
 
-    def __init__(self, ns: Netns, *args: str, shards: int = 2, tap: str = TAP) -> None:
+    def __init__(self, ns: Netns, *args: str, shards: int = 2, tap: str | None = TAP) -> None:
+        """``tap`` None: the link is in ``args`` (``--packet IFACE``)."""
         self.ns = ns
         self.tap = tap
+        self.link = tap if tap is not None else args[list(args).index("--packet") + 1]
         self.control = f"ipc:///run/shardnet/test-{secrets.token_hex(4)}.ctl"
         self.argv = [
             sys.executable,
             "-m",
             "shardnet.scripts.cli",
             "run",
-            "--tap",
-            tap,
+            *(["--tap", tap] if tap is not None else []),
             "--shards",
             str(shards),
             "--control",
@@ -116,7 +117,7 @@ class StackProcess:
             return self.proc.returncode
         finally:
             # ``ip netns exec`` execs: the pid is the dispatcher's.
-            shutil.rmtree(f"/run/shardnet/{self.tap}.{self.proc.pid}.d", ignore_errors=True)
+            shutil.rmtree(f"/run/shardnet/{self.link}.{self.proc.pid}.d", ignore_errors=True)
             for path in (self.control[len("ipc://") :], self.control[len("ipc://") :] + ".events"):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(path)
