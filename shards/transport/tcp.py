@@ -474,6 +474,7 @@ class TcpDemux:
         self._listeners_changed = False
         self.listeners: dict[int, list[Listening]] = {}
         self._dirty: set[Key] = set()
+        self._in_after: Key | None = None  # the connection whose events are being delivered
         self._flush_scheduled = False
         self.resets_sent = 0
         self.app_errors = 0  # exceptions from application callbacks (connection aborted)
@@ -560,12 +561,16 @@ class TcpDemux:
         now = self.now()
         for seg in t.ep.poll_transmit(now):
             self._send(key[0], key[2], seg)
-        while (event := t.ep.next_event()) is not None:
-            if isinstance(event, SynInTimeWait):
-                self._reuse_time_wait(key, event)
-                continue
-            t._on_event(event)
-        # Events may have queued output (a close after the last flush).
+        self._in_after = key
+        try:
+            while (event := t.ep.next_event()) is not None:
+                if isinstance(event, SynInTimeWait):
+                    self._reuse_time_wait(key, event)
+                    continue
+                t._on_event(event)
+        finally:
+            self._in_after = None
+        # What the application did meanwhile (a reply, a close) goes now.
         for seg in t.ep.poll_transmit(now):
             self._send(key[0], key[2], seg)
         self._touched.add(key)  # its deadline is read once per timer-loop turn
@@ -662,6 +667,8 @@ class TcpDemux:
     def kick(self, key: Key) -> None:
         """The application changed something: send what is due, soon (one
         flush per loop turn batches writes)."""
+        if key == self._in_after:
+            return  # during its own events: _after sends it right after them
         self._dirty.add(key)
         if not self._flush_scheduled:
             self._flush_scheduled = True
