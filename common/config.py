@@ -62,6 +62,9 @@ class StackConfig:
     # segmentation both ways (GRO super-frames in, TSO super-segments out).
     # Off (--no-offload): MTU frames, checksums computed in Python.
     offload: bool = True
+    # One TAP queue per shard (IFF_MULTI_QUEUE): each shard reads and writes
+    # its own queue, the kernel steers flows to it (no dispatcher hop).
+    multi_queue: bool = False
     stats_interval_s: float = 1.0  # shard -> dispatcher counter snapshots
     restart_backoff_s: float = 0.2  # first delay before restarting a dead shard
     # RFC 7217 secret key (hex, >= 16 bytes) for stable opaque IPv6 addresses;
@@ -94,6 +97,10 @@ class StackConfig:
             raise ConfigError(f"mtu must be 1280..65521, got {self.mtu}")
         if self.ring_bytes < 1 << 18 or self.ring_bytes & (self.ring_bytes - 1):
             raise ConfigError("ring size must be a power of two of at least 256 KiB")
+        if self.multi_queue and not self.tap:
+            raise ConfigError("--multi-queue needs --tap (a multi-queue TAP)")
+        if self.multi_queue and self.pcap:
+            raise ConfigError("--multi-queue and --pcap do not go together (shards read the TAP)")
         if self.drain_s < 0:
             raise ConfigError("--drain must not be negative")
         if self.secret is not None:
@@ -209,7 +216,7 @@ def _convert(name: str, value: Any) -> Any:
 
             FaultSpec.parse(str(value))
             return str(value)
-        case "slaac" | "forwarding" | "vnet_hdr" | "offload":
+        case "slaac" | "forwarding" | "vnet_hdr" | "offload" | "multi_queue":
             if not isinstance(value, bool):
                 raise ConfigError(f"{name}: want true or false, got {value!r}")
             return value

@@ -23,6 +23,7 @@ class ShardSpec:
     ipc_dir: str  # where the internal zmq sockets live
     lifeline: PassedFd  # read end of a pipe the dispatcher holds open: EOF = it died
     vnet_hdr_len: int = 0  # bytes of virtio-net header before each ring record's frame
+    rx_queue: PassedFd | None = None  # --multi-queue: the shard's own TAP queue to read
 
 
 def internal_endpoints(ipc_dir: str) -> dict[str, str]:

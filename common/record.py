@@ -18,15 +18,21 @@ frame::
 Shard -> dispatcher (the uplink ring), one record per frame::
 
     [UPLINK_LOOP: 1 byte][Ethernet frame]        or
+    [UPLINK_WIRE: 1 byte][virtio-net header][Ethernet frame]        or
     [target shard: 1 byte][tag: 1 byte][Ethernet frame]
 
 * ``UPLINK_LOOP`` (0xFF): a frame for the stack itself; the dispatcher
   classifies it like a wire frame and tags it ``TAG_LOOPED``.
+* ``UPLINK_WIRE`` (0xFE): a frame a shard read from its own queue of a
+  multi-queue TAP (``common/tap_queue.py``) that is not its own; the
+  dispatcher classifies it as if it had read it from the link, virtio-net
+  header included.
 * a shard index: a frame that reached the wrong shard, *steered* to the one
   that owns its socket (a reply to an unconnected UDP socket's ephemeral
   port, which no flow hash can aim at: ``udp_port_owner``); the dispatcher
   puts it in that shard's ring unclassified, with its original ``tag`` and a
-  zero virtio-net header (its checksums are verified again there).
+  virtio-net header saying ``DATA_VALID`` (the steering shard checked the
+  checksums, or the link vouched for them).
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ TAG_LEN = 1  # bytes before the virtio-net header
 TAG_WIRE = 0
 TAG_LOOPED = 1
 UPLINK_LOOP = 0xFF  # an uplink record's target byte: classify and loop back
+UPLINK_WIRE = 0xFE  # ... a wire frame read by a shard: classify it as read from the link
 
 
 def udp_port_owner(port: int, nshards: int) -> int:

@@ -30,16 +30,16 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
+from shardnet.common.classify import FRAGMENT, classify
 from shardnet.common.config import StackConfig
 from shardnet.common.fault import FaultInjector, FaultSpec
 from shardnet.common.fdpass import PassedFd
 from shardnet.common.messages import Request, Stop
 from shardnet.common.procspec import ShardSpec, internal_endpoints
-from shardnet.common.record import TAG_LOOPED, TAG_WIRE, UPLINK_LOOP
+from shardnet.common.record import TAG_LOOPED, TAG_WIRE, UPLINK_LOOP, UPLINK_WIRE
 from shardnet.common.ring import Ring
 from shardnet.common.wire.virtio import F_DATA_VALID
 
-from .classify import FRAGMENT, classify
 from .control import ControlServer
 from .link import open_link
 from .metrics import StackCollector, serve_metrics
@@ -68,6 +68,7 @@ class Dispatcher:
         self.fault = FaultInjector(FaultSpec.parse(config.fault)) if config.fault else None
         self.book.dispatcher.reassembly_drops = self.reassembler.drops
         self._reassembly_timer: asyncio.TimerHandle | None = None
+        self._queues: dict[int, int] = {}  # --multi-queue: each shard's TAP queue fd
         self._stop = asyncio.Event()
         self._signal: str | None = None
 
@@ -223,14 +224,27 @@ class Dispatcher:
             return
         records = consumer.read_batch(RX_BATCH)
         if records:
-            no_vnet = self._no_vnet
-            looped = [r[1:] for r in records if r[0] == UPLINK_LOOP]
-            if len(looped) < len(records):
-                self._steer([r for r in records if r[0] != UPLINK_LOOP])
-            self._dispatch(((r, no_vnet) for r in looped), TAG_LOOPED)
+            looped, wire, steered = [], [], []
+            for r in records:
+                kind = r[0]
+                if kind == UPLINK_LOOP:
+                    looped.append(r[1:])
+                elif kind == UPLINK_WIRE:
+                    wire.append(r[1:])
+                else:
+                    steered.append(r)
+            if steered:
+                self._steer(steered)
+            if looped:
+                self._dispatch(((r, self._no_vnet) for r in looped), TAG_LOOPED)
+            if wire:  # read by a shard from its queue, not its own: as if read here
+                size = self.link.vnet_hdr_len
+                self.book.dispatcher.from_queues += len(wire)
+                self._dispatch(((r[size:], r[:size]) for r in wire), TAG_WIRE)
+            views = looped + wire
             consumer.release()  # _dispatch and _steer copied them
-            for r in looped:
-                r.release()
+            for v in views:
+                v.release()
             for r in records:
                 r.release()
         if records or not consumer.prepare_to_sleep():
@@ -307,12 +321,24 @@ class Dispatcher:
 
     # --- shards ---------------------------------------------------------------
     def _make_spec(self, index: int, ring: Ring, uplink: Ring) -> ShardSpec:
+        tx = self.link.tx_spec()
+        rx_queue = None
+        if self.config.multi_queue:
+            # The shard's own queue, opened once and kept: a restarted shard
+            # gets it again. It reads its flows there and writes on it, so
+            # the kernel keeps steering them there.
+            fd = self._queues.get(index)
+            if fd is None:
+                fd = self._queues[index] = self.link.open_queue()  # type: ignore[attr-defined]
+            tx = dataclasses.replace(tx, fd=None)  # the shard writes on rx_queue
+            rx_queue = PassedFd(fd)
         return ShardSpec(
             index=index,
             nshards=self.nshards,
             ring=ring.handle,
             uplink=uplink.handle,
-            tx=self.link.tx_spec(),
+            rx_queue=rx_queue,
+            tx=tx,
             config=self.config,
             mac=self.link.mac,
             ipc_dir=self.ipc_dir,

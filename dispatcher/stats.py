@@ -25,6 +25,7 @@ class DispatcherCounters:
     to_shard: list[int] = field(default_factory=list)  # frames put in each ring
     fragments: int = 0
     steered: int = 0  # frames a shard handed to the shard owning their socket
+    from_queues: int = 0  # --multi-queue: frames a shard read from its queue for another
     reassembly_drops: Counter[str] = field(default_factory=Counter)  # by reason
 
 
@@ -99,6 +100,7 @@ class StatsBook:
                 "link_rx_errors": d.link_rx_errors,
                 "fragments": d.fragments,
                 "steered": d.steered,
+                "from_queues": d.from_queues,
                 "reassembly_drops": dict(d.reassembly_drops),
             },
             "shards": shards,

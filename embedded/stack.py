@@ -37,12 +37,12 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, Self
 
+from shardnet.common.classify import FRAGMENT, classify
 from shardnet.common.config import ConfigError, StackConfig, build_config
 from shardnet.common.control_api import ControlApi, ControlError
 from shardnet.common.link_tx import FrameWriter, open_writer
 from shardnet.common.messages import Event, Reply, Request, decode, encode
 from shardnet.common.record import TAG_LOOPED, TAG_WIRE
-from shardnet.dispatcher.classify import FRAGMENT, classify
 from shardnet.dispatcher.link import ChannelLink
 from shardnet.dispatcher.reassembly import Reassembler
 from shardnet.dispatcher.stats import StatsBook

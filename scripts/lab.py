@@ -30,10 +30,17 @@ class Lab:
     side of the TAP has its addresses."""
 
     def __init__(
-        self, name: str, *, tap: str, serve: tuple[str, ...] = (), shards: int = 2
+        self,
+        name: str,
+        *,
+        tap: str,
+        serve: tuple[str, ...] = (),
+        shards: int = 2,
+        args: tuple[str, ...] = (),
     ) -> None:
         self.tap = tap
         self.serve = serve
+        self.args = args  # more ``shardnet run`` flags (--multi-queue, --no-offload)
         self.shards = shards
         self.ns = f"sn-{name}-{secrets.token_hex(3)}"
         self.control = f"ipc:///run/shardnet/{name}-{secrets.token_hex(3)}.ctl"
@@ -78,6 +85,7 @@ class Lab:
         ]  # fmt: skip
         for serve in self.serve:
             argv += ["--serve", serve]
+        argv += self.args
         self.stack = subprocess.Popen(
             ["ip", "netns", "exec", self.ns, *argv],
             stdout=subprocess.PIPE,

@@ -51,6 +51,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         const=False,
         help="no checksum or segmentation offload: MTU frames, checksums in software",
     )
+    p.add_argument(
+        "--multi-queue",
+        dest="multi_queue",
+        action="store_const",
+        const=True,
+        help="one TAP queue per shard: shards read their flows from the kernel (no dispatcher hop)",
+    )
     p.add_argument("--pcap", metavar="FILE", help="record every frame in and out")
     p.add_argument(
         "--fault",

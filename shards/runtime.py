@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -31,6 +32,7 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
+from shardnet.common.classify import classify
 from shardnet.common.link_tx import open_writer
 from shardnet.common.messages import (
     MEMBERSHIP_RESET_NIC,
@@ -51,8 +53,9 @@ from shardnet.common.messages import (
     encode,
 )
 from shardnet.common.procspec import ShardSpec, internal_endpoints
-from shardnet.common.record import UPLINK_LOOP
+from shardnet.common.record import TAG_LEN, UPLINK_LOOP, UPLINK_WIRE
 from shardnet.common.ring import Ring
+from shardnet.common.tap_queue import TapQueueReader
 
 from .assembly import ShardAssembly, with_faults
 from .net.state import NetError
@@ -83,7 +86,12 @@ class ShardRuntime:
         self.consumer = self.ring.consumer()
         self.uplink = Ring.attach(spec.uplink)
         self.uplink_producer = self.uplink.producer()
-        self.writer = with_faults(open_writer(spec.tx), spec.config, self.index, loop)
+        tx = spec.tx
+        if spec.rx_queue is not None:
+            # --multi-queue: write on our own queue, so that the kernel sends
+            # our flows' frames back to it (its flow table learns from writes).
+            tx = dataclasses.replace(tx, fd=spec.rx_queue.fd)
+        self.writer = with_faults(open_writer(tx), spec.config, self.index, loop)
         self.ctx = zmq.asyncio.Context()
         self.clock = loop.time
         ep = internal_endpoints(spec.ipc_dir)
@@ -106,6 +114,13 @@ class ShardRuntime:
         self.ingress = self.shard.ingress
 
         loop.add_reader(self.consumer.fileno(), self._on_doorbell)
+        self.queue: TapQueueReader | None = None
+        self.queue_forwarded = self.queue_forward_drops = 0
+        if spec.rx_queue is not None:  # --multi-queue: our own queue of the TAP
+            self.queue = TapQueueReader(spec.rx_queue.fd, spec.vnet_hdr_len)
+            self._frame_at = TAG_LEN + spec.vnet_hdr_len
+            self._wire_head = bytes((UPLINK_WIRE,))
+            loop.add_reader(self.queue.fileno(), self._on_queue)
         loop.add_reader(spec.lifeline.fd, self._on_lifeline)
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(
@@ -146,6 +161,35 @@ class ShardRuntime:
         finally:  # whatever happened, the ring is drained again (or its doorbell armed)
             if n or not self.consumer.prepare_to_sleep():
                 asyncio.get_running_loop().call_soon(self._step)
+
+    def _on_queue(self) -> None:
+        """Frames from our TAP queue: ours to the ingress as they lie in
+        the reader's arena; another shard's (or shard 0's ARP and NDP, or a
+        fragment) to the dispatcher, which classifies them."""
+        queue = self.queue
+        if self._closed or queue is None:
+            return
+        records = queue.read_batch(BATCH)
+        if not records:
+            return
+        assert self.shard is not None
+        mine, nshards, at = self.index, self.spec.nshards, self._frame_at
+        handle = self.ingress.handle_record
+        producer = self.uplink_producer
+        forwarded = 0
+        for record in records:
+            if classify(record[at:], nshards) == mine:
+                handle(record)
+            elif producer.try_put_parts(self._wire_head, record[TAG_LEN:]):
+                forwarded += 1
+            else:
+                self.queue_forward_drops += 1  # the uplink is full: dropped, as a NIC would
+        if forwarded:
+            self.queue_forwarded += forwarded
+            producer.publish()
+        self.shard.end_of_batch()
+        if len(records) == BATCH:  # more may wait: continue after other work
+            asyncio.get_running_loop().call_soon(self._on_queue)
 
     def _loop_back(self, frame: bytes | bytearray) -> bool:
         """A frame for the stack itself (loopback): to the dispatcher, which
@@ -216,6 +260,10 @@ class ShardRuntime:
         while True:
             await asyncio.sleep(interval)
             gauges = {"ring_used_bytes": self.ring.used()}
+            if self.queue is not None:
+                gauges["queue_rx_frames"] = self.queue.frames
+                gauges["queue_forwarded"] = self.queue_forwarded
+                gauges["queue_forward_drops"] = self.queue_forward_drops
             if shard.replica is not None:
                 gauges["replica_resyncs"] = shard.replica.resyncs
             await self.to_dispatcher.send(encode(shard.stats(gauges)))
@@ -348,6 +396,9 @@ class ShardRuntime:
         self._closed = True
         shard.stop_timers()
         loop.remove_reader(self.consumer.fileno())
+        if self.queue is not None:
+            loop.remove_reader(self.queue.fileno())
+            self.queue.close()
         loop.remove_reader(self.spec.lifeline.fd)
         for task in self._tasks:
             task.cancel()

@@ -23,6 +23,7 @@ def open_link(config: StackConfig) -> Link:
             mac=config.mac,
             vnet_hdr=config.vnet_hdr,
             offload=config.offload,
+            multi_queue=config.multi_queue,
         )
     else:
         assert config.packet is not None  # StackConfig.validate() saw to it

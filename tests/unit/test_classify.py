@@ -21,8 +21,8 @@ from scapy.layers.inet6 import (
 )
 from scapy.layers.l2 import ARP, Dot1Q, Ether
 
+from shardnet.common.classify import FRAGMENT, classify
 from shardnet.common.flowhash import shard_for
-from shardnet.dispatcher.classify import FRAGMENT, classify
 
 ETH = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
 A4, B4 = "198.18.0.1", "198.18.0.2"

@@ -34,6 +34,9 @@ def test_flags_override_the_file(tmp_path: Path) -> None:
         ({"tap": "t", "mac": "02:00:00"}, "not a MAC"),
         ({"tap": "t", "app": "nomodule"}, "MODULE:CALLABLE"),
         ({"tap": "t", "gateway4": "2001:db8::1"}, "not an IPv4"),
+        ({"packet": "p", "multi_queue": True}, "--multi-queue needs --tap"),
+        ({"tap": "t", "multi_queue": True, "pcap": "x.pcap"}, "do not go together"),
+        ({"tap": "t", "offload": "yes"}, "want true or false"),
     ],
 )
 def test_bad_values_are_one_line_errors(flags: dict, fragment: str) -> None:

@@ -23,6 +23,7 @@ from scapy.layers.l2 import Dot1Q, Ether
 from scapy.packet import Raw
 
 from shardnet.common.addr import parse_ip
+from shardnet.common.classify import FRAGMENT, classify
 from shardnet.common.wire.ethernet import ETH_HEADER_LEN
 from shardnet.common.wire.ipv4 import Ipv4Header, Ipv4View
 from shardnet.common.wire.ipv6 import (
@@ -32,7 +33,6 @@ from shardnet.common.wire.ipv6 import (
     Ipv6View,
     walk_extensions,
 )
-from shardnet.dispatcher.classify import FRAGMENT, classify
 from shardnet.dispatcher.reassembly import (
     TIMEOUT_V4_S,
     TIMEOUT_V6_S,
