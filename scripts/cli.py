@@ -24,7 +24,7 @@ def _version() -> str:
 BENCHES = {
     "codecs": "shardnet.scripts.bench_codecs",
     "ring": "shardnet.scripts.bench_ring",
-    "udp": "shardnet.scripts.bench_udp",
+    "udp": "shardnet.scripts.bench_udp",  # loadtest --scenario udp --against kernel
 }
 
 
@@ -37,6 +37,11 @@ COMMANDS = (
         "demo",
         "shardnet.scripts.demo",
         "see it work: a namespace, a TAP, ping, HTTP, 50 MB each way",
+    ),
+    (
+        "loadtest",
+        "shardnet.scripts.loadtest",
+        "load test: bulk, echo, crr, rr, udp, ping, conns; ratios to the kernel",
     ),
 )
 
