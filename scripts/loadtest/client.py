@@ -36,8 +36,8 @@ IO_TIMEOUT_S = 10.0  # a stalled transfer counts as failed after this
 CONNECT_TIMEOUT_S = 5.0
 UDP_TIMEOUT_S = 0.2  # a silent window is counted lost and sent again
 MAX_SAMPLES = 20_000  # latency samples returned per client (evenly thinned)
-CONNS_CHECK_BATCH = 1000  # connections probed at once in the conns check
-CONNS_WINDOW = 64  # connects in flight at once while opening conns
+CONNS_CHECK_BATCH = 200  # connections probed at once in the conns check
+CONNS_WINDOW = 32  # connects in flight per client process while opening conns
 IP_BIND_ADDRESS_NO_PORT = 24  # linux/in.h: bind() without reserving a port
 
 

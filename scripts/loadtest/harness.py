@@ -61,11 +61,15 @@ def kernel_workers(s: Settings) -> int:
 def _measure(system: System, s: Settings, opts: Options) -> dict[str, dict[str, Any]]:
     out = {}
     for name in s.scenarios:
+        before = system.stack_counters()
         try:
             out[name] = RUNNERS[name](system, opts)
         except (RuntimeError, subprocess.SubprocessError, OSError, ValueError) as exc:
             # one scenario that could not run is a failure, not the end of the run
             out[name] = {"failed": 1, "corrupted": 0, "error": f"{type(exc).__name__}: {exc}"}
+        after = system.stack_counters()
+        if before and after:
+            out[name]["stack"] = {k: after[k] - before[k] for k in after}
         print(f"{system.label}: {name} done", file=sys.stderr, flush=True)
     return out
 

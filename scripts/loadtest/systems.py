@@ -80,6 +80,25 @@ class System:
             out[f"shard{shard['shard']}"] = int(shard["pid"])
         return out
 
+    def stack_counters(self) -> dict[str, int]:
+        """shardnet's own counts of trouble, summed over the shards (ring
+        drops, TCP retransmissions, drops by reason): a scenario's deltas
+        explain a poor figure. Empty for the kernel or an unreachable stack."""
+        if self.server_pids:
+            return {}
+        try:
+            with Client(self.control, timeout_s=2) as client:
+                stats = client.stats()
+        except (ControlError, OSError):
+            return {}
+        out = {"ring_drops": 0, "tcp_retransmits": 0, "tx_drops": 0, "drops": 0}
+        for shard in stats["shards"]:
+            out["ring_drops"] += int(shard.get("ring_drops", 0))
+            out["tcp_retransmits"] += int(shard["counters"].get("tcp_retransmits", 0))
+            out["tx_drops"] += int(shard["counters"].get("tx_drops", 0))
+            out["drops"] += sum(int(v) for v in shard.get("drops", {}).values())
+        return out
+
     def sources(self, n: int) -> list[str]:
         """``n`` client source addresses: "" (the kernel's choice) and
         ``n - 1`` more, added on the clients' side of the link, taken from
