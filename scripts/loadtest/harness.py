@@ -10,6 +10,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -20,6 +21,8 @@ from . import PROG, Settings
 from .report import build, failures, plot, scenario_key, table
 from .scenarios import RUNNERS, Options
 from .systems import System, fd_budget, kernel_pair, shardnet_lab, target
+
+SETTLE_MAX_S = 60.0
 
 
 def _preflight(s: Settings) -> str | None:
@@ -58,6 +61,20 @@ def kernel_workers(s: Settings) -> int:
     return max(max(s.shards), need)
 
 
+def _settle(system: System) -> None:
+    """Waits until the stack stops retransmitting (at most SETTLE_MAX_S): the
+    many connections conns closes at once keep it busy for a while, and the
+    next scenario would measure that instead."""
+    deadline = time.monotonic() + SETTLE_MAX_S
+    last = system.stack_counters().get("tcp_retransmits")
+    quiet = 0
+    while last is not None and quiet < 2 and time.monotonic() < deadline:
+        time.sleep(1.0)
+        now = system.stack_counters().get("tcp_retransmits")
+        quiet = quiet + 1 if now == last else 0
+        last = now
+
+
 def _measure(system: System, s: Settings, opts: Options) -> dict[str, dict[str, Any]]:
     out = {}
     for name in s.scenarios:
@@ -67,6 +84,8 @@ def _measure(system: System, s: Settings, opts: Options) -> dict[str, dict[str, 
         except (RuntimeError, subprocess.SubprocessError, OSError, ValueError) as exc:
             # one scenario that could not run is a failure, not the end of the run
             out[name] = {"failed": 1, "corrupted": 0, "error": f"{type(exc).__name__}: {exc}"}
+        if name == "conns":
+            _settle(system)
         after = system.stack_counters()
         if before and after:
             out[name]["stack"] = {k: after[k] - before[k] for k in after}
@@ -74,7 +93,15 @@ def _measure(system: System, s: Settings, opts: Options) -> dict[str, dict[str, 
     return out
 
 
+def _interrupted(signum: int, frame: object) -> None:
+    # SIGTERM or a closed terminal (SIGHUP) clean up as Ctrl-C does: the
+    # namespaces, the stack and the clients go in the context managers' exits
+    raise KeyboardInterrupt
+
+
 def run_settings(s: Settings) -> int:
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _interrupted)
     why = _preflight(s)
     if why:
         print(f"{PROG}: {why}", file=sys.stderr)
@@ -96,7 +123,8 @@ def run_settings(s: Settings) -> int:
             else:
                 ours.update({scenario_key(k, shards, sweep): v for k, v in measured.items()})
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; everything made was removed", file=sys.stderr)
+        with contextlib.suppress(OSError):  # the terminal may be gone
+            print(f"{PROG}: interrupted; everything made was removed", file=sys.stderr)
         return 130
     except (RuntimeError, subprocess.SubprocessError, OSError) as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)

@@ -168,11 +168,16 @@ def plot(doc: dict[str, Any], path: str) -> None:
         entry = doc["scenarios"][key]
         names = [n for n in FIGURES if n in entry["shardnet"]]
         xs = range(len(names))
+        shown: list[float] = []
         for i, system in enumerate(s for s in SYSTEMS if s in entry):
             values = [entry[system].get(n) or 0 for n in names]
+            shown += [v for v in values if v > 0]
             ax.bar([x + i * 0.4 for x in xs], values, width=0.4, label=system)
-        ax.set_xticks([x + 0.2 for x in xs], names, rotation=20, fontsize=8)
+        labels = [f"{n}\n({FIGURES[n]})" for n in names]
+        ax.set_xticks([x + 0.2 for x in xs], labels, fontsize=8)
         ax.set_yscale("log")
+        if shown:  # bars start well below the smallest, so every bar shows
+            ax.set_ylim(bottom=min(shown) / 5)
         ax.set_title(key)
         ax.legend(fontsize=8)
     for ax in list(axes.flat)[len(keys) :]:

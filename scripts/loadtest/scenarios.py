@@ -194,7 +194,16 @@ class ClientGroup:
 
 def _bar(label: str, total: float, unit: str) -> tqdm:
     # disable=None: quiet without a TTY (CI, pipes); leave=False: the table follows
-    return tqdm(total=total, desc=label, unit=unit, disable=None, leave=False, dynamic_ncols=True)
+    clock = "{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} s"  # no "s/s" rate
+    return tqdm(
+        total=total,
+        desc=label,
+        unit=unit,
+        disable=None,
+        leave=False,
+        dynamic_ncols=True,
+        bar_format=clock if unit == "s" else None,
+    )
 
 
 def timed(system: System, specs: list[Spec], label: str, duration: float) -> Totals:
