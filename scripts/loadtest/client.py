@@ -419,7 +419,9 @@ def _check_all(held: list[socket.socket], out: Outcome) -> None:
 
 def conns(spec: Spec, out: Outcome) -> None:
     """Open ``spec.conns`` connections to ``echo`` and hold them; after the
-    harness measured memory (a line on stdin), check every one answers."""
+    harness measured memory (a line on stdin), check every one answers and
+    report; close them only at the next line (or EOF), so that no client's
+    closing burst lands on another client's check."""
     _raise_nofile(spec.conns + 256)
     out.t_start = time.time()
     held = _open_many(spec, out)
@@ -428,10 +430,12 @@ def conns(spec: Spec, out: Outcome) -> None:
     try:
         sys.stdin.readline()
         _check_all(held, out)
+        out.bytes = out.ops
+        emit({"result": asdict(out)})
+        sys.stdin.readline()
     finally:
         for s in held:
             s.close()
-    out.bytes = out.ops
 
 
 SCENARIOS = {
@@ -454,7 +458,10 @@ def main(argv: list[str]) -> int:
         _fail(out, exc)
         if not out.t_end:
             out.t_end = time.time()
-    emit({"result": asdict(out)})
+        emit({"result": asdict(out)})
+        return 0
+    if spec.kind != "conns":  # conns reported before closing its connections
+        emit({"result": asdict(out)})
     return 0
 
 

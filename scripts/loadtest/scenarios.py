@@ -9,6 +9,7 @@ latest client end (the clients start together at a wall-clock instant).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -172,6 +173,13 @@ class ClientGroup:
                     proc.stdin.flush()
                 except BrokenPipeError:
                     pass
+
+    def wait_exit(self, timeout: float) -> None:
+        """Lets the clients end by themselves (``close`` kills the late)."""
+        deadline = time.time() + timeout
+        for proc in self.procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=max(deadline - time.time(), 0.1))
 
     def why(self, index: int) -> str:
         """The stderr of a client that gave no result, for the report."""
@@ -409,6 +417,8 @@ def conns(system: System, opts: Options) -> dict[str, Any]:
                     totals.failed += 1
                     totals.errors.append(group.why(i))
                 bar.update(spec.conns)
+        group.tell("close")  # all checked: now every client closes its connections
+        group.wait_exit(GRACE_S)
     answered = totals.ops
     figures: dict[str, Any] = {"conns": opened, "answered": answered, "conn_per_s": open_rate}
     if rss0 and rss1 and opened:

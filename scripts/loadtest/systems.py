@@ -113,19 +113,12 @@ class System:
             for a in info.get("addr_info", []):
                 if a.get("local") == primary:
                     prefix = int(a["prefixlen"])
-        net = ipaddress.ip_interface(f"{primary}/{prefix}").network
-        taken = {ipaddress.ip_address(primary), ipaddress.ip_address(self.host)}
         out = [""]
-        k = 2  # skips the broadcast address (and, in IPv6, the all-ones one)
-        while len(out) < n:
-            cand = net.network_address + (net.num_addresses - k)
-            k += 1
-            if cand in taken:
-                continue
-            extra = ["nodad"] if cand.version == 6 else []
+        for cand in extra_sources(primary, prefix, self.host, n - 1):
+            extra = ["nodad"] if ":" in cand else []
             self._ip("addr", "add", f"{cand}/{prefix}", "dev", dev, *extra)
             self._added.append((f"{cand}/{prefix}", dev))
-            out.append(str(cand))
+            out.append(cand)
         return out
 
     def remove_sources(self) -> None:
@@ -136,6 +129,23 @@ class System:
     def _ip(self, *args: str) -> str:
         r = subprocess.run(self.argv(["ip", *args]), capture_output=True, text=True, check=True)
         return r.stdout
+
+
+def extra_sources(primary: str, prefix: int, server: str, n: int) -> list[str]:
+    """``n`` addresses of ``primary``'s subnet from its top down, skipping
+    the broadcast address (in IPv6 the all-ones one) and the two in use."""
+    net = ipaddress.ip_interface(f"{primary}/{prefix}").network
+    taken = {ipaddress.ip_address(primary), ipaddress.ip_address(server)}
+    out: list[str] = []
+    k = 2
+    while len(out) < n:
+        if k > net.num_addresses - 1:
+            raise RuntimeError(f"{net} has no room for {n} more client addresses")
+        cand = net.network_address + (net.num_addresses - k)
+        k += 1
+        if cand not in taken:
+            out.append(str(cand))
+    return out
 
 
 def _set_client_sysctls(ns: str) -> None:

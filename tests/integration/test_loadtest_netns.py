@@ -26,6 +26,9 @@ FIGURES = {
     "conns": {"conn_per_s", "rss_per_conn_bytes"},
 }
 
+# A few thousand connections may fit in memory the allocator already had.
+MAY_BE_ZERO = {"rss_per_conn_bytes"}
+
 
 def loadtest_namespaces() -> list[str]:
     out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
@@ -44,7 +47,7 @@ def test_every_scenario_against_shardnet_and_the_kernel(tmp_path: Path) -> None:
     out = tmp_path / "lt.json"
     r = loadtest(
         "--scenario", ",".join(FIGURES), "--against", "kernel", "--duration", "1",
-        "--streams", "2", "--conns", "300", "--json", str(out),
+        "--streams", "2", "--conns", "2000", "--json", str(out),
         timeout=140,
     )  # fmt: skip
     assert r.returncode == 0, r.stdout + r.stderr
@@ -56,11 +59,13 @@ def test_every_scenario_against_shardnet_and_the_kernel(tmp_path: Path) -> None:
         for system in ("shardnet", "kernel"):
             got = entry[system]
             assert got["failed"] == 0 and got["corrupted"] == 0, (name, system, got)
-            for figure in figures:
+            for figure in figures - MAY_BE_ZERO:
                 assert got[figure] > 0, (name, system, figure, got)
-        assert set(entry["ratio"]) == figures, name
+            for figure in figures & MAY_BE_ZERO:
+                assert got[figure] >= 0, (name, system, figure, got)
+        assert figures - MAY_BE_ZERO <= set(entry["ratio"]) <= figures, name
     conns = doc["scenarios"]["conns"]
-    assert conns["shardnet"]["answered"] == conns["kernel"]["answered"] == 300
+    assert conns["shardnet"]["answered"] == conns["kernel"]["answered"] == 2000
     assert set(conns["shardnet"]["rss_bytes"]) == {"shard0", "shard1"}
     # the table names every scenario, with its ratio column
     assert "ratio" in r.stdout.splitlines()[1]

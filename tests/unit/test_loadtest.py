@@ -29,6 +29,7 @@ from shardnet.scripts.loadtest.report import (
     table,
 )
 from shardnet.scripts.loadtest.scenarios import Totals, parse_ping
+from shardnet.scripts.loadtest.systems import extra_sources
 from shardnet.shards.apps import _chargen_block, _TcpChargen, _TcpEcho
 
 # --- report ----------------------------------------------------------------------------
@@ -127,6 +128,18 @@ def test_parse_ping() -> None:
     rtts, sent, got = parse_ping(PING)
     assert rtts == pytest.approx([210.0, 1050.0])
     assert (sent, got) == (3, 2)
+
+
+def test_extra_sources_from_the_top_of_the_subnet() -> None:
+    assert extra_sources("198.18.0.1", 24, "198.18.0.2", 3) == [
+        "198.18.0.254",
+        "198.18.0.253",
+        "198.18.0.252",
+    ]
+    assert extra_sources("2001:db8::1", 64, "2001:db8::2", 1) == ["2001:db8::ffff:ffff:ffff:fffe"]
+    assert extra_sources("198.18.0.1", 30, "198.18.0.2", 0) == []
+    with pytest.raises(RuntimeError):
+        extra_sources("198.18.0.1", 30, "198.18.0.2", 1)
 
 
 # --- command line ----------------------------------------------------------------------
@@ -260,7 +273,9 @@ def test_client_conns_hold_and_check(servers: _Servers, monkeypatch: Any) -> Non
     out = lt_client.Outcome()
     spec = lt_client.Spec("conns", "127.0.0.1", servers.ports["echo"], conns=50)
     lt_client.conns(spec, out)
-    assert lines[-1]["opened"] == 50 and (out.ops, out.failed) == (50, 0)
+    assert [list(line)[0] for line in lines if "progress" not in line] == ["opened", "result"]
+    assert lines[-2]["opened"] == 50 and lines[-1]["result"]["ops"] == 50
+    assert (out.ops, out.failed) == (50, 0)
 
 
 class _BadChargen(_TcpChargen):
