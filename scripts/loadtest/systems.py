@@ -47,6 +47,10 @@ CLIENT_SYSCTLS = {
     "net.ipv4.ip_local_port_range": "10000 65000",
 }
 
+CLOSING_STATES = [
+    arg for state in ("fin-wait-1", "fin-wait-2", "closing", "last-ack") for arg in ("state", state)
+]
+
 
 @dataclass(slots=True)
 class System:
@@ -98,6 +102,16 @@ class System:
             out["tx_drops"] += int(shard["counters"].get("tx_drops", 0))
             out["drops"] += sum(int(v) for v in shard.get("drops", {}).values())
         return out
+
+    def client_orphans(self) -> int:
+        """TCP sockets on the clients' side whose close is not over (FIN
+        sent or received but the exchange unfinished), counted over netlink
+        in their namespace (``/proc/net/sockstat``'s orphans are global);
+        -1 if ``ss`` fails."""
+        r = subprocess.run(
+            self.argv(["ss", "-Htn", *CLOSING_STATES]), capture_output=True, text=True
+        )
+        return r.stdout.count("\n") if r.returncode == 0 else -1
 
     def sources(self, n: int) -> list[str]:
         """``n`` client source addresses: "" (the kernel's choice) and

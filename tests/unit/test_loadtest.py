@@ -155,6 +155,7 @@ def test_defaults() -> None:
     assert (s.shards, s.duration, s.conns, s.against_kernel) == ((2,), 5.0, 100_000, False)
     s = _settings("--scenario", "rr,udp,rr", "--shards", "1,2", "--against", "kernel")
     assert (s.scenarios, s.shards, s.against_kernel) == (("rr", "udp"), (1, 2), True)
+    assert _settings("--scenario", "conns,ping,bulk").scenarios == ("ping", "bulk", "conns")
 
 
 @pytest.mark.parametrize(
