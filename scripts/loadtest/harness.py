@@ -103,12 +103,12 @@ def _interrupted(signum: int, frame: object) -> None:
 
 
 def run_settings(s: Settings) -> int:
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _interrupted)
     why = _preflight(s)
     if why:
         print(f"{PROG}: {why}", file=sys.stderr)
         return 2 if why.startswith("--") else 1
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _interrupted)
     opts = Options(
         duration=s.duration, streams=s.streams, conns=s.conns, window=s.window, size=s.size
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import math
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -295,3 +296,15 @@ def test_a_refused_connection_counts_as_failed() -> None:
         port = s.getsockname()[1]  # bound, never listening: refused
         out = _run("crr", port)
     assert out.failed > 0 and out.ops == 0 and "ConnectionRefused" in out.error
+
+
+def test_plot_without_matplotlib_is_one_clear_line(monkeypatch: Any, capsys: Any) -> None:
+    from shardnet.scripts.loadtest import harness
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import fails as if not installed
+    monkeypatch.setattr(harness.os, "geteuid", lambda: 0)
+    settings = _settings("--scenario", "rr", "--plot", "x.png")
+    assert harness.run_settings(settings) == 2
+    assert capsys.readouterr().err == (
+        "shardnet loadtest: --plot needs matplotlib: pip install 'shardnet[plot]'\n"
+    )
