@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import shutil
 import signal
@@ -20,7 +19,7 @@ from typing import Any
 from . import PROG, Settings
 from .report import build, failures, plot, scenario_key, table
 from .scenarios import RUNNERS, Options
-from .systems import System, fd_budget, kernel_pair, shardnet_lab, target
+from .systems import System, kernel_pair, shardnet_lab, target
 
 SETTLE_MAX_S = 30.0
 
@@ -55,10 +54,9 @@ def _systems(s: Settings) -> Iterator[tuple[str, int, contextlib.AbstractContext
 
 def kernel_workers(s: Settings) -> int:
     """Server processes of the baseline: as many as shardnet has shards
-    (SO_REUSEPORT spreads the flows as the dispatcher's hash does), more
-    when conns needs them for file descriptors."""
-    need = math.ceil(s.conns / fd_budget()) if "conns" in s.scenarios else 1
-    return max(max(s.shards), need)
+    (SO_REUSEPORT spreads the flows as the dispatcher's hash does); conns
+    adds what it needs for file descriptors."""
+    return max(s.shards)
 
 
 def _settle(system: System) -> None:

@@ -376,6 +376,8 @@ def conns(system: System, opts: Options) -> dict[str, Any]:
     side's RSS is read, then check every one still answers a byte."""
     nclients = max(1, math.ceil(opts.conns / min(CONNS_PER_SOURCE, fd_budget())))
     sources = system.sources(nclients)
+    if system.grow is not None:  # the baseline's servers hold one descriptor per connection
+        system.grow(math.ceil(opts.conns / fd_budget()))
     procs = system.processes()
     server = {r: p for r, p in procs.items() if r != "dispatcher"}  # the shards hold the state
     rss0 = rss_bytes(server)

@@ -27,7 +27,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import psutil
@@ -61,6 +61,8 @@ class System:
     ns: str | None  # the clients' network namespace (None: this process's)
     control: str | None = None  # shardnet's control endpoint (CPU, RSS)
     server_pids: tuple[int, ...] = ()  # the kernel baseline's server processes
+    # the baseline's "at least n server processes" (conns needs descriptors)
+    grow: Callable[[int], None] | None = None
     label: str = ""  # e.g. "shardnet 2 shards", for progress bars
     _added: list[tuple[str, str]] = field(default_factory=list)
 
@@ -199,7 +201,8 @@ def target(addr: str, netns: str | None, control: str | None) -> Iterator[System
 @contextlib.contextmanager
 def kernel_pair(ipv6: bool, workers: int) -> Iterator[System]:
     """The kernel both ways: client and server namespaces over a veth, and
-    ``workers`` server processes sharing the ports (SO_REUSEPORT)."""
+    ``workers`` server processes sharing the ports (SO_REUSEPORT; more
+    through ``System.grow``)."""
     tag = secrets.token_hex(3)
     client_ns, server_ns = f"sn-ltk-{tag}-c", f"sn-ltk-{tag}-s"
     made: list[str] = []
@@ -223,24 +226,26 @@ def kernel_pair(ipv6: bool, workers: int) -> Iterator[System]:
             _ns_run(ns, "ip", "addr", "add", f"{v6}/64", "dev", dev, "nodad")
             _ns_run(ns, "ip", "link", "set", dev, "up")
         _set_client_sysctls(client_ns)
-        for _ in range(workers):
-            servers.append(
+        system = System("kernel", SHARDNET_V6 if ipv6 else SHARDNET_V4, client_ns, label="kernel")
+
+        def grow(n: int) -> None:
+            started = [
                 subprocess.Popen(
                     ["ip", "netns", "exec", server_ns, sys.executable, "-m",
                      "shardnet.scripts.loadtest.kernel_apps"],
                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                     start_new_session=True,  # Ctrl-C reaches us; we stop them ourselves
                 )
-            )  # fmt: skip
-        for server in servers:
-            _wait_ready(server)
-        yield System(
-            "kernel",
-            SHARDNET_V6 if ipv6 else SHARDNET_V4,
-            client_ns,
-            server_pids=tuple(s.pid for s in servers),  # ip netns exec execs: the servers
-            label="kernel",
-        )
+                for _ in range(n - len(servers))
+            ]  # fmt: skip
+            servers.extend(started)
+            for server in started:
+                _wait_ready(server)
+            system.server_pids = tuple(s.pid for s in servers)  # ip netns exec execs
+
+        grow(workers)
+        system.grow = grow
+        yield system
     finally:
         for server in servers:
             if server.poll() is None:
