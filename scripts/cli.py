@@ -24,7 +24,7 @@ def _version() -> str:
 BENCHES = {
     "codecs": "shardnet.scripts.bench_codecs",
     "ring": "shardnet.scripts.bench_ring",
-    "udp": "shardnet.scripts.bench_udp",
+    "udp": "shardnet.scripts.bench_udp",  # loadtest --scenario udp --against kernel
 }
 
 
@@ -37,6 +37,11 @@ COMMANDS = (
         "demo",
         "shardnet.scripts.demo",
         "see it work: a namespace, a TAP, ping, HTTP, 50 MB each way",
+    ),
+    (
+        "loadtest",
+        "shardnet.scripts.loadtest",
+        "load test: bulk, echo, crr, rr, udp, ping, conns; ratios to the kernel",
     ),
 )
 
@@ -51,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, module, help_ in COMMANDS:
         cmd = sub.add_parser(name, help=help_)
         importlib.import_module(module).add_arguments(cmd)
+        cmd.set_defaults(_parser=cmd)
     bench = sub.add_parser("bench", help="benchmarks (codecs, ring, udp against the kernel)")
     bench.add_argument("target", choices=sorted(BENCHES), help="what to measure")
     bench.add_argument("args", nargs=argparse.REMAINDER, help="options of the benchmark")
@@ -59,7 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    ns = parser.parse_args(argv)
+    ns, extra = parser.parse_known_args(argv)
+    own_parser = vars(ns).pop("_parser", parser)  # not a setting of the subcommand
+    if extra:
+        # the subcommand's parser reports it, in that subcommand's own way
+        own_parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if ns.command is None:
         parser.print_help()
         return 2

@@ -1,0 +1,142 @@
+"""``shardnet loadtest``: drives real kernel clients against shardnet (and,
+with ``--against kernel``, against the kernel's own stack serving the same
+apps, in the same command) and reports figures and ratios.
+
+Scenarios: ``bulk`` (into discard, out of chargen), ``echo`` (SHA-256
+checked), ``crr`` (connect, 100 B request, 100 B reply, close), ``rr``
+(100-byte request/response on persistent connections), ``udp`` (UDP echo,
+a window in flight), ``ping`` (ICMP echo RTT), ``conns`` (hold many
+connections: RSS per connection, all still answer).
+
+Needs root for the namespaces it makes (and removes, also on failure); only
+198.18.0.0/15 and 2001:db8::/32 are used. This module stays light: the
+client processes import the package too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from typing import NoReturn
+
+SCENARIOS = ("bulk", "echo", "crr", "rr", "udp", "ping", "conns")
+PROG = "shardnet loadtest"
+
+
+class UsageError(ValueError):
+    """Bad command-line input: one line on stderr, exit code 2."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    scenarios: tuple[str, ...]
+    against_kernel: bool
+    shards: tuple[int, ...]
+    duration: float
+    streams: int
+    conns: int
+    window: int
+    size: int
+    json: str | None
+    plot: str | None
+    target: str | None
+    netns: str | None
+    control: str | None
+    ipv6: bool
+
+
+def _usage_error(message: str) -> NoReturn:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.error = _usage_error  # type: ignore[method-assign]  # one line, not the usage block
+    p.add_argument(
+        "--scenario",
+        default=",".join(SCENARIOS),
+        metavar="LIST",
+        help=f"comma-separated, of {','.join(SCENARIOS)} (all)",
+    )
+    p.add_argument(
+        "--against", choices=("kernel",), help="also measure the kernel's stack, and the ratios"
+    )
+    p.add_argument("--shards", default="2", metavar="LIST", help="shard counts to sweep (2)")
+    p.add_argument("--duration", type=float, default=5.0, help="seconds per timed phase (5)")
+    p.add_argument("--streams", type=int, default=4, help="client processes / streams (4)")
+    p.add_argument("--conns", type=int, default=100_000, help="connections held by conns (100000)")
+    p.add_argument("--window", type=int, default=32, help="udp: datagrams in flight (32)")
+    p.add_argument("--size", type=int, default=64, help="udp: payload bytes (64)")
+    p.add_argument("--json", metavar="FILE", help="write the results as JSON")
+    p.add_argument("--plot", metavar="FILE.png", help="a chart of the results (matplotlib)")
+    p.add_argument(
+        "--target", metavar="ADDR", help="a running stack serving echo:7, discard:9, chargen:19"
+    )
+    p.add_argument("--netns", metavar="NS", help="with --target: run the clients in this namespace")
+    p.add_argument("--control", metavar="ENDPOINT", help="with --target: its control channel")
+    p.add_argument("--ipv6", action="store_true", help="over IPv6 instead of IPv4")
+
+
+def settings_from_args(ns: argparse.Namespace) -> Settings:
+    """Checks what argparse cannot; ``UsageError`` with what was wrong."""
+    scenarios = tuple(s.strip() for s in ns.scenario.split(",") if s.strip())
+    unknown = [s for s in scenarios if s not in SCENARIOS]
+    if not scenarios or unknown:
+        raise UsageError(
+            f"--scenario: unknown {','.join(unknown) or '(empty)'}; of {','.join(SCENARIOS)}"
+        )
+    try:
+        shards = tuple(int(s) for s in ns.shards.split(","))
+    except ValueError:
+        raise UsageError(f"--shards: {ns.shards!r} is not a list of numbers") from None
+    if any(n < 1 for n in shards):
+        raise UsageError("--shards: each shard count must be >= 1")
+    if not ns.duration > 0:
+        raise UsageError("--duration must be > 0")
+    if ns.streams < 1 or ns.conns < 1 or ns.window < 1:
+        raise UsageError("--streams, --conns and --window must be >= 1")
+    if not 8 <= ns.size <= 1400:
+        raise UsageError("--size must be 8..1400")
+    if ns.target is None and (ns.netns or ns.control):
+        raise UsageError("--netns and --control go with --target")
+    if ns.target is not None and len(shards) > 1:
+        raise UsageError("--shards sweeps stacks the harness starts, not a --target")
+    # once each, in the order given, but conns last: closing its many
+    # connections at once keeps a slow stack busy for minutes afterwards
+    ordered = [s for s in dict.fromkeys(scenarios) if s != "conns"]
+    ordered += ["conns"] if "conns" in scenarios else []
+    return Settings(
+        scenarios=tuple(ordered),
+        against_kernel=ns.against == "kernel",
+        shards=tuple(dict.fromkeys(shards)),
+        duration=ns.duration,
+        streams=ns.streams,
+        conns=ns.conns,
+        window=ns.window,
+        size=ns.size,
+        json=ns.json,
+        plot=ns.plot,
+        target=ns.target,
+        netns=ns.netns,
+        control=ns.control,
+        ipv6=ns.ipv6,
+    )
+
+
+def main(ns: argparse.Namespace) -> int:
+    try:
+        settings = settings_from_args(ns)
+    except UsageError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    from .harness import run_settings  # the heavy part, not for the client processes
+
+    return run_settings(settings)
+
+
+def run(argv: list[str]) -> int:
+    """``shardnet loadtest`` from an argv (``shardnet bench udp`` uses it)."""
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
+    add_arguments(p)
+    return main(p.parse_args(argv))

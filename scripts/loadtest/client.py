@@ -1,0 +1,474 @@
+"""One load-test client: kernel sockets driving one scenario against one
+server, run by the harness inside the client namespace as
+
+    python -m shardnet.scripts.loadtest.client '{"kind": "crr", "host": ...}'
+
+It prints JSON lines on stdout: ``{"progress": n}`` while it works (for the
+harness's progress bar), ``{"opened": n, ...}`` when a ``conns`` client holds
+its connections (it then waits for a line on stdin), and one
+``{"result": {...}}`` at the end. Every timed client waits for ``start_at``
+(wall clock, shared by every namespace) so that the phases of several client
+processes overlap exactly; rates are computed by the harness from the
+earliest start and the latest end.
+
+Only the standard library: this runs once per client process and must start
+quickly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import resource
+import selectors
+import socket
+import struct
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+BULK_BUF = 256 * 1024  # bytes per send/recv call in bulk and echo
+RR_SIZE = 100  # request and reply bytes for crr and rr
+IO_TIMEOUT_S = 10.0  # a stalled transfer counts as failed after this
+CONNECT_TIMEOUT_S = 5.0
+UDP_TIMEOUT_S = 0.2  # a silent window is counted lost and sent again
+MAX_SAMPLES = 20_000  # latency samples returned per client (evenly thinned)
+CONNS_CHECK_BATCH = 200  # connections probed at once in the conns check
+CONNS_WINDOW = 32  # connects in flight per client process while opening conns
+IP_BIND_ADDRESS_NO_PORT = 24  # linux/in.h: bind() without reserving a port
+_LINGER_RST = struct.pack("ii", 1, 0)  # struct linger {on, 0 s}: close() sends a RST
+
+
+@dataclass(slots=True)
+class Spec:
+    """What one client process does (the harness builds it as JSON)."""
+
+    kind: str  # bulk_in, bulk_out, echo, crr, rr, udp, conns
+    host: str
+    port: int
+    start_at: float = 0.0  # time.time() at which the timed phase starts
+    duration: float = 1.0  # seconds of the timed phase
+    source: str = ""  # local address to bind ("" lets the kernel choose)
+    conns: int = 0  # connections to open and hold (conns)
+    window: int = 32  # datagrams in flight (udp)
+    size: int = 64  # datagram payload bytes (udp)
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What one client measured; the harness adds several up."""
+
+    ops: int = 0  # transactions, connections or datagrams echoed
+    bytes: int = 0  # payload bytes moved
+    failed: int = 0  # connections that could not be made or broke
+    corrupted: int = 0  # transfers whose bytes came back different
+    lost: int = 0  # UDP datagrams that never came back
+    t_start: float = 0.0  # wall clock of the timed phase
+    t_end: float = 0.0
+    lat_us: list[int] = field(default_factory=list)  # per-transaction latencies
+    error: str = ""  # the first error seen, for the report
+
+
+def emit(obj: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def _socket(spec: Spec, kind: socket.SocketKind = socket.SOCK_STREAM) -> socket.socket:
+    s = socket.socket(_family(spec.host), kind)
+    if spec.source:
+        if kind == socket.SOCK_STREAM:
+            # The port is chosen at connect() by the 4-tuple, so one source
+            # address gives a whole port range per destination.
+            s.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+        s.bind((spec.source, 0))
+    return s
+
+
+def _connect(spec: Spec) -> socket.socket:
+    s = _socket(spec)
+    try:
+        s.settimeout(CONNECT_TIMEOUT_S)
+        s.connect((spec.host, spec.port))
+        s.settimeout(IO_TIMEOUT_S)
+    except BaseException:
+        s.close()
+        raise
+    return s
+
+
+def _wait_start(spec: Spec) -> float:
+    delay = spec.start_at - time.time()
+    if delay > 0:
+        time.sleep(delay)
+    return time.time()
+
+
+def _recv_exact(s: socket.socket, n: int) -> bytes:
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = s.recv(n - len(buf))
+        if not chunk:
+            raise ConnectionResetError("the peer closed early")
+        buf += chunk
+    return bytes(buf)
+
+
+def _fail(out: Outcome, exc: BaseException) -> None:
+    out.failed += 1
+    if not out.error:
+        out.error = f"{type(exc).__name__}: {exc}"
+
+
+def _thin(samples: list[int]) -> list[int]:
+    if len(samples) <= MAX_SAMPLES:
+        return samples
+    step = len(samples) / MAX_SAMPLES
+    return [samples[int(i * step)] for i in range(MAX_SAMPLES)]
+
+
+# --- bulk ----------------------------------------------------------------------------
+
+
+def bulk_in(spec: Spec, out: Outcome) -> None:
+    """Into ``discard`` until the deadline; the rate counts bytes up to the
+    server's FIN (sent when it has read our FIN, so every byte arrived)."""
+    chunk = memoryview(os.urandom(BULK_BUF))
+    s = _connect(spec)
+    with s:
+        out.t_start = _wait_start(spec)
+        end = out.t_start + spec.duration
+        while time.time() < end:
+            s.sendall(chunk)
+            out.bytes += BULK_BUF
+        s.shutdown(socket.SHUT_WR)
+        while s.recv(BULK_BUF):
+            pass  # discard sends nothing; b"" is its FIN
+        out.t_end = time.time()
+
+
+def chargen_pattern(length: int) -> bytes:
+    """RFC 864 §"TCP Based Character Generator Service": lines of 72
+    printable characters, each line starting one character later, CR LF
+    after each; repeated to at least ``length`` bytes. Written from the RFC,
+    not taken from the server, so that it checks the server."""
+    chars = bytes(range(32, 127))
+    block = b"".join((chars[i:] + chars)[:72] + b"\r\n" for i in range(95))
+    return block * (length // len(block) + 2)
+
+
+def bulk_out(spec: Spec, out: Outcome) -> None:
+    """Out of ``chargen`` until the deadline, every byte checked against the
+    RFC 864 pattern (a slice compare per read: memcmp speed)."""
+    buf = bytearray(BULK_BUF)
+    view = memoryview(buf)
+    pattern = chargen_pattern(2 * BULK_BUF)
+    period = 95 * 74
+    s = _connect(spec)
+    with s:
+        out.t_start = _wait_start(spec)
+        end = out.t_start + spec.duration
+        while time.time() < end:
+            n = s.recv_into(buf)
+            if n == 0:
+                raise ConnectionResetError("chargen closed the connection")
+            offset = out.bytes % period
+            if view[:n] != pattern[offset : offset + n]:
+                out.corrupted += 1
+                break
+            out.bytes += n
+        out.t_end = time.time()
+
+
+# --- echo ----------------------------------------------------------------------------
+
+
+def echo(spec: Spec, out: Outcome) -> None:
+    """Random bytes into ``echo`` until the deadline, read back by a second
+    thread; the SHA-256 of what went out must match what came back."""
+    source = os.urandom(BULK_BUF + 4096)
+    sent_hash, sent = hashlib.sha256(), [0]
+    s = _connect(spec)
+    errors: list[BaseException] = []
+
+    def sender() -> None:
+        try:
+            end = out.t_start + spec.duration
+            i = 0
+            while time.time() < end:
+                # a moving window over the random block: a reordered or
+                # repeated chunk changes the digest
+                offset = (i * 997) % 4096
+                chunk = source[offset : offset + BULK_BUF]
+                s.sendall(chunk)
+                sent_hash.update(chunk)
+                sent[0] += len(chunk)
+                i += 1
+            s.shutdown(socket.SHUT_WR)
+        except OSError as exc:
+            errors.append(exc)
+
+    with s:
+        out.t_start = _wait_start(spec)
+        thread = threading.Thread(target=sender, daemon=True)
+        thread.start()
+        got_hash, got = hashlib.sha256(), 0
+        buf = bytearray(BULK_BUF)
+        view = memoryview(buf)
+        while True:
+            n = s.recv_into(buf)
+            if n == 0:
+                break
+            got_hash.update(view[:n])
+            got += n
+        out.t_end = time.time()
+        thread.join(IO_TIMEOUT_S)
+    if errors:
+        raise errors[0]
+    out.bytes = got
+    if got != sent[0] or got_hash.digest() != sent_hash.digest():
+        out.corrupted += 1
+
+
+# --- request/response ----------------------------------------------------------------
+
+
+def crr(spec: Spec, out: Outcome) -> None:
+    """Connect, 100-byte request, 100-byte reply (``echo``), close; again."""
+    request = os.urandom(RR_SIZE)
+    out.t_start = _wait_start(spec)
+    end = out.t_start + spec.duration
+    lat: list[int] = []
+    while time.time() < end:
+        now = time.perf_counter()
+        try:
+            with _connect(spec) as s:
+                s.sendall(request)
+                reply = _recv_exact(s, RR_SIZE)
+        except OSError as exc:
+            _fail(out, exc)
+            continue
+        lat.append(int((time.perf_counter() - now) * 1e6))
+        if reply != request:
+            out.corrupted += 1
+        out.ops += 1
+    out.t_end = time.time()
+    out.bytes = out.ops * RR_SIZE
+    out.lat_us = _thin(lat)
+
+
+def rr(spec: Spec, out: Outcome) -> None:
+    """100-byte ping-pong on one persistent connection to ``echo``."""
+    request = os.urandom(RR_SIZE)
+    lat: list[int] = []
+    s = _connect(spec)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    with s:
+        out.t_start = _wait_start(spec)
+        end = out.t_start + spec.duration
+        while time.time() < end:
+            now = time.perf_counter()
+            s.sendall(request)
+            reply = _recv_exact(s, RR_SIZE)
+            lat.append(int((time.perf_counter() - now) * 1e6))
+            if reply != request:
+                out.corrupted += 1
+                break
+            out.ops += 1
+        out.t_end = time.time()
+    out.bytes = out.ops * RR_SIZE
+    out.lat_us = _thin(lat)
+
+
+# --- UDP -----------------------------------------------------------------------------
+
+_SEQ = struct.Struct("!Q")
+
+
+def udp(spec: Spec, out: Outcome) -> None:
+    """A window of datagrams in flight to UDP ``echo``; each carries a
+    sequence number and a fixed filler, checked on the way back. A window
+    silent for UDP_TIMEOUT_S is counted lost and refilled."""
+    size = max(spec.size, _SEQ.size)
+    filler = bytes(range(256)) * (size // 256 + 1)
+    filler = filler[: size - _SEQ.size]
+    s = _socket(spec, socket.SOCK_DGRAM)
+    dst = (spec.host, spec.port)
+    with s:
+        s.settimeout(UDP_TIMEOUT_S)
+        for _ in range(50):  # neighbour resolution done before the clock starts
+            s.sendto(_SEQ.pack(0) + filler, dst)
+            try:
+                s.recv(65536)
+                break
+            except TimeoutError:
+                continue
+        outstanding: set[int] = set()
+        seq = 1
+        out.t_start = _wait_start(spec)
+        end = out.t_start + spec.duration
+        while time.time() < end:
+            while len(outstanding) < spec.window:
+                s.sendto(_SEQ.pack(seq) + filler, dst)
+                outstanding.add(seq)
+                seq += 1
+            try:
+                data = s.recv(65536)
+            except TimeoutError:
+                out.lost += len(outstanding)
+                outstanding.clear()
+                continue
+            if len(data) != size or data[_SEQ.size :] != filler:
+                out.corrupted += 1
+                continue
+            (got,) = _SEQ.unpack_from(data)
+            if got in outstanding:  # a late echo of a window given up is ignored
+                outstanding.remove(got)
+                out.ops += 1
+        out.t_end = time.time()
+    out.bytes = out.ops * size
+
+
+# --- conns ---------------------------------------------------------------------------
+
+
+def _raise_nofile(need: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= need:
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (need, max(hard, need)))
+    except (ValueError, OSError):  # no CAP_SYS_RESOURCE: up to the hard limit
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def _open_many(spec: Spec, out: Outcome) -> list[socket.socket]:
+    """CONNS_WINDOW non-blocking connects in flight until ``spec.conns``
+    are open (or failed)."""
+    sel = selectors.DefaultSelector()
+    held: list[socket.socket] = []
+    started = 0
+    last_report = 0
+    deadline: dict[socket.socket, float] = {}
+    while started < spec.conns or deadline:
+        while started < spec.conns and len(deadline) < CONNS_WINDOW:
+            s = _socket(spec)
+            s.setblocking(False)
+            started += 1
+            err = s.connect_ex((spec.host, spec.port))
+            if err not in (0, 115):  # EINPROGRESS
+                _fail(out, OSError(err, os.strerror(err)))
+                s.close()
+                continue
+            sel.register(s, selectors.EVENT_WRITE)
+            deadline[s] = time.monotonic() + CONNECT_TIMEOUT_S
+        for key, _ in sel.select(timeout=0.5):
+            s = key.fileobj
+            assert isinstance(s, socket.socket)
+            sel.unregister(s)
+            del deadline[s]
+            err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if err:
+                _fail(out, OSError(err, os.strerror(err)))
+                s.close()
+            else:
+                held.append(s)
+        now = time.monotonic()
+        for s, t in list(deadline.items()):
+            if now > t:
+                sel.unregister(s)
+                del deadline[s]
+                _fail(out, TimeoutError("connect timed out"))
+                s.close()
+        if len(held) - last_report >= 500:
+            emit({"progress": len(held)})
+            last_report = len(held)
+    sel.close()
+    return held
+
+
+def _check_all(held: list[socket.socket], out: Outcome) -> None:
+    """Every held connection still answers: one byte out, the same back.
+    Sent in batches before reading, so the round trips overlap."""
+    for i in range(0, len(held), CONNS_CHECK_BATCH):
+        batch = held[i : i + CONNS_CHECK_BATCH]
+        alive = []
+        for s in batch:
+            try:
+                s.setblocking(True)
+                s.settimeout(IO_TIMEOUT_S)
+                s.sendall(b"?")
+                alive.append(s)
+            except OSError as exc:
+                _fail(out, exc)
+        for s in alive:
+            try:
+                if s.recv(1) == b"?":
+                    out.ops += 1
+                else:
+                    _fail(out, ConnectionResetError("no answer"))
+            except OSError as exc:
+                _fail(out, exc)
+
+
+def conns(spec: Spec, out: Outcome) -> None:
+    """Open ``spec.conns`` connections to ``echo`` and hold them; after the
+    harness measured memory (a line on stdin), check every one answers and
+    report; close them only at the next line (or EOF), so that no client's
+    closing burst lands on another client's check. They close with a RST
+    (SO_LINGER 0): a FIN handshake for 100,000 connections at once keeps a
+    slow stack retransmitting for minutes and leaves orphaned kernel
+    sockets behind when the namespace goes; the check already proved them."""
+    _raise_nofile(spec.conns + 256)
+    out.t_start = time.time()
+    held = _open_many(spec, out)
+    out.t_end = time.time()
+    emit({"opened": len(held), "failed": out.failed, "t_start": out.t_start, "t_end": out.t_end})
+    try:
+        sys.stdin.readline()
+        _check_all(held, out)
+        out.bytes = out.ops
+        emit({"result": asdict(out)})
+        sys.stdin.readline()
+    finally:
+        for s in held:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
+            s.close()
+
+
+SCENARIOS = {
+    "bulk_in": bulk_in,
+    "bulk_out": bulk_out,
+    "echo": echo,
+    "crr": crr,
+    "rr": rr,
+    "udp": udp,
+    "conns": conns,
+}
+
+
+def main(argv: list[str]) -> int:
+    spec = Spec(**json.loads(argv[0]))
+    out = Outcome()
+    try:
+        SCENARIOS[spec.kind](spec, out)
+    except OSError as exc:  # the connection could not be made or broke
+        _fail(out, exc)
+        if not out.t_end:
+            out.t_end = time.time()
+        emit({"result": asdict(out)})
+        return 0
+    if spec.kind != "conns":  # conns reported before closing its connections
+        emit({"result": asdict(out)})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

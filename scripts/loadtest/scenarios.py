@@ -1,0 +1,454 @@
+"""The scenarios: each starts client processes (``client.py``) in the
+system's client namespace, shows a progress bar while they run, and turns
+what they measured into the named figures of ``report.FIGURES`` plus the
+counts that decide success (``failed``, ``corrupted``).
+
+Rates are total work over the span from the earliest client start to the
+latest client end (the clients start together at a wall-clock instant).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import re
+import selectors
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from tqdm import tqdm
+
+from .client import Spec
+from .report import percentile
+from .systems import PORTS, System, cpu_seconds, fd_budget, rss_bytes
+
+NAMES = ("bulk", "echo", "crr", "rr", "udp", "ping", "conns")
+START_DELAY_S = 1.0  # clients start this long after being spawned (Python start-up)
+GRACE_S = 30.0  # a timed phase's clients must be done this long after its end
+# Connections per client process, each with its own source address. Linux's
+# connect() takes ports of one parity first (half the range: ~27k here) and
+# searches linearly past the used ones, so a source address much fuller than
+# 10k connections makes connect() itself the bottleneck (measured: 100k
+# connections over 4 addresses opened at ~1.2k/s, the same for both stacks).
+CONNS_PER_SOURCE = 10_000
+CONNS_OPEN_MIN_PER_S = 100.0  # a conns client slower than this is given up
+CONNS_CHECK_MIN_PER_S = 200.0  # the same for the check that all still answer
+PING_INTERVAL_S = 0.002  # iputils' minimum for root is 0.002 s (man ping)
+
+
+@dataclass(slots=True)
+class Options:
+    """What the scenarios need from the command line."""
+
+    duration: float = 5.0
+    streams: int = 4
+    conns: int = 100_000
+    window: int = 32
+    size: int = 64
+
+
+@dataclass(slots=True)
+class Totals:
+    """Outcomes of a group of clients added up."""
+
+    ops: int = 0
+    bytes: int = 0
+    failed: int = 0
+    corrupted: int = 0
+    lost: int = 0
+    t_start: float = math.inf
+    t_end: float = 0.0
+    lat_us: list[int] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def elapsed(self) -> float:
+        return max(self.t_end - self.t_start, 1e-9) if self.t_end else 1e-9
+
+    def add(self, result: dict[str, Any]) -> None:
+        for name in ("ops", "bytes", "failed", "corrupted", "lost"):
+            setattr(self, name, getattr(self, name) + int(result.get(name, 0)))
+        if result.get("t_start"):
+            self.t_start = min(self.t_start, result["t_start"])
+        self.t_end = max(self.t_end, result.get("t_end", 0.0))
+        self.lat_us += result.get("lat_us", [])
+        if result.get("error"):
+            self.errors.append(result["error"])
+
+    def counts(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"failed": self.failed, "corrupted": self.corrupted}
+        if self.errors:
+            out["error"] = self.errors[0]
+        return out
+
+    def latency(self) -> dict[str, float]:
+        if not self.lat_us:
+            return {}
+        return {"p50_us": percentile(self.lat_us, 50), "p99_us": percentile(self.lat_us, 99)}
+
+
+class ClientGroup:
+    """Client processes started together; their JSON lines read as they
+    come. Every process is ended (by pid) on ``close``."""
+
+    def __init__(self, system: System, specs: list[Spec]) -> None:
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.stderr: list[Any] = []
+        self.buffers: dict[int, bytes] = {}
+        self.lines: dict[int, list[dict[str, Any]]] = {}
+        for spec in specs:
+            err = tempfile.TemporaryFile()
+            cmd = [
+                sys.executable,
+                "-m",
+                "shardnet.scripts.loadtest.client",
+                json.dumps(asdict(spec)),
+            ]
+            proc = subprocess.Popen(
+                system.argv(cmd), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err
+            )
+            self.procs.append(proc)
+            self.stderr.append(err)
+            self.buffers[proc.pid] = b""
+            self.lines[proc.pid] = []
+
+    def __enter__(self) -> ClientGroup:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def wait_for(
+        self,
+        key: str,
+        deadline: float,
+        tick: Callable[[list[dict[str, Any]]], None],
+        only: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Each client's first line holding ``key`` (an empty dict for a
+        client that exited or missed the deadline without one), of every
+        client or ``only`` that one; ``tick`` sees every line and is called
+        at least every 0.2 s."""
+        procs = self.procs if only is None else [self.procs[only]]
+        found: dict[int, dict[str, Any]] = {}
+        sel = selectors.DefaultSelector()
+        for proc in procs:
+            assert proc.stdout is not None
+            sel.register(proc.stdout, selectors.EVENT_READ, proc)
+        open_ = len(procs)
+        while len(found) < len(procs) and open_ and time.time() < deadline:
+            new: list[dict[str, Any]] = []
+            for sel_key, _ in sel.select(timeout=0.2):
+                proc = sel_key.data
+                chunk = os.read(sel_key.fd, 65536)
+                if not chunk:
+                    sel.unregister(sel_key.fileobj)
+                    open_ -= 1
+                    continue
+                data = self.buffers[proc.pid] + chunk
+                *complete, self.buffers[proc.pid] = data.split(b"\n")
+                for raw in complete:
+                    line = json.loads(raw)
+                    new.append(line)
+                    self.lines[proc.pid].append(line)
+                    if key in line and proc.pid not in found:
+                        found[proc.pid] = line
+            tick(new)
+        sel.close()
+        return [found.get(p.pid, {}) for p in procs]
+
+    def tell(self, line: str, only: int | None = None) -> None:
+        for proc in self.procs if only is None else [self.procs[only]]:
+            if proc.stdin is not None and proc.poll() is None:
+                try:
+                    proc.stdin.write(line.encode() + b"\n")
+                    proc.stdin.flush()
+                except BrokenPipeError:
+                    pass
+
+    def wait_exit(self, timeout: float) -> None:
+        """Lets the clients end by themselves (``close`` kills the late)."""
+        deadline = time.time() + timeout
+        for proc in self.procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=max(deadline - time.time(), 0.1))
+
+    def why(self, index: int) -> str:
+        """The stderr of a client that gave no result, for the report."""
+        err = self.stderr[index]
+        err.seek(0)
+        text = err.read().decode(errors="replace").strip().splitlines()
+        code = self.procs[index].poll()
+        if text:
+            return text[-1]
+        return "no answer in time" if code is None else f"client exited {code}"
+
+    def close(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+        for err in self.stderr:
+            err.close()
+
+
+def _bar(label: str, total: float, unit: str) -> tqdm:
+    # disable=None: quiet without a TTY (CI, pipes); leave=False: the table follows
+    clock = "{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} s"  # no "s/s" rate
+    return tqdm(
+        total=total,
+        desc=label,
+        unit=unit,
+        disable=None,
+        leave=False,
+        dynamic_ncols=True,
+        bar_format=clock if unit == "s" else None,
+    )
+
+
+def timed(system: System, specs: list[Spec], label: str, duration: float) -> Totals:
+    """Runs a group of timed clients to the end with a clock progress bar."""
+    start = specs[0].start_at
+    totals = Totals()
+    with ClientGroup(system, specs) as group, _bar(label, round(duration, 1), "s") as bar:
+
+        def tick(_: list[dict[str, Any]]) -> None:
+            bar.n = round(min(max(time.time() - start, 0.0), duration), 1)
+            bar.refresh()
+
+        results = group.wait_for("result", start + duration + GRACE_S, tick)
+        for i, line in enumerate(results):
+            if line:
+                totals.add(line["result"])
+            else:
+                totals.failed += 1
+                totals.errors.append(group.why(i))
+    return totals
+
+
+def _specs(kind: str, system: System, port: int, opts: Options, n: int, **kw: Any) -> list[Spec]:
+    start = time.time() + START_DELAY_S + 0.05 * n
+    return [
+        Spec(kind, system.host, port, start_at=start, duration=opts.duration, **kw)
+        for _ in range(n)
+    ]
+
+
+# --- scenarios -------------------------------------------------------------------------
+
+
+def bulk(system: System, opts: Options) -> dict[str, Any]:
+    """``--streams`` streams into discard, then as many out of chargen;
+    the server side's CPU over both (dispatcher + shards, or the baseline's
+    server process) per MB moved."""
+    procs = system.processes()
+    cpu0 = cpu_seconds(procs)
+    into = timed(
+        system,
+        _specs("bulk_in", system, PORTS["discard"], opts, opts.streams),
+        f"{system.label}: bulk in",
+        opts.duration,
+    )
+    out = timed(
+        system,
+        _specs("bulk_out", system, PORTS["chargen"], opts, opts.streams),
+        f"{system.label}: bulk out",
+        opts.duration,
+    )
+    cpu = cpu_seconds(procs) - cpu0
+    figures: dict[str, Any] = {
+        "mbytes_per_s_in": into.bytes / into.elapsed / 1e6,
+        "mbytes_per_s_out": out.bytes / out.elapsed / 1e6,
+        "streams": opts.streams,
+        "failed": into.failed + out.failed,
+        "corrupted": into.corrupted + out.corrupted,
+    }
+    moved_mb = (into.bytes + out.bytes) / 1e6
+    if procs and moved_mb:
+        figures["cpu_ms_per_mb"] = cpu * 1000 / moved_mb
+    if into.errors or out.errors:
+        figures["error"] = (into.errors + out.errors)[0]
+    return figures
+
+
+def echo(system: System, opts: Options) -> dict[str, Any]:
+    """``--streams`` streams through echo, SHA-256 of both directions compared."""
+    t = timed(
+        system,
+        _specs("echo", system, PORTS["echo"], opts, opts.streams),
+        f"{system.label}: echo",
+        opts.duration,
+    )
+    rate = t.bytes / t.elapsed / 1e6
+    return {"mbytes_per_s_in": rate, "mbytes_per_s_out": rate, "streams": opts.streams} | (
+        t.counts()
+    )
+
+
+def crr(system: System, opts: Options) -> dict[str, Any]:
+    """Connect, 100 B request, 100 B reply, close, from ``--streams`` processes."""
+    t = timed(
+        system,
+        _specs("crr", system, PORTS["echo"], opts, opts.streams),
+        f"{system.label}: crr",
+        opts.duration,
+    )
+    return {"conn_per_s": t.ops / t.elapsed, "connections": t.ops} | t.latency() | t.counts()
+
+
+def rr(system: System, opts: Options) -> dict[str, Any]:
+    """100-byte request/response on ``--streams`` persistent connections."""
+    t = timed(
+        system,
+        _specs("rr", system, PORTS["echo"], opts, opts.streams),
+        f"{system.label}: rr",
+        opts.duration,
+    )
+    return {"tps": t.ops / t.elapsed, "transactions": t.ops} | t.latency() | t.counts()
+
+
+def udp(system: System, opts: Options) -> dict[str, Any]:
+    """UDP echo with ``--window`` datagrams in flight per client process:
+    pps counts echoes (each one datagram in and one out)."""
+    t = timed(
+        system,
+        _specs(
+            "udp", system, PORTS["echo"], opts, opts.streams, window=opts.window, size=opts.size
+        ),
+        f"{system.label}: udp",
+        opts.duration,
+    )
+    return {"pps": t.ops / t.elapsed, "echoes": t.ops, "lost": t.lost} | t.counts()
+
+
+_PING_TIME = re.compile(rb"time=([\d.]+) ms")
+_PING_SUMMARY = re.compile(rb"(\d+) packets transmitted, (\d+) received")
+
+
+def parse_ping(output: bytes) -> tuple[list[float], int, int]:
+    """iputils ping output: the replies' RTTs in µs, sent, received."""
+    rtts = [float(m) * 1000 for m in _PING_TIME.findall(output)]
+    m = _PING_SUMMARY.search(output)
+    sent, got = (int(m.group(1)), int(m.group(2))) if m else (0, len(rtts))
+    return rtts, sent, got
+
+
+def ping(system: System, opts: Options) -> dict[str, Any]:
+    """ICMP echo every 2 ms for the duration (iputils ping, as root)."""
+    cmd = ["ping", "-n", "-i", str(PING_INTERVAL_S), "-w", str(max(1, round(opts.duration))),
+           "-W", "1", system.host]  # fmt: skip
+    with tempfile.TemporaryFile() as out, _bar(f"{system.label}: ping", opts.duration, "s") as bar:
+        proc = subprocess.Popen(system.argv(cmd), stdout=out, stderr=subprocess.STDOUT)
+        t0 = time.time()
+        try:
+            while proc.poll() is None and time.time() < t0 + opts.duration + GRACE_S:
+                bar.n = round(min(time.time() - t0, opts.duration), 1)
+                bar.refresh()
+                time.sleep(0.2)
+        finally:
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+        out.seek(0)
+        text = out.read()
+    rtts, sent, got = parse_ping(text)
+    figures: dict[str, Any] = {"replies": got, "lost": max(sent - got, 0)}
+    figures |= {"p50_us": percentile(rtts, 50), "p99_us": percentile(rtts, 99)} if rtts else {}
+    figures["failed"] = 0 if rtts else 1
+    if not rtts:
+        said = text.decode(errors="replace").strip().splitlines()
+        figures["error"] = said[-1] if said else "no reply"
+    figures["corrupted"] = 0
+    return figures
+
+
+def conns(system: System, opts: Options) -> dict[str, Any]:
+    """Open ``--conns`` connections to echo from several client processes
+    (one source address per CONNS_PER_SOURCE), hold them while the server
+    side's RSS is read, then check every one still answers a byte."""
+    nclients = max(1, math.ceil(opts.conns / min(CONNS_PER_SOURCE, fd_budget())))
+    sources = system.sources(nclients)
+    if system.grow is not None:  # the baseline's servers hold one descriptor per connection
+        system.grow(math.ceil(opts.conns / fd_budget()))
+    procs = system.processes()
+    server = {r: p for r, p in procs.items() if r != "dispatcher"}  # the shards hold the state
+    rss0 = rss_bytes(server)
+    specs = [
+        Spec("conns", system.host, PORTS["echo"], source=sources[i],
+             conns=opts.conns // nclients + (1 if i < opts.conns % nclients else 0))
+        for i in range(nclients)
+    ]  # fmt: skip
+    totals = Totals()
+    opened = 0
+    with ClientGroup(system, specs) as group:
+        progress = dict.fromkeys(range(len(specs)), 0)
+        pids = [p.pid for p in group.procs]
+        with _bar(f"{system.label}: conns open", opts.conns, "conn") as bar:
+
+            def tick(lines: list[dict[str, Any]]) -> None:
+                bar.n = sum(group_progress(group, pids, progress))
+                bar.refresh()
+
+            limit = time.time() + GRACE_S + opts.conns / CONNS_OPEN_MIN_PER_S / nclients
+            held = group.wait_for("opened", limit, tick)
+        rss1 = rss_bytes(server)
+        for line in held:
+            opened += int(line.get("opened", 0))
+            if line:
+                totals.t_start = min(totals.t_start, line["t_start"])
+                totals.t_end = max(totals.t_end, line["t_end"])
+        open_rate = opened / totals.elapsed if opened else 0.0
+        # One client at a time probes its connections: all at once, a slow
+        # stack's rings overflow and the probes wait for retransmissions.
+        with _bar(f"{system.label}: conns check", opened, "conn") as bar:
+            for i, spec in enumerate(specs):
+                group.tell("check", only=i)
+                limit = time.time() + GRACE_S + spec.conns / CONNS_CHECK_MIN_PER_S
+                (line,) = group.wait_for("result", limit, lambda _: None, only=i)
+                if line:
+                    totals.add(line["result"])
+                else:
+                    totals.failed += 1
+                    totals.errors.append(group.why(i))
+                bar.update(spec.conns)
+        group.tell("close")  # all checked: now every client closes its connections
+        group.wait_exit(GRACE_S)
+    answered = totals.ops
+    figures: dict[str, Any] = {"conns": opened, "answered": answered, "conn_per_s": open_rate}
+    if rss0 and rss1 and opened:
+        grown = sum(rss1.values()) - sum(rss0.get(r, 0) for r in rss1)
+        figures["rss_per_conn_bytes"] = max(grown, 0) / opened
+        figures["rss_bytes"] = rss1
+    missing = opts.conns - answered
+    figures |= totals.counts()
+    figures["failed"] = max(totals.failed, missing)
+    return figures
+
+
+def group_progress(group: ClientGroup, pids: list[int], progress: dict[int, int]) -> list[int]:
+    """Each client's latest ``progress`` (or ``opened``) count."""
+    for i, pid in enumerate(pids):
+        for line in reversed(group.lines[pid]):
+            if "progress" in line or "opened" in line:
+                progress[i] = int(line.get("progress", line.get("opened", 0)))
+                break
+    return list(progress.values())
+
+
+RUNNERS: dict[str, Callable[[System, Options], dict[str, Any]]] = {
+    "bulk": bulk,
+    "echo": echo,
+    "crr": crr,
+    "rr": rr,
+    "udp": udp,
+    "ping": ping,
+    "conns": conns,
+}

@@ -1,0 +1,305 @@
+"""The systems under test, each as a ``System``: where the load-test clients
+run (a network namespace), which address they talk to, and which processes
+do the server's work (for CPU and memory figures).
+
+* ``shardnet_lab``: a ``Lab`` (a namespace with a TAP and ``shardnet run
+  --serve echo:7 --serve discard:9 --serve chargen:19``); the clients run on
+  the kernel side of the TAP.
+* ``kernel_pair``: the kernel's own stack both ways: two namespaces joined by
+  a veth, the same address roles as the lab (clients 198.18.0.1 /
+  2001:db8::1, server .2 / ::2), and ``kernel_apps`` serving the same apps.
+* ``target``: a stack someone else runs (``--target ADDR``).
+
+Everything made is removed on exit, also on a failure or Ctrl-C. Only
+198.18.0.0/15 and 2001:db8::/32 are used, in namespaces made here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import os
+import resource
+import secrets
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import psutil
+
+from shardnet.common.client import Client, ControlError
+
+from ..lab import KERNEL_V4, KERNEL_V6, SHARDNET_V4, SHARDNET_V6, Lab
+
+SERVE = ("echo:7", "discard:9", "chargen:19")  # echo also over UDP
+PORTS = {"echo": 7, "discard": 9, "chargen": 19}
+SERVER_READY_TIMEOUT_S = 15.0
+# Client-side sysctls of the namespaces made here: crr closes from the
+# client side, so its TIME-WAIT ports must be reusable (RFC 6191 with
+# timestamps) and the range wide, or a fast stack runs out of ports in seconds.
+CLIENT_SYSCTLS = {
+    "net.ipv4.tcp_tw_reuse": "1",
+    "net.ipv4.ip_local_port_range": "10000 65000",
+}
+
+CLOSING_STATES = [
+    arg for state in ("fin-wait-1", "fin-wait-2", "closing", "last-ack") for arg in ("state", state)
+]
+
+
+@dataclass(slots=True)
+class System:
+    """One stack under test, as its clients see it."""
+
+    name: str  # "shardnet" or "kernel"
+    host: str  # the server address the clients connect to
+    ns: str | None  # the clients' network namespace (None: this process's)
+    control: str | None = None  # shardnet's control endpoint (CPU, RSS)
+    server_pids: tuple[int, ...] = ()  # the kernel baseline's server processes
+    # the baseline's "at least n server processes" (conns needs descriptors)
+    grow: Callable[[int], None] | None = None
+    label: str = ""  # e.g. "shardnet 2 shards", for progress bars
+    _added: list[tuple[str, str]] = field(default_factory=list)
+
+    def argv(self, cmd: list[str]) -> list[str]:
+        """``cmd`` run in the clients' namespace."""
+        return ["ip", "netns", "exec", self.ns, *cmd] if self.ns else cmd
+
+    def processes(self) -> dict[str, int]:
+        """Role -> pid of the processes doing the server's work: the
+        dispatcher and every shard, or the baseline's server. Empty when a
+        ``--target`` stack's control channel cannot be reached."""
+        if self.server_pids:
+            return {f"server{i}": pid for i, pid in enumerate(self.server_pids)}
+        try:
+            with Client(self.control, timeout_s=2) as client:
+                procs = client.shards()
+        except (ControlError, OSError):
+            return {}
+        out = {"dispatcher": int(procs["dispatcher"])}
+        for shard in procs["shards"]:
+            out[f"shard{shard['shard']}"] = int(shard["pid"])
+        return out
+
+    def stack_counters(self) -> dict[str, int]:
+        """shardnet's own counts of trouble, summed over the shards (ring
+        drops, TCP retransmissions, drops by reason): a scenario's deltas
+        explain a poor figure. Empty for the kernel or an unreachable stack."""
+        if self.server_pids:
+            return {}
+        try:
+            with Client(self.control, timeout_s=2) as client:
+                stats = client.stats()
+        except (ControlError, OSError):
+            return {}
+        out = {"ring_drops": 0, "tcp_retransmits": 0, "tx_drops": 0, "drops": 0}
+        for shard in stats["shards"]:
+            out["ring_drops"] += int(shard.get("ring_drops", 0))
+            out["tcp_retransmits"] += int(shard["counters"].get("tcp_retransmits", 0))
+            out["tx_drops"] += int(shard["counters"].get("tx_drops", 0))
+            out["drops"] += sum(int(v) for v in shard.get("drops", {}).values())
+        return out
+
+    def client_orphans(self) -> int:
+        """TCP sockets on the clients' side whose close is not over (FIN
+        sent or received but the exchange unfinished), counted over netlink
+        in their namespace (``/proc/net/sockstat``'s orphans are global);
+        -1 if ``ss`` fails."""
+        r = subprocess.run(
+            self.argv(["ss", "-Htn", *CLOSING_STATES]), capture_output=True, text=True
+        )
+        return r.stdout.count("\n") if r.returncode == 0 else -1
+
+    def sources(self, n: int) -> list[str]:
+        """``n`` client source addresses: "" (the kernel's choice) and
+        ``n - 1`` more, added on the clients' side of the link, taken from
+        the top of the clients' own subnet (so the server reaches them
+        on-link). Each address gives the conns scenario a port range."""
+        if n <= 1:
+            return [""]
+        route = json.loads(self._ip("-j", "route", "get", self.host))[0]
+        dev, primary = route["dev"], route["prefsrc"]
+        prefix = 64 if ":" in primary else 24
+        for info in json.loads(self._ip("-j", "addr", "show", "dev", dev)):
+            for a in info.get("addr_info", []):
+                if a.get("local") == primary:
+                    prefix = int(a["prefixlen"])
+        out = [""]
+        for cand in extra_sources(primary, prefix, self.host, n - 1):
+            extra = ["nodad"] if ":" in cand else []
+            self._ip("addr", "add", f"{cand}/{prefix}", "dev", dev, *extra)
+            self._added.append((f"{cand}/{prefix}", dev))
+            out.append(cand)
+        return out
+
+    def remove_sources(self) -> None:
+        for addr, dev in self._added:
+            subprocess.run(self.argv(["ip", "addr", "del", addr, "dev", dev]), capture_output=True)
+        self._added.clear()
+
+    def _ip(self, *args: str) -> str:
+        r = subprocess.run(self.argv(["ip", *args]), capture_output=True, text=True, check=True)
+        return r.stdout
+
+
+def extra_sources(primary: str, prefix: int, server: str, n: int) -> list[str]:
+    """``n`` addresses of ``primary``'s subnet from its top down, skipping
+    the broadcast address (in IPv6 the all-ones one) and the two in use."""
+    net = ipaddress.ip_interface(f"{primary}/{prefix}").network
+    taken = {ipaddress.ip_address(primary), ipaddress.ip_address(server)}
+    out: list[str] = []
+    k = 2
+    while len(out) < n:
+        if k > net.num_addresses - 1:
+            raise RuntimeError(f"{net} has no room for {n} more client addresses")
+        cand = net.network_address + (net.num_addresses - k)
+        k += 1
+        if cand not in taken:
+            out.append(str(cand))
+    return out
+
+
+def _set_client_sysctls(ns: str) -> None:
+    for key, value in CLIENT_SYSCTLS.items():
+        subprocess.run(
+            ["ip", "netns", "exec", ns, "sysctl", "-q", "-w", f"{key}={value}"],
+            capture_output=True,
+        )
+
+
+@contextlib.contextmanager
+def shardnet_lab(shards: int, ipv6: bool) -> Iterator[System]:
+    """shardnet on a TAP in a fresh namespace; clients on the kernel side."""
+    with Lab("lt", tap=f"snlt{secrets.token_hex(3)}", serve=SERVE, shards=shards) as lab:
+        _set_client_sysctls(lab.ns)
+        system = System(
+            "shardnet",
+            SHARDNET_V6 if ipv6 else SHARDNET_V4,
+            lab.ns,
+            control=lab.control,
+            label=f"shardnet {shards} shard{'s' if shards > 1 else ''}",
+        )
+        yield system
+
+
+@contextlib.contextmanager
+def target(addr: str, netns: str | None, control: str | None) -> Iterator[System]:
+    """A stack that is already running (``--target``); nothing is made but
+    the extra source addresses of conns, removed again."""
+    system = System("shardnet", addr, netns, control=control, label=f"shardnet at {addr}")
+    try:
+        yield system
+    finally:
+        system.remove_sources()
+
+
+@contextlib.contextmanager
+def kernel_pair(ipv6: bool, workers: int) -> Iterator[System]:
+    """The kernel both ways: client and server namespaces over a veth, and
+    ``workers`` server processes sharing the ports (SO_REUSEPORT; more
+    through ``System.grow``)."""
+    tag = secrets.token_hex(3)
+    client_ns, server_ns = f"sn-ltk-{tag}-c", f"sn-ltk-{tag}-s"
+    made: list[str] = []
+    servers: list[subprocess.Popen[bytes]] = []
+    try:
+        for ns in (client_ns, server_ns):
+            subprocess.run(["ip", "netns", "add", ns], check=True, capture_output=True)
+            made.append(ns)
+            _ns_run(ns, "ip", "link", "set", "lo", "up")
+        veth = (f"snltk{tag}a", f"snltk{tag}b")
+        subprocess.run(
+            ["ip", "link", "add", veth[0], "netns", client_ns, "type", "veth",
+             "peer", "name", veth[1], "netns", server_ns],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        for ns, dev, v4, v6 in (
+            (client_ns, veth[0], KERNEL_V4, KERNEL_V6),
+            (server_ns, veth[1], SHARDNET_V4, SHARDNET_V6),
+        ):
+            _ns_run(ns, "ip", "addr", "add", f"{v4}/24", "dev", dev)
+            _ns_run(ns, "ip", "addr", "add", f"{v6}/64", "dev", dev, "nodad")
+            _ns_run(ns, "ip", "link", "set", dev, "up")
+        _set_client_sysctls(client_ns)
+        system = System("kernel", SHARDNET_V6 if ipv6 else SHARDNET_V4, client_ns, label="kernel")
+
+        def grow(n: int) -> None:
+            started = [
+                subprocess.Popen(
+                    ["ip", "netns", "exec", server_ns, sys.executable, "-m",
+                     "shardnet.scripts.loadtest.kernel_apps"],
+                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                    start_new_session=True,  # Ctrl-C reaches us; we stop them ourselves
+                )
+                for _ in range(n - len(servers))
+            ]  # fmt: skip
+            servers.extend(started)
+            for server in started:
+                _wait_ready(server)
+            system.server_pids = tuple(s.pid for s in servers)  # ip netns exec execs
+
+        grow(workers)
+        system.grow = grow
+        yield system
+    finally:
+        for server in servers:
+            if server.poll() is None:
+                os.kill(server.pid, signal.SIGTERM)
+        for server in servers:
+            try:
+                server.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.kill(server.pid, signal.SIGKILL)
+                server.wait()
+        for ns in made:  # the veth goes with its namespaces
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def _ns_run(ns: str, *argv: str) -> None:
+    subprocess.run(["ip", "netns", "exec", ns, *argv], check=True, capture_output=True)
+
+
+def _wait_ready(server: subprocess.Popen[bytes]) -> None:
+    assert server.stdout is not None
+    fd = server.stdout.fileno()
+    deadline = time.monotonic() + SERVER_READY_TIMEOUT_S
+    seen = ""
+    while time.monotonic() < deadline:
+        if select.select([fd], [], [], 0.1)[0]:
+            chunk = os.read(fd, 4096)
+            seen += chunk.decode(errors="replace")
+            if "ready" in seen:
+                return
+            if not chunk:
+                raise RuntimeError(f"the kernel baseline's server exited: {seen.strip()}")
+    raise RuntimeError(f"the kernel baseline's server did not start: {seen.strip()}")
+
+
+def fd_budget() -> int:
+    """Descriptors one process may hold here, less room for the rest: the
+    hard RLIMIT_NOFILE cannot be raised without CAP_SYS_RESOURCE, so the
+    conns scenario spreads its connections over enough processes."""
+    return max(1000, resource.getrlimit(resource.RLIMIT_NOFILE)[1] - 512)
+
+
+def cpu_seconds(pids: dict[str, int]) -> float:
+    """User + system CPU of these processes so far."""
+    total = 0.0
+    for pid in pids.values():
+        with contextlib.suppress(psutil.Error):
+            t = psutil.Process(pid).cpu_times()
+            total += t.user + t.system
+    return total
+
+
+def rss_bytes(pids: dict[str, int]) -> dict[str, int]:
+    out = {}
+    for role, pid in pids.items():
+        with contextlib.suppress(psutil.Error):
+            out[role] = psutil.Process(pid).memory_info().rss
+    return out

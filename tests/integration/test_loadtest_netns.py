@@ -1,0 +1,95 @@
+"""``shardnet loadtest``: every scenario once, briefly, against shardnet and
+against the kernel, in one command; correctness only (nothing corrupted, no
+connection failed, every figure there and positive, the JSON's shape, no
+namespace left), never speed."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ..netns import skip_unless_netns
+
+pytestmark = [pytest.mark.netns, pytest.mark.timeout(150)]
+
+FIGURES = {
+    "bulk": {"mbytes_per_s_in", "mbytes_per_s_out", "cpu_ms_per_mb"},
+    "echo": {"mbytes_per_s_in", "mbytes_per_s_out"},
+    "crr": {"conn_per_s", "p50_us", "p99_us"},
+    "rr": {"tps", "p50_us", "p99_us"},
+    "udp": {"pps"},
+    "ping": {"p50_us", "p99_us"},
+    "conns": {"conn_per_s", "rss_per_conn_bytes"},
+}
+
+# A few thousand connections may fit in memory the allocator already had.
+MAY_BE_ZERO = {"rss_per_conn_bytes"}
+
+
+def loadtest_namespaces() -> list[str]:
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    return [line.split()[0] for line in out.splitlines() if line.startswith(("sn-lt-", "sn-ltk-"))]
+
+
+def loadtest(*argv: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "shardnet.scripts.cli", "loadtest", *argv],
+        capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+
+
+def test_every_scenario_against_shardnet_and_the_kernel(tmp_path: Path) -> None:
+    skip_unless_netns()
+    out = tmp_path / "lt.json"
+    r = loadtest(
+        "--scenario", ",".join(FIGURES), "--against", "kernel", "--duration", "1",
+        "--streams", "2", "--conns", "2000", "--json", str(out),
+        timeout=140,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    doc = json.loads(out.read_text())
+    assert set(doc["scenarios"]) == set(FIGURES)
+    for name, figures in FIGURES.items():
+        entry = doc["scenarios"][name]
+        assert set(entry) == {"shardnet", "kernel", "ratio"}, name
+        for system in ("shardnet", "kernel"):
+            got = entry[system]
+            assert got["failed"] == 0 and got["corrupted"] == 0, (name, system, got)
+            for figure in figures - MAY_BE_ZERO:
+                assert got[figure] > 0, (name, system, figure, got)
+            for figure in figures & MAY_BE_ZERO:
+                assert got[figure] >= 0, (name, system, figure, got)
+        assert figures - MAY_BE_ZERO <= set(entry["ratio"]) <= figures, name
+    conns = doc["scenarios"]["conns"]
+    assert conns["shardnet"]["answered"] == conns["kernel"]["answered"] == 2000
+    assert set(conns["shardnet"]["rss_bytes"]) == {"shard0", "shard1"}
+    # the table names every scenario, with its ratio column
+    assert "ratio" in r.stdout.splitlines()[1]
+    assert all(f"\n{name} " in r.stdout for name in FIGURES)
+    assert loadtest_namespaces() == []
+
+
+def test_a_shard_sweep_names_each_count(tmp_path: Path) -> None:
+    skip_unless_netns()
+    out = tmp_path / "lt.json"
+    r = loadtest("--scenario", "rr", "--shards", "1,2", "--duration", "0.5", "--streams", "1",
+                 "--json", str(out), timeout=100)  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    doc = json.loads(out.read_text())
+    assert set(doc["scenarios"]) == {"rr@1s", "rr@2s"}
+    for entry in doc["scenarios"].values():
+        assert set(entry) == {"shardnet"}
+        assert entry["shardnet"]["tps"] > 0 and entry["shardnet"]["failed"] == 0
+    assert loadtest_namespaces() == []
+
+
+def test_refuses_bad_options() -> None:
+    r = loadtest("--scenario", "bulk,nope", timeout=30)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [
+        "shardnet loadtest: error: --scenario: unknown nope; of bulk,echo,crr,rr,udp,ping,conns"
+    ]

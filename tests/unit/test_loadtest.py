@@ -1,0 +1,310 @@
+"""The load-test harness's pure parts: percentiles, ratios, the JSON
+document, the table, failures, argument checking, ping parsing; and the
+client's scenario loops against kernel servers on the loopback (ephemeral
+ports, a fraction of a second each), which checks their corruption checks."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import socket
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from shardnet.scripts import bench_udp, cli
+from shardnet.scripts.loadtest import UsageError, settings_from_args
+from shardnet.scripts.loadtest import client as lt_client
+from shardnet.scripts.loadtest.kernel_apps import UdpEcho
+from shardnet.scripts.loadtest.report import (
+    build,
+    failures,
+    percentile,
+    ratios,
+    rows,
+    scenario_key,
+    table,
+)
+from shardnet.scripts.loadtest.scenarios import Totals, parse_ping
+from shardnet.scripts.loadtest.systems import extra_sources
+from shardnet.shards.apps import _chargen_block, _TcpChargen, _TcpEcho
+
+# --- report ----------------------------------------------------------------------------
+
+
+def test_percentile_is_nearest_rank() -> None:
+    samples = [5, 1, 4, 2, 3, 6, 7, 8, 9, 10]
+    assert percentile(samples, 50) == 5
+    assert percentile(samples, 99) == 10
+    assert percentile(samples, 0) == 1
+    assert percentile([42], 99) == 42
+    assert math.isnan(percentile([], 50))
+    with pytest.raises(ValueError):
+        percentile(samples, 101)
+
+
+def test_ratios_only_for_figures_both_measured() -> None:
+    ours = {"tps": 50.0, "p50_us": 300.0, "failed": 0, "conns": 10, "mbytes_per_s_in": 1.0}
+    theirs = {"tps": 100.0, "p50_us": 100.0, "failed": 0, "conns": 10, "mbytes_per_s_in": 0}
+    assert ratios(ours, theirs) == {"tps": 0.5, "p50_us": 3.0}
+
+
+def test_document_shape_with_kernel_and_sweep() -> None:
+    ours = {
+        scenario_key("rr", 1, True): {"tps": 10.0, "failed": 0, "corrupted": 0},
+        scenario_key("rr", 2, True): {"tps": 20.0, "failed": 0, "corrupted": 0},
+    }
+    doc = build(ours, {"rr": {"tps": 40.0, "failed": 0, "corrupted": 0}}, {"duration_s": 1})
+    assert set(doc["scenarios"]) == {"rr@1s", "rr@2s"}
+    entry = doc["scenarios"]["rr@2s"]
+    assert set(entry) == {"shardnet", "kernel", "ratio"}
+    assert entry["ratio"] == {"tps": 0.5}
+    assert doc["config"] == {"duration_s": 1}
+    alone = build({"udp": {"pps": 5.0}}, None, {})
+    assert alone["scenarios"]["udp"] == {"shardnet": {"pps": 5.0}}
+
+
+def test_failures_name_the_scenario_system_and_error() -> None:
+    doc = build(
+        {"crr": {"conn_per_s": 1.0, "failed": 2, "corrupted": 0, "error": "ConnectionRefused"}},
+        {"crr": {"conn_per_s": 2.0, "failed": 0, "corrupted": 1}},
+        {},
+    )
+    assert failures(doc) == [
+        "crr shardnet: 2 failed (ConnectionRefused)",
+        "crr kernel: 1 corrupted",
+    ]
+    clean = build({"crr": {"conn_per_s": 1.0, "failed": 0, "corrupted": 0}}, None, {})
+    assert failures(clean) == []
+
+
+def test_table_lists_each_figure_with_its_ratio() -> None:
+    doc = build(
+        {"bulk": {"mbytes_per_s_in": 12.5, "mbytes_per_s_out": 20.0, "streams": 4}},
+        {"bulk": {"mbytes_per_s_in": 1250.0, "mbytes_per_s_out": 400.0, "streams": 4}},
+        {},
+    )
+    assert [(r.figure, r.ratio) for r in rows(doc)] == [
+        ("mbytes_per_s_in", 0.01),
+        ("mbytes_per_s_out", 0.05),
+    ]
+    text = table(doc).splitlines()
+    assert text[0].split() == ["scenario", "figure", "unit", "shardnet", "kernel", "ratio"]
+    assert text[1].split() == ["bulk", "mbytes_per_s_in", "MB/s", "12.5", "1,250", "0.010"]
+    assert "ratio" not in table(build({"bulk": {"mbytes_per_s_in": 1.0}}, None, {}))
+
+
+def test_plot_writes_a_png(tmp_path: Any) -> None:
+    pytest.importorskip("matplotlib")
+    from shardnet.scripts.loadtest.report import plot
+
+    doc = build({"rr": {"tps": 10.0, "p50_us": 90.0}}, {"rr": {"tps": 40.0, "p50_us": 30.0}}, {})
+    path = tmp_path / "lt.png"
+    plot(doc, str(path))
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_totals_add_up_clients() -> None:
+    t = Totals()
+    t.add({"ops": 3, "bytes": 300, "failed": 1, "t_start": 10.0, "t_end": 12.0, "lat_us": [5]})
+    t.add({"ops": 1, "bytes": 100, "t_start": 10.5, "t_end": 14.0, "error": "boom"})
+    assert (t.ops, t.bytes, t.failed, t.elapsed, t.lat_us) == (4, 400, 1, 4.0, [5])
+    assert t.counts() == {"failed": 1, "corrupted": 0, "error": "boom"}
+
+
+PING = b"""PING 198.18.0.2 (198.18.0.2) 56(84) bytes of data.
+64 bytes from 198.18.0.2: icmp_seq=1 ttl=64 time=0.210 ms
+64 bytes from 198.18.0.2: icmp_seq=2 ttl=64 time=1.05 ms
+
+--- 198.18.0.2 ping statistics ---
+3 packets transmitted, 2 received, 33.3333% packet loss, time 4ms
+"""
+
+
+def test_parse_ping() -> None:
+    rtts, sent, got = parse_ping(PING)
+    assert rtts == pytest.approx([210.0, 1050.0])
+    assert (sent, got) == (3, 2)
+
+
+def test_extra_sources_from_the_top_of_the_subnet() -> None:
+    assert extra_sources("198.18.0.1", 24, "198.18.0.2", 3) == [
+        "198.18.0.254",
+        "198.18.0.253",
+        "198.18.0.252",
+    ]
+    assert extra_sources("2001:db8::1", 64, "2001:db8::2", 1) == ["2001:db8::ffff:ffff:ffff:fffe"]
+    assert extra_sources("198.18.0.1", 30, "198.18.0.2", 0) == []
+    with pytest.raises(RuntimeError):
+        extra_sources("198.18.0.1", 30, "198.18.0.2", 1)
+
+
+# --- command line ----------------------------------------------------------------------
+
+
+def _settings(*argv: str) -> Any:
+    return settings_from_args(cli.build_parser().parse_args(["loadtest", *argv]))
+
+
+def test_defaults() -> None:
+    s = _settings()
+    assert s.scenarios == ("bulk", "echo", "crr", "rr", "udp", "ping", "conns")
+    assert (s.shards, s.duration, s.conns, s.against_kernel) == ((2,), 5.0, 100_000, False)
+    s = _settings("--scenario", "rr,udp,rr", "--shards", "1,2", "--against", "kernel")
+    assert (s.scenarios, s.shards, s.against_kernel) == (("rr", "udp"), (1, 2), True)
+    assert _settings("--scenario", "conns,ping,bulk").scenarios == ("ping", "bulk", "conns")
+
+
+@pytest.mark.parametrize(
+    ("argv", "word"),
+    [
+        (["--scenario", "bulk,nope"], "--scenario"),
+        (["--scenario", ""], "--scenario"),
+        (["--shards", "1,x"], "--shards"),
+        (["--shards", "0"], "--shards"),
+        (["--duration", "0"], "--duration"),
+        (["--conns", "0"], "--conns"),
+        (["--size", "2"], "--size"),
+        (["--netns", "sn-x"], "--target"),
+        (["--target", "198.18.0.2", "--shards", "1,2"], "--shards"),
+    ],
+)
+def test_bad_settings(argv: list[str], word: str) -> None:
+    with pytest.raises(UsageError, match=word):
+        _settings(*argv)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--scenario", "nope"], ["--duration", "abc"], ["--against", "linux"], ["--bogus"]],
+)
+def test_bad_input_is_one_line_and_exit_2(argv: list[str], capsys: Any) -> None:
+    try:
+        code = cli.main(["loadtest", *argv])
+    except SystemExit as exc:  # argparse's own checks
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and err.startswith("shardnet loadtest: error:")
+
+
+def test_bench_udp_is_the_udp_scenario_against_the_kernel(monkeypatch: Any) -> None:
+    seen: list[list[str]] = []
+    monkeypatch.setattr(bench_udp, "loadtest", lambda argv: seen.append(argv) or 0)
+    assert bench_udp.run(["--duration", "1"]) == 0
+    assert seen == [["--scenario", "udp", "--against", "kernel", "--duration", "1"]]
+
+
+# --- the client's loops on the loopback ------------------------------------------------
+
+
+def test_chargen_oracle_matches_the_shard_app() -> None:
+    block = _chargen_block()
+    assert lt_client.chargen_pattern(10).startswith(block + block)
+
+
+class _Servers:
+    """Kernel TCP echo, chargen (the shard's apps) and a UDP echo on
+    127.0.0.1 ephemeral ports, in a thread's event loop."""
+
+    def __init__(self, chargen: type[asyncio.Protocol] = _TcpChargen) -> None:
+        self.chargen = chargen
+        self.ports: dict[str, int] = {}
+        self.loop = asyncio.new_event_loop()
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+
+        async def start() -> None:
+            echo = await self.loop.create_server(_TcpEcho, "127.0.0.1", 0)
+            chargen = await self.loop.create_server(self.chargen, "127.0.0.1", 0)
+            udp, _ = await self.loop.create_datagram_endpoint(UdpEcho, local_addr=("127.0.0.1", 0))
+            self.ports = {
+                "echo": echo.sockets[0].getsockname()[1],
+                "chargen": chargen.sockets[0].getsockname()[1],
+                "udp": udp.get_extra_info("sockname")[1],
+            }
+            self.ready.set()
+
+        self.loop.run_until_complete(start())
+        self.loop.run_forever()
+
+    def __enter__(self) -> _Servers:
+        self.thread.start()
+        assert self.ready.wait(5)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+@pytest.fixture
+def servers() -> Iterator[_Servers]:
+    with _Servers() as s:
+        yield s
+
+
+def _run(kind: str, port: int, **kw: Any) -> lt_client.Outcome:
+    spec = lt_client.Spec(kind, "127.0.0.1", port, start_at=time.time(), duration=0.2, **kw)
+    out = lt_client.Outcome()
+    lt_client.SCENARIOS[kind](spec, out)
+    return out
+
+
+@pytest.mark.parametrize(("kind", "app"), [("echo", "echo"), ("crr", "echo"), ("rr", "echo"),
+                                           ("udp", "udp"), ("bulk_out", "chargen")])  # fmt: skip
+def test_client_loops_move_checked_data(servers: _Servers, kind: str, app: str) -> None:
+    out = _run(kind, servers.ports[app])
+    assert (out.failed, out.corrupted, out.error) == (0, 0, "")
+    assert out.bytes > 0 and out.t_end > out.t_start
+    if kind in ("crr", "rr"):
+        assert out.ops > 0 and len(out.lat_us) == min(out.ops, lt_client.MAX_SAMPLES)
+
+
+def test_client_conns_hold_and_check(servers: _Servers, monkeypatch: Any) -> None:
+    lines: list[dict[str, Any]] = []
+    monkeypatch.setattr(lt_client, "emit", lines.append)
+    monkeypatch.setattr("sys.stdin", type("In", (), {"readline": staticmethod(lambda: "\n")}))
+    out = lt_client.Outcome()
+    spec = lt_client.Spec("conns", "127.0.0.1", servers.ports["echo"], conns=50)
+    lt_client.conns(spec, out)
+    assert [list(line)[0] for line in lines if "progress" not in line] == ["opened", "result"]
+    assert lines[-2]["opened"] == 50 and lines[-1]["result"]["ops"] == 50
+    assert (out.ops, out.failed) == (50, 0)
+
+
+class _BadChargen(_TcpChargen):
+    BLOCK = _chargen_block().replace(b"A", b"a")
+
+
+def test_bulk_out_sees_corruption() -> None:
+    with _Servers(chargen=_BadChargen) as s:
+        out = _run("bulk_out", s.ports["chargen"])
+    assert out.corrupted == 1
+
+
+def test_a_refused_connection_counts_as_failed() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # bound, never listening: refused
+        out = _run("crr", port)
+    assert out.failed > 0 and out.ops == 0 and "ConnectionRefused" in out.error
+
+
+def test_plot_without_matplotlib_is_one_clear_line(monkeypatch: Any, capsys: Any) -> None:
+    from shardnet.scripts.loadtest import harness
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import fails as if not installed
+    monkeypatch.setattr(harness.os, "geteuid", lambda: 0)
+    settings = _settings("--scenario", "rr", "--plot", "x.png")
+    assert harness.run_settings(settings) == 2
+    assert capsys.readouterr().err == (
+        "shardnet loadtest: --plot needs matplotlib: pip install 'shardnet[plot]'\n"
+    )
