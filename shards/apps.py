@@ -78,7 +78,7 @@ def load_app(spec: str) -> Callable[[ShardStack], Coroutine[Any, Any, Any]]:
 # --- TCP ------------------------------------------------------------------------------
 
 
-class _TcpEcho(asyncio.Protocol):
+class TcpEcho(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
 
@@ -86,20 +86,20 @@ class _TcpEcho(asyncio.Protocol):
         self.transport.write(data)  # type: ignore[attr-defined]
 
 
-class _TcpDiscard(asyncio.Protocol):
+class TcpDiscard(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         pass
 
 
-def _chargen_block() -> bytes:
+def chargen_block() -> bytes:
     """RFC 864: lines of 72 printable characters, each starting one later."""
     chars = bytes(range(32, 127))
     lines = [(chars[i % 95 :] + chars)[:CHARGEN_LINE] + b"\r\n" for i in range(95)]
     return b"".join(lines)
 
 
-class _TcpChargen(asyncio.Protocol):
-    BLOCK = _chargen_block()
+class TcpChargen(asyncio.Protocol):
+    BLOCK = chargen_block()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
@@ -205,10 +205,10 @@ async def _http(
 async def serve_tcp(stack: ShardStack, app: str, port: int) -> Any:
     """One dual-stack listener for ``app`` in this shard."""
     if app == "echo":
-        return await stack.create_server(_TcpEcho, None, port)
+        return await stack.create_server(TcpEcho, None, port)
     if app == "discard":
-        return await stack.create_server(_TcpDiscard, None, port)
+        return await stack.create_server(TcpDiscard, None, port)
     if app == "chargen":
-        return await stack.create_server(_TcpChargen, None, port)
+        return await stack.create_server(TcpChargen, None, port)
     handler = _http if app == "http" else _whoami_tcp
     return await stack.start_server(lambda r, w: handler(stack, r, w), None, port)

@@ -44,6 +44,7 @@ class Settings:
     netns: str | None
     control: str | None
     ipv6: bool
+    multi_queue: bool = False  # the stack started with --multi-queue
 
 
 def _usage_error(message: str) -> NoReturn:
@@ -76,6 +77,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--netns", metavar="NS", help="with --target: run the clients in this namespace")
     p.add_argument("--control", metavar="ENDPOINT", help="with --target: its control channel")
     p.add_argument("--ipv6", action="store_true", help="over IPv6 instead of IPv4")
+    p.add_argument(
+        "--multi-queue",
+        action="store_true",
+        help="start shardnet with --multi-queue (one TAP queue per shard, no dispatcher hop)",
+    )
 
 
 def settings_from_args(ns: argparse.Namespace) -> Settings:
@@ -100,6 +106,8 @@ def settings_from_args(ns: argparse.Namespace) -> Settings:
         raise UsageError("--size must be 8..1400")
     if ns.target is None and (ns.netns or ns.control):
         raise UsageError("--netns and --control go with --target")
+    if ns.target is not None and ns.multi_queue:
+        raise UsageError("--multi-queue is for a stack the harness starts, not a --target")
     if ns.target is not None and len(shards) > 1:
         raise UsageError("--shards sweeps stacks the harness starts, not a --target")
     # once each, in the order given, but conns last: closing its many
@@ -121,6 +129,7 @@ def settings_from_args(ns: argparse.Namespace) -> Settings:
         netns=ns.netns,
         control=ns.control,
         ipv6=ns.ipv6,
+        multi_queue=ns.multi_queue,
     )
 
 

@@ -370,8 +370,9 @@ def _open_many(spec: Spec, out: Outcome) -> list[socket.socket]:
             sel.register(s, selectors.EVENT_WRITE)
             deadline[s] = time.monotonic() + CONNECT_TIMEOUT_S
         for key, _ in sel.select(timeout=0.5):
-            s = key.fileobj
-            assert isinstance(s, socket.socket)
+            ready = key.fileobj
+            assert isinstance(ready, socket.socket)
+            s = ready
             sel.unregister(s)
             del deadline[s]
             err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)

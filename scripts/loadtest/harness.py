@@ -47,7 +47,7 @@ def _systems(s: Settings) -> Iterator[tuple[str, int, contextlib.AbstractContext
         yield "shardnet", 0, target(s.target, s.netns, s.control)
     else:
         for n in s.shards:
-            yield "shardnet", n, shardnet_lab(n, s.ipv6)
+            yield "shardnet", n, shardnet_lab(n, s.ipv6, s.multi_queue)
     if s.against_kernel:
         yield "kernel", 0, kernel_pair(s.ipv6, kernel_workers(s))
 

@@ -24,7 +24,7 @@ import signal
 import sys
 from typing import Any
 
-from shardnet.shards.apps import _TcpChargen, _TcpDiscard, _TcpEcho
+from shardnet.shards.apps import TcpChargen, TcpDiscard, TcpEcho
 
 PORTS = {"echo": 7, "discard": 9, "chargen": 19}
 BACKLOG = 4096  # the kernel caps it at net.core.somaxconn
@@ -42,7 +42,7 @@ async def serve() -> None:
     loop = asyncio.get_running_loop()
     servers = [
         await loop.create_server(factory, None, PORTS[app], backlog=BACKLOG, reuse_port=True)
-        for app, factory in (("echo", _TcpEcho), ("discard", _TcpDiscard), ("chargen", _TcpChargen))
+        for app, factory in (("echo", TcpEcho), ("discard", TcpDiscard), ("chargen", TcpChargen))
     ]
     # "::" is dual-stack on Linux (net.ipv6.bindv6only is 0 in a new namespace)
     transport, _ = await loop.create_datagram_endpoint(

@@ -173,16 +173,19 @@ def _set_client_sysctls(ns: str) -> None:
 
 
 @contextlib.contextmanager
-def shardnet_lab(shards: int, ipv6: bool) -> Iterator[System]:
+def shardnet_lab(shards: int, ipv6: bool, multi_queue: bool = False) -> Iterator[System]:
     """shardnet on a TAP in a fresh namespace; clients on the kernel side."""
-    with Lab("lt", tap=f"snlt{secrets.token_hex(3)}", serve=SERVE, shards=shards) as lab:
+    args = ("--multi-queue",) if multi_queue else ()
+    tap = f"snlt{secrets.token_hex(3)}"
+    with Lab("lt", tap=tap, serve=SERVE, shards=shards, args=args) as lab:
         _set_client_sysctls(lab.ns)
         system = System(
             "shardnet",
             SHARDNET_V6 if ipv6 else SHARDNET_V4,
             lab.ns,
             control=lab.control,
-            label=f"shardnet {shards} shard{'s' if shards > 1 else ''}",
+            label=f"shardnet {shards} shard{'s' if shards > 1 else ''}"
+            + (", multi-queue" if multi_queue else ""),
         )
         yield system
 

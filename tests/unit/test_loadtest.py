@@ -31,7 +31,7 @@ from shardnet.scripts.loadtest.report import (
 )
 from shardnet.scripts.loadtest.scenarios import Totals, parse_ping
 from shardnet.scripts.loadtest.systems import extra_sources
-from shardnet.shards.apps import _chargen_block, _TcpChargen, _TcpEcho
+from shardnet.shards.apps import TcpChargen, TcpEcho, chargen_block
 
 # --- report ----------------------------------------------------------------------------
 
@@ -203,7 +203,7 @@ def test_bench_udp_is_the_udp_scenario_against_the_kernel(monkeypatch: Any) -> N
 
 
 def test_chargen_oracle_matches_the_shard_app() -> None:
-    block = _chargen_block()
+    block = chargen_block()
     assert lt_client.chargen_pattern(10).startswith(block + block)
 
 
@@ -211,7 +211,7 @@ class _Servers:
     """Kernel TCP echo, chargen (the shard's apps) and a UDP echo on
     127.0.0.1 ephemeral ports, in a thread's event loop."""
 
-    def __init__(self, chargen: type[asyncio.Protocol] = _TcpChargen) -> None:
+    def __init__(self, chargen: type[asyncio.Protocol] = TcpChargen) -> None:
         self.chargen = chargen
         self.ports: dict[str, int] = {}
         self.loop = asyncio.new_event_loop()
@@ -222,7 +222,7 @@ class _Servers:
         asyncio.set_event_loop(self.loop)
 
         async def start() -> None:
-            echo = await self.loop.create_server(_TcpEcho, "127.0.0.1", 0)
+            echo = await self.loop.create_server(TcpEcho, "127.0.0.1", 0)
             chargen = await self.loop.create_server(self.chargen, "127.0.0.1", 0)
             udp, _ = await self.loop.create_datagram_endpoint(UdpEcho, local_addr=("127.0.0.1", 0))
             self.ports = {
@@ -280,8 +280,8 @@ def test_client_conns_hold_and_check(servers: _Servers, monkeypatch: Any) -> Non
     assert (out.ops, out.failed) == (50, 0)
 
 
-class _BadChargen(_TcpChargen):
-    BLOCK = _chargen_block().replace(b"A", b"a")
+class _BadChargen(TcpChargen):
+    BLOCK = chargen_block().replace(b"A", b"a")
 
 
 def test_bulk_out_sees_corruption() -> None:
