@@ -8,7 +8,7 @@ dataclass; on the wire it is ``[kind, field, field, ...]``.
 
 from __future__ import annotations
 
-from dataclasses import astuple, dataclass, field
+from dataclasses import astuple, dataclass, field, fields, is_dataclass
 from typing import Any, ClassVar
 
 import msgpack
@@ -197,7 +197,27 @@ class BadMessage(ValueError):
 
 
 def encode(msg: Message) -> bytes:
-    return msgpack.packb([msg.kind, *astuple(msg)], use_bin_type=True)
+    # The fields as they are (``astuple`` would deep-copy every list and dict
+    # first: seconds for a page of connections); a dataclass nested in a
+    # value goes as a tuple, as ``astuple`` made it.
+    values = [getattr(msg, name) for name in _field_names(type(msg))]
+    return msgpack.packb([msg.kind, *values], use_bin_type=True, default=_nested)
+
+
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _field_names(kind: type) -> tuple[str, ...]:
+    names = _FIELD_NAMES.get(kind)
+    if names is None:
+        names = _FIELD_NAMES[kind] = tuple(f.name for f in fields(kind))
+    return names
+
+
+def _nested(obj: Any) -> Any:
+    if is_dataclass(obj) and not isinstance(obj, type):
+        return astuple(obj)
+    raise TypeError(f"cannot encode {type(obj).__name__} in a control message")
 
 
 def decode(data: bytes) -> Message:

@@ -214,6 +214,7 @@ class Stack(ControlApi):
             )  # fmt: skip
             loop.add_reader(link.fileno(), self._on_link)
             self._reading = True
+            self.shard.before_timers = self._on_link  # frames waiting first
             self.shard.start_timers()
             await self.shard.start_apps()
         except BaseException:

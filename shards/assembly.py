@@ -145,6 +145,7 @@ class ShardAssembly:
         self.app_tasks: list[asyncio.Task[Any]] = []
         self._confirmed_at: dict[tuple[int, bytes], float] = {}
         # The protocol machines' timers: one loop timer at the nearest deadline.
+        self.before_timers: Callable[[], None] | None = None  # the host drains its input
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
         self._rearm_soon = False
@@ -360,6 +361,11 @@ class ShardAssembly:
 
     def _fire(self) -> None:
         self._timer = None
+        if self.before_timers is not None:
+            # Frames already waiting first: an ACK queued behind a burst must
+            # count before the RTO it answers fires (else a burst of closes
+            # or writes turns into a storm of spurious retransmissions).
+            self.before_timers()
         self.handle_timeout(self.clock())
         self.tcp.flush()
         self._rearm()

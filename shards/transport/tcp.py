@@ -43,6 +43,7 @@ from ..tcp.endpoint import (
     Reset,
     SynInTimeWait,
     TcpEndpoint,
+    TcpStats,
     Writable,
     addresses_acceptable,
     rst_for,
@@ -63,6 +64,7 @@ HIGH_WATER = 256 * 1024  # bytes buffered in the transport before pause_writing
 Key = tuple[bytes, int, bytes, int]  # local addr, local port, remote addr, remote port (wire form)
 
 
+_STATS_FIELDS = tuple(f.name for f in dataclasses.fields(TcpStats))
 _TCP_FIXED = struct.Struct("!HHIIHH")  # ports, SEQ, ACK, offset+flags, window
 _TS_VALUES = struct.Struct("!II")  # TSval, TSecr
 _NOP_NOP_TS = bytes((1, 1, 8, 10))  # RFC 7323 Appendix A: NOP, NOP, kind 8, length 10
@@ -717,8 +719,10 @@ class TcpDemux:
         shard, like ``ss -ti``, then its listeners (in the last page)."""
         end = None if limit is None else offset + limit
         out = []
+        names = _STATS_FIELDS
         for (local, lport, remote, rport), t in itertools.islice(self.conns.items(), offset, end):
-            row = dataclasses.asdict(t.ep.stats())
+            stats = t.ep.stats()
+            row = {name: getattr(stats, name) for name in names}  # flat: no asdict deep copy
             row.update(
                 shard=self.shard,
                 local=f"{format_ip(local)}:{lport}",
