@@ -29,7 +29,7 @@ class SendBuffer:
     __slots__ = ("_chunks", "_starts", "_head", "_begin", "_end", "_tail")
 
     def __init__(self) -> None:
-        self._chunks: list[bytes] = []
+        self._chunks: list[bytes | memoryview] = []  # bytes, or read-only views of bytes
         self._starts: list[int] = []  # stream offset of each chunk's first byte
         self._head = 0  # chunks before this index are fully acknowledged
         self._begin = 0  # stream offset of the first byte held (SND.UNA's)
@@ -49,7 +49,12 @@ class SendBuffer:
             return
         if n >= CHUNK_MIN:
             self._seal()
-            self._chunks.append(data if type(data) is bytes else bytes(data))
+            if not (
+                type(data) is bytes
+                or (type(data) is memoryview and data.readonly and type(data.obj) is bytes)
+            ):
+                data = bytes(data)  # the caller's buffer may change: a copy
+            self._chunks.append(data)
             self._starts.append(self._end)
             self._end += n
             return

@@ -25,6 +25,7 @@ import itertools
 import logging
 import os
 import struct
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -126,7 +127,11 @@ class TcpTransport(asyncio.Transport):
         self.ep = ep
         self._v6 = v6  # reported addresses are IPv6 (a dual-stack socket)
         self._protocol: asyncio.Protocol | None = None
-        self._buffer = bytearray()
+        # What the endpoint's send buffer could not take yet: chunks kept as
+        # the application wrote them (bytes are immutable: no copy), moved
+        # into the endpoint as it makes room.
+        self._buffer: deque[bytes | memoryview] = deque()
+        self._buffered = 0
         self._closing = False
         self._lost = False
         self._reading = True
@@ -151,13 +156,22 @@ class TcpTransport(asyncio.Transport):
         if not data:
             return
         if self._buffer:
-            self._buffer += data
+            self._hold(data)
         else:
             n = self.ep.send(data)
             if n < len(data):
-                self._buffer += memoryview(data)[n:]
+                self._hold(memoryview(data)[n:] if n else data)
         self._demux.kick(self._key)
         self._check_high_water()
+
+    def _hold(self, data: bytes | bytearray | memoryview) -> None:
+        chunk: bytes | memoryview
+        if isinstance(data, bytearray) or not _immutable(data):
+            chunk = bytes(data)  # the caller may reuse its buffer
+        else:
+            chunk = data
+        self._buffer.append(chunk)
+        self._buffered += len(chunk)
 
     def writelines(self, chunks: Any) -> None:
         for chunk in chunks:
@@ -188,6 +202,7 @@ class TcpTransport(asyncio.Transport):
     def abort(self) -> None:
         self._closing = True
         self._buffer.clear()
+        self._buffered = 0
         self.ep.abort(self._demux.now())
         self._demux.kick(self._key)
 
@@ -210,7 +225,7 @@ class TcpTransport(asyncio.Transport):
         return self._reading
 
     def get_write_buffer_size(self) -> int:
-        return len(self._buffer)
+        return self._buffered
 
     def set_option(self, name: str, value: Any) -> None:
         """Options that apply to an open connection: TCP_NODELAY, TCP_CORK."""
@@ -289,31 +304,34 @@ class TcpTransport(asyncio.Transport):
 
     def _flush(self) -> None:
         """The endpoint has room again: move buffered bytes into it."""
-        if self._buffer:
+        buffer = self._buffer
+        while buffer:
+            chunk = buffer[0]
             try:
-                n = self.ep.send(self._buffer)
+                n = self.ep.send(chunk)
             except OSError:
                 # Reset or timed out later in the same batch: the Reset
                 # event that follows tells the protocol.
-                self._buffer.clear()
+                buffer.clear()
+                self._buffered = 0
                 return
-            del self._buffer[:n]
-        if not self._buffer:
+            self._buffered -= n
+            if n < len(chunk):
+                buffer[0] = memoryview(chunk)[n:]
+                break
+            buffer.popleft()
+        if not buffer:
             if self._closing:
                 self.ep.close(self._demux.now())
             elif self._eof_written:
                 self.ep.shutdown_write()
-        if self._writing_paused and len(self._buffer) <= HIGH_WATER // 4:
+        if self._writing_paused and self._buffered <= HIGH_WATER // 4:
             self._writing_paused = False
             if self._protocol is not None:
                 self._protocol.resume_writing()
 
     def _check_high_water(self) -> None:
-        if (
-            not self._writing_paused
-            and len(self._buffer) > HIGH_WATER
-            and self._protocol is not None
-        ):
+        if not self._writing_paused and self._buffered > HIGH_WATER and self._protocol is not None:
             self._writing_paused = True
             self._protocol.pause_writing()
 
@@ -919,6 +937,13 @@ class TcpDemux:
             hard = (not v6 and code in (2, 3, 4)) or (v6 and code == 4)
             t.ep.handle_icmp_unreachable(now, hard, "refused" if code in (3, 4) else "unreachable")
         self._after((local, lport, remote, rport), t)
+
+
+def _immutable(data: bytes | bytearray | memoryview) -> bool:
+    """``bytes``, or a read-only view of ``bytes``: safe to keep as it is."""
+    if type(data) is bytes:
+        return True
+    return type(data) is memoryview and data.readonly and type(data.obj) is bytes
 
 
 def _conn_name(key: Key) -> str:
