@@ -68,6 +68,10 @@ class TcpConfig:
     dupthresh: int = DUPTHRESH
     cc: str = "cubic"  # congestion control, "cubic" or "newreno" (shards/tcp/cc.py)
     # --- ACKs, Nagle (RFC 1122 §4.2.3.2, RFC 9293 §3.7.4)
+    # RFC 5681 §4.1 restart after idle (Linux tcp_slow_start_after_idle):
+    # after more than an RTO without sending, cwnd falls back to the
+    # initial window before new data goes out.
+    slow_start_after_idle: bool = True
     delayed_ack: bool = True
     delayed_ack_s: float = DELAYED_ACK_S
     nodelay: bool = False  # TCP_NODELAY: no Nagle

@@ -85,7 +85,9 @@ from shardnet.common.wire.tcp import (
 from shardnet.shards.net.ratelimit import TokenBucket
 
 from .buffers import RecvBuffer, SendBuffer
+from .cc import CongestionControl, make_cc
 from .config import DEFAULT_MSS_V4, DEFAULT_MSS_V6, TcpConfig, advertised_mss, max_mss_for_route
+from .sack import Scoreboard
 from .segment import Segment
 from .state import RECEIVING, SYNCHRONIZED, State
 
@@ -151,17 +153,6 @@ Event = Connected | DataReceived | PeerFin | Writable | Reset | SynInTimeWait | 
 # ----------------------------------------------------------- collaborators
 
 
-class CongestionControl(Protocol):
-    cwnd: int
-    ssthresh: int
-
-    def on_ack(self, now: float, acked_bytes: int, rtt: float | None, in_flight: int) -> None: ...
-    def on_loss(self, now: float, in_flight: int) -> None: ...
-    def on_recovery_exit(self, now: float) -> None: ...
-    def on_rto(self, now: float, in_flight: int) -> None: ...
-    def on_mss_change(self, mss: int) -> None: ...
-
-
 class RttEstimator(Protocol):
     @property
     def rto(self) -> float: ...
@@ -174,23 +165,7 @@ class RttEstimator(Protocol):
     def reset_backoff(self) -> None: ...
 
 
-class Scoreboard(Protocol):
-    def update(
-        self, snd_una: int, blocks: tuple[tuple[int, int], ...], snd_nxt: int | None = None
-    ) -> int: ...
-    def is_sacked(self, seq: int) -> bool: ...
-    def next_to_retransmit(
-        self, snd_una: int, snd_nxt: int, mss: int, dupthresh: int, retransmitted: AbstractSet[int]
-    ) -> tuple[int, int] | None: ...
-    def pipe(
-        self, snd_una: int, snd_nxt: int, retransmitted: AbstractSet[int], mss: int | None = None
-    ) -> int: ...
-    def clear(self) -> None: ...
-
-
 def _default_cc(name: str, mss: int) -> CongestionControl:
-    from .cc import make_cc
-
     return make_cc(name, mss)
 
 
@@ -198,12 +173,6 @@ def _default_rtt(config: TcpConfig) -> RttEstimator:
     from .rtt import RttEstimator as Rtt
 
     return Rtt(config.min_rto_s, config.max_rto_s, config.initial_rto_s)
-
-
-def _default_scoreboard() -> Scoreboard:
-    from .sack import Scoreboard as Sb
-
-    return Sb()
 
 
 # -------------------------------------------------------------- helpers
@@ -300,7 +269,7 @@ class TcpEndpoint:
         # output flags
         "_need_syn", "_ack_now", "_acks_owed", "_win_update", "_queued",
         # auto-tuning
-        "_drs_at", "_drs_bytes",
+        "_drs_at", "_drs_bytes", "_sent_data_at",
         "_events", "_error",
         # stats
         "retransmits", "rto_expiries", "fast_retransmits", "bytes_sent", "bytes_retrans",
@@ -403,6 +372,7 @@ class TcpEndpoint:
         self._acks_owed = 0
         self._win_update = False
         self._queued: list[Segment] = []
+        self._sent_data_at: float | None = None  # when data last left (restart after idle)
         self._drs_at: float | None = None
         self._drs_bytes = 0
         self._events: list[Event] = []  # a list: a deque costs 600 bytes per connection
@@ -975,7 +945,7 @@ class TcpEndpoint:
         newly_sacked = 0
         blocks = seg.options.sack_blocks
         if self.sack_on and blocks and self.sb is None:
-            self.sb = _default_scoreboard()  # made when needed: most connections never lose
+            self.sb = Scoreboard()  # made when needed: most connections never lose
         if self.sack_on and self.sb is not None and blocks:
             newly_sacked = self.sb.update(ack if acked > 0 else una, blocks, self.snd_max)
         if acked > 0:
@@ -1081,10 +1051,9 @@ class TcpEndpoint:
         return True
 
     def _sb_lost(self) -> bool:
-        is_lost = getattr(self.sb, "is_lost", None)
-        if is_lost is None:
-            return False
-        return bool(is_lost(self.snd_una, self.mss, self.config.dupthresh))
+        return self.sb is not None and self.sb.is_lost(
+            self.snd_una, self.mss, self.config.dupthresh
+        )
 
     def _on_new_ack(self, now: float, tsecr: int, ack: int, acked: int) -> None:
         """SND.UNA advances by ``acked`` to ``ack``; ``tsecr``: the
@@ -1531,6 +1500,16 @@ class TcpEndpoint:
                 out.append(self._segment_at(now, seq, min(length, self.mss), rtx=True))
                 self._mark_retransmitted(seq)
                 sent += 1
+        # RFC 5681 §4.1: nothing sent for longer than an RTO and nothing in
+        # flight: the congestion window no longer reflects the path.
+        if (
+            self.config.slow_start_after_idle
+            and self._sent_data_at is not None
+            and self.snd_una == self.snd_max
+            and now - self._sent_data_at > self.rtt.rto
+        ):
+            self.cc.on_idle(now)
+            self._sent_data_at = None
         # New data (and go-back-N resends after an RTO).
         while sent < MAX_SEND_PER_POLL:
             unsent = self._unsent()
@@ -1616,6 +1595,8 @@ class TcpEndpoint:
                 self._rtt_seq = None  # Karn: that timing is now ambiguous
         else:
             self.bytes_sent += n
+            if n:
+                self._sent_data_at = now
             if self._rtt_seq is None and not self.ts_on:
                 self._rtt_seq = seq
                 self._rtt_at = now

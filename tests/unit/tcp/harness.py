@@ -102,6 +102,9 @@ class FixedCC:
     def on_mss_change(self, mss: int) -> None:
         pass
 
+    def on_idle(self, now: float) -> None:
+        pass  # a fixed window does not restart
+
 
 @dataclass
 class Conn:

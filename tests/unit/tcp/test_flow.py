@@ -206,3 +206,30 @@ def test_receive_buffer_autotuning() -> None:
         c.now += 0.005
     assert c.ep.rcv_buf == 32768
     c.output()
+
+
+def _burst_after_idle(idle_s: float, **config: object) -> int:
+    """Segments that leave at once when the app writes after ``idle_s``
+    seconds of silence, once a long transfer has opened the window."""
+    from shardnet.shards.tcp.cc import make_cc
+
+    c = Conn.established(
+        TcpConfig(**PLAIN, **config), window=65535, cc=make_cc("newreno", 1460), rtt=FixedRtt(1.0)
+    )
+    for _ in range(20):  # grow cwnd well past the initial window
+        c.ep.send(b"x" * 30 * 1460)
+        for seg in c.output():
+            c.send("A", ack=seq_add(seg.seq, len(seg.payload)))
+    c.output()
+    assert c.ep.cc.cwnd > 20 * 1460
+    c.advance(idle_s)
+    c.ep.send(b"y" * 60 * 1460)
+    return sum(1 for s in c.output() if s.payload)
+
+
+def test_cwnd_restarts_from_the_initial_window_after_an_idle_rto() -> None:
+    """RFC 5681 §4.1 (Linux tcp_slow_start_after_idle): after more than an
+    RTO without sending, at most the initial window goes out at once."""
+    assert _burst_after_idle(2.0) == 10  # IW = 10 segments (RFC 6928)
+    assert _burst_after_idle(0.5) > 10  # shorter than the RTO: the window stays
+    assert _burst_after_idle(2.0, slow_start_after_idle=False) > 10
