@@ -2,9 +2,13 @@
 control sockets (DESIGN.md "Processes").
 
 * frames: the ring's eventfd wakes the loop; records are drained in batches
-  and handed to ``Ingress``; the shard writes its own frames to the link,
-  except those for the stack itself, which go back to the dispatcher through
-  the uplink ring to be classified like wire frames (loopback routing).
+  and handed to ``Ingress``, then every connection that changed sends once
+  (``end_of_batch``); the shard writes its own frames to the link, except
+  those for the stack itself, which go back to the dispatcher through the
+  uplink ring to be classified like wire frames (loopback routing). With
+  ``--multi-queue`` the shard also reads its own TAP queue
+  (``common/tap_queue.py``) and writes on it; frames there for another
+  shard go to the dispatcher (``UPLINK_WIRE``).
 * control: a DEALER to the dispatcher carries Hello, Stats and Replies out and
   Stop and Requests in.
 * replication: shard 0 owns the tables (``TableOwner``), publishes every

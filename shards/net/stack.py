@@ -3,13 +3,17 @@ output path (route, source, fragmentation, next hop, link).
 
 Input follows RFC 1122 §3.2.1 and RFC 8200: validate (the codecs), drop
 what is not for us, drop packets whose source is one of our addresses (CERT
-CA-96.21), then deliver by protocol. Transport endpoints register with
-``deliver_v4`` / ``deliver_v6`` (the TCP and UDP issues); until one claims a
-datagram, UDP gets ICMP port unreachable and unknown protocols ICMP protocol
-unreachable / Parameter Problem.
+CA-96.21), then deliver by protocol. Transports register a hook per
+protocol number in ``transport_v4`` / ``transport_v6`` (TCP, UDP; negative
+keys take ICMP errors); until one claims a datagram, UDP gets ICMP port
+unreachable and unknown protocols ICMP protocol unreachable / Parameter
+Problem. Checksums the link vouched for (virtio-net ``NEEDS_CSUM`` or
+``DATA_VALID``) are not verified again.
 
 Output: route lookup (longest prefix, metric), source selection (RFC 6724
-for IPv6; the NIC's first primary address for IPv4), fragmentation to the
+for IPv6; the NIC's first primary address for IPv4), headers and payload
+written to the link as separate parts with the transport checksum and TCP
+segmentation left to the link when it offloads them, fragmentation to the
 link MTU, and the next hop's MAC: shard 0 resolves with ARP / NS through its
 ``Resolver``; another shard uses its replica of the neighbour table and asks
 shard 0 to resolve what it lacks, queueing a few packets meanwhile.

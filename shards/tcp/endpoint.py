@@ -42,7 +42,12 @@ Implements (each rule's code cites its section):
     arriving after close() (Linux "TCPAbortOnData");
   * ICMP: ``handle_pmtu`` (Packet Too Big lowers the MSS) and
     ``handle_icmp_unreachable`` (hard error in SYN-SENT, soft otherwise,
-    reported when the retry budget runs out: RFC 1122 §4.2.3.9, RFC 5927).
+    reported when the retry budget runs out: RFC 1122 §4.2.3.9, RFC 5927);
+  * RFC 5681 §4.1 restart after idle (``slow_start_after_idle``, as Linux);
+  * speed: header prediction (``handle_fast``: the common in-order segment
+    in a few steps, everything else through the full processing) and, when
+    the link segments for us (TSO), super-segments of up to ``tso_max``
+    bytes cut on whole MSS-sized segments (``Segment.gso_size``).
 
 Left out: urgent data (URG is ignored, data is delivered in line), TCP Fast
 Open, ECN, RACK-TLP (RFC 8985), D-SACK, PRR, timestamps-based SYN cookies
