@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shardnet.common.seqnum import seq_add
-from shardnet.common.wire.tcp import ACK, RST, SYN, TcpOptions
+from shardnet.common.wire.tcp import ACK, FIN, RST, SYN, TcpOptions
 
 from .config import TcpConfig, advertised_mss
 from .endpoint import TcpEndpoint, addresses_acceptable, rst_for
@@ -69,6 +69,7 @@ class TcpListener:
         "_out",
         "syn_received",
         "syns_dropped",
+        "syn_fin_dropped",
         "acks_dropped",
         "cookies_sent",
         "cookies_accepted",
@@ -107,6 +108,7 @@ class TcpListener:
         self._out: list[tuple[bytes, bytes, Segment]] = []
         self.syn_received = 0
         self.syns_dropped = 0
+        self.syn_fin_dropped = 0
         self.acks_dropped = 0
         self.cookies_sent = 0
         self.cookies_accepted = 0
@@ -162,6 +164,11 @@ class TcpListener:
                 self._out.append((dst, src, r))
             return
         if not flags & SYN:
+            return
+        if flags & FIN:
+            # SYN+FIN is no opening anyone sends, only scanners' probes:
+            # dropped without an answer, as Linux does (tcp_rcv_state_process).
+            self.syn_fin_dropped += 1
             return
         self.syn_received += 1
         if len(self._accept) >= self.backlog:

@@ -265,3 +265,16 @@ def test_an_in_window_rst_gets_a_challenge_ack_and_the_connection_lives(
         print(len(challenge) >= 1, alive)
     """, timeout=30).stdout.split()  # fmt: skip
     assert out == ["True", "True"]
+
+
+def test_a_syn_with_fin_gets_no_answer(ns: Netns, stack: StackProcess) -> None:
+    """A scanner's SYN+FIN to an open port is dropped, as Linux drops it; the
+    same port still answers a plain SYN (crafted with scapy)."""
+    out = ns.python(f"""
+        from scapy.all import IP, TCP, conf, sr1
+        conf.verb = 0
+        synfin = sr1(IP(dst="{SHARDNET_V4}") / TCP(sport=41001, dport=7, flags="SF"), timeout=1)
+        syn = sr1(IP(dst="{SHARDNET_V4}") / TCP(sport=41002, dport=7, flags="S"), timeout=2)
+        print(synfin is None, syn is not None and syn[TCP].flags == "SA")
+    """, timeout=30).stdout.split()  # fmt: skip
+    assert out == ["True", "True"]

@@ -64,6 +64,18 @@ def test_rst_ignored_ack_reset() -> None:
     assert r.flags == RST and r.seq == 777
 
 
+def test_syn_with_fin_gets_nothing() -> None:
+    """A SYN carrying FIN (a scanner's probe, never an opening) is dropped
+    without a SYN-ACK or a reset, as Linux drops it; a plain SYN still opens."""
+    lst = listener()
+    lst.handle_segment(0.0, PEER, US, wire(Segment(5000, PORT, 1000, 0, SYN | FIN, 65535)))
+    assert lst.poll_transmit(0.0) == [] and lst.syn_queue_len() == 0
+    assert lst.syn_fin_dropped == 1
+    lst.handle_segment(0.0, PEER, US, syn(5001))
+    [(_, _, sa)] = lst.poll_transmit(0.0)
+    assert sa.flags == SYN | ACK
+
+
 def test_non_unicast_dropped_silently() -> None:
     """RFC 1122 §4.2.3.10 (gVisor TestListenNoAcceptNonUnicastV4/V6): SYNs from or
     to non-unicast addresses get nothing; a unicast SYN still gets SYN-ACK."""
