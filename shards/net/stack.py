@@ -178,10 +178,10 @@ class Outgoing:
     pseudo: int
     gso_size: int  # > 0: a TCP super-segment of segments of that many bytes
 
-    def joined(self) -> bytearray:
-        """The whole packet with its checksum computed."""
+    def joined(self, *, checksum: bool = True) -> bytearray:
+        """The whole packet, its transport checksum computed (``checksum``)."""
         packet = self.head + self.data if self.data else self.head
-        if self.checksum_at is not None:
+        if checksum and self.checksum_at is not None:
             fill_checksum(
                 memoryview(packet)[self.hlen :], self.checksum_at, self.pseudo, self.protocol
             )
@@ -787,8 +787,10 @@ class NetStack:
         (looped to ourselves, a multicast copy for our own members, a next
         hop to resolve, fragmentation) takes the whole packet."""
         total = len(out.head) + len(out.data)
-        if nic is not None and not nic.loopback and not (multicast_loop and group):
+        mtu = 0
+        if nic is not None and not nic.loopback:
             mtu = min(nic.mtu, self.pmtu.mtu(self.clock(), dst, nic.mtu))
+        if nic is not None and mtu and not (multicast_loop and group):
             fits = total <= mtu
             if fits or (out.gso_size and self.tx_offload):
                 if group:
@@ -798,17 +800,18 @@ class NetStack:
                 if mac is not None:
                     self._write(nic, mac, out, fits)
                     return True
-        packet = out.joined()
+        # segment_tcp computes each segment's checksum: none over the whole
+        cut = bool(out.gso_size) and out.protocol == IPPROTO_TCP and total > mtu > 0
+        packet = out.joined(checksum=not cut)
         ethertype = out.ethertype
         if nic is None or nic.loopback:  # never on the wire, whole, never fragmented
             return self._loop(ethertype, packet)
         if multicast_loop and (nic.id, dst) in self.view.groups:
             self._loop(ethertype, packet)  # a copy for our own members
-        mtu = min(nic.mtu, self.pmtu.mtu(self.clock(), dst, nic.mtu))
         if total <= mtu:
             self._to_link(nic, next_hop, ethertype, bytes(packet), group)
             return True
-        if out.gso_size and out.protocol == IPPROTO_TCP:
+        if cut:
             for segment in segment_tcp(packet, out.gso_size):
                 self._to_link(nic, next_hop, ethertype, bytes(segment), group)
             return True

@@ -17,8 +17,18 @@ it is when it fits, else joins or splits.
 from __future__ import annotations
 
 from bisect import bisect_right
+from typing import TypeGuard
 
 BytesLike = bytes | bytearray | memoryview
+
+
+def immutable(data: BytesLike) -> TypeGuard[bytes | memoryview]:
+    """``bytes``, or a read-only view of ``bytes``: safe to keep as it is
+    (the caller cannot change it later)."""
+    if type(data) is bytes:
+        return True
+    return type(data) is memoryview and data.readonly and type(data.obj) is bytes
+
 
 CHUNK_MIN = 4096  # bytes: smaller writes are gathered in the tail
 TAIL_MAX = 65536  # bytes: a tail this long becomes a chunk
@@ -49,12 +59,7 @@ class SendBuffer:
             return
         if n >= CHUNK_MIN:
             self._seal()
-            if not (
-                type(data) is bytes
-                or (type(data) is memoryview and data.readonly and type(data.obj) is bytes)
-            ):
-                data = bytes(data)  # the caller's buffer may change: a copy
-            self._chunks.append(data)
+            self._chunks.append(data if immutable(data) else bytes(data))  # else: a copy
             self._starts.append(self._end)
             self._end += n
             return

@@ -35,6 +35,7 @@ from shardnet.common.wire.tcp import ACK, PSH, RST, SYN, TcpView
 
 from ..net.ratelimit import TokenBucket
 from ..net.stack import Delivery, NetStack
+from ..tcp.buffers import immutable
 from ..tcp.config import TcpConfig
 from ..tcp.endpoint import (
     Closed,
@@ -165,11 +166,7 @@ class TcpTransport(asyncio.Transport):
         self._check_high_water()
 
     def _hold(self, data: bytes | bytearray | memoryview) -> None:
-        chunk: bytes | memoryview
-        if isinstance(data, bytearray) or not _immutable(data):
-            chunk = bytes(data)  # the caller may reuse its buffer
-        else:
-            chunk = data
+        chunk = data if immutable(data) else bytes(data)  # the caller may reuse its buffer
         self._buffer.append(chunk)
         self._buffered += len(chunk)
 
@@ -937,13 +934,6 @@ class TcpDemux:
             hard = (not v6 and code in (2, 3, 4)) or (v6 and code == 4)
             t.ep.handle_icmp_unreachable(now, hard, "refused" if code in (3, 4) else "unreachable")
         self._after((local, lport, remote, rport), t)
-
-
-def _immutable(data: bytes | bytearray | memoryview) -> bool:
-    """``bytes``, or a read-only view of ``bytes``: safe to keep as it is."""
-    if type(data) is bytes:
-        return True
-    return type(data) is memoryview and data.readonly and type(data.obj) is bytes
 
 
 def _conn_name(key: Key) -> str:

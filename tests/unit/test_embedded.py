@@ -534,7 +534,9 @@ def test_client_has_the_typed_helpers() -> None:
 def test_a_delayed_ack_fires_at_its_deadline_not_at_a_polling_tick() -> None:
     """The shard arms the loop's timer for the nearest deadline when it
     appears: a delayed ACK (40 ms, RFC 1122 §4.2.3.2) leaves 40 ms after the
-    data, not at the next turn of a coarser periodic tick."""
+    data, never before and not late. (It fails when an input that creates a
+    deadline does not re-arm the timer: the ACK then waits for whatever the
+    timer was armed for.)"""
 
     async def go() -> None:
         a, b = paired()

@@ -66,3 +66,23 @@ def test_a_turn_with_nothing_due_reads_no_connection(monkeypatch: pytest.MonkeyP
         assert calls >= N
 
     asyncio.run(go())
+
+
+def test_connection_rows_come_in_pages_with_the_listeners_last() -> None:
+    """``ctl conns`` reads each shard a page at a time: pages of real
+    connections that together list each once, listeners on the last."""
+
+    async def go() -> None:
+        net, _, tcp = world()
+        tcp.listen(4, bytes(4), 7, asyncio.Protocol)
+        for i in range(5):
+            tcp.connect(4, parse_ip(OUR4), parse_ip(PEER4), 80, asyncio.Protocol, start=40000 + i)
+        pages = [tcp.rows(offset, 2) for offset in (0, 2, 4)]
+        assert [len(p) for p in pages] == [2, 2, 2]  # the last: one connection, one listener
+        ours = [r["local"] for p in pages for r in p if r["state"] != "LISTEN"]
+        assert len(set(ours)) == 5  # each connection once (its own local port)
+        assert [r["state"] for r in pages[2]][-1] == "LISTEN"
+        assert not any(r["state"] == "LISTEN" for r in pages[0] + pages[1])
+        assert len(tcp.rows()) == 6  # no limit: everything
+
+    asyncio.run(go())
