@@ -53,6 +53,7 @@ from shardnet.common.addr import (
 )
 from shardnet.common.checksum import (
     checksum,
+    fold,
     ones_sum,
     pseudo_header_v4,
     pseudo_header_v6,
@@ -118,6 +119,7 @@ from ..counters import ShardCounters
 from .fragment import FragmentationNeeded, fragment_ipv4, fragment_ipv6
 from .gso import segment_tcp
 from .model import Address, AddressKind, Nic, PrimaryBehavior, network_of
+from .path import Path, PathCache
 from .pmtu import PmtuCache
 from .ratelimit import TokenBucket
 from .route import Route, needs_route
@@ -127,6 +129,10 @@ from .state import NetView
 log = logging.getLogger("shardnet.net")
 
 _ETH = struct.Struct("!6s6sH")
+# The IPv4 header without options, and IPv6's fixed header, as a path sends them.
+_IPV4_HEAD = struct.Struct("!BBHHHBBH4s4s")
+_IPV6_HEAD = struct.Struct("!IHBB16s16s")
+_IPV4_DF = 0x4000  # RFC 791 flags: Don't Fragment
 _U16 = struct.Struct("!H")
 ETH_HLEN = 14  # bytes of Ethernet header before the IP header
 BROADCAST_MAC = b"\xff" * 6
@@ -221,6 +227,7 @@ class NetStack:
         self.loop_back = loop_back
         self.icmp_bucket = TokenBucket(*icmp_rate)
         self.pmtu = PmtuCache()
+        self.paths = PathCache(view)
         self.transport_v4: dict[int, TransportHook] = {}
         self.transport_v6: dict[int, TransportHook] = {}
         self._ident = (shard << 12) & 0xFFFF  # IPv4 ident, different starts per shard
@@ -586,6 +593,13 @@ class NetStack:
         super-segment, to be cut into segments of that many bytes of
         ``data`` (by the link when it offloads, else here).
         Returns False (and counts why) when it cannot be sent."""
+        key = (dst, src, nic_id)
+        if not options:
+            path = self.paths.get(key)
+            if path is not None and self._send_path_v4(
+                path, dst, proto, payload, ttl, tos, df, checksum_at, data, gso_size
+            ):
+                return True
         view = self.view
         route = None
         nic: Nic | None = None
@@ -622,6 +636,11 @@ class NetStack:
             if route is not None and route.gateway is not None and not broadcast
             else dst
         )
+        if nic is not None and not broadcast and not options and not nic.loopback:
+            mac = view.neighbours.get((nic.id, next_hop))
+            if mac is not None:
+                self.paths.put(key, Path(nic, src, _ETH.pack(mac, nic.mac, ETHERTYPE_IPV4), 0,
+                                         int.from_bytes(src + dst, "big") % 0xFFFF))  # fmt: skip
         hlen = 20 + ((len(options) + 3) & ~3)
         head = bytearray(hlen + len(payload))
         length = len(head) + len(data)
@@ -636,6 +655,79 @@ class NetStack:
             Outgoing(ETHERTYPE_IPV4, head, hlen, data, proto, checksum_at, pseudo, gso_size),
             nic, next_hop, dst, broadcast, multicast_loop,
         )  # fmt: skip
+
+    def _send_path_v4(
+        self,
+        path: Path,
+        dst: bytes,
+        proto: int,
+        payload: bytes | bytearray | memoryview,
+        ttl: int,
+        tos: int,
+        df: bool,
+        checksum_at: int | None,
+        data: BytesLike,
+        gso_size: int,
+    ) -> bool:
+        """``send_ipv4`` along a known path: the header packed at once, its
+        checksum from the path's address sum. False when the datagram needs
+        more than the path knows (fragmentation): the caller takes the full
+        way."""
+        nic = path.nic
+        length = 20 + len(payload) + len(data)
+        mtu = nic.mtu
+        if len(self.pmtu):
+            mtu = min(mtu, self.pmtu.mtu(self.clock(), dst, mtu))
+        fits = length <= mtu
+        if not fits and not (gso_size and self.tx_offload):
+            return False
+        ident = self._ident = (self._ident + 1) & 0xFFFF
+        flags = _IPV4_DF if df else 0
+        proto_ttl = (ttl << 8) | proto
+        total = path.addr_sum + (0x4500 | tos) + length + ident + flags + proto_ttl
+        head = bytearray(20 + len(payload))
+        _IPV4_HEAD.pack_into(
+            head, 0, 0x45, tos, length, ident, flags, ttl, proto, ~fold(total) & 0xFFFF,
+            path.src, dst,
+        )  # fmt: skip
+        head[20:] = payload
+        pseudo = fold(path.addr_sum + proto + length - 20) if checksum_at is not None else 0
+        out = Outgoing(ETHERTYPE_IPV4, head, 20, data, proto, checksum_at, pseudo, gso_size)
+        self._write(path.eth, out, fits)
+        return True
+
+    def _send_path_v6(
+        self,
+        path: Path,
+        dst: bytes,
+        next_header: int,
+        payload: bytes | bytearray | memoryview,
+        hop_limit: int | None,
+        traffic_class: int,
+        checksum_at: int | None,
+        data: BytesLike,
+        gso_size: int,
+    ) -> bool:
+        """``send_ipv6`` along a known path (see ``_send_path_v4``)."""
+        nic = path.nic
+        plen = len(payload) + len(data)
+        mtu = nic.mtu
+        if len(self.pmtu):
+            mtu = min(mtu, self.pmtu.mtu(self.clock(), dst, mtu))
+        fits = 40 + plen <= mtu
+        if not fits and not (gso_size and self.tx_offload):
+            return False
+        head = bytearray(40 + len(payload))
+        _IPV6_HEAD.pack_into(
+            head, 0, 0x60000000 | (traffic_class << 20), plen, next_header,
+            path.hop_limit if hop_limit is None else hop_limit, path.src, dst,
+        )  # fmt: skip
+        head[40:] = payload
+        # RFC 8200 §8.1: the 32-bit upper-layer length and the next header.
+        pseudo = fold(path.addr_sum + plen + next_header) if checksum_at is not None else 0
+        out = Outgoing(ETHERTYPE_IPV6, head, 40, data, next_header, checksum_at, pseudo, gso_size)
+        self._write(path.eth, out, fits)
+        return True
 
     def _ipv4_out(self, dst: bytes, nic_id: int | None) -> tuple[Nic, Route | None] | None:
         """The NIC a datagram to ``dst`` leaves by and the route chosen (None
@@ -716,6 +808,12 @@ class NetStack:
         gso_size: int = 0,
     ) -> bool:
         """As ``send_ipv4``; ``hop_limit`` None: the RA's CurHopLimit or 64."""
+        key = (dst, src, nic_id)
+        path = self.paths.get(key)
+        if path is not None and self._send_path_v6(
+            path, dst, next_header, payload, hop_limit, traffic_class, checksum_at, data, gso_size
+        ):
+            return True
         view = self.view
         route = None
         nic: Nic | None = None
@@ -756,9 +854,16 @@ class NetStack:
             if route is not None and route.gateway is not None and not multicast
             else dst
         )
-        if hop_limit is None:  # RFC 4861 §6.3.4: CurHopLimit from the RA, else the default
-            learnt = nic.params.get("cur_hop_limit") if nic is not None else None
-            hop_limit = learnt or DEFAULT_HOP_LIMIT
+        # RFC 4861 §6.3.4: CurHopLimit from the RA, else the default.
+        learnt = nic.params.get("cur_hop_limit") if nic is not None else None
+        default_hop_limit = learnt or DEFAULT_HOP_LIMIT
+        if hop_limit is None:
+            hop_limit = default_hop_limit
+        if nic is not None and not multicast and not nic.loopback:
+            mac = view.neighbours.get((nic.id, next_hop))
+            if mac is not None:
+                self.paths.put(key, Path(nic, src, _ETH.pack(mac, nic.mac, ETHERTYPE_IPV6),
+                                         default_hop_limit, int.from_bytes(src + dst, "big") % 0xFFFF))  # fmt: skip
         head = bytearray(40 + len(payload))
         plen = len(payload) + len(data)
         Ipv6Header(src, dst, next_header, hop_limit, traffic_class, 0, plen).emit(head)
@@ -798,7 +903,7 @@ class NetStack:
                 else:
                     mac = self.view.neighbours.get((nic.id, next_hop))
                 if mac is not None:
-                    self._write(nic, mac, out, fits)
+                    self._write(_ETH.pack(mac, nic.mac, out.ethertype), out, fits)
                     return True
         # segment_tcp computes each segment's checksum: none over the whole
         cut = bool(out.gso_size) and out.protocol == IPPROTO_TCP and total > mtu > 0
@@ -829,7 +934,7 @@ class NetStack:
             self._to_link(nic, next_hop, ethertype, piece, group)
         return True
 
-    def _write(self, nic: Nic, mac: bytes, out: Outgoing, fits: bool) -> None:
+    def _write(self, eth: bytes, out: Outgoing, fits: bool) -> None:
         """``out`` to the link in parts. With the link's offloads (TCP only:
         Linux completes a UDP checksum of 0 as 0, which IPv6 forbids) the
         checksum field holds the pseudo-header sum and the link adds the
@@ -853,7 +958,6 @@ class NetStack:
                 if value == 0 and out.protocol == IPPROTO_UDP:
                     value = 0xFFFF  # RFC 768: a computed 0 is sent as all ones
                 _U16.pack_into(head, field, value)
-        eth = _ETH.pack(mac, nic.mac, out.ethertype)
         if out.data:
             self.writer.write((eth, head, out.data), vnet)
         else:

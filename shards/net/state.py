@@ -88,9 +88,13 @@ class NetView:
         # Bumped whenever NICs or addresses change: what is derived from them
         # (the stack's source-address choices) is stale then.
         self.generation = 0
+        # Bumped on every change of any table: what is derived from routes,
+        # neighbours, NICs or addresses together (``path.PathCache``) is stale then.
+        self.version = 0
 
     def load(self, tables: dict[str, dict[str, Any]], changed: str | None = None) -> None:
         """Rebuild from ``tables``; only the part ``changed`` names, if given."""
+        self.version += 1
         if changed in (None, "nics"):
             self.nics = {int(k): Nic.from_row(r) for k, r in tables.get("nics", {}).items()}
             self.nic_by_name = {n.name: n for n in self.nics.values()}

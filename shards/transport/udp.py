@@ -265,6 +265,13 @@ class UdpDemux:
             self.no_socket += 1
             return False
         v4 = len(src) == 4
+        if len(socks) == 1 and not group:  # the common case: one socket on the port
+            sock = socks[0]
+            if not self._matches(sock, nic, src, sport, dst, v4):
+                self.no_socket += 1
+                return False
+            sock.deliver(self._datagram(sock, src, sport, dst, data, tos, nic))
+            return True
         matches = [s for s in socks if self._matches(s, nic, src, sport, dst, v4)]
         if not matches:
             self.no_socket += 1
