@@ -6,6 +6,7 @@ data path compares and hashes raw bytes.
 
 from __future__ import annotations
 
+import functools
 import socket
 
 BROADCAST_MAC = b"\xff" * 6
@@ -32,7 +33,14 @@ def parse_mac(text: str) -> bytes:
 
 
 def format_ip(addr: bytes | memoryview) -> str:
-    addr = bytes(addr)
+    return _format_ip(bytes(addr))
+
+
+# Remembered: every datagram a socket receives names its peer in text
+# (asyncio's ``(host, port)``), and every ``sendto`` parses one; a few
+# thousand peers cover a busy server.
+@functools.lru_cache(maxsize=4096)
+def _format_ip(addr: bytes) -> str:
     if len(addr) == 4:
         return socket.inet_ntop(socket.AF_INET, addr)
     if len(addr) == 16:
@@ -40,6 +48,7 @@ def format_ip(addr: bytes | memoryview) -> str:
     return addr.hex()
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_ip(text: str) -> bytes:
     """An IPv4 or IPv6 address in text to 4 or 16 bytes; ValueError otherwise."""
     for family in (socket.AF_INET, socket.AF_INET6):
