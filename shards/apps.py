@@ -15,6 +15,7 @@ import asyncio
 import importlib
 import json
 from collections.abc import Callable, Coroutine
+from email.utils import formatdate
 from typing import Any
 
 from shardnet.common.addr import format_ip
@@ -145,6 +146,7 @@ async def _whoami_tcp(
 
 HTTP_MAX_HEADER = 16 * 1024  # bytes of request line and headers
 HTTP_CHUNK = 64 * 1024
+HTTP_SERVER = "shardnet"  # RFC 9110 §10.2.4
 
 
 async def _http(
@@ -166,9 +168,13 @@ async def _http(
                 k.strip().lower(): v.strip()
                 for k, _, v in (h.partition(":") for h in header_lines if h)
             }
-            keep_alive = (
-                headers.get("connection", "").lower() != "close" and parts[-1] == "HTTP/1.1"
-            )
+            # RFC 9112 §9.3: HTTP/1.1 persists unless "close"; HTTP/1.0 only
+            # when the client asks with "keep-alive" (RFC 9112 §C.2.2).
+            tokens = {t.strip() for t in headers.get("connection", "").lower().split(",")}
+            if parts[-1] == "HTTP/1.1":
+                keep_alive = "close" not in tokens
+            else:
+                keep_alive = "keep-alive" in tokens and "close" not in tokens
             if len(parts) != 3 or parts[0] not in ("GET", "HEAD"):
                 status, body_len, body = "400 Bad Request", None, b"bad request\n"
             elif parts[1] == "/":
@@ -183,7 +189,8 @@ async def _http(
                 "application/octet-stream" if body_len is not None else "text/html; charset=utf-8"
             )
             writer.write(
-                f"HTTP/1.1 {status}\r\nContent-Length: {length}\r\nContent-Type: {ctype}\r\n"
+                f"HTTP/1.1 {status}\r\nDate: {formatdate(usegmt=True)}\r\nServer: {HTTP_SERVER}\r\n"
+                f"Content-Length: {length}\r\nContent-Type: {ctype}\r\n"
                 f"Connection: {'keep-alive' if keep_alive else 'close'}\r\n\r\n".encode()
             )
             if parts[0] != "HEAD":

@@ -63,6 +63,8 @@ MAPPED = bytes(10) + b"\xff\xff"
 # less the largest IPv6 and TCP headers, as Linux's GSO_MAX_SIZE bounds it.
 TSO_MAX_PAYLOAD = 65535 - 60 - 60  # bytes
 HIGH_WATER = 256 * 1024  # bytes buffered in the transport before pause_writing
+# asyncio's LOG_THRESHOLD_FOR_CONNLOST_WRITES: dropped writes before a warning.
+DROPPED_WRITES_WARNING = 5
 Key = tuple[bytes, int, bytes, int]  # local addr, local port, remote addr, remote port (wire form)
 
 
@@ -138,6 +140,7 @@ class TcpTransport(asyncio.Transport):
         self._reading = True
         self._writing_paused = False
         self._eof_written = False
+        self._dropped_writes = 0  # writes after close or loss, dropped
         self._eof_pending = False  # the peer's FIN, not yet told to the protocol
         self.connected: asyncio.Future[None] | None = None  # for active opens
         self.last_tos = 0  # TOS / traffic class of the last segment received
@@ -150,10 +153,15 @@ class TcpTransport(asyncio.Transport):
         return self._protocol  # type: ignore[return-value]
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        if self._closing or self._eof_written:
-            raise RuntimeError("write after close or write_eof")
-        if self._lost:
-            return  # asyncio drops writes to a lost connection (with a warning)
+        if self._eof_written:
+            raise RuntimeError("Cannot call write() after write_eof()")
+        if self._lost or self._closing:
+            # As asyncio's socket transports: a write to a closed or lost
+            # connection is dropped, with a warning once it keeps happening.
+            self._dropped_writes += 1
+            if self._dropped_writes >= DROPPED_WRITES_WARNING:
+                log.warning("connection %s: write to a closed connection", _conn_name(self._key))
+            return
         if not data:
             return
         if self._buffer:

@@ -240,3 +240,56 @@ def test_a_reset_after_the_window_opened_in_the_same_batch_loses_the_connection_
         assert len(lost) == 1 and isinstance(lost[0], ConnectionResetError)
 
     asyncio.run(go())
+
+
+def test_writes_after_a_reset_or_close_are_dropped_as_asyncio_does() -> None:
+    """A server still writing when the peer resets (a client gone
+    mid-response) or after closing its transport loses those writes
+    silently, as asyncio's socket transports do; only write after
+    write_eof is a programming error."""
+
+    async def go() -> None:
+        net, stack, tcp = world()
+        transports: list[asyncio.Transport] = []
+
+        class Server(asyncio.Protocol):
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                transports.append(transport)  # type: ignore[arg-type]
+
+        def segment(sport: int, flags: str, ack: int = 0) -> Ether:
+            return (
+                Ether(src=PEER_MAC, dst=OUR_MAC)
+                / IP(src=PEER4, dst=OUR4)
+                / TCP(sport=sport, dport=8080, flags=flags, seq=1001, ack=ack)
+            )
+
+        async def establish(sport: int) -> asyncio.Transport:
+            synack = handshake(net, 8080, sport=sport)
+            assert synack is not None
+            net.inject(segment(sport, "A", synack[TCP].seq + 1))
+            tcp.flush()
+            await asyncio.sleep(0)
+            net.sent()
+            return transports[-1]
+
+        await stack.create_server(Server, "0.0.0.0", 8080)
+        reset = await establish(40001)
+        net.inject(segment(40001, "R"))
+        tcp.flush()
+        await asyncio.sleep(0)
+        reset.write(b"late")  # no RuntimeError
+        assert reset.is_closing()
+
+        closed = await establish(40002)
+        closed.close()
+        closed.write(b"after close")
+        tcp.flush()
+        assert not any(bytes(p[TCP].payload) == b"after close" for p in net.sent())
+
+        eof = await establish(40003)
+        eof.write_eof()
+        with pytest.raises(RuntimeError):
+            eof.write(b"after eof")
+        assert tcp.app_errors == 0
+
+    asyncio.run(go())
