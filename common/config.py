@@ -63,7 +63,8 @@ class StackConfig:
     # Off (--no-offload): MTU frames, checksums computed in Python.
     offload: bool = True
     # One TAP queue per shard (IFF_MULTI_QUEUE): each shard reads and writes
-    # its own queue, the kernel steers flows to it (no dispatcher hop).
+    # its own queue, the kernel steers flows to it (no dispatcher hop;
+    # dispatcher/link/steering.py).
     multi_queue: bool = False
     stats_interval_s: float = 1.0  # shard -> dispatcher counter snapshots
     restart_backoff_s: float = 0.2  # first delay before restarting a dead shard

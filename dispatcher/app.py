@@ -41,7 +41,7 @@ from shardnet.common.ring import Ring
 from shardnet.common.wire.virtio import F_DATA_VALID
 
 from .control import ControlServer
-from .link import open_link
+from .link import TapLink, open_link
 from .metrics import StackCollector, serve_metrics
 from .reassembly import Reassembler
 from .stats import StatsBook
@@ -79,6 +79,10 @@ class Dispatcher:
         # pyroute2's synchronous IPRoute runs its own event loop: give it a
         # thread without one.
         self.link = await loop.run_in_executor(None, open_link, cfg)
+        if isinstance(self.link, TapLink) and self.link.steering:
+            self.book.dispatcher.steering = self.link.steering
+            if self.link.steering != "ebpf":  # still correct, only the first frames detour
+                log.warning("multi-queue steering by the kernel's hash: %s", self.link.steering)
         self.clock = loop.time
         # Records: a tag byte, then always the link's virtio-net header
         # (zeros when the frame has none), then the frame (common/record.py).

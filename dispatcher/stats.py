@@ -26,6 +26,7 @@ class DispatcherCounters:
     fragments: int = 0
     steered: int = 0  # frames a shard handed to the shard owning their socket
     from_queues: int = 0  # --multi-queue: frames a shard read from its queue for another
+    steering: str = ""  # --multi-queue: "ebpf", or why the kernel's own ("automq: ...")
     reassembly_drops: Counter[str] = field(default_factory=Counter)  # by reason
 
 
@@ -101,6 +102,7 @@ class StatsBook:
                 "fragments": d.fragments,
                 "steered": d.steered,
                 "from_queues": d.from_queues,
+                "steering": d.steering,
                 "reassembly_drops": dict(d.reassembly_drops),
             },
             "shards": shards,

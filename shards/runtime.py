@@ -93,8 +93,8 @@ class ShardRuntime:
         self.uplink_producer = self.uplink.producer()
         tx = spec.tx
         if spec.rx_queue is not None:
-            # --multi-queue: write on our own queue, so that the kernel sends
-            # our flows' frames back to it (its flow table learns from writes).
+            # --multi-queue: write on our own queue (without the steering
+            # program, the kernel's flow table learns a flow's queue from writes).
             tx = dataclasses.replace(tx, fd=spec.rx_queue.fd)
         self.writer = with_faults(open_writer(tx), spec.config, self.index, loop)
         self.ctx = zmq.asyncio.Context()

@@ -25,6 +25,8 @@ def open_link(config: StackConfig) -> Link:
             offload=config.offload,
             multi_queue=config.multi_queue,
         )
+        if config.multi_queue:
+            link.steer(config.shards)
     else:
         assert config.packet is not None  # StackConfig.validate() saw to it
         link = PacketLink.open(

@@ -50,6 +50,7 @@ from .base import (
     interface_mac,
     resolve_mac,
 )
+from .steering import attach_steering
 
 TUN_PATH = "/dev/net/tun"
 
@@ -130,6 +131,9 @@ class TapLink(LinkBase):
         self._arena = memoryview(bytearray(max(rx_arena, 2 * RX_CHUNK)))
         self._writer = TapWriter(fd, vnet_hdr_len)
         self._queues: list[int] = []
+        # --multi-queue: how the kernel picks a frame's queue ("ebpf": our
+        # flow hash, steering.py; "automq: why not" otherwise).
+        self.steering = ""
         self._closed = False
         self._init_counters()
 
@@ -245,10 +249,17 @@ class TapLink(LinkBase):
             ) from None
         self.offload = flags
 
+    def steer(self, nshards: int) -> str:
+        """Queue ``i + 1`` for shard ``i``'s flows from their first frame,
+        queue 0 (ours) for the rest (``steering.attach_steering``)."""
+        self.steering = attach_steering(self.fd, nshards)
+        return self.steering
+
     def open_queue(self) -> int:
         """Attach one more queue of a multi-queue TAP and return its fd
-        (non-blocking, closed with the link). The kernel steers each flow to
-        one queue, and learns a flow's queue from the queue we write it on."""
+        (non-blocking, closed with the link). The kernel puts each flow on
+        the queue ``steer``'s program names (without it: on one queue of its
+        own choosing, learnt from the queue we write the flow on)."""
         if not self.multi_queue:
             raise ValueError(f"TAP {self.name} is not multi-queue")
         fd = _open_tun()

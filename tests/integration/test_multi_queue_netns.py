@@ -1,10 +1,10 @@
 """``--multi-queue``: one TAP queue per shard, against the kernel.
 
-Each shard reads its own queue and writes on it, so the kernel sends a
-flow's frames to the shard that owns it; what lands on the wrong queue
-(ARP, NDP, a new flow hashed elsewhere) reaches its owner through the
-dispatcher. From outside nothing differs: ping, HTTP, many connections and
-large transfers work over IPv4 and IPv6, intact, and the shards do read
+Each shard reads its own queue and writes on it; the kernel puts each
+flow's frames on the queue of the shard that owns it from the first frame
+(the steering program), and ARP, NDP, fragments and ICMP errors on the
+dispatcher's. From outside nothing differs: ping, HTTP, many connections
+and large transfers work over IPv4 and IPv6, intact, and the shards do read
 frames from their queues themselves.
 """
 
@@ -82,3 +82,18 @@ def test_every_shard_reads_its_own_queue(lab: tuple[Netns, StackProcess]) -> Non
         return [s["gauges"].get("queue_rx_frames", 0) for s in shards]
 
     assert wait_until(lambda: all(n > 0 for n in read()), timeout=5), read()
+
+
+def test_new_flows_go_straight_to_their_shard(lab: tuple[Netns, StackProcess]) -> None:
+    """Every connection is a new flow: none of its frames takes the
+    dispatcher hop (a shard hands the dispatcher what is not its own)."""
+    ns, stack = lab
+    before = stack.call("stats")["dispatcher"]
+    assert before["steering"] == "ebpf"
+    ns.python(f"""
+        import socket
+        for i in range(64):
+            s = socket.create_connection(("{SHARDNET_V4}", 7), timeout=10)
+            s.sendall(b"x"); s.recv(1); s.close()
+    """, timeout=60)  # fmt: skip
+    assert stack.call("stats")["dispatcher"]["from_queues"] == before["from_queues"]
