@@ -23,7 +23,9 @@ Implements (each rule's code cites its section):
     loss window; SACK information is dropped, RFC 2018 §8);
   * RFC 5681 fast retransmit on ``dupthresh`` duplicate ACKs, RFC 6582
     NewReno partial ACKs without SACK, RFC 6675 SACK loss recovery (pipe,
-    NextSeg) with it; congestion control itself is ``cc.py``;
+    NextSeg) with it, and the ledger of sent data with its transmit times
+    (Karn's rule for RTT samples without timestamps): ``recovery.py``;
+    congestion control itself is ``cc.py``;
   * RFC 1122 §4.2.3.2 delayed ACKs (every second full segment, a timer,
     immediate ACK for out-of-order data and for data filling a hole, RFC 5681
     §4.2), TCP_NODELAY, a TCP_CORK-like ``cork`` flag, keepalive
@@ -63,7 +65,6 @@ any input calls ``poll_transmit(now)`` and re-arms ``next_deadline()``.
 
 from __future__ import annotations
 
-from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -92,13 +93,12 @@ from shardnet.shards.net.ratelimit import TokenBucket
 from .buffers import RecvBuffer, SendBuffer
 from .cc import CongestionControl, make_cc
 from .config import DEFAULT_MSS_V4, DEFAULT_MSS_V6, TcpConfig, advertised_mss, max_mss_for_route
-from .sack import Scoreboard
+from .recovery import LossRecovery, SentLedger, make_recovery
 from .segment import Segment
 from .state import RECEIVING, SYNCHRONIZED, State
 
 TS_OPTION_LEN = 12  # bytes, NOP NOP TS (RFC 7323 Appendix A layout)
 PAWS_IDLE_S = 24 * 86400.0  # RFC 7323 §5.5: TS.Recent is invalid after 24 days idle
-_NO_RTX: frozenset[int] = frozenset()
 MAX_SEND_PER_POLL = 1024  # segments per poll_transmit: a bound, not a pacing rule
 
 
@@ -253,7 +253,7 @@ class TcpEndpoint:
 
     __slots__ = (
         "config", "state", "local_port", "remote_port", "ipv6", "mtu", "tso_max",
-        "cc", "rtt", "sb", "_limiter", "ts_offset", "passive_open",
+        "cc", "rtt", "recovery", "ledger", "_limiter", "ts_offset", "passive_open",
         # send sequence space (RFC 9293 §3.3.1); snd_max = highest sent
         "iss", "snd_una", "snd_nxt", "snd_max", "snd_wnd", "snd_wl1", "snd_wl2",
         "max_snd_wnd", "snd_wscale",
@@ -265,9 +265,6 @@ class TcpEndpoint:
         "_sbuf", "_sbuf_seq", "_rbuf", "_ooo", "_ooo_fin", "_sack_last",
         "_fin_seq", "_fin_pending", "app_closed", "cork", "nodelay", "_snd_blocked",
         "_rd_shut", "_peer_fin",
-        # recovery
-        "in_recovery", "recover", "dupacks", "retransmitted", "_rtx_queue",
-        "_rtt_seq", "_rtt_at",
         # timers (absolute times or None)
         "_rto_at", "_ack_at", "_persist_at", "_ka_at", "_tw_at", "_fw2_at",
         "_retries", "_persist_backoff", "_persist_force", "_ka_probes", "_soft_error", "_syn_at",
@@ -293,7 +290,6 @@ class TcpEndpoint:
         ipv6: bool = False,
         cc: CongestionControl | None = None,
         rtt: RttEstimator | None = None,
-        scoreboard: Scoreboard | None = None,
         challenge_limiter: TokenBucket | None = None,
         ts_offset: int = 0,
     ) -> None:
@@ -311,7 +307,9 @@ class TcpEndpoint:
         self.mss = self.adv_mss  # payload bytes per full segment (options excluded)
         self.cc = cc if cc is not None else _default_cc(config.cc, self.adv_mss)
         self.rtt = rtt if rtt is not None else _default_rtt(config)
-        self.sb = scoreboard
+        # Loss recovery: NewReno until the handshake agrees to SACK.
+        self.recovery: LossRecovery = make_recovery(False, iss & SEQ_MASK)
+        self.ledger = SentLedger()
         self._limiter = challenge_limiter or TokenBucket(
             config.challenge_ack_per_s, config.challenge_ack_burst
         )
@@ -351,15 +349,6 @@ class TcpEndpoint:
         self._snd_blocked = False
         self._rd_shut = False
         self._peer_fin = False
-        self.in_recovery = False
-        self.recover = iss
-        self.dupacks = 0
-        # Sequence numbers resent in this recovery: an empty frozenset until
-        # the first (a set costs 216 bytes on every connection).
-        self.retransmitted: AbstractSet[int] = _NO_RTX
-        self._rtx_queue: list[int] = []
-        self._rtt_seq: int | None = None
-        self._rtt_at = 0.0
         self._rto_at: float | None = None
         self._ack_at: float | None = None
         self._persist_at: float | None = None
@@ -409,7 +398,7 @@ class TcpEndpoint:
         **kw: Any,
     ) -> TcpEndpoint:
         """Active open (RFC 9293 §3.10.1): SYN-SENT, the SYN goes out on the
-        next ``poll_transmit``. ``kw``: mtu, ipv6, cc, rtt, scoreboard,
+        next ``poll_transmit``. ``kw``: mtu, ipv6, cc, rtt,
         challenge_limiter, ts_offset."""
         ep = cls(config, local_port, remote_port, iss=iss, **kw)
         ep.state = State.SYN_SENT
@@ -471,7 +460,9 @@ class TcpEndpoint:
         if self.ts_on:
             self.ts_recent = o.timestamp[0]  # type: ignore[index]
             self.ts_recent_at = now
-        self.sack_on = cfg.sack and o.sack_permitted  # the scoreboard comes with the first block
+        self.sack_on = cfg.sack and o.sack_permitted
+        if self.sack_on:
+            self.recovery = make_recovery(True, self.iss)
         self._set_mss()
         # RFC 7323 §2.2: the window of a SYN is never scaled.
         self.snd_wnd = syn.window
@@ -606,8 +597,7 @@ class TcpEndpoint:
         old = self.mss
         self._set_mss()
         if self.mss < old and self.state in SYNCHRONIZED and seq_lt(self.snd_una, self.snd_max):
-            self.snd_nxt = self.snd_una
-            self._rtt_seq = None
+            self.snd_nxt = self.snd_una  # the ledger marks the resends (Karn)
 
     def handle_icmp_unreachable(self, now: float, hard: bool, reason: str = "unreachable") -> None:
         """RFC 1122 §4.2.3.9: a hard error (port/protocol unreachable) aborts
@@ -687,15 +677,8 @@ class TcpEndpoint:
         flight = seq_sub(self.snd_max, self.snd_una)
         self.cc.on_rto(now, flight)
         self.rtt.backoff()
-        self.in_recovery = False
-        self.dupacks = 0
-        self.retransmitted = _NO_RTX
-        self._rtx_queue.clear()
-        if self.sb is not None:
-            self.sb.clear()  # RFC 2018 §8: the receiver may have reneged
-        self.snd_nxt = self.snd_una
-        self.recover = self.snd_max  # RFC 6582 §3.2 step 4... after an RTO
-        self._rtt_seq = None  # Karn
+        self.recovery.on_rto(self.snd_max)
+        self.snd_nxt = self.snd_una  # the ledger marks the resends (Karn)
 
     def _on_persist(self, now: float) -> None:
         """RFC 9293 §3.8.6.1: probe a zero window (Linux's probe: SND.UNA - 1,
@@ -947,12 +930,11 @@ class TcpEndpoint:
         win = seg.window << self.snd_wscale
         acked = seq_sub(ack, una)
         cfg = self.config
+        rec = self.recovery
         newly_sacked = 0
         blocks = seg.options.sack_blocks
-        if self.sack_on and blocks and self.sb is None:
-            self.sb = Scoreboard()  # made when needed: most connections never lose
-        if self.sack_on and self.sb is not None and blocks:
-            newly_sacked = self.sb.update(ack if acked > 0 else una, blocks, self.snd_max)
+        if blocks:
+            newly_sacked = rec.take_sack(ack if acked > 0 else una, blocks, self.snd_max)
         if acked > 0:
             ts = seg.options.timestamp
             self._on_new_ack(now, ts[1] if ts is not None else 0, ack, acked)
@@ -973,17 +955,8 @@ class TcpEndpoint:
                 )
             if dup:
                 self.dup_acks_in += 1
-                self.dupacks += 1
-        if (
-            not self.in_recovery
-            and seq_lt(self.snd_una, self.snd_max)
-            and seq_geq(self.snd_una, self.recover)
-            and (
-                self.dupacks >= cfg.dupthresh
-                # RFC 6675 §5 (and Linux): or IsLost(HighACK + 1) by SACK.
-                or (newly_sacked > 0 and self.sb is not None and self._sb_lost())
-            )
-        ):
+                rec.on_dup_ack()
+        if rec.should_enter(self.snd_una, self.snd_max, newly_sacked, self.mss, cfg.dupthresh):
             self._enter_recovery(now)
         self._update_window(seg.seq, ack, win)
         # State changes once our FIN is acknowledged.
@@ -1028,7 +1001,7 @@ class TcpEndpoint:
         the same outcome as RFC 9293 §3.10.7.4's full processing. Returns
         False, having changed nothing, for anything else: the caller then
         builds a ``Segment`` for ``handle_segment``."""
-        if self.state is not State.ESTABLISHED or seq != self.rcv_nxt or self.in_recovery:
+        if self.state is not State.ESTABLISHED or seq != self.rcv_nxt or self.recovery.in_recovery:
             return False
         if has_ts != self.ts_on or (has_ts and seq_lt(tsval, self.ts_recent)):
             return False  # timestamps not as negotiated, or PAWS (RFC 7323 §5) to judge
@@ -1055,11 +1028,6 @@ class TcpEndpoint:
             self._schedule_ack(now, n)
         return True
 
-    def _sb_lost(self) -> bool:
-        return self.sb is not None and self.sb.is_lost(
-            self.snd_una, self.mss, self.config.dupthresh
-        )
-
     def _on_new_ack(self, now: float, tsecr: int, ack: int, acked: int) -> None:
         """SND.UNA advances by ``acked`` to ``ack``; ``tsecr``: the
         segment's TSecr (0 without a timestamp)."""
@@ -1077,37 +1045,19 @@ class TcpEndpoint:
         self.bytes_acked += acked
         self._retries = 0
         self._persist_backoff = 0
-        if self._rtx_queue:
-            self._rtx_queue = [q for q in self._rtx_queue if seq_geq(q, ack)]
         # RTT: RFC 7323 §4.1 (timestamps) or Karn's rule (RFC 6298 §3).
-        rtt: float | None = None
-        if self.ts_on and tsecr:
-            rtt = self._ts_sample(now, tsecr)
-        elif self._rtt_seq is not None and seq_gt(ack, self._rtt_seq):
-            rtt = now - self._rtt_at
+        rtt = self.ledger.on_ack(now, ack)
+        if self.ts_on:
+            rtt = self._ts_sample(now, tsecr) if tsecr else None
+        elif rtt is not None:
             self.rtt.sample(rtt)
-            self._rtt_seq = None
         self.rtt.reset_backoff()
-        # Congestion control and loss recovery.
-        flight = seq_sub(self.snd_max, ack)
-        if self.in_recovery:
-            if seq_geq(ack, self.recover):
-                # RFC 6582 §3.2 step 3 / RFC 6675 §5 (C): full ACK.
-                self.in_recovery = False
-                self.dupacks = 0
-                self.retransmitted = _NO_RTX
-                self.cc.on_recovery_exit(now)
-            else:
-                # Partial ACK.
-                if not self.sack_on:
-                    # RFC 6582 §3.2 step 5: retransmit the next hole now; the
-                    # segments it acknowledged no longer count as "left".
-                    self.dupacks = max(0, self.dupacks - data // max(self.mss, 1) + 1)
-                    self._queue_rtx(ack)
-                self.cc.on_ack(now, acked, rtt, flight)
+        # Loss recovery (a full ACK ends the episode: RFC 6582 §3.2 step 3,
+        # RFC 6675 §5 (C)), then congestion control.
+        if self.recovery.on_new_ack(ack, data, self.mss):
+            self.cc.on_recovery_exit(now)
         else:
-            self.dupacks = 0
-            self.cc.on_ack(now, acked, rtt, flight)
+            self.cc.on_ack(now, acked, rtt, seq_sub(self.snd_max, ack))
         # RFC 6298 (5.2)/(5.3).
         if seq_lt(self.snd_una, self.snd_max):
             self._arm_rto(now)
@@ -1127,22 +1077,9 @@ class TcpEndpoint:
 
     def _enter_recovery(self, now: float) -> None:
         """RFC 5681 §3.2 steps 2-3 / RFC 6582 §3.2 / RFC 6675 §5 step 4."""
-        flight = seq_sub(self.snd_max, self.snd_una)
-        self.in_recovery = True
-        self.recover = self.snd_max
-        self.retransmitted = _NO_RTX
-        self.cc.on_loss(now, flight)
+        self.recovery.enter(self.snd_una, self.snd_max)
+        self.cc.on_loss(now, seq_sub(self.snd_max, self.snd_una))
         self.fast_retransmits += 1
-        self._queue_rtx(self.snd_una)
-
-    def _mark_retransmitted(self, seq: int) -> None:
-        if type(self.retransmitted) is not set:
-            self.retransmitted = set()
-        self.retransmitted.add(seq)
-
-    def _queue_rtx(self, seq: int) -> None:
-        if seq not in self._rtx_queue:
-            self._rtx_queue.append(seq)
 
     def _process_text(self, now: float, seg: Segment) -> None:
         """RFC 9293 §3.10.7.4 seventh (text) and eighth (FIN)."""
@@ -1316,7 +1253,6 @@ class TcpEndpoint:
         self._rto_at = self._ack_at = self._persist_at = None
         self._ka_at = self._tw_at = self._fw2_at = None
         self._need_syn = self._ack_now = self._win_update = False
-        self._rtx_queue.clear()
         self._events.append(Closed())
 
     def _queue_rst(self, seq: int, ack: int | None) -> None:
@@ -1435,12 +1371,10 @@ class TcpEndpoint:
         return max(n, 0)
 
     def _flight(self) -> int:
-        if self.in_recovery and self.sack_on and self.sb is not None:
-            return self.sb.pipe(self.snd_una, self.snd_max, self.retransmitted, self.mss)
-        f = seq_sub(self.snd_nxt, self.snd_una)
-        if self.in_recovery:
-            f -= self.dupacks * self.mss  # RFC 5681 §3.2 step 4: segments that left
-        return max(f, 0)
+        rec = self.recovery
+        if rec.in_recovery:
+            return rec.pipe(self.snd_una, self.snd_nxt, self.snd_max, self.mss)
+        return max(seq_sub(self.snd_nxt, self.snd_una), 0)
 
     def _usable_window(self) -> int:
         """min(cwnd, SND.WND) less what is in flight, from SND.NXT."""
@@ -1477,34 +1411,20 @@ class TcpEndpoint:
         return out
 
     def _output(self, now: float, out: list[Segment]) -> None:
-        if not self._rtx_queue and not self.in_recovery and not self._unsent():
+        rec = self.recovery
+        if not rec.rtx_queue and not rec.in_recovery and not self._unsent():
             return  # nothing to send or resend (the common case after an ACK)
         sent = 0
-        # Retransmissions queued by fast retransmit / partial ACKs.
-        while self._rtx_queue:
-            seq = self._rtx_queue.pop(0)
-            if seq_lt(seq, self.snd_una) or not seq_lt(seq, self.snd_max):
-                continue
-            out.append(self._segment_at(now, seq, self.mss, rtx=True))
-            self._mark_retransmitted(seq)
+        # Retransmissions the loss recovery asks for.
+        while sent < MAX_SEND_PER_POLL:
+            r = rec.next_retransmission(
+                self.snd_una, self.snd_max, self.cc.cwnd, self.mss, self.config.dupthresh
+            )
+            if r is None:
+                break
+            out.append(self._segment_at(now, r[0], r[1], rtx=True))
+            rec.on_retransmitted(r[0])
             sent += 1
-        # RFC 6675 §5 step (C): while cwnd - pipe >= 1 SMSS, NextSeg.
-        if self.in_recovery and self.sack_on and self.sb is not None:
-            for _ in range(MAX_SEND_PER_POLL):
-                pipe = self.sb.pipe(self.snd_una, self.snd_max, self.retransmitted, self.mss)
-                if self.cc.cwnd - pipe < self.mss:
-                    break
-                r = self.sb.next_to_retransmit(
-                    self.snd_una, self.snd_max, self.mss, self.config.dupthresh, self.retransmitted
-                )
-                if r is None:
-                    break
-                seq, length = r
-                if seq in self.retransmitted:
-                    break
-                out.append(self._segment_at(now, seq, min(length, self.mss), rtx=True))
-                self._mark_retransmitted(seq)
-                sent += 1
         # RFC 5681 §4.1: nothing sent for longer than an RTO and nothing in
         # flight: the congestion window no longer reflects the path.
         if (
@@ -1593,18 +1513,14 @@ class TcpEndpoint:
         if n > seg_mss:
             seg.gso_size = seg_mss
         new_end = seq_add(end, 1 if flags & FIN else 0)
+        self.ledger.on_transmit(now, seq, new_end)
         if rtx:
             self.retransmits += 1
             self.bytes_retrans += n
-            if self._rtt_seq is not None and seq_leq(seq, self._rtt_seq):
-                self._rtt_seq = None  # Karn: that timing is now ambiguous
         else:
             self.bytes_sent += n
             if n:
                 self._sent_data_at = now
-            if self._rtt_seq is None and not self.ts_on:
-                self._rtt_seq = seq
-                self._rtt_at = now
         if seq_leq(seq, self.snd_nxt) and seq_gt(new_end, self.snd_nxt):
             self.snd_nxt = new_end
         if seq_gt(self.snd_nxt, self.snd_max):
