@@ -12,6 +12,10 @@ Implements (each rule's code cites its section):
     SYN in a synchronized state (§4), ACK acceptance (§5), all challenge
     ACKs throttled by a token bucket (§7: default 1000 per second, Linux's
     old tcp_challenge_ack_limit; the stack may share one bucket per shard);
+    as Linux, the ACKs answering invalid segments (challenge ACKs, and
+    out-of-window or PAWS-rejected segments without data) go at most once
+    per ``invalid_ratelimit_s`` per connection (tcp_invalid_ratelimit), and
+    a segment with none of ACK, RST, SYN is dropped before any check;
   * RFC 6691: the user's TCP_MAXSEG (Linux's 88..65535 bytes) on active and
     passive opens, clamped to the route MTU;
   * RFC 7323: window scaling, timestamps (RTT samples, PAWS §5, TS.Recent
@@ -30,11 +34,13 @@ Implements (each rule's code cites its section):
     immediate ACK for out-of-order data and for data filling a hole, RFC 5681
     §4.2), TCP_NODELAY, a TCP_CORK-like ``cork`` flag, keepalive
     (§4.2.3.6: idle, interval, count; probe is SEG.SEQ = SND.NXT - 1);
+    a corked partial segment leaves after ``cork_s`` (tcp(7): 200 ms);
   * receive-buffer auto-tuning: the buffer doubles (up to ``rcv_buf_max``)
     when a round trip delivered more than half of it and the application
     keeps up (Linux's DRS, much simplified);
-  * closing as gVisor and Linux do: TIME-WAIT (configurable, RSTs
-    ignored as RFC 1337, a retransmitted FIN restarts the timer and is
+  * closing as gVisor and Linux do: TIME-WAIT (configurable; an RST at
+    RCV.NXT ends it as in Linux, or is ignored as RFC 1337 fix 1 with
+    ``rfc1337``; a retransmitted FIN restarts the timer and is
     ACKed, an out-of-order segment gets a duplicate ACK, a SYN above
     RCV.NXT ends TIME-WAIT and is handed back to the caller in
     ``SynInTimeWait`` to reuse the port pair); TCP_LINGER2 with Linux
@@ -43,8 +49,9 @@ Implements (each rule's code cites its section):
     with unread data sends an RST (RFC 2525 §2.17, Linux), as does data
     arriving after close() (Linux "TCPAbortOnData");
   * ICMP: ``handle_pmtu`` (Packet Too Big lowers the MSS) and
-    ``handle_icmp_unreachable`` (hard error in SYN-SENT, soft otherwise,
-    reported when the retry budget runs out: RFC 1122 §4.2.3.9, RFC 5927);
+    ``handle_icmp_unreachable`` (in SYN-SENT any destination unreachable
+    about our SYN fails the connect, as Linux; soft otherwise, reported when
+    the retry budget runs out: RFC 1122 §4.2.3.9, RFC 5927);
   * RFC 5681 §4.1 restart after idle (``slow_start_after_idle``, as Linux);
   * speed: header prediction (``handle_fast``: the common in-order segment
     in a few steps, everything else through the full processing) and, when
@@ -135,6 +142,7 @@ class Reset:
 
     error: type[OSError]
     reason: str = ""
+    errno: int = 0  # when set, the error is OSError(errno) (EHOSTUNREACH, ENETUNREACH)
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,6 +276,7 @@ class TcpEndpoint:
         # timers (absolute times or None)
         "_rto_at", "_ack_at", "_persist_at", "_ka_at", "_tw_at", "_fw2_at",
         "_retries", "_persist_backoff", "_persist_force", "_ka_probes", "_soft_error", "_syn_at",
+        "_cork_at", "_uncork", "_oow_at",
         # output flags
         "_need_syn", "_ack_now", "_acks_owed", "_win_update", "_queued",
         # auto-tuning
@@ -361,6 +370,9 @@ class TcpEndpoint:
         self._ka_probes = 0
         self._soft_error: str | None = None
         self._syn_at = 0.0
+        self._cork_at: float | None = None  # when a corked partial segment must leave
+        self._uncork = False  # the cork timer fired: the partial segment goes now
+        self._oow_at: float | None = None  # when an invalid segment was last answered
         self._need_syn = False
         self._ack_now = False
         self._acks_owed = 0
@@ -578,9 +590,12 @@ class TcpEndpoint:
         self.nodelay = on
 
     def set_cork(self, on: bool) -> None:
-        """TCP_CORK-like: while corked only full segments leave; uncorking
-        lets the tail go on the next poll."""
+        """TCP_CORK: while corked only full segments leave, and a partial one
+        at most ``cork_s`` after it was held (tcp(7)); uncorking lets the
+        tail go on the next poll."""
         self.cork = on
+        if not on:
+            self._cork_at = None
 
     def next_event(self) -> Event | None:
         return self._events.pop(0) if self._events else None
@@ -599,13 +614,27 @@ class TcpEndpoint:
         if self.mss < old and self.state in SYNCHRONIZED and seq_lt(self.snd_una, self.snd_max):
             self.snd_nxt = self.snd_una  # the ledger marks the resends (Karn)
 
-    def handle_icmp_unreachable(self, now: float, hard: bool, reason: str = "unreachable") -> None:
-        """RFC 1122 §4.2.3.9: a hard error (port/protocol unreachable) aborts
-        a connection in SYN-SENT (ConnectionRefusedError, as Linux); other
-        errors are soft: remembered and reported if the retries run out."""
-        if hard and self.state is State.SYN_SENT:
-            self._fail(now, ConnectionRefusedError, "ICMP " + reason)
+    def handle_icmp_unreachable(
+        self, now: float, hard: bool, reason: str = "unreachable", *, errno: int = 0,
+        seq: int | None = None,
+    ) -> None:  # fmt: skip
+        """A destination unreachable about a segment we sent, ``seq`` its
+        quoted sequence number. RFC 5927 §4.1: one quoting a sequence number
+        outside [SND.UNA, SND.MAX] is ignored. In SYN-SENT it ends the
+        connect at once, as Linux (tcp_v4_err, tcp_v6_err) does: ``hard``
+        (port/protocol unreachable) with ConnectionRefusedError, others with
+        OSError(``errno``) (host or network unreachable). Otherwise errors
+        are soft (RFC 1122 §4.2.3.9): remembered and reported if the
+        retries run out."""
+        if seq is not None and not (seq_geq(seq, self.snd_una) and seq_leq(seq, self.snd_max)):
             return
+        if self.state is State.SYN_SENT:
+            if hard:
+                self._fail(now, ConnectionRefusedError, "ICMP " + reason)
+                return
+            if errno:
+                self._fail(now, OSError, "ICMP " + reason, errno=errno)
+                return
         self._soft_error = reason
 
     # ------------------------------------------------------------ timers
@@ -619,6 +648,7 @@ class TcpEndpoint:
             self._ka_at,
             self._tw_at,
             self._fw2_at,
+            self._cork_at,
         ):
             if t is not None and (best is None or t < best):
                 best = t
@@ -646,6 +676,9 @@ class TcpEndpoint:
             self._fw2_at = None
             if self.state is State.FIN_WAIT_2:
                 self._close(now)
+        if self._cork_at is not None and now >= self._cork_at:
+            self._cork_at = None
+            self._uncork = True
 
     def _arm_rto(self, now: float) -> None:
         self._rto_at = now + self.rtt.rto
@@ -729,10 +762,15 @@ class TcpEndpoint:
         if s is State.TIME_WAIT:
             self._time_wait(now, seg)
             return
+        flags = seg.flags
+        if not flags & (ACK | RST | SYN):
+            # Linux tcp_rcv_state_process and gVisor: nothing without ACK,
+            # RST or SYN is acceptable (RFC 9293 §3.10.7.4 fifth drops it
+            # anyway): dropped before the sequence check, never answered.
+            return
         if self.config.keepalive and s in SYNCHRONIZED:
             self._ka_probes = 0
             self._ka_at = now + self.config.keepalive_idle_s
-        flags = seg.flags
         seq = seg.seq
         o = seg.options
         ts = o.timestamp
@@ -741,7 +779,7 @@ class TcpEndpoint:
             if now - self.ts_recent_at > PAWS_IDLE_S:
                 self.ts_recent = ts[0]  # §5.5: TS.Recent is too old to judge
             else:
-                self._ack_now = True
+                self._ack_invalid(now, seg)
                 return
         # RFC 5961 §4.2: a SYN in a synchronized state, whatever its sequence
         # number, gets a challenge ACK (RFC 9293 §3.10.7.4 fourth, moved
@@ -758,7 +796,9 @@ class TcpEndpoint:
             rcv_wnd = 0
         slen = seg.seg_len
         if slen == 0:
-            ok = seq == self.rcv_nxt if rcv_wnd == 0 else seq_in_window(seq, self.rcv_nxt, rcv_wnd)
+            # Linux tcp_sequence: a segment without data may sit exactly at
+            # the right edge, RCV.NXT + RCV.WND (a window probe's answer).
+            ok = seq_in_window(seq, self.rcv_nxt, rcv_wnd + 1)
         elif rcv_wnd == 0:
             ok = False
         else:
@@ -771,7 +811,7 @@ class TcpEndpoint:
             # Zero window: still take a valid ACK at RCV.NXT (§3.10.7.4).
             if rcv_wnd == 0 and seq == self.rcv_nxt and flags & ACK and not flags & SYN:
                 self._process_ack(now, seg)
-            self._ack_now = True
+            self._ack_invalid(now, seg)
             return
         # RFC 7323 §4.3 (2): TS.Recent.
         if self.ts_on and ts is not None and seq_leq(seq, self.last_ack_sent):
@@ -833,9 +873,32 @@ class TcpEndpoint:
             return
         self._need_syn = True
 
+    def _invalid_limited(self, now: float) -> bool:
+        """Linux __tcp_oow_rate_limited: True if an invalid segment was
+        answered less than ``invalid_ratelimit_s`` ago (then no answer now),
+        else remember now."""
+        limit = self.config.invalid_ratelimit_s
+        if limit > 0 and self._oow_at is not None and 0 <= now - self._oow_at < limit:
+            return True
+        self._oow_at = now
+        return False
+
+    def _ack_invalid(self, now: float, seg: Segment) -> None:
+        """RFC 9293 §3.10.7.4 first: an unacceptable segment gets an ACK,
+        rate limited unless it carries data or FIN without SYN (Linux
+        tcp_oow_rate_limited: data is not likely part of an ACK loop, and
+        its ACK may be what the peer needs to recover)."""
+        if (seg.seg_len == 0 or seg.flags & SYN) and self._invalid_limited(now):
+            return
+        self._ack_now = True
+
     def _challenge_ack(self, now: float) -> None:
         """RFC 5961 §3.2/§4.2/§5.2: <SEQ=SND.NXT><ACK=RCV.NXT><CTL=ACK>,
-        throttled (§7)."""
+        throttled per connection (Linux tcp_send_challenge_ack) and by the
+        token bucket (§7)."""
+        if self._invalid_limited(now):
+            self.challenge_acks_suppressed += 1
+            return
         if self._limiter.allow(now):
             self.challenge_acks += 1
             self._queued.append(self._make(now, self.snd_max, ACK))
@@ -894,7 +957,12 @@ class TcpEndpoint:
         handleTimeWaitSegment)."""
         flags = seg.flags
         if flags & RST:
-            return  # (1) RFC 1337 fix 1: no TIME-WAIT assassination
+            # (1) An RST at RCV.NXT ends TIME-WAIT, as Linux with
+            # tcp_rfc1337=0; with ``rfc1337`` it is ignored (RFC 1337 fix 1,
+            # no TIME-WAIT assassination). Others are ignored.
+            if seg.seq == self.rcv_nxt and not self.config.rfc1337:
+                self._close(now)
+            return
         if flags & SYN and not flags & ACK:
             ts = seg.options.timestamp
             newer_ts = self.ts_on and ts is not None and seq_gt(ts[0], self.ts_recent)
@@ -915,7 +983,10 @@ class TcpEndpoint:
             self._tw_at = now + self.config.time_wait_s
             return
         if seg.seq != self.rcv_nxt or seg.payload:
-            self._queued.append(self._make(now, self.snd_max, ACK))  # (6) dup ACK
+            # (6) dup ACK, rate limited as in other states (Linux
+            # tcp_timewait_check_oow_rate_limit).
+            if (seg.seg_len and not flags & SYN) or not self._invalid_limited(now):
+                self._queued.append(self._make(now, self.snd_max, ACK))
 
     def _process_ack(self, now: float, seg: Segment) -> bool:
         """RFC 9293 §3.10.7.4 fifth, with RFC 5961 §5. False: drop the segment."""
@@ -1238,12 +1309,14 @@ class TcpEndpoint:
         self._rto_at = self._persist_at = self._ka_at = self._fw2_at = None
         self._tw_at = now + self.config.time_wait_s
 
-    def _fail(self, now: float, err: type[OSError], reason: str, *, send_rst: bool = True) -> None:
+    def _fail(
+        self, now: float, err: type[OSError], reason: str, *, send_rst: bool = True, errno: int = 0
+    ) -> None:
         """Abnormal end: Reset event, RST to the peer if synchronized."""
         if send_rst and self.state in SYNCHRONIZED and self.state is not State.TIME_WAIT:
             self._queue_rst(self.snd_max, self.rcv_nxt)
         self._error = err
-        self._events.append(Reset(err, reason))
+        self._events.append(Reset(err, reason, errno))
         self._close(now)
 
     def _close(self, now: float) -> None:
@@ -1251,7 +1324,7 @@ class TcpEndpoint:
             return
         self.state = State.CLOSED
         self._rto_at = self._ack_at = self._persist_at = None
-        self._ka_at = self._tw_at = self._fw2_at = None
+        self._ka_at = self._tw_at = self._fw2_at = self._cork_at = None
         self._need_syn = self._ack_now = self._win_update = False
         self._events.append(Closed())
 
@@ -1406,6 +1479,10 @@ class TcpEndpoint:
             self._ack_now = False
             return out
         self._output(now, out)
+        if self._uncork:
+            self._uncork = False  # the cork timer lets out what was held then, once
+        if self._cork_at is not None and not self._unsent():
+            self._cork_at = None  # nothing held any more
         if self._ack_now or self._win_update:
             out.append(self._make(now, self.snd_max, ACK))
         return out
@@ -1468,10 +1545,14 @@ class TcpEndpoint:
                     if n < self.max_snd_wnd // 2 and not self._persist_force:
                         break
                 elif seq_geq(self.snd_nxt, self.snd_max):
-                    # the queue's tail: Nagle (§3.7.4) and cork.
+                    # the queue's tail: cork (tcp(7): held at most cork_s),
+                    # else Nagle (§3.7.4).
                     if self.cork:
-                        break
-                    if not self.nodelay and seq_lt(self.snd_una, self.snd_nxt):
+                        if not self._uncork:
+                            if self._cork_at is None:
+                                self._cork_at = now + self.config.cork_s
+                            break
+                    elif not self.nodelay and seq_lt(self.snd_una, self.snd_nxt):
                         break
             self._persist_force = False
             out.append(
