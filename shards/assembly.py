@@ -417,6 +417,7 @@ class ShardAssembly:
             c.net.update(totals)
         c.net["steered"] = self.steering.steered
         c.net["tcp_app_errors"] = self.tcp.app_errors
+        c.net["tcp_dropped_non_unicast"] = self.tcp.dropped_non_unicast
         return c.snapshot(self.index, {**(gauges or {}), **self.tcp.gauges()})
 
     # --- applications -------------------------------------------------------------------------

@@ -7,9 +7,9 @@ Sans-I/O and pure arithmetic: the endpoint calls one method per event with
 * here: slow start and congestion avoidance (the window's growth on new
   ACKs), the multiplicative decrease when a loss is detected, the loss
   window on an RTO, the restart window after idle, the initial window;
-* the endpoint: loss detection (dupthresh / RFC 6675 ``IsLost``), fast
-  retransmit and the recovery episode itself (RFC 6582 NewReno or RFC 6675
-  SACK recovery). During an episode (``on_loss`` .. ``on_recovery_exit``)
+* ``recovery.py``, driven by the endpoint: loss detection (dupthresh /
+  RFC 6675 ``IsLost``), fast retransmit and the recovery episode itself
+  (RFC 6582 NewReno or RFC 6675 SACK recovery). During an episode (``on_loss`` .. ``on_recovery_exit``)
   ``on_ack`` does not grow the window; the endpoint may write ``cwnd``
   itself there (RFC 5681 §3.2 step 4 inflation by 3*SMSS and per dup ACK,
   RFC 6582 partial-ACK deflation) and ``on_recovery_exit`` sets ``cwnd`` to

@@ -41,6 +41,9 @@ KEEPALIVE_CNT = 9  # Linux tcp_keepalive_probes
 CHALLENGE_ACK_PER_S = 1000.0  # RFC 5961 §7; Linux tcp_challenge_ack_limit (before 6.0)
 CHALLENGE_ACK_BURST = 1000  # the whole second's budget may go at once, as in Linux
 
+INVALID_RATELIMIT_S = 0.5  # Linux tcp_invalid_ratelimit: one ACK per 500 ms for invalid segments
+CORK_S = 0.2  # tcp(7) TCP_CORK: "a 200 millisecond ceiling on the time for which output is corked"
+
 PERSIST_MIN_S = 0.2  # first zero-window probe after one (minimum) RTO
 PERSIST_MAX_S = 60.0  # RFC 1122 §4.2.2.17 lets the interval grow; Linux caps at TCP_RTO_MAX
 
@@ -84,6 +87,14 @@ class TcpConfig:
     time_wait_s: float = TIME_WAIT_S
     fin_timeout_s: float = FIN_TIMEOUT_S  # the stack-wide tcp_fin_timeout
     linger2_s: float | None = None  # TCP_LINGER2: None/0 = fin_timeout_s, < 0 = RST, else min
+    # RFC 1337 fix 1 (Linux tcp_rfc1337=1): an RST in TIME-WAIT is ignored.
+    # Off by default as in Linux, where the RST ends TIME-WAIT.
+    rfc1337: bool = False
+    # --- answers to invalid segments: out-of-window, PAWS-rejected, and
+    # challenge ACKs, at most one per this interval per connection (Linux
+    # tcp_invalid_ratelimit; RFC 5961 §7 asks for a throttle); 0: no limit
+    invalid_ratelimit_s: float = INVALID_RATELIMIT_S
+    cork_s: float = CORK_S  # TCP_CORK: a held partial segment leaves after this
     # --- RFC 5961 §7 challenge ACK throttle (when the endpoint makes its own bucket)
     challenge_ack_per_s: float = CHALLENGE_ACK_PER_S
     challenge_ack_burst: int = CHALLENGE_ACK_BURST

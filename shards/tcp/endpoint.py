@@ -12,6 +12,10 @@ Implements (each rule's code cites its section):
     SYN in a synchronized state (§4), ACK acceptance (§5), all challenge
     ACKs throttled by a token bucket (§7: default 1000 per second, Linux's
     old tcp_challenge_ack_limit; the stack may share one bucket per shard);
+    as Linux, the ACKs answering invalid segments (challenge ACKs, and
+    out-of-window or PAWS-rejected segments without data) go at most once
+    per ``invalid_ratelimit_s`` per connection (tcp_invalid_ratelimit), and
+    a segment with none of ACK, RST, SYN is dropped before any check;
   * RFC 6691: the user's TCP_MAXSEG (Linux's 88..65535 bytes) on active and
     passive opens, clamped to the route MTU;
   * RFC 7323: window scaling, timestamps (RTT samples, PAWS §5, TS.Recent
@@ -23,16 +27,20 @@ Implements (each rule's code cites its section):
     loss window; SACK information is dropped, RFC 2018 §8);
   * RFC 5681 fast retransmit on ``dupthresh`` duplicate ACKs, RFC 6582
     NewReno partial ACKs without SACK, RFC 6675 SACK loss recovery (pipe,
-    NextSeg) with it; congestion control itself is ``cc.py``;
+    NextSeg) with it, and the ledger of sent data with its transmit times
+    (Karn's rule for RTT samples without timestamps): ``recovery.py``;
+    congestion control itself is ``cc.py``;
   * RFC 1122 §4.2.3.2 delayed ACKs (every second full segment, a timer,
     immediate ACK for out-of-order data and for data filling a hole, RFC 5681
     §4.2), TCP_NODELAY, a TCP_CORK-like ``cork`` flag, keepalive
     (§4.2.3.6: idle, interval, count; probe is SEG.SEQ = SND.NXT - 1);
+    a corked partial segment leaves after ``cork_s`` (tcp(7): 200 ms);
   * receive-buffer auto-tuning: the buffer doubles (up to ``rcv_buf_max``)
     when a round trip delivered more than half of it and the application
     keeps up (Linux's DRS, much simplified);
-  * closing as gVisor and Linux do: TIME-WAIT (configurable, RSTs
-    ignored as RFC 1337, a retransmitted FIN restarts the timer and is
+  * closing as gVisor and Linux do: TIME-WAIT (configurable; an RST at
+    RCV.NXT ends it as in Linux, or is ignored as RFC 1337 fix 1 with
+    ``rfc1337``; a retransmitted FIN restarts the timer and is
     ACKed, an out-of-order segment gets a duplicate ACK, a SYN above
     RCV.NXT ends TIME-WAIT and is handed back to the caller in
     ``SynInTimeWait`` to reuse the port pair); TCP_LINGER2 with Linux
@@ -41,8 +49,9 @@ Implements (each rule's code cites its section):
     with unread data sends an RST (RFC 2525 §2.17, Linux), as does data
     arriving after close() (Linux "TCPAbortOnData");
   * ICMP: ``handle_pmtu`` (Packet Too Big lowers the MSS) and
-    ``handle_icmp_unreachable`` (hard error in SYN-SENT, soft otherwise,
-    reported when the retry budget runs out: RFC 1122 §4.2.3.9, RFC 5927);
+    ``handle_icmp_unreachable`` (in SYN-SENT any destination unreachable
+    about our SYN fails the connect, as Linux; soft otherwise, reported when
+    the retry budget runs out: RFC 1122 §4.2.3.9, RFC 5927);
   * RFC 5681 §4.1 restart after idle (``slow_start_after_idle``, as Linux);
   * speed: header prediction (``handle_fast``: the common in-order segment
     in a few steps, everything else through the full processing) and, when
@@ -63,7 +72,6 @@ any input calls ``poll_transmit(now)`` and re-arms ``next_deadline()``.
 
 from __future__ import annotations
 
-from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -92,13 +100,12 @@ from shardnet.shards.net.ratelimit import TokenBucket
 from .buffers import RecvBuffer, SendBuffer
 from .cc import CongestionControl, make_cc
 from .config import DEFAULT_MSS_V4, DEFAULT_MSS_V6, TcpConfig, advertised_mss, max_mss_for_route
-from .sack import Scoreboard
+from .recovery import LossRecovery, SentLedger, make_recovery
 from .segment import Segment
 from .state import RECEIVING, SYNCHRONIZED, State
 
 TS_OPTION_LEN = 12  # bytes, NOP NOP TS (RFC 7323 Appendix A layout)
 PAWS_IDLE_S = 24 * 86400.0  # RFC 7323 §5.5: TS.Recent is invalid after 24 days idle
-_NO_RTX: frozenset[int] = frozenset()
 MAX_SEND_PER_POLL = 1024  # segments per poll_transmit: a bound, not a pacing rule
 
 
@@ -135,6 +142,7 @@ class Reset:
 
     error: type[OSError]
     reason: str = ""
+    errno: int = 0  # when set, the error is OSError(errno) (EHOSTUNREACH, ENETUNREACH)
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,7 +261,7 @@ class TcpEndpoint:
 
     __slots__ = (
         "config", "state", "local_port", "remote_port", "ipv6", "mtu", "tso_max",
-        "cc", "rtt", "sb", "_limiter", "ts_offset", "passive_open",
+        "cc", "rtt", "recovery", "ledger", "_limiter", "ts_offset", "passive_open",
         # send sequence space (RFC 9293 §3.3.1); snd_max = highest sent
         "iss", "snd_una", "snd_nxt", "snd_max", "snd_wnd", "snd_wl1", "snd_wl2",
         "max_snd_wnd", "snd_wscale",
@@ -265,12 +273,10 @@ class TcpEndpoint:
         "_sbuf", "_sbuf_seq", "_rbuf", "_ooo", "_ooo_fin", "_sack_last",
         "_fin_seq", "_fin_pending", "app_closed", "cork", "nodelay", "_snd_blocked",
         "_rd_shut", "_peer_fin",
-        # recovery
-        "in_recovery", "recover", "dupacks", "retransmitted", "_rtx_queue",
-        "_rtt_seq", "_rtt_at",
         # timers (absolute times or None)
         "_rto_at", "_ack_at", "_persist_at", "_ka_at", "_tw_at", "_fw2_at",
         "_retries", "_persist_backoff", "_persist_force", "_ka_probes", "_soft_error", "_syn_at",
+        "_cork_at", "_uncork", "_oow_at",
         # output flags
         "_need_syn", "_ack_now", "_acks_owed", "_win_update", "_queued",
         # auto-tuning
@@ -293,7 +299,6 @@ class TcpEndpoint:
         ipv6: bool = False,
         cc: CongestionControl | None = None,
         rtt: RttEstimator | None = None,
-        scoreboard: Scoreboard | None = None,
         challenge_limiter: TokenBucket | None = None,
         ts_offset: int = 0,
     ) -> None:
@@ -311,7 +316,9 @@ class TcpEndpoint:
         self.mss = self.adv_mss  # payload bytes per full segment (options excluded)
         self.cc = cc if cc is not None else _default_cc(config.cc, self.adv_mss)
         self.rtt = rtt if rtt is not None else _default_rtt(config)
-        self.sb = scoreboard
+        # Loss recovery: NewReno until the handshake agrees to SACK.
+        self.recovery: LossRecovery = make_recovery(False, iss & SEQ_MASK)
+        self.ledger = SentLedger()
         self._limiter = challenge_limiter or TokenBucket(
             config.challenge_ack_per_s, config.challenge_ack_burst
         )
@@ -351,15 +358,6 @@ class TcpEndpoint:
         self._snd_blocked = False
         self._rd_shut = False
         self._peer_fin = False
-        self.in_recovery = False
-        self.recover = iss
-        self.dupacks = 0
-        # Sequence numbers resent in this recovery: an empty frozenset until
-        # the first (a set costs 216 bytes on every connection).
-        self.retransmitted: AbstractSet[int] = _NO_RTX
-        self._rtx_queue: list[int] = []
-        self._rtt_seq: int | None = None
-        self._rtt_at = 0.0
         self._rto_at: float | None = None
         self._ack_at: float | None = None
         self._persist_at: float | None = None
@@ -372,6 +370,9 @@ class TcpEndpoint:
         self._ka_probes = 0
         self._soft_error: str | None = None
         self._syn_at = 0.0
+        self._cork_at: float | None = None  # when a corked partial segment must leave
+        self._uncork = False  # the cork timer fired: the partial segment goes now
+        self._oow_at: float | None = None  # when an invalid segment was last answered
         self._need_syn = False
         self._ack_now = False
         self._acks_owed = 0
@@ -409,7 +410,7 @@ class TcpEndpoint:
         **kw: Any,
     ) -> TcpEndpoint:
         """Active open (RFC 9293 §3.10.1): SYN-SENT, the SYN goes out on the
-        next ``poll_transmit``. ``kw``: mtu, ipv6, cc, rtt, scoreboard,
+        next ``poll_transmit``. ``kw``: mtu, ipv6, cc, rtt,
         challenge_limiter, ts_offset."""
         ep = cls(config, local_port, remote_port, iss=iss, **kw)
         ep.state = State.SYN_SENT
@@ -471,7 +472,9 @@ class TcpEndpoint:
         if self.ts_on:
             self.ts_recent = o.timestamp[0]  # type: ignore[index]
             self.ts_recent_at = now
-        self.sack_on = cfg.sack and o.sack_permitted  # the scoreboard comes with the first block
+        self.sack_on = cfg.sack and o.sack_permitted
+        if self.sack_on:
+            self.recovery = make_recovery(True, self.iss)
         self._set_mss()
         # RFC 7323 §2.2: the window of a SYN is never scaled.
         self.snd_wnd = syn.window
@@ -587,9 +590,12 @@ class TcpEndpoint:
         self.nodelay = on
 
     def set_cork(self, on: bool) -> None:
-        """TCP_CORK-like: while corked only full segments leave; uncorking
-        lets the tail go on the next poll."""
+        """TCP_CORK: while corked only full segments leave, and a partial one
+        at most ``cork_s`` after it was held (tcp(7)); uncorking lets the
+        tail go on the next poll."""
         self.cork = on
+        if not on:
+            self._cork_at = None
 
     def next_event(self) -> Event | None:
         return self._events.pop(0) if self._events else None
@@ -606,16 +612,29 @@ class TcpEndpoint:
         old = self.mss
         self._set_mss()
         if self.mss < old and self.state in SYNCHRONIZED and seq_lt(self.snd_una, self.snd_max):
-            self.snd_nxt = self.snd_una
-            self._rtt_seq = None
+            self.snd_nxt = self.snd_una  # the ledger marks the resends (Karn)
 
-    def handle_icmp_unreachable(self, now: float, hard: bool, reason: str = "unreachable") -> None:
-        """RFC 1122 §4.2.3.9: a hard error (port/protocol unreachable) aborts
-        a connection in SYN-SENT (ConnectionRefusedError, as Linux); other
-        errors are soft: remembered and reported if the retries run out."""
-        if hard and self.state is State.SYN_SENT:
-            self._fail(now, ConnectionRefusedError, "ICMP " + reason)
+    def handle_icmp_unreachable(
+        self, now: float, hard: bool, reason: str = "unreachable", *, errno: int = 0,
+        seq: int | None = None,
+    ) -> None:  # fmt: skip
+        """A destination unreachable about a segment we sent, ``seq`` its
+        quoted sequence number. RFC 5927 §4.1: one quoting a sequence number
+        outside [SND.UNA, SND.MAX] is ignored. In SYN-SENT it ends the
+        connect at once, as Linux (tcp_v4_err, tcp_v6_err) does: ``hard``
+        (port/protocol unreachable) with ConnectionRefusedError, others with
+        OSError(``errno``) (host or network unreachable). Otherwise errors
+        are soft (RFC 1122 §4.2.3.9): remembered and reported if the
+        retries run out."""
+        if seq is not None and not (seq_geq(seq, self.snd_una) and seq_leq(seq, self.snd_max)):
             return
+        if self.state is State.SYN_SENT:
+            if hard:
+                self._fail(now, ConnectionRefusedError, "ICMP " + reason)
+                return
+            if errno:
+                self._fail(now, OSError, "ICMP " + reason, errno=errno)
+                return
         self._soft_error = reason
 
     # ------------------------------------------------------------ timers
@@ -629,6 +648,7 @@ class TcpEndpoint:
             self._ka_at,
             self._tw_at,
             self._fw2_at,
+            self._cork_at,
         ):
             if t is not None and (best is None or t < best):
                 best = t
@@ -656,6 +676,9 @@ class TcpEndpoint:
             self._fw2_at = None
             if self.state is State.FIN_WAIT_2:
                 self._close(now)
+        if self._cork_at is not None and now >= self._cork_at:
+            self._cork_at = None
+            self._uncork = True
 
     def _arm_rto(self, now: float) -> None:
         self._rto_at = now + self.rtt.rto
@@ -687,15 +710,8 @@ class TcpEndpoint:
         flight = seq_sub(self.snd_max, self.snd_una)
         self.cc.on_rto(now, flight)
         self.rtt.backoff()
-        self.in_recovery = False
-        self.dupacks = 0
-        self.retransmitted = _NO_RTX
-        self._rtx_queue.clear()
-        if self.sb is not None:
-            self.sb.clear()  # RFC 2018 §8: the receiver may have reneged
-        self.snd_nxt = self.snd_una
-        self.recover = self.snd_max  # RFC 6582 §3.2 step 4... after an RTO
-        self._rtt_seq = None  # Karn
+        self.recovery.on_rto(self.snd_max)
+        self.snd_nxt = self.snd_una  # the ledger marks the resends (Karn)
 
     def _on_persist(self, now: float) -> None:
         """RFC 9293 §3.8.6.1: probe a zero window (Linux's probe: SND.UNA - 1,
@@ -746,10 +762,15 @@ class TcpEndpoint:
         if s is State.TIME_WAIT:
             self._time_wait(now, seg)
             return
+        flags = seg.flags
+        if not flags & (ACK | RST | SYN):
+            # Linux tcp_rcv_state_process and gVisor: nothing without ACK,
+            # RST or SYN is acceptable (RFC 9293 §3.10.7.4 fifth drops it
+            # anyway): dropped before the sequence check, never answered.
+            return
         if self.config.keepalive and s in SYNCHRONIZED:
             self._ka_probes = 0
             self._ka_at = now + self.config.keepalive_idle_s
-        flags = seg.flags
         seq = seg.seq
         o = seg.options
         ts = o.timestamp
@@ -758,7 +779,7 @@ class TcpEndpoint:
             if now - self.ts_recent_at > PAWS_IDLE_S:
                 self.ts_recent = ts[0]  # §5.5: TS.Recent is too old to judge
             else:
-                self._ack_now = True
+                self._ack_invalid(now, seg)
                 return
         # RFC 5961 §4.2: a SYN in a synchronized state, whatever its sequence
         # number, gets a challenge ACK (RFC 9293 §3.10.7.4 fourth, moved
@@ -775,7 +796,9 @@ class TcpEndpoint:
             rcv_wnd = 0
         slen = seg.seg_len
         if slen == 0:
-            ok = seq == self.rcv_nxt if rcv_wnd == 0 else seq_in_window(seq, self.rcv_nxt, rcv_wnd)
+            # Linux tcp_sequence: a segment without data may sit exactly at
+            # the right edge, RCV.NXT + RCV.WND (a window probe's answer).
+            ok = seq_in_window(seq, self.rcv_nxt, rcv_wnd + 1)
         elif rcv_wnd == 0:
             ok = False
         else:
@@ -788,7 +811,7 @@ class TcpEndpoint:
             # Zero window: still take a valid ACK at RCV.NXT (§3.10.7.4).
             if rcv_wnd == 0 and seq == self.rcv_nxt and flags & ACK and not flags & SYN:
                 self._process_ack(now, seg)
-            self._ack_now = True
+            self._ack_invalid(now, seg)
             return
         # RFC 7323 §4.3 (2): TS.Recent.
         if self.ts_on and ts is not None and seq_leq(seq, self.last_ack_sent):
@@ -850,9 +873,32 @@ class TcpEndpoint:
             return
         self._need_syn = True
 
+    def _invalid_limited(self, now: float) -> bool:
+        """Linux __tcp_oow_rate_limited: True if an invalid segment was
+        answered less than ``invalid_ratelimit_s`` ago (then no answer now),
+        else remember now."""
+        limit = self.config.invalid_ratelimit_s
+        if limit > 0 and self._oow_at is not None and 0 <= now - self._oow_at < limit:
+            return True
+        self._oow_at = now
+        return False
+
+    def _ack_invalid(self, now: float, seg: Segment) -> None:
+        """RFC 9293 §3.10.7.4 first: an unacceptable segment gets an ACK,
+        rate limited unless it carries data or FIN without SYN (Linux
+        tcp_oow_rate_limited: data is not likely part of an ACK loop, and
+        its ACK may be what the peer needs to recover)."""
+        if (seg.seg_len == 0 or seg.flags & SYN) and self._invalid_limited(now):
+            return
+        self._ack_now = True
+
     def _challenge_ack(self, now: float) -> None:
         """RFC 5961 §3.2/§4.2/§5.2: <SEQ=SND.NXT><ACK=RCV.NXT><CTL=ACK>,
-        throttled (§7)."""
+        throttled per connection (Linux tcp_send_challenge_ack) and by the
+        token bucket (§7)."""
+        if self._invalid_limited(now):
+            self.challenge_acks_suppressed += 1
+            return
         if self._limiter.allow(now):
             self.challenge_acks += 1
             self._queued.append(self._make(now, self.snd_max, ACK))
@@ -911,7 +957,12 @@ class TcpEndpoint:
         handleTimeWaitSegment)."""
         flags = seg.flags
         if flags & RST:
-            return  # (1) RFC 1337 fix 1: no TIME-WAIT assassination
+            # (1) An RST at RCV.NXT ends TIME-WAIT, as Linux with
+            # tcp_rfc1337=0; with ``rfc1337`` it is ignored (RFC 1337 fix 1,
+            # no TIME-WAIT assassination). Others are ignored.
+            if seg.seq == self.rcv_nxt and not self.config.rfc1337:
+                self._close(now)
+            return
         if flags & SYN and not flags & ACK:
             ts = seg.options.timestamp
             newer_ts = self.ts_on and ts is not None and seq_gt(ts[0], self.ts_recent)
@@ -932,7 +983,10 @@ class TcpEndpoint:
             self._tw_at = now + self.config.time_wait_s
             return
         if seg.seq != self.rcv_nxt or seg.payload:
-            self._queued.append(self._make(now, self.snd_max, ACK))  # (6) dup ACK
+            # (6) dup ACK, rate limited as in other states (Linux
+            # tcp_timewait_check_oow_rate_limit).
+            if (seg.seg_len and not flags & SYN) or not self._invalid_limited(now):
+                self._queued.append(self._make(now, self.snd_max, ACK))
 
     def _process_ack(self, now: float, seg: Segment) -> bool:
         """RFC 9293 §3.10.7.4 fifth, with RFC 5961 §5. False: drop the segment."""
@@ -947,12 +1001,11 @@ class TcpEndpoint:
         win = seg.window << self.snd_wscale
         acked = seq_sub(ack, una)
         cfg = self.config
+        rec = self.recovery
         newly_sacked = 0
         blocks = seg.options.sack_blocks
-        if self.sack_on and blocks and self.sb is None:
-            self.sb = Scoreboard()  # made when needed: most connections never lose
-        if self.sack_on and self.sb is not None and blocks:
-            newly_sacked = self.sb.update(ack if acked > 0 else una, blocks, self.snd_max)
+        if blocks:
+            newly_sacked = rec.take_sack(ack if acked > 0 else una, blocks, self.snd_max)
         if acked > 0:
             ts = seg.options.timestamp
             self._on_new_ack(now, ts[1] if ts is not None else 0, ack, acked)
@@ -973,17 +1026,8 @@ class TcpEndpoint:
                 )
             if dup:
                 self.dup_acks_in += 1
-                self.dupacks += 1
-        if (
-            not self.in_recovery
-            and seq_lt(self.snd_una, self.snd_max)
-            and seq_geq(self.snd_una, self.recover)
-            and (
-                self.dupacks >= cfg.dupthresh
-                # RFC 6675 §5 (and Linux): or IsLost(HighACK + 1) by SACK.
-                or (newly_sacked > 0 and self.sb is not None and self._sb_lost())
-            )
-        ):
+                rec.on_dup_ack()
+        if rec.should_enter(self.snd_una, self.snd_max, newly_sacked, self.mss, cfg.dupthresh):
             self._enter_recovery(now)
         self._update_window(seg.seq, ack, win)
         # State changes once our FIN is acknowledged.
@@ -1028,7 +1072,7 @@ class TcpEndpoint:
         the same outcome as RFC 9293 §3.10.7.4's full processing. Returns
         False, having changed nothing, for anything else: the caller then
         builds a ``Segment`` for ``handle_segment``."""
-        if self.state is not State.ESTABLISHED or seq != self.rcv_nxt or self.in_recovery:
+        if self.state is not State.ESTABLISHED or seq != self.rcv_nxt or self.recovery.in_recovery:
             return False
         if has_ts != self.ts_on or (has_ts and seq_lt(tsval, self.ts_recent)):
             return False  # timestamps not as negotiated, or PAWS (RFC 7323 §5) to judge
@@ -1055,11 +1099,6 @@ class TcpEndpoint:
             self._schedule_ack(now, n)
         return True
 
-    def _sb_lost(self) -> bool:
-        return self.sb is not None and self.sb.is_lost(
-            self.snd_una, self.mss, self.config.dupthresh
-        )
-
     def _on_new_ack(self, now: float, tsecr: int, ack: int, acked: int) -> None:
         """SND.UNA advances by ``acked`` to ``ack``; ``tsecr``: the
         segment's TSecr (0 without a timestamp)."""
@@ -1077,37 +1116,19 @@ class TcpEndpoint:
         self.bytes_acked += acked
         self._retries = 0
         self._persist_backoff = 0
-        if self._rtx_queue:
-            self._rtx_queue = [q for q in self._rtx_queue if seq_geq(q, ack)]
         # RTT: RFC 7323 §4.1 (timestamps) or Karn's rule (RFC 6298 §3).
-        rtt: float | None = None
-        if self.ts_on and tsecr:
-            rtt = self._ts_sample(now, tsecr)
-        elif self._rtt_seq is not None and seq_gt(ack, self._rtt_seq):
-            rtt = now - self._rtt_at
+        rtt = self.ledger.on_ack(now, ack)
+        if self.ts_on:
+            rtt = self._ts_sample(now, tsecr) if tsecr else None
+        elif rtt is not None:
             self.rtt.sample(rtt)
-            self._rtt_seq = None
         self.rtt.reset_backoff()
-        # Congestion control and loss recovery.
-        flight = seq_sub(self.snd_max, ack)
-        if self.in_recovery:
-            if seq_geq(ack, self.recover):
-                # RFC 6582 §3.2 step 3 / RFC 6675 §5 (C): full ACK.
-                self.in_recovery = False
-                self.dupacks = 0
-                self.retransmitted = _NO_RTX
-                self.cc.on_recovery_exit(now)
-            else:
-                # Partial ACK.
-                if not self.sack_on:
-                    # RFC 6582 §3.2 step 5: retransmit the next hole now; the
-                    # segments it acknowledged no longer count as "left".
-                    self.dupacks = max(0, self.dupacks - data // max(self.mss, 1) + 1)
-                    self._queue_rtx(ack)
-                self.cc.on_ack(now, acked, rtt, flight)
+        # Loss recovery (a full ACK ends the episode: RFC 6582 §3.2 step 3,
+        # RFC 6675 §5 (C)), then congestion control.
+        if self.recovery.on_new_ack(ack, data, self.mss):
+            self.cc.on_recovery_exit(now)
         else:
-            self.dupacks = 0
-            self.cc.on_ack(now, acked, rtt, flight)
+            self.cc.on_ack(now, acked, rtt, seq_sub(self.snd_max, ack))
         # RFC 6298 (5.2)/(5.3).
         if seq_lt(self.snd_una, self.snd_max):
             self._arm_rto(now)
@@ -1127,22 +1148,9 @@ class TcpEndpoint:
 
     def _enter_recovery(self, now: float) -> None:
         """RFC 5681 §3.2 steps 2-3 / RFC 6582 §3.2 / RFC 6675 §5 step 4."""
-        flight = seq_sub(self.snd_max, self.snd_una)
-        self.in_recovery = True
-        self.recover = self.snd_max
-        self.retransmitted = _NO_RTX
-        self.cc.on_loss(now, flight)
+        self.recovery.enter(self.snd_una, self.snd_max)
+        self.cc.on_loss(now, seq_sub(self.snd_max, self.snd_una))
         self.fast_retransmits += 1
-        self._queue_rtx(self.snd_una)
-
-    def _mark_retransmitted(self, seq: int) -> None:
-        if type(self.retransmitted) is not set:
-            self.retransmitted = set()
-        self.retransmitted.add(seq)
-
-    def _queue_rtx(self, seq: int) -> None:
-        if seq not in self._rtx_queue:
-            self._rtx_queue.append(seq)
 
     def _process_text(self, now: float, seg: Segment) -> None:
         """RFC 9293 §3.10.7.4 seventh (text) and eighth (FIN)."""
@@ -1301,12 +1309,14 @@ class TcpEndpoint:
         self._rto_at = self._persist_at = self._ka_at = self._fw2_at = None
         self._tw_at = now + self.config.time_wait_s
 
-    def _fail(self, now: float, err: type[OSError], reason: str, *, send_rst: bool = True) -> None:
+    def _fail(
+        self, now: float, err: type[OSError], reason: str, *, send_rst: bool = True, errno: int = 0
+    ) -> None:
         """Abnormal end: Reset event, RST to the peer if synchronized."""
         if send_rst and self.state in SYNCHRONIZED and self.state is not State.TIME_WAIT:
             self._queue_rst(self.snd_max, self.rcv_nxt)
         self._error = err
-        self._events.append(Reset(err, reason))
+        self._events.append(Reset(err, reason, errno))
         self._close(now)
 
     def _close(self, now: float) -> None:
@@ -1314,9 +1324,8 @@ class TcpEndpoint:
             return
         self.state = State.CLOSED
         self._rto_at = self._ack_at = self._persist_at = None
-        self._ka_at = self._tw_at = self._fw2_at = None
+        self._ka_at = self._tw_at = self._fw2_at = self._cork_at = None
         self._need_syn = self._ack_now = self._win_update = False
-        self._rtx_queue.clear()
         self._events.append(Closed())
 
     def _queue_rst(self, seq: int, ack: int | None) -> None:
@@ -1435,12 +1444,10 @@ class TcpEndpoint:
         return max(n, 0)
 
     def _flight(self) -> int:
-        if self.in_recovery and self.sack_on and self.sb is not None:
-            return self.sb.pipe(self.snd_una, self.snd_max, self.retransmitted, self.mss)
-        f = seq_sub(self.snd_nxt, self.snd_una)
-        if self.in_recovery:
-            f -= self.dupacks * self.mss  # RFC 5681 §3.2 step 4: segments that left
-        return max(f, 0)
+        rec = self.recovery
+        if rec.in_recovery:
+            return rec.pipe(self.snd_una, self.snd_nxt, self.snd_max, self.mss)
+        return max(seq_sub(self.snd_nxt, self.snd_una), 0)
 
     def _usable_window(self) -> int:
         """min(cwnd, SND.WND) less what is in flight, from SND.NXT."""
@@ -1472,39 +1479,29 @@ class TcpEndpoint:
             self._ack_now = False
             return out
         self._output(now, out)
+        if self._uncork:
+            self._uncork = False  # the cork timer lets out what was held then, once
+        if self._cork_at is not None and not self._unsent():
+            self._cork_at = None  # nothing held any more
         if self._ack_now or self._win_update:
             out.append(self._make(now, self.snd_max, ACK))
         return out
 
     def _output(self, now: float, out: list[Segment]) -> None:
-        if not self._rtx_queue and not self.in_recovery and not self._unsent():
+        rec = self.recovery
+        if not rec.rtx_queue and not rec.in_recovery and not self._unsent():
             return  # nothing to send or resend (the common case after an ACK)
         sent = 0
-        # Retransmissions queued by fast retransmit / partial ACKs.
-        while self._rtx_queue:
-            seq = self._rtx_queue.pop(0)
-            if seq_lt(seq, self.snd_una) or not seq_lt(seq, self.snd_max):
-                continue
-            out.append(self._segment_at(now, seq, self.mss, rtx=True))
-            self._mark_retransmitted(seq)
+        # Retransmissions the loss recovery asks for.
+        while sent < MAX_SEND_PER_POLL:
+            r = rec.next_retransmission(
+                self.snd_una, self.snd_max, self.cc.cwnd, self.mss, self.config.dupthresh
+            )
+            if r is None:
+                break
+            out.append(self._segment_at(now, r[0], r[1], rtx=True))
+            rec.on_retransmitted(r[0])
             sent += 1
-        # RFC 6675 §5 step (C): while cwnd - pipe >= 1 SMSS, NextSeg.
-        if self.in_recovery and self.sack_on and self.sb is not None:
-            for _ in range(MAX_SEND_PER_POLL):
-                pipe = self.sb.pipe(self.snd_una, self.snd_max, self.retransmitted, self.mss)
-                if self.cc.cwnd - pipe < self.mss:
-                    break
-                r = self.sb.next_to_retransmit(
-                    self.snd_una, self.snd_max, self.mss, self.config.dupthresh, self.retransmitted
-                )
-                if r is None:
-                    break
-                seq, length = r
-                if seq in self.retransmitted:
-                    break
-                out.append(self._segment_at(now, seq, min(length, self.mss), rtx=True))
-                self._mark_retransmitted(seq)
-                sent += 1
         # RFC 5681 §4.1: nothing sent for longer than an RTO and nothing in
         # flight: the congestion window no longer reflects the path.
         if (
@@ -1548,10 +1545,14 @@ class TcpEndpoint:
                     if n < self.max_snd_wnd // 2 and not self._persist_force:
                         break
                 elif seq_geq(self.snd_nxt, self.snd_max):
-                    # the queue's tail: Nagle (§3.7.4) and cork.
+                    # the queue's tail: cork (tcp(7): held at most cork_s),
+                    # else Nagle (§3.7.4).
                     if self.cork:
-                        break
-                    if not self.nodelay and seq_lt(self.snd_una, self.snd_nxt):
+                        if not self._uncork:
+                            if self._cork_at is None:
+                                self._cork_at = now + self.config.cork_s
+                            break
+                    elif not self.nodelay and seq_lt(self.snd_una, self.snd_nxt):
                         break
             self._persist_force = False
             out.append(
@@ -1593,18 +1594,14 @@ class TcpEndpoint:
         if n > seg_mss:
             seg.gso_size = seg_mss
         new_end = seq_add(end, 1 if flags & FIN else 0)
+        self.ledger.on_transmit(now, seq, new_end)
         if rtx:
             self.retransmits += 1
             self.bytes_retrans += n
-            if self._rtt_seq is not None and seq_leq(seq, self._rtt_seq):
-                self._rtt_seq = None  # Karn: that timing is now ambiguous
         else:
             self.bytes_sent += n
             if n:
                 self._sent_data_at = now
-            if self._rtt_seq is None and not self.ts_on:
-                self._rtt_seq = seq
-                self._rtt_at = now
         if seq_leq(seq, self.snd_nxt) and seq_gt(new_end, self.snd_nxt):
             self.snd_nxt = new_end
         if seq_gt(self.snd_nxt, self.snd_max):

@@ -1,7 +1,7 @@
 """The sender's SACK scoreboard, RFC 6675 (with RFC 2018 blocks), over
 sequence numbers modulo 2**32.
 
-Sans-I/O, no timers: the endpoint feeds each ACK's SACK blocks to
+Sans-I/O, no timers: ``recovery.SackRecovery`` feeds each ACK's SACK blocks to
 :meth:`Scoreboard.update` and asks :meth:`Scoreboard.next_to_retransmit`
 (NextSeg rule 1) and :meth:`Scoreboard.pipe` (SetPipe) during recovery.
 
@@ -21,8 +21,8 @@ new range above all of them is refused, otherwise the highest is forgotten
 again at worst, RFC 2018 §8's reneging rules keep the data buffered).
 
 Implemented: RFC 6675 §3 (scoreboard), §4 IsLost, NextSeg rule (1) (the
-endpoint adds rules (2)-(4): new data, rule (3) and the rescue
-retransmission), SetPipe.
+endpoint sends new data, rule (2); rules (3) and (4), the rescue
+retransmission, are left out), SetPipe.
 Left out: RFC 2883 D-SACK is not interpreted (it comes with RACK-TLP). A
 D-SACK block still does no harm: one below SND.UNA is ignored as stale, and
 one inside the second block (RFC 2883 §4) SACKs octets the receiver holds,

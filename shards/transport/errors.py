@@ -12,11 +12,27 @@ from shardnet.common.wire.icmpv4 import ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, Icm
 from shardnet.common.wire.icmpv4 import quoted_flow as quoted_flow_v4
 from shardnet.common.wire.icmpv6 import ICMPV6_DST_UNREACH, ICMPV6_PACKET_TOO_BIG, Icmpv6View
 from shardnet.common.wire.icmpv6 import quoted_flow as quoted_flow_v6
+from shardnet.common.wire.ipv4 import IPV4_HEADER_LEN
+from shardnet.common.wire.ipv6 import IPV6_HEADER_LEN
 
 from ..net.stack import Delivery
 from .steer import Steering
 from .tcp import TcpDemux
 from .udp import UdpDemux
+
+
+def quoted_tcp_seq(quoted: memoryview, v6: bool) -> int | None:
+    """The sequence number of the TCP segment an ICMP error quotes (RFC 792
+    and RFC 4443 §2.4 (d) quote at least 8 bytes past the IP header), None
+    if cut short. Our segments carry no IPv6 extension header, so a quote
+    with one is not about a segment of ours and gets None."""
+    if v6:
+        off = IPV6_HEADER_LEN if len(quoted) > 6 and quoted[6] == 6 else -1
+    else:
+        off = (quoted[0] & 0x0F) * 4 if quoted else -1
+    if off < IPV4_HEADER_LEN or len(quoted) < off + 8:
+        return None
+    return int.from_bytes(quoted[off + 4 : off + 8], "big")
 
 
 class IcmpErrorRouter:
@@ -47,7 +63,8 @@ class IcmpErrorRouter:
             if self._elsewhere(d, src, sport, dst, dport):
                 return True
             mtu = msg.next_hop_mtu if msg.code == ICMP_FRAG_NEEDED else 0
-            self.tcp.icmp_error(False, True, msg.code, src, sport, dst, dport, mtu)
+            seq = quoted_tcp_seq(msg.quoted, False)
+            self.tcp.icmp_error(False, True, msg.code, src, sport, dst, dport, mtu, seq)
             return True
         return False
 
@@ -63,8 +80,9 @@ class IcmpErrorRouter:
             if self._elsewhere(d, src, sport, dst, dport):
                 return True
             mtu = msg.mtu if msg.type == ICMPV6_PACKET_TOO_BIG else 0
+            seq = quoted_tcp_seq(msg.quoted, True)
             self.tcp.icmp_error(
-                True, msg.type == ICMPV6_DST_UNREACH, msg.code, src, sport, dst, dport, mtu
+                True, msg.type == ICMPV6_DST_UNREACH, msg.code, src, sport, dst, dport, mtu, seq
             )
             return True
         return False

@@ -55,6 +55,7 @@ from ..tcp.listener import TcpListener
 from ..tcp.segment import Segment
 from .ports import TCP, PortManager, Reservation
 from .steer import Steering
+from .udp import ICMPV4_ERRNO, ICMPV6_ERRNO
 
 log = logging.getLogger("shardnet.tcp")
 
@@ -281,9 +282,10 @@ class TcpTransport(asyncio.Transport):
             self._eof_pending = True
             self._pull()
         elif isinstance(event, Reset):
-            exc = (
-                event.error(f"connection {event.reason}") if event.error else ConnectionResetError()
-            )
+            if event.errno:  # as the kernel's connect(): OSError(EHOSTUNREACH, ...)
+                exc: OSError = OSError(event.errno, os.strerror(event.errno))
+            else:
+                exc = event.error(f"connection {event.reason}")
             if self.connected is not None and not self.connected.done():
                 self.connected.set_exception(exc)
             self._lose(exc)
@@ -540,8 +542,10 @@ class TcpDemux:
                     return True
         view = TcpView(payload, (payload[12] >> 4) << 2)
         seg = Segment.from_view(view)
-        if not addresses_acceptable(src, dst):
-            self.dropped_non_unicast += 1  # RFC 1122 §4.2.3.10: no reply of any kind
+        if d.broadcast or not addresses_acceptable(src, dst):
+            # RFC 1122 §4.2.3.10: to or from a broadcast (limited or
+            # subnet-directed) or multicast address: no reply of any kind.
+            self.dropped_non_unicast += 1
             return True
         now = self.now()
         key = (dst, seg.dst_port, src, seg.src_port)
@@ -929,9 +933,11 @@ class TcpDemux:
         remote: bytes,
         rport: int,
         mtu: int = 0,
+        seq: int | None = None,
     ) -> None:
-        """An ICMP error about a segment we sent (RFC 5927, RFC 1122 §4.2.3.9:
-        soft errors until the RTO budget ends; PTB lowers the MSS)."""
+        """An ICMP error about a segment we sent, ``seq`` the quoted sequence
+        number (RFC 5927, RFC 1122 §4.2.3.9: fatal to a connect, soft
+        otherwise until the RTO budget ends; PTB lowers the MSS)."""
         t = self.conns.get((local, lport, remote, rport))
         if t is None:
             return
@@ -940,7 +946,11 @@ class TcpDemux:
             t.ep.handle_pmtu(now, mtu)
         elif unreachable:
             hard = (not v6 and code in (2, 3, 4)) or (v6 and code == 4)
-            t.ep.handle_icmp_unreachable(now, hard, "refused" if code in (3, 4) else "unreachable")
+            err = (ICMPV6_ERRNO if v6 else ICMPV4_ERRNO).get(code, 0)
+            t.ep.handle_icmp_unreachable(
+                now, hard, "refused" if code in (3, 4) else os.strerror(err) if err else "unreachable",
+                errno=err, seq=seq,
+            )  # fmt: skip
         self._after((local, lport, remote, rport), t)
 
 

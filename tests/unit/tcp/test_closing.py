@@ -40,10 +40,24 @@ def time_wait_conn(time_wait_s: float = 60.0, **cfg: object) -> Conn:
     return c
 
 
-def test_time_wait_rst_ignored() -> None:
-    """gVisor TestTCPTimeWaitRSTIgnored; RFC 1337 fix 1: an RST in TIME-WAIT
-    does nothing; a later out-of-order ACK still gets ACK seq=iss+2 ack=IRS+2."""
+def test_time_wait_rst_ends_it_as_linux() -> None:
+    """Linux tcp_rfc1337=0 (the default): an RST at RCV.NXT ends TIME-WAIT at
+    once, silently; one at another sequence number is ignored."""
     c = time_wait_conn()
+    c.send("R", seq=seq_add(c.nxt, 5))
+    c.expect_nothing()
+    assert c.ep.state is State.TIME_WAIT
+    c.send("R", seq=c.nxt)
+    c.expect_nothing()
+    assert c.ep.state is State.CLOSED
+    assert c.drain_events() == [Closed()]
+
+
+def test_time_wait_rst_ignored_with_rfc1337() -> None:
+    """gVisor TestTCPTimeWaitRSTIgnored; RFC 1337 fix 1 (``rfc1337``): an RST
+    in TIME-WAIT does nothing; a later out-of-order ACK still gets ACK
+    seq=iss+2 ack=IRS+2."""
+    c = time_wait_conn(rfc1337=True)
     c.send("R", seq=c.nxt)
     c.expect_nothing()
     assert c.ep.state is State.TIME_WAIT

@@ -162,9 +162,9 @@ def test_newreno_partial_ack() -> None:
     c.expect("A", seq=ISS + 1)  # fast retransmit of segment 0
     c.send("A", ack=ISS + 1 + 2 * 1460)  # partial: segment 2 lost too
     c.expect("A", seq=ISS + 1 + 2 * 1460, length=1460)
-    assert c.ep.in_recovery
+    assert c.ep.recovery.in_recovery
     c.send("A", ack=ISS + 1 + 6 * 1460)
-    assert not c.ep.in_recovery and cc.calls == ["loss", "exit"]
+    assert not c.ep.recovery.in_recovery and cc.calls == ["loss", "exit"]
 
 
 def test_no_second_fast_retransmit_in_same_window() -> None:

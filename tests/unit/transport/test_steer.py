@@ -156,3 +156,20 @@ def test_an_icmp_error_about_another_shards_connection_is_steered_there() -> Non
     ((target, tag, frame),) = steered
     assert (target, tag) == (1, TAG_WIRE) and ICMP in Ether(frame)
     net.expect_nothing()
+
+
+def test_tcp_to_a_broadcast_or_multicast_address_is_dropped_and_counted() -> None:
+    """RFC 1122 §4.2.3.10: a SYN (or any segment) to the subnet-directed or
+    limited broadcast address or a multicast group draws neither RST nor
+    SYN-ACK; the drop is counted. The same SYN to our address is answered."""
+    net, _, steered, stack = world(shard=1)
+    for dst, mac in (("198.18.0.255", "ff:ff:ff:ff:ff:ff"), ("255.255.255.255", "ff:ff:ff:ff:ff:ff"),
+                     ("224.0.0.1", "01:00:5e:00:00:01")):  # fmt: skip
+        net.inject(
+            Ether(src=PEER_MAC, dst=mac) / IP(src=PEER4, dst=dst) / TCP(sport=5000, dport=40001)
+        )
+        net.expect_nothing()
+    assert stack.tcp is not None and stack.tcp.dropped_non_unicast == 3
+    assert steered == []
+    net.inject(Ether(src=PEER_MAC, dst=OUR_MAC) / IP(src=PEER4, dst=OUR4) / TCP(dport=40001))
+    assert net.sent()[0][TCP].flags == "RA"
