@@ -280,11 +280,11 @@ class ShardAssembly:
         assert self.replica is not None
         return self.replica.tables
 
-    def replica_changed(self, table: str | None) -> None:
+    def replica_changed(self, table: str | None, key: str | None = None) -> None:
         """The replica loaded a snapshot (``table`` None) or a patch of
-        ``table``: refresh the view and what depends on it."""
+        ``table``'s row ``key``: refresh the view and what depends on it."""
         assert self.replica is not None
-        self.view.load(self.replica.tables, table)
+        self.view.load(self.replica.tables, table, key)
         if table in (None, "settings"):  # shard 0's run-time settings (ctl forwarding)
             stack_settings = self.replica.tables.get("settings", {}).get("stack", {})
             self.stack.forwarding = bool(stack_settings.get("forwarding", self.config.forwarding))

@@ -364,9 +364,9 @@ class ShardRuntime:
         with contextlib.suppress(zmq.ZMQError):
             self.sync.send(encode(Membership(self.index, nic, group, join)), zmq.NOBLOCK)
 
-    def _replica_changed(self, table: str | None) -> None:
+    def _replica_changed(self, table: str | None, key: str | None = None) -> None:
         assert self.shard is not None
-        self.shard.replica_changed(table)
+        self.shard.replica_changed(table, key)
         if table is None:
             self._synced.set()
 
@@ -396,7 +396,7 @@ class ShardRuntime:
                     if not isinstance(msg, Patch):
                         continue
                     if replica.apply_patch(msg):
-                        self._replica_changed(msg.table)
+                        self._replica_changed(msg.table, msg.key)
                     elif asked_at is not None and loop.time() - asked_at > 1.0:
                         asked_at = None  # out of sync again: ask anew
             if self.sync in events:

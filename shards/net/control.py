@@ -511,28 +511,19 @@ class ControlPlane(Resolver):
     def _nud_events(self, nic_id: int, table: NeighbourTable) -> None:
         """NUD state changes of IPv6 neighbours as ``nud_state``
         events (RFC 4861 §7.3.2 states; "removed" when an entry goes)."""
-        now_states = table.states()
-        before = self._nud_seen.get(nic_id, {})
-        if now_states == before:
-            return
-        for ip, state in now_states.items():
-            old = before.get(ip)
-            if old is not state:
-                self.emit_event({
-                    "type": "nud_state", "nic": nic_id, "ip": format_ip(ip),
-                    "old": old.value if old else None, "new": state.value,
-                })  # fmt: skip
-        for ip in before.keys() - now_states.keys():
-            self.emit_event(
-                {
-                    "type": "nud_state",
-                    "nic": nic_id,
-                    "ip": format_ip(ip),
-                    "old": before[ip].value,
-                    "new": "removed",
-                }
-            )
-        self._nud_seen[nic_id] = now_states
+        seen = self._nud_seen.setdefault(nic_id, {})
+        for ip, state in table.drain_nud_changes():
+            old = seen.get(ip)
+            if state is old:
+                continue  # changed and changed back, or came and went, since the last look
+            if state is None:
+                del seen[ip]
+            else:
+                seen[ip] = state
+            self.emit_event({
+                "type": "nud_state", "nic": nic_id, "ip": format_ip(ip),
+                "old": old.value if old else None, "new": state.value if state else "removed",
+            })  # fmt: skip
 
     def _solicit(self, nic: Nic, target: bytes, unicast_mac: bytes | None) -> None:
         """RFC 4861 §7.2.2: NS to the solicited-node group (or unicast when

@@ -176,6 +176,7 @@ class NeighbourTable:
         "_seq",
         "_probes",
         "_changes",
+        "_nud_changed",
         "_incomplete",
         "_dynamic",
     )
@@ -189,6 +190,9 @@ class NeighbourTable:
         self._seq = itertools.count()
         self._probes: list[Probe] = []
         self._changes: dict[bytes, bytes | None] = {}
+        # Entries whose NUD state changed (or that came or went) since the
+        # last drain_nud_changes(): state events cost per change, not per entry.
+        self._nud_changed: set[bytes] = set()
         self._incomplete = 0
         self._dynamic = 0  # entries other than PERMANENT (what max_entries caps)
 
@@ -207,7 +211,7 @@ class NeighbourTable:
                 self._entries.move_to_end(ip)
                 if e.state is _STALE and self.config.nud:
                     # RFC 4861 §7.3.3: sending with a STALE entry starts DELAY.
-                    e.state = NudState.DELAY
+                    self._set_state(e, NudState.DELAY)
                     e.probe_at = now + self.config.delay_first_probe_s
                     self._schedule(e)
                 return mac
@@ -226,6 +230,7 @@ class NeighbourTable:
         if packet is not None:
             e.pending.append(packet)
         self._entries[ip] = e
+        self._nud_changed.add(ip)
         self._incomplete += 1
         self._dynamic += 1
         self._probe(e)
@@ -245,7 +250,7 @@ class NeighbourTable:
         data acknowledged): the entry is REACHABLE again, without a probe."""
         e = self._entries.get(ip)
         if e is not None and e.mac is not None and e.state not in (_INCOMPLETE, _PERMANENT):
-            e.state = _REACHABLE
+            self._set_state(e, _REACHABLE)
             e.confirmed = e.updated = now
             e.attempts = 0
             self._schedule(e)
@@ -294,6 +299,7 @@ class NeighbourTable:
             state = _REACHABLE if solicited else _STALE
             e = _Entry(ip, mac, state, now, now, now)
             self._entries[ip] = e
+            self._nud_changed.add(ip)
             self._dynamic += 1
             self._publish(e)
             self._schedule(e)
@@ -307,7 +313,7 @@ class NeighbourTable:
             # §7.2.5: record the address; REACHABLE if solicited else STALE;
             # send what was queued.
             e.mac = mac
-            e.state = _REACHABLE if solicited else _STALE
+            self._set_state(e, _REACHABLE if solicited else _STALE)
             e.updated = e.used = now
             if solicited:
                 e.confirmed = now
@@ -324,7 +330,7 @@ class NeighbourTable:
             # §7.2.5: a different address without O does not update; REACHABLE
             # becomes STALE.
             if state is _REACHABLE:
-                e.state = _STALE
+                self._set_state(e, _STALE)
                 e.updated = now
             return []
         if changed:
@@ -332,11 +338,11 @@ class NeighbourTable:
             e.updated = now
             self._publish(e)
         if solicited:
-            e.state = _REACHABLE
+            self._set_state(e, _REACHABLE)
             e.confirmed = e.updated = now
             self._schedule(e)
         elif changed:
-            e.state = _STALE
+            self._set_state(e, _STALE)
         return []
 
     # --- timers ------------------------------------------------------------------------
@@ -368,7 +374,7 @@ class NeighbourTable:
                         self.stats.failures += 1
                         packets = list(e.pending) if e.pending else []
                         self._remove(e)
-                        e.state = NudState.FAILED
+                        self._set_state(e, NudState.FAILED)
                         failures.append(Failure(e.ip, packets))
                         continue
                     e.attempts += 1
@@ -380,10 +386,10 @@ class NeighbourTable:
                         # §7.3.3: no answer to the unicast probes: the entry goes.
                         self.stats.failures += 1
                         self._remove(e)
-                        e.state = NudState.FAILED
+                        self._set_state(e, NudState.FAILED)
                         failures.append(Failure(e.ip, []))
                         continue
-                    e.state = NudState.PROBE
+                    self._set_state(e, NudState.PROBE)
                     e.attempts = e.attempts + 1 if state is NudState.PROBE else 1
                     e.probe_at = now + cfg.retrans_s
                     self._probes.append(Probe(e.ip, e.attempts, e.mac))  # unicast
@@ -393,7 +399,7 @@ class NeighbourTable:
                     self._remove(e)
                     continue
                 if state is _REACHABLE and now >= e.confirmed + cfg.reachable_s:
-                    e.state = _STALE  # RFC 4861 §7.3.3: ReachableTime elapsed
+                    self._set_state(e, _STALE)  # RFC 4861 §7.3.3: ReachableTime elapsed
                     e.updated = now
             self._schedule(e)
         if len(heap) > 2 * len(self._entries) + 64:
@@ -414,12 +420,13 @@ class NeighbourTable:
                 self._incomplete -= 1
             if e.state is not _PERMANENT:
                 self._dynamic -= 1
-            e.state = _PERMANENT
+            self._set_state(e, _PERMANENT)
             e.mac = mac
             e.attempts = 0
         else:
             e = _Entry(ip, mac, _PERMANENT, 0.0, 0.0, 0.0)
             self._entries[ip] = e
+            self._nud_changed.add(ip)
         self._publish(e)
         return packets
 
@@ -439,9 +446,22 @@ class NeighbourTable:
                 self._remove(e)
         self._compact()
 
-    def states(self) -> dict[bytes, NudState]:
-        """Every entry's NUD state (for state-change events)."""
-        return {ip: e.state for ip, e in self._entries.items()}
+    def drain_nud_changes(self) -> list[tuple[bytes, NudState | None]]:
+        """The entries whose state changed since the last call, with their
+        state now (None: the entry is gone), for state-change events."""
+        if not self._nud_changed:
+            return []
+        entries = self._entries
+        out = [
+            (ip, e.state if (e := entries.get(ip)) is not None else None)
+            for ip in self._nud_changed
+        ]
+        self._nud_changed.clear()
+        return out
+
+    def _set_state(self, e: _Entry, state: NudState) -> None:
+        e.state = state
+        self._nud_changed.add(e.ip)
 
     def entries(self, now: float) -> list[NeighbourInfo]:
         out = []
@@ -510,6 +530,7 @@ class NeighbourTable:
 
     def _remove(self, e: _Entry) -> None:
         del self._entries[e.ip]
+        self._nud_changed.add(e.ip)
         if e.state is _INCOMPLETE:
             self._incomplete -= 1
         if e.state is not _PERMANENT:

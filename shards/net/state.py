@@ -92,9 +92,22 @@ class NetView:
         # neighbours, NICs or addresses together (``path.PathCache``) is stale then.
         self.version = 0
 
-    def load(self, tables: dict[str, dict[str, Any]], changed: str | None = None) -> None:
-        """Rebuild from ``tables``; only the part ``changed`` names, if given."""
+    def load(
+        self, tables: dict[str, dict[str, Any]], changed: str | None = None, key: str | None = None
+    ) -> None:
+        """Rebuild from ``tables``; only the part ``changed`` names, if given,
+        and of the neighbours only the row ``key``, if given (a neighbour
+        learnt must cost the same whatever the table's size)."""
         self.version += 1
+        if changed == "neigh" and key is not None:
+            nic, _, ip = key.partition("/")
+            entry = (int(nic), parse_ip(ip))
+            row = tables.get("neigh", {}).get(key)
+            if row is not None and row.get("mac"):
+                self.neighbours[entry] = parse_mac(row["mac"])
+            else:
+                self.neighbours.pop(entry, None)
+            return
         if changed in (None, "nics"):
             self.nics = {int(k): Nic.from_row(r) for k, r in tables.get("nics", {}).items()}
             self.nic_by_name = {n.name: n for n in self.nics.values()}
@@ -160,11 +173,11 @@ class NetOwner:
 
     def _set(self, table: str, key: str, row: dict[str, Any]) -> None:
         self.publish(self.owner.set(table, key, row))
-        self.view.load(self.tables, table)
+        self.view.load(self.tables, table, key)
 
     def _delete(self, table: str, key: str) -> None:
         self.publish(self.owner.delete(table, key))
-        self.view.load(self.tables, table)
+        self.view.load(self.tables, table, key)
 
     # --- NICs ----------------------------------------------------------------------
     def create_nic(

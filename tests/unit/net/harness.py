@@ -252,7 +252,7 @@ class Replica:
     def apply(self, patch: Patch) -> None:
         # ShardRuntime._replica_loop / ShardAssembly.replica_changed
         assert self.tables.apply_patch(patch)
-        self.view.load(self.tables.tables, patch.table)
+        self.view.load(self.tables.tables, patch.table, patch.key)
         if patch.table == "neigh":
             self.stack.neighbours_changed()
 

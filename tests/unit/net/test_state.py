@@ -10,15 +10,17 @@ import errno
 import itertools
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from scapy.layers.inet import ICMP, IP
 from scapy.layers.inet6 import ICMPv6EchoReply, ICMPv6EchoRequest, IPv6
 from scapy.layers.l2 import Ether
 
-from shardnet.common.addr import parse_ip
+from shardnet.common.addr import parse_ip, parse_mac
 from shardnet.common.wire.ipv6 import link_local_from_mac
 from shardnet.shards.net.model import AddressKind, PrimaryBehavior
 from shardnet.shards.net.route import Route
-from shardnet.shards.net.state import NetError
+from shardnet.shards.net.state import NetError, NetView
 
 from .harness import (
     FAR4,
@@ -442,3 +444,28 @@ def test_a_replica_answers_with_the_state_it_was_sent() -> None:
     replica.inject(eth() / IP(src=PEER4, dst="198.18.0.3") / ICMP(type=8, id=4))
     assert replica.sent() == []
     assert replica.stack.stats["ipv4_not_for_us"] == 1
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 7), st.sampled_from([None, "02:00:00:00:00:01", "02:00:00:00:00:02"])
+        ),
+        max_size=40,
+    )
+)
+def test_neighbour_changes_reach_the_view_row_by_row_as_a_rebuild_would(
+    changes: list[tuple[int, str | None]],
+) -> None:
+    """Shard 0 and every replica update one neighbour row per change (a
+    neighbour learnt costs the same whatever the table's size); the view is
+    then what a full rebuild from the tables gives."""
+    net = Net()
+    replica = net.replica()
+    for host, mac in changes:
+        ip = parse_ip(f"198.18.0.{10 + host}")
+        net.net.set_neighbour(1, ip, parse_mac(mac) if mac else None)
+    for view, tables in ((net.net.view, net.net.tables), (replica.view, replica.tables.tables)):
+        rebuilt = NetView()
+        rebuilt.load(tables)
+        assert view.neighbours == rebuilt.neighbours
