@@ -100,8 +100,8 @@ class NetView:
         learnt must cost the same whatever the table's size)."""
         self.version += 1
         if changed == "neigh" and key is not None:
-            nic, _, ip = key.partition("/")
-            entry = (int(nic), parse_ip(ip))
+            nic_id, _, ip = key.partition("/")
+            entry = (int(nic_id), parse_ip(ip))
             row = tables.get("neigh", {}).get(key)
             if row is not None and row.get("mac"):
                 self.neighbours[entry] = parse_mac(row["mac"])
