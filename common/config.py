@@ -69,8 +69,9 @@ class StackConfig:
     stats_interval_s: float = 1.0  # shard -> dispatcher counter snapshots
     restart_backoff_s: float = 0.2  # first delay before restarting a dead shard
     # RFC 7217 secret key (hex, >= 16 bytes) for stable opaque IPv6 addresses;
-    # random per run when not given.
+    # when not given, ``shardnet run`` keeps one per link in ``state_dir``.
     secret: str | None = None
+    state_dir: str = "/var/lib/shardnet"
     fault: str | None = None  # --fault: drop/dup/reorder/delay injection (common/fault.py)
     # Per-NIC NDP configuration (gVisor's NDPConfigurations) for the link:
     # NdpConfig field -> value,

@@ -57,7 +57,8 @@ class Dispatcher:
     def __init__(self, config: StackConfig, shard_entry: Callable[[ShardSpec], None]) -> None:
         if config.secret is None:
             # One RFC 7217 key per run, so a restarted shard 0 regenerates the
-            # same opaque addresses (configure one to keep them across runs).
+            # same opaque addresses (``shardnet run`` keeps one across runs:
+            # secret.py).
             config = dataclasses.replace(config, secret=os.urandom(16).hex())
         self.config = config
         self.shard_entry = shard_entry

@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Any
 
@@ -47,6 +48,7 @@ class Lab:
         self.stack: subprocess.Popen[str] | None = None
         self.mac = ""
         self._extra_ns: list[str] = []
+        self._state_dir = tempfile.mkdtemp(prefix="shardnet-lab-")
 
     def __enter__(self) -> Lab:
         try:
@@ -82,6 +84,7 @@ class Lab:
             sys.executable, "-m", "shardnet.scripts.cli", "run", "--tap", self.tap,
             "--shards", str(self.shards), "--ipv4", f"{SHARDNET_V4}/24",
             "--ipv6", f"{SHARDNET_V6}/64", "--control", self.control,
+            "--state-dir", self._state_dir,  # a throw-away stack keeps nothing
         ]  # fmt: skip
         for serve in self.serve:
             argv += ["--serve", serve]
@@ -126,6 +129,7 @@ class Lab:
         for name in [*self._extra_ns, self.ns]:
             subprocess.run(["ip", "netns", "del", name], capture_output=True)
         self._extra_ns = []
+        shutil.rmtree(self._state_dir, ignore_errors=True)
         if self.stack is not None:
             shutil.rmtree(f"/run/shardnet/{self.tap}.{self.stack.pid}.d", ignore_errors=True)
         for suffix in ("", ".events"):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import importlib.util
 import logging
 import sys
@@ -60,6 +61,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--pcap", metavar="FILE", help="record every frame in and out")
     p.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="where the link's RFC 7217 secret is kept across restarts (/var/lib/shardnet)",
+    )
+    p.add_argument(
         "--fault",
         metavar="SPEC",
         help="inject faults both ways: drop=P,dup=P,reorder=P,delay=P,delay_ms=MS,seed=N",
@@ -102,6 +108,13 @@ def main(ns: argparse.Namespace) -> int:
     try:
         config = config_from_args(ns)
         check_settings(config)
+        if config.secret is None:
+            from shardnet.dispatcher.secret import stable_secret
+
+            secret, warning = stable_secret(config.state_dir, config.link_name)
+            if warning is not None:
+                logging.getLogger("shardnet").warning("%s", warning)
+            config = dataclasses.replace(config, secret=secret)
     except ConfigError as exc:
         print(f"shardnet: error: {exc}", file=sys.stderr)
         return EXIT_CONFIG

@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Any, Self
 
@@ -33,6 +34,8 @@ class StackProcess:
         self.tap = tap
         self.link = tap if tap is not None else args[list(args).index("--packet") + 1]
         self.control = f"ipc:///run/shardnet/test-{secrets.token_hex(4)}.ctl"
+        # Tests keep nothing in /var/lib/shardnet unless they name a directory.
+        self._state_dir = None if "--state-dir" in args else tempfile.mkdtemp(prefix="sn-test-")
         self.argv = [
             sys.executable,
             "-m",
@@ -43,6 +46,7 @@ class StackProcess:
             str(shards),
             "--control",
             self.control,
+            *(["--state-dir", self._state_dir] if self._state_dir else []),
             *args,
         ]
         self.proc: subprocess.Popen[str] | None = None
@@ -116,6 +120,8 @@ class StackProcess:
                     raise
             return self.proc.returncode
         finally:
+            if self._state_dir is not None:
+                shutil.rmtree(self._state_dir, ignore_errors=True)
             # ``ip netns exec`` execs: the pid is the dispatcher's.
             shutil.rmtree(f"/run/shardnet/{self.link}.{self.proc.pid}.d", ignore_errors=True)
             for path in (self.control[len("ipc://") :], self.control[len("ipc://") :] + ".events"):

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -208,7 +209,7 @@ def test_bad_run_input_is_one_line_and_non_zero(args: list[str], fragment: str) 
     assert r.returncode == 2 and fragment in r.stderr and r.stderr.count("\n") == 1
 
 
-def test_metrics_port_in_use_is_a_clear_error(ns: Netns) -> None:
+def test_metrics_port_in_use_is_a_clear_error(ns: Netns, tmp_path: Path) -> None:
     blocker = ns.popen(
         [
             sys.executable,
@@ -231,6 +232,8 @@ def test_metrics_port_in_use_is_a_clear_error(ns: Netns) -> None:
             "ipc:///run/shardnet/inuse.ctl",
             "--metrics",
             METRICS,
+            "--state-dir",
+            str(tmp_path),
         ],
         check=False,
         timeout=30,
@@ -243,7 +246,7 @@ def test_metrics_port_in_use_is_a_clear_error(ns: Netns) -> None:
     assert wait_until(lambda: ns.pids() == [], timeout=3), ns.pids()
 
 
-def test_tap_not_permitted_is_a_clear_error(ns: Netns) -> None:
+def test_tap_not_permitted_is_a_clear_error(ns: Netns, tmp_path: Path) -> None:
     """Without CAP_NET_ADMIN (dropped from the bounding set) the TAP cannot be made."""
     r = ns.run(
         [
@@ -260,6 +263,8 @@ def test_tap_not_permitted_is_a_clear_error(ns: Netns) -> None:
             "1",
             "--control",
             "ipc:///run/shardnet/noperm.ctl",
+            "--state-dir",
+            str(tmp_path),
         ],
         check=False,
         timeout=30,
