@@ -292,10 +292,13 @@ class Dispatcher:
                 d.fragments += 1
                 whole = self.reassembler.push(self.clock(), data)
                 self._arm_reassembly_timer()
-                if whole is None:
+                if whole is not None:
+                    data, head = whole, self._no_vnet
+                    shard = classify(data, nshards)
+                elif self.reassembler.refused:
+                    shard = 0  # its stack parses it again and sends the ICMP error
+                else:
                     continue
-                data, head = whole, self._no_vnet
-                shard = classify(data, nshards)
             producer = slots[shard].producer
             if producer is not None and producer.try_put_tagged(tag, head, data):
                 d.to_shard[shard] += 1

@@ -18,14 +18,20 @@ Implemented:
   fragments mix Not-ECT with ECT/CE is dropped; if any fragment is CE the
   reassembled datagram is CE.
 
-Policies (both families alike):
+Policies (both families alike, but for overlaps):
 
-* Overlaps: a fragment that is an *exact* duplicate (same offset, length and
-  bytes) of one held is ignored (RFC 8200 §4.5 allows this); any other overlap
-  abandons the whole datagram silently. That is what RFC 5722 §4 demands for
-  IPv6, and for IPv4 it is the safe choice modern stacks make (Linux since
-  CVE-2018-5391 drops the queue on an overlap): it leaves no way to smuggle
-  different bytes past a filter (RFC 1858 §4, RFC 3128).
+* Overlaps: an IPv6 fragment that is an *exact* duplicate (same offset,
+  length and bytes) of one held is ignored (RFC 8200 §4.5 allows this); any
+  other overlap abandons the whole datagram silently, as RFC 5722 §4
+  demands. An IPv4 fragment wholly inside data already held is ignored as a
+  duplicate (RFC 791 allows overlaps; Linux keeps the datagram the same way),
+  and a partial overlap abandons the datagram (Linux since CVE-2018-5391).
+  Either way the bytes first received are the ones kept: there is no way to
+  smuggle different bytes past a filter (RFC 1858 §4, RFC 3128).
+* Fragments RFC 8200 §4.5 answers with a Parameter Problem (a non-last one
+  whose length is not a multiple of 8, one reaching past 65,535 bytes) are
+  dropped and flagged ``refused``, so that the caller hands them to a shard
+  to answer.
 * Inconsistent ends (a second last fragment with another end, data beyond the
   end a last fragment gave) abandon the datagram ("bad_length"); a fragment
   without data, or a non-last one whose data is not a multiple of 8 bytes, is
@@ -57,7 +63,7 @@ through ``Expired``. Jumbograms (RFC 2675) are refused by the codecs.
 from __future__ import annotations
 
 import enum
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections import Counter
 from dataclasses import dataclass
 
@@ -213,7 +219,7 @@ class Reassembler:
     """Sans-I/O IPv4/IPv6 reassembly: ``push`` fragments, call
     ``handle_timeout`` at ``next_deadline()``."""
 
-    __slots__ = ("config", "drops", "_v4", "_v6", "_held")
+    __slots__ = ("config", "drops", "_v4", "_v6", "_held", "refused")
 
     def __init__(self, config: ReassemblyConfig | None = None) -> None:
         self.config = config if config is not None else ReassemblyConfig()
@@ -222,6 +228,7 @@ class Reassembler:
         self._v4: dict[bytes, _Datagram] = {}
         self._v6: dict[bytes, _Datagram] = {}
         self._held = 0
+        self.refused = False  # the last push dropped a fragment owed an ICMP error
 
     # --- introspection ---------------------------------------------------
 
@@ -240,7 +247,9 @@ class Reassembler:
         """Take an Ethernet frame holding an IP fragment; return the whole
         reassembled Ethernet frame when this fragment completes its datagram
         (or at once for an IPv6 atomic fragment), else None. Never raises:
-        whatever is dropped is counted in ``drops``."""
+        whatever is dropped is counted in ``drops``; ``refused`` then says
+        whether the sender is owed an ICMP error about it."""
+        self.refused = False
         try:
             eth = EthernetView.checked(frame)
             ethertype = eth.ethertype
@@ -251,6 +260,10 @@ class Reassembler:
             self.drops[ReassemblyDrop.NOT_IP] += 1
         except MalformedPacket as exc:
             self.drops[_reason(exc)] += 1
+            # RFC 8200 §4.5: some bad fragments are answered with a Parameter
+            # Problem; the caller hands the frame to a shard, whose stack
+            # parses it again and sends the error (rate-limited there).
+            self.refused = exc.icmp is not None
         return None
 
     def _push_v4(self, now: float, eth: EthernetView) -> bytes | None:
@@ -374,6 +387,12 @@ class Reassembler:
                 self._kill(d, ReassemblyDrop.BAD_LENGTH)
                 return -1
         starts = d.starts
+        if d.version == 4 and _covered(d, start, end):
+            # RFC 791 lets fragments overlap; one wholly inside data already
+            # held adds nothing and is dropped alone, the datagram kept (as
+            # Linux's IPFRAG_DUP). A partial overlap still abandons it.
+            self.drops[ReassemblyDrop.DUPLICATE] += 1
+            return -1
         i = bisect_left(starts, start)
         if i < len(starts) and starts[i] == start and d.ends[i] == end:
             if d.datas[i] == data:
@@ -524,6 +543,21 @@ class Reassembler:
                 self._kill(d, ReassemblyDrop.TIMEOUT)
                 expired.append(_expired(d))
         return expired
+
+
+def _covered(d: _Datagram, start: int, end: int) -> bool:
+    """Whether ``[start, end)`` lies within one contiguous run of the
+    fragments held (adjacent fragments form a run)."""
+    i = bisect_right(d.starts, start) - 1
+    if i < 0 or d.ends[i] <= start:
+        return False
+    reach = d.ends[i]
+    while reach < end:
+        i += 1
+        if i == len(d.starts) or d.starts[i] != reach:
+            return False
+        reach = d.ends[i]
+    return True
 
 
 def _expired(d: _Datagram) -> Expired:

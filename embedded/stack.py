@@ -298,9 +298,10 @@ class Stack(ControlApi):
             self.fragments += 1
             whole = self.reassembler.push(self._loop.time(), data)
             self._arm_reassembly_timer()
-            if whole is None:
+            if whole is not None:
+                data, head = whole, self._no_vnet
+            elif not self.reassembler.refused:  # else: the stack answers it (ICMP error)
                 return
-            data, head = whole, self._no_vnet
         self.frames_in += 1
         record = b"".join((bytes((tag,)), head, data))
         self.shard.handle_record(memoryview(record))

@@ -210,3 +210,50 @@ def test_a_nud_probe_answered_by_the_kernel_keeps_the_neighbour() -> None:
         assert wait_until(lambda: state() == "DELAY", timeout=3), state()
         # DELAY_FIRST_PROBE_TIME (5 s), then up to 3 probes 1 s apart.
         assert wait_until(lambda: state() == "REACHABLE", timeout=12), state()
+
+
+def test_bad_ipv6_fragments_get_parameter_problem(ns: Netns, stack: StackProcess) -> None:
+    """RFC 8200 §4.5, from scapy on the kernel side: a non-last fragment
+    whose length is not a multiple of 8 points at the Payload Length (4); a
+    fragment reaching past 65,535 bytes points at the Fragment Offset."""
+    ping(ns, SHARDNET_V6, count=1)  # neighbours resolved both ways
+    out = ns.python(f"""
+        import json
+        from scapy.all import IPv6, IPv6ExtHdrFragment, ICMPv6ParamProblem, Raw, conf, sr1
+        conf.verb = 0
+        answers = []
+        for offset, data, more in ((0, bytes(12), 1), (65528, bytes(16), 0)):
+            p = IPv6(src="{KERNEL_V6}", dst="{SHARDNET_V6}") / IPv6ExtHdrFragment(
+                id=offset + 1, offset=offset // 8, m=more, nh=17) / Raw(data)
+            r = sr1(p, iface="{TAP}", timeout=3)
+            pp = r[ICMPv6ParamProblem] if r is not None and ICMPv6ParamProblem in r else None
+            answers.append(None if pp is None else [pp.code, pp.ptr])
+        print(json.dumps(answers))
+    """, timeout=60).stdout  # fmt: skip
+    assert json.loads(out) == [[0, 4], [0, 42]]
+
+
+def test_an_ipv4_fragment_inside_data_held_is_ignored(ns: Netns, stack: StackProcess) -> None:
+    """RFC 791 allows overlapping fragments: an echo request whose middle
+    is sent twice (the second time with other bytes) is answered, with the
+    bytes that came first, as Linux answers it."""
+    ping(ns, SHARDNET_V4, count=1)
+    out = ns.python(f"""
+        import json
+        from scapy.all import ICMP, IP, Raw, conf, fragment, raw, send, sniff, AsyncSniffer
+        conf.verb = 0
+        payload = bytes(range(48))
+        whole = IP(raw(IP(src="{KERNEL_V4}", dst="{SHARDNET_V4}", id=4242) / ICMP(id=99, seq=1) / Raw(payload)))
+        parts = fragment(whole, fragsize=16)
+        dup = parts[1].copy()
+        dup[Raw].load = bytes(len(dup[Raw].load))  # same place, other bytes
+        sniffer = AsyncSniffer(iface="{TAP}", lfilter=lambda p: ICMP in p and p[ICMP].type == 0 and p[ICMP].id == 99)
+        sniffer.start()
+        import time; time.sleep(0.3)
+        for p in (parts[0], parts[1], dup, *parts[2:]):
+            send(p, iface="{TAP}")
+        time.sleep(1)
+        got = sniffer.stop()
+        print(json.dumps([bytes(p[Raw].load).hex() for p in got]))
+    """, timeout=60).stdout  # fmt: skip
+    assert json.loads(out) == [bytes(range(48)).hex()]

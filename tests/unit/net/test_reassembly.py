@@ -318,24 +318,69 @@ def test_partial_overlap_drops_the_datagram(version: int) -> None:
     assert len(r) == 1
 
 
-@pytest.mark.parametrize("version", [4, 6])
-def test_same_range_other_bytes_is_an_overlap(version: int) -> None:
-    make = frag4 if version == 4 else frag6
+def test_v6_same_range_other_bytes_is_an_overlap() -> None:
     r = Reassembler()
-    r.push(0.0, make(0, DATA[:16], True))
-    r.push(0.0, make(0, bytes(16), True))
+    r.push(0.0, frag6(0, DATA[:16], True))
+    r.push(0.0, frag6(0, bytes(16), True))
     assert r.drops["overlap"] == 1
     assert_empty(r)
 
 
-@pytest.mark.parametrize("version", [4, 6])
-def test_contained_fragment_is_an_overlap(version: int) -> None:
-    make = frag4 if version == 4 else frag6
+def test_v6_contained_fragment_is_an_overlap() -> None:
+    """RFC 5722 §4: any overlap but an exact duplicate discards the datagram."""
     r = Reassembler()
-    r.push(0.0, make(8, DATA[8:32], True))
-    r.push(0.0, make(16, DATA[16:24], True))  # same bytes, inside: still an overlap
+    r.push(0.0, frag6(8, DATA[8:32], True))
+    r.push(0.0, frag6(16, DATA[16:24], True))  # same bytes, inside: still an overlap
     assert r.drops["overlap"] == 1
     assert_empty(r)
+
+
+@pytest.mark.parametrize(
+    ("offset", "data"),
+    [
+        (16, DATA[16:24]),  # inside one fragment, same bytes
+        (0, bytes(16)),  # the same range, other bytes
+        (8, bytes(24)),  # across two adjacent fragments, other bytes
+    ],
+)
+def test_v4_fragment_inside_data_held_is_a_duplicate_and_the_first_bytes_stay(
+    offset: int, data: bytes
+) -> None:
+    """RFC 791 allows overlaps: as Linux, a fragment wholly inside data
+    already held is dropped alone and the datagram completes with the bytes
+    that came first."""
+    r = Reassembler()
+    assert r.push(0.0, frag4(0, DATA[:16], True)) is None
+    assert r.push(0.0, frag4(16, DATA[16:32], True)) is None
+    assert r.push(0.0, frag4(offset, data, True)) is None
+    assert r.drops["duplicate"] == 1 and r.drops["overlap"] == 0
+    whole = r.push(0.0, frag4(32, DATA[32:40], False))
+    assert whole is not None and bytes(whole)[-40:] == DATA[:40]
+    assert_empty(r)
+
+
+def test_v4_fragment_over_a_hole_is_an_overlap() -> None:
+    r = Reassembler()
+    r.push(0.0, frag4(0, DATA[:8], True))
+    r.push(0.0, frag4(16, DATA[16:24], True))
+    r.push(0.0, frag4(0, DATA[:24], True))  # covers the hole at [8, 16) and both sides
+    assert r.drops["overlap"] == 1
+    assert_empty(r)
+
+
+def test_v6_fragments_owed_a_parameter_problem_are_flagged_refused() -> None:
+    """RFC 8200 §4.5: a non-last fragment whose length is not a multiple of
+    8, or one reaching past 65,535 bytes, is dropped and answered; the
+    caller hands it to a shard that sends the error."""
+    r = Reassembler()
+    assert r.push(0.0, frag6(0, DATA[:12], True)) is None
+    assert r.refused
+    assert r.push(0.0, frag6(65528, DATA[:16], False)) is None
+    assert r.refused
+    assert r.push(0.0, frag6(0, DATA[:16], True)) is None
+    assert not r.refused  # queued: nothing owed
+    assert r.push(0.0, frag4(0, DATA[:12], True)) is None
+    assert not r.refused  # IPv4: dropped silently (RFC 791 has no such error)
 
 
 def test_overlap_with_the_previous_fragment() -> None:
