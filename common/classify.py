@@ -112,3 +112,24 @@ def _classify_v6(frame: bytes | bytearray | memoryview, ip: int, nshards: int) -
             if flow is not None:
                 return shard_for(flow[0], flow[1], flow[3], flow[2], flow[4], nshards)
     return 0  # NDP, MLD, unknown upper layers: shard 0
+
+
+def bare_syn(frame: bytes | bytearray | memoryview) -> bool:
+    """A TCP segment with SYN and without ACK (a connection request), over
+    IPv4 or over IPv6 without extension headers: what a SYN flood is made
+    of. Reads four bytes at fixed offsets; never raises."""
+    n = len(frame)
+    if n < 14 + 40:
+        return False
+    ethertype = (frame[12] << 8) | frame[13]
+    if ethertype == _ETHERTYPE_IPV4:
+        if frame[23] != _TCP:
+            return False
+        flags_at = 14 + (frame[14] & 0x0F) * 4 + 13
+    elif ethertype == _ETHERTYPE_IPV6:
+        if frame[20] != _TCP:
+            return False
+        flags_at = 14 + 40 + 13
+    else:
+        return False
+    return flags_at < n and frame[flags_at] & 0x12 == 0x02

@@ -134,7 +134,7 @@ class ShardAssembly:
         self.clock = clock
         self.rng = rng or random.Random()
         self.counters = ShardCounters()
-        self.ingress = Ingress(mac, self.counters, vnet_hdr_len)
+        self.ingress = Ingress(mac, self.counters, vnet_hdr_len, clock=clock)
         # The link completes TCP checksums and segments super-segments.
         self.tx_offload = bool(vnet_hdr_len) and config.offload
         self.owner: TableOwner | None = None

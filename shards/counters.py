@@ -23,6 +23,7 @@ class ShardCounters:
     not_for_us: int = 0  # unicast to another MAC (promiscuous links)
     unhandled: int = 0  # well-formed, but no protocol handler yet
     internal_errors: int = 0  # a handler raised something other than MalformedPacket
+    syn_gate_drops: int = 0  # SYNs beyond the shard's rate (ingress.SYN_RATE_PER_S)
     tcp_segments_in: int = 0
     tcp_segments_out: int = 0
     tcp_retransmits: int = 0

@@ -20,10 +20,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import resource
 import selectors
 import socket
 import struct
+import subprocess
 import sys
 import threading
 import time
@@ -46,7 +48,7 @@ _LINGER_RST = struct.pack("ii", 1, 0)  # struct linger {on, 0 s}: close() sends 
 class Spec:
     """What one client process does (the harness builds it as JSON)."""
 
-    kind: str  # bulk_in, bulk_out, echo, crr, rr, udp, conns
+    kind: str  # bulk_in, bulk_out, echo, crr, rr, udp, conns, synflood
     host: str
     port: int
     start_at: float = 0.0  # time.time() at which the timed phase starts
@@ -336,6 +338,89 @@ def udp(spec: Spec, out: Outcome) -> None:
     out.bytes = out.ops * size
 
 
+# --- synflood ------------------------------------------------------------------------
+
+SYN_POOL = 65_536  # distinct spoofed (source, port) SYNs, sent round and round
+_SPOOF_V4 = (198, 19)  # sources: 198.19.0.0/16, inside 198.18.0.0/15 and off the lab's link
+_SPOOF_V6 = bytes.fromhex("20010db8005f")  # 2001:db8:5f::/48
+
+
+def _link_towards(host: str) -> tuple[str, bytes, bytes]:
+    """The interface the kernel sends to ``host`` by, its MAC and the next
+    hop's (resolved by one ping first)."""
+    ping = ["ping", "-6" if ":" in host else "-4", "-c", "1", "-W", "2", host]
+    subprocess.run(ping, capture_output=True, check=False)
+    route = json.loads(subprocess.run(["ip", "-j", "route", "get", host], capture_output=True,
+                                      text=True, check=True).stdout)[0]  # fmt: skip
+    dev = route["dev"]
+    hop = route.get("gateway", host)
+    neigh = json.loads(subprocess.run(["ip", "-j", "neigh", "show", hop, "dev", dev],
+                                      capture_output=True, text=True, check=True).stdout)  # fmt: skip
+    if not neigh or "lladdr" not in neigh[0]:
+        raise OSError(f"no link-layer address for {hop} on {dev}")
+    with open(f"/sys/class/net/{dev}/address") as f:
+        own = bytes.fromhex(f.read().strip().replace(":", ""))
+    return dev, own, bytes.fromhex(neigh[0]["lladdr"].replace(":", ""))
+
+
+def _sum16(data: bytes) -> int:
+    total = int.from_bytes(data + b"\0" * (len(data) & 1), "big") % 0xFFFF
+    return ~total & 0xFFFF
+
+
+def _syn_frames(spec: Spec, own: bytes, peer: bytes, count: int) -> list[bytes]:
+    """``count`` SYNs to ``spec.host:spec.port`` from spoofed sources and
+    ports, each with its checksums (MSS 1460, as a client sends)."""
+    rng = random.Random(1)
+    v6 = ":" in spec.host
+    dst = socket.inet_pton(socket.AF_INET6 if v6 else socket.AF_INET, spec.host)
+    frames = []
+    for _ in range(count):
+        sport = rng.randrange(1024, 65536)
+        tcp = bytearray(struct.pack("!HHIIBBHHH", sport, spec.port, rng.getrandbits(32), 0,
+                                    6 << 4, 0x02, 64240, 0, 0) + bytes((2, 4, 5, 180)))  # fmt: skip
+        if v6:
+            src = _SPOOF_V6 + rng.randbytes(10)
+            pseudo = src + dst + struct.pack("!I3xB", len(tcp), 6)
+            tcp[16:18] = _sum16(pseudo + tcp).to_bytes(2, "big")
+            ip = struct.pack("!IHBB", 6 << 28, len(tcp), 6, 64) + src + dst
+            frames.append(peer + own + b"\x86\xdd" + ip + bytes(tcp))
+        else:
+            src = bytes(_SPOOF_V4) + rng.randbytes(2)
+            pseudo = src + dst + struct.pack("!BBH", 0, 6, len(tcp))
+            tcp[16:18] = _sum16(pseudo + tcp).to_bytes(2, "big")
+            head = bytearray(struct.pack("!BBHHHBBH", 0x45, 0, 20 + len(tcp), rng.getrandbits(16),
+                                         0, 64, 6, 0) + src + dst)  # fmt: skip
+            head[10:12] = _sum16(bytes(head)).to_bytes(2, "big")
+            frames.append(peer + own + b"\x08\x00" + bytes(head) + bytes(tcp))
+    return frames
+
+
+def synflood(spec: Spec, out: Outcome) -> None:
+    """Spoofed SYNs to ``spec.port`` as fast as this process sends them, for
+    the duration (an attacker beside the well-behaved clients): ``ops``
+    counts the SYNs the kernel took, ``lost`` those it refused (ENOBUFS)."""
+    dev, own, peer = _link_towards(spec.host)
+    frames = _syn_frames(spec, own, peer, SYN_POOL)
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+    with s:
+        s.bind((dev, 0))
+        send = s.send
+        out.t_start = _wait_start(spec)
+        end = out.t_start + spec.duration
+        sent = refused = 0
+        while time.time() < end:
+            for frame in frames[sent % SYN_POOL : sent % SYN_POOL + 1024]:
+                try:
+                    send(frame)
+                except OSError:
+                    refused += 1
+            sent += 1024
+        out.t_end = time.time()
+    out.ops = sent - refused
+    out.lost = refused
+
+
 # --- conns ---------------------------------------------------------------------------
 
 
@@ -452,6 +537,7 @@ SCENARIOS = {
     "rr": rr,
     "udp": udp,
     "conns": conns,
+    "synflood": synflood,
 }
 
 

@@ -32,6 +32,11 @@ FIGURES: dict[str, str] = {
     "p99_us": "us",
     "rss_per_conn_bytes": "B",
     "cpu_ms_per_mb": "ms/MB",
+    # the hostile scenarios: what the well-behaved client saw beside the attack
+    "success_rate": "0-1",
+    "syn_per_s": "SYN/s",
+    "rss_max_bytes": "B",
+    "restarts": "",
 }
 # Counts that make the run fail when not zero.
 FAILURES = ("failed", "corrupted")

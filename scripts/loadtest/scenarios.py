@@ -30,7 +30,6 @@ from .client import Spec
 from .report import percentile
 from .systems import PORTS, System, cpu_seconds, fd_budget, rss_bytes
 
-NAMES = ("bulk", "echo", "crr", "rr", "udp", "ping", "conns")
 START_DELAY_S = 1.0  # clients start this long after being spawned (Python start-up)
 GRACE_S = 30.0  # a timed phase's clients must be done this long after its end
 # Connections per client process, each with its own source address. Linux's
@@ -214,8 +213,15 @@ def _bar(label: str, total: float, unit: str) -> tqdm:
     )
 
 
-def timed(system: System, specs: list[Spec], label: str, duration: float) -> Totals:
-    """Runs a group of timed clients to the end with a clock progress bar."""
+def timed(
+    system: System,
+    specs: list[Spec],
+    label: str,
+    duration: float,
+    sample: Callable[[], None] | None = None,
+) -> Totals:
+    """Runs a group of timed clients to the end with a clock progress bar;
+    ``sample`` is called at every tick (about 5 times a second)."""
     start = specs[0].start_at
     totals = Totals()
     with ClientGroup(system, specs) as group, _bar(label, round(duration, 1), "s") as bar:
@@ -223,6 +229,8 @@ def timed(system: System, specs: list[Spec], label: str, duration: float) -> Tot
         def tick(_: list[dict[str, Any]]) -> None:
             bar.n = round(min(max(time.time() - start, 0.0), duration), 1)
             bar.refresh()
+            if sample is not None:
+                sample()
 
         results = group.wait_for("result", start + duration + GRACE_S, tick)
         for i, line in enumerate(results):
@@ -443,6 +451,48 @@ def group_progress(group: ClientGroup, pids: list[int], progress: dict[int, int]
     return list(progress.values())
 
 
+def synflood(system: System, opts: Options) -> dict[str, Any]:
+    """One process floods the echo port with spoofed SYNs (sources in
+    198.19.0.0/16 or 2001:db8:5f::/48) as fast as it can for the duration,
+    while one well-behaved client connects, sends 100 bytes, reads them back
+    and closes, over and over: what that client saw (``success_rate``,
+    ``conn_per_s``, latency), the flood's rate, the server's peak RSS and
+    shard restarts. The well-behaved client's failures are the measurement,
+    not a failure of the run."""
+    procs = system.processes()
+    restarts = system.restarts()
+    start = time.time() + START_DELAY_S + 2.0  # the flooder builds its SYNs first
+    peak = 0
+
+    def sample() -> None:
+        nonlocal peak
+        if procs:
+            peak = max(peak, sum(rss_bytes(procs).values()))
+
+    flood = Spec("synflood", system.host, PORTS["echo"], start_at=start, duration=opts.duration)
+    good = Spec("crr", system.host, PORTS["echo"], start_at=start, duration=opts.duration)
+    with ClientGroup(system, [flood]) as flooder:
+        t = timed(system, [good], f"{system.label}: synflood", opts.duration, sample)
+        (line,) = flooder.wait_for("result", start + opts.duration + GRACE_S, lambda _: None)
+        why = flooder.why(0)
+    sent = line.get("result", {})
+    span = max(sent.get("t_end", 0.0) - sent.get("t_start", 0.0), 1e-9)
+    figures: dict[str, Any] = {
+        "success_rate": t.ops / max(t.ops + t.failed, 1),
+        "conn_per_s": t.ops / t.elapsed,
+        "syn_per_s": sent.get("ops", 0) / span if sent.get("t_start") else 0.0,
+        "restarts": system.restarts() - restarts,
+        "client_failures": t.failed,
+        "failed": 0 if sent.get("t_start") and not sent.get("error") else 1,
+        "corrupted": t.corrupted,
+    } | t.latency()
+    if peak:
+        figures["rss_max_bytes"] = peak
+    if figures["failed"]:
+        figures["error"] = f"the flood did not run: {sent.get('error') or why}"
+    return figures
+
+
 RUNNERS: dict[str, Callable[[System, Options], dict[str, Any]]] = {
     "bulk": bulk,
     "echo": echo,
@@ -451,4 +501,5 @@ RUNNERS: dict[str, Callable[[System, Options], dict[str, Any]]] = {
     "udp": udp,
     "ping": ping,
     "conns": conns,
+    "synflood": synflood,
 }

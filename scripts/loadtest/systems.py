@@ -86,6 +86,17 @@ class System:
             out[f"shard{shard['shard']}"] = int(shard["pid"])
         return out
 
+    def restarts(self) -> int:
+        """Shard restarts so far: 0 for the kernel or an unreachable stack."""
+        if self.server_pids:
+            return 0
+        try:
+            with Client(self.control, timeout_s=2) as client:
+                stats = client.stats()
+        except (ControlError, OSError):
+            return 0
+        return sum(int(s.get("restarts", 0)) for s in stats["processes"]["shards"])
+
     def stack_counters(self) -> dict[str, int]:
         """shardnet's own counts of trouble, summed over the shards (ring
         drops, TCP retransmissions, drops by reason): a scenario's deltas
@@ -97,9 +108,16 @@ class System:
                 stats = client.stats()
         except (ControlError, OSError):
             return {}
-        out = {"ring_drops": 0, "tcp_retransmits": 0, "tx_drops": 0, "drops": 0}
+        out = {
+            "ring_drops": 0,
+            "tcp_retransmits": 0,
+            "tx_drops": 0,
+            "drops": 0,
+            "syn_gate_drops": 0,
+        }
         for shard in stats["shards"]:
             out["ring_drops"] += int(shard.get("ring_drops", 0))
+            out["syn_gate_drops"] += int(shard["counters"].get("syn_gate_drops", 0))
             out["tcp_retransmits"] += int(shard["counters"].get("tcp_retransmits", 0))
             out["tx_drops"] += int(shard["counters"].get("tx_drops", 0))
             out["drops"] += sum(int(v) for v in shard.get("drops", {}).values())

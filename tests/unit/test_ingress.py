@@ -132,3 +132,84 @@ def test_rate_limited_log_says_how_many_it_suppressed(caplog: pytest.LogCaptureF
     assert written == [True, True, False, False, False]
     assert rl(logging.INFO, "y", now=1.5)
     assert caplog.records[-1].message == "y (3 similar lines suppressed)"
+
+
+# --- the SYN gate --------------------------------------------------------------------
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+_TEMPLATES: dict[tuple[str, bool], bytes] = {}
+
+
+def syn(i: int, *, flags: str = "S", ident: int = 0, v6: bool = False) -> bytes:
+    """A TCP segment from a source of its own (``i``); built once by scapy,
+    then patched (the gate reads no checksum)."""
+    from scapy.layers.inet import TCP
+    from scapy.layers.inet6 import IPv6
+
+    key = (flags, v6)
+    if key not in _TEMPLATES:
+        ip = (
+            IPv6(src="2001:db8:5f::1", dst="2001:db8::2")
+            if v6
+            else IP(src="198.19.0.1", dst="198.18.0.2")
+        )
+        tcp = TCP(sport=1024, dport=7, flags=flags, seq=0)
+        _TEMPLATES[key] = bytes(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / ip / tcp)
+    f = bytearray(_TEMPLATES[key])
+    l4 = 54 if v6 else 34
+    f[l4 - 4 : l4] = i.to_bytes(4, "big")  # the source address's last bytes
+    f[l4 + 4 : l4 + 8] = (i * 7919 & 0xFFFFFFFF).to_bytes(4, "big")  # the ISN
+    if not v6:
+        f[18:20] = ident.to_bytes(2, "big")
+    return bytes(f)
+
+
+def gated() -> tuple[Ingress, FakeClock, list[int]]:
+    clock = FakeClock()
+    seen: list[int] = []
+    ingress = Ingress(MAC, ShardCounters(), clock=clock)
+    ingress.register(0x0800, lambda eth, vnet: seen.append(1))
+    ingress.register(0x86DD, lambda eth, vnet: seen.append(1))
+    return ingress, clock, seen
+
+
+def feed(ingress: Ingress, frames: list[bytes]) -> None:
+    for f in frames:
+        ingress.handle_record(memoryview(bytes((TAG_WIRE,)) + f))
+
+
+@pytest.mark.parametrize("v6", [False, True])
+def test_syns_beyond_the_rate_are_dropped_and_counted_other_segments_never(v6: bool) -> None:
+    from shardnet.shards.ingress import SYN_BURST, SYN_RATE_PER_S
+
+    ingress, clock, seen = gated()
+    feed(ingress, [syn(i, v6=v6) for i in range(SYN_BURST + 500)])
+    assert len(seen) == SYN_BURST and ingress.counters.syn_gate_drops == 500
+    feed(ingress, [syn(i, flags="A", v6=v6) for i in range(300)])  # established traffic
+    feed(ingress, [syn(i, flags="SA", v6=v6) for i in range(300)])  # answers to our SYNs
+    assert len(seen) == SYN_BURST + 600
+    clock.now += 0.125  # the bucket refills at its rate
+    feed(ingress, [syn(10_000 + i, v6=v6) for i in range(1200)])
+    assert len(seen) == SYN_BURST + 600 + SYN_RATE_PER_S * 0.125
+
+
+def test_a_retransmitted_syn_passes_the_gate() -> None:
+    """A client's SYN dropped under a flood gets through when it is sent
+    again (same addresses, ports and sequence number; another IP ID)."""
+    from shardnet.shards.ingress import SYN_BURST
+
+    ingress, _, seen = gated()
+    feed(ingress, [syn(i) for i in range(SYN_BURST)])  # the bucket is empty now
+    feed(ingress, [syn(50_000, ident=1)])
+    assert len(seen) == SYN_BURST and ingress.counters.syn_gate_drops == 1
+    feed(ingress, [syn(50_001, ident=5)])  # another flood SYN: dropped
+    feed(ingress, [syn(50_000, ident=2)])  # the retransmission
+    assert len(seen) == SYN_BURST + 1 and ingress.counters.syn_gate_drops == 2
