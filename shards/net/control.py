@@ -455,7 +455,7 @@ class ControlPlane(Resolver):
         if table is None:
             return None
         before = table.state(ip)
-        mac = table.resolve(now, ip, (ethertype, packet))
+        mac = table.resolve(now, ip, (ethertype, packet), len(packet))
         if mac is None:
             self._after_neighbour_work()
         elif ethertype == ETHERTYPE_IPV6 and table.state(ip) is not before:

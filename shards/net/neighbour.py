@@ -2,9 +2,11 @@
 by ARP (IPv4) and Neighbor Discovery (IPv6), sans-I/O.
 
 Implements:
-  * RFC 826 / RFC 1122 §2.3.2 address resolution with a bounded queue of
-    packets per unresolved neighbour (RFC 1122 §2.3.2.2, RFC 4861 §7.2.2:
-    "the new arrival SHOULD replace the oldest entry"), retransmission every
+  * RFC 826 / RFC 1122 §2.3.2 address resolution with a queue of packets
+    per unresolved neighbour bounded in bytes, as Linux's unres_qlen_bytes
+    (a burst of answers to one peer after a quiet minute all wait for it;
+    RFC 1122 §2.3.2.2, RFC 4861 §7.2.2: "the new arrival SHOULD replace the
+    oldest entry" when it is full), retransmission every
     ``retrans_s`` up to ``max_attempts``, then failure with the queued packets
     handed back so the caller answers ICMP host unreachable;
   * the RFC 4861 §7.3.2 state names (``NudState``) and the §7.2.5 update rules
@@ -17,10 +19,14 @@ Implements:
     TCP progress) makes it REACHABLE again; ``nud=False`` turns DELAY/PROBE
     off;
   * ageing: an entry unused for ``gc_s`` is removed (gVisor linkAddrCache
-    ageLimit);
+    ageLimit), but only while the table holds more than ``gc_keep`` entries
+    (Linux gc_thresh1): a small table keeps its peers, STALE, so the first
+    packets after a quiet spell go at once and NUD checks the address;
   * a cap on entries with least-recently-used eviction, a separate cap on
-    INCOMPLETE entries (hostile traffic cannot fill the table with
-    resolutions), static (PERMANENT) entries that never expire.
+    INCOMPLETE entries where a new resolution pushes out the oldest one
+    (hostile traffic cannot fill the table with resolutions, nor keep a
+    real peer from being resolved), static (PERMANENT) entries that never
+    expire.
 
 Left out: per-entry random ReachableTime (the caller passes the value it
 drew in the config, RFC 4861 §6.3.4). The IsRouter flag is not kept here:
@@ -60,6 +66,10 @@ class NudState(enum.Enum):
     PERMANENT = "PERMANENT"
 
 
+# Bytes charged per queued packet besides its length (Linux charges the skb's
+# truesize): a flood of tiny packets cannot queue without bound.
+QUEUE_OVERHEAD = 256
+
 _INCOMPLETE = NudState.INCOMPLETE
 _REACHABLE = NudState.REACHABLE
 _STALE = NudState.STALE
@@ -72,9 +82,10 @@ class NeighbourConfig:
     max_entries: int = 512
     # Own choice: INCOMPLETE entries allowed at once (counted in max_entries).
     max_incomplete: int = 64
-    # Packets queued per unresolved neighbour: Linux arp_tbl queue_len was 3
-    # (now unres_qlen_bytes); RFC 4861 §7.2.2 wants "some small value".
-    max_queue: int = 3
+    # Bytes queued per unresolved neighbour (each packet charged its length
+    # plus QUEUE_OVERHEAD): Linux unres_qlen_bytes (SK_WMEM_MAX, 212,992);
+    # RFC 4861 §7.2.2 wants "some small value" for the count.
+    max_queue_bytes: int = 212_992
     # Between solicitations: linkAddrCache resolutionTimeout 1 s; RFC 4861 §10
     # RETRANS_TIMER 1000 ms.
     retrans_s: float = 1.0
@@ -84,8 +95,10 @@ class NeighbourConfig:
     # REACHABLE -> STALE without confirmation: RFC 4861 §10 REACHABLE_TIME
     # 30 000 ms (Linux base_reachable_time 30 s for ARP too).
     reachable_s: float = 30.0
-    # Unused this long: removed. linkAddrCache ageLimit 1 min.
+    # Unused this long: removed (linkAddrCache ageLimit 1 min), when the table
+    # holds more than gc_keep entries (Linux gc_thresh1 128).
     gc_s: float = 60.0
+    gc_keep: int = 128
     # RFC 4861 §7.3.3 NUD: a STALE entry used to send goes to DELAY, then PROBE
     # with unicast solicitations (§10 DELAY_FIRST_PROBE_TIME 5 s,
     # MAX_UNICAST_SOLICIT 3); Linux runs the same machine for ARP.
@@ -96,8 +109,8 @@ class NeighbourConfig:
     def __post_init__(self) -> None:
         if self.max_entries < 1 or not 1 <= self.max_incomplete <= self.max_entries:
             raise ValueError("need 1 <= max_incomplete <= max_entries")
-        if self.max_queue < 1 or self.max_attempts < 1:
-            raise ValueError("max_queue and max_attempts must be >= 1")
+        if self.max_queue_bytes < 1 or self.max_attempts < 1 or self.gc_keep < 0:
+            raise ValueError("need max_queue_bytes >= 1, max_attempts >= 1, gc_keep >= 0")
         if self.retrans_s <= 0 or self.reachable_s <= 0 or self.gc_s <= 0:
             raise ValueError("retrans_s, reachable_s and gc_s must be > 0")
 
@@ -142,7 +155,7 @@ class NeighbourInfo:
 @dataclass(slots=True)
 class NeighbourStats:
     queue_overflow: int = 0  # queued packet dropped for a newer one (oldest first)
-    incomplete_overflow: int = 0  # new resolution refused: max_incomplete reached
+    incomplete_overflow: int = 0  # oldest resolution given up for a new one: max_incomplete reached
     table_full: int = 0  # new entry refused: nothing evictable
     evictions: int = 0  # LRU entry removed to make room
     probes: int = 0  # solicitations asked for
@@ -161,6 +174,8 @@ class _Entry:
     attempts: int = 0
     probe_at: float = 0.0  # INCOMPLETE: next solicitation / failure
     pending: deque[Any] | None = None
+    pending_bytes: int = 0  # charged for ``pending`` (QUEUE_OVERHEAD each)
+    kept_at: float = 0.0  # aged out, kept because the table is small (gc_keep)
     timer_at: float | None = None  # the deadline of this entry's live heap item
     published: bool = False  # the replicas know a mac for it
 
@@ -197,12 +212,12 @@ class NeighbourTable:
         self._dynamic = 0  # entries other than PERMANENT (what max_entries caps)
 
     # --- the output path ---------------------------------------------------------------
-    def resolve(self, now: float, ip: bytes, packet: Any = None) -> bytes | None:
+    def resolve(self, now: float, ip: bytes, packet: Any = None, size: int = 0) -> bytes | None:
         """The MAC to send to ``ip`` if one is known (REACHABLE, STALE, ...,
-        PERMANENT): nothing is queued. Otherwise ``packet`` (unless None) is
-        queued and None returned; a new resolution asks for a probe
-        (``poll_probes``). A packet that cannot be queued is counted and
-        dropped (``stats``)."""
+        PERMANENT): nothing is queued. Otherwise ``packet`` (unless None,
+        ``size`` bytes long) is queued and None returned; a new resolution
+        asks for a probe (``poll_probes``). Packets pushed out of a full
+        queue are counted (``stats``)."""
         e = self._entries.get(ip)
         if e is not None:
             mac = e.mac
@@ -216,19 +231,21 @@ class NeighbourTable:
                     self._schedule(e)
                 return mac
             if packet is not None:
-                self._enqueue(e, packet)
+                self._enqueue(e, packet, size)
             return None
         cfg = self.config
         if self._incomplete >= cfg.max_incomplete:
+            # The oldest resolution in flight gives way (its packets are
+            # dropped): unresolvable destinations cannot lock the table.
+            oldest = next(e for e in self._entries.values() if e.state is _INCOMPLETE)
             self.stats.incomplete_overflow += 1
-            return None
+            self._remove(oldest)
         if not self._make_room():
             return None
         e = _Entry(ip, None, _INCOMPLETE, now, now, now, attempts=1)
         e.probe_at = now + cfg.retrans_s
-        e.pending = deque()
         if packet is not None:
-            e.pending.append(packet)
+            self._enqueue(e, packet, size)
         self._entries[ip] = e
         self._nud_changed.add(ip)
         self._incomplete += 1
@@ -318,8 +335,9 @@ class NeighbourTable:
             if solicited:
                 e.confirmed = now
             e.attempts = 0
-            packets = list(e.pending) if e.pending else []
+            packets = [p for p, _ in e.pending] if e.pending else []
             e.pending = None
+            e.pending_bytes = 0
             self._incomplete -= 1
             self._publish(e)
             self._schedule(e)
@@ -372,7 +390,7 @@ class NeighbourTable:
                         # RFC 1122 §2.3.2.2 / RFC 4861 §7.3.3: give up, the
                         # queued packets get ICMP unreachable.
                         self.stats.failures += 1
-                        packets = list(e.pending) if e.pending else []
+                        packets = [p for p, _ in e.pending] if e.pending else []
                         self._remove(e)
                         self._set_state(e, NudState.FAILED)
                         failures.append(Failure(e.ip, packets))
@@ -394,10 +412,12 @@ class NeighbourTable:
                     e.probe_at = now + cfg.retrans_s
                     self._probes.append(Probe(e.ip, e.attempts, e.mac))  # unicast
             elif state is not _PERMANENT:
-                if now >= e.used + cfg.gc_s:
-                    self.stats.expired += 1
-                    self._remove(e)
-                    continue
+                if now >= max(e.used, e.kept_at) + cfg.gc_s:
+                    if self._dynamic > cfg.gc_keep:
+                        self.stats.expired += 1
+                        self._remove(e)
+                        continue
+                    e.kept_at = now  # a small table keeps it; looked at again in gc_s
                 if state is _REACHABLE and now >= e.confirmed + cfg.reachable_s:
                     self._set_state(e, _STALE)  # RFC 4861 §7.3.3: ReachableTime elapsed
                     e.updated = now
@@ -415,8 +435,9 @@ class NeighbourTable:
         packets: list[Any] = []
         if e is not None:
             if e.state is _INCOMPLETE:
-                packets = list(e.pending) if e.pending else []
+                packets = [p for p, _ in e.pending] if e.pending else []
                 e.pending = None
+                e.pending_bytes = 0
                 self._incomplete -= 1
             if e.state is not _PERMANENT:
                 self._dynamic -= 1
@@ -502,14 +523,18 @@ class NeighbourTable:
         return self._incomplete
 
     # --- internals ---------------------------------------------------------------------
-    def _enqueue(self, e: _Entry, packet: Any) -> None:
+    def _enqueue(self, e: _Entry, packet: Any, size: int) -> None:
         pending = e.pending
         if pending is None:
             pending = e.pending = deque()
-        if len(pending) >= self.config.max_queue:
-            pending.popleft()  # RFC 4861 §7.2.2: the new arrival replaces the oldest
+        charge = size + QUEUE_OVERHEAD
+        while pending and e.pending_bytes + charge > self.config.max_queue_bytes:
+            # RFC 4861 §7.2.2: the new arrival replaces the oldest.
+            _, old = pending.popleft()
+            e.pending_bytes -= old
             self.stats.queue_overflow += 1
-        pending.append(packet)
+        pending.append((packet, charge))
+        e.pending_bytes += charge
 
     def _probe(self, e: _Entry) -> None:
         self.stats.probes += 1
@@ -536,6 +561,7 @@ class NeighbourTable:
         if e.state is not _PERMANENT:
             self._dynamic -= 1
         e.pending = None
+        e.pending_bytes = 0
         e.timer_at = None
         if e.published:
             e.published = False
@@ -551,7 +577,7 @@ class NeighbourTable:
             return e.probe_at
         if state is _PERMANENT:
             return None
-        due = e.used + self.config.gc_s
+        due = max(e.used, e.kept_at) + self.config.gc_s
         if state is _REACHABLE:
             due = min(due, e.confirmed + self.config.reachable_s)
         return due

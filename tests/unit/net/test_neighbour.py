@@ -15,6 +15,7 @@ import pytest
 
 from shardnet.common.addr import parse_ip, parse_mac
 from shardnet.shards.net.neighbour import (
+    QUEUE_OVERHEAD,
     Failure,
     NeighbourConfig,
     NeighbourTable,
@@ -68,7 +69,10 @@ def loop(**cfg: Any) -> Loop:
 def test_defaults_are_the_checklist_constants() -> None:
     cfg = NeighbourConfig()
     assert (cfg.max_entries, cfg.gc_s, cfg.retrans_s, cfg.max_attempts) == (512, 60.0, 1.0, 3)
-    assert cfg.max_queue == 3
+    assert (cfg.max_queue_bytes, cfg.gc_keep) == (
+        212_992,
+        128,
+    )  # Linux unres_qlen_bytes, gc_thresh1
 
 
 def test_unknown_neighbour_queues_and_probes_once() -> None:
@@ -129,7 +133,7 @@ def test_resolve_without_a_packet_only_starts_resolution() -> None:
 
 # --- queue bound ---------------------------------------------------------------------------
 def test_queue_bound_drops_the_oldest_and_counts() -> None:
-    lp = loop()
+    lp = loop(max_queue_bytes=3 * QUEUE_OVERHEAD)
     for i in range(5):
         lp.resolve(A, f"p{i}")
     assert lp.table.stats.queue_overflow == 2
@@ -137,7 +141,7 @@ def test_queue_bound_drops_the_oldest_and_counts() -> None:
 
 
 def test_queue_bound_is_configurable() -> None:
-    lp = loop(max_queue=1)
+    lp = loop(max_queue_bytes=QUEUE_OVERHEAD)
     lp.resolve(A, "old")
     lp.resolve(A, "new")
     lp.advance(10)
@@ -159,13 +163,14 @@ def test_flood_of_resolutions_for_random_targets_is_capped() -> None:
         lp.resolve(ip, i)
     t = lp.table
     assert t.incomplete == 64 and len(t) == 65
-    assert t.stats.incomplete_overflow > 4000
+    assert t.stats.incomplete_overflow == t.stats.probes - 64  # the oldest gave way each time
     assert t.lookup(A) == MAC_A  # resolved entries are never evicted for resolutions in flight
-    assert len(lp.probes) == 64
-    lp.advance(3.0)  # they all fail ...
-    assert len(lp.failures) == 64 and t.incomplete == 0
-    assert lp.resolve(B, "p") is None  # ... and resolution works again
+    assert lp.resolve(B, "p") is None  # a real peer is still resolved in the flood
     assert lp.learn(B, MAC_B) == ["p"]
+    lp.advance(3.0)  # the rest fail ...
+    assert len(lp.failures) == 63 and t.incomplete == 0
+    assert lp.resolve(C, "c") is None  # ... and resolution works on
+    assert lp.learn(C, MAC_A) == ["c"]
 
 
 def test_flood_of_learnt_entries_is_capped_with_lru_eviction() -> None:
@@ -223,10 +228,35 @@ def test_reachable_ages_to_stale_and_stale_still_resolves() -> None:
     assert lp.probes == []
 
 
+def test_queue_bound_counts_bytes() -> None:
+    """Linux's unres_qlen_bytes: a burst of small answers all wait for one
+    neighbour; big packets push the oldest out."""
+    lp = loop()
+    for i in range(50):  # 50 SYN-ACKs to one peer after a quiet minute
+        lp.table.resolve(lp.now, A, f"synack{i}", 80)
+    assert lp.table.stats.queue_overflow == 0
+    for i in range(200):
+        lp.table.resolve(lp.now, A, f"big{i}", 1500)
+    assert lp.table.stats.queue_overflow > 0
+    sent = lp.learn(A, MAC_A)
+    assert sent[-1] == "big199" and len(sent) == 212_992 // (1500 + QUEUE_OVERHEAD)
+
+
+def test_a_small_table_keeps_its_stale_entries_past_gc_s() -> None:
+    """Linux gc_thresh1: below it nothing ages out, so the first packet to a
+    peer after a quiet spell goes at once (and NUD checks the address)."""
+    lp = loop()
+    lp.learn(A, MAC_A)
+    lp.advance(600)
+    assert lp.table.state(A) is NudState.STALE
+    assert lp.resolve(A, "p") == MAC_A
+    assert lp.table.state(A) is NudState.DELAY
+
+
 def test_unused_entries_are_removed_after_gc_s() -> None:
-    """Ageing alone (NUD off: with it, using the STALE entry would probe it,
-    see test_neighbour_nud.py)."""
-    lp = loop(nud=False)
+    """Ageing alone in a table over gc_keep (NUD off: with it, using the
+    STALE entry would probe it, see test_neighbour_nud.py)."""
+    lp = loop(nud=False, gc_keep=0)
     lp.learn(A, MAC_A)
     lp.learn(B, MAC_B, solicited=False)
     lp.advance(50)
@@ -261,7 +291,7 @@ def test_touch_counts_as_use() -> None:
 
 
 def test_ageing_constants_come_from_the_config() -> None:
-    lp = loop(reachable_s=1.0, gc_s=2.0)
+    lp = loop(reachable_s=1.0, gc_s=2.0, gc_keep=0)
     lp.learn(A, MAC_A)
     lp.advance(1.0)
     assert lp.table.state(A) is NudState.STALE
@@ -398,7 +428,7 @@ def test_unsolicited_answer_to_a_resolution_is_stale() -> None:
 
 # --- published changes, entries ---------------------------------------------------------------
 def test_changes_for_the_replicas() -> None:
-    lp = loop()
+    lp = loop(gc_keep=0)
     lp.resolve(A, "p")
     assert lp.table.drain_changes() == []  # INCOMPLETE is not published
     lp.learn(A, MAC_A)
@@ -453,7 +483,7 @@ def test_timer_heap_stays_bounded_under_churn() -> None:
         {"max_entries": 0},
         {"max_incomplete": 0},
         {"max_entries": 4, "max_incomplete": 5},
-        {"max_queue": 0},
+        {"max_queue_bytes": 0},
         {"max_attempts": 0},
         {"retrans_s": 0},
         {"gc_s": -1},
