@@ -138,6 +138,9 @@ from .timers import Timer, TimerQueue
 DUP_ADDR_DETECT_TRANSMITS = 1  # RFC 4862 §5.1
 RETRANS_TIMER_S = 1.0  # RFC 4861 §10 RETRANS_TIMER 1000 ms
 MIN_RETRANS_TIMER_S = 0.001  # gVisor minimumRetransmitTimer: below -> default
+# An RA's Retrans Timer above this is taken as this: 0xFFFFFFFF ms (49 days)
+# would freeze resolution and DAD, whatever sent it.
+MAX_RETRANS_TIMER_S = 60.0
 MAX_RTR_SOLICITATION_DELAY_S = 1.0  # RFC 4861 §10
 RTR_SOLICITATION_INTERVAL_S = 4.0  # RFC 4861 §10
 MIN_RTR_SOLICITATION_INTERVAL_S = 0.5  # gVisor minimumRtrSolicitationInterval
@@ -550,6 +553,7 @@ class _Prefix:
 class NdpStats:
     ras: int = 0  # accepted and processed
     ras_ignored: int = 0  # not processing RAs (forwarding, handle_ras off, stopped)
+    ra_values_clamped: int = 0  # an absurd Reachable Time or Retrans Timer, bounded
     routers_over_limit: int = 0
     prefixes_over_limit: int = 0
     autogen_over_limit: int = 0
@@ -1042,8 +1046,10 @@ class NdpMachine:
         if ra.cur_hop_limit and ra.cur_hop_limit != self.cur_hop_limit:
             self.cur_hop_limit = ra.cur_hop_limit
             self._emit(SetNicParam("cur_hop_limit", ra.cur_hop_limit))
-        base = ra.reachable_time / 1000.0
-        if ra.reachable_time and ra.reachable_time <= MAX_REACHABLE_TIME_MS:
+        base = min(ra.reachable_time, MAX_REACHABLE_TIME_MS) / 1000.0
+        if ra.reachable_time:
+            if ra.reachable_time > MAX_REACHABLE_TIME_MS:
+                self.stats.ra_values_clamped += 1  # §6.2.1: no router advertises more
             if base != self.base_reachable_time_s:
                 # §6.3.4: a new BaseReachableTime gets a new random ReachableTime.
                 self.base_reachable_time_s = base
@@ -1053,6 +1059,9 @@ class NdpMachine:
                 self._emit(SetNicParam("base_reachable_time", base))
                 self._emit(SetNicParam("reachable_time", self.reachable_time_s))
         retrans = ra.retrans_timer / 1000.0
+        if retrans > MAX_RETRANS_TIMER_S:
+            self.stats.ra_values_clamped += 1
+            retrans = MAX_RETRANS_TIMER_S
         if ra.retrans_timer and retrans != self.retrans_timer_s:
             self.retrans_timer_s = retrans
             self._emit(SetNicParam("retrans_timer", retrans))
