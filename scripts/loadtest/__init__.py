@@ -8,7 +8,8 @@ checked), ``crr`` (connect, 100 B request, 100 B reply, close), ``rr``
 a window in flight), ``ping`` (ICMP echo RTT), ``conns`` (hold many
 connections: RSS per connection, all still answer). Attacks, only when
 named: ``synflood`` (spoofed SYNs at the sender's highest rate beside a
-well-behaved connecting client: its success rate and latency).
+well-behaved connecting client: its success rate and latency),
+``fragflood`` (never-completing fragments beside fragmented pings).
 
 Needs root for the namespaces it makes (and removes, also on failure); only
 198.18.0.0/15 and 2001:db8::/32 are used. This module stays light: the
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from typing import NoReturn
 
 SPEED = ("bulk", "echo", "crr", "rr", "udp", "ping", "conns")  # the default: all of these
-HOSTILE = ("synflood",)  # attacks beside a well-behaved client; only when named
+HOSTILE = ("synflood", "fragflood")  # attacks beside a well-behaved client; only when named
 SCENARIOS = SPEED + HOSTILE
 PROG = "shardnet loadtest"
 

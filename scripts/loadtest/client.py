@@ -48,7 +48,7 @@ _LINGER_RST = struct.pack("ii", 1, 0)  # struct linger {on, 0 s}: close() sends 
 class Spec:
     """What one client process does (the harness builds it as JSON)."""
 
-    kind: str  # bulk_in, bulk_out, echo, crr, rr, udp, conns, synflood
+    kind: str  # bulk_in, bulk_out, echo, crr, rr, udp, conns, synflood, fragflood
     host: str
     port: int
     start_at: float = 0.0  # time.time() at which the timed phase starts
@@ -340,7 +340,7 @@ def udp(spec: Spec, out: Outcome) -> None:
 
 # --- synflood ------------------------------------------------------------------------
 
-SYN_POOL = 65_536  # distinct spoofed (source, port) SYNs, sent round and round
+FLOOD_POOL = 65_536  # distinct frames a flooder sends round and round
 _SPOOF_V4 = (198, 19)  # sources: 198.19.0.0/16, inside 198.18.0.0/15 and off the lab's link
 _SPOOF_V6 = bytes.fromhex("20010db8005f")  # 2001:db8:5f::/48
 
@@ -398,10 +398,46 @@ def _syn_frames(spec: Spec, own: bytes, peer: bytes, count: int) -> list[bytes]:
 
 def synflood(spec: Spec, out: Outcome) -> None:
     """Spoofed SYNs to ``spec.port`` as fast as this process sends them, for
-    the duration (an attacker beside the well-behaved clients): ``ops``
-    counts the SYNs the kernel took, ``lost`` those it refused (ENOBUFS)."""
+    the duration (an attacker beside the well-behaved clients)."""
     dev, own, peer = _link_towards(spec.host)
-    frames = _syn_frames(spec, own, peer, SYN_POOL)
+    _flood(spec, out, _syn_frames(spec, own, peer, FLOOD_POOL), dev)
+
+
+def _frag_frames(spec: Spec, own: bytes, peer: bytes, count: int) -> list[bytes]:
+    """``count`` IP fragments to ``spec.host`` that never complete: tiny or
+    up to 1 KB, at random offsets, some overlapping the one before, from
+    spoofed sources, each datagram's last fragment never sent."""
+    rng = random.Random(2)
+    v6 = ":" in spec.host
+    dst = socket.inet_pton(socket.AF_INET6 if v6 else socket.AF_INET, spec.host)
+    frames: list[bytes] = []
+    ident = offset = 0
+    src = b""
+    for i in range(count):
+        if i % 4 == 0:  # a new datagram every four fragments
+            ident = rng.getrandbits(32 if v6 else 16)
+            offset = 8 * rng.randrange(0, 1000)
+            src = (_SPOOF_V6 + rng.randbytes(10)) if v6 else bytes(_SPOOF_V4) + rng.randbytes(2)
+        data = rng.randbytes(8 * rng.choice((1, 2, 16, 128)))
+        if rng.random() < 0.25:
+            offset = max(0, offset - 8)  # overlaps the previous fragment
+        if v6:
+            frag = struct.pack("!BBHI", 17, 0, offset | 1, ident)  # M set
+            ip = struct.pack("!IHBB", 6 << 28, len(frag) + len(data), 44, 64) + src + dst
+            frames.append(peer + own + b"\x86\xdd" + ip + frag + data)
+        else:
+            head = bytearray(struct.pack("!BBHHHBBH", 0x45, 0, 20 + len(data), ident,
+                                         0x2000 | (offset >> 3), 64, 17, 0) + src + dst)  # fmt: skip
+            head[10:12] = _sum16(bytes(head)).to_bytes(2, "big")
+            frames.append(peer + own + b"\x08\x00" + bytes(head) + data)
+        offset += len(data)
+    return frames
+
+
+def _flood(spec: Spec, out: Outcome, frames: list[bytes], dev: str) -> None:
+    """``frames`` round and round on ``dev`` for the duration: ``ops``
+    counts the frames the kernel took, ``lost`` those it refused."""
+    pool = len(frames)
     s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
     with s:
         s.bind((dev, 0))
@@ -410,15 +446,22 @@ def synflood(spec: Spec, out: Outcome) -> None:
         end = out.t_start + spec.duration
         sent = refused = 0
         while time.time() < end:
-            for frame in frames[sent % SYN_POOL : sent % SYN_POOL + 1024]:
+            at = sent % pool
+            for frame in frames[at : at + 1024]:
                 try:
                     send(frame)
                 except OSError:
                     refused += 1
-            sent += 1024
+            sent += len(frames[at : at + 1024])
         out.t_end = time.time()
     out.ops = sent - refused
     out.lost = refused
+
+
+def fragflood(spec: Spec, out: Outcome) -> None:
+    """Never-completing fragments as fast as this process sends them."""
+    dev, own, peer = _link_towards(spec.host)
+    _flood(spec, out, _frag_frames(spec, own, peer, FLOOD_POOL), dev)
 
 
 # --- conns ---------------------------------------------------------------------------
@@ -538,6 +581,7 @@ SCENARIOS = {
     "udp": udp,
     "conns": conns,
     "synflood": synflood,
+    "fragflood": fragflood,
 }
 
 

@@ -34,7 +34,7 @@ FIGURES: dict[str, str] = {
     "cpu_ms_per_mb": "ms/MB",
     # the hostile scenarios: what the well-behaved client saw beside the attack
     "success_rate": "0-1",
-    "syn_per_s": "SYN/s",
+    "flood_pps": "frames/s",
     "rss_max_bytes": "B",
     "restarts": "",
 }

@@ -349,17 +349,27 @@ def parse_ping(output: bytes) -> tuple[list[float], int, int]:
     return rtts, sent, got
 
 
-def ping(system: System, opts: Options) -> dict[str, Any]:
-    """ICMP echo every 2 ms for the duration (iputils ping, as root)."""
-    cmd = ["ping", "-n", "-i", str(PING_INTERVAL_S), "-w", str(max(1, round(opts.duration))),
-           "-W", "1", system.host]  # fmt: skip
-    with tempfile.TemporaryFile() as out, _bar(f"{system.label}: ping", opts.duration, "s") as bar:
+def _ping(
+    system: System,
+    duration: float,
+    label: str,
+    *,
+    size: int = 56,
+    interval: float = PING_INTERVAL_S,
+    sample: Callable[[], None] | None = None,
+) -> tuple[list[float], int, int, bytes]:
+    """iputils ping for ``duration``: RTTs in µs, sent, received, its output."""
+    cmd = ["ping", "-n", "-i", str(interval), "-s", str(size), "-w",
+           str(max(1, round(duration))), "-W", "1", system.host]  # fmt: skip
+    with tempfile.TemporaryFile() as out, _bar(label, duration, "s") as bar:
         proc = subprocess.Popen(system.argv(cmd), stdout=out, stderr=subprocess.STDOUT)
         t0 = time.time()
         try:
-            while proc.poll() is None and time.time() < t0 + opts.duration + GRACE_S:
-                bar.n = round(min(time.time() - t0, opts.duration), 1)
+            while proc.poll() is None and time.time() < t0 + duration + GRACE_S:
+                bar.n = round(min(time.time() - t0, duration), 1)
                 bar.refresh()
+                if sample is not None:
+                    sample()
                 time.sleep(0.2)
         finally:
             if proc.poll() is None:
@@ -368,6 +378,12 @@ def ping(system: System, opts: Options) -> dict[str, Any]:
         out.seek(0)
         text = out.read()
     rtts, sent, got = parse_ping(text)
+    return rtts, sent, got, text
+
+
+def ping(system: System, opts: Options) -> dict[str, Any]:
+    """ICMP echo every 2 ms for the duration (iputils ping, as root)."""
+    rtts, sent, got, text = _ping(system, opts.duration, f"{system.label}: ping")
     figures: dict[str, Any] = {"replies": got, "lost": max(sent - got, 0)}
     figures |= {"p50_us": percentile(rtts, 50), "p99_us": percentile(rtts, 99)} if rtts else {}
     figures["failed"] = 0 if rtts else 1
@@ -451,6 +467,51 @@ def group_progress(group: ClientGroup, pids: list[int], progress: dict[int, int]
     return list(progress.values())
 
 
+class _Flood:
+    """A flooder client (``kind``) running beside a well-behaved workload:
+    the server's peak RSS sampled meanwhile (``sample``), shard restarts
+    counted, the flood's rate and whether it ran at all (``figures``)."""
+
+    def __init__(self, system: System, opts: Options, kind: str, port: int) -> None:
+        self.system = system
+        self.procs = system.processes()
+        self.restarts = system.restarts()
+        self.start = time.time() + START_DELAY_S + 2.0  # the flooder builds its frames first
+        self.peak = 0
+        spec = Spec(kind, system.host, port, start_at=self.start, duration=opts.duration)
+        self.group = ClientGroup(system, [spec])
+        self.duration = opts.duration
+
+    def __enter__(self) -> _Flood:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.group.close()  # whatever happened, the flooder is ended
+
+    def sample(self) -> None:
+        if self.procs:
+            self.peak = max(self.peak, sum(rss_bytes(self.procs).values()))
+
+    def figures(self) -> dict[str, Any]:
+        """Waits for the flooder's result."""
+        deadline = self.start + self.duration + GRACE_S
+        (line,) = self.group.wait_for("result", deadline, lambda _: None)
+        why = self.group.why(0)
+        sent = line.get("result", {})
+        span = max(sent.get("t_end", 0.0) - sent.get("t_start", 0.0), 1e-9)
+        ran = bool(sent.get("t_start")) and not sent.get("error")
+        out: dict[str, Any] = {
+            "flood_pps": sent.get("ops", 0) / span if ran else 0.0,
+            "restarts": self.system.restarts() - self.restarts,
+            "failed": 0 if ran else 1,
+        }
+        if self.peak:
+            out["rss_max_bytes"] = self.peak
+        if not ran:
+            out["error"] = f"the flood did not run: {sent.get('error') or why}"
+        return out
+
+
 def synflood(system: System, opts: Options) -> dict[str, Any]:
     """One process floods the echo port with spoofed SYNs (sources in
     198.19.0.0/16 or 2001:db8:5f::/48) as fast as it can for the duration,
@@ -459,38 +520,32 @@ def synflood(system: System, opts: Options) -> dict[str, Any]:
     ``conn_per_s``, latency), the flood's rate, the server's peak RSS and
     shard restarts. The well-behaved client's failures are the measurement,
     not a failure of the run."""
-    procs = system.processes()
-    restarts = system.restarts()
-    start = time.time() + START_DELAY_S + 2.0  # the flooder builds its SYNs first
-    peak = 0
+    with _Flood(system, opts, "synflood", PORTS["echo"]) as flood:
+        good = Spec("crr", system.host, PORTS["echo"], start_at=flood.start, duration=opts.duration)
+        t = timed(system, [good], f"{system.label}: synflood", opts.duration, flood.sample)
+        figures: dict[str, Any] = {
+            "success_rate": t.ops / max(t.ops + t.failed, 1),
+            "conn_per_s": t.ops / t.elapsed,
+            "client_failures": t.failed,
+            "corrupted": t.corrupted,
+        }
+        return figures | t.latency() | flood.figures()
 
-    def sample() -> None:
-        nonlocal peak
-        if procs:
-            peak = max(peak, sum(rss_bytes(procs).values()))
 
-    flood = Spec("synflood", system.host, PORTS["echo"], start_at=start, duration=opts.duration)
-    good = Spec("crr", system.host, PORTS["echo"], start_at=start, duration=opts.duration)
-    with ClientGroup(system, [flood]) as flooder:
-        t = timed(system, [good], f"{system.label}: synflood", opts.duration, sample)
-        (line,) = flooder.wait_for("result", start + opts.duration + GRACE_S, lambda _: None)
-        why = flooder.why(0)
-    sent = line.get("result", {})
-    span = max(sent.get("t_end", 0.0) - sent.get("t_start", 0.0), 1e-9)
-    figures: dict[str, Any] = {
-        "success_rate": t.ops / max(t.ops + t.failed, 1),
-        "conn_per_s": t.ops / t.elapsed,
-        "syn_per_s": sent.get("ops", 0) / span if sent.get("t_start") else 0.0,
-        "restarts": system.restarts() - restarts,
-        "client_failures": t.failed,
-        "failed": 0 if sent.get("t_start") and not sent.get("error") else 1,
-        "corrupted": t.corrupted,
-    } | t.latency()
-    if peak:
-        figures["rss_max_bytes"] = peak
-    if figures["failed"]:
-        figures["error"] = f"the flood did not run: {sent.get('error') or why}"
-    return figures
+def fragflood(system: System, opts: Options) -> dict[str, Any]:
+    """One process floods the server with IP fragments that never complete
+    (tiny and large, overlapping, from spoofed sources) as fast as it can,
+    while a well-behaved client pings with 3,000-byte echoes (three
+    fragments each, every 10 ms): the share answered and their RTT, the
+    flood's rate, peak RSS (reassembly memory is bounded), shard restarts."""
+    with _Flood(system, opts, "fragflood", 0) as flood:
+        time.sleep(max(flood.start - time.time(), 0.0))
+        rtts, sent, got, _ = _ping(system, opts.duration, f"{system.label}: fragflood",
+                                   size=3000, interval=0.01, sample=flood.sample)  # fmt: skip
+        figures: dict[str, Any] = {"success_rate": got / max(sent, 1), "corrupted": 0}
+        if rtts:
+            figures |= {"p50_us": percentile(rtts, 50), "p99_us": percentile(rtts, 99)}
+        return figures | flood.figures()
 
 
 RUNNERS: dict[str, Callable[[System, Options], dict[str, Any]]] = {
@@ -502,4 +557,5 @@ RUNNERS: dict[str, Callable[[System, Options], dict[str, Any]]] = {
     "ping": ping,
     "conns": conns,
     "synflood": synflood,
+    "fragflood": fragflood,
 }

@@ -87,21 +87,22 @@ def test_a_shard_sweep_names_each_count(tmp_path: Path) -> None:
     assert loadtest_namespaces() == []
 
 
-def test_a_syn_flood_beside_a_well_behaved_client(tmp_path: Path) -> None:
-    """The flood runs (spoofed SYNs sent), the well-behaved client's view is
+def test_floods_beside_a_well_behaved_client(tmp_path: Path) -> None:
+    """Each flood runs (frames sent), the well-behaved client's view is
     reported, no shard restarts, the run itself does not fail."""
     skip_unless_netns()
     out = tmp_path / "lt.json"
-    r = loadtest("--scenario", "synflood", "--against", "kernel", "--duration", "2",
-                 "--json", str(out), timeout=120)  # fmt: skip
+    r = loadtest("--scenario", "synflood,fragflood", "--against", "kernel", "--duration", "2",
+                 "--json", str(out), timeout=180)  # fmt: skip
     assert r.returncode == 0, r.stdout + r.stderr
-    entry = json.loads(out.read_text())["scenarios"]["synflood"]
-    for system in ("shardnet", "kernel"):
-        got = entry[system]
-        assert got["failed"] == 0 and got["corrupted"] == 0, (system, got)
-        assert got["syn_per_s"] > 1000 and got["restarts"] == 0, (system, got)
-        assert 0 <= got["success_rate"] <= 1 and got["rss_max_bytes"] > 0, (system, got)
-    assert "syn_gate_drops" in entry["shardnet"]["stack"]
+    doc = json.loads(out.read_text())["scenarios"]
+    for name in ("synflood", "fragflood"):
+        for system in ("shardnet", "kernel"):
+            got = doc[name][system]
+            assert got["failed"] == 0 and got["corrupted"] == 0, (name, system, got)
+            assert got["flood_pps"] > 1000 and got["restarts"] == 0, (name, system, got)
+            assert 0 <= got["success_rate"] <= 1 and got["rss_max_bytes"] > 0, (name, system, got)
+    assert "syn_gate_drops" in doc["synflood"]["shardnet"]["stack"]
     assert loadtest_namespaces() == []
 
 
@@ -109,5 +110,5 @@ def test_refuses_bad_options() -> None:
     r = loadtest("--scenario", "bulk,nope", timeout=30)
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [
-        "shardnet loadtest: error: --scenario: unknown nope; of bulk,echo,crr,rr,udp,ping,conns,synflood"
+        "shardnet loadtest: error: --scenario: unknown nope; of bulk,echo,crr,rr,udp,ping,conns,synflood,fragflood"
     ]
