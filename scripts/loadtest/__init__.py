@@ -9,7 +9,9 @@ a window in flight), ``ping`` (ICMP echo RTT), ``conns`` (hold many
 connections: RSS per connection, all still answer). Attacks, only when
 named: ``synflood`` (spoofed SYNs at the sender's highest rate beside a
 well-behaved connecting client: its success rate and latency),
-``fragflood`` (never-completing fragments beside fragmented pings).
+``fragflood`` (never-completing fragments beside fragmented pings),
+``churn`` (connections opened and closed for as long as ``--duration``
+says: the server's memory and descriptors before and after).
 
 Needs root for the namespaces it makes (and removes, also on failure); only
 198.18.0.0/15 and 2001:db8::/32 are used. This module stays light: the
@@ -24,7 +26,11 @@ from dataclasses import dataclass
 from typing import NoReturn
 
 SPEED = ("bulk", "echo", "crr", "rr", "udp", "ping", "conns")  # the default: all of these
-HOSTILE = ("synflood", "fragflood")  # attacks beside a well-behaved client; only when named
+HOSTILE = (
+    "synflood",
+    "fragflood",
+    "churn",
+)  # attacks beside a well-behaved client; only when named
 SCENARIOS = SPEED + HOSTILE
 PROG = "shardnet loadtest"
 

@@ -21,8 +21,6 @@ from .report import build, failures, plot, scenario_key, table
 from .scenarios import RUNNERS, Options
 from .systems import System, kernel_pair, shardnet_lab, target
 
-SETTLE_MAX_S = 30.0
-
 
 def _preflight(s: Settings) -> str | None:
     """Why this run cannot start, or None."""
@@ -59,23 +57,6 @@ def kernel_workers(s: Settings) -> int:
     return max(s.shards)
 
 
-def _settle(system: System) -> None:
-    """Waits (at most SETTLE_MAX_S) until the connections a scenario closed
-    are gone: no TCP socket of the clients' side still closing and, for
-    shardnet, no retransmission for a second; else the next scenario
-    would measure the end of this one (crr leaves closes in flight)."""
-    watch_stack = bool(system.processes()) and not system.server_pids
-    deadline = time.monotonic() + SETTLE_MAX_S
-    last = system.stack_counters().get("tcp_retransmits") if watch_stack else 0
-    quiet = 0
-    while quiet < 2 and time.monotonic() < deadline:
-        time.sleep(0.5)
-        now = system.stack_counters().get("tcp_retransmits") if watch_stack else 0
-        calm = now is not None and now == last and system.client_orphans() == 0
-        quiet = quiet + 1 if calm else 0
-        last = now
-
-
 def _measure(system: System, s: Settings, opts: Options) -> dict[str, dict[str, Any]]:
     out = {}
     for name in s.scenarios:
@@ -86,7 +67,7 @@ def _measure(system: System, s: Settings, opts: Options) -> dict[str, dict[str, 
             # one scenario that could not run is a failure, not the end of the run
             out[name] = {"failed": 1, "corrupted": 0, "error": f"{type(exc).__name__}: {exc}"}
         if name != s.scenarios[-1]:  # (conns always is the last)
-            _settle(system)
+            system.settle()
         after = system.stack_counters()
         if before and after:
             out[name]["stack"] = {k: after[k] - before[k] for k in after}

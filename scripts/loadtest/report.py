@@ -36,6 +36,8 @@ FIGURES: dict[str, str] = {
     "success_rate": "0-1",
     "flood_pps": "frames/s",
     "rss_max_bytes": "B",
+    "rss_growth_bytes": "B",  # churn: the server's RSS at the end less at the start
+    "fd_growth": "fds",
     "restarts": "",
 }
 # Counts that make the run fail when not zero.

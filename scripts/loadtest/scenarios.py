@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from .client import Spec
 from .report import percentile
-from .systems import PORTS, System, cpu_seconds, fd_budget, rss_bytes
+from .systems import PORTS, System, cpu_seconds, fd_budget, open_fds, rss_bytes
 
 START_DELAY_S = 1.0  # clients start this long after being spawned (Python start-up)
 GRACE_S = 30.0  # a timed phase's clients must be done this long after its end
@@ -548,6 +548,37 @@ def fragflood(system: System, opts: Options) -> dict[str, Any]:
         return figures | flood.figures()
 
 
+def churn(system: System, opts: Options) -> dict[str, Any]:
+    """Connections opened and closed as fast as ``--streams`` clients can,
+    for the duration (run it for minutes): the server's RSS and open
+    descriptors sampled all along. A stack that keeps something per closed
+    connection shows it here as growth (``rss_growth_bytes``,
+    ``fd_growth``: end less start)."""
+    procs = system.processes()
+    rss: list[int] = []
+    fds: list[int] = []
+
+    def sample() -> None:
+        if procs:
+            rss.append(sum(rss_bytes(procs).values()))
+            fds.append(open_fds(procs))
+
+    sample()
+    t = timed(system, _specs("crr", system, PORTS["echo"], opts, opts.streams),
+              f"{system.label}: churn", opts.duration, sample)  # fmt: skip
+    system.settle()
+    sample()
+    figures: dict[str, Any] = {
+        "conn_per_s": t.ops / t.elapsed,
+        "connections": t.ops,
+        "success_rate": t.ops / max(t.ops + t.failed, 1),
+    } | t.counts()
+    if rss:
+        figures |= {"rss_max_bytes": max(rss), "rss_growth_bytes": rss[-1] - rss[0]}
+        figures["fd_growth"] = fds[-1] - fds[0]
+    return figures
+
+
 RUNNERS: dict[str, Callable[[System, Options], dict[str, Any]]] = {
     "bulk": bulk,
     "echo": echo,
@@ -558,4 +589,5 @@ RUNNERS: dict[str, Callable[[System, Options], dict[str, Any]]] = {
     "conns": conns,
     "synflood": synflood,
     "fragflood": fragflood,
+    "churn": churn,
 }

@@ -39,6 +39,7 @@ from ..lab import KERNEL_V4, KERNEL_V6, SHARDNET_V4, SHARDNET_V6, Lab
 SERVE = ("echo:7", "discard:9", "chargen:19")  # echo also over UDP
 PORTS = {"echo": 7, "discard": 9, "chargen": 19}
 SERVER_READY_TIMEOUT_S = 15.0
+SETTLE_MAX_S = 30.0  # the longest wait for a scenario's closes to end
 # Client-side sysctls of the namespaces made here: crr closes from the
 # client side, so its TIME-WAIT ports must be reusable (RFC 6191 with
 # timestamps) and the range wide, or a fast stack runs out of ports in seconds.
@@ -85,6 +86,22 @@ class System:
         for shard in procs["shards"]:
             out[f"shard{shard['shard']}"] = int(shard["pid"])
         return out
+
+    def settle(self) -> None:
+        """Waits (at most SETTLE_MAX_S) until the connections a scenario closed
+        are gone: no TCP socket of the clients' side still closing and, for
+        shardnet, no retransmission for a second; else the next scenario
+        would measure the end of this one (crr leaves closes in flight)."""
+        watch_stack = bool(self.processes()) and not self.server_pids
+        deadline = time.monotonic() + SETTLE_MAX_S
+        last = self.stack_counters().get("tcp_retransmits") if watch_stack else 0
+        quiet = 0
+        while quiet < 2 and time.monotonic() < deadline:
+            time.sleep(0.5)
+            now = self.stack_counters().get("tcp_retransmits") if watch_stack else 0
+            calm = now is not None and now == last and self.client_orphans() == 0
+            quiet = quiet + 1 if calm else 0
+            last = now
 
     def restarts(self) -> int:
         """Shard restarts so far: 0 for the kernel or an unreachable stack."""
@@ -324,3 +341,12 @@ def rss_bytes(pids: dict[str, int]) -> dict[str, int]:
         with contextlib.suppress(psutil.Error):
             out[role] = psutil.Process(pid).memory_info().rss
     return out
+
+
+def open_fds(pids: dict[str, int]) -> int:
+    """Descriptors these processes hold open, together."""
+    total = 0
+    for pid in pids.values():
+        with contextlib.suppress(psutil.Error):
+            total += psutil.Process(pid).num_fds()
+    return total
