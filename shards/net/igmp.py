@@ -91,6 +91,15 @@ class IgmpStats:
     queries_ignored: int = 0  # no Router Alert, or for a group we are not in
     reports_suppressed: int = 0  # v1/v2 mode: another member answered first
 
+    def as_dict(self) -> dict[str, int]:
+        """The ``net/igmp_<name>`` keys of ``ctl stats``."""
+        return {
+            "reports_sent": self.reports_sent,
+            "queries_received": self.queries_received,
+            "queries_ignored": self.queries_ignored,
+            "reports_suppressed": self.reports_suppressed,
+        }
+
 
 @dataclass(slots=True)
 class _Group:

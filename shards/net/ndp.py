@@ -561,6 +561,23 @@ class NdpStats:
     mld_reports: int = 0
     mld_reports_suppressed: int = 0  # MLDv1 mode: another listener answered first
 
+    def as_dict(self) -> dict[str, int]:
+        """The ``net/ndp_<name>`` keys of ``ctl stats``."""
+        return {
+            "ras": self.ras,
+            "ras_ignored": self.ras_ignored,
+            "routers_over_limit": self.routers_over_limit,
+            "prefixes_over_limit": self.prefixes_over_limit,
+            "autogen_over_limit": self.autogen_over_limit,
+            "dad_failures": self.dad_failures,
+            "dad_regenerations": self.dad_regenerations,
+            "looped_back_ns": self.looped_back_ns,
+            "ns_sent": self.ns_sent,
+            "rs_sent": self.rs_sent,
+            "mld_reports": self.mld_reports,
+            "mld_reports_suppressed": self.mld_reports_suppressed,
+        }
+
 
 # --------------------------------------------------------------------------- the machine
 

@@ -60,7 +60,7 @@ from shardnet.common.checksum import (
     update16,
 )
 from shardnet.common.link_tx import BytesLike, FrameWriter
-from shardnet.common.wire.errors import MalformedPacket
+from shardnet.common.wire.errors import Drop, MalformedPacket
 from shardnet.common.wire.ethernet import ETHERTYPE_IPV4, ETHERTYPE_IPV6, EthernetView
 from shardnet.common.wire.icmpv4 import (
     ICMP_DEST_UNREACH,
@@ -115,7 +115,7 @@ from shardnet.common.wire.virtio import (
     VirtioNetView,
 )
 
-from ..counters import ShardCounters
+from ..counters import NetEvent, ShardCounters
 from .fragment import FragmentationNeeded, fragment_ipv4, fragment_ipv6
 from .gso import segment_tcp
 from .model import Address, AddressKind, Nic, PrimaryBehavior, network_of
@@ -233,7 +233,6 @@ class NetStack:
         self._ident = (shard << 12) & 0xFFFF  # IPv4 ident, different starts per shard
         self._frag_ident = shard << 24
         self._pending: dict[tuple[int, bytes], tuple[float, deque[tuple[int, bytes]]]] = {}
-        self.stats: dict[str, int] = {}
         # Source addresses chosen (ipv4_source/ipv6_source: 7 and 21 µs), by
         # (NIC, destination), valid while the view's addresses are unchanged.
         self._source_cache: dict[tuple[int, bytes | None], bytes | None] = {}
@@ -244,9 +243,6 @@ class NetStack:
         self.deadline_changed: Callable[[], None] = lambda: None
         # Shard 0's NDP machine takes NS/NA/RS/RA/Redirect/MLD.
         self.ndp_hook: Callable[[Ipv6View, int, memoryview], None] | None = None
-
-    def count(self, what: str) -> None:
-        self.stats[what] = self.stats.get(what, 0) + 1
 
     # --- input: IPv4 (RFC 791, RFC 1122 §3.2.1) ----------------------------------------
     def handle_looped_ipv4(self, eth: EthernetView, vnet: memoryview) -> None:
@@ -266,36 +262,36 @@ class NetStack:
                 # local route); delivered as to 127.0.0.1.
                 local = view.local.get(_IPV4_LOOPBACK)
             nic = local.nic if local is not None else self.link_nic
-            self.count("ipv4_looped_in")
+            self.counters.events[NetEvent.IPV4_LOOPED_IN] += 1
         else:
             nic = self._nic_for_frame()
             if src[0] == 127 or dst[0] == 127:
                 # RFC 1122 §3.2.1.3 (g): 127/8 never appears on a network (Linux
                 # drops these martians); answering would send 127.0.0.1 out.
-                self.count("ipv4_martian")
+                self.counters.refuse("ipv4", Drop.IPV4_MARTIAN)
                 return
             if src in view.local:  # CERT CA-96.21: a spoof of our own address
-                self.count("ipv4_src_is_local")
+                self.counters.refuse("ipv4", Drop.IPV4_SRC_IS_LOCAL)
                 return
         # RFC 1122 §3.2.1.3: never a broadcast (limited or subnet-directed) or
         # multicast source.
         if not (is_unicast(src) or src == b"\0\0\0\0") or src in view.broadcast:
-            self.count("ipv4_bad_source")
+            self.counters.refuse("ipv4", Drop.IPV4_BAD_SOURCE)
             return
         multicast = is_ipv4_multicast(dst)
         broadcast = multicast or dst == IPV4_BROADCAST or dst in view.broadcast
         if multicast and dst != ALL_SYSTEMS and (nic, dst) not in view.groups:
             # RFC 1112 §7.2: only the groups this host belongs to (all-systems always).
-            self.count("ipv4_multicast_not_joined")
+            self.counters.refuse("ipv4", Drop.IPV4_MULTICAST_NOT_JOINED)
             return
         if local is None and not broadcast:
             if self.forwarding:
                 self._forward_v4(ip, nic, vnet)
             else:
-                self.count("ipv4_not_for_us")
+                self.counters.refuse("ipv4", Drop.IPV4_NOT_FOR_US)
             return
         if ip.is_fragment:  # the dispatcher reassembles; one left here is malformed
-            self.count("ipv4_fragment_unreassembled")
+            self.counters.refuse("ipv4", Drop.IPV4_FRAGMENT_UNREASSEMBLED)
             return
         proto = ip.protocol
         payload = ip.payload
@@ -326,15 +322,15 @@ class NetStack:
         msg = Icmpv4View.checked(payload, verify_checksum=not trusted)
         if msg.type == ICMP_ECHO_REQUEST:
             if broadcast:  # Linux icmp_echo_ignore_broadcasts=1 (smurf amplification)
-                self.count("icmpv4_echo_broadcast_ignored")
+                self.counters.refuse("icmpv4", Drop.ICMPV4_ECHO_BROADCAST_IGNORED)
                 return
             if ip.src == IPV4_ANY:  # nobody to answer (a reply would go to 0.0.0.0)
-                self.count("icmpv4_echo_unspecified_source")
+                self.counters.refuse("icmpv4", Drop.ICMPV4_ECHO_UNSPECIFIED_SOURCE)
                 return
             reply = bytearray(payload)
             Icmpv4Header(ICMP_ECHO_REPLY, 0, 0, msg.rest).emit(reply)  # RFC 792: same id, seq, data
             self.send_ipv4(ip.src, IPPROTO_ICMP, reply, src=ip.dst, tos=ip.tos)
-            self.count("icmpv4_echo_replies")
+            self.counters.events[NetEvent.ICMPV4_ECHO_REPLIES] += 1
             return
         if msg.is_error:
             hook = self.transport_v4.get(-IPPROTO_ICMP)  # ICMP errors for transport endpoints
@@ -364,7 +360,7 @@ class NetStack:
                     )
                 )
             return
-        self.count("icmpv4_other")
+        self.counters.refuse("icmpv4", Drop.ICMPV4_OTHER)
 
     # --- input: IPv6 (RFC 8200, RFC 4443) -----------------------------------------------
     def handle_looped_ipv6(self, eth: EthernetView, vnet: memoryview) -> None:
@@ -378,30 +374,30 @@ class NetStack:
         view = self.view
         local = view.local.get(dst)
         if is_ipv6_multicast(src):  # RFC 4291 §2.7
-            self.count("ipv6_bad_source")
+            self.counters.refuse("ipv6", Drop.IPV6_BAD_SOURCE)
             return
         if looped:
             nic = local.nic if local is not None else self.link_nic
-            self.count("ipv6_looped_in")
+            self.counters.events[NetEvent.IPV6_LOOPED_IN] += 1
         else:
             nic = self._nic_for_frame()
             if src == IPV6_LOOPBACK or dst == IPV6_LOOPBACK:
                 # RFC 4291 §2.5.3: ::1 is never sent outside a node; received
                 # on a link, it is dropped.
-                self.count("ipv6_martian")
+                self.counters.refuse("ipv6", Drop.IPV6_MARTIAN)
                 return
             if src in view.local:
-                self.count("ipv6_src_is_local")
+                self.counters.refuse("ipv6", Drop.IPV6_SRC_IS_LOCAL)
                 return
         multicast = is_ipv6_multicast(dst)
         if local is None and not multicast and dst not in view.tentative:
             if self.forwarding:
                 self._forward_v6(ip, nic, vnet)
             else:
-                self.count("ipv6_not_for_us")
+                self.counters.refuse("ipv6", Drop.IPV6_NOT_FOR_US)
             return
         if multicast and not self._joined_v6(nic, dst):
-            self.count("ipv6_multicast_not_joined")
+            self.counters.refuse("ipv6", Drop.IPV6_MULTICAST_NOT_JOINED)
             return
         try:
             chain = walk_extensions(ip)
@@ -415,7 +411,7 @@ class NetStack:
                 )
             raise
         if chain.fragment is not None:
-            self.count("ipv6_fragment_unreassembled")
+            self.counters.refuse("ipv6", Drop.IPV6_FRAGMENT_UNREASSEMBLED)
             return
         proto = chain.upper_protocol
         payload = ip.upper_payload(chain)
@@ -423,7 +419,7 @@ class NetStack:
             self._icmpv6_in(ip, nic, payload, trusted, local is None)
             return
         if dst in view.tentative:  # RFC 4862 §5.4: only NDP may use a tentative address
-            self.count("ipv6_to_tentative")
+            self.counters.refuse("ipv6", Drop.IPV6_TO_TENTATIVE)
             return
         if proto == NH_NONE:
             return
@@ -469,7 +465,7 @@ class NetStack:
             if ip.dst in self.view.tentative:
                 return
             if ip.src == IPV6_ANY:  # nobody to answer (a reply would go to ::)
-                self.count("icmpv6_echo_unspecified_source")
+                self.counters.refuse("icmpv6", Drop.ICMPV6_ECHO_UNSPECIFIED_SOURCE)
                 return
             # RFC 4443 §4.1/§2.2: answer from the address the request was
             # sent to, or a chosen one when it went to a multicast group. The
@@ -484,14 +480,14 @@ class NetStack:
                 traffic_class=ip.traffic_class,
                 checksum_at=2,
             )
-            self.count("icmpv6_echo_replies")
+            self.counters.events[NetEvent.ICMPV6_ECHO_REPLIES] += 1
             return
         if 133 <= t <= 137 or t in (130, 131, 132, 143):
             ndp = self.ndp_hook
             if ndp is not None:
                 ndp(ip, nic, payload)
             else:
-                self.count("icmpv6_ndp_not_here")
+                self.counters.refuse("icmpv6", Drop.ICMPV6_NDP_NOT_HERE)
             return
         if t < 128:
             if t == ICMPV6_PACKET_TOO_BIG:
@@ -514,7 +510,7 @@ class NetStack:
                     )
                 )
             return
-        self.count("icmpv6_other")
+        self.counters.refuse("icmpv6", Drop.ICMPV6_OTHER)
 
     def _nic_for_frame(self) -> int:
         """The NIC a frame arrived on: the stack has one link per process."""
@@ -525,7 +521,7 @@ class NetStack:
         if d.broadcast or not is_unicast(d.src):
             return False
         if not self.icmp_bucket.allow(self.clock()):
-            self.count("icmp_rate_limited")
+            self.counters.refuse("icmp", Drop.ICMP_RATE_LIMITED)
             return False
         return True
 
@@ -537,7 +533,7 @@ class NetStack:
             return
         msg = build_icmpv4_error(type_, code, d.packet, rest=rest)
         self.send_ipv4(d.src, IPPROTO_ICMP, msg, src=d.dst if d.dst in self.view.local else None)
-        self.count(f"icmpv4_errors_sent/{type_}/{code}")
+        self.counters.icmp_errors[(4, type_, code)] += 1
 
     def icmpv6_error(self, d: Delivery, type_: int, code: int, rest: int = 0) -> None:
         if d.protocol == NH_ICMPV6 and (len(d.payload) < 1 or d.payload[0] < 128):
@@ -547,7 +543,7 @@ class NetStack:
         src = d.dst if d.dst in self.view.local else None
         body = build_icmpv6_error(type_, code, d.packet, src=bytes(16), dst=bytes(16), rest=rest)
         self.send_ipv6(d.src, NH_ICMPV6, body, src=src, nic_id=d.nic, checksum_at=2)
-        self.count(f"icmpv6_errors_sent/{type_}/{code}")
+        self.counters.icmp_errors[(6, type_, code)] += 1
 
     def icmpv6_error_raw(
         self, ip: Ipv6View, nic: int, type_: int, code: int, rest: int, *, multicast: bool
@@ -609,7 +605,7 @@ class NetStack:
             # looped back, from the destination itself unless told otherwise
             # (as Linux's local routes say).
             if self.loop_back is None or dst not in view.local:
-                self.count("ipv4_local_not_looped")
+                self.counters.refuse("ipv4", Drop.IPV4_LOCAL_NOT_LOOPED)
                 return False
             if src is None:
                 src = dst
@@ -620,7 +616,7 @@ class NetStack:
                 return False
             nic, route = out
         if nic is not None and nic.loopback and self.loop_back is None:
-            self.count("loopback_not_looped")  # no link and no neighbours
+            self.counters.refuse("loopback", Drop.LOOPBACK_NOT_LOOPED)  # no link and no neighbours
             return False
         if src is None:
             assert nic is not None  # a local destination has its source
@@ -629,7 +625,7 @@ class NetStack:
             gateway = route.gateway if route is not None else None
             src = self.ipv4_source(nic.id, gateway or dst)
             if src is None:
-                self.count("ipv4_no_source")
+                self.counters.refuse("ipv4", Drop.IPV4_NO_SOURCE)
                 return False
         next_hop = (
             route.gateway
@@ -742,13 +738,13 @@ class NetStack:
                 # sends those without a route when the socket names no NIC).
                 nic_id = self.link_nic
             elif route is None:
-                self.count("ipv4_no_route")
+                self.counters.refuse("ipv4", Drop.IPV4_NO_ROUTE)
                 return None
             else:
                 nic_id = route.nic
         nic = view.nics.get(nic_id)
         if nic is None or not nic.enabled:
-            self.count("ipv4_nic_down")
+            self.counters.refuse("ipv4", Drop.IPV4_NIC_DOWN)
             return None
         return nic, route
 
@@ -821,7 +817,7 @@ class NetStack:
             # As in send_ipv4 (loopback). A tentative address is not ours yet
             # (RFC 4862 §5.4): nothing is looped to it.
             if self.loop_back is None or dst not in view.local:
-                self.count("ipv6_local_not_looped")
+                self.counters.refuse("ipv6", Drop.IPV6_LOCAL_NOT_LOOPED)
                 return False
             if src is None:
                 src = dst
@@ -833,20 +829,22 @@ class NetStack:
                 elif nic_id is None and is_ipv6_multicast(dst):
                     nic_id = self.link_nic  # as IPv4 multicast without a route
                 else:
-                    self.count("ipv6_no_route")
+                    self.counters.refuse("ipv6", Drop.IPV6_NO_ROUTE)
                     return False
             nic = view.nics.get(nic_id)
             if nic is None or not nic.enabled:
-                self.count("ipv6_nic_down")
+                self.counters.refuse("ipv6", Drop.IPV6_NIC_DOWN)
                 return False
             if nic.loopback and self.loop_back is None:
-                self.count("loopback_not_looped")  # no link and no neighbours
+                self.counters.refuse(
+                    "loopback", Drop.LOOPBACK_NOT_LOOPED
+                )  # no link and no neighbours
                 return False
         if src is None:
             assert nic is not None  # a local destination has its source
             src = self.ipv6_source(nic.id, dst)
             if src is None:
-                self.count("ipv6_no_source")
+                self.counters.refuse("ipv6", Drop.IPV6_NO_SOURCE)
                 return False
         multicast = is_ipv6_multicast(dst)
         next_hop = (
@@ -925,7 +923,7 @@ class NetStack:
             try:
                 pieces = fragment_ipv4(packet, mtu)
             except FragmentationNeeded:
-                self.count("ipv4_df_too_big")
+                self.counters.refuse("ipv4", Drop.IPV4_DF_TOO_BIG)
                 return False
         else:
             self._frag_ident = (self._frag_ident + 1) & 0xFFFFFFFF
@@ -993,9 +991,9 @@ class NetStack:
         _ETH.pack_into(frame, 0, mac, mac, ethertype)
         frame[14:] = packet
         if loop_back(frame):
-            self.count("looped_out")
+            self.counters.events[NetEvent.LOOPED_OUT] += 1
             return True
-        self.count("loop_back_dropped")  # the uplink ring is full
+        self.counters.refuse("loopback", Drop.LOOP_BACK_DROPPED)  # the uplink ring is full
         return False
 
     # --- forwarding (--forwarding): RFC 1812 §5.2-5.3, RFC 8200 §3, RFC 4443 §3 ---------
@@ -1003,17 +1001,17 @@ class NetStack:
         src, dst = ip.src, ip.dst
         d = Delivery(in_nic, src, dst, ip.protocol, ip.tos, ip.ttl, ip.payload, False, ip.buf)
         if src[:2] == b"\xa9\xfe" or dst[:2] == b"\xa9\xfe":  # RFC 3927 §7: link-local stays
-            self.count("forward_link_local")
+            self.counters.refuse("ipv4", Drop.FORWARD_LINK_LOCAL)
             return
         if ip.ttl <= 1:  # RFC 1812 §5.3.1
             self.icmpv4_error(d, ICMP_TIME_EXCEEDED, 0)
-            self.count("forward_ttl_exceeded")
+            self.counters.refuse("ipv4", Drop.FORWARD_TTL_EXCEEDED)
             return
         route = self.view.routes.lookup(dst, usable=self.view.nic_enabled)
         nic = self.view.nics.get(route.nic) if route is not None else None
         if route is None or nic is None or nic.loopback:
             self.icmpv4_error(d, ICMP_DEST_UNREACH, 0)  # net unreachable
-            self.count("forward_no_route")
+            self.counters.refuse("ipv4", Drop.FORWARD_NO_ROUTE)
             return
         packet = bytearray(ip.buf)
         packet[8] -= 1  # TTL, and the header checksum by RFC 1624
@@ -1025,7 +1023,7 @@ class NetStack:
         packet[10], packet[11] = checksum >> 8, checksum & 0xFF
         next_hop = route.gateway or dst
         mtu = min(nic.mtu, self.pmtu.mtu(self.clock(), dst, nic.mtu))
-        self.count("forwarded_v4")
+        self.counters.events[NetEvent.FORWARDED_V4] += 1
         if self._forward_offloaded(nic, next_hop, ETHERTYPE_IPV4, packet, vnet):
             return
         if len(packet) <= mtu:
@@ -1053,17 +1051,19 @@ class NetStack:
             ip.buf,
         )
         if is_ipv6_link_local(src) or is_ipv6_link_local(dst) or src == bytes(16):
-            self.count("forward_link_local")  # RFC 4291 §2.5.6: never forwarded
+            self.counters.refuse(
+                "ipv6", Drop.FORWARD_LINK_LOCAL
+            )  # RFC 4291 §2.5.6: never forwarded
             return
         if ip.hop_limit <= 1:  # RFC 8200 §3, RFC 4443 §3.3
             self.icmpv6_error(d, ICMPV6_TIME_EXCEEDED, 0)
-            self.count("forward_ttl_exceeded")
+            self.counters.refuse("ipv6", Drop.FORWARD_TTL_EXCEEDED)
             return
         route = self.view.routes.lookup(dst, usable=self.view.nic_enabled)
         nic = self.view.nics.get(route.nic) if route is not None else None
         if route is None or nic is None or nic.loopback:
             self.icmpv6_error(d, ICMPV6_DST_UNREACH, 0)  # no route
-            self.count("forward_no_route")
+            self.counters.refuse("ipv6", Drop.FORWARD_NO_ROUTE)
             return
         mtu = min(nic.mtu, self.pmtu.mtu(self.clock(), dst, nic.mtu))
         if len(ip.buf) > mtu and not is_super_frame(vnet):  # never fragmented (RFC 8200 §5)
@@ -1071,7 +1071,7 @@ class NetStack:
             return
         packet = bytearray(ip.buf)
         packet[7] -= 1  # hop limit
-        self.count("forwarded_v6")
+        self.counters.events[NetEvent.FORWARDED_V6] += 1
         if self._forward_offloaded(nic, route.gateway or dst, ETHERTYPE_IPV6, packet, vnet):
             return
         self._to_link(nic, route.gateway or dst, ETHERTYPE_IPV6, bytes(packet), False)
@@ -1112,7 +1112,7 @@ class NetStack:
         self, nic: Nic, next_hop: bytes, ethertype: int, packet: bytes, group: bool
     ) -> None:
         if nic.loopback:  # no link and no neighbours: send_* loop these
-            self.count("loopback_not_looped")
+            self.counters.refuse("loopback", Drop.LOOPBACK_NOT_LOOPED)
             return
         mac: bytes | None
         if group:
@@ -1140,7 +1140,9 @@ class NetStack:
         entry = self._pending.get(key)
         if entry is not None:
             if len(entry[1]) == PENDING_PER_NEIGHBOUR:
-                self.count("neighbour_queue_overflow")  # the oldest waiting packet goes
+                self.counters.refuse(
+                    "neighbour", Drop.NEIGHBOUR_QUEUE_OVERFLOW
+                )  # the oldest waiting packet goes
             entry[1].append((ethertype, packet))
             return None
         # Queue before asking: the answer may come back within the call (an
@@ -1214,7 +1216,7 @@ class NetStack:
                 )
                 self.icmpv6_error(d, ICMPV6_TIME_EXCEEDED, TIME_EXCEEDED_REASSEMBLY)
         except MalformedPacket:
-            self.count("reassembly_expired_malformed")
+            self.counters.refuse("reassembly", Drop.REASSEMBLY_EXPIRED_MALFORMED)
 
     def unreachable(self, ethertype: int, packet: bytes) -> None:
         """A packet whose next hop could not be resolved: counted and dropped.
@@ -1223,7 +1225,7 @@ class NetStack:
         it from its transport (retransmission timeouts, EHOSTUNREACH), never
         from an ICMP error sent to ourselves. No error about a non-initial
         fragment (RFC 1122 §3.2.2, RFC 4443 §2.4 (e)) either."""
-        self.count("neighbour_unresolved")
+        self.counters.refuse("neighbour", Drop.NEIGHBOUR_UNRESOLVED)
         view = memoryview(packet)
         try:
             if ethertype == ETHERTYPE_IPV4:
