@@ -412,6 +412,17 @@ class ShardAssembly:
                 _add(totals, "ndp", m.stats.as_dict())
             for g in control.groups.igmp.values():
                 _add(totals, "igmp", g.stats.as_dict())
+            for mld in control.groups.mld.values():
+                _add(totals, "mld", mld.stats.as_dict())
+                # The names these had while MLD ran inside the NDP machine.
+                _add(
+                    totals,
+                    "ndp_mld",
+                    {
+                        "reports": mld.stats.reports_sent,
+                        "reports_suppressed": mld.stats.reports_suppressed,
+                    },
+                )
             c.net.update(totals)
             # RFC 4861 §7.2.2: the neighbour caches' refusals are drops like the rest.
             for layer, tables in (("arp", control.v4), ("ndp", control.v6)):
