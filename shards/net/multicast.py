@@ -36,9 +36,10 @@ from shardnet.common.wire.igmp import (
 )
 from shardnet.common.wire.ipv4 import IPOPT_ROUTER_ALERT, IPPROTO_IGMP, Ipv4View, iter_options
 
+from .datagram import Delivery
 from .igmp import IgmpConfig, IgmpMachine, SendIgmp
 from .mld import MldConfig, MldMachine, SendMld
-from .stack import Delivery, NetStack
+from .stack import NetStack
 from .state import NetError, NetOwner
 
 

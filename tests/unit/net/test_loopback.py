@@ -14,7 +14,7 @@ from scapy.layers.l2 import Ether
 from shardnet.common.wire.errors import Drop
 from shardnet.common.wire.ipv4 import IPPROTO_ICMP, IPPROTO_UDP
 from shardnet.shards.counters import NetEvent
-from shardnet.shards.net.stack import Delivery
+from shardnet.shards.net.datagram import Delivery
 
 from .harness import OUR4, OUR6, OUR_LL, OUR_MAC, PEER4, PEER6, Net, eth, ip_bytes, ipv4, ipv6
 
