@@ -25,7 +25,6 @@ plane directly, the others send a message.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import errno
 import logging
 import os
@@ -38,6 +37,7 @@ from shardnet.common.fault import FaultInjector, FaultSpec, FaultyWriter
 from shardnet.common.link_tx import FrameWriter
 from shardnet.common.messages import Patch, Stats
 from shardnet.common.replica import TableOwner, TableReplica
+from shardnet.common.wire.errors import Drop
 from shardnet.common.wire.ethernet import ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6
 from shardnet.common.wire.ipv4 import IPPROTO_IGMP
 
@@ -404,21 +404,44 @@ class ShardAssembly:
             self.writer.drops,
         )
         c.tcp_segments_in, c.tcp_segments_out, c.tcp_retransmits = self.tcp.totals()
-        for key, value in self.stack.stats.items():
-            c.net[key] = value
-        if self.control is not None:  # the protocol machines' own counts, summed over NICs
-            machines: list[tuple[str, Any]] = [("ndp", m.stats) for m in self.control.ndp.values()]
-            machines += [("igmp", m.stats) for m in self.control.groups.igmp.values()]
+        more_drops: dict[tuple[str, Drop], int] = {}
+        control = self.control
+        if control is not None:  # the protocol machines' own counts, summed over NICs
             totals: dict[str, int] = {}
-            for prefix, stats in machines:
-                for f in dataclasses.fields(stats):
-                    name = f"{prefix}_{f.name}"
-                    totals[name] = totals.get(name, 0) + getattr(stats, f.name)
+            for m in control.ndp.values():
+                _add(totals, "ndp", m.stats.as_dict())
+            for g in control.groups.igmp.values():
+                _add(totals, "igmp", g.stats.as_dict())
+            for mld in control.groups.mld.values():
+                _add(totals, "mld", mld.stats.as_dict())
+                # The names these had while MLD ran inside the NDP machine.
+                _add(
+                    totals,
+                    "ndp_mld",
+                    {
+                        "reports": mld.stats.reports_sent,
+                        "reports_suppressed": mld.stats.reports_suppressed,
+                    },
+                )
             c.net.update(totals)
+            # RFC 4861 §7.2.2: the neighbour caches' refusals are drops like the rest.
+            for layer, tables in (("arp", control.v4), ("ndp", control.v6)):
+                for t in tables.values():
+                    st = t.stats
+                    for reason, n in (
+                        (Drop.NEIGHBOUR_QUEUE_OVERFLOW, st.queue_overflow),
+                        (Drop.NEIGHBOUR_INCOMPLETE_OVERFLOW, st.incomplete_overflow),
+                        (Drop.NEIGHBOUR_TABLE_FULL, st.table_full),
+                    ):
+                        if n:
+                            key = (layer, reason)
+                            more_drops[key] = more_drops.get(key, 0) + n
         c.net["steered"] = self.steering.steered
         c.net["tcp_app_errors"] = self.tcp.app_errors
         c.net["tcp_dropped_non_unicast"] = self.tcp.dropped_non_unicast
-        return c.snapshot(self.index, {**(gauges or {}), **self.tcp.gauges()})
+        if self.tcp.dropped_non_unicast:
+            more_drops[("tcp", Drop.TCP_NOT_UNICAST)] = self.tcp.dropped_non_unicast
+        return c.snapshot(self.index, {**(gauges or {}), **self.tcp.gauges()}, more_drops)
 
     # --- applications -------------------------------------------------------------------------
     async def start_apps(self) -> None:
@@ -466,3 +489,9 @@ class ShardAssembly:
         for t in open_conns():
             t.abort()
         await asyncio.sleep(0)  # the resets go out on the next flush
+
+
+def _add(totals: dict[str, int], prefix: str, counts: dict[str, int]) -> None:
+    for name, n in counts.items():
+        key = f"{prefix}_{name}"
+        totals[key] = totals.get(key, 0) + n

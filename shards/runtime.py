@@ -281,7 +281,7 @@ class ShardRuntime:
             await asyncio.sleep(interval)
             gauges = {"ring_used_bytes": self.ring.used()}
             if self.queue is not None:
-                gauges["queue_rx_frames"] = self.queue.frames
+                gauges["queue_rx_frames"] = self.queue.rx_frames
                 gauges["queue_forwarded"] = self.queue_forwarded
                 gauges["queue_forward_drops"] = self.queue_forward_drops
             if shard.replica is not None:

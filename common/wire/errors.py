@@ -13,10 +13,12 @@ import enum
 from dataclasses import dataclass
 
 
+@enum.unique  # two reasons with one value would be one label
 class Drop(enum.Enum):
     # --- ethernet / 802.1Q
     ETH_TRUNCATED = "eth_truncated"
     VLAN_TRUNCATED = "vlan_truncated"
+    ETH_NOT_FOR_US = "not_for_us"  # unicast to another MAC (promiscuous links)
     # --- ARP (RFC 826)
     ARP_TRUNCATED = "arp_truncated"
     ARP_UNSUPPORTED = "arp_unsupported"  # not Ethernet/IPv4 (htype, ptype, hlen, plen)
@@ -77,6 +79,7 @@ class Drop(enum.Enum):
     TCP_BAD_DATA_OFFSET = "tcp_bad_data_offset"
     TCP_BAD_CHECKSUM = "tcp_bad_checksum"
     TCP_BAD_OPTION = "tcp_bad_option"
+    TCP_NOT_UNICAST = "tcp_not_unicast"  # RFC 1122 §4.2.3.10: broadcast or multicast ends
     # --- virtio-net header (virtio 1.2 §5.1.6) and link reads
     VNET_TRUNCATED = "vnet_truncated"  # read shorter than the virtio-net header
     VNET_BAD_FLAGS = "vnet_bad_flags"  # a flag other than NEEDS_CSUM / DATA_VALID
@@ -84,6 +87,55 @@ class Drop(enum.Enum):
     VNET_BAD_GSO_SIZE = "vnet_bad_gso_size"  # GSO with gso_size 0
     VNET_BAD_CSUM_OFFSET = "vnet_bad_csum_offset"  # checksum field beyond the frame
     LINK_FRAME_TOO_LONG = "link_frame_too_long"  # filled the whole read buffer: maybe cut
+    # --- the network layer's refusals of well-formed packets (shards/net): the
+    # values are also the ``net/<reason>`` keys of ``ctl stats``.
+    # IPv4 input (RFC 1122 §3.2.1.3, RFC 1112 §7.2)
+    IPV4_MARTIAN = "ipv4_martian"  # 127/8 on the wire (RFC 1122 §3.2.1.3 (g))
+    IPV4_SRC_IS_LOCAL = "ipv4_src_is_local"  # our own address as source (CERT CA-96.21)
+    IPV4_BAD_SOURCE = "ipv4_bad_source"  # broadcast or multicast source
+    IPV4_MULTICAST_NOT_JOINED = "ipv4_multicast_not_joined"
+    IPV4_NOT_FOR_US = "ipv4_not_for_us"  # not a local address and not forwarding
+    IPV4_FRAGMENT_UNREASSEMBLED = "ipv4_fragment_unreassembled"  # the dispatcher reassembles
+    # IPv4 output
+    IPV4_LOCAL_NOT_LOOPED = "ipv4_local_not_looped"  # for ourselves, and no loopback
+    IPV4_NO_SOURCE = "ipv4_no_source"
+    IPV4_NO_ROUTE = "ipv4_no_route"
+    IPV4_NIC_DOWN = "ipv4_nic_down"
+    IPV4_DF_TOO_BIG = "ipv4_df_too_big"  # DF set and larger than the path MTU (RFC 1191)
+    # IPv6 input (RFC 4291 §2.5.3, §2.7; RFC 4862 §5.4)
+    IPV6_BAD_SOURCE = "ipv6_bad_source"  # multicast source
+    IPV6_MARTIAN = "ipv6_martian"  # ::1 on the wire
+    IPV6_SRC_IS_LOCAL = "ipv6_src_is_local"
+    IPV6_NOT_FOR_US = "ipv6_not_for_us"
+    IPV6_MULTICAST_NOT_JOINED = "ipv6_multicast_not_joined"
+    IPV6_FRAGMENT_UNREASSEMBLED = "ipv6_fragment_unreassembled"
+    IPV6_TO_TENTATIVE = "ipv6_to_tentative"  # only NDP may use a tentative address
+    # IPv6 output
+    IPV6_LOCAL_NOT_LOOPED = "ipv6_local_not_looped"
+    IPV6_NO_ROUTE = "ipv6_no_route"
+    IPV6_NIC_DOWN = "ipv6_nic_down"
+    IPV6_NO_SOURCE = "ipv6_no_source"
+    # ICMP input and errors (RFC 1122 §3.2.2.6, RFC 4443 §2.4)
+    ICMPV4_ECHO_BROADCAST_IGNORED = "icmpv4_echo_broadcast_ignored"  # smurf amplification
+    ICMPV4_ECHO_UNSPECIFIED_SOURCE = "icmpv4_echo_unspecified_source"
+    ICMPV4_OTHER = "icmpv4_other"  # a type this host does not handle
+    ICMPV6_ECHO_UNSPECIFIED_SOURCE = "icmpv6_echo_unspecified_source"
+    ICMPV6_NDP_NOT_HERE = "icmpv6_ndp_not_here"  # NDP/MLD on a shard other than 0
+    ICMPV6_OTHER = "icmpv6_other"
+    ICMP_RATE_LIMITED = "icmp_rate_limited"  # an ICMP error not sent (token bucket)
+    # Forwarding (RFC 1812 §5.3, RFC 8200 §3, RFC 3927 §7, RFC 4291 §2.5.6)
+    FORWARD_LINK_LOCAL = "forward_link_local"
+    FORWARD_TTL_EXCEEDED = "forward_ttl_exceeded"
+    FORWARD_NO_ROUTE = "forward_no_route"
+    # Loopback routing (RFC 1122 §3.2.1.3)
+    LOOPBACK_NOT_LOOPED = "loopback_not_looped"  # a loopback NIC, and no way back
+    LOOP_BACK_DROPPED = "loop_back_dropped"  # the uplink ring was full
+    # Next-hop resolution (RFC 4861 §7.2.2, RFC 1122 §2.3.2.2)
+    NEIGHBOUR_QUEUE_OVERFLOW = "neighbour_queue_overflow"  # the oldest waiting packet went
+    NEIGHBOUR_INCOMPLETE_OVERFLOW = "neighbour_incomplete_overflow"  # too many resolutions
+    NEIGHBOUR_TABLE_FULL = "neighbour_table_full"  # no entry could be made
+    NEIGHBOUR_UNRESOLVED = "neighbour_unresolved"  # resolution failed: the packet went
+    REASSEMBLY_EXPIRED_MALFORMED = "reassembly_expired_malformed"  # expired, unquotable
 
 
 class IcmpHintKind(enum.Enum):

@@ -18,12 +18,13 @@ import os
 import socket
 import struct
 from collections.abc import Sequence
-from typing import NamedTuple, Protocol, Self
+from typing import Protocol, Self
 
 from ...common.addr import format_mac, is_multicast_mac, parse_mac
 from ...common.link_tx import BytesLike, LinkError, LinkTxSpec
+from ...common.rx_batch import Frame
 from ...common.wire.errors import Drop
-from ...common.wire.virtio import VirtioNetHeader, VirtioNetView
+from ...common.wire.virtio import VirtioNetHeader
 
 __all__ = [
     "Frame",
@@ -61,14 +62,6 @@ class LinkCaps(enum.IntFlag):
     RX_CSUM = 0x10  # frames read may have NEEDS_CSUM: their L4 checksum is not computed
     RX_GSO = 0x20  # frames read may be GSO super-frames (up to 64 KiB)
     MULTI_QUEUE = 0x40  # a TAP with IFF_MULTI_QUEUE (one queue per shard possible)
-
-
-class Frame(NamedTuple):
-    """One received frame: the Ethernet frame and, on a link with
-    ``VNET_HDR``, its validated virtio-net header."""
-
-    data: memoryview | bytes
-    vnet: VirtioNetView | None
 
 
 class Link(Protocol):

@@ -1,14 +1,15 @@
 """An existing interface (a veth, a real NIC) through AF_PACKET.
 
 The receive socket is ``SOCK_RAW`` bound to one interface for ``ETH_P_ALL``,
-read with plain non-blocking ``recvfrom_into`` calls in a loop into one
-preallocated arena. No ``PACKET_RX_RING``: the v1/v2 ring has a known kernel
+read with plain non-blocking ``recv_into`` calls through the receive loop all
+links share (``common/rx_batch.py``). No ``PACKET_RX_RING``: the v1/v2 ring has a known kernel
 stall (DESIGN.md); TPACKET_V3 is faster (~0.3 against ~1 µs a frame, measured) and can come
 later behind the same interface.
 
 Frames the host itself sends on the interface (``PACKET_OUTGOING``), ours
 included, are not read: ``PACKET_IGNORE_OUTGOING`` (Linux 4.20+) keeps the
-kernel from queueing them, and the packet type in the address is checked too.
+kernel from queueing them; on older kernels the packet type in the address
+is checked.
 
 shardnet has its own MAC on the interface (random ``02:xx:..`` unless given).
 A real NIC filters unicast to other addresses in hardware, so the socket
@@ -25,7 +26,7 @@ offloads off on the peer (``ethtool -K PEER tx off tso off gso off``).
 
 from __future__ import annotations
 
-import errno
+import functools
 import socket
 import struct
 from collections.abc import Sequence
@@ -39,8 +40,8 @@ from ...common.link_tx import (
     LinkTxSpec,
     PacketSocketWriter,
 )
-from ...common.wire.errors import Drop, MalformedPacket
-from ...common.wire.virtio import VIRTIO_NET_HDR_LEN, VirtioNetHeader, VirtioNetView
+from ...common.rx_batch import BatchReader, Recv
+from ...common.wire.virtio import VIRTIO_NET_HDR_LEN, VirtioNetHeader
 from .base import (
     RX_ARENA,
     RX_CHUNK,
@@ -75,7 +76,10 @@ class PacketLink(LinkBase):
         vnet_hdr_len: int,
         promiscuous: bool,
         rx_arena: int = RX_ARENA,
+        ignores_outgoing: bool = False,
     ) -> None:
+        """``ignores_outgoing``: the socket has ``PACKET_IGNORE_OUTGOING``
+        (otherwise each frame's packet type is checked)."""
         self.sock = sock
         self.name = name
         self.mtu = mtu
@@ -83,7 +87,15 @@ class PacketLink(LinkBase):
         self.vnet_hdr_len = vnet_hdr_len
         self.promiscuous = promiscuous
         self.tx_offload = False  # set by open(): shards may ask for checksum offload and TSO
-        self._arena = memoryview(bytearray(max(rx_arena, 2 * RX_CHUNK)))
+        recv: Recv
+        if ignores_outgoing:
+            # MSG_TRUNC: the frame's full length, to tell a cut frame.
+            recv = functools.partial(sock.recv_into, flags=socket.MSG_TRUNC)
+        else:
+            recv = self._recv_incoming
+        self._rx = BatchReader(
+            recv, f"link {name}", vnet_hdr_len, self, arena=rx_arena, chunk=RX_CHUNK
+        )
         self._writer = PacketSocketWriter(name, vnet_hdr_len)
         self._closed = False
         self._init_counters()
@@ -115,8 +127,9 @@ class PacketLink(LinkBase):
         try:
             try:
                 sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
+                ignores_outgoing = True
             except OSError:
-                pass  # before Linux 4.20: the packet type check below does it
+                ignores_outgoing = False  # before Linux 4.20: the reader checks the type
             size = VIRTIO_NET_HDR_LEN if vnet_hdr else 0
             if size:
                 sock.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
@@ -125,7 +138,10 @@ class PacketLink(LinkBase):
                 mreq = _PACKET_MREQ.pack(socket.if_nametoindex(ifname), PACKET_MR_PROMISC, 0, b"")
                 sock.setsockopt(SOL_PACKET, PACKET_ADD_MEMBERSHIP, mreq)
             sock.setblocking(False)
-            link = cls(sock, ifname, mtu=mtu, mac=mac, vnet_hdr_len=size, promiscuous=promiscuous)
+            link = cls(
+                sock, ifname, mtu=mtu, mac=mac, vnet_hdr_len=size, promiscuous=promiscuous,
+                ignores_outgoing=ignores_outgoing,
+            )  # fmt: skip
             link.tx_offload = bool(offload and size)
             return link
         except OSError as exc:
@@ -149,49 +165,14 @@ class PacketLink(LinkBase):
         return self.sock.fileno()
 
     def read_batch(self, max_frames: int = 64) -> list[Frame]:
-        frames: list[Frame] = []
-        append = frames.append
-        new = tuple.__new__  # Frame(a, b) costs twice tuple.__new__(Frame, (a, b))
-        arena = self._arena
-        recvfrom_into = self.sock.recvfrom_into
-        size = self.vnet_hdr_len
-        chunk = RX_CHUNK
-        limit = len(arena) - chunk
-        off = 0
-        nbytes = 0
-        while off <= limit and len(frames) < max_frames:
-            try:
-                n, addr = recvfrom_into(arena[off : off + chunk], chunk, socket.MSG_TRUNC)
-            except BlockingIOError:
-                break
-            except OSError as exc:
-                if exc.errno == errno.EBADF:
-                    raise LinkError(f"link {self.name} is closed", exc.errno) from None
-                self.rx_errors += 1  # ENETDOWN once when the interface goes down
-                break
-            if addr[2] == PACKET_OUTGOING:
-                continue
-            if n > chunk:  # MSG_TRUNC: n is the frame's full length
-                self._drop(Drop.LINK_FRAME_TOO_LONG)
-                continue
-            buf = arena[off : off + n]
-            if not size:
-                append(new(Frame, (buf, None)))
-            elif n >= size and not arena[off] and not arena[off + 1]:
-                # no flag, no GSO: nothing in the header to check
-                append(new(Frame, (buf[size:], VirtioNetView(buf, size))))
-            else:
-                try:
-                    view = VirtioNetView.checked(buf, size=size)
-                except MalformedPacket as exc:
-                    self._drop(exc.reason)
-                    continue
-                append(new(Frame, (view.payload, view)))
-            nbytes += n
-            off += n
-        self.rx_frames += len(frames)
-        self.rx_bytes += nbytes - size * len(frames)
-        return frames
+        return self._rx.frames(max_frames)
+
+    def _recv_incoming(self, buf: memoryview) -> int:
+        """One frame that the host did not send (before Linux 4.20)."""
+        while True:
+            n, addr = self.sock.recvfrom_into(buf, 0, socket.MSG_TRUNC)
+            if addr[2] != PACKET_OUTGOING:
+                return int(n)
 
     def write(self, frame_parts: Sequence[BytesLike], vnet: VirtioNetHeader | None = None) -> None:
         self._writer.write(frame_parts, vnet)

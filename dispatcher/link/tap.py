@@ -15,9 +15,9 @@ The device is created when missing, brought up with the MTU asked for
 (pyroute2), and deleted on ``close()`` only if this link created it: a
 persistent TAP that existed before stays.
 
-Reads are non-blocking ``readinto`` calls into one preallocated arena, one
-frame per syscall (a TAP has no batch read), until the kernel queue is empty,
-``max_frames`` are read, or the arena is full.
+Reads are non-blocking ``readinto`` calls, one frame per syscall (a TAP has
+no batch read), through the receive loop all links share
+(``common/rx_batch.py``).
 """
 
 from __future__ import annotations
@@ -33,12 +33,11 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from ...common.link_tx import BytesLike, LinkError, LinkTxSpec, TapWriter
-from ...common.wire.errors import Drop, MalformedPacket
+from ...common.rx_batch import BatchReader
 from ...common.wire.virtio import (
     VIRTIO_NET_HDR_LEN,
     VIRTIO_NET_HDR_SIZES,
     VirtioNetHeader,
-    VirtioNetView,
 )
 from .base import (
     RX_ARENA,
@@ -128,7 +127,9 @@ class TapLink(LinkBase):
         self.offload = 0  # TUN_F_* the kernel may use on frames it hands us
         self.tx_offload = False  # shards may ask for checksum offload and TSO
         self._file = open(fd, "rb", buffering=0, closefd=False)
-        self._arena = memoryview(bytearray(max(rx_arena, 2 * RX_CHUNK)))
+        self._rx = BatchReader(
+            self._file.readinto, f"TAP {name}", vnet_hdr_len, self, arena=rx_arena, chunk=RX_CHUNK
+        )
         self._writer = TapWriter(fd, vnet_hdr_len)
         self._queues: list[int] = []
         # --multi-queue: how the kernel picks a frame's queue ("ebpf": our
@@ -277,47 +278,7 @@ class TapLink(LinkBase):
     # --- data path
 
     def read_batch(self, max_frames: int = 64) -> list[Frame]:
-        frames: list[Frame] = []
-        append = frames.append
-        new = tuple.__new__  # Frame(a, b) costs twice tuple.__new__(Frame, (a, b))
-        arena = self._arena
-        readinto = self._file.readinto
-        size = self.vnet_hdr_len
-        chunk = RX_CHUNK
-        limit = len(arena) - chunk
-        off = 0
-        nbytes = 0
-        while off <= limit and len(frames) < max_frames:
-            try:
-                n = readinto(arena[off : off + chunk])
-            except OSError as exc:
-                if exc.errno in (errno.EBADFD, errno.EBADF):
-                    raise LinkError(f"TAP {self.name} is gone", exc.errno) from None
-                self.rx_errors += 1  # the kernel dropped this frame; the next may read
-                break
-            if not n:  # None: EAGAIN, the queue is empty
-                break
-            if n >= chunk:
-                self._drop(Drop.LINK_FRAME_TOO_LONG)
-                continue
-            buf = arena[off : off + n]
-            if not size:
-                append(new(Frame, (buf, None)))
-            elif n >= size and not arena[off] and not arena[off + 1]:
-                # no flag, no GSO: nothing in the header to check
-                append(new(Frame, (buf[size:], VirtioNetView(buf, size))))
-            else:
-                try:
-                    view = VirtioNetView.checked(buf, size=size)
-                except MalformedPacket as exc:
-                    self._drop(exc.reason)
-                    continue
-                append(new(Frame, (view.payload, view)))
-            nbytes += n
-            off += n
-        self.rx_frames += len(frames)
-        self.rx_bytes += nbytes - size * len(frames)
-        return frames
+        return self._rx.frames(max_frames)
 
     def write(self, frame_parts: Sequence[BytesLike], vnet: VirtioNetHeader | None = None) -> None:
         self._writer.write(frame_parts, vnet)

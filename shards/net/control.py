@@ -6,7 +6,8 @@ At start it builds the stack the configuration describes: the link's NIC
 (its MAC, MTU, the configured addresses, gateways as default routes), its
 NDP machine (``ndp.NdpMachine``: a link-local address with an RFC 7217
 opaque IID by default (RFC 8064), modified EUI-64 when configured, RFC 4291
-App. A; DAD, router and prefix discovery, SLAAC, MLD) and the loopback NIC
+App. A; DAD, router and prefix discovery, SLAAC), its multicast membership
+machines (MLD and IGMP, ``multicast.py``) and the loopback NIC
 ``lo`` (127.0.0.1/8, ::1/128, never a link-local, as Linux). The same
 happens after a restart of shard 0: its state is rebuilt from the
 configuration.
@@ -50,23 +51,22 @@ from shardnet.common.wire.ndp import (
     validate_addresses,
 )
 
-from .arp import ANNOUNCE_INTERVAL_S, ANNOUNCE_NUM, ArpHandler
-from .model import Nic, PrimaryBehavior
-from .multicast import GroupControl
-from .ndp import (
+from .actions import (
     AddAddress,
     AddRoute,
-    NdpConfig,
-    NdpMachine,
+    JoinGroup,
+    LeaveGroup,
     RemoveAddress,
     RemoveRoute,
-    SendMld,
-    SendNdp,
     SetAddressKind,
     SetNicParam,
     UpdateNeighbour,
-    event_to_dict,
 )
+from .arp import ANNOUNCE_INTERVAL_S, ANNOUNCE_NUM, ArpHandler
+from .mld import SendMld
+from .model import Nic, PrimaryBehavior
+from .multicast import GroupControl
+from .ndp import NdpConfig, NdpMachine, SendNdp, event_to_dict
 from .neighbour import NeighbourConfig, NeighbourTable
 from .ops import NetOps
 from .route import Route
@@ -118,8 +118,8 @@ class ControlPlane(Resolver):
         self.emit_event: Callable[[dict[str, Any]], None] = lambda event: None
         stack.resolver = self
         stack.ndp_hook = self.handle_ndp
-        # Sockets' multicast groups: IGMP here, MLD through the NDP machines.
-        self.groups = GroupControl(owner, stack, clock, self.ndp, self.apply, rng=self.rng)
+        # Multicast groups (sockets' and the host's own): IGMP and MLD per NIC.
+        self.groups = GroupControl(owner, stack, clock, self.apply, rng=self.rng)
         stack.transport_v4[IPPROTO_IGMP] = self.groups.handle_igmp
 
     # --- the stack the configuration describes ------------------------------------
@@ -140,15 +140,16 @@ class ControlPlane(Resolver):
         owner.add_address(lo.id, parse_ip("::1"), 128, origin="loopback")
         # NDP (RFC 4861/4862) for the link: its start generates the
         # link-local address (RFC 7217 opaque IID by default) and
-        # runs DAD on it, solicits routers, reports MLD groups.
+        # runs DAD on it, solicits routers. MLD and IGMP run first: the
+        # solicited-node joins before DAD are reported (RFC 4862 §5.4.2).
         secret = bytes.fromhex(config.secret) if config.secret else b""
         # A forwarding stack is a router (RFC 4861 §6.2): no RS, RAs ignored, NA with R.
         machine = self.ndp[link.id] = NdpMachine(
             link.id, link.name, mac, self.rng, self.ndp_config, secret_key=secret, link_mtu=mtu,
             forwarding=config.forwarding,
         )  # fmt: skip
+        self.groups.add_nic(link.id, self.ndp_config.mld(), machine.usable_link_local)
         self.apply(link.id, machine.start(self.clock()))
-        self.groups.add_nic(link.id)
         # Replicated so every shard forwards (or not) like shard 0.
         owner.publish(owner.owner.set("settings", "stack", {"forwarding": config.forwarding}))
         for text in (*config.ipv4, *config.ipv6):
@@ -271,9 +272,12 @@ class ControlPlane(Resolver):
                 machine.set_config(NdpConfig.from_settings(settings, machine.config))
             except ValueError as exc:
                 raise NetError(errno.EINVAL, str(exc)) from None
+            mld = self.groups.mld.get(nic.id)
+            if mld is not None:
+                mld.set_config(machine.config.mld())
         return machine.config.as_settings()
 
-    # --- NDP actions (the machine never touches the tables itself) -----------------------
+    # --- the machines' actions (they never touch the tables themselves) ------------------
     def apply(self, nic_id: int, actions: list[Any]) -> None:
         owner, now = self.owner, self.clock()
         for act in actions:
@@ -288,6 +292,8 @@ class ControlPlane(Resolver):
                 self.stack.send_ipv6(
                     act.dst, NH_HOPOPTS, body, src=act.src, nic_id=nic_id, hop_limit=1
                 )
+            elif isinstance(act, JoinGroup | LeaveGroup):
+                self.groups.host_join(nic_id, act.group, isinstance(act, JoinGroup))
             elif isinstance(act, AddAddress):
                 try:
                     owner.add_address(
@@ -369,20 +375,21 @@ class ControlPlane(Resolver):
     # --- NDP: neighbour solicitation and advertisement (RFC 4861 §7.2) --------------------
     def handle_ndp(self, ip: Ipv6View, nic_id: int, payload: memoryview) -> None:
         """NDP and MLD for shard 0: the NDP machine does DAD, router and
-        prefix discovery, SLAAC and MLD; answering NS and learning from NA
-        for resolution happen here. Invalid messages raise MalformedPacket
+        prefix discovery and SLAAC, the NIC's MLD machine answers queries;
+        answering NS and learning from NA for resolution happen here. Invalid messages raise MalformedPacket
         (counted by the ingress)."""
         machine = self.ndp.get(nic_id)
         kind = payload[0]
+        mld = self.groups.mld.get(nic_id)
         if kind == ICMPV6_MLD_QUERY:
-            if machine is not None:  # MLDv1 or MLDv2 by length (RFC 3810 §8.1)
+            if mld is not None:  # MLDv1 or MLDv2 by length (RFC 3810 §8.1)
                 query = MldQueryView.checked(payload, hop_limit=ip.hop_limit).header()
-                self.apply(nic_id, machine.handle_mld_query(self.clock(), ip.src, query))
+                self.apply(nic_id, mld.handle_query(self.clock(), query))
             return
         if kind == ICMPV6_MLD_REPORT:  # another listener's MLDv1 report: suppression
-            if machine is not None:
+            if mld is not None:
                 report = MldV1MessageView.checked(payload, hop_limit=ip.hop_limit)
-                machine.handle_mld_v1_report(self.clock(), report.multicast_address)
+                mld.handle_report(self.clock(), report.multicast_address)
             return
         if not 133 <= kind <= 137:
             return  # MLDv2 reports and Done: nothing for a host to do

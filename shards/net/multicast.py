@@ -4,8 +4,9 @@ Sockets in every shard join and leave groups; each shard tells shard 0 when
 its first socket joins a (NIC, group) and when its last one leaves
 (``Membership`` messages, or a direct call in shard 0). Here the shards of
 each (NIC, group) are counted as users of the NIC's IGMP machine (IPv4,
-RFC 3376, ``igmp.py``) or of its NDP machine's MLDv2 (IPv6, RFC 3810), which
-say what reports to send; the joined groups are replicated as the
+RFC 3376, ``igmp.py``) or of its MLD machine (IPv6, RFC 3810, ``mld.py``),
+which say what reports to send (the host's own joins, the solicited-node
+groups of its addresses, are MLD users too: ``host_join``); the joined groups are replicated as the
 ``groups`` table, which every shard's IP input accepts (RFC 1112 §7.2 /
 RFC 4291 §2.7: a host receives only the groups it belongs to).
 
@@ -35,9 +36,10 @@ from shardnet.common.wire.igmp import (
 )
 from shardnet.common.wire.ipv4 import IPOPT_ROUTER_ALERT, IPPROTO_IGMP, Ipv4View, iter_options
 
+from .datagram import Delivery
 from .igmp import IgmpConfig, IgmpMachine, SendIgmp
-from .ndp import NdpMachine
-from .stack import Delivery, NetStack
+from .mld import MldConfig, MldMachine, SendMld
+from .stack import NetStack
 from .state import NetError, NetOwner
 
 
@@ -54,8 +56,7 @@ class GroupControl:
         owner: NetOwner,
         stack: NetStack,
         clock: Callable[[], float],
-        ndp: dict[int, NdpMachine],
-        apply_ndp: Callable[[int, list[Any]], None],
+        send_mld: Callable[[int, list[SendMld]], None],
         *,
         config: IgmpConfig | None = None,
         rng: random.Random | None = None,
@@ -63,17 +64,34 @@ class GroupControl:
         self.owner = owner
         self.stack = stack
         self.clock = clock
-        self.ndp = ndp
-        self.apply_ndp = apply_ndp
+        self.send_mld = send_mld
         self.config = config or IgmpConfig()
         self.rng = rng or random.Random()
         self.igmp: dict[int, IgmpMachine] = {}  # per Ethernet NIC
+        self.mld: dict[int, MldMachine] = {}
         self.members: dict[tuple[int, bytes], set[int]] = {}  # (NIC, group) -> shards
 
-    def add_nic(self, nic_id: int) -> None:
-        """An Ethernet NIC: IGMP runs on it from now on."""
-        machine = self.igmp[nic_id] = IgmpMachine(self.config, self.rng)
-        self._send(nic_id, machine.start(self.clock()))
+    def add_nic(
+        self, nic_id: int, mld_config: MldConfig, link_local: Callable[[], bytes | None]
+    ) -> None:
+        """An Ethernet NIC: IGMP and MLD run on it from now on. ``link_local``:
+        the NIC's usable link-local address, MLD's source (RFC 3810 §5.2.13)."""
+        now = self.clock()
+        igmp = self.igmp[nic_id] = IgmpMachine(self.config, self.rng)
+        self._send(nic_id, igmp.start(now))
+        mld = self.mld[nic_id] = MldMachine(mld_config, self.rng, link_local)
+        self.send_mld(nic_id, mld.start(now))
+
+    def host_join(self, nic_id: int, group: bytes, join: bool) -> None:
+        """The host's own use of an IPv6 group (RFC 4862 §5.4.2: an address's
+        solicited-node group) starts or ends; bounded by the addresses, so
+        never refused."""
+        mld = self.mld.get(nic_id)
+        if mld is not None:
+            now = self.clock()
+            self.send_mld(
+                nic_id, mld.join(now, group, limit=False) if join else mld.leave(now, group)
+            )
 
     # --- joins and leaves from the shards ------------------------------------------------
     def membership(self, shard: int, nic_id: int, group: bytes, join: bool) -> None:
@@ -104,15 +122,14 @@ class GroupControl:
         self.owner.set_group(nic_id, group, sorted(self.members.get(key, ())))
 
     def _machines(self, nic_id: int, group: bytes, v6: bool, join: bool) -> None:
-        """The NIC's first member joined or its last one left: MLD through
-        the NDP machine, IGMP here; they say what to report."""
+        """The NIC's first member joined or its last one left: the MLD or
+        IGMP machine says what to report."""
         now = self.clock()
         try:
             if v6:
-                machine = self.ndp.get(nic_id)
-                if machine is not None:
-                    change = machine.join_group if join else machine.leave_group
-                    self.apply_ndp(nic_id, change(now, group))
+                mld = self.mld.get(nic_id)
+                if mld is not None:
+                    self.send_mld(nic_id, (mld.join if join else mld.leave)(now, group))
             else:
                 igmp = self.igmp.get(nic_id)
                 if igmp is not None:
@@ -132,8 +149,8 @@ class GroupControl:
         rows = []
         for (nic_id, group), shards in sorted(self.members.items()):
             if len(group) == 16:
-                ndp = self.ndp.get(nic_id)
-                proto, version = "mld", ndp.mld_version if ndp is not None else 0
+                mld = self.mld.get(nic_id)
+                proto, version = "mld", mld.version if mld is not None else 0
             else:
                 igmp = self.igmp.get(nic_id)
                 proto, version = "igmp", igmp.version if igmp is not None else 0
@@ -173,13 +190,16 @@ class GroupControl:
 
     # --- timers ------------------------------------------------------------------------------
     def next_deadline(self) -> float | None:
-        return min(
-            (d for d in (m.next_deadline() for m in self.igmp.values()) if d is not None),
-            default=None,
-        )
+        deadlines = [m.next_deadline() for m in self.igmp.values()]
+        deadlines += [m.next_deadline() for m in self.mld.values()]
+        return min((d for d in deadlines if d is not None), default=None)
 
     def handle_timeout(self, now: float) -> None:
-        for nic_id, machine in self.igmp.items():
-            deadline = machine.next_deadline()
+        for nic_id, igmp in self.igmp.items():
+            deadline = igmp.next_deadline()
             if deadline is not None and deadline <= now:
-                self._send(nic_id, machine.handle_timeout(now))
+                self._send(nic_id, igmp.handle_timeout(now))
+        for nic_id, mld in self.mld.items():
+            deadline = mld.next_deadline()
+            if deadline is not None and deadline <= now:
+                self.send_mld(nic_id, mld.handle_timeout(now))

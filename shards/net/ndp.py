@@ -1,16 +1,15 @@
 """IPv6 Neighbor Discovery for one NIC, sans-I/O: DAD, router solicitation,
-router and prefix discovery, SLAAC, RA parameters, RDNSS/DNSSL and MLDv2
-reports, with the behaviour of gVisor's per-NIC NDP state (its
+router and prefix discovery, SLAAC, RA parameters, RDNSS/DNSSL, with the behaviour of gVisor's per-NIC NDP state (its
 NDPDispatcher callbacks become events) and the RFCs below.
 
 ``NdpMachine`` takes inputs (``start``, ``add_address``, ``handle_ndp`` or
-``handle_ns``/``handle_na``/``handle_ra``, ``handle_mld_query``,
-``set_forwarding``, ``handle_timeout``, ``stop``...) and returns a list of
-actions for the caller to apply in order: frames to send (``SendNdp``,
-``SendMld``), changes to the NIC's addresses, routes and parameters
-(``AddAddress``, ``SetAddressKind``, ``RemoveAddress``, ``AddRoute``,
-``RemoveRoute``, ``SetNicParam``, ``UpdateNeighbour``) and events (records
-with a ``type`` string, ``event_to_dict`` for JSON). The machine never
+``handle_ns``/``handle_na``/``handle_ra``, ``set_forwarding``,
+``handle_timeout``, ``stop``...) and returns a list of actions for the
+caller to apply in order: frames to send (``SendNdp``), the records of
+``actions.py`` (changes to the NIC's addresses, routes and parameters, and
+the solicited-node group joins and leaves that the NIC's MLD machine,
+``mld.py``, reports) and events (records with a ``type`` string,
+``event_to_dict`` for JSON). The machine never
 touches the route table or the address table itself (out-of-line updates,
 nothing called under anyone's lock).
 
@@ -50,15 +49,8 @@ Implements:
   * Router mode (RFC 4861 §6.2): forwarding on invalidates discovered
     routers, prefixes and SLAAC addresses (with events) and RAs are then
     ignored; off restarts RS.
-  * RFC 3810 MLDv2: a state-change report (CHANGE_TO_EXCLUDE {} / TO_INCLUDE
-    {}) on join/leave of a solicited-node group, sent [Robustness Variable]
-    times at random intervals within the Unsolicited Report Interval (§6.1);
-    current-state reports answer queries after a random delay within the
-    Maximum Response Delay (§6.2). ff02::1 is never reported (§6). The same
-    for the groups sockets join (``join_group``/``leave_group``). An MLDv1
-    query switches to MLDv1 compatibility (§8.2.1) for the Older Version
-    Querier Present Timeout: v1 reports to the group (suppressed when
-    another listener's is heard), Done to ff02::2 (RFC 2710 §4).
+  * RFC 4862 §5.4.2: the solicited-node group of every address is joined
+    (``JoinGroup``) before its first DAD probe and left with the address.
   * Every timer is a ``timers.Timer``: one stopped by related work never
     runs afterwards, even if it was due in the same ``handle_timeout`` turn.
   * RFC 4861 §7.3 NUD is not here: ``neighbour.NeighbourTable`` runs it (for
@@ -91,20 +83,11 @@ from shardnet.common.addr import (
     is_unicast,
 )
 from shardnet.common.wire.errors import Drop, MalformedPacket
-from shardnet.common.wire.icmpv6 import ICMPV6_MLD_DONE, ICMPV6_MLD_REPORT
-from shardnet.common.wire.ipv6 import ALL_NODES, ALL_ROUTERS, solicited_node_multicast
+from shardnet.common.wire.ipv6 import ALL_ROUTERS, solicited_node_multicast
 from shardnet.common.wire.mld import (
     DEFAULT_QUERY_INTERVAL_S,
     DEFAULT_ROBUSTNESS,
-    MLDV2_ALL_ROUTERS,
     UNSOLICITED_REPORT_INTERVAL_S,
-    V1_UNSOLICITED_REPORT_INTERVAL_S,
-    MldQuery,
-    MldRecordType,
-    MldReport,
-    MldV1Message,
-    MulticastAddressRecord,
-    decode_qqic,
 )
 from shardnet.common.wire.ndp import (
     NDP_HOP_LIMIT,
@@ -127,7 +110,20 @@ from shardnet.common.wire.ndp import (
     validate_ra_source,
 )
 
+from .actions import (
+    Action,
+    AddAddress,
+    AddRoute,
+    JoinGroup,
+    LeaveGroup,
+    RemoveAddress,
+    RemoveRoute,
+    SetAddressKind,
+    SetNicParam,
+    UpdateNeighbour,
+)
 from .iid import IDGEN_RETRIES, eui64_address, is_valid_unicast_mac, stable_address
+from .mld import MldConfig
 from .model import AddressKind, network_of
 from .route import Route
 from .state import NetError
@@ -200,11 +196,15 @@ class NdpConfig:
     min_valid_lifetime_for_update_s: float = MIN_VALID_LIFETIME_FOR_UPDATE_S
     infinite_lifetime_s: int = NDP_INFINITE_LIFETIME  # lifetimes >= this never expire
     ra_route_metric: int = RA_ROUTE_METRIC
-    mld_robustness: int = DEFAULT_ROBUSTNESS  # RFC 3810 §9.1
-    mld_unsolicited_report_interval_s: float = UNSOLICITED_REPORT_INTERVAL_S  # §9.11
-    # §9.2, until a querier's QQIC says otherwise; with the robustness, it
-    # sets the Older Version Querier Present Timeout (§9.12).
+    # The NIC's MLD variables (RFC 3810 §9.1, §9.2, §9.11), set with NDP's.
+    mld_robustness: int = DEFAULT_ROBUSTNESS
+    mld_unsolicited_report_interval_s: float = UNSOLICITED_REPORT_INTERVAL_S
     mld_query_interval_s: float = DEFAULT_QUERY_INTERVAL_S
+
+    def mld(self) -> MldConfig:
+        return MldConfig(
+            self.mld_robustness, self.mld_query_interval_s, self.mld_unsolicited_report_interval_s
+        )
 
     @classmethod
     def from_settings(cls, settings: dict[str, Any], base: NdpConfig | None = None) -> NdpConfig:
@@ -267,78 +267,6 @@ class SendNdp:
     dst: bytes
     message: NdpMessage
     src: bytes
-
-
-MAX_GROUPS = 1024  # MLD groups one NIC holds at most (sockets' joins and solicited-node)
-
-
-@dataclass(frozen=True, slots=True)
-class SendMld:
-    """Send ``report`` from ``src`` to ``dst`` with Hop Limit 1 and a
-    Hop-by-Hop Router Alert (value 0) (RFC 3810 §5, RFC 2711): an MLDv2
-    report to ff02::16, or in MLDv1 compatibility mode (§8.2) an MLDv1
-    report to the group itself or a Done to ff02::2 (RFC 2710 §4)."""
-
-    report: MldReport | MldV1Message
-    src: bytes
-    dst: bytes = MLDV2_ALL_ROUTERS
-
-
-@dataclass(frozen=True, slots=True)
-class AddAddress:
-    """Add ``addr``/``prefix_len`` to the NIC (``NetOwner.add_address``).
-    Lifetimes in seconds from now, None: infinite (for display)."""
-
-    addr: bytes
-    prefix_len: int
-    kind: AddressKind
-    origin: str  # "static", "linklocal", "slaac"
-    connected_route: bool = True
-    valid_lifetime_s: float | None = None
-    preferred_lifetime_s: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class SetAddressKind:
-    addr: bytes
-    kind: AddressKind
-
-
-@dataclass(frozen=True, slots=True)
-class RemoveAddress:
-    addr: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class AddRoute:
-    route: Route
-
-
-@dataclass(frozen=True, slots=True)
-class RemoveRoute:
-    route: Route
-
-
-@dataclass(frozen=True, slots=True)
-class SetNicParam:
-    """A host variable learnt from an RA (RFC 4861 §6.3.2, §6.3.4): ``name``
-    is "cur_hop_limit" (int), "base_reachable_time" / "reachable_time" /
-    "retrans_timer" (seconds) or "mtu" (bytes)."""
-
-    name: str
-    value: int | float
-
-
-@dataclass(frozen=True, slots=True)
-class UpdateNeighbour:
-    """An RA's SLLA (RFC 4861 §6.3.4): record ``mac`` for ``ip`` (creating the
-    entry, STALE if new or changed). ``is_router``: the sender is a router;
-    the neighbour table keeps no IsRouter flag (RFC 4861 §7.2.5), so nothing
-    reads it yet."""
-
-    ip: bytes
-    mac: bytes
-    is_router: bool = True
 
 
 # --------------------------------------------------------------------------- events
@@ -467,18 +395,7 @@ NdpEvent: TypeAlias = (
     | Dhcpv6Event
     | DuplicateAddress
 )
-NdpAction: TypeAlias = (
-    SendNdp
-    | SendMld
-    | AddAddress
-    | SetAddressKind
-    | RemoveAddress
-    | AddRoute
-    | RemoveRoute
-    | SetNicParam
-    | UpdateNeighbour
-    | NdpEvent
-)
+NdpAction: TypeAlias = SendNdp | Action | NdpEvent
 
 
 def _jsonable(value: Any) -> Any:
@@ -562,8 +479,21 @@ class NdpStats:
     looped_back_ns: int = 0  # our own DAD NS (RFC 7527 nonce)
     ns_sent: int = 0
     rs_sent: int = 0
-    mld_reports: int = 0
-    mld_reports_suppressed: int = 0  # MLDv1 mode: another listener answered first
+
+    def as_dict(self) -> dict[str, int]:
+        """The ``net/ndp_<name>`` keys of ``ctl stats``."""
+        return {
+            "ras": self.ras,
+            "ras_ignored": self.ras_ignored,
+            "routers_over_limit": self.routers_over_limit,
+            "prefixes_over_limit": self.prefixes_over_limit,
+            "autogen_over_limit": self.autogen_over_limit,
+            "dad_failures": self.dad_failures,
+            "dad_regenerations": self.dad_regenerations,
+            "looped_back_ns": self.looped_back_ns,
+            "ns_sent": self.ns_sent,
+            "rs_sent": self.rs_sent,
+        }
 
 
 # --------------------------------------------------------------------------- the machine
@@ -608,7 +538,6 @@ class NdpMachine:
         self._slaac: dict[bytes, _Slaac] = {}
         self._routers: dict[bytes, _Router] = {}
         self._prefixes: dict[tuple[bytes, int], _Prefix] = {}
-        self._groups: dict[bytes, int] = {}  # joined groups (never ff02::1) -> users
         # RFC 4861 §6.3.2 host variables learnt from RAs.
         self.retrans_timer_s = self.config.retrans_timer_s
         self.cur_hop_limit = 0  # 0: not learnt
@@ -619,17 +548,6 @@ class NdpMachine:
         # RS
         self._rs_timer = self._timers.timer(self._rs_tick)
         self._rs_left = 0
-        # MLD: state-change records still to (re)send, and a pending query answer.
-        self._mld_pending: dict[bytes, list[int]] = {}  # group -> [record type, sends left]
-        self._mld_timer = self._timers.timer(self._mld_tick)
-        self._query_timer = self._timers.timer(self._query_tick)
-        self._query_groups: set[bytes] | None = None  # None: general query
-        # §8.2.1 MLDv1 compatibility: the Older Version Querier Present timer
-        # and, in that mode, one report timer per group (RFC 2710 §4).
-        self._v1_querier = self._timers.timer(lambda now: None)
-        self._v1_timers: dict[bytes, Timer] = {}
-        self.mld_robustness = self.config.mld_robustness  # QRV of the last v2 query
-        self.mld_query_interval_s = self.config.mld_query_interval_s  # its QQIC
 
     # --- configuration ------------------------------------------------------------
     def set_config(self, config: NdpConfig) -> None:
@@ -637,10 +555,6 @@ class NdpMachine:
         count, new ones use the new values."""
         if self.retrans_timer_s == self.config.retrans_timer_s:
             self.retrans_timer_s = config.retrans_timer_s  # not overridden by an RA
-        if self.mld_robustness == self.config.mld_robustness:
-            self.mld_robustness = config.mld_robustness  # not set by a querier
-        if self.mld_query_interval_s == self.config.mld_query_interval_s:
-            self.mld_query_interval_s = config.mld_query_interval_s
         self.config = config
 
     @property
@@ -657,9 +571,6 @@ class NdpMachine:
 
     def prefixes(self) -> list[tuple[bytes, int]]:
         return list(self._prefixes)
-
-    def groups(self) -> list[bytes]:
-        return list(self._groups)
 
     def is_tentative(self, addr: bytes) -> bool:
         a = self._addrs.get(addr)
@@ -694,15 +605,12 @@ class NdpMachine:
 
     # --- start / stop -------------------------------------------------------------------
     def start(self, now: float) -> list[NdpAction]:
-        """The NIC is enabled: announce our groups, run DAD on every address
-        (RFC 4862 §5.4, after the §5.4.2 random delay), generate the
-        link-local address, solicit routers. ff02::1 is joined implicitly and
-        never reported."""
+        """The NIC is enabled: run DAD on every address (RFC 4862 §5.4, after
+        the §5.4.2 random delay), generate the link-local address, solicit
+        routers."""
         if self.running:
             return []
         self.running = True
-        for group in self._groups:
-            self._mld_state_change(now, group, MldRecordType.CHANGE_TO_EXCLUDE_MODE)
         for a in list(self._addrs.values()):
             self._start_dad(now, a)
         if (
@@ -722,11 +630,8 @@ class NdpMachine:
         through DAD again at ``start``. Nothing is sent."""
         if not self.running:
             return []
-        self.running = False  # first: no MLD report for the groups left
+        self.running = False
         self._rs_timer.stop()
-        self._mld_timer.stop()
-        self._mld_pending.clear()
-        self._query_timer.stop()
         self._cleanup_host_state(now)
         for a in list(self._addrs.values()):
             if a.origin == "linklocal":
@@ -788,7 +693,7 @@ class NdpMachine:
         if origin != "static":
             self._emit(AddressAutogenerated(self.nic, addr, prefix_len, origin))
         # RFC 4862 §5.4.2: join the solicited-node group before the first NS.
-        self._join(now, solicited_node_multicast(addr))
+        self._emit(JoinGroup(solicited_node_multicast(addr)))
         if immediate:
             self._emit(DadResult(self.nic, addr, True))
         elif self.running:
@@ -804,13 +709,13 @@ class NdpMachine:
             a.dad_timer.stop()
             self._emit(DadResult(self.nic, a.addr, False, reason))
         self._emit(RemoveAddress(a.addr))
-        self._leave(now, solicited_node_multicast(a.addr))
+        self._emit(LeaveGroup(solicited_node_multicast(a.addr)))
 
     def _usable_kind(self, a: _Addr) -> AddressKind:
         s = a.slaac
         return AddressKind.DEPRECATED if s is not None and s.deprecated else AddressKind.PERMANENT
 
-    def _usable_link_local(self) -> bytes | None:
+    def usable_link_local(self) -> bytes | None:
         for a in self._addrs.values():
             if not a.tentative and is_ipv6_link_local(a.addr):
                 return a.addr
@@ -983,7 +888,7 @@ class NdpMachine:
         if self._rs_left <= 0 or self.forwarding:
             return
         self._rs_left -= 1
-        src = self._usable_link_local()
+        src = self.usable_link_local()
         if src is None:
             rs = RouterSolicitation()  # §4.1: from :: no SLLA
             src = IPV6_ANY
@@ -1280,164 +1185,3 @@ class NdpMachine:
             self._invalidate_prefix(p)
         for r in list(self._routers.values()):
             self._invalidate_router(r)
-
-    # --- MLDv2 (RFC 3810) ---------------------------------------------------------------
-    def join_group(self, now: float, group: bytes) -> list[NdpAction]:
-        """A socket joined ``group`` (IPV6_JOIN_GROUP): counted with the
-        solicited-node joins; the first user is reported (§6.1). Raises
-        OverflowError past MAX_GROUPS (the caller answers ENOBUFS)."""
-        if group not in self._groups and len(self._groups) >= MAX_GROUPS:
-            raise OverflowError("too many multicast groups on this NIC")
-        self._join(now, group)
-        return self._flush()
-
-    def leave_group(self, now: float, group: bytes) -> list[NdpAction]:
-        """A socket left ``group``; the last user's leave is reported."""
-        self._leave(now, group)
-        return self._flush()
-
-    @property
-    def mld_version(self) -> int:
-        """2, or 1 while an MLDv1 querier was heard recently (§8.2.1)."""
-        return 1 if self._v1_querier.armed else 2
-
-    def _join(self, now: float, group: bytes) -> None:
-        if group == ALL_NODES:
-            return  # §6: never reported
-        n = self._groups.get(group, 0)
-        self._groups[group] = n + 1
-        if n == 0 and self.running:
-            self._mld_state_change(now, group, MldRecordType.CHANGE_TO_EXCLUDE_MODE)
-
-    def _leave(self, now: float, group: bytes) -> None:
-        n = self._groups.get(group, 0)
-        if n <= 1:
-            self._groups.pop(group, None)
-            timer = self._v1_timers.pop(group, None)
-            if timer is not None:
-                timer.stop()
-            if n == 1 and self.running:
-                self._mld_state_change(now, group, MldRecordType.CHANGE_TO_INCLUDE_MODE)
-        else:
-            self._groups[group] = n - 1
-
-    def _mld_state_change(self, now: float, group: bytes, record_type: int) -> None:
-        """§6.1: a State Change Report now, repeated Robustness - 1 times at
-        random intervals within the Unsolicited Report Interval. In MLDv1
-        mode (RFC 2710 §4): a join is an unsolicited Report to the group,
-        repeated once within the v1 interval; a leave is a Done to ff02::2."""
-        if self.mld_version == 1:
-            if record_type == MldRecordType.CHANGE_TO_INCLUDE_MODE:
-                self._send_v1(ICMPV6_MLD_DONE, group, ALL_ROUTERS)
-            else:
-                self._send_v1(ICMPV6_MLD_REPORT, group, group)
-                if self.mld_robustness > 1:
-                    self._arm_v1(now, group, V1_UNSOLICITED_REPORT_INTERVAL_S)
-            return
-        self._mld_pending[group] = [record_type, self.mld_robustness]
-        self._mld_tick(now, only=group)
-
-    def _send_v1(self, kind: int, group: bytes, dst: bytes) -> None:
-        src = self._usable_link_local() or IPV6_ANY
-        self.stats.mld_reports += 1
-        self._emit(SendMld(MldV1Message(kind, group), src, dst))
-
-    def _arm_v1(self, now: float, group: bytes, max_delay_s: float) -> None:
-        """RFC 2710 §4: a report for ``group`` after a random delay; an
-        earlier pending one is kept."""
-        timer = self._v1_timers.get(group)
-        if timer is None:
-            timer = self._v1_timers[group] = self._timers.timer(lambda t: self._v1_tick(group))
-        due = now + self.rng.uniform(0.0, max_delay_s)
-        if not timer.armed or due < (timer.deadline or due):
-            timer.reset(due)
-
-    def _v1_tick(self, group: bytes) -> None:
-        if group in self._groups and self.mld_version == 1:
-            self._send_v1(ICMPV6_MLD_REPORT, group, group)
-
-    def handle_mld_v1_report(self, now: float, group: bytes) -> list[NdpAction]:
-        """RFC 2710 §4: another listener's MLDv1 report cancels ours
-        (report suppression; only in MLDv1 mode, §8.2.1)."""
-        timer = self._v1_timers.get(group)
-        if self.mld_version == 1 and timer is not None and timer.armed:
-            timer.stop()
-            self.stats.mld_reports_suppressed += 1
-        return []
-
-    def _mld_tick(self, now: float, only: bytes | None = None) -> None:
-        records = []
-        for group, pending in list(self._mld_pending.items()):
-            if only is not None and group != only:
-                continue
-            records.append(MulticastAddressRecord(pending[0], group))
-            pending[1] -= 1
-            if pending[1] <= 0:
-                del self._mld_pending[group]
-        if records:
-            self._send_mld(records)
-        if self._mld_pending and (only is None or not self._mld_timer.armed):
-            interval = self.config.mld_unsolicited_report_interval_s
-            self._mld_timer.reset(now + self.rng.uniform(0.0, interval))
-
-    def _send_mld(self, records: list[MulticastAddressRecord]) -> None:
-        src = self._usable_link_local() or IPV6_ANY  # §5.2.13
-        self.stats.mld_reports += 1
-        self._emit(SendMld(MldReport(records), src))
-
-    def handle_mld_query(self, now: float, src: bytes, query: MldQuery) -> list[NdpAction]:
-        """§6.2: answer a query with Current State Records (MODE_IS_EXCLUDE {})
-        after a random delay within its Maximum Response Delay. An MLDv1
-        query (§8.2.1) switches to MLDv1 for the Older Version Querier
-        Present Timeout: pending v2 answers are dropped and each group is
-        answered with its own MLDv1 report."""
-        if not self.running:
-            return []
-        if query.version == 2:
-            # §5.1.8/§5.1.9: the querier's QRV and QQIC replace our defaults.
-            self.mld_robustness = query.qrv or self.config.mld_robustness
-            self.mld_query_interval_s = decode_qqic(query.qqic) or self.config.mld_query_interval_s
-        if query.version == 1:
-            was = self.mld_version
-            # §9.12: Robustness x Query Interval + this query's response delay.
-            self._v1_querier.reset(
-                now + self.mld_robustness * self.mld_query_interval_s
-                + query.max_resp_delay / 1000.0
-            )  # fmt: skip
-            if was == 2:  # §8.2.1: cancel the MLDv2 retransmissions and answers
-                self._mld_pending.clear()
-                self._mld_timer.stop()
-                self._query_timer.stop()
-                self._query_groups = None
-            group = query.multicast_address
-            for g in self._groups if group == IPV6_ANY else [group]:
-                if g in self._groups:
-                    self._arm_v1(now, g, query.max_resp_delay / 1000.0)
-            return self._flush()
-        if not self._groups:
-            return []
-        group = query.multicast_address
-        if group != IPV6_ANY and group not in self._groups:
-            return []
-        due = now + self.rng.uniform(0.0, query.max_resp_delay / 1000.0)
-        pending = self._query_timer.deadline
-        if group == IPV6_ANY:
-            self._query_groups = None
-        elif self._query_groups is not None and pending is not None:
-            self._query_groups.add(group)
-        elif pending is None:
-            self._query_groups = {group}
-        if pending is None or due < pending:
-            self._query_timer.reset(due)
-        return self._flush()
-
-    def _query_tick(self, now: float) -> None:
-        if self.mld_version == 1:
-            return  # answered by the MLDv1 timers
-        groups = self._query_groups
-        self._query_groups = None
-        wanted = [g for g in self._groups if groups is None or g in groups]
-        if wanted:
-            self._send_mld(
-                [MulticastAddressRecord(MldRecordType.MODE_IS_EXCLUDE, g) for g in wanted]
-            )

@@ -15,7 +15,7 @@ from shardnet.common.wire.icmpv6 import quoted_flow as quoted_flow_v6
 from shardnet.common.wire.ipv4 import IPV4_HEADER_LEN
 from shardnet.common.wire.ipv6 import IPV6_HEADER_LEN
 
-from ..net.stack import Delivery
+from ..net.datagram import Delivery
 from .steer import Steering
 from .tcp import TcpDemux
 from .udp import UdpDemux

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from shardnet.common.record import TAG_LOOPED, TAG_WIRE, udp_port_owner
 from shardnet.common.wire.ethernet import ETHERTYPE_IPV4, ETHERTYPE_IPV6
 
-from ..net.stack import Delivery
+from ..net.datagram import Delivery
 
 # (target shard, record tag, Ethernet header, IP packet) -> False when it
 # could not be handed on. The packet is valid only during the call (its buffer is reused): the

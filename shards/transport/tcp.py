@@ -33,8 +33,9 @@ from shardnet.common.addr import format_ip, is_ipv4_mapped
 from shardnet.common.ratelog import RateLimitedLog
 from shardnet.common.wire.tcp import ACK, PSH, RST, SYN, TcpView
 
+from ..net.datagram import Delivery
 from ..net.ratelimit import TokenBucket
-from ..net.stack import Delivery, NetStack
+from ..net.stack import NetStack
 from ..tcp.buffers import immutable
 from ..tcp.config import TcpConfig
 from ..tcp.endpoint import (

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from shardnet.common.addr import IPV4_ANY, IPV6_ANY, is_ipv4_mapped, is_ipv4_multicast
 from shardnet.common.wire.udp import UDP_HEADER_LEN, UdpHeader, UdpView
 
-from ..net.stack import Delivery
+from ..net.datagram import Delivery
 from .multicast import MAX_MEMBERSHIPS_PER_SOCKET, ShardGroups
 from .ports import UDP, PortManager, Reservation
 from .steer import Steering

@@ -135,6 +135,31 @@ def test_garbage_flood_crashes_nothing(ns: Netns, stack: StackProcess) -> None:
     assert stack.call("nics")  # still answering
 
 
+def test_a_martian_from_the_kernel_side_is_a_network_layer_drop_in_metrics(
+    ns: Netns, stack: StackProcess
+) -> None:
+    """RFC 1122 §3.2.1.3 (g): a datagram from 127/8 that arrives on a link is
+    dropped by the IPv4 layer, and /metrics counts it by layer and reason
+    (ctl stats keeps its old ``net/ipv4_martian`` key)."""
+    mac = stack.call("hello")["mac"]
+    ns.python(f"""
+        from scapy.all import Ether, IP, UDP, sendp
+        frame = Ether(dst="{mac}") / IP(src="127.0.0.9", dst="{SHARDNET_V4}") / UDP(dport=7)
+        sendp(frame, iface="{TAP}", count=3, verbose=False)
+    """)
+    pattern = re.compile(
+        r'shardnet_drops_total\{layer="ipv4",reason="ipv4_martian",shard="\d"\} ([0-9.]+)'
+    )
+
+    def martians() -> float:
+        return sum(float(n) for n in pattern.findall(metrics(ns)))
+
+    assert wait_until(lambda: martians() >= 3, timeout=10), metrics(ns)
+    stats = stack.call("stats")["shards"]
+    assert sum(s["counters"].get("net/ipv4_martian", 0) for s in stats) >= 3
+    assert sum(s["drops"].get("ipv4/ipv4_martian", 0) for s in stats) >= 3
+
+
 def test_metrics_and_ctl_answer(ns: Netns, stack: StackProcess) -> None:
     text = metrics(ns)
     for name in (

@@ -12,6 +12,7 @@ from scapy.layers.l2 import Ether
 from shardnet.common.checksum import pseudo_header_v4
 from shardnet.common.ratelog import RateLimitedLog
 from shardnet.common.record import TAG_LOOPED, TAG_WIRE
+from shardnet.common.wire.errors import Drop
 from shardnet.common.wire.ethernet import EthernetView
 from shardnet.common.wire.ipv4 import Ipv4View
 from shardnet.common.wire.udp import UdpView
@@ -65,7 +66,7 @@ def test_good_frames_pass_and_bad_ones_are_counted_by_reason(ingress: Ingress) -
     ingress.handle_record(record(bad_version))
     c = ingress.counters
     assert c.rx_frames == 3 and SEEN == [b"hi"]
-    assert c.drops == {("udp", "udp_bad_checksum"): 1, ("ipv4", "ipv4_bad_version"): 1}
+    assert c.drops == {("udp", Drop.UDP_BAD_CHECKSUM): 1, ("ipv4", Drop.IPV4_BAD_VERSION): 1}
 
 
 def test_vnet_header_is_stripped_and_handed_over() -> None:

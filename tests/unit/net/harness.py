@@ -22,6 +22,7 @@ Addresses: 198.18.0.0/15, 2001:db8::/32 and fe80::/10 only.
 from __future__ import annotations
 
 import random
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -43,9 +44,10 @@ from shardnet.common.link_tx import ChannelWriter
 from shardnet.common.messages import Patch
 from shardnet.common.record import TAG_LOOPED, TAG_WIRE
 from shardnet.common.replica import TableOwner, TableReplica
+from shardnet.common.wire.errors import Drop
 from shardnet.common.wire.ethernet import ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6
 from shardnet.common.wire.ipv6 import multicast_mac, solicited_node_multicast
-from shardnet.shards.counters import ShardCounters
+from shardnet.shards.counters import NetEvent, ShardCounters
 from shardnet.shards.ingress import Ingress
 from shardnet.shards.net.arp import ANNOUNCE_INTERVAL_S
 from shardnet.shards.net.control import ControlPlane
@@ -209,8 +211,8 @@ class Net:
 
     # --- state ------------------------------------------------------------------------
     @property
-    def stats(self) -> dict[str, int]:
-        return self.stack.stats
+    def stats(self) -> Counter[Drop | NetEvent]:
+        return self.stack.counters.by_reason()
 
     def request(self, op: str, **args: Any) -> Any:
         return self.control.handle_request(op, args)

@@ -7,6 +7,9 @@ from scapy.layers.inet import ICMP, IP, UDP
 from scapy.layers.inet6 import ICMPv6PacketTooBig, ICMPv6TimeExceeded, IPv6
 from scapy.layers.l2 import Ether
 
+from shardnet.common.wire.errors import Drop
+from shardnet.shards.counters import NetEvent
+
 from .harness import OUR_MAC, PEER4, PEER6, PEER_MAC, Net
 
 OTHER4, OTHER6 = "198.18.0.9", "2001:db8::9"  # on-link hosts that are not us
@@ -38,7 +41,7 @@ def test_forwarded_with_ttl_decremented_and_a_valid_checksum() -> None:
     claimed = out[IP].chksum
     del out[IP].chksum
     assert Ether(bytes(out))[IP].chksum == claimed
-    assert net.stats["forwarded_v4"] == 1
+    assert net.stats[NetEvent.FORWARDED_V4] == 1
 
 
 def test_ttl_1_gets_time_exceeded() -> None:
@@ -58,7 +61,7 @@ def test_no_route_gets_net_unreachable() -> None:
 def test_link_local_is_never_forwarded() -> None:
     net = router()
     net.inject(v4(ttl=64, dst="169.254.1.1"))
-    assert net.sent() == [] and net.stats["forward_link_local"] == 1
+    assert net.sent() == [] and net.stats[Drop.FORWARD_LINK_LOCAL] == 1
 
 
 def test_ipv6_hop_limit_and_packet_too_big() -> None:
@@ -86,7 +89,7 @@ def test_without_forwarding_it_is_dropped() -> None:
     net = router()
     net.stack.forwarding = False
     net.inject(v4(ttl=64))
-    assert net.sent() == [] and net.stats["ipv4_not_for_us"] == 1
+    assert net.sent() == [] and net.stats[Drop.IPV4_NOT_FOR_US] == 1
 
 
 def test_turning_forwarding_on_makes_the_stack_a_router_in_every_shard() -> None:

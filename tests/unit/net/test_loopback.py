@@ -11,8 +11,10 @@ from scapy.layers.inet import ICMP, IP, UDP
 from scapy.layers.inet6 import ICMPv6EchoReply, ICMPv6EchoRequest, IPv6
 from scapy.layers.l2 import Ether
 
+from shardnet.common.wire.errors import Drop
 from shardnet.common.wire.ipv4 import IPPROTO_ICMP, IPPROTO_UDP
-from shardnet.shards.net.stack import Delivery
+from shardnet.shards.counters import NetEvent
+from shardnet.shards.net.datagram import Delivery
 
 from .harness import OUR4, OUR6, OUR_LL, OUR_MAC, PEER4, PEER6, Net, eth, ip_bytes, ipv4, ipv6
 
@@ -50,7 +52,7 @@ def test_an_echo_to_ourselves_is_looped_not_written_and_answered(dst: str) -> No
     assert (reply[IP].src, reply[IP].dst, reply[ICMP].type) == (dst, src, 0)
     assert reply[ICMP].id == 7 and bytes(reply[ICMP].payload) == b"ping"
     stats = net.stats
-    assert stats["ipv4_looped_in"] == 1 and stats["looped_out"] == 2
+    assert stats[NetEvent.IPV4_LOOPED_IN] == 1 and stats[NetEvent.LOOPED_OUT] == 2
     assert "ipv4_src_is_local" not in stats and "ipv4_martian" not in stats
 
 
@@ -66,8 +68,8 @@ def test_an_ipv6_echo_to_ourselves_is_looped_not_written_and_answered(dst: str) 
     net.expect_nothing()
     reply = looped6(net)
     assert reply[ICMPv6EchoReply].id == 9 and reply[IPv6].src == dst
-    assert net.stats["ipv6_looped_in"] == 1
-    assert "ipv6_src_is_local" not in net.stats and "ipv6_martian" not in net.stats
+    assert net.stats[NetEvent.IPV6_LOOPED_IN] == 1
+    assert Drop.IPV6_SRC_IS_LOCAL not in net.stats and Drop.IPV6_MARTIAN not in net.stats
 
 
 def test_looped_datagrams_reach_the_transport_with_their_checksums_trusted() -> None:
@@ -91,7 +93,9 @@ def test_another_shard_accepts_a_frame_looped_by_shard_0() -> None:
     replica = net.replica(1)
     net.stack.send_ipv4(ip_bytes(OUR4), IPPROTO_ICMP, echo_request4())
     replica.inject_looped(looped4(net))
-    assert replica.stack.stats["icmpv4_echo_replies"] == 1 and not replica.sent()
+    assert (
+        replica.stack.counters.by_reason()[NetEvent.ICMPV4_ECHO_REPLIES] == 1 and not replica.sent()
+    )
 
 
 def test_wire_frames_with_our_source_or_loopback_addresses_are_still_dropped() -> None:
@@ -103,8 +107,8 @@ def test_wire_frames_with_our_source_or_loopback_addresses_are_still_dropped() -
     net.expect_nothing()
     assert not net.looped
     stats = net.stats
-    assert stats["ipv4_src_is_local"] == 1 and stats["ipv4_martian"] == 1
-    assert stats["ipv6_src_is_local"] == 1 and stats["ipv6_martian"] == 1
+    assert stats[Drop.IPV4_SRC_IS_LOCAL] == 1 and stats[Drop.IPV4_MARTIAN] == 1
+    assert stats[Drop.IPV6_SRC_IS_LOCAL] == 1 and stats[Drop.IPV6_MARTIAN] == 1
 
 
 def test_a_full_uplink_drops_and_counts() -> None:
@@ -112,7 +116,7 @@ def test_a_full_uplink_drops_and_counts() -> None:
     net.stack.loop_back = lambda frame: False
     assert not net.stack.send_ipv4(ip_bytes(OUR4), IPPROTO_ICMP, echo_request4())
     net.expect_nothing()
-    assert net.stats["loop_back_dropped"] == 1
+    assert net.stats[Drop.LOOP_BACK_DROPPED] == 1
 
 
 def test_other_destinations_still_go_to_the_wire() -> None:

@@ -17,6 +17,7 @@ from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 
 from shardnet.common.checksum import checksum
+from shardnet.common.wire.errors import Drop
 from shardnet.common.wire.igmp import IGMPV2_REPORT, IgmpV2Message
 from shardnet.shards.net.multicast import has_router_alert
 from shardnet.shards.net.state import NetError
@@ -112,7 +113,7 @@ def test_only_joined_groups_are_accepted() -> None:
     net.stack.transport_v4[17] = lambda d: got.append(bytes(d.dst)) or True
     datagram = Ether(src=PEER_MAC, dst=G4_MAC) / IP(src=PEER4, dst=G4) / UDP(dport=6000) / b"x"
     net.inject(datagram)
-    assert got == [] and net.stats["ipv4_multicast_not_joined"] == 1
+    assert got == [] and net.stats[Drop.IPV4_MULTICAST_NOT_JOINED] == 1
     net.control.groups.membership(0, LINK, ip_bytes(G4), True)
     net.inject(datagram)
     assert got == [ip_bytes(G4)]
@@ -195,7 +196,7 @@ def test_bad_igmp_is_counted() -> None:
         / (b"\x11\x0a\x00\x00" + bytes(4))
     )  # bad checksum
     net.inject(frame)
-    assert net.counters.drops.get(("igmp", "igmp_bad_checksum")) == 1
+    assert net.counters.drops.get(("igmp", Drop.IGMP_BAD_CHECKSUM)) == 1
 
 
 def test_multicast_send_is_looped_to_our_members_and_needs_no_route() -> None:

@@ -16,6 +16,7 @@ from scapy.layers.inet6 import (
 )
 from scapy.layers.l2 import ARP, Ether
 
+from shardnet.common.wire.errors import Drop
 from shardnet.shards.net.route import Route
 
 from .harness import (
@@ -184,7 +185,7 @@ def test_three_requests_one_second_apart_then_local_packets_are_dropped_and_coun
     net.advance(5.0)
     # Our own echo reply cannot be delivered: no ICMP to ourselves.
     net.expect_nothing()
-    assert net.stats["neighbour_unresolved"] == 1
+    assert net.stats[Drop.NEIGHBOUR_UNRESOLVED] == 1
     assert neigh(net, PEER4) is None
 
 
@@ -211,7 +212,7 @@ def test_only_the_first_fragment_of_a_failed_packet_gets_an_error() -> None:
     udp = bytes(UDP(sport=1, dport=2) / bytes(2900))
     assert net.stack.send_ipv4(ip_bytes(OTHER4), 17, udp, src=ip_bytes(PEER4))
     net.advance(5.0)
-    assert net.stats["neighbour_unresolved"] == 2  # two fragments were queued
+    assert net.stats[Drop.NEIGHBOUR_UNRESOLVED] == 2  # two fragments were queued
     # RFC 1122 §3.2.2: no error about a non-initial fragment.
     (error,) = [f for f in net.sent() if ICMP in f]
     ipv4(icmp4(3, 1), mac=PEER_MAC, src=OUR4, dst=PEER4)(error)
@@ -326,7 +327,7 @@ def test_ns_retries_one_second_apart_then_gives_up() -> None:
     net.expect(ipv6(icmp6(ICMPv6ND_NS, tgt=PEER_LL)))
     net.advance(1.0)
     net.expect_nothing()
-    assert net.stats["neighbour_unresolved"] == 1
+    assert net.stats[Drop.NEIGHBOUR_UNRESOLVED] == 1
 
 
 def has_tlla(mac: str) -> Check:
@@ -375,7 +376,7 @@ def test_a_replica_drops_and_counts_its_packets_when_resolution_fails() -> None:
     net.advance(10.0)
     assert len(net.sent()) == 3  # shard 0's three ARP requests
     assert replica.sent() == []
-    assert replica.stack.stats["neighbour_unresolved"] == 1
+    assert replica.stack.counters.by_reason()[Drop.NEIGHBOUR_UNRESOLVED] == 1
     assert replica.stack.next_deadline() is None
 
 

@@ -22,6 +22,8 @@ from scapy.layers.inet6 import (
 )
 from scapy.layers.l2 import Ether
 
+from shardnet.common.wire.errors import Drop
+from shardnet.shards.counters import NetEvent
 from shardnet.shards.net.model import AddressKind
 
 from .harness import (
@@ -86,7 +88,7 @@ def test_echo_request_v4_gets_a_reply_with_the_same_id_seq_and_data(net: Net) ->
             proto=1,
         )
     )
-    assert net.stats["icmpv4_echo_replies"] == 1
+    assert net.stats[NetEvent.ICMPV4_ECHO_REPLIES] == 1
 
 
 def test_echo_request_v6_gets_a_reply_from_the_address_pinged(net: Net) -> None:
@@ -119,7 +121,7 @@ def test_echo_to_broadcast_is_ignored(net: Net) -> None:
     net.inject(echo4(dst="198.18.0.255"))
     net.inject(echo4(dst="255.255.255.255"))
     net.expect_nothing()
-    assert net.stats["icmpv4_echo_broadcast_ignored"] == 2
+    assert net.stats[Drop.ICMPV4_ECHO_BROADCAST_IGNORED] == 2
 
 
 def test_large_echo_v4_is_answered_in_fragments_of_the_mtu(net: Net) -> None:
@@ -238,7 +240,7 @@ def test_errors_are_rate_limited_burst_50_then_refilled_by_the_clock() -> None:
     for _ in range(60):
         net.inject(udp4())
     assert len(net.sent()) == 50
-    assert net.stats["icmp_rate_limited"] == 10
+    assert net.stats[Drop.ICMP_RATE_LIMITED] == 10
     net.advance(0.0)
     net.inject(udp4())
     net.expect_nothing()  # no time passed: no token
@@ -268,8 +270,8 @@ def test_packets_from_our_own_address_are_dropped_and_counted(net: Net) -> None:
     net.inject(echo6(src=OUR6))
     net.inject(udp4(src=OUR4))
     net.expect_nothing()
-    assert net.stats["ipv4_src_is_local"] == 2
-    assert net.stats["ipv6_src_is_local"] == 1
+    assert net.stats[Drop.IPV4_SRC_IS_LOCAL] == 2
+    assert net.stats[Drop.IPV6_SRC_IS_LOCAL] == 1
 
 
 def test_packets_to_addresses_not_ours_are_dropped_and_counted(net: Net) -> None:
@@ -277,8 +279,8 @@ def test_packets_to_addresses_not_ours_are_dropped_and_counted(net: Net) -> None
     net.inject(udp4(dst=OTHER4))
     net.inject(echo6(dst=OTHER6))
     net.expect_nothing()
-    assert net.stats["ipv4_not_for_us"] == 2
-    assert net.stats["ipv6_not_for_us"] == 1
+    assert net.stats[Drop.IPV4_NOT_FOR_US] == 2
+    assert net.stats[Drop.IPV6_NOT_FOR_US] == 1
 
 
 def test_frames_for_another_mac_are_counted_by_the_ingress(net: Net) -> None:
@@ -291,14 +293,14 @@ def test_multicast_sources_and_bad_sources_are_dropped(net: Net) -> None:
     net.inject(echo4(src="224.0.0.9"))
     net.inject(echo6(src="ff02::9"))
     net.expect_nothing()
-    assert net.stats["ipv4_bad_source"] == 1
-    assert net.stats["ipv6_bad_source"] == 1
+    assert net.stats[Drop.IPV4_BAD_SOURCE] == 1
+    assert net.stats[Drop.IPV6_BAD_SOURCE] == 1
 
 
 def test_ipv6_multicast_groups_not_joined_are_dropped(net: Net) -> None:
     net.inject(echo6(src=PEER_LL, dst="ff02::1:2", mac="33:33:00:01:00:02"))
     net.expect_nothing()
-    assert net.stats["ipv6_multicast_not_joined"] == 1
+    assert net.stats[Drop.IPV6_MULTICAST_NOT_JOINED] == 1
 
 
 def test_malformed_packets_are_counted_by_reason(net: Net) -> None:
@@ -328,7 +330,7 @@ def test_a_tentative_address_accepts_nothing_but_ndp(net: Net) -> None:
     net.inject(echo6())
     net.inject(udp6())
     net.expect_nothing()
-    assert net.stats["ipv6_to_tentative"] == 1
+    assert net.stats[Drop.IPV6_TO_TENTATIVE] == 1
 
 
 def test_a_tentative_address_is_never_a_source(net: Net) -> None:
@@ -413,7 +415,7 @@ def test_reassembly_timeout_for_a_datagram_not_to_us_sends_nothing(net: Net) -> 
     net.stack.reassembly_expired(bytes(first))
     net.stack.reassembly_expired(b"\x45garbage")
     net.expect_nothing()
-    assert net.stats["reassembly_expired_malformed"] == 1
+    assert net.stats[Drop.REASSEMBLY_EXPIRED_MALFORMED] == 1
 
 
 def test_icmp_errors_quote_at_most_576_bytes_v4_and_1280_v6(net: Net) -> None:

@@ -17,6 +17,7 @@ from scapy.layers.inet6 import ICMPv6EchoReply, ICMPv6EchoRequest, IPv6
 from scapy.layers.l2 import Ether
 
 from shardnet.common.addr import parse_ip, parse_mac
+from shardnet.common.wire.errors import Drop
 from shardnet.common.wire.ipv6 import link_local_from_mac
 from shardnet.shards.net.model import AddressKind, PrimaryBehavior
 from shardnet.shards.net.route import Route
@@ -356,7 +357,7 @@ def test_ipv6_routes_via_a_gateway() -> None:
     net.learn(GW6, GW_MAC)
     net.inject(echo6())
     net.expect_nothing()  # no route back
-    assert net.stats["ipv6_no_route"] == 1
+    assert net.stats[Drop.IPV6_NO_ROUTE] == 1
     net.request("route_add", dst="2001:db8:ff00::/40", gateway=GW6)
     net.inject(echo6())
     net.expect(ipv6(icmp6(ICMPv6EchoReply), mac=GW_MAC, src=OUR6, dst=FAR6))
@@ -376,7 +377,7 @@ def test_no_route_is_counted() -> None:
     net = Net()
     net.inject(echo4())
     net.expect_nothing()
-    assert net.stats["ipv4_no_route"] == 1
+    assert net.stats[Drop.IPV4_NO_ROUTE] == 1
 
 
 # --- never on the wire: loopback addresses ------------------------------------------------
@@ -389,8 +390,8 @@ def test_loopback_addresses_from_the_wire_are_martians() -> None:
     net.inject(eth() / IPv6(src=PEER6, dst="::1") / ICMPv6EchoRequest())
     net.inject(eth() / IPv6(src="::1", dst=OUR6) / ICMPv6EchoRequest())
     net.expect_nothing()
-    assert net.stats["ipv4_martian"] == 2
-    assert net.stats["ipv6_martian"] == 2
+    assert net.stats[Drop.IPV4_MARTIAN] == 2
+    assert net.stats[Drop.IPV6_MARTIAN] == 2
 
 
 def test_packets_to_our_own_addresses_never_reach_the_wire() -> None:
@@ -401,8 +402,8 @@ def test_packets_to_our_own_addresses_never_reach_the_wire() -> None:
     net.stack.send_ipv4(ip_bytes("127.0.0.9"), 17, bytes(8))  # routed to lo: stops there
     assert not net.stack.send_ipv6(ip_bytes(OUR6), 17, bytes(8))
     net.expect_nothing()
-    assert net.stats["ipv4_local_not_looped"] == 2
-    assert net.stats["loopback_not_looped"] == 1
+    assert net.stats[Drop.IPV4_LOCAL_NOT_LOOPED] == 2
+    assert net.stats[Drop.LOOPBACK_NOT_LOOPED] == 1
 
 
 def test_echo_from_an_unspecified_source_is_not_answered() -> None:
@@ -443,7 +444,7 @@ def test_a_replica_answers_with_the_state_it_was_sent() -> None:
     net.request("addr_del", nic="sntap0", address="198.18.0.3")
     replica.inject(eth() / IP(src=PEER4, dst="198.18.0.3") / ICMP(type=8, id=4))
     assert replica.sent() == []
-    assert replica.stack.stats["ipv4_not_for_us"] == 1
+    assert replica.stack.counters.by_reason()[Drop.IPV4_NOT_FOR_US] == 1
 
 
 @given(
