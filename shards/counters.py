@@ -89,6 +89,7 @@ class ShardCounters:
             "not_for_us": self.not_for_us,
             "unhandled": self.unhandled,
             "internal_errors": self.internal_errors,
+            "syn_gate_drops": self.syn_gate_drops,
             "tcp_segments_in": self.tcp_segments_in,
             "tcp_segments_out": self.tcp_segments_out,
             "tcp_retransmits": self.tcp_retransmits,
@@ -98,6 +99,8 @@ class ShardCounters:
             all_drops.update(more_drops)
         if self.not_for_us:
             all_drops[("eth", Drop.ETH_NOT_FOR_US)] = self.not_for_us
+        if self.syn_gate_drops:
+            all_drops[("tcp", Drop.TCP_SYN_OVER_RATE)] = self.syn_gate_drops
         # The network layer's keys, as ``ctl stats`` has always shown them.
         for (_layer, reason), n in all_drops.items():
             if reason in NET_REASONS:

@@ -80,6 +80,7 @@ class Drop(enum.Enum):
     TCP_BAD_CHECKSUM = "tcp_bad_checksum"
     TCP_BAD_OPTION = "tcp_bad_option"
     TCP_NOT_UNICAST = "tcp_not_unicast"  # RFC 1122 §4.2.3.10: broadcast or multicast ends
+    TCP_SYN_OVER_RATE = "tcp_syn_over_rate"  # a SYN beyond the shard's rate (shards/ingress.py)
     # --- virtio-net header (virtio 1.2 §5.1.6) and link reads
     VNET_TRUNCATED = "vnet_truncated"  # read shorter than the virtio-net header
     VNET_BAD_FLAGS = "vnet_bad_flags"  # a flag other than NEEDS_CSUM / DATA_VALID

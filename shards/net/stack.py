@@ -39,6 +39,7 @@ from __future__ import annotations
 import struct
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from shardnet.common.checksum import ones_sum
@@ -65,6 +66,7 @@ from .icmp import Icmp
 from .ipv4 import Ipv4
 from .ipv6 import Ipv6
 from .model import Nic
+from .neighbour import QUEUE_OVERHEAD, NeighbourConfig
 from .path import PathCache
 from .pmtu import PmtuCache
 from .state import NetView
@@ -72,7 +74,11 @@ from .state import NetView
 _U16 = struct.Struct("!H")
 ETH_HLEN = 14  # bytes of Ethernet header before the IP header
 SOURCE_CACHE_SIZE = 4096  # (NIC, destination) source choices remembered
-PENDING_PER_NEIGHBOUR = 3  # packets a non-zero shard holds while shard 0 resolves
+# What a non-zero shard holds while shard 0 resolves a next hop: per
+# neighbour, bytes as shard 0's own table (Linux unres_qlen_bytes); at most
+# as many neighbours as shard 0 resolves at once (the oldest gives way).
+PENDING_BYTES_PER_NEIGHBOUR = NeighbourConfig().max_queue_bytes
+PENDING_NEIGHBOURS = NeighbourConfig().max_incomplete
 PENDING_TIMEOUT_S = 3.5  # > 3 resolution attempts 1 s apart (RFC 4861 §7.2.2, RFC 1122 §2.3.2.1)
 
 
@@ -113,7 +119,7 @@ class NetStack:
         self.transport_v4: dict[int, TransportHook] = {}
         self.transport_v6: dict[int, TransportHook] = {}
         self._frag_ident = shard << 24  # IPv6 fragment identification (RFC 8200 §4.5)
-        self._pending: dict[tuple[int, bytes], tuple[float, deque[tuple[int, bytes]]]] = {}
+        self._pending: dict[tuple[int, bytes], _Waiting] = {}
         # Source addresses chosen (ipv4_source/ipv6_source: 7 and 21 µs), by
         # (NIC, destination), valid while the view's addresses are unchanged.
         self._source_cache: dict[tuple[int, bytes | None], bytes | None] = {}
@@ -326,29 +332,36 @@ class NetStack:
                 self.deadline_changed()  # the resolver's probes and give-up time
             return mac
         key = (nic.id, ip)
-        now = self.clock()
-        entry = self._pending.get(key)
-        if entry is not None:
-            if len(entry[1]) == PENDING_PER_NEIGHBOUR:
-                self.counters.refuse(
-                    "neighbour", Drop.NEIGHBOUR_QUEUE_OVERFLOW
-                )  # the oldest waiting packet goes
-            entry[1].append((ethertype, packet))
+        waiting = self._pending.get(key)
+        if waiting is not None:
+            self._hold(waiting, ethertype, packet)
             return None
+        if len(self._pending) >= PENDING_NEIGHBOURS:
+            oldest = next(iter(self._pending))  # insertion order: the oldest first
+            for _ in self._pending.pop(oldest).queue:
+                self.counters.refuse("neighbour", Drop.NEIGHBOUR_QUEUE_OVERFLOW)
         # Queue before asking: the answer may come back within the call (an
         # in-process link) and release the queue at once.
-        queue: deque[tuple[int, bytes]] = deque(maxlen=PENDING_PER_NEIGHBOUR)
-        queue.append((ethertype, packet))
-        self._pending[key] = (now, queue)
+        waiting = self._pending[key] = _Waiting(self.clock())
+        self._hold(waiting, ethertype, packet)
         self.deadline_changed()
         if self.ask_resolve is not None:
             self.ask_resolve(nic.id, ip)
         return None
 
+    def _hold(self, waiting: _Waiting, ethertype: int, packet: bytes) -> None:
+        charge = len(packet) + QUEUE_OVERHEAD
+        while waiting.queue and waiting.size + charge > PENDING_BYTES_PER_NEIGHBOUR:
+            _, old = waiting.queue.popleft()  # RFC 4861 §7.2.2: the oldest waiting packet goes
+            waiting.size -= len(old) + QUEUE_OVERHEAD
+            self.counters.refuse("neighbour", Drop.NEIGHBOUR_QUEUE_OVERFLOW)
+        waiting.queue.append((ethertype, packet))
+        waiting.size += charge
+
     def neighbours_changed(self) -> None:
         """The replica's neighbour table changed: send what waited for it."""
         for key in [k for k in self._pending if k in self.view.neighbours]:
-            _, queue = self._pending.pop(key)
+            queue = self._pending.pop(key).queue
             nic = self.view.nics.get(key[0])
             if nic is None:
                 continue
@@ -359,13 +372,21 @@ class NetStack:
     def next_deadline(self) -> float | None:
         if not self._pending:
             return None
-        return min(t for t, _ in self._pending.values()) + PENDING_TIMEOUT_S
+        return min(w.since for w in self._pending.values()) + PENDING_TIMEOUT_S
 
     def handle_timeout(self, now: float) -> None:
-        for key in [k for k, (t, _) in self._pending.items() if now - t >= PENDING_TIMEOUT_S]:
-            _, queue = self._pending.pop(key)
-            for ethertype, packet in queue:
+        for key in [k for k, w in self._pending.items() if now - w.since >= PENDING_TIMEOUT_S]:
+            for ethertype, packet in self._pending.pop(key).queue:
                 self.icmp.unreachable(ethertype, packet)
+
+
+@dataclass(slots=True)
+class _Waiting:
+    """Packets for a next hop shard 0 is resolving, since when, their bytes."""
+
+    since: float
+    queue: deque[tuple[int, bytes]] = field(default_factory=deque)
+    size: int = 0
 
 
 class Resolver:

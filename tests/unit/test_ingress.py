@@ -194,6 +194,8 @@ def test_syns_beyond_the_rate_are_dropped_and_counted_other_segments_never(v6: b
     ingress, clock, seen = gated()
     feed(ingress, [syn(i, v6=v6) for i in range(SYN_BURST + 500)])
     assert len(seen) == SYN_BURST and ingress.counters.syn_gate_drops == 500
+    stats = ingress.counters.snapshot(0)
+    assert stats.counters["syn_gate_drops"] == 500 and stats.drops["tcp/tcp_syn_over_rate"] == 500
     feed(ingress, [syn(i, flags="A", v6=v6) for i in range(300)])  # established traffic
     feed(ingress, [syn(i, flags="SA", v6=v6) for i in range(300)])  # answers to our SYNs
     assert len(seen) == SYN_BURST + 600

@@ -369,6 +369,19 @@ def test_a_replica_asks_shard_0_and_sends_when_the_answer_is_replicated() -> Non
     assert replica.stack.next_deadline() is None
 
 
+def test_a_replica_holds_a_burst_while_shard_0_resolves() -> None:
+    """Bounded in bytes like shard 0's queue, not three packets: the burst
+    of answers to a peer not heard from for a while all go out."""
+    net = Net()
+    replica = net.replica(1)
+    for seq in range(1, 41):
+        replica.inject(echo4(seq=seq))
+    net.sent()
+    net.inject(arp_reply(PEER4))
+    assert [f[ICMP].seq for f in replica.sent()] == list(range(1, 41))
+    assert replica.stack.counters.by_reason()[Drop.NEIGHBOUR_QUEUE_OVERFLOW] == 0
+
+
 def test_a_replica_drops_and_counts_its_packets_when_resolution_fails() -> None:
     net = Net()
     replica = net.replica(1)
