@@ -10,9 +10,9 @@ Lookup order, as gVisor's transport demuxer: the exact
 4-tuple (connected sockets), then the bound address, then the wildcard;
 within a reuse-port group the member is chosen by a hash of the 4-tuple, so
 one peer always reaches the same socket (the group kept in bind order). Broadcast and multicast
-datagrams go to every matching socket (broadcasts only to SO_BROADCAST
-ones; group datagrams, with IP_MULTICAST_ALL off, only to sockets that
-joined the group themselves).
+datagrams go to every matching socket (broadcasts whether or not
+SO_BROADCAST is set, which governs sending only; group datagrams, with
+IP_MULTICAST_ALL off, only to sockets that joined the group themselves).
 
 Multicast membership (IP_ADD_MEMBERSHIP, IPV6_JOIN_GROUP) is kept per socket
 and counted per shard (``multicast.ShardGroups``); shard 0 runs IGMPv3 /
@@ -277,8 +277,11 @@ class UdpDemux:
             self.no_socket += 1
             return False
         if group:
-            if len(dst) == 4 and not is_ipv4_multicast(dst):  # a broadcast
-                targets = [s for s in matches if s.options.broadcast]
+            if len(dst) == 4 and not is_ipv4_multicast(dst):
+                # A broadcast reaches every socket bound to the wildcard or
+                # to that broadcast address: SO_BROADCAST governs sending
+                # only (RFC 1122 §3.3.6, Linux).
+                targets = matches
             else:  # a group datagram: every member socket, IP_MULTICAST_ALL
                 targets = [
                     s for s in matches if s.options.multicast_all or (nic, dst) in s.memberships

@@ -49,6 +49,31 @@ def test_socat_echo(ns: Netns, stack: StackProcess, target: str) -> None:
     assert out == lines
 
 
+@pytest.mark.parametrize("broadcast", ["198.18.0.255", "255.255.255.255"])
+def test_a_broadcast_reaches_the_wildcard_socket(
+    ns: Netns, stack: StackProcess, broadcast: str
+) -> None:
+    """RFC 1122 §3.3.6: the echo service's socket (bound to the wildcard,
+    without SO_BROADCAST) receives a datagram sent to the subnet-directed
+    or limited broadcast address, and answers it from its own address."""
+    out = ns.python(f"""
+        import socket
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b"{TAP}")
+        s.settimeout(1)
+        for _ in range(5):
+            s.sendto(b"to all", ("{broadcast}", 7))
+            try:
+                data, peer = s.recvfrom(100)
+                print(data.decode(), peer[0])
+                break
+            except TimeoutError:
+                continue
+    """).stdout  # fmt: skip
+    assert out.split() == ["to", "all", SHARDNET_V4]
+
+
 def whoami(ns: Netns, family: str, target: str, setup: str) -> dict:
     out = ns.python(f"""
         import socket
