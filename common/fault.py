@@ -3,7 +3,9 @@ kernel here has no netem): drop, duplicate, reorder and delay frames by
 probability, on the receive side (dispatcher) and the send side (shards).
 
 Spec text: ``drop=0.05,dup=0.01,reorder=0.05,delay=0.02,delay_ms=20,seed=1``
-(probabilities per frame; every field optional). Sans-I/O: ``apply(now,
+(probabilities per frame; every field optional); ``latency_ms=MS`` delays
+every frame by MS in order (a path's propagation delay, which the
+reordering and delays above then come on top of). Sans-I/O: ``apply(now,
 frame)`` returns the frames to pass on now; delayed ones come back from
 ``due(now)`` after ``next_deadline()``.
 """
@@ -18,7 +20,7 @@ from typing import Any
 
 from .config import ConfigError
 
-_FIELDS = {"drop", "dup", "reorder", "delay", "delay_ms", "seed"}
+_FIELDS = {"drop", "dup", "reorder", "delay", "delay_ms", "latency_ms", "seed"}
 REORDER_S = 0.002  # how long a reordered frame is held back
 
 
@@ -29,6 +31,7 @@ class FaultSpec:
     reorder: float = 0.0
     delay: float = 0.0
     delay_ms: float = 20.0
+    latency_ms: float = 0.0  # every frame, in order
     seed: int | None = None
 
     @classmethod
@@ -38,7 +41,8 @@ class FaultSpec:
             key, sep, value = item.partition("=")
             if not sep or key not in _FIELDS:
                 raise ConfigError(
-                    f"--fault: bad item {item!r} (want drop=P,dup=P,reorder=P,delay=P,delay_ms=MS,seed=N)"
+                    f"--fault: bad item {item!r} (want drop=P,dup=P,reorder=P,delay=P,delay_ms=MS,"
+                    "latency_ms=MS,seed=N)"
                 )
             try:
                 values[key] = int(value) if key == "seed" else float(value)
@@ -48,8 +52,8 @@ class FaultSpec:
         for name in ("drop", "dup", "reorder", "delay"):
             if not 0.0 <= getattr(spec, name) <= 1.0:
                 raise ConfigError(f"--fault: {name} is a probability (0..1)")
-        if spec.delay_ms < 0:
-            raise ConfigError("--fault: delay_ms must not be negative")
+        if spec.delay_ms < 0 or spec.latency_ms < 0:
+            raise ConfigError("--fault: delay_ms and latency_ms must not be negative")
         return spec
 
 
@@ -70,15 +74,20 @@ class FaultInjector:
         if s.dup and rnd() < s.dup:
             self.duplicated += 1
             out.append(frame)
+        base = now + s.latency_ms / 1000
         if s.delay and rnd() < s.delay:
             self.delayed += 1
-            heapq.heappush(self._delayed, (now + s.delay_ms / 1000, next(self._order), frame))
+            heapq.heappush(self._delayed, (base + s.delay_ms / 1000, next(self._order), frame))
             return []
         if s.reorder and rnd() < s.reorder:
             # Held back briefly, so the frames right behind it overtake it.
             self.reordered += 1
-            heapq.heappush(self._delayed, (now + REORDER_S, next(self._order), frame))
-            return out[1:]
+            heapq.heappush(self._delayed, (base + REORDER_S, next(self._order), frame))
+            out = out[1:]
+        if s.latency_ms and out:
+            for f in out:  # in order: equal times leave first in, first out
+                heapq.heappush(self._delayed, (base, next(self._order), f))
+            return []
         return out
 
     def next_deadline(self) -> float | None:
@@ -109,6 +118,8 @@ class FaultyWriter:
         self.injector = injector
         self.clock = clock
         self.schedule = schedule
+        self._timer: Any = None  # the handle ``schedule`` returned, while armed
+        self._timer_at = 0.0
 
     def __getattr__(self, name: str) -> Any:  # counters and the rest are the inner writer's
         return getattr(self.inner, name)
@@ -117,17 +128,31 @@ class FaultyWriter:
         frame = b"".join(bytes(p) for p in frame_parts)  # copied: it may be delayed
         for item in self.injector.apply(self.clock(), (frame, vnet)):
             self.inner.write((item[0],), item[1])
+        self._arm()
+
+    def _arm(self) -> None:
+        """One timer for the earliest held frame (latency_ms holds every one)."""
         deadline = self.injector.next_deadline()
-        if deadline is not None:
-            self.schedule(deadline, self._due)
+        if deadline is None:
+            return
+        if self._timer is not None:
+            if self._timer_at <= deadline:
+                return
+            cancel = getattr(self._timer, "cancel", None)
+            if cancel is not None:
+                cancel()
+        self._timer_at = deadline
+        self._timer = self.schedule(deadline, self._due) or True
 
     def write_batch(self, frames: Any) -> None:
         for parts, vnet in frames:
             self.write(parts, vnet)
 
     def _due(self) -> None:
+        self._timer = None
         for frame, vnet in self.injector.due(self.clock()):
             self.inner.write((frame,), vnet)
+        self._arm()
 
     def close(self) -> None:
         self.inner.close()

@@ -84,6 +84,7 @@ TCP_OPTIONS: dict[str, tuple[str, type]] = {
     "TCP_MAXSEG": ("user_mss", int),
     "TCP_LINGER2": ("linger2_s", float),
     "TCP_CONGESTION": ("cc", str),
+    "TCP_RACK": ("rack", bool),  # RFC 8985 loss detection (Linux: the tcp_recovery sysctl)
     "SO_KEEPALIVE": ("keepalive", bool),
     "TCP_KEEPIDLE": ("keepalive_idle_s", float),
     "TCP_KEEPINTVL": ("keepalive_intvl_s", float),

@@ -46,7 +46,20 @@ def test_a_reordered_frame_is_overtaken() -> None:
     assert inj.due(REORDER_S) == ["first"]
 
 
-@pytest.mark.parametrize("text", ["drop=2", "loss=0.1", "drop", "delay_ms=-1", "seed=x"])
+def test_latency_delays_every_frame_in_order_under_the_reordering() -> None:
+    inj = FaultInjector(FaultSpec.parse("latency_ms=10"))
+    assert inj.apply(0.0, "a") == [] and inj.apply(0.001, "b") == []
+    assert inj.due(0.0105) == ["a"] and inj.due(0.011) == ["b"]
+    inj.spec = FaultSpec.parse("latency_ms=10,reorder=1")
+    assert inj.apply(1.0, "late") == []
+    inj.spec = FaultSpec.parse("latency_ms=10")
+    assert inj.apply(1.0005, "early") == []
+    assert inj.due(1.0 + 0.010 + REORDER_S) == ["early", "late"]
+
+
+@pytest.mark.parametrize(
+    "text", ["drop=2", "loss=0.1", "drop", "delay_ms=-1", "latency_ms=-1", "seed=x"]
+)
 def test_bad_specs_are_one_line_errors(text: str) -> None:
     with pytest.raises(ConfigError) as exc:
         FaultSpec.parse(text)
