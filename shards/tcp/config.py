@@ -73,6 +73,9 @@ class TcpConfig:
     # RFC 8985 RACK-TLP loss detection with SACK (Linux tcp_recovery bit 0,
     # on by default); off: RFC 6675 DupThresh.
     rack: bool = True
+    # RFC 6937 PRR-SSRB paces what is sent during recovery (Linux always
+    # does); off: RFC 6675 / RFC 6582 send what cwnd - pipe allows.
+    prr: bool = True
     cc: str = "cubic"  # congestion control, "cubic" or "newreno" (shards/tcp/cc.py)
     # --- ACKs, Nagle (RFC 1122 §4.2.3.2, RFC 9293 §3.7.4)
     # RFC 5681 §4.1 restart after idle (Linux tcp_slow_start_after_idle):

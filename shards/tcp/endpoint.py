@@ -31,7 +31,8 @@ Implements (each rule's code cites its section):
     RFC 8985 RACK-TLP decides what is lost instead of ``dupthresh``
     (time-based marks, the reorder timer, tail loss probes sharing the
     retransmission timer, the RTO as the last resort), and RFC 2883
-    D-SACK blocks are sent for duplicates and recognised in ACKs, and the ledger of sent data with its transmit times
+    D-SACK blocks are sent for duplicates and recognised in ACKs; RFC 6937
+    PRR-SSRB paces what recovery sends (``prr``), and the ledger of sent data with its transmit times
     (Karn's rule for RTT samples without timestamps): ``recovery.py``;
     congestion control itself is ``cc.py``;
   * RFC 1122 §4.2.3.2 delayed ACKs (every second full segment, a timer,
@@ -63,7 +64,7 @@ Implements (each rule's code cites its section):
     bytes cut on whole MSS-sized segments (``Segment.gso_size``).
 
 Left out: urgent data (URG is ignored, data is delivered in line), TCP Fast
-Open, ECN, PRR, timestamps-based SYN cookies
+Open, ECN, timestamps-based SYN cookies
 options encoding. Data carried on a SYN or SYN-ACK is dropped (the peer
 retransmits it), as Linux without TFO. Segments without a timestamp once
 timestamps are in use are accepted (Linux; RFC 7323 §3.2 allows either).
@@ -108,6 +109,7 @@ from .recovery import (
     TLP_MIN_PTO_S,
     TLP_WC_DELACK_S,
     LossRecovery,
+    Prr,
     RackRecovery,
     SentLedger,
     make_recovery,
@@ -281,7 +283,8 @@ class TcpEndpoint:
 
     __slots__ = (
         "config", "state", "local_port", "remote_port", "ipv6", "mtu", "tso_max",
-        "cc", "rtt", "recovery", "ledger", "_rack", "_limiter", "ts_offset", "passive_open",
+        "cc", "rtt", "recovery", "ledger", "_rack", "_prr", "_limiter", "ts_offset",
+        "passive_open",
         # send sequence space (RFC 9293 §3.3.1); snd_max = highest sent
         "iss", "snd_una", "snd_nxt", "snd_max", "snd_wnd", "snd_wl1", "snd_wl2",
         "max_snd_wnd", "snd_wscale",
@@ -341,6 +344,7 @@ class TcpEndpoint:
         self.recovery: LossRecovery = make_recovery(False, iss & SEQ_MASK)
         self.ledger = SentLedger()
         self._rack: RackRecovery | None = None  # the recovery when RACK-TLP is in use
+        self._prr: Prr | None = None  # RFC 6937 state during a recovery episode
         self._limiter = challenge_limiter or TokenBucket(
             config.challenge_ack_per_s, config.challenge_ack_burst
         )
@@ -798,6 +802,7 @@ class TcpEndpoint:
         # RFC 6298 (5.5)-(5.6); RFC 5681 §3.1 loss window; go-back-N.
         flight = seq_sub(self.snd_max, self.snd_una)
         self.cc.on_rto(now, flight)
+        self._prr = None
         self.rtt.backoff()
         self.recovery.on_rto(self.snd_max)
         self.snd_nxt = self.snd_una  # the ledger marks the resends (Karn)
@@ -1101,6 +1106,7 @@ class TcpEndpoint:
         cfg = self.config
         rec = self.recovery
         newly_sacked = 0
+        sacked_before = rec.sacked()
         blocks = seg.options.sack_blocks
         if blocks:
             newly_sacked = rec.take_sack(now, ack if acked > 0 else una, blocks, self.snd_max, ack)
@@ -1129,6 +1135,14 @@ class TcpEndpoint:
             self._rack_detect(now)
         if rec.should_enter(self.snd_una, self.snd_max, newly_sacked, self.mss, cfg.dupthresh):
             self._enter_recovery(now)
+        if self._prr is not None and rec.in_recovery:
+            # RFC 6937 §3: DeliveredData = change in SND.UNA + change in
+            # SACKed octets (without SACK: one MSS per duplicate ACK).
+            if self.sack_on:
+                delivered = max(acked, 0) + rec.sacked() - sacked_before
+            else:
+                delivered = acked if acked > 0 else self.mss
+            self._prr_ack(max(delivered, 0))
         self._update_window(seg.seq, ack, win)
         # State changes once our FIN is acknowledged.
         fin_acked = self._fin_seq is not None and seq_gt(self.snd_una, self._fin_seq)
@@ -1227,7 +1241,8 @@ class TcpEndpoint:
         # RFC 6675 §5 (C)), then congestion control.
         rec = self.recovery
         if rec.on_new_ack(now, ack, data, self.mss):
-            self.cc.on_recovery_exit(now)
+            self._prr = None
+            self.cc.on_recovery_exit(now)  # RFC 6937 §3: cwnd = ssthresh
         else:
             self.cc.on_ack(now, acked, rtt, seq_sub(self.snd_max, ack))
             rack = self._rack
@@ -1255,10 +1270,24 @@ class TcpEndpoint:
         return rtt
 
     def _enter_recovery(self, now: float) -> None:
-        """RFC 5681 §3.2 steps 2-3 / RFC 6582 §3.2 / RFC 6675 §5 step 4."""
+        """RFC 5681 §3.2 steps 2-3 / RFC 6582 §3.2 / RFC 6675 §5 step 4;
+        RFC 6937 §3: RecoverFS = SND.NXT - SND.UNA."""
+        flight = seq_sub(self.snd_max, self.snd_una)
         self.recovery.enter(self.snd_una, self.snd_max)
-        self.cc.on_loss(now, seq_sub(self.snd_max, self.snd_una))
+        self.cc.on_loss(now, flight)
         self.fast_retransmits += 1
+        if self.config.prr:
+            self._prr = Prr(flight)
+
+    def _prr_ack(self, delivered: int) -> None:
+        """RFC 6937 §3 on each ACK in recovery: cwnd = pipe + sndcnt (as
+        Linux tcp_cwnd_reduction), which both the retransmissions and new
+        data then respect."""
+        prr = self._prr
+        assert prr is not None
+        cc = self.cc
+        pipe = self.recovery.pipe(self.snd_una, self.snd_nxt, self.snd_max, self.mss)
+        cc.cwnd = pipe + prr.sndcnt(delivered, pipe, cc.ssthresh, self.mss)
 
     def _process_text(self, now: float, seg: Segment) -> None:
         """RFC 9293 §3.10.7.4 seventh (text) and eighth (FIN)."""
@@ -1751,6 +1780,8 @@ class TcpEndpoint:
             seg.gso_size = seg_mss
         new_end = seq_add(end, 1 if flags & FIN else 0)
         self.ledger.on_transmit(now, seq, new_end)
+        if self._prr is not None:
+            self._prr.out += n  # RFC 6937 §3: prr_out
         if rtx:
             self.retransmits += 1
             self.bytes_retrans += n

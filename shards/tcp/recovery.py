@@ -24,8 +24,11 @@ retransmission covers part of one.
   transmit times (the default with SACK), RFC 2883 D-SACK detection for
   its reordering window.
 
-Left out: undo (RFC 3708), PRR (RFC 6937), the RFC 6675 rescue
-retransmission (NextSeg rule 4).
+* ``Prr``: RFC 6937 Proportional Rate Reduction (PRR-SSRB), how much may
+  be sent on each ACK of a recovery episode.
+
+Left out: undo (RFC 3708), the RFC 6675 rescue retransmission (NextSeg
+rule 4).
 """
 
 from __future__ import annotations
@@ -282,6 +285,36 @@ class LossRecovery(Protocol):
 
     def on_retransmitted(self, seq: int) -> None: ...
 
+    def sacked(self) -> int: ...
+
+
+@dataclass(slots=True)
+class Prr:
+    """RFC 6937 §3 state of one recovery episode (bytes)."""
+
+    recover_fs: int  # RecoverFS: the flight when the episode began
+    delivered: int = 0  # prr_delivered
+    out: int = 0  # prr_out
+
+    def sndcnt(self, delivered: int, pipe: int, ssthresh: int, mss: int) -> int:
+        """RFC 6937 §3 on an ACK delivering ``delivered`` bytes: how many
+        may be sent now. Above ssthresh, sending follows deliveries in the
+        proportion ssthresh/RecoverFS; at or below, the Slow Start
+        Reduction Bound lets the flight grow back towards ssthresh by at
+        most what was delivered plus one MSS."""
+        self.delivered += delivered
+        if pipe > ssthresh:
+            fs = self.recover_fs if self.recover_fs > 0 else 1
+            n = -(-self.delivered * ssthresh // fs) - self.out  # CEIL()
+        else:
+            limit = max(self.delivered - self.out, delivered) + mss  # PRR-SSRB
+            n = min(ssthresh - pipe, limit)
+        if n < 0:
+            n = 0
+        if not self.out and n < mss:
+            n = mss  # the fast retransmit always goes (Linux tcp_cwnd_reduction)
+        return n
+
 
 class NewRenoRecovery:
     """RFC 5681 §3.2 fast retransmit and fast recovery with RFC 6582's
@@ -383,6 +416,10 @@ class NewRenoRecovery:
     def on_retransmitted(self, seq: int) -> None:
         pass  # NewReno keeps no per-segment marks
 
+    def sacked(self) -> int:
+        """Octets above SND.UNA the peer SACKed (RFC 6937's SACKd)."""
+        return 0
+
 
 class SackRecovery(NewRenoRecovery):
     """RFC 6675 conservative SACK-based loss recovery. Until the first SACK
@@ -455,6 +492,10 @@ class SackRecovery(NewRenoRecovery):
         if r is None or r[0] in self.retransmitted:
             return None
         return r[0], min(r[1], mss)
+
+    def sacked(self) -> int:
+        sb = self.sb
+        return 0 if sb is None else sb.sacked_bytes
 
     def on_retransmitted(self, seq: int) -> None:
         if type(self.retransmitted) is not set:
