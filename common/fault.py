@@ -5,7 +5,9 @@ probability, on the receive side (dispatcher) and the send side (shards).
 Spec text: ``drop=0.05,dup=0.01,reorder=0.05,delay=0.02,delay_ms=20,seed=1``
 (probabilities per frame; every field optional); ``latency_ms=MS`` delays
 every frame by MS in order (a path's propagation delay, which the
-reordering and delays above then come on top of). Sans-I/O: ``apply(now,
+reordering and delays above then come on top of); ``ce=P`` marks IP
+packets sent ECN-capable (ECT(0) or ECT(1)) with Congestion Experienced,
+as an RFC 3168 router would instead of dropping them. Sans-I/O: ``apply(now,
 frame)`` returns the frames to pass on now; delayed ones come back from
 ``due(now)`` after ``next_deadline()``.
 """
@@ -20,7 +22,7 @@ from typing import Any
 
 from .config import ConfigError
 
-_FIELDS = {"drop", "dup", "reorder", "delay", "delay_ms", "latency_ms", "seed"}
+_FIELDS = {"drop", "dup", "reorder", "delay", "delay_ms", "latency_ms", "ce", "seed"}
 REORDER_S = 0.002  # how long a reordered frame is held back
 
 
@@ -32,6 +34,7 @@ class FaultSpec:
     delay: float = 0.0
     delay_ms: float = 20.0
     latency_ms: float = 0.0  # every frame, in order
+    ce: float = 0.0  # ECN-capable IP packets marked CE
     seed: int | None = None
 
     @classmethod
@@ -42,14 +45,14 @@ class FaultSpec:
             if not sep or key not in _FIELDS:
                 raise ConfigError(
                     f"--fault: bad item {item!r} (want drop=P,dup=P,reorder=P,delay=P,delay_ms=MS,"
-                    "latency_ms=MS,seed=N)"
+                    "latency_ms=MS,ce=P,seed=N)"
                 )
             try:
                 values[key] = int(value) if key == "seed" else float(value)
             except ValueError:
                 raise ConfigError(f"--fault: {key} wants a number, got {value!r}") from None
         spec = cls(**values)
-        for name in ("drop", "dup", "reorder", "delay"):
+        for name in ("drop", "dup", "reorder", "delay", "ce"):
             if not 0.0 <= getattr(spec, name) <= 1.0:
                 raise ConfigError(f"--fault: {name} is a probability (0..1)")
         if spec.delay_ms < 0 or spec.latency_ms < 0:
@@ -63,13 +66,18 @@ class FaultInjector:
         self.rng = rng or random.Random(spec.seed)
         self._delayed: list[tuple[float, int, Any]] = []
         self._order = itertools.count()
-        self.dropped = self.duplicated = self.reordered = self.delayed = 0
+        self.dropped = self.duplicated = self.reordered = self.delayed = self.ce_marked = 0
 
     def apply(self, now: float, frame: Any) -> list[Any]:
         s, rnd = self.spec, self.rng.random
         if s.drop and rnd() < s.drop:
             self.dropped += 1
             return []
+        if s.ce and rnd() < s.ce and isinstance(frame, tuple) and isinstance(frame[0], bytes):
+            marked = mark_ce(frame[0])
+            if marked is not None:
+                self.ce_marked += 1
+                frame = (marked, *frame[1:])
         out = [frame]
         if s.dup and rnd() < s.dup:
             self.duplicated += 1
@@ -106,6 +114,35 @@ class FaultInjector:
         out = [f for _, _, f in sorted(self._delayed)]
         self._delayed.clear()
         return out
+
+
+def mark_ce(frame: bytes) -> bytes | None:
+    """The Ethernet ``frame`` with its IPv4 or IPv6 packet's ECN field set
+    to CE (RFC 3168 §5) if it was ECT(0) or ECT(1), the IPv4 header
+    checksum updated; None for anything else."""
+    if len(frame) < 34:
+        return None
+    ethertype = int.from_bytes(frame[12:14], "big")
+    b = bytearray(frame)
+    if ethertype == 0x0800:
+        if b[15] & 3 == 0:
+            return None  # Not-ECT: a router would drop, not mark
+        b[15] |= 3
+        ihl = (b[14] & 0x0F) * 4
+        b[24:26] = b"\0\0"
+        total = 0
+        for i in range(14, 14 + ihl, 2):
+            total += (b[i] << 8) | b[i + 1]
+        while total >> 16:
+            total = (total & 0xFFFF) + (total >> 16)
+        b[24:26] = (~total & 0xFFFF).to_bytes(2, "big")
+        return bytes(b)
+    if ethertype == 0x86DD:
+        if (b[15] >> 4) & 3 == 0:  # traffic class bits 0-1 are bits 4-5 of byte 1
+            return None
+        b[15] |= 0x30
+        return bytes(b)
+    return None
 
 
 class FaultyWriter:

@@ -68,7 +68,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--fault",
         metavar="SPEC",
-        help="inject faults both ways: drop=P,dup=P,reorder=P,delay=P,delay_ms=MS,latency_ms=MS,seed=N",
+        help="inject faults both ways: drop=P,dup=P,reorder=P,delay=P,delay_ms=MS,latency_ms=MS,ce=P,seed=N",
     )
     p.add_argument(
         "--tcp",

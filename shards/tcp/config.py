@@ -76,6 +76,9 @@ class TcpConfig:
     # RFC 6937 PRR-SSRB paces what is sent during recovery (Linux always
     # does); off: RFC 6675 / RFC 6582 send what cwnd - pipe allows.
     prr: bool = True
+    # RFC 3168 ECN, as Linux tcp_ecn: 0 off, 1 asked for on active opens
+    # and accepted on passive ones, 2 (Linux's default) only accepted.
+    ecn: int = 2
     cc: str = "cubic"  # congestion control, "cubic" or "newreno" (shards/tcp/cc.py)
     # --- ACKs, Nagle (RFC 1122 §4.2.3.2, RFC 9293 §3.7.4)
     # RFC 5681 §4.1 restart after idle (Linux tcp_slow_start_after_idle):
@@ -114,6 +117,8 @@ class TcpConfig:
             raise ValueError(f"TCP_MAXSEG {m} outside [{TCP_MIN_MSS}, {TCP_MAX_MSS}]")
         if self.snd_buf < 1 or self.rcv_buf < 1 or self.rcv_buf_max < self.rcv_buf:
             raise ValueError("need snd_buf >= 1 and 1 <= rcv_buf <= rcv_buf_max")
+        if self.ecn not in (0, 1, 2):
+            raise ValueError(f"ecn {self.ecn} is not 0 (off), 1 (on) or 2 (accept only)")
 
     @classmethod
     def from_settings(cls, settings: dict[str, Any]) -> TcpConfig:

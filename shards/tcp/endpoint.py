@@ -35,6 +35,10 @@ Implements (each rule's code cites its section):
     PRR-SSRB paces what recovery sends (``prr``), and the ledger of sent data with its transmit times
     (Karn's rule for RTT samples without timestamps): ``recovery.py``;
     congestion control itself is ``cc.py``;
+  * RFC 3168 ECN (``ecn``: 0 off, 1 asked for and accepted, 2 accepted,
+    Linux's tcp_ecn): ECN-setup SYN/SYN-ACK, ECT(0) on new data, CE echoed
+    with ECE until CWR, the window halved once per window on ECE and CWR
+    on the next new data;
   * RFC 1122 §4.2.3.2 delayed ACKs (every second full segment, a timer,
     immediate ACK for out-of-order data and for data filling a hole, RFC 5681
     §4.2), TCP_NODELAY, a TCP_CORK-like ``cork`` flag, keepalive
@@ -64,7 +68,7 @@ Implements (each rule's code cites its section):
     bytes cut on whole MSS-sized segments (``Segment.gso_size``).
 
 Left out: urgent data (URG is ignored, data is delivered in line), TCP Fast
-Open, ECN, timestamps-based SYN cookies
+Open, accurate ECN (RFC 9768), ECN with SYN cookies, timestamps-based SYN cookies
 options encoding. Data carried on a SYN or SYN-ACK is dropped (the peer
 retransmits it), as Linux without TFO. Segments without a timestamp once
 timestamps are in use are accepted (Linux; RFC 7323 §3.2 allows either).
@@ -93,6 +97,8 @@ from shardnet.common.seqnum import (
 )
 from shardnet.common.wire.tcp import (
     ACK,
+    CWR,
+    ECE,
     FIN,
     MAX_WINDOW_SCALE,
     PSH,
@@ -120,6 +126,8 @@ from .state import RECEIVING, SYNCHRONIZED, State
 TS_OPTION_LEN = 12  # bytes, NOP NOP TS (RFC 7323 Appendix A layout)
 PAWS_IDLE_S = 24 * 86400.0  # RFC 7323 §5.5: TS.Recent is invalid after 24 days idle
 MAX_SEND_PER_POLL = 1024  # segments per poll_transmit: a bound, not a pacing rule
+ECT0 = 2  # RFC 3168 §5: ECN-Capable Transport (0) in the IP header's ECN field
+CE = 3  # RFC 3168 §5: Congestion Experienced
 # What the retransmission timer is armed for (one timer, as Linux's
 # icsk_retransmit_timer with ICSK_TIME_RETRANS / LOSS_PROBE / REO_TIMEOUT).
 _T_RTO = 0  # RFC 6298 retransmission timeout
@@ -260,6 +268,9 @@ class TcpStats:
     dsacks_in: int  # RFC 2883 D-SACK blocks received
     reordering_seen: bool  # RFC 8985 §6.2 step 3 (RACK only)
     reo_wnd_mult: int  # RFC 8985 §6.2 step 4 (RACK only)
+    ecn: bool  # RFC 3168 negotiated
+    ecn_ce_in: int  # segments received with CE
+    ecn_reductions: int  # congestion window reductions for ECE
     bytes_sent: int
     bytes_retrans: int
     bytes_acked: int
@@ -292,6 +303,8 @@ class TcpEndpoint:
         "irs", "rcv_nxt", "rcv_adv", "rcv_wscale", "rcv_buf", "last_ack_sent",
         # negotiated options
         "ts_on", "sack_on", "ts_recent", "ts_recent_at", "peer_mss", "adv_mss", "mss",
+        # RFC 3168 ECN
+        "ecn_on", "_ecn_syn", "_ecn_ece", "_cwr_pending", "_ecn_high",
         # buffers
         "_sbuf", "_sbuf_seq", "_rbuf", "_ooo", "_ooo_fin", "_sack_last",
         "_fin_seq", "_fin_pending", "app_closed", "cork", "nodelay", "_snd_blocked", "_dsack",
@@ -309,7 +322,7 @@ class TcpEndpoint:
         "retransmits", "rto_expiries", "fast_retransmits", "tlp_probes", "bytes_sent",
         "bytes_retrans",
         "bytes_acked", "bytes_received", "segs_in", "segs_out", "dup_acks_in",
-        "challenge_acks", "challenge_acks_suppressed",
+        "challenge_acks", "challenge_acks_suppressed", "ecn_ce_in", "ecn_reductions",
     )  # fmt: skip
 
     def __init__(
@@ -368,6 +381,11 @@ class TcpEndpoint:
         self.last_ack_sent = 0
         self.ts_on = False
         self.sack_on = False
+        self.ecn_on = False
+        self._ecn_syn = False  # our SYN asked for ECN (RFC 3168 §6.1.1)
+        self._ecn_ece = False  # CE seen: ECE on every ACK until CWR (§6.1.3)
+        self._cwr_pending = False  # the window was reduced: CWR on the next new data
+        self._ecn_high: int | None = None  # SND.MAX at the last reduction (once per window)
         self.ts_recent = 0
         self.ts_recent_at = 0.0
         self._sbuf = SendBuffer()
@@ -425,6 +443,8 @@ class TcpEndpoint:
         self.dup_acks_in = 0
         self.challenge_acks = 0
         self.challenge_acks_suppressed = 0
+        self.ecn_ce_in = 0
+        self.ecn_reductions = 0
 
     # ------------------------------------------------------------ opening
 
@@ -503,6 +523,13 @@ class TcpEndpoint:
             self.ts_recent = o.timestamp[0]  # type: ignore[index]
             self.ts_recent_at = now
         self.sack_on = cfg.sack and o.sack_permitted
+        # RFC 3168 §6.1.1: an ECN-setup SYN has ECE and CWR; an ECN-setup
+        # SYN-ACK has ECE and not CWR, and answers our ECN-setup SYN.
+        f = syn.flags & (ECE | CWR)
+        if syn.flags & ACK:
+            self.ecn_on = self._ecn_syn and f == ECE
+        else:
+            self.ecn_on = cfg.ecn != 0 and f == ECE | CWR and self.state is State.SYN_RECEIVED
         if self.sack_on:
             if cfg.rack:
                 # RFC 8985: RACK-TLP detects losses, RFC 6675 recovers.
@@ -939,6 +966,8 @@ class TcpEndpoint:
             self._rto_at = None
             self._established(now)
             s = self.state
+        if self.ecn_on:
+            self._ecn_input(now, seg)
         if not self._process_ack(now, seg):
             return
         s = self.state
@@ -948,6 +977,35 @@ class TcpEndpoint:
         payload = seg.payload
         if payload or flags & FIN:
             self._process_text(now, seg)
+
+    def _ecn_input(self, now: float, seg: Segment) -> None:
+        """RFC 3168 §6.1.3 (receiver: CE sets ECE on our ACKs until a CWR
+        arrives; the first CE is ACKed at once, as Linux) and §6.1.2
+        (sender: ECE halves the window at most once per window of data,
+        and CWR goes on the next new data)."""
+        flags = seg.flags
+        if flags & CWR:
+            self._ecn_ece = False
+        if seg.ecn == CE:
+            self.ecn_ce_in += 1
+            if not self._ecn_ece:
+                self._ecn_ece = True
+                self._ack_now = True
+        if flags & ECE and seq_leq(seg.ack, self.snd_max):
+            high = self._ecn_high
+            if high is not None and not seq_gt(seg.ack, high):
+                # Reduced already for this window: an ACK that does not
+                # cover the first new data sent since (where CWR went) may
+                # echo the same congestion.
+                return
+            if not self.recovery.in_recovery:
+                # As Linux's CWR state: the window falls as for a loss, no
+                # retransmission.
+                self.cc.on_loss(now, seq_sub(self.snd_max, self.snd_una))
+                self.cc.on_recovery_exit(now)
+                self.ecn_reductions += 1
+            self._ecn_high = self.snd_max
+            self._cwr_pending = True
 
     def _syn_received_syn(self, now: float, seg: Segment) -> None:
         """The peer's SYN again in SYN-RECEIVED: a retransmitted SYN (our
@@ -1276,6 +1334,11 @@ class TcpEndpoint:
         self.recovery.enter(self.snd_una, self.snd_max)
         self.cc.on_loss(now, flight)
         self.fast_retransmits += 1
+        if self.ecn_on:
+            # Linux tcp_init_cwnd_reduction: the receiver learns of the
+            # reduction too, and an ECE of the same window is not another.
+            self._ecn_high = self.snd_max
+            self._cwr_pending = True
         if self.config.prr:
             self._prr = Prr(flight)
 
@@ -1549,6 +1612,8 @@ class TcpEndpoint:
             opts.sack_blocks = self._sack_blocks()
         ack = 0
         if flags & ACK:
+            if self._ecn_ece:
+                flags |= ECE  # RFC 3168 §6.1.3
             ack = self.rcv_nxt
             self.last_ack_sent = ack
             self._ack_now = False
@@ -1579,6 +1644,16 @@ class TcpEndpoint:
                 opts.timestamp = (self._ts_now(now), 0)
         window = min(self.rcv_buf - len(self._rbuf), 0xFFFF)
         flags = SYN | ACK if synack else SYN
+        if synack:
+            if self.ecn_on:
+                flags |= ECE
+        elif cfg.ecn == 1 and self._retries == 0:
+            # RFC 3168 §6.1.1.1: a retransmitted SYN goes without ECN, in
+            # case a middlebox drops ECN-setup SYNs (as Linux).
+            flags |= ECE | CWR
+            self._ecn_syn = True
+        else:
+            self._ecn_syn = False
         if synack:
             self.rcv_adv = seq_add(self.rcv_nxt, window)
             self.last_ack_sent = self.rcv_nxt
@@ -1774,7 +1849,13 @@ class TcpEndpoint:
             flags |= PSH
         if self._fin_pending and end == self._fin_seq:
             flags |= FIN
+        ecn = self.ecn_on and n > 0 and not rtx
+        if ecn and self._cwr_pending:
+            flags |= CWR  # RFC 3168 §6.1.2: the first new data after a reduction
+            self._cwr_pending = False
         seg = self._make(now, seq, flags, payload)
+        if ecn:
+            seg.ecn = ECT0  # RFC 3168 §6.1.4: not on retransmissions, ACKs, SYNs
         seg_mss = self.mss - self._sack_option_len()
         if n > seg_mss:
             seg.gso_size = seg_mss
@@ -1826,6 +1907,9 @@ class TcpEndpoint:
             dsacks_in=rack.dsacks if rack is not None else 0,
             reordering_seen=rack.reordering_seen if rack is not None else False,
             reo_wnd_mult=rack.reo_wnd_mult if rack is not None else 0,
+            ecn=self.ecn_on,
+            ecn_ce_in=self.ecn_ce_in,
+            ecn_reductions=self.ecn_reductions,
             bytes_sent=self.bytes_sent,
             bytes_retrans=self.bytes_retrans,
             bytes_acked=self.bytes_acked,
