@@ -77,6 +77,10 @@ class StackConfig:
     # NdpConfig field -> value,
     # from the config file's [ndp] table; checked by ``NdpConfig.from_settings``.
     ndp: dict[str, Any] = field(default_factory=dict)
+    # TCP settings for every connection (TcpConfig field -> value), from the
+    # config file's [tcp] table and --tcp NAME=VALUE; checked by
+    # ``TcpConfig.from_settings``.
+    tcp: dict[str, Any] = field(default_factory=dict)
 
     @property
     def link_name(self) -> str:
@@ -213,6 +217,20 @@ def _convert(name: str, value: Any) -> Any:
             ):
                 raise ConfigError("[ndp] must be a table of settings (name = value)")
             return dict(value)
+        case "tcp":
+            if isinstance(value, list | tuple):
+                pairs: dict[str, Any] = {}
+                for item in value:
+                    key, sep, val = str(item).partition("=")
+                    if not sep or not key.strip():
+                        raise ConfigError(f"--tcp wants NAME=VALUE, got {item!r}")
+                    pairs[key.strip().replace("-", "_")] = val.strip()
+                return pairs
+            if not isinstance(value, dict) or any(
+                isinstance(v, dict | list) for v in value.values()
+            ):
+                raise ConfigError("[tcp] must be a table of settings (name = value)")
+            return dict(value)
         case "fault":
             from .fault import FaultSpec  # fault.py needs ConfigError from here
 
@@ -242,14 +260,19 @@ def load_toml(path: str) -> dict[str, Any]:
         raise ConfigError(f"--config: {path}: {exc}") from None
     stack = data.pop("stack", {})
     ndp = data.pop("ndp", None)
+    tcp = data.pop("tcp", None)
     if not isinstance(stack, dict):
         raise ConfigError(f"--config: {path}: [stack] must be a table")
     for key, value in data.items():
         if isinstance(value, dict):
-            raise ConfigError(f"--config: {path}: unknown table [{key}] (tables: [stack], [ndp])")
+            raise ConfigError(
+                f"--config: {path}: unknown table [{key}] (tables: [stack], [ndp], [tcp])"
+            )
     raw = dict(data) | stack
     if ndp is not None:
         raw["ndp"] = ndp
+    if tcp is not None:
+        raw["tcp"] = tcp
     settings = {}
     for key, value in raw.items():
         name = _TOML_ALIASES.get(key.replace("-", "_"), key.replace("-", "_"))
@@ -264,4 +287,7 @@ def build_config(file_settings: dict[str, Any], flag_settings: dict[str, Any]) -
     merged = dict(file_settings)
     merged.update({k: v for k, v in flag_settings.items() if v is not None})
     converted = {name: _convert(name, value) for name, value in merged.items()}
+    if "tcp" in file_settings and flag_settings.get("tcp") is not None:
+        # --tcp adds to (and overrides) the file's [tcp] table
+        converted["tcp"] = _convert("tcp", file_settings["tcp"]) | converted["tcp"]
     return replace(StackConfig(), **converted).validate()

@@ -67,6 +67,7 @@ class Dispatcher:
         self.reassembler = Reassembler()
         # --fault: a seeded injector on the receive side (each shard has its own for sending).
         self.fault = FaultInjector(FaultSpec.parse(config.fault)) if config.fault else None
+        self._fault_timer: asyncio.TimerHandle | None = None
         self.book.dispatcher.reassembly_drops = self.reassembler.drops
         self._reassembly_timer: asyncio.TimerHandle | None = None
         self._queues: dict[int, int] = {}  # --multi-queue: each shard's TAP queue fd
@@ -206,13 +207,26 @@ class Dispatcher:
             head = bytes(f.vnet.raw) if f.vnet is not None else self._no_vnet
             passed += fault.apply(now, (bytes(f.data), head))
         self._dispatch(passed)
-        deadline = fault.next_deadline()
-        if deadline is not None:
-            asyncio.get_running_loop().call_at(deadline, self._fault_due)
+        self._arm_fault()
+
+    def _arm_fault(self) -> None:
+        """One timer for the earliest held frame (latency_ms holds every one)."""
+        assert self.fault is not None
+        deadline = self.fault.next_deadline()
+        if deadline is None:
+            return
+        h = self._fault_timer
+        if h is not None:
+            if h.when() <= deadline:
+                return
+            h.cancel()
+        self._fault_timer = asyncio.get_running_loop().call_at(deadline, self._fault_due)
 
     def _fault_due(self) -> None:
         assert self.fault is not None
+        self._fault_timer = None
         self._dispatch(self.fault.due(self.clock()))
+        self._arm_fault()
 
     def _on_uplink(self, slot: ShardSlot) -> None:
         """A shard's uplink doorbell (or its first kick): loop its frames

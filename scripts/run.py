@@ -68,7 +68,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--fault",
         metavar="SPEC",
-        help="inject faults both ways: drop=P,dup=P,reorder=P,delay=P,delay_ms=MS,seed=N",
+        help="inject faults both ways: drop=P,dup=P,reorder=P,delay=P,delay_ms=MS,latency_ms=MS,ce=P,seed=N",
+    )
+    p.add_argument(
+        "--tcp",
+        metavar="NAME=VALUE",
+        action="append",
+        help="a TCP setting for every connection (repeatable), e.g. rack=false, rfc1337=true",
     )
     p.add_argument("--config", metavar="FILE", help="TOML file with the same settings (flags win)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -81,14 +87,20 @@ def config_from_args(ns: argparse.Namespace) -> StackConfig:
 
 
 def check_settings(config: StackConfig) -> None:
-    """Checks that need more than the config module knows: the [ndp] table
-    against NdpConfig, and that the --app module can be found."""
+    """Checks that need more than the config module knows: the [ndp] and
+    [tcp] tables against NdpConfig and TcpConfig, and that the --app module can be found."""
     from shardnet.shards.net.ndp import NdpConfig
 
     try:
         NdpConfig.from_settings(config.ndp)
     except ValueError as exc:
         raise ConfigError(f"[ndp]: {exc}") from None
+    from shardnet.shards.tcp.config import TcpConfig
+
+    try:
+        TcpConfig.from_settings(config.tcp)
+    except ValueError as exc:
+        raise ConfigError(f"[tcp]: {exc}") from None
     if config.app is not None:
         module = config.app.partition(":")[0]
         try:

@@ -49,6 +49,7 @@ from .net.control import ControlPlane
 from .net.ndp import NdpConfig
 from .net.stack import NetStack
 from .net.state import NetError, NetOwner, NetView
+from .tcp.config import TcpConfig
 from .tcp.state import State
 from .transport.errors import IcmpErrorRouter
 from .transport.multicast import ShardGroups
@@ -213,7 +214,7 @@ class ShardAssembly:
         secret = bytes.fromhex(config.secret) if config.secret else os.urandom(16)
         self.tcp = TcpDemux(
             stack, self.ports, shard=self.index, nshards=self.nshards, secret=secret,
-            loop_time=self.clock,
+            config=TcpConfig.from_settings(config.tcp), loop_time=self.clock,
         )  # fmt: skip
         self.tcp.deadline_changed = self.timers_changed
         self.api.tcp = self.tcp

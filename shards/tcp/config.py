@@ -7,7 +7,8 @@ the names (``_s`` seconds, bytes otherwise); each default cites its source.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Any
 
 TCP_MIN_MSS = 88  # bytes, Linux TCP_MIN_MSS; gVisor TCPMinimumMSS
 TCP_MAX_MSS = 65535  # bytes, gVisor TCPMaximumMSS
@@ -69,6 +70,15 @@ class TcpConfig:
     synack_retries: int = SYNACK_RETRIES
     retries2: int = RETRIES2
     dupthresh: int = DUPTHRESH
+    # RFC 8985 RACK-TLP loss detection with SACK (Linux tcp_recovery bit 0,
+    # on by default); off: RFC 6675 DupThresh.
+    rack: bool = True
+    # RFC 6937 PRR-SSRB paces what is sent during recovery (Linux always
+    # does); off: RFC 6675 / RFC 6582 send what cwnd - pipe allows.
+    prr: bool = True
+    # RFC 3168 ECN, as Linux tcp_ecn: 0 off, 1 asked for on active opens
+    # and accepted on passive ones, 2 (Linux's default) only accepted.
+    ecn: int = 2
     cc: str = "cubic"  # congestion control, "cubic" or "newreno" (shards/tcp/cc.py)
     # --- ACKs, Nagle (RFC 1122 §4.2.3.2, RFC 9293 §3.7.4)
     # RFC 5681 §4.1 restart after idle (Linux tcp_slow_start_after_idle):
@@ -107,6 +117,39 @@ class TcpConfig:
             raise ValueError(f"TCP_MAXSEG {m} outside [{TCP_MIN_MSS}, {TCP_MAX_MSS}]")
         if self.snd_buf < 1 or self.rcv_buf < 1 or self.rcv_buf_max < self.rcv_buf:
             raise ValueError("need snd_buf >= 1 and 1 <= rcv_buf <= rcv_buf_max")
+        if self.ecn not in (0, 1, 2):
+            raise ValueError(f"ecn {self.ecn} is not 0 (off), 1 (on) or 2 (accept only)")
+
+    @classmethod
+    def from_settings(cls, settings: dict[str, Any]) -> TcpConfig:
+        """The stack-wide configuration from text-ish settings (the config
+        file's [tcp] table, ``--tcp NAME=VALUE``): field names, values
+        converted by the field's type; ValueError with a one-line message."""
+        known = {f.name: str(f.type) for f in fields(cls)}
+        changes: dict[str, Any] = {}
+        for name, value in settings.items():
+            kind = known.get(name)
+            if kind is None:
+                raise ValueError(
+                    f"unknown TCP setting {name!r} (known: {', '.join(sorted(known))})"
+                )
+            try:
+                if value is None or (kind.endswith("| None") and str(value).lower() == "none"):
+                    changes[name] = None
+                elif kind.startswith("bool"):
+                    text = str(value).lower()
+                    if text not in ("true", "false", "1", "0", "on", "off"):
+                        raise ValueError(value)
+                    changes[name] = text in ("true", "1", "on")
+                elif kind.startswith("int"):
+                    changes[name] = int(value)
+                elif kind.startswith("float"):
+                    changes[name] = float(value)
+                else:
+                    changes[name] = str(value)
+            except (TypeError, ValueError):
+                raise ValueError(f"TCP setting {name}: bad value {value!r} ({kind})") from None
+        return cls(**changes)
 
     def fin_wait_2_timeout(self) -> float | None:
         """TCP_LINGER2 with Linux semantics (tcp(7)): None

@@ -27,9 +27,18 @@ Implements (each rule's code cites its section):
     loss window; SACK information is dropped, RFC 2018 §8);
   * RFC 5681 fast retransmit on ``dupthresh`` duplicate ACKs, RFC 6582
     NewReno partial ACKs without SACK, RFC 6675 SACK loss recovery (pipe,
-    NextSeg) with it, and the ledger of sent data with its transmit times
+    NextSeg) with it; with SACK and the ``rack`` setting (the default),
+    RFC 8985 RACK-TLP decides what is lost instead of ``dupthresh``
+    (time-based marks, the reorder timer, tail loss probes sharing the
+    retransmission timer, the RTO as the last resort), and RFC 2883
+    D-SACK blocks are sent for duplicates and recognised in ACKs; RFC 6937
+    PRR-SSRB paces what recovery sends (``prr``), and the ledger of sent data with its transmit times
     (Karn's rule for RTT samples without timestamps): ``recovery.py``;
     congestion control itself is ``cc.py``;
+  * RFC 3168 ECN (``ecn``: 0 off, 1 asked for and accepted, 2 accepted,
+    Linux's tcp_ecn): ECN-setup SYN/SYN-ACK, ECT(0) on new data, CE echoed
+    with ECE until CWR, the window halved once per window on ECE and CWR
+    on the next new data;
   * RFC 1122 §4.2.3.2 delayed ACKs (every second full segment, a timer,
     immediate ACK for out-of-order data and for data filling a hole, RFC 5681
     §4.2), TCP_NODELAY, a TCP_CORK-like ``cork`` flag, keepalive
@@ -59,7 +68,7 @@ Implements (each rule's code cites its section):
     bytes cut on whole MSS-sized segments (``Segment.gso_size``).
 
 Left out: urgent data (URG is ignored, data is delivered in line), TCP Fast
-Open, ECN, RACK-TLP (RFC 8985), D-SACK, PRR, timestamps-based SYN cookies
+Open, accurate ECN (RFC 9768), ECN with SYN cookies, timestamps-based SYN cookies
 options encoding. Data carried on a SYN or SYN-ACK is dropped (the peer
 retransmits it), as Linux without TFO. Segments without a timestamp once
 timestamps are in use are accepted (Linux; RFC 7323 §3.2 allows either).
@@ -88,6 +97,8 @@ from shardnet.common.seqnum import (
 )
 from shardnet.common.wire.tcp import (
     ACK,
+    CWR,
+    ECE,
     FIN,
     MAX_WINDOW_SCALE,
     PSH,
@@ -100,13 +111,28 @@ from shardnet.shards.net.ratelimit import TokenBucket
 from .buffers import RecvBuffer, SendBuffer
 from .cc import CongestionControl, make_cc
 from .config import DEFAULT_MSS_V4, DEFAULT_MSS_V6, TcpConfig, advertised_mss, max_mss_for_route
-from .recovery import LossRecovery, SentLedger, make_recovery
+from .recovery import (
+    TLP_MIN_PTO_S,
+    TLP_WC_DELACK_S,
+    LossRecovery,
+    Prr,
+    RackRecovery,
+    SentLedger,
+    make_recovery,
+)
 from .segment import Segment
 from .state import RECEIVING, SYNCHRONIZED, State
 
 TS_OPTION_LEN = 12  # bytes, NOP NOP TS (RFC 7323 Appendix A layout)
 PAWS_IDLE_S = 24 * 86400.0  # RFC 7323 §5.5: TS.Recent is invalid after 24 days idle
 MAX_SEND_PER_POLL = 1024  # segments per poll_transmit: a bound, not a pacing rule
+ECT0 = 2  # RFC 3168 §5: ECN-Capable Transport (0) in the IP header's ECN field
+CE = 3  # RFC 3168 §5: Congestion Experienced
+# What the retransmission timer is armed for (one timer, as Linux's
+# icsk_retransmit_timer with ICSK_TIME_RETRANS / LOSS_PROBE / REO_TIMEOUT).
+_T_RTO = 0  # RFC 6298 retransmission timeout
+_T_PTO = 1  # RFC 8985 §7.2 tail loss probe timeout
+_T_REO = 2  # RFC 8985 §6.3 RACK reorder timer
 
 
 # --------------------------------------------------------------------- events
@@ -238,6 +264,13 @@ class TcpStats:
     retransmits: int
     rto_expiries: int
     fast_retransmits: int
+    tlp_probes: int  # RFC 8985 §7 tail loss probes sent
+    dsacks_in: int  # RFC 2883 D-SACK blocks received
+    reordering_seen: bool  # RFC 8985 §6.2 step 3 (RACK only)
+    reo_wnd_mult: int  # RFC 8985 §6.2 step 4 (RACK only)
+    ecn: bool  # RFC 3168 negotiated
+    ecn_ce_in: int  # segments received with CE
+    ecn_reductions: int  # congestion window reductions for ECE
     bytes_sent: int
     bytes_retrans: int
     bytes_acked: int
@@ -261,7 +294,8 @@ class TcpEndpoint:
 
     __slots__ = (
         "config", "state", "local_port", "remote_port", "ipv6", "mtu", "tso_max",
-        "cc", "rtt", "recovery", "ledger", "_limiter", "ts_offset", "passive_open",
+        "cc", "rtt", "recovery", "ledger", "_rack", "_prr", "_limiter", "ts_offset",
+        "passive_open",
         # send sequence space (RFC 9293 §3.3.1); snd_max = highest sent
         "iss", "snd_una", "snd_nxt", "snd_max", "snd_wnd", "snd_wl1", "snd_wl2",
         "max_snd_wnd", "snd_wscale",
@@ -269,12 +303,14 @@ class TcpEndpoint:
         "irs", "rcv_nxt", "rcv_adv", "rcv_wscale", "rcv_buf", "last_ack_sent",
         # negotiated options
         "ts_on", "sack_on", "ts_recent", "ts_recent_at", "peer_mss", "adv_mss", "mss",
+        # RFC 3168 ECN
+        "ecn_on", "_ecn_syn", "_ecn_ece", "_cwr_pending", "_ecn_high",
         # buffers
         "_sbuf", "_sbuf_seq", "_rbuf", "_ooo", "_ooo_fin", "_sack_last",
-        "_fin_seq", "_fin_pending", "app_closed", "cork", "nodelay", "_snd_blocked",
+        "_fin_seq", "_fin_pending", "app_closed", "cork", "nodelay", "_snd_blocked", "_dsack",
         "_rd_shut", "_peer_fin",
         # timers (absolute times or None)
-        "_rto_at", "_ack_at", "_persist_at", "_ka_at", "_tw_at", "_fw2_at",
+        "_rto_at", "_rto_kind", "_probe", "_ack_at", "_persist_at", "_ka_at", "_tw_at", "_fw2_at",
         "_retries", "_persist_backoff", "_persist_force", "_ka_probes", "_soft_error", "_syn_at",
         "_cork_at", "_uncork", "_oow_at",
         # output flags
@@ -283,9 +319,10 @@ class TcpEndpoint:
         "_drs_at", "_drs_bytes", "_sent_data_at",
         "_events", "_error",
         # stats
-        "retransmits", "rto_expiries", "fast_retransmits", "bytes_sent", "bytes_retrans",
+        "retransmits", "rto_expiries", "fast_retransmits", "tlp_probes", "bytes_sent",
+        "bytes_retrans",
         "bytes_acked", "bytes_received", "segs_in", "segs_out", "dup_acks_in",
-        "challenge_acks", "challenge_acks_suppressed",
+        "challenge_acks", "challenge_acks_suppressed", "ecn_ce_in", "ecn_reductions",
     )  # fmt: skip
 
     def __init__(
@@ -319,6 +356,8 @@ class TcpEndpoint:
         # Loss recovery: NewReno until the handshake agrees to SACK.
         self.recovery: LossRecovery = make_recovery(False, iss & SEQ_MASK)
         self.ledger = SentLedger()
+        self._rack: RackRecovery | None = None  # the recovery when RACK-TLP is in use
+        self._prr: Prr | None = None  # RFC 6937 state during a recovery episode
         self._limiter = challenge_limiter or TokenBucket(
             config.challenge_ack_per_s, config.challenge_ack_burst
         )
@@ -342,6 +381,11 @@ class TcpEndpoint:
         self.last_ack_sent = 0
         self.ts_on = False
         self.sack_on = False
+        self.ecn_on = False
+        self._ecn_syn = False  # our SYN asked for ECN (RFC 3168 §6.1.1)
+        self._ecn_ece = False  # CE seen: ECE on every ACK until CWR (§6.1.3)
+        self._cwr_pending = False  # the window was reduced: CWR on the next new data
+        self._ecn_high: int | None = None  # SND.MAX at the last reduction (once per window)
         self.ts_recent = 0
         self.ts_recent_at = 0.0
         self._sbuf = SendBuffer()
@@ -350,6 +394,7 @@ class TcpEndpoint:
         self._ooo: list[list] = []  # [start seq, bytearray], sorted, disjoint, non-adjacent
         self._ooo_fin: int | None = None  # sequence number of an out-of-order FIN
         self._sack_last: int | None = None
+        self._dsack: tuple[int, int] | None = None  # RFC 2883: a duplicate to report once
         self._fin_seq: int | None = None  # set when the application shut writing down
         self._fin_pending = False
         self.app_closed = False
@@ -359,6 +404,8 @@ class TcpEndpoint:
         self._rd_shut = False
         self._peer_fin = False
         self._rto_at: float | None = None
+        self._rto_kind = _T_RTO
+        self._probe = False  # a tail loss probe is due (RFC 8985 §7.3)
         self._ack_at: float | None = None
         self._persist_at: float | None = None
         self._ka_at: float | None = None
@@ -386,6 +433,7 @@ class TcpEndpoint:
         self.retransmits = 0
         self.rto_expiries = 0
         self.fast_retransmits = 0
+        self.tlp_probes = 0
         self.bytes_sent = 0
         self.bytes_retrans = 0
         self.bytes_acked = 0
@@ -395,6 +443,8 @@ class TcpEndpoint:
         self.dup_acks_in = 0
         self.challenge_acks = 0
         self.challenge_acks_suppressed = 0
+        self.ecn_ce_in = 0
+        self.ecn_reductions = 0
 
     # ------------------------------------------------------------ opening
 
@@ -473,8 +523,20 @@ class TcpEndpoint:
             self.ts_recent = o.timestamp[0]  # type: ignore[index]
             self.ts_recent_at = now
         self.sack_on = cfg.sack and o.sack_permitted
+        # RFC 3168 §6.1.1: an ECN-setup SYN has ECE and CWR; an ECN-setup
+        # SYN-ACK has ECE and not CWR, and answers our ECN-setup SYN.
+        f = syn.flags & (ECE | CWR)
+        if syn.flags & ACK:
+            self.ecn_on = self._ecn_syn and f == ECE
+        else:
+            self.ecn_on = cfg.ecn != 0 and f == ECE | CWR and self.state is State.SYN_RECEIVED
         if self.sack_on:
-            self.recovery = make_recovery(True, self.iss)
+            if cfg.rack:
+                # RFC 8985: RACK-TLP detects losses, RFC 6675 recovers.
+                self._rack = RackRecovery(self.iss, self.ledger)
+                self.recovery = self._rack
+            else:
+                self.recovery = make_recovery(True, self.iss)
         self._set_mss()
         # RFC 7323 §2.2: the window of a SYN is never scaled.
         self.snd_wnd = syn.window
@@ -660,7 +722,13 @@ class TcpEndpoint:
             self._ack_now = True
         if self._rto_at is not None and now >= self._rto_at:
             self._rto_at = None
-            self._on_rto(now)
+            kind = self._rto_kind
+            if kind == _T_RTO:
+                self._on_rto(now)
+            elif kind == _T_PTO:
+                self._on_pto(now)
+            else:
+                self._on_reo(now)
         if self._persist_at is not None and now >= self._persist_at:
             self._persist_at = None
             self._on_persist(now)
@@ -681,7 +749,59 @@ class TcpEndpoint:
             self._uncork = True
 
     def _arm_rto(self, now: float) -> None:
+        """RFC 6298 (5.1)/(5.3); with RACK-TLP the probe timeout instead when
+        a probe may go (RFC 8985 §7.2: SACK in use, an SRTT, no recovery,
+        no probe outstanding) and it comes before the RTO."""
+        rto = self.rtt.rto
+        rack = self._rack
+        if (
+            rack is not None
+            and rack.tlp_end is None
+            and not rack.in_recovery
+            and rack.rto_recover is None
+            and self.state in SYNCHRONIZED
+        ):
+            srtt = self.rtt.srtt
+            if srtt is not None:
+                pto = 2.0 * srtt
+                if seq_sub(self.snd_max, self.snd_una) <= self.mss:
+                    pto += TLP_WC_DELACK_S  # one segment out: its ACK may be delayed
+                if pto < TLP_MIN_PTO_S:
+                    pto = TLP_MIN_PTO_S
+                if pto < rto:
+                    self._rto_at = now + pto
+                    self._rto_kind = _T_PTO
+                    return
+        self._rto_at = now + rto
+        self._rto_kind = _T_RTO
+
+    def _on_pto(self, now: float) -> None:
+        """RFC 8985 §7.3: the probe timeout fired; the probe goes on the next
+        poll and the RTO watches it."""
         self._rto_at = now + self.rtt.rto
+        self._rto_kind = _T_RTO
+        if self.state in SYNCHRONIZED and seq_lt(self.snd_una, self.snd_max):
+            self._probe = True
+
+    def _on_reo(self, now: float) -> None:
+        """RFC 8985 §6.3: the reorder timer fired: detect losses again."""
+        self._arm_rto(now)
+        if seq_lt(self.snd_una, self.snd_max):
+            self._rack_detect(now)
+            rec = self.recovery
+            if rec.should_enter(self.snd_una, self.snd_max, 0, self.mss, self.config.dupthresh):
+                self._enter_recovery(now)
+
+    def _rack_detect(self, now: float) -> None:
+        """RFC 8985 §6.2 step 5 and the reorder timer for what may still
+        arrive (it takes the retransmission timer's place, as Linux)."""
+        rack = self._rack
+        if rack is None:
+            return
+        rack.detect_loss(now, self.rtt.srtt, self.mss, self.config.dupthresh)
+        if rack.reo_timeout > 0.0:
+            self._rto_at = now + rack.reo_timeout
+            self._rto_kind = _T_REO
 
     def _on_rto(self, now: float) -> None:
         cfg = self.config
@@ -709,6 +829,7 @@ class TcpEndpoint:
         # RFC 6298 (5.5)-(5.6); RFC 5681 §3.1 loss window; go-back-N.
         flight = seq_sub(self.snd_max, self.snd_una)
         self.cc.on_rto(now, flight)
+        self._prr = None
         self.rtt.backoff()
         self.recovery.on_rto(self.snd_max)
         self.snd_nxt = self.snd_una  # the ledger marks the resends (Karn)
@@ -779,6 +900,7 @@ class TcpEndpoint:
             if now - self.ts_recent_at > PAWS_IDLE_S:
                 self.ts_recent = ts[0]  # §5.5: TS.Recent is too old to judge
             else:
+                self._note_duplicate(seg)  # Linux tcp_send_dupack
                 self._ack_invalid(now, seg)
                 return
         # RFC 5961 §4.2: a SYN in a synchronized state, whatever its sequence
@@ -808,6 +930,7 @@ class TcpEndpoint:
         if not ok:
             if flags & RST:
                 return
+            self._note_duplicate(seg)
             # Zero window: still take a valid ACK at RCV.NXT (§3.10.7.4).
             if rcv_wnd == 0 and seq == self.rcv_nxt and flags & ACK and not flags & SYN:
                 self._process_ack(now, seg)
@@ -843,6 +966,8 @@ class TcpEndpoint:
             self._rto_at = None
             self._established(now)
             s = self.state
+        if self.ecn_on:
+            self._ecn_input(now, seg)
         if not self._process_ack(now, seg):
             return
         s = self.state
@@ -852,6 +977,35 @@ class TcpEndpoint:
         payload = seg.payload
         if payload or flags & FIN:
             self._process_text(now, seg)
+
+    def _ecn_input(self, now: float, seg: Segment) -> None:
+        """RFC 3168 §6.1.3 (receiver: CE sets ECE on our ACKs until a CWR
+        arrives; the first CE is ACKed at once, as Linux) and §6.1.2
+        (sender: ECE halves the window at most once per window of data,
+        and CWR goes on the next new data)."""
+        flags = seg.flags
+        if flags & CWR:
+            self._ecn_ece = False
+        if seg.ecn == CE:
+            self.ecn_ce_in += 1
+            if not self._ecn_ece:
+                self._ecn_ece = True
+                self._ack_now = True
+        if flags & ECE and seq_leq(seg.ack, self.snd_max):
+            high = self._ecn_high
+            if high is not None and not seq_gt(seg.ack, high):
+                # Reduced already for this window: an ACK that does not
+                # cover the first new data sent since (where CWR went) may
+                # echo the same congestion.
+                return
+            if not self.recovery.in_recovery:
+                # As Linux's CWR state: the window falls as for a loss, no
+                # retransmission.
+                self.cc.on_loss(now, seq_sub(self.snd_max, self.snd_una))
+                self.cc.on_recovery_exit(now)
+                self.ecn_reductions += 1
+            self._ecn_high = self.snd_max
+            self._cwr_pending = True
 
     def _syn_received_syn(self, now: float, seg: Segment) -> None:
         """The peer's SYN again in SYN-RECEIVED: a retransmitted SYN (our
@@ -891,6 +1045,13 @@ class TcpEndpoint:
         if (seg.seg_len == 0 or seg.flags & SYN) and self._invalid_limited(now):
             return
         self._ack_now = True
+
+    def _note_duplicate(self, seg: Segment) -> None:
+        """RFC 2883 §4 (1): data wholly below RCV.NXT is reported in a
+        D-SACK block (the sender learns its retransmission was spurious)."""
+        n = len(seg.payload)
+        if n and self.sack_on and seq_leq(seq_add(seg.seq, n), self.rcv_nxt):
+            self._dsack = (seg.seq, seq_add(seg.seq, n))
 
     def _challenge_ack(self, now: float) -> None:
         """RFC 5961 §3.2/§4.2/§5.2: <SEQ=SND.NXT><ACK=RCV.NXT><CTL=ACK>,
@@ -1003,9 +1164,10 @@ class TcpEndpoint:
         cfg = self.config
         rec = self.recovery
         newly_sacked = 0
+        sacked_before = rec.sacked()
         blocks = seg.options.sack_blocks
         if blocks:
-            newly_sacked = rec.take_sack(ack if acked > 0 else una, blocks, self.snd_max)
+            newly_sacked = rec.take_sack(now, ack if acked > 0 else una, blocks, self.snd_max, ack)
         if acked > 0:
             ts = seg.options.timestamp
             self._on_new_ack(now, ts[1] if ts is not None else 0, ack, acked)
@@ -1027,8 +1189,18 @@ class TcpEndpoint:
             if dup:
                 self.dup_acks_in += 1
                 rec.on_dup_ack()
+        if self._rack is not None and blocks:
+            self._rack_detect(now)
         if rec.should_enter(self.snd_una, self.snd_max, newly_sacked, self.mss, cfg.dupthresh):
             self._enter_recovery(now)
+        if self._prr is not None and rec.in_recovery:
+            # RFC 6937 §3: DeliveredData = change in SND.UNA + change in
+            # SACKed octets (without SACK: one MSS per duplicate ACK).
+            if self.sack_on:
+                delivered = max(acked, 0) + rec.sacked() - sacked_before
+            else:
+                delivered = acked if acked > 0 else self.mss
+            self._prr_ack(max(delivered, 0))
         self._update_window(seg.seq, ack, win)
         # State changes once our FIN is acknowledged.
         fin_acked = self._fin_seq is not None and seq_gt(self.snd_una, self._fin_seq)
@@ -1125,10 +1297,19 @@ class TcpEndpoint:
         self.rtt.reset_backoff()
         # Loss recovery (a full ACK ends the episode: RFC 6582 §3.2 step 3,
         # RFC 6675 §5 (C)), then congestion control.
-        if self.recovery.on_new_ack(ack, data, self.mss):
-            self.cc.on_recovery_exit(now)
+        rec = self.recovery
+        if rec.on_new_ack(now, ack, data, self.mss):
+            self._prr = None
+            self.cc.on_recovery_exit(now)  # RFC 6937 §3: cwnd = ssthresh
         else:
             self.cc.on_ack(now, acked, rtt, seq_sub(self.snd_max, ack))
+            rack = self._rack
+            if rack is not None and rack.tlp_repaired:
+                # RFC 8985 §7.4.2: the probe repaired a loss; congestion
+                # control reacts as to a recovery episode (Linux: CWR).
+                rack.tlp_repaired = False
+                self.cc.on_loss(now, seq_sub(self.snd_max, self.snd_una))
+                self.cc.on_recovery_exit(now)
         # RFC 6298 (5.2)/(5.3).
         if seq_lt(self.snd_una, self.snd_max):
             self._arm_rto(now)
@@ -1147,10 +1328,29 @@ class TcpEndpoint:
         return rtt
 
     def _enter_recovery(self, now: float) -> None:
-        """RFC 5681 §3.2 steps 2-3 / RFC 6582 §3.2 / RFC 6675 §5 step 4."""
+        """RFC 5681 §3.2 steps 2-3 / RFC 6582 §3.2 / RFC 6675 §5 step 4;
+        RFC 6937 §3: RecoverFS = SND.NXT - SND.UNA."""
+        flight = seq_sub(self.snd_max, self.snd_una)
         self.recovery.enter(self.snd_una, self.snd_max)
-        self.cc.on_loss(now, seq_sub(self.snd_max, self.snd_una))
+        self.cc.on_loss(now, flight)
         self.fast_retransmits += 1
+        if self.ecn_on:
+            # Linux tcp_init_cwnd_reduction: the receiver learns of the
+            # reduction too, and an ECE of the same window is not another.
+            self._ecn_high = self.snd_max
+            self._cwr_pending = True
+        if self.config.prr:
+            self._prr = Prr(flight)
+
+    def _prr_ack(self, delivered: int) -> None:
+        """RFC 6937 §3 on each ACK in recovery: cwnd = pipe + sndcnt (as
+        Linux tcp_cwnd_reduction), which both the retransmissions and new
+        data then respect."""
+        prr = self._prr
+        assert prr is not None
+        cc = self.cc
+        pipe = self.recovery.pipe(self.snd_una, self.snd_nxt, self.snd_max, self.mss)
+        cc.cwnd = pipe + prr.sndcnt(delivered, pipe, cc.ssthresh, self.mss)
 
     def _process_text(self, now: float, seg: Segment) -> None:
         """RFC 9293 §3.10.7.4 seventh (text) and eighth (FIN)."""
@@ -1169,6 +1369,10 @@ class TcpEndpoint:
         # Trim to the window (§3.10.7.4: "trim any portion that lies outside").
         front = seq_sub(self.rcv_nxt, seq)
         if front > 0:
+            if self.sack_on and payload:
+                # RFC 2883 §4 (1): report the duplicate part, at once (Linux).
+                self._dsack = (seq, seq_add(seq, min(front, len(payload))))
+                self._ack_now = True
             payload = payload[front:]
             seq = self.rcv_nxt
         room = seq_sub(self.rcv_adv, seq)
@@ -1178,6 +1382,12 @@ class TcpEndpoint:
         n = len(payload)
         if seq != self.rcv_nxt:
             if n:
+                if self.sack_on:
+                    end = seq_add(seq, n)
+                    for blk in self._ooo:
+                        if seq_leq(blk[0], seq) and seq_leq(end, seq_add(blk[0], len(blk[1]))):
+                            self._dsack = (seq, end)  # RFC 2883 §4 (2): held already
+                            break
                 self._ooo_insert(seq, payload)
             if fin:
                 self._ooo_fin = seq_add(seq, n)
@@ -1372,18 +1582,24 @@ class TcpEndpoint:
             self._win_update = True
 
     def _sack_blocks(self) -> tuple[tuple[int, int], ...]:
-        """RFC 2018 §4: the block holding the latest segment first."""
+        """RFC 2018 §4: the block holding the latest segment first; a D-SACK
+        block before it, once (RFC 2883 §4)."""
         ooo = self._ooo
-        if not ooo:
-            return ()
         limit = 3 if self.ts_on else 4
         blocks = [(b[0], seq_add(b[0], len(b[1]))) for b in ooo]
+        ds = self._dsack
+        if ds is not None:
+            self._dsack = None
+            if not ooo:
+                return (ds,)
         last = self._sack_last
         if last is not None:
             for i, (lo, hi) in enumerate(blocks):
                 if seq_leq(lo, last) and seq_lt(last, hi):
                     blocks.insert(0, blocks.pop(i))
                     break
+        if ds is not None:
+            blocks.insert(0, ds)
         return tuple(blocks[:limit])
 
     def _make(self, now: float, seq: int, flags: int, payload: bytes | memoryview = b"") -> Segment:
@@ -1392,10 +1608,12 @@ class TcpEndpoint:
         opts = TcpOptions()
         if self.ts_on:
             opts.timestamp = (self._ts_now(now), self.ts_recent)
-        if self.sack_on and self._ooo:
+        if self.sack_on and (self._ooo or self._dsack is not None):
             opts.sack_blocks = self._sack_blocks()
         ack = 0
         if flags & ACK:
+            if self._ecn_ece:
+                flags |= ECE  # RFC 3168 §6.1.3
             ack = self.rcv_nxt
             self.last_ack_sent = ack
             self._ack_now = False
@@ -1426,6 +1644,16 @@ class TcpEndpoint:
                 opts.timestamp = (self._ts_now(now), 0)
         window = min(self.rcv_buf - len(self._rbuf), 0xFFFF)
         flags = SYN | ACK if synack else SYN
+        if synack:
+            if self.ecn_on:
+                flags |= ECE
+        elif cfg.ecn == 1 and self._retries == 0:
+            # RFC 3168 §6.1.1.1: a retransmitted SYN goes without ECN, in
+            # case a middlebox drops ECN-setup SYNs (as Linux).
+            flags |= ECE | CWR
+            self._ecn_syn = True
+        else:
+            self._ecn_syn = False
         if synack:
             self.rcv_adv = seq_add(self.rcv_nxt, window)
             self.last_ack_sent = self.rcv_nxt
@@ -1478,6 +1706,8 @@ class TcpEndpoint:
         if s is State.SYN_SENT or s is State.SYN_RECEIVED:
             self._ack_now = False
             return out
+        if self._probe:
+            self._send_probe(now, out)
         self._output(now, out)
         if self._uncork:
             self._uncork = False  # the cork timer lets out what was held then, once
@@ -1559,6 +1789,8 @@ class TcpEndpoint:
                 self._segment_at(now, self.snd_nxt, n, rtx=seq_lt(self.snd_nxt, self.snd_max))
             )
             sent += 1
+        if sent and self._rto_kind == _T_PTO:
+            self._arm_rto(now)  # RFC 8985 §7.2: the probe follows the newest data
         # Persist timer (RFC 9293 §3.8.6.1): data waits on a closed window
         # and nothing is in flight to bring an ACK back.
         if (
@@ -1571,9 +1803,37 @@ class TcpEndpoint:
             t = self.rtt.rto * (1 << min(self._persist_backoff, 16))
             self._persist_at = now + min(t, self.config.persist_max_s)
 
+    def _send_probe(self, now: float, out: list[Segment]) -> None:
+        """RFC 8985 §7.3: one segment of new data if the receive window lets
+        it go (congestion window notwithstanding), else the last segment
+        sent again; TLP.end_seq is SND.NXT after it."""
+        self._probe = False
+        rack = self._rack
+        if rack is None or not seq_lt(self.snd_una, self.snd_max) or rack.in_recovery:
+            return
+        data_left = seq_sub(seq_add(self._sbuf_seq, len(self._sbuf)), self.snd_nxt)
+        room = seq_sub(seq_add(self.snd_una, self.snd_wnd), self.snd_nxt)
+        if self.snd_nxt == self.snd_max and data_left > 0 and room > 0:
+            n = min(self.mss - self._sack_option_len(), data_left, room)
+            out.append(self._segment_at(now, self.snd_nxt, n, rtx=False))
+            rack.tlp_rtx = False
+        else:
+            end = self.snd_max
+            fin = self._fin_seq
+            if self._fin_pending and fin is not None and seq_gt(end, fin):
+                end = fin  # the FIN goes with the last data (or alone)
+            start = seq_add(end, -self.mss)
+            if seq_lt(start, self.snd_una):
+                start = self.snd_una
+            out.append(self._segment_at(now, start, seq_sub(end, start), rtx=True))
+            rack.tlp_rtx = True
+        rack.tlp_end = self.snd_max
+        self.tlp_probes += 1
+
     def _sack_option_len(self) -> int:
-        if self.sack_on and self._ooo:
-            return 4 + 8 * min(len(self._ooo), 3 if self.ts_on else 4)
+        if self.sack_on and (self._ooo or self._dsack is not None):
+            n = len(self._ooo) + (self._dsack is not None)
+            return 4 + 8 * min(n, 3 if self.ts_on else 4)
         return 0
 
     def _segment_at(self, now: float, seq: int, n: int, *, rtx: bool) -> Segment:
@@ -1589,12 +1849,20 @@ class TcpEndpoint:
             flags |= PSH
         if self._fin_pending and end == self._fin_seq:
             flags |= FIN
+        ecn = self.ecn_on and n > 0 and not rtx
+        if ecn and self._cwr_pending:
+            flags |= CWR  # RFC 3168 §6.1.2: the first new data after a reduction
+            self._cwr_pending = False
         seg = self._make(now, seq, flags, payload)
+        if ecn:
+            seg.ecn = ECT0  # RFC 3168 §6.1.4: not on retransmissions, ACKs, SYNs
         seg_mss = self.mss - self._sack_option_len()
         if n > seg_mss:
             seg.gso_size = seg_mss
         new_end = seq_add(end, 1 if flags & FIN else 0)
         self.ledger.on_transmit(now, seq, new_end)
+        if self._prr is not None:
+            self._prr.out += n  # RFC 6937 §3: prr_out
         if rtx:
             self.retransmits += 1
             self.bytes_retrans += n
@@ -1615,6 +1883,7 @@ class TcpEndpoint:
 
     def stats(self) -> TcpStats:
         cc = self.cc
+        rack = self._rack
         return TcpStats(
             state=self.state.value,
             cwnd=cc.cwnd,
@@ -1634,6 +1903,13 @@ class TcpEndpoint:
             retransmits=self.retransmits,
             rto_expiries=self.rto_expiries,
             fast_retransmits=self.fast_retransmits,
+            tlp_probes=self.tlp_probes,
+            dsacks_in=rack.dsacks if rack is not None else 0,
+            reordering_seen=rack.reordering_seen if rack is not None else False,
+            reo_wnd_mult=rack.reo_wnd_mult if rack is not None else 0,
+            ecn=self.ecn_on,
+            ecn_ce_in=self.ecn_ce_in,
+            ecn_reductions=self.ecn_reductions,
             bytes_sent=self.bytes_sent,
             bytes_retrans=self.bytes_retrans,
             bytes_acked=self.bytes_acked,

@@ -23,10 +23,8 @@ again at worst, RFC 2018 §8's reneging rules keep the data buffered).
 Implemented: RFC 6675 §3 (scoreboard), §4 IsLost, NextSeg rule (1) (the
 endpoint sends new data, rule (2); rules (3) and (4), the rescue
 retransmission, are left out), SetPipe.
-Left out: RFC 2883 D-SACK is not interpreted (it comes with RACK-TLP). A
-D-SACK block still does no harm: one below SND.UNA is ignored as stale, and
-one inside the second block (RFC 2883 §4) SACKs octets the receiver holds,
-so it adds nothing the second block does not.
+RFC 2883 D-SACK blocks are recognised by ``recovery.take_sack`` (RFC 2883
+§4) and never reach the scoreboard.
 Limits: IsLost counts SACKed *ranges* as "discontiguous SACKed sequences"
 and SACKed bytes against (DupThresh - 1) * SMSS; segment boundaries inside a
 range are not known (three contiguous small segments make one range).
@@ -206,6 +204,40 @@ class Scoreboard:
         a = self._abs(seq)
         i = bisect_right(starts, a) - 1
         return i >= 0 and a < self._ends[i]
+
+    def sacked_in(self, lo: int, hi: int) -> int:
+        """Octets of [lo, hi) (wire sequence numbers) SACKed."""
+        starts = self._starts
+        if not starts:
+            return 0
+        a = self._abs(lo)
+        b = a + ((hi - lo) & SEQ_MASK)
+        ends = self._ends
+        i = bisect_right(ends, a)
+        total = 0
+        n = len(starts)
+        while i < n and starts[i] < b:
+            s0 = starts[i] if starts[i] > a else a
+            e0 = ends[i] if ends[i] < b else b
+            total += e0 - s0
+            i += 1
+        return total
+
+    def first_unsacked(self, lo: int, hi: int) -> tuple[int, int] | None:
+        """The lowest run of octets in [lo, hi) not SACKed, as wire
+        (start, end); None when all of it is."""
+        a = self._abs(lo)
+        b = a + ((hi - lo) & SEQ_MASK)
+        starts = self._starts
+        ends = self._ends
+        i = bisect_right(ends, a)
+        if i < len(starts) and starts[i] <= a:
+            a = ends[i]  # lo is inside a SACKed range: skip past it
+            i += 1
+        if a >= b:
+            return None
+        end = starts[i] if i < len(starts) and starts[i] < b else b
+        return a & SEQ_MASK, end & SEQ_MASK
 
     def is_lost(self, seq: int, mss: int, dupthresh: int = DUPTHRESH) -> bool:
         """RFC 6675 §4 IsLost(SeqNum): DupThresh discontiguous SACKed

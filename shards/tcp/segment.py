@@ -37,6 +37,9 @@ class Segment:
     # Outgoing only: a super-segment for the link to cut into segments of
     # this many payload bytes (TSO); 0 for a segment that goes as it is.
     gso_size: int = 0
+    # The IP header's ECN field (RFC 3168 §5): as received (CE = 3), or to
+    # send (ECT(0) = 2 on new data of an ECN-capable connection).
+    ecn: int = 0
 
     @classmethod
     def from_view(cls, view: TcpView) -> Segment:

@@ -76,6 +76,7 @@ _TS_VALUES = struct.Struct("!II")  # TSval, TSecr
 _NOP_NOP_TS = bytes((1, 1, 8, 10))  # RFC 7323 Appendix A: NOP, NOP, kind 8, length 10
 # Flags that rule header prediction out (any but PSH), and ACK, which it needs.
 _NOT_PREDICTED = 0x0FFF & ~PSH
+_CE = 3  # RFC 3168 §5: Congestion Experienced in the IP header's ECN field
 
 # Socket options (Linux's names) -> TcpConfig field and type. Set them when
 # creating a server (its connections inherit them) or a connection;
@@ -85,6 +86,7 @@ TCP_OPTIONS: dict[str, tuple[str, type]] = {
     "TCP_MAXSEG": ("user_mss", int),
     "TCP_LINGER2": ("linger2_s", float),
     "TCP_CONGESTION": ("cc", str),
+    "TCP_RACK": ("rack", bool),  # RFC 8985 loss detection (Linux: the tcp_recovery sysctl)
     "SO_KEEPALIVE": ("keepalive", bool),
     "TCP_KEEPIDLE": ("keepalive_idle_s", float),
     "TCP_KEEPINTVL": ("keepalive_intvl_s", float),
@@ -521,9 +523,10 @@ class TcpDemux:
         payload = d.payload  # checked by the network layer
         src, dst = d.src, d.dst
         sport, dport, seq, ack, offset_flags, window = _TCP_FIXED.unpack_from(payload)
-        if offset_flags & _NOT_PREDICTED == ACK:
+        if offset_flags & _NOT_PREDICTED == ACK and d.tos & 3 != _CE:
             # The common case first: ACK (PSH) alone on a known connection,
-            # no option but NOP NOP TS (Linux's layout) — header prediction.
+            # no option but NOP NOP TS (Linux's layout), no CE mark —
+            # header prediction.
             t = self.conns.get((dst, dport, src, sport))
             hlen = offset_flags >> 12 << 2
             if t is not None and (hlen == 20 or (hlen == 32 and payload[20:24] == _NOP_NOP_TS)):
@@ -543,6 +546,7 @@ class TcpDemux:
                     return True
         view = TcpView(payload, (payload[12] >> 4) << 2)
         seg = Segment.from_view(view)
+        seg.ecn = d.tos & 3  # RFC 3168 §5: the IP header's ECN field
         if d.broadcast or not addresses_acceptable(src, dst):
             # RFC 1122 §4.2.3.10: to or from a broadcast (limited or
             # subnet-directed) or multicast address: no reply of any kind.
@@ -734,12 +738,12 @@ class TcpDemux:
             # DF on every segment: path MTU discovery (RFC 1191 §3), as Linux.
             self.net.send_ipv4(
                 remote, 6, head, src=local, checksum_at=16, df=True, data=seg.payload,
-                gso_size=seg.gso_size,
+                gso_size=seg.gso_size, tos=seg.ecn,
             )  # fmt: skip
         else:
             self.net.send_ipv6(
                 remote, 6, head, src=local, checksum_at=16, data=seg.payload,
-                gso_size=seg.gso_size,
+                gso_size=seg.gso_size, traffic_class=seg.ecn,
             )  # fmt: skip
 
     def rows(self, offset: int = 0, limit: int | None = None) -> list[dict[str, Any]]:

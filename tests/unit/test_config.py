@@ -59,3 +59,22 @@ def test_broken_toml_and_missing_file(tmp_path: Path) -> None:
         load_toml(str(path))
     with pytest.raises(ConfigError, match="cannot read"):
         load_toml(str(tmp_path / "missing.toml"))
+
+
+def test_tcp_table_and_flags_build_the_connection_config(tmp_path: Path) -> None:
+    """[tcp] in the file, --tcp NAME=VALUE on top; TcpConfig converts."""
+    from shardnet.shards.tcp.config import TcpConfig
+
+    path = tmp_path / "s.toml"
+    path.write_text('tap = "sntap0"\n[tcp]\nrack = false\nrfc1337 = true\ncork_s = 0.1\n')
+    cfg = build_config(load_toml(str(path)), {"tcp": ["rack=true", "user-mss=1200"]})
+    assert cfg.tcp == {"rack": "true", "rfc1337": True, "cork_s": 0.1, "user_mss": "1200"}
+    tcp = TcpConfig.from_settings(cfg.tcp)
+    assert (tcp.rack, tcp.rfc1337, tcp.cork_s, tcp.user_mss) == (True, True, 0.1, 1200)
+    assert not TcpConfig.from_settings({"rack": "off"}).rack
+    with pytest.raises(ValueError, match="unknown TCP setting 'nope'"):
+        TcpConfig.from_settings({"nope": 1})
+    with pytest.raises(ValueError, match="rack: bad value"):
+        TcpConfig.from_settings({"rack": "maybe"})
+    with pytest.raises(ConfigError, match="NAME=VALUE"):
+        build_config({}, {"tap": "sntap0", "tcp": ["rack"]})

@@ -72,9 +72,9 @@ def test_newreno_partial_ack_queues_the_next_hole() -> None:
     rec.enter(at(0), at(6000))
     assert rec.next_retransmission(at(0), at(6000), 10_000, 1000, 3) == (at(0), 1000)
     assert rec.next_retransmission(at(0), at(6000), 10_000, 1000, 3) is None
-    assert not rec.on_new_ack(at(2000), 2000, 1000)
+    assert not rec.on_new_ack(0.0, at(2000), 2000, 1000)
     assert rec.next_retransmission(at(2000), at(6000), 10_000, 1000, 3) == (at(2000), 1000)
-    assert rec.on_new_ack(at(6000), 4000, 1000)  # the full ACK ends the episode
+    assert rec.on_new_ack(0.0, at(6000), 4000, 1000)  # the full ACK ends the episode
     assert not rec.in_recovery
 
 
@@ -82,7 +82,7 @@ def test_sack_recovery_enters_on_sacked_loss_and_picks_holes() -> None:
     """RFC 6675 §5: IsLost(HighACK + 1) starts recovery before three
     duplicate ACKs; NextSeg then resends each hole once."""
     rec = SackRecovery(at(0))
-    newly = rec.take_sack(at(0), [(at(1000), at(5000))], at(6000))
+    newly = rec.take_sack(0.0, at(0), [(at(1000), at(5000))], at(6000))
     assert newly == 4000
     assert rec.should_enter(at(0), at(6000), newly, 1000, 3)
     rec.enter(at(0), at(6000))
