@@ -153,6 +153,10 @@ class ShardAssembly:
         self._timers_on = False
         self._control_changed = True  # read the control plane's deadline again
         self._control_deadline: float | None = None
+        # The stack's secret, the same in every shard: ISNs, SYN cookies and
+        # IPv4 identification values agree across shards.
+        self.secret = bytes.fromhex(config.secret) if config.secret else os.urandom(16)
+        ident_key = self.secret
         if index == 0:
             self.owner = TableOwner(epoch=self.rng.getrandbits(62))
             net = NetOwner(self.owner, publish or (lambda patch: None))
@@ -160,6 +164,7 @@ class ShardAssembly:
             self.stack = NetStack(
                 shard=0, view=net.view, writer=writer, counters=self.counters, clock=clock,
                 loop_back=loop_back, forwarding=config.forwarding, tx_offload=self.tx_offload,
+                nshards=nshards, ident_key=ident_key,
             )  # fmt: skip
             self.control = ControlPlane(
                 net, self.stack, clock, ndp_config=ndp_config_of(config), rng=self.rng
@@ -176,7 +181,7 @@ class ShardAssembly:
             self.stack = NetStack(
                 shard=index, view=self.view, writer=writer, counters=self.counters, clock=clock,
                 ask_resolve=to_shard0.resolve, loop_back=loop_back, forwarding=config.forwarding,
-                tx_offload=self.tx_offload,
+                tx_offload=self.tx_offload, nshards=nshards, ident_key=ident_key,
             )  # fmt: skip
         self.stack.deadline_changed = self.timers_changed
         self.ingress.register(
@@ -211,9 +216,8 @@ class ShardAssembly:
             udp=self.udp,
             rng=random.Random(self.rng.getrandbits(64)),
         )
-        secret = bytes.fromhex(config.secret) if config.secret else os.urandom(16)
         self.tcp = TcpDemux(
-            stack, self.ports, shard=self.index, nshards=self.nshards, secret=secret,
+            stack, self.ports, shard=self.index, nshards=self.nshards, secret=self.secret,
             config=TcpConfig.from_settings(config.tcp), loop_time=self.clock,
         )  # fmt: skip
         self.tcp.deadline_changed = self.timers_changed

@@ -50,6 +50,7 @@ from shardnet.common.wire.udp import UdpView
 from ..counters import NetEvent
 from .datagram import ETH_HEADER, Delivery, Outgoing
 from .fragment import FragmentationNeeded, fragment_ipv4
+from .ipident import IdentGenerator
 from .model import Address, AddressKind, Nic, PrimaryBehavior, network_of
 from .path import Path
 from .route import Route, needs_route
@@ -80,7 +81,7 @@ class Ipv4:
         self.transports = stack.transport_v4
         # Frames from the ring arrive on the link's NIC (one link per process).
         self.link_nic = stack.link_nic
-        self._ident = (stack.shard << 12) & 0xFFFF  # different starts per shard
+        self.idents = IdentGenerator(stack.ident_key, stack.shard, stack.nshards)
 
     # --- input (RFC 791, RFC 1122 §3.2.1) ----------------------------------------------
     def handle_looped(self, eth: EthernetView, vnet: memoryview) -> None:
@@ -233,9 +234,9 @@ class Ipv4:
         hlen = 20 + ((len(options) + 3) & ~3)
         head = bytearray(hlen + len(payload))
         length = len(head) + len(data)
-        self._ident = (self._ident + 1) & 0xFFFF
+        ident = self.idents.next(src, dst, proto)
         Ipv4Header(
-            src, dst, proto, ttl=ttl, tos=tos, ident=self._ident, df=df, total_length=length,
+            src, dst, proto, ttl=ttl, tos=tos, ident=ident, df=df, total_length=length,
             options=options,
         ).emit(head)  # fmt: skip
         head[hlen:] = payload
@@ -270,7 +271,7 @@ class Ipv4:
         fits = length <= mtu
         if not fits and not (gso_size and self.stack.tx_offload):
             return False
-        ident = self._ident = (self._ident + 1) & 0xFFFF
+        ident = self.idents.next(path.src, dst, proto)
         flags = _IPV4_DF if df else 0
         proto_ttl = (ttl << 8) | proto
         total = path.addr_sum + (0x4500 | tos) + length + ident + flags + proto_ttl

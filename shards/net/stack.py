@@ -98,6 +98,8 @@ class NetStack:
         loop_back: Callable[[bytes | bytearray], bool] | None = None,
         forwarding: bool = False,
         tx_offload: bool = False,
+        nshards: int = 1,
+        ident_key: bytes = b"",
     ) -> None:
         # The link completes TCP checksums and cuts TCP super-segments (the
         # virtio-net header's NEEDS_CSUM and GSO, ``common/wire/virtio.py``).
@@ -105,6 +107,8 @@ class NetStack:
         # --forwarding: route packets that are not for us (RFC 1812 / RFC 8200).
         self.forwarding = forwarding
         self.shard = shard
+        self.nshards = nshards
+        self.ident_key = ident_key  # the stack's secret: IPv4 identification (ipident.py)
         self.view = view
         self.writer = writer
         self.counters = counters

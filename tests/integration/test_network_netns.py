@@ -257,3 +257,41 @@ def test_an_ipv4_fragment_inside_data_held_is_ignored(ns: Netns, stack: StackPro
         print(json.dumps([bytes(p[Raw].load).hex() for p in got]))
     """, timeout=60).stdout  # fmt: skip
     assert json.loads(out) == [bytes(range(48)).hex()]
+
+
+def test_ipv4_identification_is_per_destination(ns: Netns, stack: StackProcess) -> None:
+    """RFC 7739 §5: the echo replies to one address carry identifications
+    that advance steadily; those to another address, even answered by the
+    same shard, follow their own sequence, not the same counter (which
+    would tell one peer how much the stack sends to the other)."""
+    from shardnet.common.addr import parse_ip
+    from shardnet.common.flowhash import shard_for
+
+    peers = (KERNEL_V4, "198.18.0.3")
+    idents = []  # for each peer, an echo identifier whose flow hashes to shard 0
+    for peer in peers:
+        ident = next(i for i in range(1, 1000) if shard_for(
+            1, parse_ip(peer), i, parse_ip(SHARDNET_V4), i, 2) == 0)  # fmt: skip
+        idents.append(ident)
+    ns.run(f"ip addr add {peers[1]}/24 dev {TAP}")
+    try:
+        out = ns.python(f"""
+            import json
+            from scapy.all import ICMP, IP, conf, sr1
+            conf.verb = 0
+            ids = {{}}
+            for seq in range(4):
+                for src, ident in zip({list(peers)!r}, {idents!r}):
+                    r = sr1(IP(src=src, dst="{SHARDNET_V4}") / ICMP(id=ident, seq=seq), timeout=2)
+                    ids.setdefault(src, []).append(r[IP].id if r is not None else None)
+            print(json.dumps(ids))
+        """, timeout=60).stdout  # fmt: skip
+    finally:
+        ns.run(f"ip addr del {peers[1]}/24 dev {TAP}", check=False)
+    ids = json.loads(out)
+    to_a, to_b = ids[peers[0]], ids[peers[1]]
+    assert None not in to_a + to_b
+    for seq in (to_a, to_b):  # each its own steady sequence
+        steps = {(y - x) & 0xFFFF for x, y in zip(seq, seq[1:], strict=False)}
+        assert len(steps) == 1 and steps.pop() <= 4, seq
+    assert not {(b - a) & 0xFFFF for a, b in zip(to_a, to_b, strict=True)} <= set(range(1, 5))
