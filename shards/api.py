@@ -60,6 +60,8 @@ UDP_OPTIONS: dict[str, tuple[str, type, bool]] = {
 }
 # Set-only options (getsockopt of them is ENOPROTOOPT, as on Linux):
 # name -> (join, IP version of the group).
+SOMAXCONN = 4096  # Linux net.core.somaxconn: listen()'s backlog at most
+
 MEMBERSHIP_OPTIONS: dict[str, tuple[bool, int]] = {
     "IP_ADD_MEMBERSHIP": (True, 4),
     "IP_DROP_MEMBERSHIP": (False, 4),
@@ -403,11 +405,17 @@ class ShardStack:
         reuse_port: bool | None = None,
         v6only: bool = False,
         options: dict[str, Any] | None = None,
+        backlog: int = 100,
+        start_serving: bool = True,
     ) -> Server:
         """asyncio's ``loop.create_server``: ``host`` None listens on one
         dual-stack socket ([::], IPv4 peers as ::ffff:a.b.c.d, RFC 3493 §3.7).
         ``options``: TCP socket options its connections get (TCP_NODELAY,
-        TCP_MAXSEG, TCP_LINGER2, SO_KEEPALIVE, TCP_KEEPIDLE, ...)."""
+        TCP_MAXSEG, TCP_LINGER2, SO_KEEPALIVE, TCP_KEEPIDLE, ...).
+        ``backlog``: connections completed but not yet accepted, at most
+        (this shard's copy of the listener; beyond it SYNs are dropped, as
+        Linux does; capped at SOMAXCONN, 4096). ``start_serving`` False:
+        they wait (their data too) until ``Server.start_serving()``."""
         if host in (None, "", "::"):
             family, addr = 6, bytes(16)
         else:
@@ -416,6 +424,7 @@ class ShardStack:
         lst = self.tcp.listen(
             family, addr, int(port), protocol_factory, reuse_port=bool(reuse_port), v6only=v6only,
             start=self.port_args()["start"], options=options,
+            backlog=min(max(int(backlog), 1), SOMAXCONN), serving=start_serving,
         )  # fmt: skip
         return Server(self, [lst])
 
@@ -500,7 +509,12 @@ class Server:
         return [sockaddr(lst.res.local_addr, lst.res.local_port) for lst in self._listening]
 
     def is_serving(self) -> bool:
-        return not self._closed.is_set()
+        return not self._closed.is_set() and all(lst.serving for lst in self._listening)
+
+    async def start_serving(self) -> None:
+        """Accept the connections waiting in the backlog, and the next ones."""
+        for lst in self._listening:
+            self._stack.tcp.start_serving(lst)
 
     def close(self) -> None:
         for lst in self._listening:
@@ -512,6 +526,7 @@ class Server:
         await self._closed.wait()
 
     async def serve_forever(self) -> None:
+        await self.start_serving()
         await self._closed.wait()
 
     async def __aenter__(self) -> Server:

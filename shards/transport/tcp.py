@@ -52,7 +52,7 @@ from ..tcp.endpoint import (
     rst_for,
 )
 from ..tcp.isn import IsnGenerator, SynCookies
-from ..tcp.listener import TcpListener
+from ..tcp.listener import LISTEN_BACKLOG, TcpListener
 from ..tcp.segment import Segment
 from .ports import TCP, PortManager, Reservation
 from .steer import Steering
@@ -365,13 +365,20 @@ class Listening:
         family: int,
         factory: Callable[[], asyncio.Protocol],
         config: TcpConfig,
+        backlog: int = LISTEN_BACKLOG,
+        serving: bool = True,
     ) -> None:
         self.res = res
         self.family = family
         self.factory = factory
+        # Not serving (asyncio's start_serving=False): connections complete
+        # into the accept queue, up to ``backlog``, and wait there, their data
+        # too, until the server starts serving (listen(2) before accept(2)).
+        self.serving = serving
         self.listener = TcpListener(
             config,
             res.local_port,
+            backlog=backlog,
             isn=demux.isn.isn,
             cookies=demux.cookies,
             mtu=demux.net.view.nics[demux.net.link_nic].mtu
@@ -640,7 +647,7 @@ class TcpDemux:
         now = self.now()
         for local, remote, seg in lst.listener.poll_transmit(now):
             self._send(local, remote, seg)
-        while (acc := lst.listener.accept()) is not None:
+        while lst.serving and (acc := lst.listener.accept()) is not None:
             ep = acc.endpoint
             key = (acc.local_addr, ep.local_port, acc.remote_addr, ep.remote_port)
             ep.tso_max = self.tso_max
@@ -854,7 +861,7 @@ class TcpDemux:
     def listen(
         self, family: int, addr: bytes, port: int, factory: Callable[[], asyncio.Protocol], *,
         reuse_addr: bool = True, reuse_port: bool = False, v6only: bool = False, start: int = 0,
-        options: dict[str, Any] | None = None,
+        options: dict[str, Any] | None = None, backlog: int = LISTEN_BACKLOG, serving: bool = True,
     ) -> Listening:  # fmt: skip
         config = config_with(self.config, options)
         res = Reservation(
@@ -873,9 +880,15 @@ class TcpDemux:
             )
         else:
             res = self.ports.reserve(res)
-        lst = Listening(self, res, family, factory, config)
+        lst = Listening(self, res, family, factory, config, backlog, serving)
         self.listeners.setdefault(res.local_port, []).append(lst)
         return lst
+
+    def start_serving(self, lst: Listening) -> None:
+        """The connections waiting in ``lst``'s accept queue are accepted now,
+        and the later ones as they complete."""
+        lst.serving = True
+        self._after_listener(lst)
 
     def stop_listening(self, lst: Listening) -> None:
         group = self.listeners.get(lst.res.local_port, [])

@@ -207,3 +207,33 @@ def test_syns_to_broadcast_and_multicast_are_never_answered(ns: Netns, stack: St
     """, timeout=30).split()  # fmt: skip
     assert out == ["0", "True"]
     assert wait_until(lambda: dropped() >= before + 3, timeout=5)
+
+
+def test_a_listen_backlog_holds_connections_until_the_server_serves() -> None:
+    """``create_server(backlog=2, start_serving=False)`` (tests/apps/
+    backlog_probe.py): two connections complete and their data waits, a third
+    connect gets no answer (its SYN is dropped, as Linux does when the accept
+    queue is full); once the server starts serving, both are echoed."""
+    skip_unless_netns()
+    args = ("--ipv4", f"{SHARDNET_V4}/24", "--app", "tests.apps.backlog_probe:main")
+    with Netns("backlog") as ns, StackProcess(ns, *args, shards=1):
+        ns.run(f"ip addr add {KERNEL_V4}/24 dev {TAP}")
+        out = ns.python(f"""
+            import socket
+            held = []
+            for i in range(2):
+                s = socket.create_connection(("{SHARDNET_V4}", 7100), timeout=5)
+                s.sendall(b"hello %d" % i)
+                held.append(s)
+            try:
+                socket.create_connection(("{SHARDNET_V4}", 7100), timeout=0.8)
+                print("third connected")
+            except TimeoutError:
+                print("third timed out")
+            u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            u.sendto(b"serve", ("{SHARDNET_V4}", 7101))
+            for s in held:
+                s.settimeout(5)
+                print(s.recv(100).decode())
+        """, timeout=60).stdout  # fmt: skip
+    assert out.splitlines() == ["third timed out", "hello 0", "hello 1"]

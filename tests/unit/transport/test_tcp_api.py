@@ -293,3 +293,50 @@ def test_writes_after_a_reset_or_close_are_dropped_as_asyncio_does() -> None:
         assert tcp.app_errors == 0
 
     asyncio.run(go())
+
+
+def test_a_backlog_holds_connections_and_their_data_until_serving_starts() -> None:
+    """listen() before accept(): with start_serving=False connections
+    complete into the accept queue, up to the backlog (beyond it a SYN is
+    dropped, as Linux does: the peer retransmits), their data waits;
+    start_serving() hands them to the application, data included."""
+
+    async def go() -> None:
+        net, stack, tcp = world()
+        made: list[asyncio.Transport] = []
+        received: list[bytes] = []
+
+        class App(asyncio.Protocol):
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                made.append(transport)  # type: ignore[arg-type]
+
+            def data_received(self, data: bytes) -> None:
+                received.append(data)
+
+        server = await stack.create_server(App, "0.0.0.0", 8080, backlog=2, start_serving=False)
+        assert not server.is_serving()
+
+        def segment(sport: int, flags: str, ack: int, data: bytes = b"") -> Ether:
+            return (
+                Ether(src=PEER_MAC, dst=OUR_MAC)
+                / IP(src=PEER4, dst=OUR4)
+                / TCP(sport=sport, dport=8080, flags=flags, seq=1001, ack=ack)
+                / data
+            )
+
+        for sport in (40001, 40002):
+            synack = handshake(net, 8080, sport=sport)
+            assert synack is not None
+            net.inject(segment(sport, "A", synack[TCP].seq + 1))
+            net.inject(segment(sport, "PA", synack[TCP].seq + 1, f"hi {sport}".encode()))
+            tcp.flush()
+            await asyncio.sleep(0)
+        net.sent()
+        assert handshake(net, 8080, sport=40003) is None  # the queue is full: the SYN is dropped
+        assert made == []
+        await server.start_serving()
+        await asyncio.sleep(0)
+        assert len(made) == 2 and server.is_serving()
+        assert sorted(received) == [b"hi 40001", b"hi 40002"]
+
+    asyncio.run(go())
