@@ -484,13 +484,14 @@ class ShardStack:
         return await self.create_server(factory, host, port, **kwds)
 
     async def open_connection(
-        self, host: str, port: int, *, limit: int = 2**16
+        self, host: str, port: int, *, limit: int = 2**16, **kwds: Any
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        """asyncio's ``open_connection`` signature, over shardnet's TCP."""
+        """asyncio's ``open_connection`` signature, over shardnet's TCP;
+        ``kwds`` go to ``create_connection`` (``options``)."""
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader(limit=limit, loop=loop)
         protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
-        transport, _ = await self.create_connection(lambda: protocol, host, port)
+        transport, _ = await self.create_connection(lambda: protocol, host, port, **kwds)
         writer = asyncio.StreamWriter(transport, protocol, reader, loop)
         return reader, writer
 

@@ -69,6 +69,10 @@ class TcpConfig:
     syn_retries: int = SYN_RETRIES
     synack_retries: int = SYNACK_RETRIES
     retries2: int = RETRIES2
+    # TCP_USER_TIMEOUT (RFC 5482), ms: data unacknowledged this long, or a
+    # zero window probed this long, aborts the connection with ETIMEDOUT
+    # instead of counting retries2 (Linux); 0 = off.
+    user_timeout_ms: int = 0
     dupthresh: int = DUPTHRESH
     # RFC 8985 RACK-TLP loss detection with SACK (Linux tcp_recovery bit 0,
     # on by default); off: RFC 6675 DupThresh.

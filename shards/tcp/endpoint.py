@@ -81,6 +81,7 @@ any input calls ``poll_transmit(now)`` and re-arms ``next_deadline()``.
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -311,7 +312,7 @@ class TcpEndpoint:
         "_rd_shut", "_peer_fin",
         # timers (absolute times or None)
         "_rto_at", "_rto_kind", "_probe", "_ack_at", "_persist_at", "_ka_at", "_tw_at", "_fw2_at",
-        "_retries", "_persist_backoff", "_persist_force", "_ka_probes", "_soft_error", "_syn_at",
+        "_retries", "_stall_since", "_persist_backoff", "_persist_force", "_ka_probes", "_soft_error", "_syn_at",
         "_cork_at", "_uncork", "_oow_at",
         # output flags
         "_need_syn", "_ack_now", "_acks_owed", "_win_update", "_queued",
@@ -413,6 +414,9 @@ class TcpEndpoint:
         self._fw2_at: float | None = None
         self._retries = 0
         self._persist_backoff = 0
+        # When the data now unacknowledged (or the zero window now probed)
+        # first stalled: TCP_USER_TIMEOUT counts from here.
+        self._stall_since: float | None = None
         self._persist_force = False
         self._ka_probes = 0
         self._soft_error: str | None = None
@@ -751,8 +755,13 @@ class TcpEndpoint:
     def _arm_rto(self, now: float) -> None:
         """RFC 6298 (5.1)/(5.3); with RACK-TLP the probe timeout instead when
         a probe may go (RFC 8985 §7.2: SACK in use, an SRTT, no recovery,
-        no probe outstanding) and it comes before the RTO."""
+        no probe outstanding) and it comes before the RTO. Retransmitting
+        with TCP_USER_TIMEOUT set, never past the user timeout (Linux's
+        tcp_clamp_rto_to_user_timeout)."""
         rto = self.rtt.rto
+        user_timeout = self.config.user_timeout_ms / 1000.0
+        if user_timeout and self._retries and self._stall_since is not None:
+            rto = max(min(rto, self._stall_since + user_timeout - now), 0.001)
         rack = self._rack
         if (
             rack is not None
@@ -821,7 +830,16 @@ class TcpEndpoint:
             return
         if not seq_lt(self.snd_una, self.snd_max):
             return
-        if self._retries >= cfg.retries2:
+        if self._retries == 0:
+            sent_at = self.ledger.oldest_sent_at()
+            self._stall_since = now if sent_at is None else sent_at
+        if cfg.user_timeout_ms:
+            # RFC 5482 / Linux: the user timeout replaces the retry count.
+            assert self._stall_since is not None
+            if now - self._stall_since >= cfg.user_timeout_ms / 1000.0:
+                self._fail(now, TimeoutError, "user timeout", errno=errno.ETIMEDOUT)
+                return
+        elif self._retries >= cfg.retries2:
             self._fail(now, TimeoutError, self._soft_error or "retransmission timed out")
             return
         self._retries += 1
@@ -844,7 +862,15 @@ class TcpEndpoint:
             State.LAST_ACK,
         ):
             return
-        if self._persist_backoff > self.config.retries2:
+        user_timeout = self.config.user_timeout_ms / 1000.0
+        if self._persist_backoff == 0:
+            self._stall_since = now
+        if user_timeout:
+            assert self._stall_since is not None
+            if now - self._stall_since >= user_timeout:
+                self._fail(now, TimeoutError, "user timeout", errno=errno.ETIMEDOUT)
+                return
+        elif self._persist_backoff > self.config.retries2:
             self._fail(now, TimeoutError, "zero-window probes unanswered")
             return
         self._persist_backoff += 1

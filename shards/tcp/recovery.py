@@ -79,6 +79,10 @@ class SentLedger:
         self.acked_rtx = False
         self.acked_clean = True
 
+    def oldest_sent_at(self) -> float | None:
+        """When the oldest unacknowledged data left (its last transmission)."""
+        return self._entries[self._head].sent_at if self._head < len(self._entries) else None
+
     def on_transmit(self, now: float, seq: int, end: int) -> None:
         """[seq, end) left at ``now``: new data above the ledger's top is
         recorded (merged into the last entry when sent at the same instant),

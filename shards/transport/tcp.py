@@ -87,6 +87,7 @@ TCP_OPTIONS: dict[str, tuple[str, type]] = {
     "TCP_LINGER2": ("linger2_s", float),
     "TCP_CONGESTION": ("cc", str),
     "TCP_RACK": ("rack", bool),  # RFC 8985 loss detection (Linux: the tcp_recovery sysctl)
+    "TCP_USER_TIMEOUT": ("user_timeout_ms", int),  # RFC 5482, milliseconds as Linux
     "SO_KEEPALIVE": ("keepalive", bool),
     "TCP_KEEPIDLE": ("keepalive_idle_s", float),
     "TCP_KEEPINTVL": ("keepalive_intvl_s", float),

@@ -237,3 +237,29 @@ def test_a_listen_backlog_holds_connections_until_the_server_serves() -> None:
                 print(s.recv(100).decode())
         """, timeout=60).stdout  # fmt: skip
     assert out.splitlines() == ["third timed out", "hello 0", "hello 1"]
+
+
+def test_tcp_user_timeout_ends_a_connection_to_a_silent_peer() -> None:
+    """RFC 5482 ``TCP_USER_TIMEOUT`` (tests/apps/user_timeout_probe.py): the
+    kernel peer accepts, says go, then vanishes (its address removed: no
+    answer, no reset); the stack's connection ends with ETIMEDOUT about
+    1.5 s later, not after minutes of retransmissions."""
+    skip_unless_netns()
+    args = ("--ipv4", f"{SHARDNET_V4}/24", "--app", "tests.apps.user_timeout_probe:main")
+    with Netns("usertimeout") as ns, StackProcess(ns, *args, shards=1) as stack:
+        ns.run(f"ip addr add {KERNEL_V4}/24 dev {TAP}")
+        ns.python(f"""
+            import socket, subprocess, time
+            srv = socket.create_server(("{KERNEL_V4}", 7200))
+            conn, _ = srv.accept()
+            conn.sendall(b"go\\n")
+            time.sleep(0.3)
+            subprocess.run(["ip", "addr", "del", "{KERNEL_V4}/24", "dev", "{TAP}"], check=True)
+            time.sleep(4)
+        """, timeout=60)  # fmt: skip
+        assert stack.stop() == 0
+        out = stack.output()
+    (line,) = [x for x in out.splitlines() if "user-timeout-probe:" in x]
+    assert "TimeoutError errno=110" in line, line
+    took = float(line.split("after ")[1].split()[0])
+    assert 1.0 <= took <= 3.5, line

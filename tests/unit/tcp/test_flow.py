@@ -233,3 +233,22 @@ def test_cwnd_restarts_from_the_initial_window_after_an_idle_rto() -> None:
     assert _burst_after_idle(2.0) == 10  # IW = 10 segments (RFC 6928)
     assert _burst_after_idle(0.5) > 10  # shorter than the RTO: the window stays
     assert _burst_after_idle(2.0, slow_start_after_idle=False) > 10
+
+
+def test_user_timeout_ends_zero_window_probing() -> None:
+    """TCP_USER_TIMEOUT (Linux): a zero window probed for longer than the
+    timeout aborts the connection with ETIMEDOUT even though each probe is
+    answered (buffered data that cannot leave is as stuck as lost data)."""
+    import errno
+
+    c = Conn.established(TcpConfig(**PLAIN, user_timeout_ms=5000), window=0)
+    c.ep.send(b"z" * 100)
+    for _ in range(10):
+        c.advance(1.01)
+        for _seg in c.output():  # every probe answered, the window still closed
+            c.send("A", ack=ISS + 1, window=0)
+        if c.ep.state is State.CLOSED:
+            break
+    assert c.ep.state is State.CLOSED and c.now < 1000 + 12
+    ev = [e for e in c.drain_events() if isinstance(e, Reset)]
+    assert ev and ev[0].errno == errno.ETIMEDOUT

@@ -206,3 +206,32 @@ def test_synack_retries() -> None:
     c.advance(2.0)
     assert c.ep.state is State.CLOSED
     c.expect_nothing()
+
+
+def test_user_timeout_ends_unacknowledged_data_with_etimedout() -> None:
+    """RFC 5482 / Linux TCP_USER_TIMEOUT: data unacknowledged for 3 s aborts
+    the connection with ETIMEDOUT, long before the retry budget (15 RTOs);
+    the last retransmission timer is clamped to the timeout."""
+    import errno
+
+    c = Conn.established(TcpConfig(timestamps=False, user_timeout_ms=3000))
+    c.ep.send(b"data")
+    c.expect("PA")
+    c.advance(2.99)  # RTOs at 1 and 3 (clamped from 1+2=3): one retransmission
+    assert c.ep.state is State.ESTABLISHED
+    c.advance(0.02)
+    assert c.ep.state is State.CLOSED
+    ev = c.drain_events()
+    assert isinstance(ev[0], Reset) and ev[0].errno == errno.ETIMEDOUT
+
+
+def test_user_timeout_counts_from_the_first_unacknowledged_send() -> None:
+    """Data that keeps being acknowledged never times out, however long the
+    connection lives."""
+    c = Conn.established(TcpConfig(timestamps=False, user_timeout_ms=1500))
+    for _ in range(5):
+        c.ep.send(b"x")
+        (seg,) = c.output()
+        c.advance(0.5)
+        c.send("A", ack=seg.seq + 1)
+    assert c.ep.state is State.ESTABLISHED
