@@ -73,6 +73,11 @@ class TcpConfig:
     # zero window probed this long, aborts the connection with ETIMEDOUT
     # instead of counting retries2 (Linux); 0 = off.
     user_timeout_ms: int = 0
+    # SO_LINGER (socket(7)): None off; 0 on with no time: close() resets the
+    # connection at once (RST, nothing more sent); a time: close() is a normal
+    # close (Linux goes on closing in the background after the wait, which a
+    # non-blocking transport never does).
+    linger_s: float | None = None
     dupthresh: int = DUPTHRESH
     # RFC 8985 RACK-TLP loss detection with SACK (Linux tcp_recovery bit 0,
     # on by default); off: RFC 6675 DupThresh.

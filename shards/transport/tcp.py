@@ -78,16 +78,28 @@ _NOP_NOP_TS = bytes((1, 1, 8, 10))  # RFC 7323 Appendix A: NOP, NOP, kind 8, len
 _NOT_PREDICTED = 0x0FFF & ~PSH
 _CE = 3  # RFC 3168 §5: Congestion Experienced in the IP header's ECN field
 
+
+def _linger(value: Any) -> float | None:
+    """SO_LINGER's value, as ``struct linger``: (onoff, seconds); None off."""
+    if value is None:
+        return None
+    onoff, seconds = value
+    if int(seconds) < 0:
+        raise ValueError("negative linger time")
+    return float(seconds) if onoff else None
+
+
 # Socket options (Linux's names) -> TcpConfig field and type. Set them when
 # creating a server (its connections inherit them) or a connection;
 # TCP_NODELAY and TCP_CORK also apply to an open connection.
-TCP_OPTIONS: dict[str, tuple[str, type]] = {
+TCP_OPTIONS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "TCP_NODELAY": ("nodelay", bool),
     "TCP_MAXSEG": ("user_mss", int),
     "TCP_LINGER2": ("linger2_s", float),
     "TCP_CONGESTION": ("cc", str),
     "TCP_RACK": ("rack", bool),  # RFC 8985 loss detection (Linux: the tcp_recovery sysctl)
     "TCP_USER_TIMEOUT": ("user_timeout_ms", int),  # RFC 5482, milliseconds as Linux
+    "SO_LINGER": ("linger_s", _linger),  # (onoff, seconds) as struct linger
     "SO_KEEPALIVE": ("keepalive", bool),
     "TCP_KEEPIDLE": ("keepalive_idle_s", float),
     "TCP_KEEPINTVL": ("keepalive_intvl_s", float),
@@ -204,6 +216,9 @@ class TcpTransport(asyncio.Transport):
     def close(self) -> None:
         if self._closing:
             return
+        if self.ep.config.linger_s == 0:  # SO_LINGER {on, 0}: a reset, at once
+            self.abort()
+            return
         self._closing = True
         if not self._buffer:
             self.ep.close(self._demux.now())
@@ -238,11 +253,14 @@ class TcpTransport(asyncio.Transport):
         return self._buffered
 
     def set_option(self, name: str, value: Any) -> None:
-        """Options that apply to an open connection: TCP_NODELAY, TCP_CORK."""
+        """Options that apply to an open connection: TCP_NODELAY, TCP_CORK,
+        SO_LINGER."""
         if name == "TCP_NODELAY":
             self.ep.set_nodelay(bool(value))
         elif name == "TCP_CORK":
             self.ep.set_cork(bool(value))
+        elif name == "SO_LINGER":
+            self.ep.config = config_with(self.ep.config, {name: value})
         elif name in TCP_OPTIONS:
             raise OSError(errno.EINVAL, f"{name} must be set before the connection opens")
         else:

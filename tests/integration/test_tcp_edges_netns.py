@@ -263,3 +263,24 @@ def test_tcp_user_timeout_ends_a_connection_to_a_silent_peer() -> None:
     assert "TimeoutError errno=110" in line, line
     took = float(line.split("after ")[1].split()[0])
     assert 1.0 <= took <= 3.5, line
+
+
+def test_so_linger_zero_resets_on_close() -> None:
+    """socket(7) SO_LINGER {on, 0}: the server's close resets the connection
+    (the kernel client's read fails with ECONNRESET); without it the close
+    is a FIN (the read returns end of file)."""
+    skip_unless_netns()
+    args = ("--ipv4", f"{SHARDNET_V4}/24", "--app", "tests.apps.linger_probe:main")
+    with Netns("linger") as ns, StackProcess(ns, *args):
+        ns.run(f"ip addr add {KERNEL_V4}/24 dev {TAP}")
+        out = ns.python(f"""
+            import socket
+            for port in (7300, 7301):
+                s = socket.create_connection(("{SHARDNET_V4}", port), timeout=5)
+                s.sendall(b"x")
+                try:
+                    print(port, "eof" if s.recv(100) == b"" else "data")
+                except ConnectionResetError:
+                    print(port, "reset")
+        """, timeout=60).stdout  # fmt: skip
+    assert out.splitlines() == ["7300 reset", "7301 eof"]

@@ -340,3 +340,15 @@ def test_a_backlog_holds_connections_and_their_data_until_serving_starts() -> No
         assert sorted(received) == [b"hi 40001", b"hi 40002"]
 
     asyncio.run(go())
+
+
+def test_so_linger_options_are_checked_and_read_back() -> None:
+    from shardnet.shards.tcp.config import TcpConfig
+    from shardnet.shards.transport.tcp import config_with
+
+    assert config_with(TcpConfig(), {"SO_LINGER": (1, 0)}).linger_s == 0.0
+    assert config_with(TcpConfig(), {"SO_LINGER": (1, 5)}).linger_s == 5.0
+    assert config_with(TcpConfig(), {"SO_LINGER": (0, 5)}).linger_s is None
+    with pytest.raises(OSError) as exc:
+        config_with(TcpConfig(), {"SO_LINGER": (1, -1)})
+    assert exc.value.errno == errno.EINVAL
