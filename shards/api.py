@@ -81,8 +81,11 @@ def _addr(host: str | None, family: int) -> bytes:
         raise OSError(
             errno.EINVAL, f"not an IP address: {host!r} (no DNS inside shardnet)"
         ) from None
-    if family == 6 and len(raw) == 4:
-        raise OSError(errno.EINVAL, "an IPv4 address on an IPv6 socket: use ::ffff:a.b.c.d")
+    if (len(raw) == 4) != (family == 4):
+        # What the kernel's own sockets raise through Python's getaddrinfo:
+        # an IPv4 literal for an IPv6 socket (it takes ::ffff:a.b.c.d) or an
+        # IPv6 one for an IPv4 socket. Never sent in the other family.
+        raise socket.gaierror(socket.EAI_ADDRFAMILY, "Address family for hostname not supported")
     return raw
 
 

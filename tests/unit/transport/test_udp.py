@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import random
+import socket
 from typing import Any
 
 import pytest
@@ -98,11 +99,13 @@ def test_v6only_refuses_ipv4_and_leaves_the_port_to_an_ipv4_socket(world) -> Non
     assert [a[0] for _, a in rec4.got] == [PEER4] and [a[0] for _, a in rec6.got] == [PEER6]
 
 
-def test_bind_of_an_ipv4_address_on_an_ipv6_socket_is_einval(world) -> None:
+def test_bind_of_an_ipv4_address_on_an_ipv6_socket_fails_as_the_kernels(world) -> None:
     _, stack = world
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as k, pytest.raises(OSError) as kernel:
+        k.bind(("198.18.0.2", 5000))
     with pytest.raises(OSError) as exc:
         endpoint(stack, local_addr=("198.18.0.2", 5000), family=10)  # AF_INET6
-    assert exc.value.errno == errno.EINVAL
+    assert type(exc.value) is type(kernel.value) and exc.value.errno == kernel.value.errno
 
 
 def test_v6only_after_bind_is_einval_and_ipv4_options_apply_only_to_ipv4(world) -> None:
@@ -245,3 +248,32 @@ def test_unconnected_sockets_ignore_icmp_errors(world) -> None:
         / bytes(sent[IP])[:28]
     )
     assert rec.errors == []
+
+
+@pytest.mark.parametrize(
+    ("family", "v6only", "dst"),
+    [
+        (socket.AF_INET, False, "2001:db8::1"),  # IPv6 literal on an IPv4 socket
+        (socket.AF_INET6, False, "198.18.0.1"),  # IPv4 literal on an IPv6 socket
+        (socket.AF_INET6, True, "::ffff:198.18.0.1"),  # v4-mapped on a V6ONLY socket
+    ],
+)
+def test_family_mismatches_fail_as_the_kernels_sockets_do(
+    world, family: socket.AddressFamily, v6only: bool, dst: str
+) -> None:
+    """The same sendto on a kernel socket and on ours: the same exception
+    class and errno, and nothing sent in the other family. (The kernel's
+    sockets fail before sending anything.)"""
+    net, stack = world
+    with socket.socket(family, socket.SOCK_DGRAM) as k:
+        if v6only:
+            k.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        with pytest.raises(OSError) as kernel:
+            k.sendto(b"x", (dst, 9))
+    t, _ = endpoint(stack, family=int(family))
+    if v6only:
+        t.set_option("IPV6_V6ONLY", True)
+    with pytest.raises(OSError) as ours:
+        t.sendto(b"x", (dst, 9))
+    assert type(ours.value) is type(kernel.value) and ours.value.errno == kernel.value.errno
+    assert net.sent() == []
