@@ -223,6 +223,13 @@ class ControlPlane(Resolver):
             return {"forwarding": self.stack.forwarding}
         if op == "groups":
             return self.groups.rows()
+        if op == "nic_set":
+            nic = self.owner.nic(str(args.get("name")))
+            was = nic.enabled
+            row = self.ops.handle(op, args)
+            if bool(args.get("enabled", True)) != was:
+                self._nic_enabled(nic.id, not was)
+            return row
         if op == "reassembly_expired":
             self.stack.reassembly_expired(bytes(args["packet"]))
             return None
@@ -249,6 +256,17 @@ class ControlPlane(Resolver):
                 self._announce(nic.id, parse_ip(value["addr"]))
             return value
         return self.ops.handle(op, args)
+
+    def _nic_enabled(self, nic_id: int, up: bool) -> None:
+        """``ctl nic down``/``up``: NDP stops (routers, prefixes and SLAAC
+        addresses learnt are dropped) and starts again as on a new
+        attachment (RFC 4862 §5.3: every address through DAD again, router
+        solicitations); IGMP/MLD go quiet and report every group again."""
+        machine = self.ndp.get(nic_id)
+        now = self.clock()
+        if machine is not None:
+            self.apply(nic_id, machine.start(now) if up else machine.stop(now))
+        self.groups.nic_enabled(nic_id, up)
 
     def set_forwarding(self, on: bool) -> None:
         """Router or host (RFC 4861 §6.2): every shard forwards from now on

@@ -82,6 +82,23 @@ class GroupControl:
         mld = self.mld[nic_id] = MldMachine(mld_config, self.rng, link_local)
         self.send_mld(nic_id, mld.start(now))
 
+    def nic_enabled(self, nic_id: int, up: bool) -> None:
+        """The NIC went down (nothing more is sent, memberships kept) or up
+        again: every group joined is reported anew (RFC 3376 §5.1, RFC 3810
+        §6.1: a new attachment announces itself)."""
+        now = self.clock()
+        igmp, mld = self.igmp.get(nic_id), self.mld.get(nic_id)
+        if igmp is not None:
+            if up:
+                self._send(nic_id, igmp.start(now))
+            else:
+                igmp.stop()
+        if mld is not None:
+            if up:
+                self.send_mld(nic_id, mld.start(now))
+            else:
+                mld.stop()
+
     def host_join(self, nic_id: int, group: bytes, join: bool) -> None:
         """The host's own use of an IPv6 group (RFC 4862 §5.4.2: an address's
         solicited-node group) starts or ends; bounded by the addresses, so
