@@ -148,6 +148,8 @@ def test_a_disabled_link_accepts_and_sends_nothing() -> None:
     net.inject(eth() / IP(src=PEER4, dst=OUR4) / ICMP(type=8))
     net.expect_nothing()
     net.request("nic_set", name="sntap0", enabled=True)
+    # Up again: a new attachment, its groups reported anew (RFC 3810 §6.1).
+    assert [f[IPv6].dst for f in net.sent()] == ["ff02::16"]
     net.inject(eth() / IP(src=PEER4, dst=OUR4) / ICMP(type=8))
     net.expect(ipv4(icmp4(0), src=OUR4, dst=PEER4))
 
