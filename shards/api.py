@@ -33,6 +33,7 @@ from shardnet.common.addr import (
 )
 
 from .net.stack import NetStack
+from .tcp.listener import LISTEN_BACKLOG
 from .transport.tcp import IGNORE, REJECT, Accept, FlowHook, TcpDemux
 
 __all__ = ["IGNORE", "REJECT", "Accept", "Server", "ShardStack", "UdpTransport"]
@@ -408,16 +409,17 @@ class ShardStack:
         reuse_port: bool | None = None,
         v6only: bool = False,
         options: dict[str, Any] | None = None,
-        backlog: int = 100,
+        backlog: int = LISTEN_BACKLOG,
         start_serving: bool = True,
     ) -> Server:
         """asyncio's ``loop.create_server``: ``host`` None listens on one
         dual-stack socket ([::], IPv4 peers as ::ffff:a.b.c.d, RFC 3493 §3.7).
         ``options``: TCP socket options its connections get (TCP_NODELAY,
         TCP_MAXSEG, TCP_LINGER2, SO_KEEPALIVE, TCP_KEEPIDLE, ...).
-        ``backlog``: connections completed but not yet accepted, at most
-        (this shard's copy of the listener; beyond it SYNs are dropped, as
-        Linux does; capped at SOMAXCONN, 4096). ``start_serving`` False:
+        ``backlog``: connections completed but not yet accepted, at most,
+        in this shard's copy of the listener (128 by default, Linux's
+        SOMAXCONN until 5.4; capped at 4096); beyond it SYNs are dropped, as
+        Linux does. ``start_serving`` False:
         they wait (their data too) until ``Server.start_serving()``."""
         if host in (None, "", "::"):
             family, addr = 6, bytes(16)
