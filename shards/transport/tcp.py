@@ -79,6 +79,13 @@ _NOT_PREDICTED = 0x0FFF & ~PSH
 _CE = 3  # RFC 3168 §5: Congestion Experienced in the IP header's ECN field
 
 
+# The listeners' own counts, shown in ``ctl stats`` gauges.
+LISTENER_COUNTERS = (
+    "syn_received", "syns_dropped", "syn_fin_dropped", "acks_dropped", "cookies_sent",
+    "cookies_accepted", "cookies_rejected", "dropped_non_unicast", "resets_sent",
+)  # fmt: skip
+
+
 def _linger(value: Any) -> float | None:
     """SO_LINGER's value, as ``struct linger``: (onoff, seconds); None off."""
     if value is None:
@@ -809,8 +816,16 @@ class TcpDemux:
         )
 
     def gauges(self) -> dict[str, int]:
-        """``shardnet_tcp_connections{state}``, and the flow hook's counters."""
+        """``shardnet_tcp_connections{state}``, the flow hook's counters and
+        the listeners' (``tcp_listen/...``: SYNs received and dropped,
+        handshake ACKs dropped on a full accept queue, cookies, resets),
+        summed over this shard's listening sockets."""
         counts: dict[str, int] = {}
+        for lst in self._all_listeners():
+            listener = lst.listener
+            for name in LISTENER_COUNTERS:
+                key = f"tcp_listen/{name}"
+                counts[key] = counts.get(key, 0) + getattr(listener, name)
         hook = self.flow_hook
         if hook is not None:
             counts.update({

@@ -352,3 +352,24 @@ def test_so_linger_options_are_checked_and_read_back() -> None:
     with pytest.raises(OSError) as exc:
         config_with(TcpConfig(), {"SO_LINGER": (1, -1)})
     assert exc.value.errno == errno.EINVAL
+
+
+def test_listener_counters_reach_the_gauges() -> None:
+    """ctl stats shows what a listener did: SYNs received, and dropped when
+    the accept queue is full."""
+
+    async def go() -> None:
+        net, stack, tcp = world()
+        await stack.create_server(asyncio.Protocol, "0.0.0.0", 8080, backlog=1, start_serving=False)
+        synack = handshake(net, 8080, sport=40001)
+        assert synack is not None
+        net.inject(
+            Ether(src=PEER_MAC, dst=OUR_MAC)
+            / IP(src=PEER4, dst=OUR4)
+            / TCP(sport=40001, dport=8080, flags="A", seq=1001, ack=synack[TCP].seq + 1)
+        )
+        assert handshake(net, 8080, sport=40002) is None  # the accept queue is full
+        gauges = tcp.gauges()
+        assert gauges["tcp_listen/syn_received"] == 2 and gauges["tcp_listen/syns_dropped"] == 1
+
+    asyncio.run(go())
