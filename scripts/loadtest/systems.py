@@ -135,6 +135,11 @@ class System:
         for shard in stats["shards"]:
             out["ring_drops"] += int(shard.get("ring_drops", 0))
             out["syn_gate_drops"] += int(shard["counters"].get("syn_gate_drops", 0))
+            for name in ("syns_dropped", "acks_dropped", "resets_sent"):
+                key = f"listen_{name}"
+                out[key] = out.get(key, 0) + int(
+                    shard.get("gauges", {}).get(f"tcp_listen/{name}", 0)
+                )
             out["tcp_retransmits"] += int(shard["counters"].get("tcp_retransmits", 0))
             out["tx_drops"] += int(shard["counters"].get("tx_drops", 0))
             out["drops"] += sum(int(v) for v in shard.get("drops", {}).values())
