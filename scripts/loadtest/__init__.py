@@ -49,6 +49,7 @@ class Settings:
     conns: int
     window: int
     size: int
+    flood_rate: float
     json: str | None
     plot: str | None
     target: str | None
@@ -79,6 +80,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--streams", type=int, default=4, help="client processes / streams (4)")
     p.add_argument("--conns", type=int, default=100_000, help="connections held by conns (100000)")
     p.add_argument("--window", type=int, default=32, help="udp: datagrams in flight (32)")
+    p.add_argument(
+        "--flood-rate",
+        type=float,
+        default=0.0,
+        metavar="PPS",
+        help="synflood/fragflood: frames per second (0: as fast as the sender can)",
+    )
     p.add_argument("--size", type=int, default=64, help="udp: payload bytes (64)")
     p.add_argument("--json", metavar="FILE", help="write the results as JSON")
     p.add_argument("--plot", metavar="FILE.png", help="a chart of the results (matplotlib)")
@@ -113,6 +121,8 @@ def settings_from_args(ns: argparse.Namespace) -> Settings:
         raise UsageError("--duration must be > 0")
     if ns.streams < 1 or ns.conns < 1 or ns.window < 1:
         raise UsageError("--streams, --conns and --window must be >= 1")
+    if ns.flood_rate < 0:
+        raise UsageError("--flood-rate must be >= 0")
     if not 8 <= ns.size <= 1400:
         raise UsageError("--size must be 8..1400")
     if ns.target is None and (ns.netns or ns.control):
@@ -134,6 +144,7 @@ def settings_from_args(ns: argparse.Namespace) -> Settings:
         conns=ns.conns,
         window=ns.window,
         size=ns.size,
+        flood_rate=ns.flood_rate,
         json=ns.json,
         plot=ns.plot,
         target=ns.target,

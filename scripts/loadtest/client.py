@@ -57,6 +57,7 @@ class Spec:
     conns: int = 0  # connections to open and hold (conns)
     window: int = 32  # datagrams in flight (udp)
     size: int = 64  # datagram payload bytes (udp)
+    rate: float = 0.0  # frames per second (the flooders; 0: as fast as they can)
 
 
 @dataclass(slots=True)
@@ -445,14 +446,18 @@ def _flood(spec: Spec, out: Outcome, frames: list[bytes], dev: str) -> None:
         out.t_start = _wait_start(spec)
         end = out.t_start + spec.duration
         sent = refused = 0
-        while time.time() < end:
+        burst = 64 if spec.rate else 1024  # paced: 64 frames, then wait for their time
+        while (now := time.time()) < end:
+            if spec.rate and sent > (now - out.t_start) * spec.rate:
+                time.sleep(min(burst / spec.rate, end - now))
+                continue
             at = sent % pool
-            for frame in frames[at : at + 1024]:
+            for frame in frames[at : at + burst]:
                 try:
                     send(frame)
                 except OSError:
                     refused += 1
-            sent += len(frames[at : at + 1024])
+            sent += len(frames[at : at + burst])
         out.t_end = time.time()
     out.ops = sent - refused
     out.lost = refused

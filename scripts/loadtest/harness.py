@@ -89,7 +89,12 @@ def run_settings(s: Settings) -> int:
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _interrupted)
     opts = Options(
-        duration=s.duration, streams=s.streams, conns=s.conns, window=s.window, size=s.size
+        duration=s.duration,
+        streams=s.streams,
+        conns=s.conns,
+        window=s.window,
+        size=s.size,
+        flood_rate=s.flood_rate,
     )
     sweep = len(s.shards) > 1 and s.target is None
     ours: dict[str, dict[str, Any]] = {}
@@ -114,6 +119,7 @@ def run_settings(s: Settings) -> int:
     config = {
         "scenarios": list(s.scenarios), "shards": list(s.shards), "duration_s": s.duration,
         "streams": s.streams, "conns": s.conns, "udp_window": s.window, "udp_size": s.size,
+        "flood_rate": s.flood_rate,
         "family": "ipv6" if s.ipv6 else "ipv4", "target": s.target,
         "elapsed_s": round(time.monotonic() - t0, 1),
     }  # fmt: skip

@@ -52,6 +52,7 @@ class Options:
     conns: int = 100_000
     window: int = 32
     size: int = 64
+    flood_rate: float = 0.0  # the flooders' frames per second (0: as fast as they can)
 
 
 @dataclass(slots=True)
@@ -478,7 +479,8 @@ class _Flood:
         self.restarts = system.restarts()
         self.start = time.time() + START_DELAY_S + 2.0  # the flooder builds its frames first
         self.peak = 0
-        spec = Spec(kind, system.host, port, start_at=self.start, duration=opts.duration)
+        spec = Spec(kind, system.host, port, start_at=self.start, duration=opts.duration,
+                    rate=opts.flood_rate)  # fmt: skip
         self.group = ClientGroup(system, [spec])
         self.duration = opts.duration
 

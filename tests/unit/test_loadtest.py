@@ -157,6 +157,7 @@ def test_defaults() -> None:
     s = _settings("--scenario", "rr,udp,rr", "--shards", "1,2", "--against", "kernel")
     assert (s.scenarios, s.shards, s.against_kernel) == (("rr", "udp"), (1, 2), True)
     assert _settings("--scenario", "conns,ping,bulk").scenarios == ("ping", "bulk", "conns")
+    assert s.flood_rate == 0.0 and _settings("--flood-rate", "5000").flood_rate == 5000.0
 
 
 @pytest.mark.parametrize(
@@ -171,6 +172,7 @@ def test_defaults() -> None:
         (["--size", "2"], "--size"),
         (["--netns", "sn-x"], "--target"),
         (["--target", "198.18.0.2", "--shards", "1,2"], "--shards"),
+        (["--flood-rate", "-1"], "--flood-rate"),
     ],
 )
 def test_bad_settings(argv: list[str], word: str) -> None:
