@@ -46,7 +46,6 @@ class ShardCounters:
     not_for_us: int = 0  # unicast to another MAC (promiscuous links)
     unhandled: int = 0  # well-formed, but no protocol handler yet
     internal_errors: int = 0  # a handler raised something other than MalformedPacket
-    syn_gate_drops: int = 0  # SYNs beyond the shard's rate (ingress.SYN_RATE_PER_S)
     tcp_segments_in: int = 0
     tcp_segments_out: int = 0
     tcp_retransmits: int = 0
@@ -89,7 +88,8 @@ class ShardCounters:
             "not_for_us": self.not_for_us,
             "unhandled": self.unhandled,
             "internal_errors": self.internal_errors,
-            "syn_gate_drops": self.syn_gate_drops,
+            # ctl stats' name for the SYN gate's drops (shards/ingress.py)
+            "syn_gate_drops": self.drops[("tcp", Drop.TCP_SYN_OVER_RATE)],
             "tcp_segments_in": self.tcp_segments_in,
             "tcp_segments_out": self.tcp_segments_out,
             "tcp_retransmits": self.tcp_retransmits,
@@ -99,8 +99,6 @@ class ShardCounters:
             all_drops.update(more_drops)
         if self.not_for_us:
             all_drops[("eth", Drop.ETH_NOT_FOR_US)] = self.not_for_us
-        if self.syn_gate_drops:
-            all_drops[("tcp", Drop.TCP_SYN_OVER_RATE)] = self.syn_gate_drops
         # The network layer's keys, as ``ctl stats`` has always shown them.
         for (_layer, reason), n in all_drops.items():
             if reason in NET_REASONS:

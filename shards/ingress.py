@@ -12,7 +12,7 @@ counted and logged (rate-limited): nothing in a frame can stop the shard loop.
 
 Connection requests (a SYN without ACK) from the wire pass a token bucket
 first (``syn_gate``): beyond its rate they are dropped here, for the price
-of reading four bytes, and counted (``syn_gate_drops``). Under a SYN flood
+of reading four bytes, and counted (``tcp/tcp_syn_over_rate``). Under a SYN flood
 the shard then spends a bounded share of its time on SYNs and keeps reading
 its ring or queue at the flood's pace, so the frames of established
 connections are neither queued behind the flood nor dropped for lack of
@@ -32,7 +32,7 @@ from shardnet.common.addr import is_multicast_mac
 from shardnet.common.classify import bare_syn
 from shardnet.common.ratelog import RateLimitedLog
 from shardnet.common.record import TAG_LEN, TAG_LOOPED, TAG_WIRE
-from shardnet.common.wire.errors import MalformedPacket
+from shardnet.common.wire.errors import Drop, MalformedPacket
 from shardnet.common.wire.ethernet import EthernetView
 
 from .counters import ShardCounters
@@ -130,7 +130,7 @@ class Ingress:
                 gate = self.syn_gate
                 if gate is not None and bare_syn(frame) and not gate.allow(self.clock()):
                     if not self._retried_syn(frame):
-                        c.syn_gate_drops += 1
+                        c.refuse("tcp", Drop.TCP_SYN_OVER_RATE)
                         return
                 handler = self.handlers.get(eth.ethertype)
             elif tag == TAG_LOOPED:
