@@ -70,6 +70,39 @@ class NudState(enum.Enum):
 # truesize): a flood of tiny packets cannot queue without bound.
 QUEUE_OVERHEAD = 256
 
+
+class Unresolved:
+    """Packets waiting for a next hop's address, bounded in bytes (each
+    charged its length plus QUEUE_OVERHEAD, as Linux's unres_qlen_bytes):
+    a new arrival pushes out the oldest ones (RFC 4861 §7.2.2). Shard 0's
+    table and the other shards' waiting queues (``NetStack``) both use it."""
+
+    __slots__ = ("_items", "_size", "_limit")
+
+    def __init__(self, limit: int) -> None:
+        self._items: deque[tuple[Any, int]] = deque()
+        self._size = 0
+        self._limit = limit
+
+    def push(self, packet: Any, size: int) -> int:
+        """Queue ``packet``; the number of older packets pushed out."""
+        charge = size + QUEUE_OVERHEAD
+        dropped = 0
+        while self._items and self._size + charge > self._limit:
+            _, old = self._items.popleft()
+            self._size -= old
+            dropped += 1
+        self._items.append((packet, charge))
+        self._size += charge
+        return dropped
+
+    def packets(self) -> list[Any]:
+        return [p for p, _ in self._items]
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
 _INCOMPLETE = NudState.INCOMPLETE
 _REACHABLE = NudState.REACHABLE
 _STALE = NudState.STALE
@@ -173,8 +206,7 @@ class _Entry:
     used: float  # last resolve() hit
     attempts: int = 0
     probe_at: float = 0.0  # INCOMPLETE: next solicitation / failure
-    pending: deque[Any] | None = None
-    pending_bytes: int = 0  # charged for ``pending`` (QUEUE_OVERHEAD each)
+    pending: Unresolved | None = None
     kept_at: float = 0.0  # aged out, kept because the table is small (gc_keep)
     timer_at: float | None = None  # the deadline of this entry's live heap item
     published: bool = False  # the replicas know a mac for it
@@ -335,9 +367,8 @@ class NeighbourTable:
             if solicited:
                 e.confirmed = now
             e.attempts = 0
-            packets = [p for p, _ in e.pending] if e.pending else []
+            packets = e.pending.packets() if e.pending else []
             e.pending = None
-            e.pending_bytes = 0
             self._incomplete -= 1
             self._publish(e)
             self._schedule(e)
@@ -390,7 +421,7 @@ class NeighbourTable:
                         # RFC 1122 §2.3.2.2 / RFC 4861 §7.3.3: give up, the
                         # queued packets get ICMP unreachable.
                         self.stats.failures += 1
-                        packets = [p for p, _ in e.pending] if e.pending else []
+                        packets = e.pending.packets() if e.pending else []
                         self._remove(e)
                         self._set_state(e, NudState.FAILED)
                         failures.append(Failure(e.ip, packets))
@@ -435,9 +466,8 @@ class NeighbourTable:
         packets: list[Any] = []
         if e is not None:
             if e.state is _INCOMPLETE:
-                packets = [p for p, _ in e.pending] if e.pending else []
+                packets = e.pending.packets() if e.pending else []
                 e.pending = None
-                e.pending_bytes = 0
                 self._incomplete -= 1
             if e.state is not _PERMANENT:
                 self._dynamic -= 1
@@ -524,17 +554,9 @@ class NeighbourTable:
 
     # --- internals ---------------------------------------------------------------------
     def _enqueue(self, e: _Entry, packet: Any, size: int) -> None:
-        pending = e.pending
-        if pending is None:
-            pending = e.pending = deque()
-        charge = size + QUEUE_OVERHEAD
-        while pending and e.pending_bytes + charge > self.config.max_queue_bytes:
-            # RFC 4861 §7.2.2: the new arrival replaces the oldest.
-            _, old = pending.popleft()
-            e.pending_bytes -= old
-            self.stats.queue_overflow += 1
-        pending.append((packet, charge))
-        e.pending_bytes += charge
+        if e.pending is None:
+            e.pending = Unresolved(self.config.max_queue_bytes)
+        self.stats.queue_overflow += e.pending.push(packet, size)
 
     def _probe(self, e: _Entry) -> None:
         self.stats.probes += 1
@@ -561,7 +583,6 @@ class NeighbourTable:
         if e.state is not _PERMANENT:
             self._dynamic -= 1
         e.pending = None
-        e.pending_bytes = 0
         e.timer_at = None
         if e.published:
             e.published = False

@@ -37,9 +37,8 @@ local (or 127/8, ::1) source and trust its checksums. Without ``loop_back``
 from __future__ import annotations
 
 import struct
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from shardnet.common.checksum import ones_sum
@@ -66,7 +65,7 @@ from .icmp import Icmp
 from .ipv4 import Ipv4
 from .ipv6 import Ipv6
 from .model import Nic
-from .neighbour import QUEUE_OVERHEAD, NeighbourConfig
+from .neighbour import NeighbourConfig, Unresolved
 from .path import PathCache
 from .pmtu import PmtuCache
 from .state import NetView
@@ -342,11 +341,13 @@ class NetStack:
             return None
         if len(self._pending) >= PENDING_NEIGHBOURS:
             oldest = next(iter(self._pending))  # insertion order: the oldest first
-            for _ in self._pending.pop(oldest).queue:
+            for _ in range(len(self._pending.pop(oldest).queue)):
                 self.counters.refuse("neighbour", Drop.NEIGHBOUR_QUEUE_OVERFLOW)
         # Queue before asking: the answer may come back within the call (an
         # in-process link) and release the queue at once.
-        waiting = self._pending[key] = _Waiting(self.clock())
+        waiting = self._pending[key] = _Waiting(
+            self.clock(), Unresolved(PENDING_BYTES_PER_NEIGHBOUR)
+        )
         self._hold(waiting, ethertype, packet)
         self.deadline_changed()
         if self.ask_resolve is not None:
@@ -354,18 +355,13 @@ class NetStack:
         return None
 
     def _hold(self, waiting: _Waiting, ethertype: int, packet: bytes) -> None:
-        charge = len(packet) + QUEUE_OVERHEAD
-        while waiting.queue and waiting.size + charge > PENDING_BYTES_PER_NEIGHBOUR:
-            _, old = waiting.queue.popleft()  # RFC 4861 §7.2.2: the oldest waiting packet goes
-            waiting.size -= len(old) + QUEUE_OVERHEAD
+        for _ in range(waiting.queue.push((ethertype, packet), len(packet))):
             self.counters.refuse("neighbour", Drop.NEIGHBOUR_QUEUE_OVERFLOW)
-        waiting.queue.append((ethertype, packet))
-        waiting.size += charge
 
     def neighbours_changed(self) -> None:
         """The replica's neighbour table changed: send what waited for it."""
         for key in [k for k in self._pending if k in self.view.neighbours]:
-            queue = self._pending.pop(key).queue
+            queue = self._pending.pop(key).queue.packets()
             nic = self.view.nics.get(key[0])
             if nic is None:
                 continue
@@ -380,17 +376,16 @@ class NetStack:
 
     def handle_timeout(self, now: float) -> None:
         for key in [k for k, w in self._pending.items() if now - w.since >= PENDING_TIMEOUT_S]:
-            for ethertype, packet in self._pending.pop(key).queue:
+            for ethertype, packet in self._pending.pop(key).queue.packets():
                 self.icmp.unreachable(ethertype, packet)
 
 
 @dataclass(slots=True)
 class _Waiting:
-    """Packets for a next hop shard 0 is resolving, since when, their bytes."""
+    """Packets for a next hop shard 0 is resolving, and since when."""
 
     since: float
-    queue: deque[tuple[int, bytes]] = field(default_factory=deque)
-    size: int = 0
+    queue: Unresolved
 
 
 class Resolver:
