@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .datagram import ETH_HEADER
 from .model import Nic
 from .state import NetView
 
@@ -52,7 +53,19 @@ class PathCache:
             return None
         return self._paths.get(key)
 
-    def put(self, key: PathKey, path: Path) -> None:
+    def remember(
+        self, key: PathKey, nic: Nic, src: bytes, dst: bytes, next_hop: bytes,
+        ethertype: int, hop_limit: int,
+    ) -> None:  # fmt: skip
+        """Keep the path just computed for ``key``, if its next hop is a
+        known neighbour (one still being resolved takes the full way)."""
+        mac = self.view.neighbours.get((nic.id, next_hop))
+        if mac is None:
+            return
+        eth = ETH_HEADER.pack(mac, nic.mac, ethertype)
+        self._put(key, Path(nic, src, eth, hop_limit, int.from_bytes(src + dst, "big") % 0xFFFF))
+
+    def _put(self, key: PathKey, path: Path) -> None:
         paths = self._paths
         if self._version != self.view.version:
             paths.clear()

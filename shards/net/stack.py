@@ -190,7 +190,7 @@ class NetStack:
         total = len(out.head) + len(out.data)
         mtu = 0
         if nic is not None and not nic.loopback:
-            mtu = min(nic.mtu, self.pmtu.mtu(self.clock(), dst, nic.mtu))
+            mtu = self.path_mtu(nic, dst)
         if nic is not None and mtu and not (multicast_loop and group):
             fits = total <= mtu
             if fits or (out.gso_size and self.tx_offload):
@@ -229,6 +229,14 @@ class NetStack:
         for piece in pieces:
             self.to_link(nic, next_hop, ethertype, piece, group)
         return True
+
+    def path_mtu(self, nic: Nic, dst: bytes) -> int:
+        """The MTU towards ``dst`` out of ``nic``: the link's, or less where
+        a Packet Too Big / Fragmentation Needed taught a smaller one (RFC 8201,
+        RFC 1191)."""
+        if not len(self.pmtu):
+            return nic.mtu
+        return self.pmtu.mtu(self.clock(), dst, nic.mtu)
 
     def write(self, eth: bytes, out: Outgoing, fits: bool) -> None:
         """``out`` to the link in parts. With the link's offloads (TCP only:
