@@ -10,6 +10,8 @@ connections: RSS per connection, all still answer). Attacks, only when
 named: ``synflood`` (spoofed SYNs at the sender's highest rate beside a
 well-behaved connecting client: its success rate and latency),
 ``fragflood`` (never-completing fragments beside fragmented pings),
+``injection`` (blind RST, SYN, data and FIN segments into 100 live echo
+transfers: none may break or corrupt),
 ``churn`` (connections opened and closed for as long as ``--duration``
 says: the server's memory and descriptors before and after).
 
@@ -29,6 +31,7 @@ SPEED = ("bulk", "echo", "crr", "rr", "udp", "ping", "conns")  # the default: al
 HOSTILE = (
     "synflood",
     "fragflood",
+    "injection",
     "churn",
 )  # attacks beside a well-behaved client; only when named
 SCENARIOS = SPEED + HOSTILE
@@ -85,7 +88,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=float,
         default=0.0,
         metavar="PPS",
-        help="synflood/fragflood: frames per second (0: as fast as the sender can)",
+        help="synflood/fragflood/injection: frames per second (0: as fast as the sender can)",
     )
     p.add_argument("--size", type=int, default=64, help="udp: payload bytes (64)")
     p.add_argument("--json", metavar="FILE", help="write the results as JSON")

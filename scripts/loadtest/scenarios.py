@@ -32,6 +32,7 @@ from .systems import PORTS, System, cpu_seconds, fd_budget, open_fds, rss_bytes
 
 START_DELAY_S = 1.0  # clients start this long after being spawned (Python start-up)
 GRACE_S = 30.0  # a timed phase's clients must be done this long after its end
+INJECTION_CONNS = 100  # live transfers the injection scenario attacks
 # Connections per client process, each with its own source address. Linux's
 # connect() takes ports of one parity first (half the range: ~27k here) and
 # searches linearly past the used ones, so a source address much fuller than
@@ -550,6 +551,26 @@ def fragflood(system: System, opts: Options) -> dict[str, Any]:
         return figures | flood.figures()
 
 
+def injection(system: System, opts: Options) -> dict[str, Any]:
+    """``INJECTION_CONNS`` connections echo random chunks (each compared
+    byte for byte) while one process injects blind segments into all of
+    them (RST, RST+ACK, SYN, data and FIN with random sequence and
+    acknowledgement numbers: RFC 5961's attacker) as fast as it can: a
+    connection that broke or a corrupted byte fails the run."""
+    with _Flood(system, opts, "inject", PORTS["echo"]) as flood:
+        good = Spec("echo_many", system.host, PORTS["echo"], start_at=flood.start,
+                    duration=opts.duration, conns=INJECTION_CONNS)  # fmt: skip
+        t = timed(system, [good], f"{system.label}: injection", opts.duration, flood.sample)
+        attack = flood.figures()
+        attack["failed"] += t.failed  # a connection the attack broke fails the run
+        figures: dict[str, Any] = {
+            "success_rate": t.ops / max(t.ops + t.failed, 1),
+            "connections_lost": t.failed,
+            "mbytes_per_s_in": t.bytes / t.elapsed / 1e6,
+        } | t.counts()
+        return figures | attack
+
+
 def churn(system: System, opts: Options) -> dict[str, Any]:
     """Connections opened and closed as fast as ``--streams`` clients can,
     for the duration (run it for minutes): the server's RSS and open
@@ -591,5 +612,6 @@ RUNNERS: dict[str, Callable[[System, Options], dict[str, Any]]] = {
     "conns": conns,
     "synflood": synflood,
     "fragflood": fragflood,
+    "injection": injection,
     "churn": churn,
 }

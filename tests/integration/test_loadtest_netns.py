@@ -110,5 +110,5 @@ def test_refuses_bad_options() -> None:
     r = loadtest("--scenario", "bulk,nope", timeout=30)
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [
-        "shardnet loadtest: error: --scenario: unknown nope; of bulk,echo,crr,rr,udp,ping,conns,synflood,fragflood,churn"
+        "shardnet loadtest: error: --scenario: unknown nope; of bulk,echo,crr,rr,udp,ping,conns,synflood,fragflood,injection,churn"
     ]
