@@ -72,6 +72,8 @@ class Outcome:
     failed: int = 0  # connections that could not be made or broke
     corrupted: int = 0  # transfers whose bytes came back different
     lost: int = 0  # UDP datagrams that never came back
+    fin: int = 0  # echo_many: connections the server ended with FIN before the client did
+    rst: int = 0  # echo_many: connections the server reset
     t_start: float = 0.0  # wall clock of the timed phase
     t_end: float = 0.0
     lat_us: list[int] = field(default_factory=list)  # per-transaction latencies
@@ -117,12 +119,16 @@ def _wait_start(spec: Spec) -> float:
     return time.time()
 
 
+class PeerClosed(ConnectionError):
+    """The server ended the connection with FIN before the client was done."""
+
+
 def _recv_exact(s: socket.socket, n: int) -> bytes:
     buf = bytearray()
     while len(buf) < n:
         chunk = s.recv(n - len(buf))
         if not chunk:
-            raise ConnectionResetError("the peer closed early")
+            raise PeerClosed("the peer closed early")
         buf += chunk
     return bytes(buf)
 
@@ -247,7 +253,8 @@ def echo_many(spec: Spec, out: Outcome) -> None:
     """``spec.conns`` connections to ``echo``, each in its own thread
     sending a random chunk (1 B to 16 KiB) and reading it back until the
     deadline, then closing with FIN: ``ops`` the connections that ended
-    intact, ``failed`` those that broke, ``corrupted`` those whose echo came
+    intact, ``failed`` those that broke (of them ``fin`` ended by the
+    server's FIN, ``rst`` by its reset), ``corrupted`` those whose echo came
     back different (compared byte for byte)."""
     socks = [_connect(spec) for _ in range(spec.conns)]
     lock = threading.Lock()
@@ -273,6 +280,10 @@ def echo_many(spec: Spec, out: Outcome) -> None:
         except OSError as exc:
             with lock:
                 _fail(out, exc)
+                if isinstance(exc, PeerClosed):
+                    out.fin += 1
+                elif isinstance(exc, ConnectionResetError | BrokenPipeError):
+                    out.rst += 1
             return
         finally:
             with lock:

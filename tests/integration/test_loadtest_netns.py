@@ -108,9 +108,24 @@ def test_floods_beside_a_well_behaved_client(tmp_path: Path) -> None:
     assert loadtest_namespaces() == []
 
 
+def test_drain_ends_every_live_transfer(tmp_path: Path) -> None:
+    """SIGTERM during 100 live echo transfers: each ends with the stack's
+    FIN or RST well before the client's timeout, the stack exits 0 within
+    its drain bound and leaves no shard running."""
+    skip_unless_netns()
+    out = tmp_path / "lt.json"
+    r = loadtest("--scenario", "drain", "--duration", "2", "--json", str(out), timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    got = json.loads(out.read_text())["scenarios"]["drain"]["shardnet"]
+    assert got["ended_fin"] + got["ended_rst"] == 100 and got["hung"] == 0, got
+    assert got["exit_codes"] == [0] and got["left_running"] == 0, got
+    assert got["drain_s"] < 10, got
+    assert loadtest_namespaces() == []
+
+
 def test_refuses_bad_options() -> None:
     r = loadtest("--scenario", "bulk,nope", timeout=30)
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [
-        "shardnet loadtest: error: --scenario: unknown nope; of bulk,echo,crr,rr,udp,ping,conns,synflood,fragflood,injection,churn"
+        "shardnet loadtest: error: --scenario: unknown nope; of bulk,echo,crr,rr,udp,ping,conns,synflood,fragflood,injection,churn,drain"
     ]
