@@ -227,10 +227,11 @@ class Ipv4:
             else dst
         )
         if nic is not None and not broadcast and not options and not nic.loopback:
-            mac = view.neighbours.get((nic.id, next_hop))
+            hop = (nic.id, next_hop)
+            mac = view.neighbours.get(hop)
             if mac is not None:
                 self.paths.put(key, Path(nic, src, ETH_HEADER.pack(mac, nic.mac, ETHERTYPE_IPV4), 0,
-                                         int.from_bytes(src + dst, "big") % 0xFFFF))  # fmt: skip
+                                         int.from_bytes(src + dst, "big") % 0xFFFF, hop))  # fmt: skip
         hlen = 20 + ((len(options) + 3) & ~3)
         head = bytearray(hlen + len(payload))
         length = len(head) + len(data)
@@ -263,6 +264,8 @@ class Ipv4:
         checksum from the path's address sum. False when the datagram needs
         more than the path knows (fragmentation): the caller takes the full
         way."""
+        if path.hop not in self.stack.used_hops:
+            self.stack.note_used(path.hop)
         nic = path.nic
         length = 20 + len(payload) + len(data)
         mtu = nic.mtu

@@ -247,10 +247,12 @@ class Ipv6:
         if hop_limit is None:
             hop_limit = default_hop_limit
         if nic is not None and not multicast and not nic.loopback:
-            mac = view.neighbours.get((nic.id, next_hop))
+            hop = (nic.id, next_hop)
+            mac = view.neighbours.get(hop)
             if mac is not None:
                 self.paths.put(key, Path(nic, src, ETH_HEADER.pack(mac, nic.mac, ETHERTYPE_IPV6),
-                                         default_hop_limit, int.from_bytes(src + dst, "big") % 0xFFFF))  # fmt: skip
+                                         default_hop_limit, int.from_bytes(src + dst, "big") % 0xFFFF,
+                                         hop))  # fmt: skip
         head = bytearray(40 + len(payload))
         plen = len(payload) + len(data)
         Ipv6Header(src, dst, next_header, hop_limit, traffic_class, 0, plen).emit(head)
@@ -274,6 +276,8 @@ class Ipv6:
         gso_size: int,
     ) -> bool:
         """``send_ipv6`` along a known path (see ``_send_path_v4``)."""
+        if path.hop not in self.stack.used_hops:
+            self.stack.note_used(path.hop)
         nic = path.nic
         plen = len(payload) + len(data)
         mtu = nic.mtu

@@ -37,6 +37,7 @@ class Path:
     # header checksum and of the pseudo-header sum (RFC 1071: one's-complement
     # sums add as integers modulo 0xFFFF).
     addr_sum: int
+    hop: tuple[int, bytes]  # (NIC id, next hop): reported as used (NUD, RFC 4861 §7.3.3)
 
 
 class PathCache:

@@ -129,6 +129,7 @@ class Net:
             self.net, self.stack, self.clock, ndp_config=ndp, rng=random.Random(5)
         )
         self.control.bootstrap(self.config, mac=self.mac, mtu=mtu)
+        self.stack.report_used = self.control.neighbour_used  # as ShardAssembly wires it
         self.ingress = Ingress(self.mac, self.counters)
         register_net(self.ingress, self.stack)
         self.ingress.register(ETHERTYPE_ARP, self.control.handle_arp)
