@@ -669,9 +669,9 @@ class ControlPlane(Resolver):
         for ip, state in table.drain_nud_changes():
             if machine is not None:
                 # RFC 4861 §6.3.6: default routers ranked by reachability.
-                self.apply(
-                    nic_id, machine.neighbour_changed(self.clock(), ip, failed=state is None)
-                )
+                ranked = machine.neighbour_changed(self.clock(), ip, failed=state is None)
+                if ranked:
+                    self.apply(nic_id, ranked)
             old = seen.get(ip)
             if state is old:
                 continue  # changed and changed back, or came and went, since the last look

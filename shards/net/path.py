@@ -38,6 +38,9 @@ class Path:
     # sums add as integers modulo 0xFFFF).
     addr_sum: int
     hop: tuple[int, bytes]  # (NIC id, next hop): reported as used (NUD, RFC 4861 §7.3.3)
+    # The stack's ``used_epoch`` when ``hop`` was last noted: one identity
+    # test per datagram instead of hashing the hop.
+    reported: object = None
 
 
 class PathCache:

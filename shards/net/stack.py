@@ -136,6 +136,7 @@ class NetStack:
         # once a USE_REPORT_INTERVAL_S by ``report_used``.
         self.report_used: Callable[[int, bytes], None] | None = None
         self.used_hops: set[tuple[int, bytes]] = set()
+        self.used_epoch = object()  # a new one at every report (``path.Path.reported``)
         self._used_report_at = 0.0
         # Called when a deadline may have moved (the shard re-arms its timer).
         self.deadline_changed: Callable[[], None] = lambda: None
@@ -407,6 +408,7 @@ class NetStack:
     def handle_timeout(self, now: float) -> None:
         if self.used_hops and now >= self._used_report_at and self.report_used is not None:
             hops, self.used_hops = self.used_hops, set()
+            self.used_epoch = object()
             for nic_id, ip in hops:
                 self.report_used(nic_id, ip)
         for key in [k for k, w in self._pending.items() if now - w.since >= PENDING_TIMEOUT_S]:
