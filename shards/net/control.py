@@ -312,9 +312,10 @@ class ControlPlane(Resolver):
         if op == "ndp_set":
             settings = {k: v for k, v in (args.get("settings") or {}).items()}
             try:
-                machine.set_config(NdpConfig.from_settings(settings, machine.config))
+                config = NdpConfig.from_settings(settings, machine.config)
             except ValueError as exc:
                 raise NetError(errno.EINVAL, str(exc)) from None
+            self.apply(nic.id, machine.set_config(config, self.clock()))
             mld = self.groups.mld.get(nic.id)
             if mld is not None:
                 mld.set_config(machine.config.mld())

@@ -604,12 +604,20 @@ class NdpMachine:
         self._rs_left = 0
 
     # --- configuration ------------------------------------------------------------
-    def set_config(self, config: NdpConfig) -> None:
+    def set_config(self, config: NdpConfig, now: float = 0.0) -> list[NdpAction]:
         """Replace this NIC's configuration; running DADs keep their
-        count, new ones use the new values."""
+        count, new ones use the new values. A forwarding NIC whose
+        ``accept_ra_forwarding`` goes off drops what RAs taught it, as
+        turning forwarding on does (RFC 4861 §6.2)."""
         if self.retrans_timer_s == self.config.retrans_timer_s:
             self.retrans_timer_s = config.retrans_timer_s  # not overridden by an RA
+        took_ras = self._accepts_ras()
         self.config = config
+        if self.forwarding and took_ras and not self._accepts_ras():
+            self._cleanup_host_state(now)
+            self._rs_timer.stop()
+            self._rs_left = 0
+        return self._flush()
 
     @property
     def is_router(self) -> bool:

@@ -14,6 +14,7 @@ from shardnet.common.wire.ndp import (
     PREF_LOW,
     PREF_MEDIUM,
     RouteInformation,
+    RouterSolicitation,
     encode_preference,
 )
 from shardnet.shards.net.actions import AddRoute, RemoveRoute
@@ -219,7 +220,15 @@ def test_forwarding_ignores_ras_unless_accept_ra_forwarding() -> None:
 
 def test_forwarding_nic_with_accept_ra_forwarding_solicits() -> None:
     r = rig(cfg(max_rtr_solicitations=1, accept_ra_forwarding=True), forwarding=True)
-    from shardnet.common.wire.ndp import RouterSolicitation
-
     r.advance(1)
     assert len(r.sent(RouterSolicitation)) == 1
+
+
+def test_accept_ra_forwarding_off_at_run_time_forgets_the_routers() -> None:
+    r = rig(cfg(accept_ra_forwarding=True, accept_rio=True), forwarding=True)
+    r.ra(router_lifetime=100, options=[rio()])
+    assert r.m.routers() == [ROUTER] and r.m.rio_routes()
+    out = r.take(r.m.set_config(cfg(accept_rio=True), r.now))
+    assert [a.route.gateway for a in out if isinstance(a, RemoveRoute)] == [ROUTER, ROUTER]
+    assert r.m.routers() == [] and r.m.rio_routes() == []
+    assert r.events("router_invalidated")
