@@ -8,7 +8,8 @@ destination MAC of the frames it writes) shows which router it uses.
   traffic moves to the other one, ``ctl routes`` says so.
 * An NA with the Router flag clear takes a router off the list (§7.2.5).
 * RFC 4191: a high-preference router takes the traffic; a Route
-  Information option is installed only with ``accept_rio``.
+  Information option is installed only with ``accept_rio``; radvd's
+  AdvDefaultPreference and ``route`` blocks read as radvd means them.
 * An ICMPv6 Redirect (RFC 4861 §8) and an ICMPv4 Redirect (RFC 1122
   §3.2.2.2) move one destination; with ``accept_redirects`` off they are
   ignored and counted.
@@ -30,6 +31,7 @@ import pytest
 
 from ..netns import Netns, skip_unless_netns, wait_until
 from ..stack import TAP, StackProcess
+from .test_ndp_netns import Radvd, kernel_link_local
 
 pytestmark = [pytest.mark.netns, pytest.mark.timeout(120)]
 
@@ -201,15 +203,19 @@ def ns() -> Iterator[Netns]:
         yield ns
 
 
-def start(ns: Netns, tmp_path: Path, ndp: str = "", *args: str) -> StackProcess:
+def start(
+    ns: Netns, tmp_path: Path, ndp: str = "", *args: str, kernel_ipv6: bool = False
+) -> StackProcess:
     conf = tmp_path / "s.toml"
     conf.write_text(f"[ndp]\ndup_addr_detect_transmits = 0\n{ndp}\n")
+    if kernel_ipv6:  # its link-local usable at once (for radvd)
+        ns.run("sysctl -qw net.ipv6.conf.default.accept_dad=0")
     stack = StackProcess(
         ns, "--ipv6", f"{SHARDNET_V6}/64", "--ipv4", f"{SHARDNET_V4}/24",
         "--gateway4", KERNEL_V4, "--config", str(conf), *args,
     ).__enter__()  # fmt: skip
-    # The kernel side takes no part in IPv6: only the fake routers speak it.
-    ns.run(f"sysctl -qw net.ipv6.conf.{TAP}.disable_ipv6=1")
+    if not kernel_ipv6:  # only the fake routers speak IPv6 on the link
+        ns.run(f"sysctl -qw net.ipv6.conf.{TAP}.disable_ipv6=1")
     ns.run(f"ip addr add {KERNEL_V4}/24 dev {TAP}")
     return stack
 
@@ -352,18 +358,63 @@ def test_route_information_needs_accept_rio(ns: Netns, tmp_path: Path) -> None:
             stack.stop()
 
 
+def kernel_mac(ns: Netns) -> str:
+    mac: str = json.loads(ns.run(f"ip -j link show {TAP}").stdout)[0]["address"]
+    return mac
+
+
+def test_radvd_preference_and_route_information(ns: Netns, tmp_path: Path) -> None:
+    """radvd (the kernel's link-local) advertises itself with low preference
+    and a Route Information option for 2001:db8:ff::/48; the scapy router R1
+    is medium. R1 carries the default traffic, radvd the /48's (RFC 4191)."""
+    stack = start(ns, tmp_path, "accept_rio = true", kernel_ipv6=True)
+    routers = Routers(ns, stack.call("hello")["mac"], [(R1, R1_MAC)])
+    radvd = Radvd(ns, tmp_path, "2001:db8:1::")
+    radvd.conf.write_text(f"""
+interface {TAP} {{
+    AdvSendAdvert on;
+    MinRtrAdvInterval 3;
+    MaxRtrAdvInterval 4;
+    AdvDefaultLifetime 600;
+    AdvDefaultPreference low;
+    route 2001:db8:ff::/48 {{
+        AdvRoutePreference high;
+        AdvRouteLifetime 600;
+    }};
+}};
+""")
+    try:
+        radvd.start()
+        kernel = kernel_link_local(ns)
+        routers.send("ra", router=R1)
+        assert wait_until(lambda: len(default_routers(stack)) == 2, timeout=15), (
+            stack.call("routes"),
+            radvd.output(),
+        )
+        rows = default_routers(stack)
+        assert rows[kernel]["router"]["preference"] == "low"
+        assert rows[R1]["router"] | {"expires_s": 0} == {
+            "preference": "medium", "reachable": True, "rank": 0, "expires_s": 0,
+        }  # fmt: skip
+        rio = [r for r in stack.call("routes") if r["prefix_len"] == 48]
+        assert [(r["dst"], r["gateway"]) for r in rio] == [("2001:db8:ff::", kernel)]
+        routers.send("ping", family=6, src=FAR_A, ident=1)
+        routers.send("ping", family=6, src="2001:db8:fe::1", ident=2)
+        assert routers.replies_go_to(FAR_A, kernel_mac(ns))  # the /48, through radvd
+        assert routers.replies_go_to("2001:db8:fe::1", R1_MAC)  # the default, through R1
+    finally:
+        radvd.stop()
+        routers.close()
+        stack.stop()
+
+
 def test_icmpv4_redirect_from_the_gateway(lab: tuple[StackProcess, Routers]) -> None:
     stack, routers = lab
-    kernel_mac = json.loads(
-        subprocess.run(
-            ["ip", "netns", "exec", stack.ns.name, "ip", "-j", "link", "show", TAP],
-            check=True, capture_output=True, text=True,
-        ).stdout
-    )[0]["address"]  # fmt: skip
+    gw_mac = kernel_mac(stack.ns)
     routers.send("arp_host", ip=NEW_GW4, mac=NEW_GW4_MAC)
-    routers.send("ping", family=4, src=FAR4, ident=9, mac=kernel_mac)
-    assert routers.replies_go_to(FAR4, kernel_mac)  # through --gateway4
-    routers.send("redirect4", gateway=KERNEL_V4, mac=kernel_mac, dst=FAR4, new=NEW_GW4)
+    routers.send("ping", family=4, src=FAR4, ident=9, mac=gw_mac)
+    assert routers.replies_go_to(FAR4, gw_mac)  # through --gateway4
+    routers.send("redirect4", gateway=KERNEL_V4, mac=gw_mac, dst=FAR4, new=NEW_GW4)
     assert routers.replies_go_to(FAR4, NEW_GW4_MAC, timeout=10)
     host = [r for r in stack.call("routes") if r["origin"] == "redirect"]
     assert [(r["dst"], r["gateway"]) for r in host] == [(FAR4, NEW_GW4)]
