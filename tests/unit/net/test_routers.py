@@ -21,6 +21,7 @@ from scapy.layers.inet6 import (
 )
 from scapy.layers.l2 import Ether
 
+from shardnet.common.addr import parse_ip
 from shardnet.common.wire.errors import Drop
 
 from .harness import FAR4, FAR6, GW4, GW_MAC, OUR4, OUR6, OUR_MAC, Net, eth, na
@@ -83,6 +84,22 @@ def test_traffic_moves_to_the_other_router_when_nud_fails() -> None:
         "preference": "medium", "reachable": True, "rank": 0, "expires_s": 0,
     }  # fmt: skip
     assert routes[R1]["router"]["reachable"] is False and routes[R1]["metric"] == 1025
+
+
+def test_another_shards_traffic_starts_nud_too() -> None:
+    """A shard other than 0 sends through its replica: it reports the next
+    hop it used (once a second, however many datagrams), shard 0's NUD
+    probes the router, and its next reply leaves through the other one."""
+    net = two_routers()
+    shard1 = net.replica()
+    for seq in range(1, 4):
+        shard1.inject(echo6(seq=seq))
+    assert [f.dst for f in shard1.sent() if ICMPv6EchoReply in f] == [R1_MAC] * 3
+    net.advance(1.0)
+    assert shard1.used == [(1, parse_ip(R1))]
+    net.advance(9.0)  # DELAY 5 s, three unanswered probes
+    shard1.inject(echo6(seq=9))
+    assert [f.dst for f in shard1.sent() if ICMPv6EchoReply in f] == [R2_MAC]
 
 
 def test_a_router_that_answers_keeps_the_traffic() -> None:
