@@ -36,7 +36,7 @@ from shardnet.common.addr import format_ip, format_mac, is_unicast, parse_ip
 from shardnet.common.config import StackConfig
 from shardnet.common.wire.errors import Drop
 from shardnet.common.wire.ethernet import ETHERTYPE_IPV4, ETHERTYPE_IPV6, EthernetView
-from shardnet.common.wire.icmpv4 import Icmpv4View
+from shardnet.common.wire.icmpv4 import ICMP_REDIR_HOSTTOS, Icmpv4View
 from shardnet.common.wire.icmpv6 import ICMPV6_MLD_QUERY, ICMPV6_MLD_REPORT, message_bytes
 from shardnet.common.wire.ipv4 import IPPROTO_IGMP, Ipv4View
 from shardnet.common.wire.ipv6 import (
@@ -573,6 +573,9 @@ class ControlPlane(Resolver):
         destination of the quoted datagram; followed (as a host redirect,
         whatever its code) when it comes from the current first-hop gateway
         and the new one is on the network it arrived on."""
+        if msg.code > ICMP_REDIR_HOSTTOS:  # RFC 792: codes 0-3 only
+            self.stack.counters.refuse("icmpv4", Drop.ICMPV4_OTHER)
+            return
         quoted = msg.quoted
         if len(quoted) < 20 or quoted[0] >> 4 != 4:
             self.stack.counters.refuse("icmpv4", Drop.ICMPV4_TRUNCATED)

@@ -248,6 +248,8 @@ def test_icmpv4_redirects_refused_and_counted() -> None:
     net.inject(redirect4(gw=OUR4))  # ourselves
     net.inject(redirect4(gw="198.18.0.255"))  # the subnet's broadcast
     assert net.stats[Drop.REDIRECT_BAD_TARGET] == 3
+    net.inject(redirect4(code=4))  # RFC 792: no such Redirect code
+    assert net.stats[Drop.ICMPV4_OTHER] == 1
     net.request("ndp_set", settings={"accept_redirects": False})
     net.inject(redirect4())
     assert net.stats[Drop.REDIRECT_NOT_ACCEPTED] == 1
