@@ -259,6 +259,10 @@ class Ipv4:
         checksum from the path's address sum. False when the datagram needs
         more than the path knows (fragmentation): the caller takes the full
         way."""
+        stack = self.stack
+        if path.reported is not stack.used_epoch:
+            path.reported = stack.used_epoch
+            stack.note_used(path.hop)
         nic = path.nic
         length = 20 + len(payload) + len(data)
         mtu = self.stack.path_mtu(nic, dst)

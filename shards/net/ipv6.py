@@ -270,6 +270,10 @@ class Ipv6:
         gso_size: int,
     ) -> bool:
         """``send_ipv6`` along a known path (see ``_send_path_v4``)."""
+        stack = self.stack
+        if path.reported is not stack.used_epoch:
+            path.reported = stack.used_epoch
+            stack.note_used(path.hop)
         nic = path.nic
         plen = len(payload) + len(data)
         mtu = self.stack.path_mtu(nic, dst)

@@ -38,6 +38,10 @@ class Path:
     # header checksum and of the pseudo-header sum (RFC 1071: one's-complement
     # sums add as integers modulo 0xFFFF).
     addr_sum: int
+    hop: tuple[int, bytes]  # (NIC id, next hop): reported as used (NUD, RFC 4861 §7.3.3)
+    # The stack's ``used_epoch`` when ``hop`` was last noted: one identity
+    # test per datagram instead of hashing the hop.
+    reported: object = None
 
 
 class PathCache:
@@ -59,11 +63,13 @@ class PathCache:
     ) -> None:  # fmt: skip
         """Keep the path just computed for ``key``, if its next hop is a
         known neighbour (one still being resolved takes the full way)."""
-        mac = self.view.neighbours.get((nic.id, next_hop))
+        hop = (nic.id, next_hop)
+        mac = self.view.neighbours.get(hop)
         if mac is None:
             return
         eth = ETH_HEADER.pack(mac, nic.mac, ethertype)
-        self._put(key, Path(nic, src, eth, hop_limit, int.from_bytes(src + dst, "big") % 0xFFFF))
+        addr_sum = int.from_bytes(src + dst, "big") % 0xFFFF
+        self._put(key, Path(nic, src, eth, hop_limit, addr_sum, hop))
 
     def _put(self, key: PathKey, path: Path) -> None:
         paths = self._paths
