@@ -187,6 +187,7 @@ class ShardAssembly:
                 ask_resolve=to_shard0.resolve, loop_back=loop_back, forwarding=config.forwarding,
                 tx_offload=self.tx_offload, nshards=nshards, ident_key=ident_key,
             )  # fmt: skip
+            self.stack.report_used = to_shard0.used  # STALE next hops in use start NUD
         self.stack.deadline_changed = self.timers_changed
         self.ingress.register(
             ETHERTYPE_IPV4, self.stack.handle_ipv4, looped=self.stack.handle_looped_ipv4

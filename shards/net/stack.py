@@ -138,6 +138,7 @@ class NetStack:
         self.used_hops: set[tuple[int, bytes]] = set()
         self.used_epoch = object()  # a new one at every report (``path.Path.reported``)
         self._used_report_at = 0.0
+        self._last_report = -USE_REPORT_INTERVAL_S
         # Called when a deadline may have moved (the shard re-arms its timer).
         self.deadline_changed: Callable[[], None] = lambda: None
         # Shard 0's NDP machine takes NS/NA/RS/RA/Redirect/MLD.
@@ -400,7 +401,9 @@ class NetStack:
         if self.report_used is None:
             return
         if not self.used_hops:
-            self._used_report_at = self.clock() + USE_REPORT_INTERVAL_S
+            # At once after a quiet spell (a STALE entry's DELAY starts with
+            # its first use, RFC 4861 §7.3.3), else a second after the last.
+            self._used_report_at = max(self.clock(), self._last_report + USE_REPORT_INTERVAL_S)
             self.used_hops.add(hop)
             self.deadline_changed()
         else:
@@ -416,6 +419,7 @@ class NetStack:
     def handle_timeout(self, now: float) -> None:
         if self.used_hops and now >= self._used_report_at and self.report_used is not None:
             hops, self.used_hops = self.used_hops, set()
+            self._last_report = now
             self.used_epoch = object()
             for nic_id, ip in hops:
                 self.report_used(nic_id, ip)

@@ -105,7 +105,7 @@ def test_another_shards_traffic_starts_nud_too() -> None:
 def test_a_router_that_answers_keeps_the_traffic() -> None:
     net = two_routers()
     assert reply_mac(net) == R1_MAC
-    net.advance(6.5)  # reported used after 1 s, DELAY 5 s, PROBE: the first unicast NS
+    net.advance(5.5)  # reported used at once, DELAY 5 s, PROBE: the first unicast NS
     assert [f.dst for f in net.sent() if ICMPv6ND_NS in f] == [R1_MAC]
     net.inject(na(R1, mac=R1_MAC, dst=OUR6, r=1))  # solicited: REACHABLE
     net.advance(10)
