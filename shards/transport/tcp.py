@@ -131,10 +131,28 @@ def config_with(config: TcpConfig, options: dict[str, Any] | None) -> TcpConfig:
             changes[field] = kind(value)
         except (TypeError, ValueError):
             raise OSError(errno.EINVAL, f"{name}: bad value {value!r}") from None
+    # socket(7): SO_SNDBUF and SO_RCVBUF are clamped to the stack-wide
+    # maxima (Linux wmem_max / rmem_max), not refused.
+    if "snd_buf" in changes:
+        changes["snd_buf"] = min(changes["snd_buf"], config.snd_buf_max)
+    if "rcv_buf" in changes:
+        changes["rcv_buf"] = min(changes["rcv_buf"], config.rcv_buf_max)
     try:
         return dataclasses.replace(config, **changes)
     except ValueError as exc:
         raise OSError(errno.EINVAL, str(exc)) from None
+
+
+# Stack-wide settings that open connections follow too when they change
+# (``TcpDemux.set_config``), unless a socket option set them for the
+# connection: as Linux reads tcp_fin_timeout, tcp_retries2 and the
+# tcp_keepalive_* sysctls when it uses them. The rest (buffers, the
+# congestion control, window scaling, the SYN backlog of a listener's
+# queue excepted) are fixed when a connection opens.
+LIVE_SETTINGS = (
+    "time_wait_s", "fin_timeout_s", "retries2", "keepalive_idle_s", "keepalive_intvl_s",
+    "keepalive_cnt", "invalid_ratelimit_s",
+)  # fmt: skip
 
 
 def sockaddr(addr: bytes, port: int, v6: bool) -> tuple[Any, ...]:
@@ -167,6 +185,9 @@ class TcpTransport(asyncio.Transport):
         self._dropped_writes = 0  # writes after close or loss, dropped
         self._eof_pending = False  # the peer's FIN, not yet told to the protocol
         self.connected: asyncio.Future[None] | None = None  # for active opens
+        # The socket options it was opened with (its listener's, for a
+        # passive open): the settings a stack-wide change leaves alone.
+        self.options: dict[str, Any] = {}
         self.last_tos = 0  # TOS / traffic class of the last segment received
 
     # --- asyncio.Transport ----------------------------------------------------
@@ -393,8 +414,10 @@ class Listening:
         config: TcpConfig,
         backlog: int = LISTEN_BACKLOG,
         serving: bool = True,
+        options: dict[str, Any] | None = None,
     ) -> None:
         self.res = res
+        self.options = dict(options or {})  # its socket options, over the stack's settings
         self.family = family
         self.factory = factory
         # Not serving (asyncio's start_serving=False): connections complete
@@ -678,6 +701,7 @@ class TcpDemux:
             key = (acc.local_addr, ep.local_port, acc.remote_addr, ep.remote_port)
             ep.tso_max = self.tso_max
             t = TcpTransport(self, key, ep, lst.family == 6)
+            t.options = lst.options
             self.conns[key] = t
             hooked = self._hooked.get(key)
             if hooked is not None:
@@ -891,6 +915,22 @@ class TcpDemux:
             ):
                 del self._hooked[key]
 
+    # --- the stack-wide settings ------------------------------------------------------
+    def set_config(self, config: TcpConfig) -> None:
+        """New stack-wide settings (``ctl tcp --set``): new connections,
+        those of existing listeners included, take all of them; open ones
+        the ``LIVE_SETTINGS`` their socket options did not set."""
+        self.config = config
+        for lst in self._all_listeners():
+            lst.listener.config = config_with(config, lst.options)
+        live = {name: getattr(config, name) for name in LIVE_SETTINGS}
+        # A timer already armed (a connection in TIME-WAIT, a keepalive
+        # due) keeps its time: the new value counts from the next arming.
+        for t in self.conns.values():
+            own = {TCP_OPTIONS[name][0] for name in t.options}
+            changes = {k: v for k, v in live.items() if k not in own}
+            t.ep.config = dataclasses.replace(t.ep.config, **changes)
+
     # --- opening ---------------------------------------------------------------------
     def listen(
         self, family: int, addr: bytes, port: int, factory: Callable[[], asyncio.Protocol], *,
@@ -914,7 +954,7 @@ class TcpDemux:
             )
         else:
             res = self.ports.reserve(res)
-        lst = Listening(self, res, family, factory, config, backlog, serving)
+        lst = Listening(self, res, family, factory, config, backlog, serving, options)
         self.listeners.setdefault(res.local_port, []).append(lst)
         return lst
 
@@ -967,6 +1007,7 @@ class TcpDemux:
         )  # fmt: skip
         ep.tso_max = self.tso_max
         t = TcpTransport(self, key, ep, family == 6)
+        t.options = dict(options or {})
         t.connected = asyncio.get_running_loop().create_future()
         protocol = factory()
         t.set_protocol(protocol)
