@@ -381,14 +381,15 @@ class ShardStack:
             local = src if sock.family == 4 or len(src) == 16 else bytes(10) + b"\xff\xff" + src
         self.udp.connect(sock, local, remote, port, **self.port_args())
 
-    def source_for(self, dst: bytes) -> bytes:
+    def source_for(self, dst: bytes, nic: int = 0) -> bytes:
         """The local address to use towards ``dst``: ``dst`` itself when it
         is one of ours (Linux's local table: 127/8, ::1, our addresses),
-        else by route and source selection (RFC 6724 for IPv6)."""
+        else by route and source selection (RFC 6724 for IPv6); ``nic``:
+        only routes out of that NIC (SO_BINDTODEVICE)."""
         view = self.net.view
         if dst in view.local or (len(dst) == 4 and dst[0] == 127):
             return dst
-        route = view.routes.lookup(dst)
+        route = view.routes.lookup(dst, nic=nic or None)
         if route is None:
             raise OSError(errno.ENETUNREACH, "network is unreachable")
         if len(dst) == 4:
@@ -400,6 +401,12 @@ class ShardStack:
         return src
 
     # --- TCP (asyncio create_server / create_connection / streams) -----------
+    def _bound_device(self, options: dict[str, Any] | None) -> tuple[dict[str, Any], int]:
+        """SO_BINDTODEVICE out of a TCP socket's ``options``: the NIC (by id or
+        name; ENODEV if unknown, socket(7)) and the other options."""
+        rest = dict(options or {})
+        return rest, self.nic_id(rest.pop("SO_BINDTODEVICE", 0))
+
     async def create_server(
         self,
         protocol_factory: Callable[[], asyncio.Protocol],
@@ -415,7 +422,9 @@ class ShardStack:
         """asyncio's ``loop.create_server``: ``host`` None listens on one
         dual-stack socket ([::], IPv4 peers as ::ffff:a.b.c.d, RFC 3493 §3.7).
         ``options``: TCP socket options its connections get (TCP_NODELAY,
-        TCP_MAXSEG, TCP_LINGER2, SO_KEEPALIVE, TCP_KEEPIDLE, ...).
+        TCP_MAXSEG, TCP_LINGER2, SO_KEEPALIVE, TCP_KEEPIDLE, ...), and
+        SO_BINDTODEVICE (a NIC name or id): only SYNs arriving on that NIC,
+        and this listener before an unbound one on the same port.
         ``backlog``: connections completed but not yet accepted, at most,
         in this shard's copy of the listener (128 by default, Linux's
         SOMAXCONN until 5.4; capped at 4096); beyond it SYNs are dropped, as
@@ -426,10 +435,11 @@ class ShardStack:
         else:
             family = 6 if ":" in str(host) else 4
             addr = _addr(host, family)
+        options, nic = self._bound_device(options)
         lst = self.tcp.listen(
             family, addr, int(port), protocol_factory, reuse_port=bool(reuse_port), v6only=v6only,
             start=self.port_args()["start"], options=options,
-            backlog=min(max(int(backlog), 1), SOMAXCONN), serving=start_serving,
+            backlog=min(max(int(backlog), 1), SOMAXCONN), serving=start_serving, nic=nic,
         )  # fmt: skip
         return Server(self, [lst])
 
@@ -446,7 +456,8 @@ class ShardStack:
         family = 6 if ":" in str(host) else 4
         remote = _addr(host, family)
         wire = remote[12:] if is_ipv4_mapped(remote) else remote
-        local = self.source_for(wire)
+        options, nic = self._bound_device(options)
+        local = self.source_for(wire, nic)
         transport = self.tcp.connect(
             family,
             local,
@@ -455,6 +466,7 @@ class ShardStack:
             protocol_factory,
             start=self.port_args()["start"],
             options=options,
+            nic=nic,
         )
         assert transport.connected is not None
         await transport.connected  # connection_made was called on the Connected event
