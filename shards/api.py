@@ -105,6 +105,18 @@ def sockaddr(addr: bytes, port: int) -> tuple[Any, ...]:
 
 
 class UdpTransport(asyncio.DatagramTransport):
+    """asyncio's DatagramTransport over a shardnet UDP socket, with what
+    ``recvmsg``/``sendmsg`` carry beside the data:
+
+    * during ``datagram_received(data, addr)``, ``transport.last_datagram``
+      is that datagram's record (``udp.Datagram``): ``tos`` (its IPv4 TOS or
+      IPv6 traffic class, ECN bits included, when IP_RECVTOS /
+      IPV6_RECVTCLASS is on; None when off, as no ancillary data comes),
+      ``local`` (the address it was sent to) and ``nic``;
+    * ``sendto(data, addr, tos=N)`` sends one datagram with that TOS /
+      traffic class, as an IP_TOS / IPV6_TCLASS control message does;
+      without it the socket's IP_TOS / IPV6_TCLASS option applies."""
+
     def __init__(
         self, stack: ShardStack, sock: UdpSocket, protocol: asyncio.DatagramProtocol
     ) -> None:
@@ -113,14 +125,18 @@ class UdpTransport(asyncio.DatagramTransport):
         self._sock = sock
         self._protocol = protocol
         self._closing = False
-        self.last_datagram: Datagram | None = None  # with its TOS when IP_RECVTOS is on
+        self.last_datagram: Datagram | None = None  # the datagram being received
         sock.on_datagram = self._received
         sock.on_error = self._error
 
     # --- asyncio.DatagramTransport --------------------------------------------------
-    def sendto(self, data: bytes | bytearray | memoryview, addr: Any = None) -> None:
+    def sendto(
+        self, data: bytes | bytearray | memoryview, addr: Any = None, *, tos: int | None = None
+    ) -> None:
         if self._closing:
             raise OSError(errno.EBADF, "transport is closing")
+        if tos is not None and not 0 <= tos <= 255:
+            raise OSError(errno.EINVAL, f"TOS {tos} is not 0..255")
         sock, stack = self._sock, self._stack
         remote = sock.remote
         if addr is None:
@@ -149,23 +165,24 @@ class UdpTransport(asyncio.DatagramTransport):
         src = None if wildcard else local
         o = sock.options
         nic = o.bind_nic or None
+        tos = o.tos if tos is None else tos
         if len(dst) == 4:
             if (dst == b"\xff\xff\xff\xff" or dst in net.view.broadcast) and not o.broadcast:
                 raise PermissionError(errno.EACCES, "broadcast needs SO_BROADCAST")
             if is_ipv4_multicast(dst):  # RFC 1112 §6.1: TTL 1 unless asked, the chosen NIC
                 net.send_ipv4(
                     dst, 17, buf, src=src, nic_id=o.multicast_nic or nic, ttl=o.multicast_ttl,
-                    tos=o.tos, checksum_at=6, multicast_loop=o.multicast_loop,
+                    tos=tos, checksum_at=6, multicast_loop=o.multicast_loop,
                 )  # fmt: skip
             else:
-                net.send_ipv4(dst, 17, buf, src=src, nic_id=nic, tos=o.tos, checksum_at=6)
+                net.send_ipv4(dst, 17, buf, src=src, nic_id=nic, tos=tos, checksum_at=6)
         elif is_ipv6_multicast(dst):  # RFC 3493 §5.2: hop limit 1 unless asked
             net.send_ipv6(
                 dst, 17, buf, src=src, nic_id=o.multicast_nic or nic, hop_limit=o.multicast_ttl,
-                traffic_class=o.tos, checksum_at=6, multicast_loop=o.multicast_loop,
+                traffic_class=tos, checksum_at=6, multicast_loop=o.multicast_loop,
             )  # fmt: skip
         else:
-            net.send_ipv6(dst, 17, buf, src=src, nic_id=nic, traffic_class=o.tos, checksum_at=6)
+            net.send_ipv6(dst, 17, buf, src=src, nic_id=nic, traffic_class=tos, checksum_at=6)
 
     def close(self) -> None:
         if self._closing:
@@ -211,6 +228,12 @@ class UdpTransport(asyncio.DatagramTransport):
                 value = 1
             if not 0 <= value <= 255:
                 raise OSError(errno.EINVAL, f"{name} must be -1 or 0..255")
+        elif name in ("IP_TOS", "IPV6_TCLASS"):
+            value = int(value)
+            if name == "IPV6_TCLASS" and value == -1:  # RFC 3542 §6.5: the default
+                value = 0
+            if not 0 <= value <= 255:
+                raise OSError(errno.EINVAL, f"{name} must be 0..255")
         setattr(self._sock.options, attr, kind(value))
 
     def get_option(self, name: str) -> Any:
