@@ -202,6 +202,75 @@ def test_receive_buffer_and_syn_backlog(ns: Netns, stack: StackProcess) -> None:
     assert all(a["window"] == 20000 for a in stateful), after
 
 
+ICMP_SNIFF = f"""
+import threading, time
+from scapy.all import AsyncSniffer, Ether, ICMP, IP, UDP, conf, sendp
+conf.verb = 0
+mac = open("/sys/class/net/{TAP}/address").read().strip()
+seen, ready = [], threading.Event()
+sniffer = AsyncSniffer(iface="{TAP}", filter="icmp and src host {SHARDNET_V4}",
+                       prn=seen.append, store=False, started_callback=ready.set)
+sniffer.start()
+assert ready.wait(5)
+"""
+
+
+def test_reassembly_time_is_the_dispatchers(ns: Netns, stack: StackProcess) -> None:
+    """``frag_time_v4_s`` set at run time: a datagram whose first fragment
+    came alone is given up after it, with an ICMP time exceeded (RFC 792
+    code 1) back to the kernel, where the default waits 30 s."""
+    out = ctl(stack, "ip", "--set", "frag_time_v4_s=1")
+    assert out.returncode == 0, out.stderr
+    shardnet_mac = stack.call("hello")["mac"]
+    got = ns.python(
+        ICMP_SNIFF
+        + textwrap.dedent(f"""
+        start = time.monotonic()
+        sendp(Ether(src=mac, dst="{shardnet_mac}")
+              / IP(src="{KERNEL_V4}", dst="{SHARDNET_V4}", id=4242, flags="MF")
+              / UDP(sport=4000, dport=9) / (b"x" * 64), iface="{TAP}")
+        while not any(p[ICMP].type == 11 for p in seen) and time.monotonic() - start < 8:
+            time.sleep(0.05)
+        sniffer.stop()
+        late = [p for p in seen if p[ICMP].type == 11]
+        print(late[0][ICMP].code if late else "none", round(time.monotonic() - start, 1))
+    """),
+        timeout=30,
+    ).stdout.split()
+    assert got[0] == "1", got
+    assert ctl(stack, "ip", "--set", "frag_time_v4_s=30").returncode == 0
+
+
+def test_icmp_rate_limit(ns: Netns, stack: StackProcess) -> None:
+    """Datagrams to a closed port draw one port unreachable each; with the
+    bucket set to one token and no refill, at most one per shard."""
+
+    def unreachables() -> int:
+        shardnet_mac = stack.call("hello")["mac"]
+        return int(
+            ns.python(
+                ICMP_SNIFF
+                + textwrap.dedent(f"""
+            for sport in range(4100, 4108):
+                sendp(Ether(src=mac, dst="{shardnet_mac}") / IP(src="{KERNEL_V4}", dst="{SHARDNET_V4}")
+                      / UDP(sport=sport, dport=9) / b"x", iface="{TAP}")
+            time.sleep(0.5)
+            sniffer.stop()
+            print(sum(1 for p in seen if p[ICMP].type == 3 and p[ICMP].code == 3))
+        """),
+                timeout=30,
+            ).stdout
+        )
+
+    assert unreachables() == 8
+    assert ctl(stack, "ip", "--set", "icmp_rate_per_s=0", "--set", "icmp_burst=1").returncode == 0
+    assert 1 <= unreachables() <= 2
+    assert (
+        ctl(stack, "ip", "--set", "icmp_rate_per_s=1000", "--set", "icmp_burst=50").returncode == 0
+    )
+    assert unreachables() == 8
+
+
 def test_settings_survive_shard_restarts(ns: Netns, stack: StackProcess) -> None:
     """A restarted shard gets the run-time settings from shard 0's tables; a
     restarted shard 0 gets them from the dispatcher's journal."""

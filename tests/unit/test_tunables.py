@@ -9,6 +9,8 @@ import argparse
 import asyncio
 import errno
 import json
+import subprocess
+import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -248,3 +250,19 @@ def test_ctl_shows_the_settings_as_set_takes_them() -> None:
             assert json.loads(json.dumps(stack.ip_get())) == stack.ip_get()
 
     run(go())
+
+
+@pytest.mark.parametrize(
+    "flag",
+    [["--ip", "default_ttl=0"], ["--ip", "ttl=3"], ["--tcp", "cc=bbr"], ["--tcp", "retries2"]],
+)
+def test_shardnet_run_refuses_a_bad_setting_in_one_line(flag: list[str]) -> None:
+    """Before anything is opened: exit code 2, one line on stderr."""
+    out = subprocess.run(
+        [sys.executable, "-m", "shardnet.scripts.cli", "run", "--tap", "snbad0", *flag],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert out.stderr.startswith("shardnet: error: ")
