@@ -4,7 +4,7 @@ NAME=VALUE`` and ``shardnet ctl tcp|ip --set NAME=VALUE``.
 
 Names are the record's field names; a value is converted by the field's
 declared type (``bool``, ``int``, ``float``, ``str``, each optionally
-``| None``). Every error is a ``ValueError`` with a one-line message naming
+``| None``, or the enum the field holds, by its value). Every error is a ``ValueError`` with a one-line message naming
 the setting, so that a CLI prints it as it is, and nothing is half applied:
 the record is built (and its ``__post_init__`` checks run) only once every
 value converted.
@@ -13,6 +13,7 @@ value converted.
 from __future__ import annotations
 
 import dataclasses
+import enum
 from collections.abc import Iterable
 from typing import Any, TypeVar
 
@@ -36,7 +37,7 @@ def parse_pairs(items: Iterable[str], what: str) -> dict[str, str]:
 
 def apply_settings(base: T, settings: dict[str, Any], what: str) -> T:
     """``base`` (a dataclass instance) with ``settings`` applied; ``what``
-    names the table in messages (``"TCP"``, ``"IP"``)."""
+    names the table in messages (``"TCP"``, ``"IP"``, ``"NDP"``)."""
     kinds = {f.name: str(f.type) for f in dataclasses.fields(base)}  # type: ignore[arg-type]
     changes: dict[str, Any] = {}
     for name, value in settings.items():
@@ -44,7 +45,11 @@ def apply_settings(base: T, settings: dict[str, Any], what: str) -> T:
         if kind is None:
             raise ValueError(f"unknown {what} setting {name!r} (known: {', '.join(sorted(kinds))})")
         try:
-            changes[name] = _convert(kind, value)
+            current = getattr(base, name)
+            if isinstance(current, enum.Enum):
+                changes[name] = type(current)(value)
+            else:
+                changes[name] = _convert(kind, value)
         except (TypeError, ValueError):
             raise ValueError(f"{what} setting {name}: bad value {value!r} ({kind})") from None
     try:
@@ -54,8 +59,13 @@ def apply_settings(base: T, settings: dict[str, Any], what: str) -> T:
 
 
 def as_settings(record: Any) -> dict[str, Any]:
-    """Every field of ``record`` by name: what ``ctl tcp|ip`` shows."""
-    return {f.name: getattr(record, f.name) for f in dataclasses.fields(record)}
+    """Every field of ``record`` by name, enums by value: what ``ctl
+    tcp|ip|ndp`` shows."""
+    return {f.name: _plain(getattr(record, f.name)) for f in dataclasses.fields(record)}
+
+
+def _plain(value: Any) -> Any:
+    return value.value if isinstance(value, enum.Enum) else value
 
 
 def _convert(kind: str, value: Any) -> Any:
