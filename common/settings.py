@@ -1,13 +1,13 @@
 """Text-ish settings onto a frozen configuration record: the one converter
-behind the config file's ``[tcp]`` and ``[ip]`` tables, ``--tcp``/``--ip
-NAME=VALUE`` and ``shardnet ctl tcp|ip --set NAME=VALUE``.
+behind the config file's ``[tcp]``, ``[ip]`` and ``[ndp]`` tables,
+``--tcp``/``--ip NAME=VALUE`` and ``shardnet ctl tcp|ip|ndp --set NAME=VALUE``.
 
 Names are the record's field names; a value is converted by the field's
 declared type (``bool``, ``int``, ``float``, ``str``, each optionally
-``| None``, or the enum the field holds, by its value). Every error is a ``ValueError`` with a one-line message naming
-the setting, so that a CLI prints it as it is, and nothing is half applied:
-the record is built (and its ``__post_init__`` checks run) only once every
-value converted.
+``| None``), or by the enum the field holds (by its value). Every error is
+a ``ValueError`` with a one-line message naming the setting, so that a CLI
+prints it as it is, and nothing is half applied: the record is built (and
+its ``__post_init__`` checks run) only once every value converted.
 """
 
 from __future__ import annotations

@@ -950,6 +950,9 @@ class TcpDemux:
         those of existing listeners included, take all of them; open ones
         the ``LIVE_SETTINGS`` their socket options did not set."""
         self.config = config
+        # RFC 5961 §7: the shard's one challenge-ACK budget, shared by every endpoint.
+        self.challenge_limiter.rate_per_s = float(config.challenge_ack_per_s)
+        self.challenge_limiter.burst = float(config.challenge_ack_burst)
         for lst in self._all_listeners():
             lst.listener.config = config_with(config, lst.options)
         live = {name: getattr(config, name) for name in LIVE_SETTINGS}
