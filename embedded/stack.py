@@ -413,10 +413,11 @@ class Stack(ControlApi):
         return await self.api.start_server(client_connected_cb, host, port, limit=limit, **kwds)
 
     async def open_connection(
-        self, host: str, port: int, *, limit: int = 2**16
+        self, host: str, port: int, *, limit: int = 2**16, **kwds: Any
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        """asyncio's ``open_connection``."""
-        return await self.api.open_connection(host, port, limit=limit)
+        """asyncio's ``open_connection``; ``kwds`` go to ``create_connection``
+        (``options``)."""
+        return await self.api.open_connection(host, port, limit=limit, **kwds)
 
     def on_tcp_flow(
         self, decide: Any, *, max_in_flight: int = 1024, max_per_source: int = 64
