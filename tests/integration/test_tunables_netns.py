@@ -238,6 +238,7 @@ def test_reassembly_time_is_the_dispatchers(ns: Netns, stack: StackProcess) -> N
         timeout=30,
     ).stdout.split()
     assert got[0] == "1", got
+    print("time exceeded after", got[1], "s")
     assert ctl(stack, "ip", "--set", "frag_time_v4_s=30").returncode == 0
 
 
