@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from .addr import parse_mac
+from .settings import parse_pairs
 
 BUILTIN_APPS = ("echo", "discard", "chargen", "http", "whoami")
 
@@ -81,6 +82,9 @@ class StackConfig:
     # config file's [tcp] table and --tcp NAME=VALUE; checked by
     # ``TcpConfig.from_settings``.
     tcp: dict[str, Any] = field(default_factory=dict)
+    # IPv4/IPv6 settings (common/ipconfig.py ``IpConfig`` field -> value),
+    # from the config file's [ip] table and --ip NAME=VALUE.
+    ip: dict[str, Any] = field(default_factory=dict)
 
     @property
     def link_name(self) -> str:
@@ -217,19 +221,16 @@ def _convert(name: str, value: Any) -> Any:
             ):
                 raise ConfigError("[ndp] must be a table of settings (name = value)")
             return dict(value)
-        case "tcp":
+        case "tcp" | "ip":
             if isinstance(value, list | tuple):
-                pairs: dict[str, Any] = {}
-                for item in value:
-                    key, sep, val = str(item).partition("=")
-                    if not sep or not key.strip():
-                        raise ConfigError(f"--tcp wants NAME=VALUE, got {item!r}")
-                    pairs[key.strip().replace("-", "_")] = val.strip()
-                return pairs
+                try:
+                    return parse_pairs(value, f"--{name}")
+                except ValueError as exc:
+                    raise ConfigError(str(exc)) from None
             if not isinstance(value, dict) or any(
                 isinstance(v, dict | list) for v in value.values()
             ):
-                raise ConfigError("[tcp] must be a table of settings (name = value)")
+                raise ConfigError(f"[{name}] must be a table of settings (name = value)")
             return dict(value)
         case "fault":
             from .fault import FaultSpec  # fault.py needs ConfigError from here
@@ -260,19 +261,18 @@ def load_toml(path: str) -> dict[str, Any]:
         raise ConfigError(f"--config: {path}: {exc}") from None
     stack = data.pop("stack", {})
     ndp = data.pop("ndp", None)
-    tcp = data.pop("tcp", None)
+    tables = {name: data.pop(name, None) for name in ("tcp", "ip")}
     if not isinstance(stack, dict):
         raise ConfigError(f"--config: {path}: [stack] must be a table")
     for key, value in data.items():
         if isinstance(value, dict):
             raise ConfigError(
-                f"--config: {path}: unknown table [{key}] (tables: [stack], [ndp], [tcp])"
+                f"--config: {path}: unknown table [{key}] (tables: [stack], [ndp], [tcp], [ip])"
             )
     raw = dict(data) | stack
     if ndp is not None:
         raw["ndp"] = ndp
-    if tcp is not None:
-        raw["tcp"] = tcp
+    raw.update({name: table for name, table in tables.items() if table is not None})
     settings = {}
     for key, value in raw.items():
         name = _TOML_ALIASES.get(key.replace("-", "_"), key.replace("-", "_"))
@@ -287,7 +287,8 @@ def build_config(file_settings: dict[str, Any], flag_settings: dict[str, Any]) -
     merged = dict(file_settings)
     merged.update({k: v for k, v in flag_settings.items() if v is not None})
     converted = {name: _convert(name, value) for name, value in merged.items()}
-    if "tcp" in file_settings and flag_settings.get("tcp") is not None:
-        # --tcp adds to (and overrides) the file's [tcp] table
-        converted["tcp"] = _convert("tcp", file_settings["tcp"]) | converted["tcp"]
+    for table in ("tcp", "ip"):
+        if table in file_settings and flag_settings.get(table) is not None:
+            # --tcp/--ip add to (and override) the file's [tcp]/[ip] table
+            converted[table] = _convert(table, file_settings[table]) | converted[table]
     return replace(StackConfig(), **converted).validate()

@@ -154,6 +154,28 @@ class ControlApi(ABC):
         """Change NDP settings (``NdpConfig`` field names); returns them all."""
         return self.call("ndp_set", nic=nic, settings=dict(settings))
 
+    # --- stack-wide TCP and IP settings ---------------------------------------------------
+    def tcp_get(self) -> dict[str, Any]:
+        """The stack-wide TCP settings (``TcpConfig`` field -> value)."""
+        return self.call("tcp_get")
+
+    def tcp_set(self, settings: dict[str, Any]) -> dict[str, Any]:
+        """Change stack-wide TCP settings in every shard (all or none: a bad
+        name or value raises ``ControlError`` with ``EINVAL`` and changes
+        nothing); returns them all. New connections take every change;
+        open ones the TIME-WAIT and FIN-WAIT-2 times, the retry budget and
+        the keepalive defaults their socket options did not set."""
+        return self.call("tcp_set", settings=dict(settings))
+
+    def ip_get(self) -> dict[str, Any]:
+        """The IPv4/IPv6 settings: default TTL / hop limit, ICMP error rate,
+        reassembly limits (``IpConfig`` field -> value)."""
+        return self.call("ip_get")
+
+    def ip_set(self, settings: dict[str, Any]) -> dict[str, Any]:
+        """Change IPv4/IPv6 settings (all or none, as ``tcp_set``); returns them all."""
+        return self.call("ip_set", settings=dict(settings))
+
     def forwarding(self, on: bool | None = None) -> bool:
         """Whether the stack forwards (router mode, RFC 4861 §6.2: RAs ignored,
         no RS); ``on`` changes it."""

@@ -34,6 +34,7 @@ from shardnet.common.classify import FRAGMENT, classify
 from shardnet.common.config import StackConfig
 from shardnet.common.fault import FaultInjector, FaultSpec
 from shardnet.common.fdpass import PassedFd
+from shardnet.common.ipconfig import IpConfig
 from shardnet.common.messages import Request, Stop
 from shardnet.common.procspec import ShardSpec, internal_endpoints
 from shardnet.common.record import TAG_LOOPED, TAG_WIRE, UPLINK_LOOP, UPLINK_WIRE
@@ -43,7 +44,7 @@ from shardnet.common.wire.virtio import F_DATA_VALID
 from .control import ControlServer
 from .link import TapLink, open_link
 from .metrics import StackCollector, serve_metrics
-from .reassembly import Reassembler
+from .reassembly import Reassembler, ReassemblyConfig
 from .stats import StatsBook
 from .supervisor import ShardSlot, Supervisor
 
@@ -64,7 +65,9 @@ class Dispatcher:
         self.shard_entry = shard_entry
         self.nshards = config.shards
         self.book = StatsBook(self.nshards)
-        self.reassembler = Reassembler()
+        self.reassembler = Reassembler(
+            ReassemblyConfig().with_ip(IpConfig.from_settings(config.ip))
+        )
         # --fault: a seeded injector on the receive side (each shard has its own for sending).
         self.fault = FaultInjector(FaultSpec.parse(config.fault)) if config.fault else None
         self._fault_timer: asyncio.TimerHandle | None = None
@@ -112,6 +115,7 @@ class Dispatcher:
             info=self._info,
             on_hello=self._on_hello,
         )
+        self.control.on_change = self._control_changed
         self._lifeline_r, self._lifeline_w = os.pipe()
         os.set_blocking(self._lifeline_r, False)
         self.supervisor = Supervisor(
@@ -367,6 +371,11 @@ class Dispatcher:
             lifeline=PassedFd(self._lifeline_r),
             vnet_hdr_len=self.link.vnet_hdr_len,
         )
+
+    def _control_changed(self, op: str, value: Any) -> None:
+        """``ctl ip --set``: the reassembly limits are the dispatcher's."""
+        if op == "ip_set" and isinstance(value, dict):
+            self.reassembler.config = self.reassembler.config.with_ip(IpConfig.from_settings(value))
 
     def _on_hello(self, shard: int, pid: int) -> None:
         if 0 <= shard < self.nshards:

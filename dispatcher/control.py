@@ -114,6 +114,9 @@ class ControlServer:
         self.journal = ControlJournal()
         self._shard0_lock = asyncio.Lock()
         self._shard0_started = False
+        # A change shard 0 accepted, for what the dispatcher holds itself
+        # (the reassembly limits of ``ip_set``): (op, value answered).
+        self.on_change: Callable[[str, Any], None] = lambda op, value: None
 
     def start(self) -> None:
         self._tasks = [
@@ -211,6 +214,7 @@ class ControlServer:
             answer = await self.ask_shard(0, req.op, req.args)
         if answer.ok:
             self.journal.record(req.op, req.args, answer.value)
+            self.on_change(req.op, answer.value)
         return Reply(req.req_id, answer.ok, answer.value, answer.error)
 
     async def _replay(self) -> None:

@@ -4,7 +4,8 @@ restarted shard 0 gets them back.
 Shard 0 owns the stack's tables; when it dies, the supervisor starts a new
 one, which rebuilds its state from the configuration. What
 integrators changed since — addresses, routes, loopback NICs, their state,
-NDP settings, forwarding — would be lost silently. The dispatcher forwards
+NDP settings, forwarding, the stack-wide TCP and IP settings — would be
+lost silently. The dispatcher forwards
 every such request and sees its answer, so it records the ones shard 0
 accepted and replays them, in order, to the new shard 0. What the network
 teaches the stack (SLAAC addresses, routers, neighbours) is learnt again
@@ -15,7 +16,7 @@ A NIC added at run time is recorded with the id shard 0 gave it and made
 again with that id, so requests naming it by id stay right. The journal
 stays small under churn: a deletion cancels the addition it undoes (both
 go), a NIC's removal takes its own records with it, and later NIC states,
-NDP settings and forwarding replace earlier ones.
+NDP, TCP and IP settings and forwarding replace earlier ones.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ log = logging.getLogger("shardnet.dispatcher")
 # The requests that change shard 0's tables (ctl's and Client's writes).
 MUTATIONS = frozenset(
     {"nic_add", "nic_set", "nic_del", "addr_add", "addr_del", "route_add", "route_del",
-     "ndp_set", "forwarding"}
+     "ndp_set", "forwarding", "tcp_set", "ip_set"}
 )  # fmt: skip
 MAX_ENTRIES = 10_000  # beyond this the oldest records go (and a warning says so)
 
@@ -76,6 +77,12 @@ class ControlJournal:
             settings = dict(old[1].get("settings", {})) if old else {}
             settings.update(args.get("settings") or {})
             self._put(key, op, {**args, "settings": settings})
+        elif op in ("tcp_set", "ip_set"):  # later settings add to (and win over) earlier ones
+            key = (op,)
+            old = self._entries.pop(key, None)
+            settings = dict(old[1].get("settings", {})) if old else {}
+            settings.update(args.get("settings") or {})
+            self._put(key, op, {"settings": settings})
         elif op == "nic_add":
             if isinstance(value, dict) and "id" in value:
                 args["id"] = value["id"]  # made again with the same id

@@ -65,9 +65,17 @@ from __future__ import annotations
 import enum
 from bisect import bisect_left, bisect_right
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from shardnet.common.addr import format_ip
+from shardnet.common.ipconfig import (
+    FRAG_HIGH_THRESH,
+    FRAG_MAX_DATAGRAMS,
+    FRAG_MAX_FRAGMENTS,
+    FRAG_TIME_V4_S,
+    FRAG_TIME_V6_S,
+    IpConfig,
+)
 from shardnet.common.wire.errors import Drop, MalformedPacket
 from shardnet.common.wire.ethernet import ETHERTYPE_IPV4, ETHERTYPE_IPV6, EthernetView
 from shardnet.common.wire.ipv4 import IPV4_HEADER_LEN, IPV4_MAX_PACKET, Ipv4View
@@ -89,11 +97,12 @@ from shardnet.common.wire.ipv6 import (
     walk_extensions,
 )
 
-TIMEOUT_V4_S = 30.0  # seconds: Linux net.ipv4.ipfrag_time
-TIMEOUT_V6_S = 60.0  # seconds: RFC 8200 §4.5
-MAX_FRAGMENTS = 64  # per datagram, local limit (FreeBSD: 16, Linux: none)
-MAX_DATAGRAMS = 1024  # in progress at once, local limit
-MAX_BYTES = 4 * 1024 * 1024  # bytes held in all, local limit (Linux ipfrag_high_thresh: 4 MiB)
+# The defaults of the [ip] table's reassembly settings (common/ipconfig.py).
+TIMEOUT_V4_S = FRAG_TIME_V4_S
+TIMEOUT_V6_S = FRAG_TIME_V6_S
+MAX_FRAGMENTS = FRAG_MAX_FRAGMENTS
+MAX_DATAGRAMS = FRAG_MAX_DATAGRAMS
+MAX_BYTES = FRAG_HIGH_THRESH
 OVERHEAD_PER_FRAGMENT = 64  # bytes charged per fragment for the bookkeeping
 IPV6_MAX_CHAIN = 16  # extension headers followed after a first Fragment header
 
@@ -146,6 +155,16 @@ class ReassemblyConfig:
             raise ValueError("reassembly limits must be positive")
         if self.overhead_per_fragment < 0:
             raise ValueError("overhead_per_fragment must not be negative")
+
+    def with_ip(self, ip: IpConfig) -> ReassemblyConfig:
+        """These limits with the [ip] table's reassembly settings (at start,
+        and after ``ctl ip --set``: datagrams in progress keep their
+        deadline, the byte and count limits apply to the next fragment)."""
+        return replace(
+            self, timeout_v4=ip.frag_time_v4_s, timeout_v6=ip.frag_time_v6_s,
+            max_bytes=ip.frag_high_thresh, max_datagrams=ip.frag_max_datagrams,
+            max_fragments=ip.frag_max_fragments,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

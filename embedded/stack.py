@@ -40,15 +40,17 @@ from typing import Any, Self
 from shardnet.common.classify import FRAGMENT, classify
 from shardnet.common.config import ConfigError, StackConfig, build_config
 from shardnet.common.control_api import ControlApi, ControlError
+from shardnet.common.ipconfig import IpConfig
 from shardnet.common.link_tx import FrameWriter, open_writer
 from shardnet.common.messages import Event, Reply, Request, decode, encode
 from shardnet.common.record import TAG_LOOPED, TAG_WIRE
 from shardnet.dispatcher.link import ChannelLink
-from shardnet.dispatcher.reassembly import Reassembler
+from shardnet.dispatcher.reassembly import Reassembler, ReassemblyConfig
 from shardnet.dispatcher.stats import StatsBook
 from shardnet.shards.api import IGNORE, REJECT, Accept, Server, ShardStack, UdpTransport
 from shardnet.shards.assembly import ShardAssembly, ndp_config_of, with_faults
 from shardnet.shards.net.state import NetError
+from shardnet.shards.tcp.config import TcpConfig
 
 __all__ = ["IGNORE", "REJECT", "Accept", "EventStream", "Stack", "connect"]
 
@@ -173,6 +175,11 @@ class Stack(ControlApi):
             ndp_config_of(cfg)
         except ValueError as exc:
             raise ConfigError(f"[ndp]: {exc}") from None
+        for table, check in (("tcp", TcpConfig.from_settings), ("ip", IpConfig.from_settings)):
+            try:
+                check(getattr(cfg, table))
+            except ValueError as exc:
+                raise ConfigError(f"[{table}]: {exc}") from None
         if link is None:  # last: nothing to close when a setting is bad
             link = ChannelLink(name=name, mtu=cfg.mtu, mac=cfg.mac)  # LinkError: a bad MAC
             cfg = dataclasses.replace(cfg, mac=link.mac)
@@ -180,7 +187,9 @@ class Stack(ControlApi):
         self.link = link
         self.seed = seed
         self.shard: ShardAssembly | None = None
-        self.reassembler = Reassembler()
+        self.reassembler = Reassembler(
+            ReassemblyConfig().with_ip(IpConfig.from_settings(self.config.ip))
+        )
         self.fragments = 0  # IP fragments seen (looped ones included)
         self.frames_in = 0  # records handed to the shard (wire and looped)
         self.loop_drops = 0  # looped frames dropped on a full queue
@@ -404,10 +413,11 @@ class Stack(ControlApi):
         return await self.api.start_server(client_connected_cb, host, port, limit=limit, **kwds)
 
     async def open_connection(
-        self, host: str, port: int, *, limit: int = 2**16
+        self, host: str, port: int, *, limit: int = 2**16, **kwds: Any
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        """asyncio's ``open_connection``."""
-        return await self.api.open_connection(host, port, limit=limit)
+        """asyncio's ``open_connection``; ``kwds`` go to ``create_connection``
+        (``options``)."""
+        return await self.api.open_connection(host, port, limit=limit, **kwds)
 
     def on_tcp_flow(
         self, decide: Any, *, max_in_flight: int = 1024, max_per_source: int = 64
@@ -447,7 +457,10 @@ class Stack(ControlApi):
             if int(args.get("shard", 0)) != 0:
                 raise NetError(errno.EINVAL, "the embedded stack has one shard (0)")
             return shard.answer("table", {"name": str(args.get("name", ""))})
-        return shard.answer(op, args)
+        value = shard.answer(op, args)
+        if op == "ip_set":  # the reassembly limits are the dispatcher's part (here: ours)
+            self.reassembler.config = self.reassembler.config.with_ip(IpConfig.from_settings(value))
+        return value
 
     def _info(self) -> dict[str, Any]:
         pid = os.getpid()

@@ -6,6 +6,7 @@ and changes to it (addresses, routes, NICs).
     shardnet ctl addr add|del NIC ADDRESS/LEN [--first-primary|--never-primary]
     shardnet ctl route add|del DST/LEN [--via GATEWAY] [--dev NIC] [--metric N]
     shardnet ctl nic up|down|del NAME
+    shardnet ctl ndp|tcp|ip [--set NAME=VALUE]... [--json]
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from shardnet.common.client import Client, ControlError
+from shardnet.common.settings import parse_pairs
 
 VIEWS = ("nics", "addrs", "routes", "neigh", "groups", "conns", "stats", "shards")
 
@@ -52,6 +54,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     ndp.add_argument(
         "--set", action="append", default=[], metavar="NAME=VALUE", help="change a setting"
     )
+    for table, what in (("tcp", "stack-wide TCP"), ("ip", "IPv4/IPv6")):
+        tunables = sub.add_parser(table, help=f"show or change the {what} settings")
+        tunables.add_argument(
+            "--set", action="append", default=[], metavar="NAME=VALUE", help="change a setting"
+        )
     fwd = sub.add_parser("forwarding", help="show, or turn on/off, forwarding (router mode)")
     fwd.add_argument("state", nargs="?", choices=("on", "off"))
     nic = sub.add_parser("nic", help="enable, disable or remove a NIC")
@@ -78,16 +85,15 @@ def request_of(ns: argparse.Namespace) -> tuple[str, dict[str, Any]]:
             "nic": ns.dev,
             "metric": ns.metric,
         }
-    if ns.view == "ndp":
-        settings = {}
-        for item in ns.set:
-            name, sep, value = item.partition("=")
-            if not sep:
-                raise ControlError(f"--set wants NAME=VALUE, got {item!r}")
-            settings[name] = value
+    if ns.view in ("ndp", "tcp", "ip"):
+        try:
+            settings = parse_pairs(ns.set, "--set")
+        except ValueError as exc:
+            raise ControlError(str(exc)) from None
+        where = {"nic": ns.nic} if ns.view == "ndp" else {}
         if settings:
-            return "ndp_set", {"nic": ns.nic, "settings": settings}
-        return "ndp_get", {"nic": ns.nic}
+            return f"{ns.view}_set", {**where, "settings": settings}
+        return f"{ns.view}_get", where
     if ns.view == "forwarding":
         return "forwarding", ({} if ns.state is None else {"on": ns.state == "on"})
     if ns.view == "nic":
@@ -106,7 +112,7 @@ def main(ns: argparse.Namespace) -> int:
                 for event in client.events():
                     print(json.dumps({"type": event.type, **event.data}), flush=True)
                 return 0
-            op, args = request_of(ns)
+            op, args = request_of(ns)  # ControlError for a bad --set, before any request
             # Connections come a page at a time (100,000 make no single reply).
             value = client.conns() if op == "conns" else client.call(op, **args)
     except ControlError as exc:
@@ -118,6 +124,8 @@ def main(ns: argparse.Namespace) -> int:
         print(json.dumps(value, indent=2, sort_keys=True))
     elif ns.view in VIEWS:
         print(render(ns.view, value))
+    elif ns.view in ("tcp", "ip") and isinstance(value, dict):
+        print(render_settings(value))
     elif value:
         print(value if isinstance(value, str) else json.dumps(value))
     return 0
@@ -258,6 +266,17 @@ def _router(info: dict[str, Any] | None) -> str:
     reach = "reachable" if info["reachable"] else "unknown"
     use = "in use" if info["rank"] == 0 else "standby"
     return f"{info['preference']} {reach} {use}"
+
+
+def render_settings(settings: dict[str, Any]) -> str:
+    """``ctl tcp|ip``: one setting a line, spelt as ``--set`` takes it."""
+
+    def text(value: Any) -> str:
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        return "none" if value is None else str(value)
+
+    return table([("NAME", "VALUE")] + [(k, text(v)) for k, v in sorted(settings.items())])
 
 
 def table(rows: Sequence[Sequence[str]]) -> str:

@@ -76,6 +76,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="append",
         help="a TCP setting for every connection (repeatable), e.g. rack=false, rfc1337=true",
     )
+    p.add_argument(
+        "--ip",
+        metavar="NAME=VALUE",
+        action="append",
+        help="an IPv4/IPv6 setting (repeatable), e.g. default_ttl=32, frag_time_v4_s=10",
+    )
     p.add_argument("--config", metavar="FILE", help="TOML file with the same settings (flags win)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
@@ -87,8 +93,9 @@ def config_from_args(ns: argparse.Namespace) -> StackConfig:
 
 
 def check_settings(config: StackConfig) -> None:
-    """Checks that need more than the config module knows: the [ndp] and
-    [tcp] tables against NdpConfig and TcpConfig, and that the --app module can be found."""
+    """Checks that need more than the config module knows: the [ndp], [tcp]
+    and [ip] tables against NdpConfig, TcpConfig and IpConfig, and that the
+    --app module can be found."""
     from shardnet.shards.net.ndp import NdpConfig
 
     try:
@@ -101,6 +108,12 @@ def check_settings(config: StackConfig) -> None:
         TcpConfig.from_settings(config.tcp)
     except ValueError as exc:
         raise ConfigError(f"[tcp]: {exc}") from None
+    from shardnet.common.ipconfig import IpConfig
+
+    try:
+        IpConfig.from_settings(config.ip)
+    except ValueError as exc:
+        raise ConfigError(f"[ip]: {exc}") from None
     if config.app is not None:
         module = config.app.partition(":")[0]
         try:

@@ -105,6 +105,18 @@ def sockaddr(addr: bytes, port: int) -> tuple[Any, ...]:
 
 
 class UdpTransport(asyncio.DatagramTransport):
+    """asyncio's DatagramTransport over a shardnet UDP socket, with what
+    ``recvmsg``/``sendmsg`` carry beside the data:
+
+    * during ``datagram_received(data, addr)``, ``transport.last_datagram``
+      is that datagram's record (``udp.Datagram``): ``tos`` (its IPv4 TOS or
+      IPv6 traffic class, ECN bits included, when IP_RECVTOS /
+      IPV6_RECVTCLASS is on; None when off, as no ancillary data comes),
+      ``local`` (the address it was sent to) and ``nic``;
+    * ``sendto(data, addr, tos=N)`` sends one datagram with that TOS /
+      traffic class, as an IP_TOS / IPV6_TCLASS control message does;
+      without it the socket's IP_TOS / IPV6_TCLASS option applies."""
+
     def __init__(
         self, stack: ShardStack, sock: UdpSocket, protocol: asyncio.DatagramProtocol
     ) -> None:
@@ -113,14 +125,18 @@ class UdpTransport(asyncio.DatagramTransport):
         self._sock = sock
         self._protocol = protocol
         self._closing = False
-        self.last_datagram: Datagram | None = None  # with its TOS when IP_RECVTOS is on
+        self.last_datagram: Datagram | None = None  # the datagram being received
         sock.on_datagram = self._received
         sock.on_error = self._error
 
     # --- asyncio.DatagramTransport --------------------------------------------------
-    def sendto(self, data: bytes | bytearray | memoryview, addr: Any = None) -> None:
+    def sendto(
+        self, data: bytes | bytearray | memoryview, addr: Any = None, *, tos: int | None = None
+    ) -> None:
         if self._closing:
             raise OSError(errno.EBADF, "transport is closing")
+        if tos is not None and not 0 <= tos <= 255:
+            raise OSError(errno.EINVAL, f"TOS {tos} is not 0..255")
         sock, stack = self._sock, self._stack
         remote = sock.remote
         if addr is None:
@@ -149,23 +165,24 @@ class UdpTransport(asyncio.DatagramTransport):
         src = None if wildcard else local
         o = sock.options
         nic = o.bind_nic or None
+        tos = o.tos if tos is None else tos
         if len(dst) == 4:
             if (dst == b"\xff\xff\xff\xff" or dst in net.view.broadcast) and not o.broadcast:
                 raise PermissionError(errno.EACCES, "broadcast needs SO_BROADCAST")
             if is_ipv4_multicast(dst):  # RFC 1112 §6.1: TTL 1 unless asked, the chosen NIC
                 net.send_ipv4(
                     dst, 17, buf, src=src, nic_id=o.multicast_nic or nic, ttl=o.multicast_ttl,
-                    tos=o.tos, checksum_at=6, multicast_loop=o.multicast_loop,
+                    tos=tos, checksum_at=6, multicast_loop=o.multicast_loop,
                 )  # fmt: skip
             else:
-                net.send_ipv4(dst, 17, buf, src=src, nic_id=nic, tos=o.tos, checksum_at=6)
+                net.send_ipv4(dst, 17, buf, src=src, nic_id=nic, tos=tos, checksum_at=6)
         elif is_ipv6_multicast(dst):  # RFC 3493 §5.2: hop limit 1 unless asked
             net.send_ipv6(
                 dst, 17, buf, src=src, nic_id=o.multicast_nic or nic, hop_limit=o.multicast_ttl,
-                traffic_class=o.tos, checksum_at=6, multicast_loop=o.multicast_loop,
+                traffic_class=tos, checksum_at=6, multicast_loop=o.multicast_loop,
             )  # fmt: skip
         else:
-            net.send_ipv6(dst, 17, buf, src=src, nic_id=nic, traffic_class=o.tos, checksum_at=6)
+            net.send_ipv6(dst, 17, buf, src=src, nic_id=nic, traffic_class=tos, checksum_at=6)
 
     def close(self) -> None:
         if self._closing:
@@ -211,6 +228,12 @@ class UdpTransport(asyncio.DatagramTransport):
                 value = 1
             if not 0 <= value <= 255:
                 raise OSError(errno.EINVAL, f"{name} must be -1 or 0..255")
+        elif name in ("IP_TOS", "IPV6_TCLASS"):
+            value = int(value)
+            if name == "IPV6_TCLASS" and value == -1:  # RFC 3542 §6.5: the default
+                value = 0
+            if not 0 <= value <= 255:
+                raise OSError(errno.EINVAL, f"{name} must be 0..255")
         setattr(self._sock.options, attr, kind(value))
 
     def get_option(self, name: str) -> Any:
@@ -381,14 +404,15 @@ class ShardStack:
             local = src if sock.family == 4 or len(src) == 16 else bytes(10) + b"\xff\xff" + src
         self.udp.connect(sock, local, remote, port, **self.port_args())
 
-    def source_for(self, dst: bytes) -> bytes:
+    def source_for(self, dst: bytes, nic: int = 0) -> bytes:
         """The local address to use towards ``dst``: ``dst`` itself when it
         is one of ours (Linux's local table: 127/8, ::1, our addresses),
-        else by route and source selection (RFC 6724 for IPv6)."""
+        else by route and source selection (RFC 6724 for IPv6); ``nic``:
+        only routes out of that NIC (SO_BINDTODEVICE)."""
         view = self.net.view
         if dst in view.local or (len(dst) == 4 and dst[0] == 127):
             return dst
-        route = view.routes.lookup(dst)
+        route = view.routes.lookup(dst, nic=nic or None)
         if route is None:
             raise OSError(errno.ENETUNREACH, "network is unreachable")
         if len(dst) == 4:
@@ -400,6 +424,12 @@ class ShardStack:
         return src
 
     # --- TCP (asyncio create_server / create_connection / streams) -----------
+    def _bound_device(self, options: dict[str, Any] | None) -> tuple[dict[str, Any], int]:
+        """SO_BINDTODEVICE out of a TCP socket's ``options``: the NIC (by id or
+        name; ENODEV if unknown, socket(7)) and the other options."""
+        rest = dict(options or {})
+        return rest, self.nic_id(rest.pop("SO_BINDTODEVICE", 0))
+
     async def create_server(
         self,
         protocol_factory: Callable[[], asyncio.Protocol],
@@ -415,7 +445,9 @@ class ShardStack:
         """asyncio's ``loop.create_server``: ``host`` None listens on one
         dual-stack socket ([::], IPv4 peers as ::ffff:a.b.c.d, RFC 3493 §3.7).
         ``options``: TCP socket options its connections get (TCP_NODELAY,
-        TCP_MAXSEG, TCP_LINGER2, SO_KEEPALIVE, TCP_KEEPIDLE, ...).
+        TCP_MAXSEG, TCP_LINGER2, SO_KEEPALIVE, TCP_KEEPIDLE, ...), and
+        SO_BINDTODEVICE (a NIC name or id): only SYNs arriving on that NIC,
+        and this listener before an unbound one on the same port.
         ``backlog``: connections completed but not yet accepted, at most,
         in this shard's copy of the listener (128 by default, Linux's
         SOMAXCONN until 5.4; capped at 4096); beyond it SYNs are dropped, as
@@ -426,10 +458,11 @@ class ShardStack:
         else:
             family = 6 if ":" in str(host) else 4
             addr = _addr(host, family)
+        options, nic = self._bound_device(options)
         lst = self.tcp.listen(
             family, addr, int(port), protocol_factory, reuse_port=bool(reuse_port), v6only=v6only,
             start=self.port_args()["start"], options=options,
-            backlog=min(max(int(backlog), 1), SOMAXCONN), serving=start_serving,
+            backlog=min(max(int(backlog), 1), SOMAXCONN), serving=start_serving, nic=nic,
         )  # fmt: skip
         return Server(self, [lst])
 
@@ -446,7 +479,8 @@ class ShardStack:
         family = 6 if ":" in str(host) else 4
         remote = _addr(host, family)
         wire = remote[12:] if is_ipv4_mapped(remote) else remote
-        local = self.source_for(wire)
+        options, nic = self._bound_device(options)
+        local = self.source_for(wire, nic)
         transport = self.tcp.connect(
             family,
             local,
@@ -455,6 +489,7 @@ class ShardStack:
             protocol_factory,
             start=self.port_args()["start"],
             options=options,
+            nic=nic,
         )
         assert transport.connected is not None
         await transport.connected  # connection_made was called on the Connected event

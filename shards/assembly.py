@@ -34,9 +34,11 @@ from typing import Any, Protocol
 
 from shardnet.common.config import StackConfig
 from shardnet.common.fault import FaultInjector, FaultSpec, FaultyWriter
+from shardnet.common.ipconfig import IpConfig
 from shardnet.common.link_tx import FrameWriter
 from shardnet.common.messages import Patch, Stats
 from shardnet.common.replica import TableOwner, TableReplica
+from shardnet.common.settings import as_settings
 from shardnet.common.wire.errors import Drop
 from shardnet.common.wire.ethernet import ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6
 from shardnet.common.wire.ipv4 import IPPROTO_IGMP
@@ -161,6 +163,11 @@ class ShardAssembly:
         # IPv4 identification values agree across shards.
         self.secret = bytes.fromhex(config.secret) if config.secret else os.urandom(16)
         ident_key = self.secret
+        # The [tcp] and [ip] tables; ``ctl tcp|ip --set`` changes them at run
+        # time in every shard (``_tunables``).
+        self.tcp_config = TcpConfig.from_settings(config.tcp)
+        self.ip_config = IpConfig.from_settings(config.ip)
+        self._applied: dict[str, dict[str, Any]] = {"tcp": {}, "ip": {}}
         if index == 0:
             self.owner = TableOwner(epoch=self.rng.getrandbits(62))
             net = NetOwner(self.owner, publish or (lambda patch: None))
@@ -168,7 +175,7 @@ class ShardAssembly:
             self.stack = NetStack(
                 shard=0, view=net.view, writer=writer, counters=self.counters, clock=clock,
                 loop_back=loop_back, forwarding=config.forwarding, tx_offload=self.tx_offload,
-                nshards=nshards, ident_key=ident_key,
+                nshards=nshards, ident_key=ident_key, ip_config=self.ip_config,
             )  # fmt: skip
             self.control = ControlPlane(
                 net, self.stack, clock, ndp_config=ndp_config_of(config), rng=self.rng
@@ -186,6 +193,7 @@ class ShardAssembly:
                 shard=index, view=self.view, writer=writer, counters=self.counters, clock=clock,
                 ask_resolve=to_shard0.resolve, loop_back=loop_back, forwarding=config.forwarding,
                 tx_offload=self.tx_offload, nshards=nshards, ident_key=ident_key,
+                ip_config=self.ip_config,
             )  # fmt: skip
             self.stack.report_used = to_shard0.used  # STALE next hops in use start NUD
         self.stack.deadline_changed = self.timers_changed
@@ -200,7 +208,7 @@ class ShardAssembly:
             self._watch_control_inputs(self.control)
 
     def _setup_transport(self) -> None:
-        config, stack = self.config, self.stack
+        stack = self.stack
         self.ports = PortManager()
         if self.control is not None:
             control = self.control
@@ -223,7 +231,7 @@ class ShardAssembly:
         )
         self.tcp = TcpDemux(
             stack, self.ports, shard=self.index, nshards=self.nshards, secret=self.secret,
-            config=TcpConfig.from_settings(config.tcp), loop_time=self.clock,
+            config=self.tcp_config, loop_time=self.clock,
         )  # fmt: skip
         self.tcp.deadline_changed = self.timers_changed
         self.api.tcp = self.tcp
@@ -304,6 +312,7 @@ class ShardAssembly:
         if table in (None, "settings"):  # shard 0's run-time settings (ctl forwarding)
             stack_settings = self.replica.tables.get("settings", {}).get("stack", {})
             self.stack.forwarding = bool(stack_settings.get("forwarding", self.config.forwarding))
+            self._apply_tunables()
         if table in (None, "neigh"):
             self.stack.neighbours_changed()
         if table is None:
@@ -402,6 +411,8 @@ class ShardAssembly:
             return self.tables.get(str(args.get("name", "")), {})
         if self.control is None:
             raise NetError(errno.EOPNOTSUPP, f"shard {self.index} does not answer {op!r}")
+        if op in ("tcp_get", "tcp_set", "ip_get", "ip_set"):
+            return self._tunables(op, args)
         self.control_changed()  # a request may start or change the machines' timers
         try:
             return self.control.handle_request(op, dict(args))
@@ -409,6 +420,59 @@ class ShardAssembly:
             raise
         except (KeyError, TypeError, ValueError) as exc:
             raise NetError(errno.EINVAL, f"{op}: bad arguments ({exc})") from None
+
+    # --- stack-wide TCP and IP settings (ctl tcp|ip) -------------------------------------------
+    def _tunables(self, op: str, args: dict[str, Any]) -> dict[str, Any]:
+        """Shard 0: ``ctl tcp|ip [--set NAME=VALUE]``. The settings changed at
+        run time are one replicated row (``settings/tcp``, ``settings/ip``)
+        over the configuration's table; every shard applies it (here, and in
+        ``replica_changed``). A bad name or value changes nothing anywhere."""
+        table, _, verb = op.partition("_")
+        if verb == "set":
+            changed = dict(self._row(table))
+            settings = args.get("settings")
+            if not isinstance(settings, dict) or not settings:
+                raise NetError(errno.EINVAL, f"{op}: want settings NAME=VALUE")
+            try:
+                new = self._tunable_config(table, {**changed, **settings})
+            except ValueError as exc:
+                raise NetError(errno.EINVAL, str(exc)) from None
+            row = {name: getattr(new, name) for name in {**changed, **settings}}
+            assert self.control is not None
+            net = self.control.owner
+            net.publish(net.owner.set("settings", table, row))
+            self._apply_tunables()
+        return as_settings(self.tcp_config if table == "tcp" else self.ip_config)
+
+    def _row(self, table: str) -> dict[str, Any]:
+        return dict(self.tables.get("settings", {}).get(table) or {})
+
+    def _tunable_config(self, table: str, changed: dict[str, Any]) -> Any:
+        if table == "tcp":
+            return TcpConfig.from_settings({**self.config.tcp, **changed})
+        return IpConfig.from_settings({**self.config.ip, **changed})
+
+    def _apply_tunables(self) -> None:
+        """Apply the replicated ``settings/tcp`` and ``settings/ip`` rows when
+        they changed (a restarted shard 0 starts from the configuration
+        again: the rows are gone, and so are the changes, until the
+        dispatcher replays them)."""
+        for table in ("tcp", "ip"):
+            row = self._row(table)
+            if row == self._applied[table]:
+                continue
+            self._applied[table] = row
+            try:
+                new = self._tunable_config(table, row)
+            except ValueError as exc:  # shard 0 checked it: only a bug gets here
+                log.error("shard %d: %s settings not applied: %s", self.index, table, exc)
+                continue
+            if table == "tcp":
+                self.tcp_config = new
+                self.tcp.set_config(new)
+            else:
+                self.ip_config = new
+                self.stack.set_ip_config(new)
 
     # --- counters ------------------------------------------------------------------------------
     def stats(self, gauges: dict[str, int] | None = None) -> Stats:

@@ -59,7 +59,6 @@ if TYPE_CHECKING:
     from .icmp import Icmp
     from .stack import NetStack
 
-DEFAULT_TTL = 64  # RFC 1700 / Linux ip_default_ttl
 # The IPv4 header without options, as a remembered path sends it.
 _IPV4_HEAD = struct.Struct("!BBHHHBBH4s4s")
 _IPV4_DF = 0x4000  # RFC 791 flags: Don't Fragment
@@ -163,7 +162,7 @@ class Ipv4:
         *,
         src: bytes | None = None,
         nic_id: int | None = None,
-        ttl: int = DEFAULT_TTL,
+        ttl: int | None = None,
         tos: int = 0,
         df: bool = False,
         checksum_at: int | None = None,
@@ -181,7 +180,10 @@ class Ipv4:
         buffer without a copy when it can be. ``gso_size``: a TCP
         super-segment, to be cut into segments of that many bytes of
         ``data`` (by the link when it offloads, else here).
-        Returns False (and counts why) when it cannot be sent."""
+        Returns False (and counts why) when it cannot be sent. ``ttl``
+        None: the stack's ``default_ttl`` (the [ip] table)."""
+        if ttl is None:
+            ttl = self.stack.ip_config.default_ttl
         key = (dst, src, nic_id)
         if not options:
             path = self.paths.get(key)

@@ -63,7 +63,6 @@ if TYPE_CHECKING:
     from .icmp import Icmp
     from .stack import NetStack
 
-DEFAULT_HOP_LIMIT = 64  # RFC 4861 §6.3.2 default until an RA says otherwise
 # IPv6's fixed header, as a remembered path sends it.
 _IPV6_HEAD = struct.Struct("!IHBB16s16s")
 IPV6_LOOPBACK = bytes(15) + b"\x01"
@@ -191,7 +190,8 @@ class Ipv6:
         data: BytesLike = b"",
         gso_size: int = 0,
     ) -> bool:
-        """As ``send_ipv4``; ``hop_limit`` None: the RA's CurHopLimit or 64."""
+        """As ``send_ipv4``; ``hop_limit`` None: the RA's CurHopLimit or the
+        stack's ``default_hop_limit`` (the [ip] table)."""
         key = (dst, src, nic_id)
         path = self.paths.get(key)
         if path is not None and self._send_path(
@@ -242,7 +242,7 @@ class Ipv6:
         )
         # RFC 4861 §6.3.4: CurHopLimit from the RA, else the default.
         learnt = nic.params.get("cur_hop_limit") if nic is not None else None
-        default_hop_limit = learnt or DEFAULT_HOP_LIMIT
+        default_hop_limit = learnt or self.stack.ip_config.default_hop_limit
         if hop_limit is None:
             hop_limit = default_hop_limit
         if nic is not None and not multicast and not nic.loopback:

@@ -95,6 +95,7 @@ from shardnet.common.addr import (
     is_ipv6_multicast,
     is_unicast,
 )
+from shardnet.common.settings import apply_settings
 from shardnet.common.wire.errors import Drop, MalformedPacket
 from shardnet.common.wire.ipv6 import ALL_ROUTERS, solicited_node_multicast
 from shardnet.common.wire.mld import (
@@ -235,31 +236,7 @@ class NdpConfig:
     def from_settings(cls, settings: dict[str, Any], base: NdpConfig | None = None) -> NdpConfig:
         """A configuration from text-ish settings (the config file's [ndp]
         table, ``ctl ndp --set``); ValueError with a one-line message."""
-        known = {f.name: f for f in fields(cls)}
-        changes: dict[str, Any] = {}
-        for name, value in settings.items():
-            f = known.get(name)
-            if f is None:
-                raise ValueError(
-                    f"unknown NDP setting {name!r} (known: {', '.join(sorted(known))})"
-                )
-            current = getattr(base or cls(), name)
-            try:
-                if isinstance(current, IidMode):
-                    changes[name] = IidMode(value)
-                elif isinstance(current, bool):
-                    if isinstance(value, str):
-                        if value.lower() not in ("true", "false", "1", "0", "on", "off"):
-                            raise ValueError(value)
-                        value = value.lower() in ("true", "1", "on")
-                    changes[name] = bool(value)
-                elif isinstance(current, int):
-                    changes[name] = int(value)
-                else:
-                    changes[name] = float(value)
-            except (TypeError, ValueError):
-                raise ValueError(f"NDP setting {name}: bad value {value!r}") from None
-        return replace(base or cls(), **changes)
+        return apply_settings(base or cls(), settings, "NDP")
 
     def as_settings(self) -> dict[str, Any]:
         return {f.name: _jsonable(getattr(self, f.name)) for f in fields(self)}

@@ -80,5 +80,8 @@ class PathCache:
             paths.clear()  # bounded, whatever the number of destinations
         paths[key] = path
 
+    def clear(self) -> None:
+        self._paths.clear()
+
     def __len__(self) -> int:
         return len(self._paths)

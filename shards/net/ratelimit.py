@@ -8,8 +8,7 @@ the same values). Left out: per-destination buckets (Linux icmp_ratelimit).
 
 from __future__ import annotations
 
-ICMP_RATE_PER_S = 1000.0  # tokens per second, gVisor and Linux
-ICMP_BURST = 50
+from shardnet.common.ipconfig import ICMP_BURST, ICMP_RATE_PER_S
 
 
 class TokenBucket:

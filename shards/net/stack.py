@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shardnet.common.checksum import ones_sum
+from shardnet.common.ipconfig import IpConfig
 from shardnet.common.link_tx import FrameWriter
 from shardnet.common.wire.errors import Drop
 from shardnet.common.wire.ethernet import ETHERTYPE_IPV4
@@ -69,6 +70,7 @@ from .model import Nic
 from .neighbour import NeighbourConfig, Unresolved
 from .path import PathCache
 from .pmtu import PmtuCache
+from .ratelimit import TokenBucket
 from .state import NetView
 
 _U16 = struct.Struct("!H")
@@ -93,7 +95,7 @@ class NetStack:
         clock: Callable[[], float],
         resolver: Resolver | None = None,
         ask_resolve: Callable[[int, bytes], None] | None = None,
-        icmp_rate: tuple[float, int] = (1000.0, 50),
+        ip_config: IpConfig | None = None,
         link_nic: int = 1,
         loop_back: Callable[[bytes | bytearray], bool] | None = None,
         forwarding: bool = False,
@@ -145,7 +147,9 @@ class NetStack:
         self.ndp_hook: Callable[[Ipv6View, int, memoryview], None] | None = None
         # Shard 0's control plane follows ICMPv4 redirects (it owns the routes).
         self.redirect_hook_v4: Callable[[Ipv4View, int, Icmpv4View], None] | None = None
-        self.icmp = Icmp(self, icmp_rate)
+        # The [ip] table: default TTL / hop limit, the ICMP error rate.
+        self.ip_config = ip_config or IpConfig()
+        self.icmp = Icmp(self, (self.ip_config.icmp_rate_per_s, self.ip_config.icmp_burst))
         self.ipv4 = Ipv4(self, self.icmp)
         self.ipv6 = Ipv6(self, self.icmp)
         # The entry points, bound once: a call costs what a method of this
@@ -162,6 +166,13 @@ class NetStack:
         self.unreachable = self.icmp.unreachable
 
     # --- the output path ---------------------------------------------------------------
+    def set_ip_config(self, config: IpConfig) -> None:
+        """New [ip] settings (``ctl ip --set``): datagrams sent from now on
+        use them; the ICMP bucket starts again full at the new rate."""
+        self.ip_config = config
+        self.icmp.bucket = TokenBucket(config.icmp_rate_per_s, config.icmp_burst)
+        self.paths.clear()  # they remember the hop limit
+
     def cached_source(
         self,
         nic_id: int,

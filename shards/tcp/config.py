@@ -7,8 +7,12 @@ the names (``_s`` seconds, bytes otherwise); each default cites its source.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
+
+from shardnet.common.settings import apply_settings
+
+from .cc import CC_NAMES
 
 TCP_MIN_MSS = 88  # bytes, Linux TCP_MIN_MSS; gVisor TCPMinimumMSS
 TCP_MAX_MSS = 65535  # bytes, gVisor TCPMaximumMSS
@@ -22,6 +26,7 @@ TIME_WAIT_S = 2 * MSL_S  # RFC 9293 §3.6.1 2 MSL; gVisor DefaultTCPTimeWaitTime
 FIN_TIMEOUT_S = 60.0  # Linux tcp_fin_timeout; gVisor DefaultTCPLingerTimeout
 
 SND_BUF = 1 << 20  # bytes, gVisor's default send buffer
+SND_BUF_MAX = 4 << 20  # bytes, SO_SNDBUF is clamped to it (Linux tcp_wmem[2] 4 MiB)
 RCV_BUF = 1 << 17  # bytes, initial receive buffer (Linux tcp_rmem[1] = 128 KiB)
 RCV_BUF_MAX = 4 << 20  # bytes, auto-tuning bound (gVisor max 4 MiB; Linux tcp_rmem[2] 6 MiB)
 
@@ -30,6 +35,7 @@ MIN_RTO_S = 0.2  # Linux TCP_RTO_MIN (RFC 6298 §2.4 says 1 s; Linux and most st
 MAX_RTO_S = 120.0  # Linux TCP_RTO_MAX; RFC 6298 §2.5 allows a maximum of at least 60 s
 SYN_RETRIES = 6  # Linux tcp_syn_retries
 SYNACK_RETRIES = 5  # Linux tcp_synack_retries
+SYN_BACKLOG = 256  # SYN queue per listener (Linux tcp_max_syn_backlog is 128..1024 by memory)
 RETRIES2 = 15  # Linux tcp_retries2: RTO expiries before giving up (RFC 1122 §4.2.3.5 R2)
 
 DELAYED_ACK_S = 0.04  # Linux TCP_DELACK_MIN; RFC 1122 §4.2.3.2 and RFC 5681 §4.2: < 0.5 s
@@ -59,9 +65,13 @@ class TcpConfig:
     sack: bool = True
     # --- buffers (bytes)
     snd_buf: int = SND_BUF
+    snd_buf_max: int = SND_BUF_MAX  # SO_SNDBUF never goes above
     rcv_buf: int = RCV_BUF
     rcv_buf_max: int = RCV_BUF_MAX  # auto-tuning never goes above (and sets the wscale)
     rcv_autotune: bool = True
+    # --- listeners: children in SYN-RECEIVED per listener before SYN
+    # cookies answer (RFC 4987 §3.6; Linux tcp_max_syn_backlog)
+    syn_backlog: int = SYN_BACKLOG
     # --- retransmission (RFC 6298, RFC 1122 §4.2.3.5)
     initial_rto_s: float = INITIAL_RTO_S
     min_rto_s: float = MIN_RTO_S
@@ -126,39 +136,37 @@ class TcpConfig:
             raise ValueError(f"TCP_MAXSEG {m} outside [{TCP_MIN_MSS}, {TCP_MAX_MSS}]")
         if self.snd_buf < 1 or self.rcv_buf < 1 or self.rcv_buf_max < self.rcv_buf:
             raise ValueError("need snd_buf >= 1 and 1 <= rcv_buf <= rcv_buf_max")
+        if self.snd_buf_max < self.snd_buf:
+            raise ValueError("need snd_buf <= snd_buf_max")
         if self.ecn not in (0, 1, 2):
             raise ValueError(f"ecn {self.ecn} is not 0 (off), 1 (on) or 2 (accept only)")
+        if self.cc not in CC_NAMES:
+            raise ValueError(
+                f"congestion control {self.cc!r} unknown (known: {', '.join(CC_NAMES)})"
+            )
+        # Linux's bounds: tcp_syn_retries 1..127, TCP_KEEPCNT 1..127,
+        # TCP_KEEPIDLE/TCP_KEEPINTVL at least 1 s.
+        if not 1 <= self.syn_retries <= 127 or not 1 <= self.synack_retries <= 127:
+            raise ValueError("syn_retries and synack_retries must be 1..127")
+        if not 1 <= self.keepalive_cnt <= 127:
+            raise ValueError("keepalive_cnt must be 1..127")
+        if self.keepalive_idle_s < 1 or self.keepalive_intvl_s < 1:
+            raise ValueError("keepalive_idle_s and keepalive_intvl_s must be at least 1")
+        if self.retries2 < 1 or self.syn_backlog < 1 or self.dupthresh < 1:
+            raise ValueError("retries2, syn_backlog and dupthresh must be at least 1")
+        if min(self.time_wait_s, self.fin_timeout_s, self.delayed_ack_s, self.cork_s,
+               self.invalid_ratelimit_s, self.user_timeout_ms) < 0:  # fmt: skip
+            raise ValueError("times must not be negative")
+        if not 0 < self.min_rto_s <= self.initial_rto_s <= self.max_rto_s:
+            raise ValueError("need 0 < min_rto_s <= initial_rto_s <= max_rto_s")
 
     @classmethod
-    def from_settings(cls, settings: dict[str, Any]) -> TcpConfig:
+    def from_settings(cls, settings: dict[str, Any], base: TcpConfig | None = None) -> TcpConfig:
         """The stack-wide configuration from text-ish settings (the config
-        file's [tcp] table, ``--tcp NAME=VALUE``): field names, values
-        converted by the field's type; ValueError with a one-line message."""
-        known = {f.name: str(f.type) for f in fields(cls)}
-        changes: dict[str, Any] = {}
-        for name, value in settings.items():
-            kind = known.get(name)
-            if kind is None:
-                raise ValueError(
-                    f"unknown TCP setting {name!r} (known: {', '.join(sorted(known))})"
-                )
-            try:
-                if value is None or (kind.endswith("| None") and str(value).lower() == "none"):
-                    changes[name] = None
-                elif kind.startswith("bool"):
-                    text = str(value).lower()
-                    if text not in ("true", "false", "1", "0", "on", "off"):
-                        raise ValueError(value)
-                    changes[name] = text in ("true", "1", "on")
-                elif kind.startswith("int"):
-                    changes[name] = int(value)
-                elif kind.startswith("float"):
-                    changes[name] = float(value)
-                else:
-                    changes[name] = str(value)
-            except (TypeError, ValueError):
-                raise ValueError(f"TCP setting {name}: bad value {value!r} ({kind})") from None
-        return cls(**changes)
+        file's [tcp] table, ``--tcp NAME=VALUE``, ``ctl tcp --set``): field
+        names, values converted by the field's type, applied over ``base``;
+        ValueError with a one-line message."""
+        return apply_settings(base or cls(), settings, "TCP")
 
     def fin_wait_2_timeout(self) -> float | None:
         """TCP_LINGER2 with Linux semantics (tcp(7)): None

@@ -5,7 +5,7 @@ RFC 9293 §3.10.7.2 (LISTEN): an RST is ignored, an ACK gets
 Children stay in the listener until ``accept()``: the listener routes their
 segments and timers, so a half-open connection costs the caller nothing.
 
-Bounds (Linux semantics): ``syn_backlog`` children in SYN-RECEIVED (the SYN
+Bounds (Linux semantics): the configuration's ``syn_backlog`` children in SYN-RECEIVED (the SYN
 queue; Linux tcp_max_syn_backlog), ``backlog`` established children waiting
 for ``accept()`` (the accept queue; listen()'s backlog). A SYN with the
 accept queue full is dropped; so is a handshake-completing ACK (the child
@@ -36,7 +36,6 @@ from .segment import Segment
 from .state import State
 
 LISTEN_BACKLOG = 128  # accept queue (Linux SOMAXCONN before 5.4)
-SYN_BACKLOG = 256  # SYN queue (Linux tcp_max_syn_backlog is 128..1024 by memory)
 
 IsnFn = Callable[[float, bytes, int, bytes, int], int]  # IsnGenerator.isn
 Key = tuple[bytes, int, bytes]  # (remote address, remote port, local address)
@@ -57,7 +56,6 @@ class TcpListener:
         "config",
         "local_port",
         "backlog",
-        "syn_backlog",
         "mtu",
         "ipv6",
         "_isn",
@@ -86,17 +84,17 @@ class TcpListener:
         isn: IsnFn,
         cookies: SynCookies | None = None,
         backlog: int = LISTEN_BACKLOG,
-        syn_backlog: int = SYN_BACKLOG,
         mtu: int = 1500,
         ipv6: bool = False,
         endpoint_kw: dict[str, Any] | None = None,
     ) -> None:
-        if backlog < 1 or syn_backlog < 1:
-            raise ValueError("backlog and syn_backlog must be >= 1")
+        if backlog < 1:
+            raise ValueError("backlog must be >= 1")
+        # The SYN queue's bound is the configuration's ``syn_backlog``: a
+        # stack-wide setting, changed at run time by replacing ``config``.
         self.config = config
         self.local_port = local_port
         self.backlog = backlog
-        self.syn_backlog = syn_backlog
         self.mtu = mtu
         self.ipv6 = ipv6
         self._isn = isn
@@ -174,7 +172,7 @@ class TcpListener:
         if len(self._accept) >= self.backlog:
             self.syns_dropped += 1
             return
-        if self.syn_queue_len() >= self.syn_backlog:
+        if self.syn_queue_len() >= self.config.syn_backlog:
             if self.cookies is None:
                 self.syns_dropped += 1
             else:

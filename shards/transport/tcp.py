@@ -131,10 +131,28 @@ def config_with(config: TcpConfig, options: dict[str, Any] | None) -> TcpConfig:
             changes[field] = kind(value)
         except (TypeError, ValueError):
             raise OSError(errno.EINVAL, f"{name}: bad value {value!r}") from None
+    # socket(7): SO_SNDBUF and SO_RCVBUF are clamped to the stack-wide
+    # maxima (Linux wmem_max / rmem_max), not refused.
+    if "snd_buf" in changes:
+        changes["snd_buf"] = min(changes["snd_buf"], config.snd_buf_max)
+    if "rcv_buf" in changes:
+        changes["rcv_buf"] = min(changes["rcv_buf"], config.rcv_buf_max)
     try:
         return dataclasses.replace(config, **changes)
     except ValueError as exc:
         raise OSError(errno.EINVAL, str(exc)) from None
+
+
+# Stack-wide settings that open connections follow too when they change
+# (``TcpDemux.set_config``), unless a socket option set them for the
+# connection: as Linux reads tcp_fin_timeout, tcp_retries2 and the
+# tcp_keepalive_* sysctls when it uses them. The rest (buffers, the
+# congestion control, window scaling, the SYN backlog of a listener's
+# queue excepted) are fixed when a connection opens.
+LIVE_SETTINGS = (
+    "time_wait_s", "fin_timeout_s", "retries2", "keepalive_idle_s", "keepalive_intvl_s",
+    "keepalive_cnt", "invalid_ratelimit_s",
+)  # fmt: skip
 
 
 def sockaddr(addr: bytes, port: int, v6: bool) -> tuple[Any, ...]:
@@ -167,6 +185,11 @@ class TcpTransport(asyncio.Transport):
         self._dropped_writes = 0  # writes after close or loss, dropped
         self._eof_pending = False  # the peer's FIN, not yet told to the protocol
         self.connected: asyncio.Future[None] | None = None  # for active opens
+        # The socket options it was opened with (its listener's, for a
+        # passive open): the settings a stack-wide change leaves alone.
+        self.options: dict[str, Any] = {}
+        self.nic = 0  # SO_BINDTODEVICE (its listener's, for a passive open): segments leave by it
+        self.rx_nic = 0  # the NIC the last segment (of the slow path) arrived on
         self.last_tos = 0  # TOS / traffic class of the last segment received
 
     # --- asyncio.Transport ----------------------------------------------------
@@ -275,6 +298,8 @@ class TcpTransport(asyncio.Transport):
         self._demux.kick(self._key)
 
     def get_option(self, name: str) -> Any:
+        if name == "SO_BINDTODEVICE":
+            return self.nic
         if name not in TCP_OPTIONS:
             raise OSError(errno.ENOPROTOOPT, f"option {name} does not apply to a TCP socket")
         if name == "TCP_MAXSEG":
@@ -393,8 +418,10 @@ class Listening:
         config: TcpConfig,
         backlog: int = LISTEN_BACKLOG,
         serving: bool = True,
+        options: dict[str, Any] | None = None,
     ) -> None:
         self.res = res
+        self.options = dict(options or {})  # its socket options, over the stack's settings
         self.family = family
         self.factory = factory
         # Not serving (asyncio's start_serving=False): connections complete
@@ -413,6 +440,17 @@ class Listening:
             ipv6=family == 6,
             endpoint_kw={"challenge_limiter": demux.challenge_limiter},
         )
+
+    def score(self, dst: bytes, nic: int) -> int:
+        """How well this listener fits a segment to ``dst`` that arrived on
+        ``nic``: 0 not at all (another address, or bound by SO_BINDTODEVICE
+        to another NIC); a specific address beats the wildcard, then a
+        listener bound to the receiving NIC beats an unbound one (Linux's
+        listener lookup: the address tables, then compute_score)."""
+        res = self.res
+        if (res.nic and res.nic != nic) or not self.matches(dst):
+            return 0
+        return 1 + (0 if res.wildcard else 2) + (1 if res.nic else 0)
 
     def matches(self, dst: bytes) -> bool:
         local = self.res.local_addr
@@ -590,6 +628,7 @@ class TcpDemux:
         t = self.conns.get(key)
         if t is not None:
             t.last_tos = d.tos
+            t.rx_nic = d.nic
             acked = t.ep.bytes_acked
             t.ep.handle_segment(now, seg)
             if t.ep.bytes_acked != acked and self.on_progress is not None:
@@ -600,11 +639,11 @@ class TcpDemux:
             # and the application sees the batch's data at once.
             self.kick(key)
             return True
-        for lst in self.listeners.get(seg.dst_port, ()):
-            if lst.matches(dst):
-                lst.listener.handle_segment(now, src, dst, seg)
-                self._after_listener(lst)
-                return True
+        lst = self._listener_for(dst, seg.dst_port, d.nic)
+        if lst is not None:
+            lst.listener.handle_segment(now, src, dst, seg)
+            self._after_listener(lst)
+            return True
         hooked = self._hooked.get(key)
         if hooked is not None:  # a hooked flow still in its handshake
             hooked[0].listener.handle_segment(now, src, dst, seg)
@@ -627,7 +666,7 @@ class TcpDemux:
     def _after(self, key: Key, t: TcpTransport) -> None:
         now = self.now()
         for seg in t.ep.poll_transmit(now):
-            self._send(key[0], key[2], seg)
+            self._send(key[0], key[2], seg, t.nic)
         self._in_after = key
         try:
             while (event := t.ep.next_event()) is not None:
@@ -639,7 +678,7 @@ class TcpDemux:
             self._in_after = None
         # What the application did meanwhile (a reply, a close) goes now.
         for seg in t.ep.poll_transmit(now):
-            self._send(key[0], key[2], seg)
+            self._send(key[0], key[2], seg, t.nic)
         self._touched.add(key)  # its deadline is read once per timer-loop turn
         self.deadline_changed()
 
@@ -669,15 +708,27 @@ class TcpDemux:
             t = conns.get(key)
             self._schedule(key, t.ep.next_deadline() if t is not None else None)
 
+    def _listener_for(self, dst: bytes, port: int, nic: int) -> Listening | None:
+        """The listener a SYN to ``dst:port`` arriving on ``nic`` goes to: the
+        best ``Listening.score``; among equals the first made."""
+        best, best_score = None, 0
+        for lst in self.listeners.get(port, ()):
+            score = lst.score(dst, nic)
+            if score > best_score:
+                best, best_score = lst, score
+        return best
+
     def _after_listener(self, lst: Listening) -> None:
         now = self.now()
         for local, remote, seg in lst.listener.poll_transmit(now):
-            self._send(local, remote, seg)
+            self._send(local, remote, seg, lst.res.nic)
         while lst.serving and (acc := lst.listener.accept()) is not None:
             ep = acc.endpoint
             key = (acc.local_addr, ep.local_port, acc.remote_addr, ep.remote_port)
             ep.tso_max = self.tso_max
             t = TcpTransport(self, key, ep, lst.family == 6)
+            t.options = lst.options
+            t.nic = lst.res.nic
             self.conns[key] = t
             hooked = self._hooked.get(key)
             if hooked is not None:
@@ -692,12 +743,13 @@ class TcpDemux:
     def _reuse_time_wait(self, key: Key, event: SynInTimeWait) -> None:
         """RFC 1122 §4.2.2.13: a new SYN above the old sequence space ends
         TIME-WAIT and goes to the listener of the port."""
+        t = self.conns.get(key)
+        nic = t.rx_nic if t is not None else 0
         self.forget(key)
-        for lst in self.listeners.get(key[1], ()):
-            if lst.matches(key[0]):
-                lst.listener.handle_segment(self.now(), key[2], key[0], event.segment)
-                self._after_listener(lst)
-                return
+        lst = self._listener_for(key[0], key[1], nic)
+        if lst is not None:
+            lst.listener.handle_segment(self.now(), key[2], key[0], event.segment)
+            self._after_listener(lst)
 
     def accept_flow(
         self,
@@ -760,10 +812,11 @@ class TcpDemux:
                                         _conn_name(key), exc_info=True)  # fmt: skip
                     t.abort()
 
-    def _send(self, local: bytes, remote: bytes, seg: Segment) -> None:
+    def _send(self, local: bytes, remote: bytes, seg: Segment, nic: int = 0) -> None:
         """The TCP header is built here; the payload goes to the link from
         the segment's own buffer, and the checksum is left to the network
-        layer (the link's offload, or a sum over both parts)."""
+        layer (the link's offload, or a sum over both parts). ``nic``: the
+        socket's SO_BINDTODEVICE (0: by route)."""
         h = seg.header()
         head = bytearray(h.header_len)
         h.emit(head)
@@ -771,12 +824,12 @@ class TcpDemux:
             # DF on every segment: path MTU discovery (RFC 1191 §3), as Linux.
             self.net.send_ipv4(
                 remote, 6, head, src=local, checksum_at=16, df=True, data=seg.payload,
-                gso_size=seg.gso_size, tos=seg.ecn,
+                gso_size=seg.gso_size, tos=seg.ecn, nic_id=nic or None,
             )  # fmt: skip
         else:
             self.net.send_ipv6(
                 remote, 6, head, src=local, checksum_at=16, data=seg.payload,
-                gso_size=seg.gso_size, traffic_class=seg.ecn,
+                gso_size=seg.gso_size, traffic_class=seg.ecn, nic_id=nic or None,
             )  # fmt: skip
 
     def rows(self, offset: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
@@ -891,17 +944,39 @@ class TcpDemux:
             ):
                 del self._hooked[key]
 
+    # --- the stack-wide settings ------------------------------------------------------
+    def set_config(self, config: TcpConfig) -> None:
+        """New stack-wide settings (``ctl tcp --set``): new connections,
+        those of existing listeners included, take all of them; open ones
+        the ``LIVE_SETTINGS`` their socket options did not set."""
+        self.config = config
+        # RFC 5961 §7: the shard's one challenge-ACK budget, shared by every endpoint.
+        self.challenge_limiter.rate_per_s = float(config.challenge_ack_per_s)
+        self.challenge_limiter.burst = float(config.challenge_ack_burst)
+        for lst in self._all_listeners():
+            lst.listener.config = config_with(config, lst.options)
+        live = {name: getattr(config, name) for name in LIVE_SETTINGS}
+        # A timer already armed (a connection in TIME-WAIT, a keepalive
+        # due) keeps its time: the new value counts from the next arming.
+        for t in self.conns.values():
+            own = {TCP_OPTIONS[name][0] for name in t.options}
+            changes = {k: v for k, v in live.items() if k not in own}
+            t.ep.config = dataclasses.replace(t.ep.config, **changes)
+
     # --- opening ---------------------------------------------------------------------
     def listen(
         self, family: int, addr: bytes, port: int, factory: Callable[[], asyncio.Protocol], *,
         reuse_addr: bool = True, reuse_port: bool = False, v6only: bool = False, start: int = 0,
         options: dict[str, Any] | None = None, backlog: int = LISTEN_BACKLOG, serving: bool = True,
+        nic: int = 0,
     ) -> Listening:  # fmt: skip
+        """A listener; ``nic``: SO_BINDTODEVICE (0: every NIC)."""
         config = config_with(self.config, options)
         res = Reservation(
             TCP,
             addr,
             port,
+            nic=nic,
             reuse_addr=reuse_addr,
             reuse_port=reuse_port,
             v6only=v6only,
@@ -914,7 +989,7 @@ class TcpDemux:
             )
         else:
             res = self.ports.reserve(res)
-        lst = Listening(self, res, family, factory, config, backlog, serving)
+        lst = Listening(self, res, family, factory, config, backlog, serving, options)
         self.listeners.setdefault(res.local_port, []).append(lst)
         return lst
 
@@ -944,22 +1019,24 @@ class TcpDemux:
         *,
         start: int,
         options: dict[str, Any] | None = None,
+        nic: int = 0,
     ) -> TcpTransport:
         """Active open: ``local`` is the source chosen for ``remote`` (wire
-        forms, same family); the port hashes back to this shard."""
+        forms, same family); the port hashes back to this shard. ``nic``:
+        SO_BINDTODEVICE, the NIC every segment leaves by (0: by route)."""
         config = config_with(self.config, options)
         res = self.ports.reserve_ephemeral(
-            Reservation(TCP, local, 0, remote, port),
+            Reservation(TCP, local, 0, remote, port, nic=nic),
             shard=self.shard,
             nshards=self.nshards,
             start=start,
         )
         key = (local, res.local_port, remote, port)
         now = self.now()
-        route = self.net.view.routes.lookup(remote)
-        nic = self.net.view.nics.get(route.nic) if route is not None else None
+        route = self.net.view.routes.lookup(remote, nic=nic or None)
+        out = self.net.view.nics.get(route.nic) if route is not None else None
         # IPv4's largest packet is 65535 bytes (lo's MTU is 65536).
-        mtu = min(self.net.pmtu.mtu(now, remote, nic.mtu), 65535) if nic is not None else 1280
+        mtu = min(self.net.pmtu.mtu(now, remote, out.mtu), 65535) if out is not None else 1280
         iss = self.isn.isn(now, local, res.local_port, remote, port)
         ep = TcpEndpoint.connect(
             now, config, res.local_port, port, iss=iss, mtu=mtu, ipv6=len(remote) == 16,
@@ -967,6 +1044,8 @@ class TcpDemux:
         )  # fmt: skip
         ep.tso_max = self.tso_max
         t = TcpTransport(self, key, ep, family == 6)
+        t.options = dict(options or {})
+        t.nic = nic
         t.connected = asyncio.get_running_loop().create_future()
         protocol = factory()
         t.set_protocol(protocol)

@@ -52,10 +52,15 @@ def mapped(v4: bytes) -> bytes:
 
 @dataclass(slots=True)
 class Datagram:
+    """One received datagram, as its socket sees it: what ``recvmsg(2)``
+    would report beside the data (``UdpTransport.last_datagram``)."""
+
     data: bytes
     peer: tuple[bytes, int]  # as the socket reports it (v4-mapped on a dual-stack socket)
-    local: bytes
-    tos: int  # IPv4 TOS or IPv6 traffic class, ECN bits included (RFC 2474 §3, RFC 3168 §5)
+    local: bytes  # the destination address (IP_PKTINFO's)
+    # IPv4 TOS or IPv6 traffic class, ECN bits included (RFC 2474 §3, RFC
+    # 3168 §5); None unless the socket asked with IP_RECVTOS / IPV6_RECVTCLASS.
+    tos: int | None
     nic: int
 
 
@@ -104,6 +109,8 @@ class UdpSocket:
         return None if r is None or r.remote_addr is None else (r.remote_addr, r.remote_port)
 
     def deliver(self, dgram: Datagram) -> None:
+        if not self.options.recv_tos:  # ip(7): no IP_TOS ancillary data unless asked
+            dgram.tos = None
         if self.on_datagram is not None:
             self.on_datagram(dgram)
             return

@@ -462,6 +462,10 @@ def ctl_request(*argv: str) -> tuple[str, dict[str, Any]]:
             lambda c: c.ndp_set({"retrans_timer_s": "2"}, "sntap0"),
             ("ndp", "sntap0", "--set", "retrans_timer_s=2"),
         ),
+        (lambda c: c.tcp_get(), ("tcp",)),
+        (lambda c: c.tcp_set({"fin_timeout_s": "5"}), ("tcp", "--set", "fin_timeout_s=5")),
+        (lambda c: c.ip_get(), ("ip",)),
+        (lambda c: c.ip_set({"default_ttl": "9"}), ("ip", "--set", "default_ttl=9")),
     ],
 )  # fmt: skip
 def test_typed_helpers_send_what_ctl_sends(
@@ -527,7 +531,7 @@ def test_forwarding_and_nic_helpers() -> None:
 
 def test_client_has_the_typed_helpers() -> None:
     assert issubclass(Client, ControlApi) and issubclass(Stack, ControlApi)
-    for name in ("nics", "addr_add", "route_add", "ndp_set", "forwarding", "nic_create"):
+    for name in ("nics", "addr_add", "route_add", "ndp_set", "forwarding", "nic_create", "tcp_set"):
         assert getattr(Client, name) is getattr(ControlApi, name)
 
 

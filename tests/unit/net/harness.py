@@ -40,6 +40,7 @@ from scapy.packet import Packet
 
 from shardnet.common.addr import format_ip, format_mac, parse_ip, parse_mac
 from shardnet.common.config import StackConfig
+from shardnet.common.ipconfig import IpConfig
 from shardnet.common.link_tx import ChannelWriter
 from shardnet.common.messages import Patch
 from shardnet.common.record import TAG_LOOPED, TAG_WIRE
@@ -113,7 +114,7 @@ class Net:
             writer=self.writer,
             counters=self.counters,
             clock=self.clock,
-            icmp_rate=icmp_rate,
+            ip_config=IpConfig(icmp_rate_per_s=icmp_rate[0], icmp_burst=icmp_rate[1]),
             loop_back=self._loop_back if loop_back else None,
         )
         # NDP as the network-layer tests assume it: EUI-64 link-local (RFC 4291 App. A),

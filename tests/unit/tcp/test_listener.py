@@ -6,7 +6,7 @@ from __future__ import annotations
 from shardnet.common.addr import parse_ip
 from shardnet.common.seqnum import seq_add
 from shardnet.common.wire.tcp import ACK, FIN, PSH, RST, SYN, TcpOptions
-from shardnet.shards.tcp.config import TcpConfig
+from shardnet.shards.tcp.config import SYN_BACKLOG, TcpConfig
 from shardnet.shards.tcp.endpoint import Connected, DataReceived
 from shardnet.shards.tcp.isn import SynCookies
 from shardnet.shards.tcp.listener import TcpListener
@@ -22,8 +22,9 @@ SERVER_ISS = 5555
 SECRET = bytes(range(16))
 
 
-def listener(**kw: object) -> TcpListener:
-    return TcpListener(TcpConfig(), PORT, isn=lambda *_: SERVER_ISS, **kw)  # type: ignore[arg-type]
+def listener(syn_backlog: int = SYN_BACKLOG, **kw: object) -> TcpListener:
+    config = TcpConfig(syn_backlog=syn_backlog)
+    return TcpListener(config, PORT, isn=lambda *_: SERVER_ISS, **kw)  # type: ignore[arg-type]
 
 
 def syn(sport: int, seq: int = 1000, mss: int = 1460) -> Segment:

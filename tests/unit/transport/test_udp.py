@@ -166,6 +166,40 @@ def test_ip_recvtos_reports_the_tos_byte_ecn_included(world) -> None:
     assert t.last_datagram.tos == 0x22
 
 
+def test_without_ip_recvtos_no_tos_is_reported(world) -> None:
+    """ip(7): the TOS comes only when asked for; turned on later, from then on."""
+    net, stack = world
+    t, rec = endpoint(stack, local_addr=("0.0.0.0", 5000))
+    seen: list[int | None] = []
+    rec.datagram_received = lambda data, addr: seen.append(t.last_datagram.tos)  # type: ignore[method-assign,union-attr]
+    net.inject(v4(tos=0xB9))
+    t.set_option("IP_RECVTOS", True)
+    net.inject(v4(tos=0x2A))
+    t.set_option("IP_RECVTOS", False)
+    net.inject(v4(tos=0x2A))
+    assert seen == [None, 0x2A, None]
+
+
+def test_the_tos_is_sent_per_datagram_or_from_the_option(world) -> None:
+    """An IP_TOS / IPV6_TCLASS control message's worth (``sendto(..., tos=)``)
+    for one datagram; the socket option for the others."""
+    net, stack = world
+    t, _ = endpoint(stack, local_addr=("::", 5000), options={"IPV6_TCLASS": 0x10})
+    t.sendto(b"a", ("::ffff:" + PEER4, 9), tos=0x28)
+    t.sendto(b"b", ("::ffff:" + PEER4, 9))
+    t.sendto(b"c", (PEER6, 9), tos=0xB8)
+    t.sendto(b"d", (PEER6, 9))
+    a, b, c, d = net.sent()
+    assert (a[IP].tos, b[IP].tos, c[IPv6].tc, d[IPv6].tc) == (0x28, 0x10, 0xB8, 0x10)
+    with pytest.raises(OSError) as exc:
+        t.sendto(b"e", (PEER6, 9), tos=256)
+    assert exc.value.errno == errno.EINVAL
+    with pytest.raises(OSError):
+        t.set_option("IPV6_TCLASS", 300)
+    t.set_option("IPV6_TCLASS", -1)  # RFC 3542 §6.5: back to the default
+    assert t.get_option("IPV6_TCLASS") == 0
+
+
 def test_sendto_from_an_unbound_socket_binds_and_checksums(world) -> None:
     net, stack = world
     t, _ = endpoint(stack, family=2)  # AF_INET
