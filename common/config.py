@@ -41,6 +41,10 @@ class ServeSpec:
 class StackConfig:
     tap: str | None = None
     packet: str | None = None  # attach to an existing interface with AF_PACKET
+    # A TUN device (IFF_TUN): an L3 point-to-point link, IP packets without
+    # an Ethernet header, no ARP or NDP resolution.
+    tun: str | None = None
+    tun_netns: str | None = None  # move the TUN into this network namespace once made
     mac: bytes | None = None  # shardnet's own MAC; random locally administered if None
     mtu: int = 1500
     ipv4: tuple[str, ...] = ()  # "198.18.0.2/24" (validated, normalised)
@@ -84,7 +88,12 @@ class StackConfig:
 
     @property
     def link_name(self) -> str:
-        return self.tap or self.packet or "shardnet"
+        return self.tap or self.packet or self.tun or "shardnet"
+
+    @property
+    def link_kind(self) -> str:
+        """The link NIC's kind: "tap", "packet" or "tun"."""
+        return "tap" if self.tap else "tun" if self.tun else "packet"
 
     @property
     def control_endpoint(self) -> str:
@@ -92,8 +101,16 @@ class StackConfig:
 
     def validate(self) -> StackConfig:
         """Checks that need several fields; returns self for chaining."""
-        if bool(self.tap) == bool(self.packet):
-            raise ConfigError("give exactly one of --tap NAME or --packet IFACE")
+        if (bool(self.tap) + bool(self.packet) + bool(self.tun)) != 1:
+            raise ConfigError("give exactly one of --tap NAME, --tun NAME or --packet IFACE")
+        if self.tun_netns is not None and not self.tun:
+            raise ConfigError("--tun-netns needs --tun")
+        if self.tun_netns is not None and (
+            not 0 < len(self.tun_netns) < 256
+            or "/" in self.tun_netns
+            or self.tun_netns in (".", "..")
+        ):
+            raise ConfigError(f"--tun-netns: bad namespace name {self.tun_netns!r}")
         name = self.link_name
         if len(name) > 15 or not name.isprintable() or "/" in name or " " in name:
             raise ConfigError(f"bad interface name {name!r} (at most 15 characters, no '/')")

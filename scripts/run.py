@@ -25,6 +25,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     link.add_argument(
         "--packet", metavar="IFACE", help="attach to an existing interface with AF_PACKET"
     )
+    link.add_argument(
+        "--tun", metavar="NAME", help="TUN device (an L3 point-to-point link) to attach to"
+    )
+    p.add_argument(
+        "--tun-netns",
+        metavar="NS",
+        help="move the TUN device into network namespace NS once created (the fd stays here)",
+    )
     p.add_argument("--mac", help="shardnet's own MAC on the link (default: random 02:xx:..)")
     p.add_argument("--mtu", type=int, help="link MTU (default 1500)")
     p.add_argument("--ipv4", action="append", metavar="A/L", help="an IPv4 address (repeatable)")

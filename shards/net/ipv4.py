@@ -227,7 +227,7 @@ class Ipv4:
             else dst
         )
         if nic is not None and not broadcast and not options and not nic.loopback:
-            mac = view.neighbours.get((nic.id, next_hop))
+            mac = view.next_hop_mac(nic, next_hop)
             if mac is not None:
                 self.paths.put(key, Path(nic, src, ETH_HEADER.pack(mac, nic.mac, ETHERTYPE_IPV4), 0,
                                          int.from_bytes(src + dst, "big") % 0xFFFF))  # fmt: skip

@@ -247,7 +247,7 @@ class Ipv6:
         if hop_limit is None:
             hop_limit = default_hop_limit
         if nic is not None and not multicast and not nic.loopback:
-            mac = view.neighbours.get((nic.id, next_hop))
+            mac = view.next_hop_mac(nic, next_hop)
             if mac is not None:
                 self.paths.put(key, Path(nic, src, ETH_HEADER.pack(mac, nic.mac, ETHERTYPE_IPV6),
                                          default_hop_limit, int.from_bytes(src + dst, "big") % 0xFFFF))  # fmt: skip

@@ -197,7 +197,7 @@ class NetStack:
                 if group:
                     mac: bytes | None = group_mac(next_hop)
                 else:
-                    mac = self.view.neighbours.get((nic.id, next_hop))
+                    mac = self.view.next_hop_mac(nic, next_hop)
                 if mac is not None:
                     self.write(ETH_HEADER.pack(mac, nic.mac, out.ethertype), out, fits)
                     return True
@@ -287,7 +287,7 @@ class NetStack:
             return False
         hdr = VirtioNetView(vnet, len(vnet)).header()
         hdr.flags &= ~F_DATA_VALID
-        mac = self.view.neighbours.get((nic.id, next_hop))
+        mac = self.view.next_hop_mac(nic, next_hop)
         if self.tx_offload and mac is not None:
             self.writer.write((ETH_HEADER.pack(mac, nic.mac, ethertype), packet), hdr)
             return True
@@ -317,7 +317,7 @@ class NetStack:
         if group:
             mac = group_mac(next_hop)
         else:
-            mac = self.view.neighbours.get((nic.id, next_hop))
+            mac = self.view.next_hop_mac(nic, next_hop)
             if mac is None:
                 mac = self._resolve(nic, next_hop, ethertype, packet)
                 if mac is None:

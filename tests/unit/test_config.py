@@ -37,6 +37,10 @@ def test_flags_override_the_file(tmp_path: Path) -> None:
         ({"packet": "p", "multi_queue": True}, "--multi-queue needs --tap"),
         ({"tap": "t", "multi_queue": True, "pcap": "x.pcap"}, "do not go together"),
         ({"tap": "t", "offload": "yes"}, "want true or false"),
+        ({"tap": "a", "tun": "b"}, "exactly one of --tap"),
+        ({"tap": "t", "tun_netns": "sn-x"}, "--tun-netns needs --tun"),
+        ({"tun": "t", "tun_netns": "a/b"}, "bad namespace name"),
+        ({"tun": "t", "multi_queue": True}, "--multi-queue needs --tap"),
     ],
 )
 def test_bad_values_are_one_line_errors(flags: dict, fragment: str) -> None:
