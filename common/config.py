@@ -45,6 +45,13 @@ class StackConfig:
     # an Ethernet header, no ARP or NDP resolution.
     tun: str | None = None
     tun_netns: str | None = None  # move the TUN into this network namespace once made
+    # --relay direct: accept TCP and UDP flows to any address and open each
+    # one with a kernel socket (shards/relay/), from --relay-netns if given.
+    relay: str | None = None
+    relay_netns: str | None = None
+    # What a client is told when the relay cannot connect: "rst" (a reset
+    # answering its SYN) or "icmp" (ICMP destination unreachable).
+    relay_refused: str = "rst"
     mac: bytes | None = None  # shardnet's own MAC; random locally administered if None
     mtu: int = 1500
     ipv4: tuple[str, ...] = ()  # "198.18.0.2/24" (validated, normalised)
@@ -105,12 +112,15 @@ class StackConfig:
             raise ConfigError("give exactly one of --tap NAME, --tun NAME or --packet IFACE")
         if self.tun_netns is not None and not self.tun:
             raise ConfigError("--tun-netns needs --tun")
-        if self.tun_netns is not None and (
-            not 0 < len(self.tun_netns) < 256
-            or "/" in self.tun_netns
-            or self.tun_netns in (".", "..")
-        ):
-            raise ConfigError(f"--tun-netns: bad namespace name {self.tun_netns!r}")
+        if self.relay is not None and self.relay != "direct":
+            raise ConfigError(f"--relay: unknown mode {self.relay!r} (modes: direct)")
+        if self.relay_netns is not None and self.relay is None:
+            raise ConfigError("--relay-netns needs --relay")
+        if self.relay_refused not in ("rst", "icmp"):
+            raise ConfigError(f"--relay-refused must be rst or icmp, not {self.relay_refused!r}")
+        for what, ns in (("--tun-netns", self.tun_netns), ("--relay-netns", self.relay_netns)):
+            if ns is not None and (not 0 < len(ns) < 256 or "/" in ns or ns in (".", "..")):
+                raise ConfigError(f"{what}: bad namespace name {ns!r}")
         name = self.link_name
         if len(name) > 15 or not name.isprintable() or "/" in name or " " in name:
             raise ConfigError(f"bad interface name {name!r} (at most 15 characters, no '/')")

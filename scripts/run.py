@@ -11,6 +11,7 @@ import asyncio
 import dataclasses
 import importlib.util
 import logging
+import os
 import sys
 
 from shardnet.common.config import ConfigError, StackConfig, build_config, load_toml
@@ -32,6 +33,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--tun-netns",
         metavar="NS",
         help="move the TUN device into network namespace NS once created (the fd stays here)",
+    )
+    p.add_argument(
+        "--relay",
+        metavar="MODE",
+        help="accept TCP/UDP flows to any address and relay each one (MODE: direct)",
+    )
+    p.add_argument(
+        "--relay-netns",
+        metavar="NS",
+        help="open the relay's kernel sockets in network namespace NS",
+    )
+    p.add_argument(
+        "--relay-refused",
+        choices=("rst", "icmp"),
+        help="how a client learns the relay could not connect (default rst)",
     )
     p.add_argument("--mac", help="shardnet's own MAC on the link (default: random 02:xx:..)")
     p.add_argument("--mtu", type=int, help="link MTU (default 1500)")
@@ -109,6 +125,9 @@ def check_settings(config: StackConfig) -> None:
         TcpConfig.from_settings(config.tcp)
     except ValueError as exc:
         raise ConfigError(f"[tcp]: {exc}") from None
+    for what, ns in (("--tun-netns", config.tun_netns), ("--relay-netns", config.relay_netns)):
+        if ns is not None and not os.path.exists(os.path.join("/run/netns", ns)):
+            raise ConfigError(f"{what}: no network namespace {ns!r} (ip netns add {ns})")
     if config.app is not None:
         module = config.app.partition(":")[0]
         try:

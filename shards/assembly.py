@@ -49,6 +49,7 @@ from .net.control import ControlPlane
 from .net.ndp import NdpConfig
 from .net.stack import NetStack
 from .net.state import NetError, NetOwner, NetView
+from .relay import Relay
 from .tcp.config import TcpConfig
 from .tcp.state import State
 from .transport.errors import IcmpErrorRouter
@@ -227,7 +228,15 @@ class ShardAssembly:
             shard=self.index, nshards=self.nshards, steer=self.steer, mac=self.mac
         )
         self.tcp.steering = self.steering
-        udp_hook = UdpHooks(self.udp, self.steering).datagram
+        # --relay: every flow to an address not ours is relayed (shards/relay/).
+        self.relay: Relay | None = None
+        if config.relay is not None:
+            self.relay = Relay(
+                stack, self.tcp, self.clock, netns=config.relay_netns, refused=config.relay_refused
+            )
+        udp_hook = UdpHooks(
+            self.udp, self.steering, self.relay.udp.datagram if self.relay is not None else None
+        ).datagram
         errors = IcmpErrorRouter(self.udp, self.tcp, self.steering)
         stack.transport_v4[17] = stack.transport_v6[17] = udp_hook
         stack.transport_v4[6] = stack.transport_v6[6] = self.tcp.deliver
@@ -493,6 +502,8 @@ class ShardAssembly:
             await asyncio.sleep(0.02)
         for t in open_conns():
             t.abort()
+        if self.relay is not None:
+            self.relay.close()
         await asyncio.sleep(0)  # the resets go out on the next flush
 
 

@@ -105,6 +105,10 @@ class NetStack:
         self.tx_offload = tx_offload
         # --forwarding: route packets that are not for us (RFC 1812 / RFC 8200).
         self.forwarding = forwarding
+        # --relay: every unicast destination is ours (gVisor's promiscuous
+        # mode): datagrams to any address reach the transports, which answer
+        # from that address (a relay terminates flows for whole networks).
+        self.promiscuous = False
         self.shard = shard
         self.nshards = nshards
         self.ident_key = ident_key  # the stack's secret: IPv4 identification (ipident.py)

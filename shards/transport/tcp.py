@@ -478,6 +478,10 @@ class FlowHook:
         demux.accept_flow(self, src, dst, seg, verdict.protocol_factory)
         return True
 
+    def stats(self) -> dict[str, int]:
+        """More gauges and counters for ``ctl stats`` (a subclass's own)."""
+        return {}
+
     def opened(self, key: Key) -> None:
         src = key[2]
         self.open[key] = src
@@ -600,7 +604,12 @@ class TcpDemux:
             # and the application sees the batch's data at once.
             self.kick(key)
             return True
-        for lst in self.listeners.get(seg.dst_port, ()):
+        # A promiscuous stack (a relay) takes any destination: its listeners
+        # still serve only its own addresses.
+        listeners = self.listeners.get(seg.dst_port, ())
+        if listeners and self.net.promiscuous and dst not in self.net.view.local:
+            listeners = ()
+        for lst in listeners:
             if lst.matches(dst):
                 lst.listener.handle_segment(now, src, dst, seg)
                 self._after_listener(lst)
@@ -833,6 +842,7 @@ class TcpDemux:
                 "flow_hook/ignored": hook.ignored, "flow_hook/over_cap": hook.over_cap,
                 "flow_hook/open": len(hook.open),
             })  # fmt: skip
+            counts.update(hook.stats())
         for t in self.conns.values():
             state = t.ep.state.value
             counts[f"tcp_connections/{state}"] = counts.get(f"tcp_connections/{state}", 0) + 1

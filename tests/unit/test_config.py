@@ -41,6 +41,10 @@ def test_flags_override_the_file(tmp_path: Path) -> None:
         ({"tap": "t", "tun_netns": "sn-x"}, "--tun-netns needs --tun"),
         ({"tun": "t", "tun_netns": "a/b"}, "bad namespace name"),
         ({"tun": "t", "multi_queue": True}, "--multi-queue needs --tap"),
+        ({"tun": "t", "relay": "socks9"}, "unknown mode"),
+        ({"tun": "t", "relay_netns": "sn-x"}, "--relay-netns needs --relay"),
+        ({"tun": "t", "relay": "direct", "relay_refused": "drop"}, "rst or icmp"),
+        ({"tun": "t", "relay": "direct", "relay_netns": ".."}, "bad namespace name"),
     ],
 )
 def test_bad_values_are_one_line_errors(flags: dict, fragment: str) -> None:

@@ -1,0 +1,53 @@
+"""Relay mode (``--relay direct``): the shard terminates every TCP
+connection and UDP flow sent to any address and opens the real one with a
+kernel socket (``tcp.py``, ``udp.py``), from the namespace ``--relay-netns``
+names (``sockets.py``), as tun2socks and slirp4netns do.
+
+The network layer is made promiscuous (every unicast destination is ours,
+and replies leave from it: gVisor's ``SetPromiscuousMode`` and
+``SetSpoofing``); the stack's own addresses still reach its listeners and
+sockets, and ICMP echo to any address is answered by the stack itself.
+Each shard relays the flows that hash to it.
+"""
+
+from __future__ import annotations
+
+import resource
+from collections.abc import Callable
+
+from ..net.stack import NetStack
+from ..transport.tcp import TcpDemux
+from .sockets import SocketOpener
+from .tcp import RelayTcp
+from .udp import UdpRelay
+
+__all__ = ["Relay"]
+
+
+class Relay:
+    """The relay of one shard, installed on its network layer and TCP demux;
+    ``udp.datagram`` is for the UDP hook."""
+
+    def __init__(
+        self,
+        net: NetStack,
+        tcp: TcpDemux,
+        clock: Callable[[], float],
+        *,
+        netns: str | None = None,
+        refused: str = "rst",
+    ) -> None:
+        # A kernel socket per relayed flow: the soft descriptor limit (1,024
+        # by default) would cap the flows below the hard one.
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        self.sockets = SocketOpener(netns)
+        self.udp = UdpRelay(net, self.sockets, clock)
+        self.tcp = RelayTcp(net, self.sockets, refused=refused, udp=self.udp)
+        net.promiscuous = True
+        tcp.flow_hook = self.tcp
+
+    def close(self) -> None:
+        self.udp.close()
+        self.sockets.close()

@@ -1,0 +1,300 @@
+"""The relay's TCP side: every connection request no listener takes is
+dialled with a kernel socket to its original destination, and the two
+connections are spliced.
+
+The client's SYN is held, not answered, while the kernel connects: only
+when the destination accepted is the SYN handed to the demux's flow
+machinery (``TcpDemux.accept_flow``), which answers it from the original
+destination's address (the stack is promiscuous, so the reply's source is
+that address). A destination that refuses or cannot be reached is told to
+the client as the destination itself would: a reset answering its SYN
+(``connect()`` fails with ECONNREFUSED), or with ``--relay-refused icmp``
+an ICMP destination unreachable (port unreachable for a refusal, host
+unreachable otherwise: RFC 1122 §4.2.3.9 makes both hard errors of a
+connection being opened). Retransmitted SYNs of a flow being dialled are
+dropped.
+
+Splicing (``Splice``) keeps asyncio's flow control end to end: a side
+whose write buffer is over its high-water mark pauses reading on the
+other (shardnet's transport then closes the advertised window; the
+kernel's stops reading the socket, and its receive window closes).
+A FIN is passed on as ``shutdown(SHUT_WR)`` and the reverse; the pair is
+closed once both directions ended. A reset on either side aborts the
+other: a kernel socket is aborted with ``SO_LINGER`` {on, 0}, which makes
+the kernel send RST (as Linux's ``tcp_disconnect``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import socket
+import struct
+from typing import Any
+
+from shardnet.common.addr import format_ip
+from shardnet.common.wire.icmpv4 import ICMP_DEST_UNREACH, ICMP_HOST_UNREACH, ICMP_PORT_UNREACH
+from shardnet.common.wire.icmpv6 import ICMPV6_DST_UNREACH, UNREACH_ADDRESS, UNREACH_PORT
+from shardnet.common.wire.ipv4 import Ipv4Header
+from shardnet.common.wire.ipv6 import Ipv6Header
+
+from ..net.datagram import Delivery
+from ..net.stack import NetStack
+from ..tcp.endpoint import rst_for
+from ..tcp.segment import Segment
+from ..transport.tcp import FlowHook, Key, TcpDemux
+from .sockets import SocketOpener
+from .udp import UdpRelay
+
+CONNECT_TIMEOUT_S = 10.0  # a destination that does not answer: the client is told, not left waiting
+# A dialled socket waits this long for the client's handshake to complete
+# (the SYN-ACK and its retransmissions: 1 + 2 + 4 + 8 + 16 s, RFC 6298 §5.5).
+ATTACH_TIMEOUT_S = 35.0
+_LINGER_ABORT = struct.pack("ii", 1, 0)  # SO_LINGER {on, 0}: close sends RST
+_TCP8 = struct.Struct("!HHI")  # the transport bytes an ICMP error quotes: ports, sequence
+_REFUSED = frozenset({errno.ECONNREFUSED})
+
+
+class RelayTcp(FlowHook):
+    """The demux's flow hook in relay mode. ``sockets`` opens the kernel
+    sockets; ``refused`` is ``"rst"`` or ``"icmp"``. Counters beside the
+    hook's own: ``dialling`` (now), ``failed`` (dials that failed)."""
+
+    def __init__(
+        self,
+        net: NetStack,
+        sockets: SocketOpener,
+        *,
+        refused: str = "rst",
+        udp: UdpRelay | None = None,
+        max_in_flight: int = 4096,
+        max_per_source: int = 1024,
+    ) -> None:
+        super().__init__(_no_decider, max_in_flight=max_in_flight, max_per_source=max_per_source)
+        self.net = net
+        self.sockets = sockets
+        self.refused = refused
+        self.pending: dict[Key, Segment] = {}  # flows being dialled: their SYN
+        self.failed = 0
+        self.udp = udp  # its counters are reported with ours
+
+    def decide(
+        self, demux: TcpDemux, src: bytes, sport: int, dst: bytes, dport: int, seg: Segment
+    ) -> bool:
+        key = (dst, dport, src, sport)
+        if key in self.pending:  # a retransmitted SYN while dialling
+            self.ignored += 1
+            return True
+        if (
+            len(self.open) + len(self.pending) >= self.max_in_flight
+            or self.per_source.get(src, 0) >= self.max_per_source
+        ):
+            self.over_cap += 1
+            return False  # the caller resets it
+        # The segment's payload is a view of the ring: keep a copy.
+        self.pending[key] = Segment(
+            seg.src_port, seg.dst_port, seg.seq, seg.ack, seg.flags, seg.window, seg.options,
+            bytes(seg.payload), ecn=seg.ecn,
+        )  # fmt: skip
+        asyncio.get_running_loop().create_task(self._dial(demux, key))
+        return True
+
+    async def _dial(self, demux: TcpDemux, key: Key) -> None:
+        local, lport, peer, _ = key
+        family = socket.AF_INET6 if len(local) == 16 else socket.AF_INET
+        loop = asyncio.get_running_loop()
+        sock: socket.socket | None = None
+        try:
+            sock = await self.sockets.open(family, socket.SOCK_STREAM)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            addr = (format_ip(local), lport)
+            await asyncio.wait_for(loop.sock_connect(sock, addr), CONNECT_TIMEOUT_S)
+            kernel = KernelSide()
+            await loop.create_connection(lambda: kernel, sock=sock)
+        except (OSError, TimeoutError) as exc:
+            if sock is not None:
+                sock.close()
+            seg = self.pending.pop(key, None)
+            self.failed += 1
+            if seg is not None:
+                err = exc.errno if isinstance(exc, OSError) else errno.ETIMEDOUT
+                self._refuse(demux, key, seg, err in _REFUSED)
+            return
+        seg = self.pending.pop(key, None)
+        if seg is None:
+            kernel.abort()
+            return
+        kernel.expire = loop.call_later(ATTACH_TIMEOUT_S, kernel.abort)
+        self.accepted += 1
+        demux.accept_flow(self, peer, local, seg, lambda: ClientSide(kernel))
+
+    def _refuse(self, demux: TcpDemux, key: Key, seg: Segment, refused: bool) -> None:
+        local, _, peer, _ = key
+        if self.refused == "rst":
+            rst = rst_for(seg)
+            if rst is not None:
+                demux.resets_sent += 1
+                demux._send(local, peer, rst)
+            return
+        # An ICMP error quotes the datagram it is about: its IP header and
+        # the first 8 bytes of its payload (RFC 792); the SYN's are rebuilt.
+        tcp8 = _TCP8.pack(seg.src_port, seg.dst_port, seg.seq)
+        if len(local) == 4:
+            head = bytearray(20)
+            Ipv4Header(peer, local, socket.IPPROTO_TCP, total_length=40).emit(head)
+            d = _delivery(self.net, peer, local, head + tcp8)
+            code = ICMP_PORT_UNREACH if refused else ICMP_HOST_UNREACH
+            self.net.icmp.error_v4(d, ICMP_DEST_UNREACH, code)
+        else:
+            head = bytearray(40)
+            Ipv6Header(peer, local, socket.IPPROTO_TCP, payload_length=20).emit(head)
+            d = _delivery(self.net, peer, local, head + tcp8)
+            self.net.icmp.error_v6(
+                d, ICMPV6_DST_UNREACH, UNREACH_PORT if refused else UNREACH_ADDRESS
+            )
+
+    def stats(self) -> dict[str, int]:
+        counts = {"relay/tcp_dialling": len(self.pending), "relay/tcp_failed": self.failed}
+        if self.udp is not None:
+            counts.update(self.udp.stats())
+        return counts
+
+
+def _no_decider(peer: tuple[Any, ...], local: tuple[Any, ...]) -> Any:
+    raise AssertionError("RelayTcp decides itself")  # FlowHook.decide is overridden
+
+
+def _delivery(net: NetStack, src: bytes, dst: bytes, packet: bytes | bytearray) -> Delivery:
+    view = memoryview(bytes(packet))
+    hlen = 20 if len(src) == 4 else 40
+    return Delivery(net.link_nic, src, dst, socket.IPPROTO_TCP, 0, 64, view[hlen:], False, view)
+
+
+class KernelSide(asyncio.Protocol):
+    """The kernel socket's end of a splice. It reads nothing until the
+    client's connection is established (``attach``)."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.client: ClientSide | None = None
+        self.expire: asyncio.TimerHandle | None = None
+        self.eof = False  # the destination sent FIN
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.pause_reading()
+
+    def attach(self, client: ClientSide) -> None:
+        self.client = client
+        if self.expire is not None:
+            self.expire.cancel()
+            self.expire = None
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+
+    def data_received(self, data: bytes) -> None:
+        if self.client is not None and self.client.transport is not None:
+            self.client.transport.write(data)
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        client = self.client
+        if client is not None and client.transport is not None:
+            client.transport.write_eof()
+            client.both_ended()
+        return True  # keep the socket open for the other direction
+
+    def pause_writing(self) -> None:
+        if self.client is not None and self.client.transport is not None:
+            self.client.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.client is not None and self.client.transport is not None:
+            self.client.transport.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.expire is not None:
+            self.expire.cancel()
+            self.expire = None
+        client = self.client
+        self.client = None
+        if client is None or client.transport is None:
+            return
+        client.kernel = None
+        if exc is not None:  # reset by the destination (or a socket error): reset the client
+            client.transport.abort()
+        else:
+            client.transport.close()
+
+    def abort(self) -> None:
+        """Close with RST (SO_LINGER {on, 0})."""
+        t = self.transport
+        if t is None or t.is_closing():
+            return
+        sock = t.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ABORT)
+            except OSError:
+                pass
+        t.abort()
+
+
+class ClientSide(asyncio.Protocol):
+    """The client's end of a splice: a connection of shardnet's TCP."""
+
+    def __init__(self, kernel: KernelSide) -> None:
+        self.kernel: KernelSide | None = kernel
+        self.transport: asyncio.Transport | None = None
+        self.eof = False  # the client sent FIN
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        if self.kernel is None or self.kernel.transport is None:
+            transport.abort()
+            return
+        self.kernel.attach(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self.kernel is not None and self.kernel.transport is not None:
+            self.kernel.transport.write(data)
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        kernel = self.kernel
+        if kernel is not None and kernel.transport is not None:
+            kernel.transport.write_eof()  # shutdown(SHUT_WR) once its buffer is written
+        self.both_ended()
+        return True
+
+    def both_ended(self) -> None:
+        """Both directions ended with FIN: close both sides (each sends
+        what it still holds first)."""
+        kernel = self.kernel
+        if not self.eof or kernel is None or not kernel.eof:
+            return
+        if kernel.transport is not None:
+            kernel.transport.close()
+        if self.transport is not None:
+            self.transport.close()
+
+    def pause_writing(self) -> None:
+        if self.kernel is not None and self.kernel.transport is not None:
+            self.kernel.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.kernel is not None and self.kernel.transport is not None:
+            self.kernel.transport.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        kernel = self.kernel
+        self.kernel = None
+        if kernel is None:
+            return
+        kernel.client = None
+        if exc is not None:  # the client reset (or timed out): reset the destination
+            kernel.abort()
+        elif kernel.transport is not None:
+            kernel.transport.close()

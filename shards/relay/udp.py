@@ -1,0 +1,192 @@
+"""The relay's UDP side: each flow (client address and port, original
+destination address and port) gets a kernel UDP socket connected to the
+destination; what the destination sends back goes to the client from the
+original destination's address and port.
+
+UDP has no end: a flow lives while datagrams pass and is closed after an
+idle time, 60 s by default and 10 s for DNS (port 53), whose flows are one
+query and one answer (tun2socks and slirp4netns time them out alike). The
+number of flows is bounded: a datagram that would open one more is dropped
+and counted. Datagrams that come while the socket is being opened wait,
+a few per flow (more are dropped and counted).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from shardnet.common.addr import format_ip
+from shardnet.common.wire.ipv4 import IPPROTO_UDP
+
+from ..net.datagram import Delivery
+from ..net.stack import NetStack
+from ..transport.udp import build_datagram
+from .sockets import SocketOpener
+
+UDP_IDLE_S = 60.0  # an idle flow is closed after this long
+DNS_IDLE_S = 10.0  # ... and a DNS flow (destination port 53) after this long
+DNS_PORT = 53
+MAX_FLOWS = 4096  # per shard
+MAX_WAITING = 16  # datagrams held per flow while its socket opens
+SWEEP_S = 1.0  # how often idle flows are looked for
+
+FlowKey = tuple[bytes, int, bytes, int]  # client address, client port, destination, port
+
+
+@dataclass(slots=True)
+class UdpFlow:
+    key: FlowKey
+    idle_s: float
+    last: float
+    transport: asyncio.DatagramTransport | None = None
+    waiting: deque[bytes] = field(default_factory=deque)
+    closed: bool = False
+
+
+class UdpRelay:
+    """Relays the datagrams no socket of ours takes. Counters: ``flows``
+    opened, ``over_cap`` (dropped: too many flows), ``failed`` (a socket
+    that could not be opened), ``dropped`` (held too long or sent in vain),
+    datagrams and bytes each way."""
+
+    def __init__(self, net: NetStack, sockets: SocketOpener, clock: Any) -> None:
+        self.net = net
+        self.sockets = sockets
+        self.clock = clock
+        self.flows: dict[FlowKey, UdpFlow] = {}
+        self.opened = self.over_cap = self.failed = self.dropped = 0
+        self.datagrams_out = self.datagrams_in = self.bytes_out = self.bytes_in = 0
+        self._sweeper: asyncio.TimerHandle | None = None
+
+    def datagram(self, d: Delivery, sport: int, dport: int, data: bytes) -> bool:
+        """A datagram for ``d.dst:dport`` that is not ours; False if it is
+        not one to relay (to us, or to a broadcast or multicast address)."""
+        if d.broadcast or d.looped or d.dst in self.net.view.local:
+            return False
+        key = (d.src, sport, d.dst, dport)
+        flow = self.flows.get(key)
+        now = self.clock()
+        if flow is None:
+            if len(self.flows) >= MAX_FLOWS:
+                self.over_cap += 1
+                return True
+            flow = UdpFlow(key, DNS_IDLE_S if dport == DNS_PORT else UDP_IDLE_S, now)
+            self.flows[key] = flow
+            self.opened += 1
+            asyncio.get_running_loop().create_task(self._open(flow))
+            self._arm()
+        flow.last = now
+        self.datagrams_out += 1
+        self.bytes_out += len(data)
+        if flow.transport is not None:
+            flow.transport.sendto(data)
+        elif len(flow.waiting) < MAX_WAITING:
+            flow.waiting.append(data)
+        else:
+            self.dropped += 1
+        return True
+
+    async def _open(self, flow: UdpFlow) -> None:
+        _, _, dst, dport = flow.key
+        family = socket.AF_INET6 if len(dst) == 16 else socket.AF_INET
+        loop = asyncio.get_running_loop()
+        try:
+            sock = await self.sockets.open(family, socket.SOCK_DGRAM)
+            try:
+                sock.connect((format_ip(dst), dport))  # UDP: no handshake, returns at once
+                transport, _ = await loop.create_datagram_endpoint(
+                    lambda: _FlowProtocol(self, flow), sock=sock
+                )
+            except BaseException:
+                sock.close()
+                raise
+        except OSError:
+            self.failed += 1
+            self.dropped += len(flow.waiting)
+            self._forget(flow)
+            return
+        if flow.closed:  # swept while opening
+            transport.close()
+            return
+        flow.transport = transport
+        while flow.waiting:
+            transport.sendto(flow.waiting.popleft())
+
+    def reply(self, flow: UdpFlow, data: bytes) -> None:
+        """A datagram from the destination: to the client, from the
+        destination's address and port."""
+        if flow.closed:
+            return
+        client, cport, dst, dport = flow.key
+        flow.last = self.clock()
+        try:
+            payload = build_datagram(dport, cport, data)
+        except OSError:
+            self.dropped += 1
+            return
+        if len(dst) == 4:
+            sent = self.net.send_ipv4(client, IPPROTO_UDP, payload, src=dst, checksum_at=6)
+        else:
+            sent = self.net.send_ipv6(client, IPPROTO_UDP, payload, src=dst, checksum_at=6)
+        if sent:
+            self.datagrams_in += 1
+            self.bytes_in += len(data)
+        else:
+            self.dropped += 1
+
+    def _forget(self, flow: UdpFlow) -> None:
+        flow.closed = True
+        if self.flows.get(flow.key) is flow:
+            del self.flows[flow.key]
+        if flow.transport is not None:
+            flow.transport.close()
+            flow.transport = None
+
+    def _arm(self) -> None:
+        if self._sweeper is None and self.flows:
+            self._sweeper = asyncio.get_running_loop().call_later(SWEEP_S, self._sweep)
+
+    def _sweep(self) -> None:
+        self._sweeper = None
+        now = self.clock()
+        for flow in [f for f in self.flows.values() if now - f.last >= f.idle_s]:
+            self._forget(flow)
+        self._arm()
+
+    def close(self) -> None:
+        for flow in list(self.flows.values()):
+            self._forget(flow)
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "relay/udp_flows": len(self.flows),
+            "relay/udp_flows_opened": self.opened,
+            "relay/udp_over_cap": self.over_cap,
+            "relay/udp_failed": self.failed,
+            "relay/udp_dropped": self.dropped,
+            "relay/udp_datagrams_out": self.datagrams_out,
+            "relay/udp_datagrams_in": self.datagrams_in,
+            "relay/udp_bytes_out": self.bytes_out,
+            "relay/udp_bytes_in": self.bytes_in,
+        }
+
+
+class _FlowProtocol(asyncio.DatagramProtocol):
+    def __init__(self, relay: UdpRelay, flow: UdpFlow) -> None:
+        self.relay = relay
+        self.flow = flow
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.relay.reply(self.flow, data)
+
+    def error_received(self, exc: Exception) -> None:
+        # ECONNREFUSED: the destination answered ICMP port unreachable to an
+        # earlier datagram. The flow stays until idle (a later one may pass).
+        pass

@@ -1,0 +1,210 @@
+"""``--relay direct`` against real programs: a client namespace routes
+198.19.0.0/16 and 2001:db8:19::/48 through shardnet's TUN; shardnet
+terminates every flow and opens it again with kernel sockets in a server
+namespace (``--relay-netns``), where the servers listen. The client sees
+the servers' own addresses answer."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from ..netns import Netns, skip_unless_netns, wait_until
+from ..stack import StackProcess
+
+pytestmark = [pytest.mark.netns, pytest.mark.timeout(240)]
+
+TUN = "sntun0"
+SERVER_V4, SERVER_V6 = "198.19.0.10", "2001:db8:19::10"
+
+
+@dataclass
+class Lab:
+    client: Netns
+    server: Netns
+    stack: StackProcess
+    tmp: Path
+
+    def serve(self, code: str, port: int) -> subprocess.Popen[str]:
+        """A Python server in the server namespace, once it listens on ``port``."""
+        proc = self.server.popen(
+            [sys.executable, "-c", textwrap.dedent(code)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        listening = wait_until(
+            lambda: f":{port} " in self.server.run(["ss", "-lntuH"]).stdout, timeout=10
+        )
+        assert listening, f"server on port {port} did not start"
+        return proc
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[Lab]:
+    skip_unless_netns()
+    with Netns("gw") as ns, Netns("gcl") as client, Netns("gsv") as server:
+        server.run(f"ip addr add {SERVER_V4}/32 dev lo")
+        server.run(f"ip addr add {SERVER_V6}/128 dev lo")
+        with StackProcess(
+            ns,
+            "--tun", TUN, "--tun-netns", client.name,
+            "--ipv4", "198.18.0.2/24", "--ipv6", "2001:db8::2/64",
+            "--relay", "direct", "--relay-netns", server.name,
+            tap=None,
+        ) as stack:  # fmt: skip
+            client.run(f"ip addr add 198.18.0.1/24 dev {TUN}")
+            client.run(f"ip addr add 2001:db8::1/64 dev {TUN}")
+            client.run(f"ip route add 198.19.0.0/16 dev {TUN}")
+            client.run(f"ip route add 2001:db8:19::/48 dev {TUN}")
+            yield Lab(client, server, stack, tmp_path)
+
+
+@pytest.mark.parametrize("server", [SERVER_V4, SERVER_V6])
+def test_curl_downloads_100_mb_through_the_relay(lab: Lab, server: str) -> None:
+    blob = lab.tmp / "blob"
+    with blob.open("wb") as f:
+        f.write(hashlib.shake_256(b"shardnet relay").digest(100_000_000))
+    expected = hashlib.sha256(blob.read_bytes()).hexdigest()
+    lab.server.popen(
+        [sys.executable, "-m", "http.server", "8080", "--bind", "::", "--directory", str(lab.tmp)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    assert wait_until(lambda: ":8080 " in lab.server.run(["ss", "-lntH"]).stdout, timeout=10)
+    host = f"[{server}]" if ":" in server else server
+    got = lab.tmp / "got"
+    out = lab.client.run(
+        ["curl", "-sS", "--max-time", "120", "-o", str(got), "-w", "%{http_code} %{remote_ip}",
+         f"http://{host}:8080/blob"],
+        timeout=150,
+    ).stdout  # fmt: skip
+    assert out == f"200 {server}"  # the client talked to the server's address
+    assert hashlib.sha256(got.read_bytes()).hexdigest() == expected
+
+
+def test_half_close_passes_through(lab: Lab) -> None:
+    # The server reads to the client's FIN, then answers and closes: the
+    # answer can only come back if the FIN went through as shutdown(SHUT_WR)
+    # and the other direction stayed open.
+    lab.serve(
+        f"""
+        import hashlib, socket
+        s = socket.create_server(("{SERVER_V4}", 7000))
+        c, _ = s.accept()
+        data = b""
+        while chunk := c.recv(65536):
+            data += chunk
+        c.sendall(b"got %d bytes %s" % (len(data), hashlib.sha256(data).hexdigest().encode()))
+        c.close()
+        """,
+        7000,
+    )
+    sent = b"x" * 300_000
+    r = subprocess.run(
+        lab.client.exec_argv(["socat", "-t", "10", "-", f"TCP:{SERVER_V4}:7000,shut-down"]),
+        input=sent, capture_output=True, timeout=30, check=True,
+    )  # fmt: skip
+    assert r.stdout == b"got 300000 bytes " + hashlib.sha256(sent).hexdigest().encode()
+
+
+@pytest.mark.parametrize("server", [SERVER_V4, SERVER_V6])
+def test_a_refused_destination_is_refused_for_the_client(lab: Lab, server: str) -> None:
+    out = lab.client.python(
+        f"""
+        import socket
+        try:
+            socket.create_connection(("{server}", 9), timeout=10)
+        except OSError as exc:
+            print(type(exc).__name__)
+        """
+    ).stdout
+    assert out.strip() == "ConnectionRefusedError"
+
+
+def test_udp_query_and_answer(lab: Lab) -> None:
+    # A DNS-like responder: one answer per query, from port 53.
+    lab.serve(
+        """
+        import socket
+        s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        s.bind(("::", 53))
+        while True:
+            query, peer = s.recvfrom(2048)
+            s.sendto(query[:2] + b"answer to " + query[2:], peer)
+        """,
+        53,
+    )
+    out = lab.client.python(
+        f"""
+        import socket
+        for host, family in (("{SERVER_V4}", socket.AF_INET), ("{SERVER_V6}", socket.AF_INET6)):
+            s = socket.socket(family, socket.SOCK_DGRAM)
+            s.settimeout(5)
+            for i in range(3):
+                s.sendto(b"%02d%s" % (i, host.encode()), (host, 53))
+                data, peer = s.recvfrom(2048)
+                print(data.decode(), peer[0], peer[1])
+        """
+    ).stdout.splitlines()
+    assert out == [
+        f"{i:02d}answer to {host} {host} 53" for host in (SERVER_V4, SERVER_V6) for i in range(3)
+    ]
+
+    def flows_opened() -> int:
+        shards = lab.stack.call("stats")["shards"]
+        return sum(s["gauges"].get("relay/udp_flows_opened", 0) for s in shards)
+
+    assert wait_until(lambda: flows_opened() == 2, timeout=5)  # one per client socket
+
+
+def test_ping_to_any_address_is_answered(lab: Lab) -> None:
+    r = lab.client.run(["ping", "-c", "3", "-i", "0.2", "-W", "2", "198.19.77.1"], check=False)
+    assert " 0% packet loss" in r.stdout, r.stdout
+
+
+def test_a_thousand_concurrent_connections(lab: Lab) -> None:
+    lab.serve(
+        f"""
+        import asyncio
+        async def echo(reader, writer):
+            writer.write(await reader.readline())
+            await writer.drain()
+            writer.close()
+        async def main():
+            server = await asyncio.start_server(echo, "{SERVER_V4}", 7001, backlog=4096)
+            await server.serve_forever()
+        asyncio.run(main())
+        """,
+        7001,
+    )
+    out = lab.client.python(
+        f"""
+        import asyncio, resource
+        resource.setrlimit(resource.RLIMIT_NOFILE, (4096, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+        N = 1000
+        async def main():
+            conns = await asyncio.gather(*(
+                asyncio.open_connection("{SERVER_V4}", 7001) for _ in range(N)
+            ))
+            # every connection is open at once before any is used
+            for i, (_, w) in enumerate(conns):
+                w.write(b"%d\\n" % i)
+            lines = await asyncio.gather(*(r.readline() for r, _ in conns))
+            ok = sum(line == b"%d\\n" % i for i, line in enumerate(lines))
+            for _, w in conns:
+                w.close()
+            print(ok)
+        asyncio.run(main())
+        """,
+        timeout=120,
+    ).stdout
+    assert out.strip() == "1000"
