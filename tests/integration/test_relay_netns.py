@@ -6,6 +6,7 @@ the servers' own addresses answer."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import subprocess
 import sys
@@ -47,8 +48,8 @@ class Lab:
         return proc
 
 
-@pytest.fixture
-def lab(tmp_path: Path) -> Iterator[Lab]:
+@contextlib.contextmanager
+def relay_lab(tmp_path: Path, *extra: str) -> Iterator[Lab]:
     skip_unless_netns()
     with Netns("gw") as ns, Netns("gcl") as client, Netns("gsv") as server:
         server.run(f"ip addr add {SERVER_V4}/32 dev lo")
@@ -57,7 +58,7 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
             ns,
             "--tun", TUN, "--tun-netns", client.name,
             "--ipv4", "198.18.0.2/24", "--ipv6", "2001:db8::2/64",
-            "--relay", "direct", "--relay-netns", server.name,
+            "--relay", "direct", "--relay-netns", server.name, *extra,
             tap=None,
         ) as stack:  # fmt: skip
             client.run(f"ip addr add 198.18.0.1/24 dev {TUN}")
@@ -65,6 +66,12 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
             client.run(f"ip route add 198.19.0.0/16 dev {TUN}")
             client.run(f"ip route add 2001:db8:19::/48 dev {TUN}")
             yield Lab(client, server, stack, tmp_path)
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[Lab]:
+    with relay_lab(tmp_path) as lab:
+        yield lab
 
 
 @pytest.mark.parametrize("server", [SERVER_V4, SERVER_V6])
@@ -127,6 +134,29 @@ def test_a_refused_destination_is_refused_for_the_client(lab: Lab, server: str) 
         """
     ).stdout
     assert out.strip() == "ConnectionRefusedError"
+
+
+def test_refusals_as_icmp_unreachable(tmp_path: Path) -> None:
+    # --relay-refused icmp: a refused destination is ICMP port unreachable
+    # (ECONNREFUSED for the client, RFC 1122 §4.2.3.9), an unreachable one
+    # host unreachable (EHOSTUNREACH); the server namespace has no route to 198.19.99.0/24.
+    with relay_lab(tmp_path, "--relay-refused", "icmp") as lab:
+        out = lab.client.python(
+            f"""
+            import socket
+            for host in ("{SERVER_V4}", "198.19.99.1", "{SERVER_V6}"):
+                try:
+                    socket.create_connection((host, 9), timeout=15)
+                except OSError as exc:
+                    print(type(exc).__name__, exc.errno)
+            """,
+            timeout=60,
+        ).stdout.split("\n")
+        assert out[:3] == [
+            "ConnectionRefusedError 111",
+            "OSError 113",
+            "ConnectionRefusedError 111",
+        ]
 
 
 def test_udp_query_and_answer(lab: Lab) -> None:
