@@ -396,6 +396,11 @@ class ShardAssembly:
         with a one-line message) when it is refused."""
         if op == "conns":  # any shard: a page of its TCP connections (ctl conns)
             return self.tcp.rows(int(args.get("offset", 0)), int(args.get("limit", CONNS_PAGE)))
+        if op == "relays":  # any shard: a page of the flows it relays (ctl relays)
+            if self.relay is None:
+                return []
+            rows = self.relay.rows(int(args.get("offset", 0)), int(args.get("limit", CONNS_PAGE)))
+            return [{"shard": self.index, **row} for row in rows]
         if op == "table":  # any shard: its copy of a table (replication checks)
             return self.tables.get(str(args.get("name", "")), {})
         if self.control is None:

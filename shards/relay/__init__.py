@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import resource
 from collections.abc import Callable
+from typing import Any
 
 from ..net.stack import NetStack
 from ..transport.tcp import TcpDemux
@@ -44,9 +45,13 @@ class Relay:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
         self.sockets = SocketOpener(netns)
         self.udp = UdpRelay(net, self.sockets, clock)
-        self.tcp = RelayTcp(net, self.sockets, refused=refused, udp=self.udp)
+        self.tcp = RelayTcp(net, self.sockets, clock, refused=refused, udp=self.udp)
         net.promiscuous = True
         tcp.flow_hook = self.tcp
+
+    def rows(self, offset: int, limit: int) -> list[dict[str, Any]]:
+        """A page of the live flows (``ctl relays``)."""
+        return self.tcp.rows()[offset : offset + limit]
 
     def close(self) -> None:
         self.udp.close()

@@ -30,6 +30,7 @@ import asyncio
 import errno
 import socket
 import struct
+from collections.abc import Callable
 from typing import Any
 
 from shardnet.common.addr import format_ip
@@ -57,13 +58,16 @@ _REFUSED = frozenset({errno.ECONNREFUSED})
 
 class RelayTcp(FlowHook):
     """The demux's flow hook in relay mode. ``sockets`` opens the kernel
-    sockets; ``refused`` is ``"rst"`` or ``"icmp"``. Counters beside the
-    hook's own: ``dialling`` (now), ``failed`` (dials that failed)."""
+    sockets; ``refused`` is ``"rst"`` or ``"icmp"``. ``flows``: the spliced
+    connections (by the client connection's key) while their kernel socket
+    is open. Counters beside the hook's own: ``failed`` (dials that
+    failed), bytes relayed each way."""
 
     def __init__(
         self,
         net: NetStack,
         sockets: SocketOpener,
+        clock: Callable[[], float],
         *,
         refused: str = "rst",
         udp: UdpRelay | None = None,
@@ -76,6 +80,9 @@ class RelayTcp(FlowHook):
         self.refused = refused
         self.pending: dict[Key, Segment] = {}  # flows being dialled: their SYN
         self.failed = 0
+        self.bytes_up = self.bytes_down = 0  # client to destination, and back
+        self.flows: dict[Key, KernelSide] = {}
+        self.clock = clock
         self.udp = udp  # its counters are reported with ours
 
     def decide(
@@ -109,7 +116,7 @@ class RelayTcp(FlowHook):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             addr = (format_ip(local), lport)
             await asyncio.wait_for(loop.sock_connect(sock, addr), CONNECT_TIMEOUT_S)
-            kernel = KernelSide()
+            kernel = KernelSide(self, key, self.clock())
             await loop.create_connection(lambda: kernel, sock=sock)
         except (OSError, TimeoutError) as exc:
             if sock is not None:
@@ -154,10 +161,45 @@ class RelayTcp(FlowHook):
             )
 
     def stats(self) -> dict[str, int]:
-        counts = {"relay/tcp_dialling": len(self.pending), "relay/tcp_failed": self.failed}
+        counts = {
+            "relay/tcp_flows": len(self.flows),
+            "relay/tcp_dialling": len(self.pending),
+            "relay/tcp_opened": self.accepted,
+            "relay/tcp_failed": self.failed,
+            "relay/tcp_over_cap": self.over_cap,
+            "relay/tcp_bytes_up": self.bytes_up,
+            "relay/tcp_bytes_down": self.bytes_down,
+        }
         if self.udp is not None:
             counts.update(self.udp.stats())
         return counts
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The live flows for ``ctl relays``: dialled, spliced, and UDP."""
+        now = self.clock()
+        rows: list[dict[str, Any]] = [
+            {"proto": "tcp", "state": "dialling", "client": _endpoint(k[2], k[3]),
+             "destination": _endpoint(k[0], k[1])}
+            for k in self.pending
+        ]  # fmt: skip
+        for (local, lport, peer, pport), k in self.flows.items():
+            rows.append({
+                "proto": "tcp",
+                "state": k.state(),
+                "client": _endpoint(peer, pport),
+                "destination": _endpoint(local, lport),
+                "bytes_up": k.bytes_up,
+                "bytes_down": k.bytes_down,
+                "age_s": round(now - k.since, 3),
+            })  # fmt: skip
+        if self.udp is not None:
+            rows += self.udp.rows(now)
+        return rows
+
+
+def _endpoint(addr: bytes, port: int) -> str:
+    text = format_ip(addr)
+    return f"[{text}]:{port}" if len(addr) == 16 else f"{text}:{port}"
 
 
 def _no_decider(peer: tuple[Any, ...], local: tuple[Any, ...]) -> Any:
@@ -174,15 +216,30 @@ class KernelSide(asyncio.Protocol):
     """The kernel socket's end of a splice. It reads nothing until the
     client's connection is established (``attach``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, relay: RelayTcp, key: Key, since: float) -> None:
+        self.relay = relay
+        self.key = key  # the client connection's
+        self.since = since
         self.transport: asyncio.Transport | None = None
         self.client: ClientSide | None = None
         self.expire: asyncio.TimerHandle | None = None
         self.eof = False  # the destination sent FIN
+        self.bytes_up = self.bytes_down = 0
+
+    def state(self) -> str:
+        """``attaching`` (the client's handshake), ``open``, or which side
+        has ended its direction."""
+        client = self.client
+        if client is None:
+            return "attaching"
+        if self.eof:
+            return "closing" if client.eof else "dest-fin"
+        return "client-fin" if client.eof else "open"
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        self.relay.flows[self.key] = self
         transport.pause_reading()
 
     def attach(self, client: ClientSide) -> None:
@@ -194,6 +251,8 @@ class KernelSide(asyncio.Protocol):
             self.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
+        self.bytes_down += len(data)
+        self.relay.bytes_down += len(data)
         if self.client is not None and self.client.transport is not None:
             self.client.transport.write(data)
 
@@ -214,6 +273,8 @@ class KernelSide(asyncio.Protocol):
             self.client.transport.resume_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.relay.flows.get(self.key) is self:
+            del self.relay.flows[self.key]
         if self.expire is not None:
             self.expire.cancel()
             self.expire = None
@@ -258,8 +319,11 @@ class ClientSide(asyncio.Protocol):
         self.kernel.attach(self)
 
     def data_received(self, data: bytes) -> None:
-        if self.kernel is not None and self.kernel.transport is not None:
-            self.kernel.transport.write(data)
+        kernel = self.kernel
+        if kernel is not None and kernel.transport is not None:
+            kernel.bytes_up += len(data)
+            kernel.relay.bytes_up += len(data)
+            kernel.transport.write(data)
 
     def eof_received(self) -> bool:
         self.eof = True

@@ -42,6 +42,7 @@ class UdpFlow:
     key: FlowKey
     idle_s: float
     last: float
+    since: float
     transport: asyncio.DatagramTransport | None = None
     waiting: deque[bytes] = field(default_factory=deque)
     closed: bool = False
@@ -59,7 +60,8 @@ class UdpRelay:
         self.clock = clock
         self.flows: dict[FlowKey, UdpFlow] = {}
         self.opened = self.over_cap = self.failed = self.dropped = 0
-        self.datagrams_out = self.datagrams_in = self.bytes_out = self.bytes_in = 0
+        # "up": client to destination; "down": back
+        self.datagrams_up = self.datagrams_down = self.bytes_up = self.bytes_down = 0
         self._sweeper: asyncio.TimerHandle | None = None
 
     def datagram(self, d: Delivery, sport: int, dport: int, data: bytes) -> bool:
@@ -74,14 +76,14 @@ class UdpRelay:
             if len(self.flows) >= MAX_FLOWS:
                 self.over_cap += 1
                 return True
-            flow = UdpFlow(key, DNS_IDLE_S if dport == DNS_PORT else UDP_IDLE_S, now)
+            flow = UdpFlow(key, DNS_IDLE_S if dport == DNS_PORT else UDP_IDLE_S, now, now)
             self.flows[key] = flow
             self.opened += 1
             asyncio.get_running_loop().create_task(self._open(flow))
             self._arm()
         flow.last = now
-        self.datagrams_out += 1
-        self.bytes_out += len(data)
+        self.datagrams_up += 1
+        self.bytes_up += len(data)
         if flow.transport is not None:
             flow.transport.sendto(data)
         elif len(flow.waiting) < MAX_WAITING:
@@ -133,8 +135,8 @@ class UdpRelay:
         else:
             sent = self.net.send_ipv6(client, IPPROTO_UDP, payload, src=dst, checksum_at=6)
         if sent:
-            self.datagrams_in += 1
-            self.bytes_in += len(data)
+            self.datagrams_down += 1
+            self.bytes_down += len(data)
         else:
             self.dropped += 1
 
@@ -167,15 +169,35 @@ class UdpRelay:
     def stats(self) -> dict[str, int]:
         return {
             "relay/udp_flows": len(self.flows),
-            "relay/udp_flows_opened": self.opened,
+            "relay/udp_opened": self.opened,
             "relay/udp_over_cap": self.over_cap,
             "relay/udp_failed": self.failed,
             "relay/udp_dropped": self.dropped,
-            "relay/udp_datagrams_out": self.datagrams_out,
-            "relay/udp_datagrams_in": self.datagrams_in,
-            "relay/udp_bytes_out": self.bytes_out,
-            "relay/udp_bytes_in": self.bytes_in,
+            "relay/udp_datagrams_up": self.datagrams_up,
+            "relay/udp_datagrams_down": self.datagrams_down,
+            "relay/udp_bytes_up": self.bytes_up,
+            "relay/udp_bytes_down": self.bytes_down,
         }
+
+    def rows(self, now: float) -> list[dict[str, Any]]:
+        """The live flows for ``ctl relays``."""
+        return [
+            {
+                "proto": "udp",
+                "state": "open" if f.transport is not None else "opening",
+                "client": _endpoint(f.key[0], f.key[1]),
+                "destination": _endpoint(f.key[2], f.key[3]),
+                "idle_s": round(now - f.last, 3),
+                "age_s": round(now - f.since, 3),
+            }
+            for f in self.flows.values()
+        ]
+
+
+def _endpoint(addr: bytes, port: int) -> str:
+    """``198.19.0.10:53``, ``[2001:db8::1]:53``: as ``ss`` shows them."""
+    text = format_ip(addr)
+    return f"[{text}]:{port}" if len(addr) == 16 else f"{text}:{port}"
 
 
 class _FlowProtocol(asyncio.DatagramProtocol):

@@ -28,6 +28,7 @@ SERVER_V4, SERVER_V6 = "198.19.0.10", "2001:db8:19::10"
 
 @dataclass
 class Lab:
+    ns: Netns  # where shardnet runs
     client: Netns
     server: Netns
     stack: StackProcess
@@ -65,7 +66,7 @@ def relay_lab(tmp_path: Path, *extra: str) -> Iterator[Lab]:
             client.run(f"ip addr add 2001:db8::1/64 dev {TUN}")
             client.run(f"ip route add 198.19.0.0/16 dev {TUN}")
             client.run(f"ip route add 2001:db8:19::/48 dev {TUN}")
-            yield Lab(client, server, stack, tmp_path)
+            yield Lab(ns, client, server, stack, tmp_path)
 
 
 @pytest.fixture
@@ -191,7 +192,7 @@ def test_udp_query_and_answer(lab: Lab) -> None:
 
     def flows_opened() -> int:
         shards = lab.stack.call("stats")["shards"]
-        return sum(s["gauges"].get("relay/udp_flows_opened", 0) for s in shards)
+        return sum(s["gauges"].get("relay/udp_opened", 0) for s in shards)
 
     assert wait_until(lambda: flows_opened() == 2, timeout=5)  # one per client socket
 
@@ -238,3 +239,52 @@ def test_a_thousand_concurrent_connections(lab: Lab) -> None:
         timeout=120,
     ).stdout
     assert out.strip() == "1000"
+
+
+def test_relays_are_listed_and_counted(tmp_path: Path) -> None:
+    with relay_lab(tmp_path, "--metrics", "127.0.0.1:9109") as lab:
+        lab.serve(
+            f"""
+            import socket
+            s = socket.create_server(("{SERVER_V4}", 7002))
+            c, _ = s.accept()
+            c.sendall(b"hello")
+            while c.recv(65536):
+                pass
+            """,
+            7002,
+        )
+        socat = lab.client.popen(
+            ["socat", "-", f"TCP:{SERVER_V4}:7002"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        assert socat.stdin is not None and socat.stdout is not None
+        socat.stdin.write(b"abc")
+        socat.stdin.flush()
+        assert socat.stdout.read(5) == b"hello"
+        assert lab.stack.client is not None
+
+        def row() -> dict | None:
+            assert lab.stack.client is not None
+            rows = [r for r in lab.stack.client.relays() if r["proto"] == "tcp"]
+            return rows[0] if rows else None
+
+        assert wait_until(lambda: (r := row()) is not None and r["bytes_up"] == 3)
+        r = row()
+        assert r is not None
+        assert r["destination"] == f"{SERVER_V4}:7002" and r["client"].startswith("198.18.0.1:")
+        assert (r["state"], r["bytes_down"]) == ("open", 5)
+
+        def relayed_down() -> float:
+            text = lab.ns.run(["curl", "-s", "http://127.0.0.1:9109/metrics"]).stdout
+            return sum(
+                float(line.rsplit(" ", 1)[1])
+                for line in text.splitlines()
+                if line.startswith("shardnet_relay_bytes_total{")
+                and 'proto="tcp"' in line and 'dir="down"' in line
+            )  # fmt: skip
+
+        assert wait_until(lambda: relayed_down() == 5.0, timeout=5)
+        socat.stdin.close()  # the client's FIN: the server ends, and so does the flow
+        assert wait_until(lambda: row() is None, timeout=10)
+        assert socat.wait(timeout=10) == 0
