@@ -288,3 +288,54 @@ def test_relays_are_listed_and_counted(tmp_path: Path) -> None:
         socat.stdin.close()  # the client's FIN: the server ends, and so does the flow
         assert wait_until(lambda: row() is None, timeout=10)
         assert socat.wait(timeout=10) == 0
+
+
+def test_a_client_that_does_not_read_stops_the_relay_reading(lab: Lab) -> None:
+    size = 100_000_000
+    lab.serve(
+        f"""
+        import socket
+        s = socket.create_server(("{SERVER_V4}", 7003))
+        c, _ = s.accept()
+        chunk = b"z" * 65536
+        sent = 0
+        while sent < {size}:
+            sent += c.send(chunk[: {size} - sent])
+        c.close()
+        """,
+        7003,
+    )
+    client = lab.client.popen(
+        [sys.executable, "-c", textwrap.dedent(f"""
+            import socket, sys
+            c = socket.create_connection(("{SERVER_V4}", 7003))
+            sys.stdin.readline()  # read nothing until told
+            got = 0
+            while data := c.recv(1 << 20):
+                got += len(data)
+            print(got)
+        """)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert client.stdin is not None and client.stdout is not None
+    assert lab.stack.client is not None
+
+    def down() -> int:
+        assert lab.stack.client is not None
+        rows = [r for r in lab.stack.client.relays() if r["proto"] == "tcp"]
+        return int(rows[0].get("bytes_down", 0)) if rows else 0
+
+    assert wait_until(lambda: down() > 1_000_000, timeout=10)
+    seen: list[int] = []
+
+    def stalled() -> bool:  # the same figure three polls in a row
+        seen.append(down())
+        return len(seen) >= 3 and seen[-1] == seen[-2] == seen[-3]
+
+    assert wait_until(stalled, timeout=20, interval=0.5)
+    # What the relay took from the server is what the client's window, the
+    # shardnet connection's buffers and its own write buffer hold: not 100 MB.
+    assert seen[-1] < 32_000_000
+    client.stdin.write("go\n")
+    client.stdin.flush()
+    assert client.stdout.readline().strip() == str(size)
