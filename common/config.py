@@ -52,6 +52,9 @@ class StackConfig:
     # What a client is told when the relay cannot connect: "rst" (a reset
     # answering its SYN) or "icmp" (ICMP destination unreachable).
     relay_refused: str = "rst"
+    # --relay-rule ACTION,PREFIX[,PORT[-PORT]]: first match wins, default
+    # allow (checked by ``shards/relay/rules.py``).
+    relay_rules: tuple[str, ...] = ()
     mac: bytes | None = None  # shardnet's own MAC; random locally administered if None
     mtu: int = 1500
     ipv4: tuple[str, ...] = ()  # "198.18.0.2/24" (validated, normalised)
@@ -114,6 +117,8 @@ class StackConfig:
             raise ConfigError("--tun-netns needs --tun")
         if self.relay is not None and self.relay != "direct":
             raise ConfigError(f"--relay: unknown mode {self.relay!r} (modes: direct)")
+        if self.relay_rules and self.relay is None:
+            raise ConfigError("--relay-rule needs --relay")
         if self.relay_netns is not None and self.relay is None:
             raise ConfigError("--relay-netns needs --relay")
         if self.relay_refused not in ("rst", "icmp"):
@@ -219,6 +224,9 @@ def _convert(name: str, value: Any) -> Any:
             return tuple(parse_interface_address(str(a), version, f"--{name}") for a in items)
         case "gateway4" | "gateway6":
             return parse_gateway(str(value), 4 if name == "gateway4" else 6, f"--{name}")
+        case "relay_rules":
+            items = [value] if isinstance(value, str) else list(value)
+            return tuple(str(r) for r in items)
         case "serve":
             items = [value] if isinstance(value, str) else list(value)
             return tuple(ServeSpec.parse(str(s)) for s in items)
@@ -273,6 +281,8 @@ def _convert(name: str, value: Any) -> Any:
 
 _FIELDS = {f.name for f in fields(StackConfig)}
 _TOML_ALIASES = {"drain": "drain_s"}
+_RELAY_KEYS = {"mode": "relay", "netns": "relay_netns", "refused": "relay_refused",
+               "rules": "relay_rules"}  # fmt: skip
 
 
 def load_toml(path: str) -> dict[str, Any]:
@@ -288,18 +298,28 @@ def load_toml(path: str) -> dict[str, Any]:
     stack = data.pop("stack", {})
     ndp = data.pop("ndp", None)
     tcp = data.pop("tcp", None)
+    relay = data.pop("relay", None)
     if not isinstance(stack, dict):
         raise ConfigError(f"--config: {path}: [stack] must be a table")
     for key, value in data.items():
         if isinstance(value, dict):
             raise ConfigError(
-                f"--config: {path}: unknown table [{key}] (tables: [stack], [ndp], [tcp])"
+                f"--config: {path}: unknown table [{key}] (tables: [stack], [ndp], [tcp], [relay])"
             )
     raw = dict(data) | stack
     if ndp is not None:
         raw["ndp"] = ndp
     if tcp is not None:
         raw["tcp"] = tcp
+    if relay is not None:
+        # [relay] mode = "direct", netns = "NS", refused = "icmp", rules = [...]
+        if not isinstance(relay, dict):
+            raise ConfigError(f"--config: {path}: [relay] must be a table")
+        for key, value in relay.items():
+            name = _RELAY_KEYS.get(key.replace("-", "_"))
+            if name is None:
+                raise ConfigError(f"--config: {path}: unknown [relay] setting {key!r}")
+            raw[name] = value
     settings = {}
     for key, value in raw.items():
         name = _TOML_ALIASES.get(key.replace("-", "_"), key.replace("-", "_"))

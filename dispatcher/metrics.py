@@ -130,6 +130,7 @@ class StackCollector:
             ("opened", "Flows the relay opened (its kernel socket connected)."),
             ("failed", "Flows the relay could not open (refused, unreachable, no socket)."),
             ("over_cap", "Flows refused because the relay's limits were reached."),
+            ("denied", "Flows refused by a --relay-rule."),
         ):
             yield _counter(
                 f"shardnet_relay_{name}", doc, ["shard", "proto"],

@@ -45,6 +45,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="open the relay's kernel sockets in network namespace NS",
     )
     p.add_argument(
+        "--relay-rule",
+        dest="relay_rules",
+        action="append",
+        metavar="ACTION,PREFIX[,PORTS]",
+        help="allow or deny relayed destinations, e.g. deny,198.19.5.0/24,25 (first match wins)",
+    )
+    p.add_argument(
         "--relay-refused",
         choices=("rst", "icmp"),
         help="how a client learns the relay could not connect (default rst)",
@@ -125,6 +132,12 @@ def check_settings(config: StackConfig) -> None:
         TcpConfig.from_settings(config.tcp)
     except ValueError as exc:
         raise ConfigError(f"[tcp]: {exc}") from None
+    from shardnet.shards.relay.rules import RelayRules
+
+    try:
+        RelayRules.parse(config.relay_rules)
+    except ValueError as exc:
+        raise ConfigError(f"--relay-rule: {exc}") from None
     for what, ns in (("--tun-netns", config.tun_netns), ("--relay-netns", config.relay_netns)):
         if ns is not None and not os.path.exists(os.path.join("/run/netns", ns)):
             raise ConfigError(f"{what}: no network namespace {ns!r} (ip netns add {ns})")

@@ -232,8 +232,9 @@ class ShardAssembly:
         self.relay: Relay | None = None
         if config.relay is not None:
             self.relay = Relay(
-                stack, self.tcp, self.clock, netns=config.relay_netns, refused=config.relay_refused
-            )
+                stack, self.tcp, self.clock, netns=config.relay_netns,
+                refused=config.relay_refused, rules=config.relay_rules,
+            )  # fmt: skip
         udp_hook = UdpHooks(
             self.udp, self.steering, self.relay.udp.datagram if self.relay is not None else None
         ).datagram

@@ -13,11 +13,12 @@ Each shard relays the flows that hash to it.
 from __future__ import annotations
 
 import resource
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..net.stack import NetStack
 from ..transport.tcp import TcpDemux
+from .rules import RelayRules
 from .sockets import SocketOpener
 from .tcp import RelayTcp
 from .udp import UdpRelay
@@ -37,6 +38,7 @@ class Relay:
         *,
         netns: str | None = None,
         refused: str = "rst",
+        rules: Sequence[str] = (),
     ) -> None:
         # A kernel socket per relayed flow: the soft descriptor limit (1,024
         # by default) would cap the flows below the hard one.
@@ -44,8 +46,11 @@ class Relay:
         if soft < hard:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
         self.sockets = SocketOpener(netns)
-        self.udp = UdpRelay(net, self.sockets, clock)
-        self.tcp = RelayTcp(net, self.sockets, clock, refused=refused, udp=self.udp)
+        self.rules = RelayRules.parse(rules)
+        self.udp = UdpRelay(net, self.sockets, clock, self.rules)
+        self.tcp = RelayTcp(
+            net, self.sockets, clock, refused=refused, udp=self.udp, rules=self.rules
+        )
         net.promiscuous = True
         tcp.flow_hook = self.tcp
 

@@ -44,6 +44,7 @@ from ..net.stack import NetStack
 from ..tcp.endpoint import rst_for
 from ..tcp.segment import Segment
 from ..transport.tcp import FlowHook, Key, TcpDemux
+from .rules import RelayRules
 from .sockets import SocketOpener
 from .udp import UdpRelay
 
@@ -71,6 +72,7 @@ class RelayTcp(FlowHook):
         *,
         refused: str = "rst",
         udp: UdpRelay | None = None,
+        rules: RelayRules | None = None,
         max_in_flight: int = 4096,
         max_per_source: int = 1024,
     ) -> None:
@@ -79,7 +81,8 @@ class RelayTcp(FlowHook):
         self.sockets = sockets
         self.refused = refused
         self.pending: dict[Key, Segment] = {}  # flows being dialled: their SYN
-        self.failed = 0
+        self.rules = rules or RelayRules()
+        self.failed = self.denied = 0
         self.bytes_up = self.bytes_down = 0  # client to destination, and back
         self.flows: dict[Key, KernelSide] = {}
         self.clock = clock
@@ -92,6 +95,9 @@ class RelayTcp(FlowHook):
         if key in self.pending:  # a retransmitted SYN while dialling
             self.ignored += 1
             return True
+        if not self.rules.allows(dst, dport):
+            self.denied += 1
+            return False  # the caller resets it
         if (
             len(self.open) + len(self.pending) >= self.max_in_flight
             or self.per_source.get(src, 0) >= self.max_per_source
@@ -167,6 +173,7 @@ class RelayTcp(FlowHook):
             "relay/tcp_opened": self.accepted,
             "relay/tcp_failed": self.failed,
             "relay/tcp_over_cap": self.over_cap,
+            "relay/tcp_denied": self.denied,
             "relay/tcp_bytes_up": self.bytes_up,
             "relay/tcp_bytes_down": self.bytes_down,
         }

@@ -20,11 +20,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shardnet.common.addr import format_ip
+from shardnet.common.wire.icmpv4 import ICMP_DEST_UNREACH, ICMP_PORT_UNREACH
+from shardnet.common.wire.icmpv6 import ICMPV6_DST_UNREACH, UNREACH_PORT
 from shardnet.common.wire.ipv4 import IPPROTO_UDP
 
 from ..net.datagram import Delivery
 from ..net.stack import NetStack
 from ..transport.udp import build_datagram
+from .rules import RelayRules
 from .sockets import SocketOpener
 
 UDP_IDLE_S = 60.0  # an idle flow is closed after this long
@@ -50,14 +53,18 @@ class UdpFlow:
 
 class UdpRelay:
     """Relays the datagrams no socket of ours takes. Counters: ``flows``
-    opened, ``over_cap`` (dropped: too many flows), ``failed`` (a socket
+    opened, ``denied`` (by a rule), ``over_cap`` (dropped: too many flows), ``failed`` (a socket
     that could not be opened), ``dropped`` (held too long or sent in vain),
     datagrams and bytes each way."""
 
-    def __init__(self, net: NetStack, sockets: SocketOpener, clock: Any) -> None:
+    def __init__(
+        self, net: NetStack, sockets: SocketOpener, clock: Any, rules: RelayRules | None = None
+    ) -> None:
         self.net = net
         self.sockets = sockets
         self.clock = clock
+        self.rules = rules or RelayRules()
+        self.denied = 0
         self.flows: dict[FlowKey, UdpFlow] = {}
         self.opened = self.over_cap = self.failed = self.dropped = 0
         # "up": client to destination; "down": back
@@ -73,6 +80,14 @@ class UdpRelay:
         flow = self.flows.get(key)
         now = self.clock()
         if flow is None:
+            if not self.rules.allows(d.dst, dport):
+                # As a host with no socket on the port (RFC 1122 §3.2.2.1).
+                self.denied += 1
+                if len(d.dst) == 4:
+                    self.net.icmp.error_v4(d, ICMP_DEST_UNREACH, ICMP_PORT_UNREACH)
+                else:
+                    self.net.icmp.error_v6(d, ICMPV6_DST_UNREACH, UNREACH_PORT)
+                return True
             if len(self.flows) >= MAX_FLOWS:
                 self.over_cap += 1
                 return True
@@ -171,6 +186,7 @@ class UdpRelay:
             "relay/udp_flows": len(self.flows),
             "relay/udp_opened": self.opened,
             "relay/udp_over_cap": self.over_cap,
+            "relay/udp_denied": self.denied,
             "relay/udp_failed": self.failed,
             "relay/udp_dropped": self.dropped,
             "relay/udp_datagrams_up": self.datagrams_up,

@@ -605,11 +605,10 @@ class TcpDemux:
             self.kick(key)
             return True
         # A promiscuous stack (a relay) takes any destination: its listeners
-        # still serve only its own addresses.
-        listeners = self.listeners.get(seg.dst_port, ())
-        if listeners and self.net.promiscuous and dst not in self.net.view.local:
-            listeners = ()
-        for lst in listeners:
+        # (and their steering to the shard owning a port) still serve only
+        # its own addresses.
+        foreign = self.net.promiscuous and dst not in self.net.view.local
+        for lst in () if foreign else self.listeners.get(seg.dst_port, ()):
             if lst.matches(dst):
                 lst.listener.handle_segment(now, src, dst, seg)
                 self._after_listener(lst)
@@ -624,7 +623,7 @@ class TcpDemux:
                 return True
         # A listener on an ephemeral port (and its connections) lives in the
         # shard owning the port: hand the segment there (steer.py).
-        if self.steering is not None and self.steering.elsewhere(d, seg.dst_port):
+        if not foreign and self.steering is not None and self.steering.elsewhere(d, seg.dst_port):
             return True
         if not seg.flags & RST:
             rst = rst_for(seg)

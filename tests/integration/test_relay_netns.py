@@ -339,3 +339,54 @@ def test_a_client_that_does_not_read_stops_the_relay_reading(lab: Lab) -> None:
     client.stdin.write("go\n")
     client.stdin.flush()
     assert client.stdout.readline().strip() == str(size)
+
+
+def test_relay_rules_deny_by_prefix_and_port(tmp_path: Path) -> None:
+    rules = ("--relay-rule", "deny,198.19.0.10/32,7004", "--relay-rule", "deny,2001:db8:19::/48")
+    with relay_lab(tmp_path, *rules) as lab:
+        lab.serve(
+            f"""
+            import socket, threading
+            def serve(port):
+                s = socket.create_server(("{SERVER_V4}", port))
+                while True:
+                    c, _ = s.accept()
+                    c.sendall(b"%d" % port)
+                    c.close()
+            threading.Thread(target=serve, args=(7004,), daemon=True).start()
+            serve(7005)
+            """,
+            7005,
+        )
+        out = lab.client.python(
+            f"""
+            import socket
+            for port in (7004, 7005):
+                try:
+                    c = socket.create_connection(("{SERVER_V4}", port), timeout=10)
+                    print(c.recv(16).decode())
+                except OSError as exc:
+                    print(type(exc).__name__)
+            u = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+            u.settimeout(5)
+            u.connect(("{SERVER_V6}", 53))
+            u.send(b"query")
+            try:
+                u.recv(64)
+            except OSError as exc:  # ICMP port unreachable on a connected socket
+                print(type(exc).__name__)
+            """,
+            timeout=60,
+        ).stdout.split()
+        assert out == ["ConnectionRefusedError", "7005", "ConnectionRefusedError"]
+
+        def denied() -> tuple[int, int]:
+            shards = lab.stack.call("stats")["shards"]
+            return (
+                sum(s["gauges"].get("relay/tcp_denied", 0) for s in shards),
+                sum(s["gauges"].get("relay/udp_denied", 0) for s in shards),
+            )
+
+        seen = []
+        ok = wait_until(lambda: seen.append(denied()) or seen[-1] == (1, 1), timeout=5)
+        assert ok, seen
