@@ -115,8 +115,12 @@ class StackConfig:
             raise ConfigError("give exactly one of --tap NAME, --tun NAME or --packet IFACE")
         if self.tun_netns is not None and not self.tun:
             raise ConfigError("--tun-netns needs --tun")
-        if self.relay is not None and self.relay != "direct":
-            raise ConfigError(f"--relay: unknown mode {self.relay!r} (modes: direct)")
+        if self.relay is not None and not (
+            self.relay == "direct" or self.relay.startswith("socks5://")
+        ):
+            raise ConfigError(
+                f"--relay: unknown mode {self.relay!r} (modes: direct, socks5://HOST:PORT)"
+            )
         if self.relay_rules and self.relay is None:
             raise ConfigError("--relay-rule needs --relay")
         if self.relay_netns is not None and self.relay is None:

@@ -37,7 +37,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--relay",
         metavar="MODE",
-        help="accept TCP/UDP flows to any address and relay each one (MODE: direct)",
+        help="accept TCP/UDP flows to any address and relay each one"
+        " (MODE: direct, or socks5://[USER:PASSWORD@]HOST:PORT)",
     )
     p.add_argument(
         "--relay-netns",
@@ -133,11 +134,17 @@ def check_settings(config: StackConfig) -> None:
     except ValueError as exc:
         raise ConfigError(f"[tcp]: {exc}") from None
     from shardnet.shards.relay.rules import RelayRules
+    from shardnet.shards.relay.socks5 import Upstream
 
     try:
         RelayRules.parse(config.relay_rules)
     except ValueError as exc:
         raise ConfigError(f"--relay-rule: {exc}") from None
+    if config.relay is not None and config.relay != "direct":
+        try:
+            Upstream.parse(config.relay)
+        except ValueError as exc:
+            raise ConfigError(f"--relay: {exc}") from None
     for what, ns in (("--tun-netns", config.tun_netns), ("--relay-netns", config.relay_netns)):
         if ns is not None and not os.path.exists(os.path.join("/run/netns", ns)):
             raise ConfigError(f"{what}: no network namespace {ns!r} (ip netns add {ns})")

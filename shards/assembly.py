@@ -232,7 +232,7 @@ class ShardAssembly:
         self.relay: Relay | None = None
         if config.relay is not None:
             self.relay = Relay(
-                stack, self.tcp, self.clock, netns=config.relay_netns,
+                stack, self.tcp, self.clock, mode=config.relay, netns=config.relay_netns,
                 refused=config.relay_refused, rules=config.relay_rules,
             )  # fmt: skip
         udp_hook = UdpHooks(

@@ -1,7 +1,9 @@
 """Relay mode (``--relay direct``): the shard terminates every TCP
 connection and UDP flow sent to any address and opens the real one with a
 kernel socket (``tcp.py``, ``udp.py``), from the namespace ``--relay-netns``
-names (``sockets.py``), as tun2socks and slirp4netns do.
+names (``sockets.py``), as tun2socks and slirp4netns do; with ``--relay
+socks5://HOST:PORT`` through a SOCKS5 upstream (``socks5.py``: CONNECT,
+UDP ASSOCIATE).
 
 The network layer is made promiscuous (every unicast destination is ours,
 and replies leave from it: gVisor's ``SetPromiscuousMode`` and
@@ -20,6 +22,7 @@ from ..net.stack import NetStack
 from ..transport.tcp import TcpDemux
 from .rules import RelayRules
 from .sockets import SocketOpener
+from .socks5 import Upstream
 from .tcp import RelayTcp
 from .udp import UdpRelay
 
@@ -36,6 +39,7 @@ class Relay:
         tcp: TcpDemux,
         clock: Callable[[], float],
         *,
+        mode: str = "direct",
         netns: str | None = None,
         refused: str = "rst",
         rules: Sequence[str] = (),
@@ -47,10 +51,12 @@ class Relay:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
         self.sockets = SocketOpener(netns)
         self.rules = RelayRules.parse(rules)
-        self.udp = UdpRelay(net, self.sockets, clock, self.rules)
+        upstream = None if mode == "direct" else Upstream.parse(mode)
+        self.udp = UdpRelay(net, self.sockets, clock, self.rules, upstream)
         self.tcp = RelayTcp(
-            net, self.sockets, clock, refused=refused, udp=self.udp, rules=self.rules
-        )
+            net, self.sockets, clock, refused=refused, udp=self.udp, rules=self.rules,
+            upstream=upstream,
+        )  # fmt: skip
         net.promiscuous = True
         tcp.flow_hook = self.tcp
 

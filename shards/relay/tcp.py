@@ -31,7 +31,7 @@ import errno
 import socket
 import struct
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from shardnet.common.addr import format_ip
 from shardnet.common.wire.icmpv4 import ICMP_DEST_UNREACH, ICMP_HOST_UNREACH, ICMP_PORT_UNREACH
@@ -44,8 +44,10 @@ from ..net.stack import NetStack
 from ..tcp.endpoint import rst_for
 from ..tcp.segment import Segment
 from ..transport.tcp import FlowHook, Key, TcpDemux
+from . import socks5
 from .rules import RelayRules
 from .sockets import SocketOpener
+from .socks5 import Upstream
 from .udp import UdpRelay
 
 CONNECT_TIMEOUT_S = 10.0  # a destination that does not answer: the client is told, not left waiting
@@ -73,6 +75,7 @@ class RelayTcp(FlowHook):
         refused: str = "rst",
         udp: UdpRelay | None = None,
         rules: RelayRules | None = None,
+        upstream: Upstream | None = None,
         max_in_flight: int = 4096,
         max_per_source: int = 1024,
     ) -> None:
@@ -82,6 +85,7 @@ class RelayTcp(FlowHook):
         self.refused = refused
         self.pending: dict[Key, Segment] = {}  # flows being dialled: their SYN
         self.rules = rules or RelayRules()
+        self.upstream = upstream  # --relay socks5://: dial through it
         self.failed = self.denied = 0
         self.bytes_up = self.bytes_down = 0  # client to destination, and back
         self.flows: dict[Key, KernelSide] = {}
@@ -118,10 +122,16 @@ class RelayTcp(FlowHook):
         loop = asyncio.get_running_loop()
         sock: socket.socket | None = None
         try:
-            sock = await self.sockets.open(family, socket.SOCK_STREAM)
+            upstream = self.upstream
+            sock = await self.sockets.open(
+                family if upstream is None else upstream.family, socket.SOCK_STREAM
+            )
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            addr = (format_ip(local), lport)
-            await asyncio.wait_for(loop.sock_connect(sock, addr), CONNECT_TIMEOUT_S)
+            if upstream is None:
+                addr = (format_ip(local), lport)
+                await asyncio.wait_for(loop.sock_connect(sock, addr), CONNECT_TIMEOUT_S)
+            else:  # CONNECT through the SOCKS5 upstream; its refusal is the destination's
+                await socks5.connect(sock, upstream, local, lport)
             kernel = KernelSide(self, key, self.clock())
             await loop.create_connection(lambda: kernel, sock=sock)
         except (OSError, TimeoutError) as exc:
@@ -244,10 +254,9 @@ class KernelSide(asyncio.Protocol):
         return "client-fin" if client.eof else "open"
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
         self.relay.flows[self.key] = self
-        transport.pause_reading()
+        self.transport.pause_reading()
 
     def attach(self, client: ClientSide) -> None:
         self.client = client
@@ -318,10 +327,9 @@ class ClientSide(asyncio.Protocol):
         self.eof = False  # the client sent FIN
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)
         if self.kernel is None or self.kernel.transport is None:
-            transport.abort()
+            self.transport.abort()
             return
         self.kernel.attach(self)
 

@@ -27,8 +27,10 @@ from shardnet.common.wire.ipv4 import IPPROTO_UDP
 from ..net.datagram import Delivery
 from ..net.stack import NetStack
 from ..transport.udp import build_datagram
+from . import socks5
 from .rules import RelayRules
 from .sockets import SocketOpener
+from .socks5 import Upstream
 
 UDP_IDLE_S = 60.0  # an idle flow is closed after this long
 DNS_IDLE_S = 10.0  # ... and a DNS flow (destination port 53) after this long
@@ -49,6 +51,10 @@ class UdpFlow:
     transport: asyncio.DatagramTransport | None = None
     waiting: deque[bytes] = field(default_factory=deque)
     closed: bool = False
+    # Through a SOCKS5 upstream: the association's control connection and
+    # the header each datagram to the upstream starts with.
+    control: socket.socket | None = None
+    header: bytes = b""
 
 
 class UdpRelay:
@@ -58,9 +64,15 @@ class UdpRelay:
     datagrams and bytes each way."""
 
     def __init__(
-        self, net: NetStack, sockets: SocketOpener, clock: Any, rules: RelayRules | None = None
+        self,
+        net: NetStack,
+        sockets: SocketOpener,
+        clock: Any,
+        rules: RelayRules | None = None,
+        upstream: Upstream | None = None,
     ) -> None:
         self.net = net
+        self.upstream = upstream  # --relay socks5://: UDP ASSOCIATE through it
         self.sockets = sockets
         self.clock = clock
         self.rules = rules or RelayRules()
@@ -100,7 +112,7 @@ class UdpRelay:
         self.datagrams_up += 1
         self.bytes_up += len(data)
         if flow.transport is not None:
-            flow.transport.sendto(data)
+            flow.transport.sendto(flow.header + data if flow.header else data)
         elif len(flow.waiting) < MAX_WAITING:
             flow.waiting.append(data)
         else:
@@ -111,17 +123,25 @@ class UdpRelay:
         _, _, dst, dport = flow.key
         family = socket.AF_INET6 if len(dst) == 16 else socket.AF_INET
         loop = asyncio.get_running_loop()
+        upstream = self.upstream
+        target: tuple[str, int] = (format_ip(dst), dport)
         try:
+            if upstream is not None:
+                # UDP ASSOCIATE: the control connection lives as long as the flow.
+                flow.control = await self.sockets.open(upstream.family, socket.SOCK_STREAM)
+                target = await socks5.associate(flow.control, upstream)
+                family = socket.AF_INET6 if ":" in target[0] else socket.AF_INET
+                flow.header = socks5.udp_header(dst, dport)
             sock = await self.sockets.open(family, socket.SOCK_DGRAM)
             try:
-                sock.connect((format_ip(dst), dport))  # UDP: no handshake, returns at once
+                sock.connect(target)  # UDP: no handshake, returns at once
                 transport, _ = await loop.create_datagram_endpoint(
                     lambda: _FlowProtocol(self, flow), sock=sock
                 )
             except BaseException:
                 sock.close()
                 raise
-        except OSError:
+        except (OSError, TimeoutError):
             self.failed += 1
             self.dropped += len(flow.waiting)
             self._forget(flow)
@@ -131,13 +151,19 @@ class UdpRelay:
             return
         flow.transport = transport
         while flow.waiting:
-            transport.sendto(flow.waiting.popleft())
+            transport.sendto(flow.header + flow.waiting.popleft())
 
     def reply(self, flow: UdpFlow, data: bytes) -> None:
         """A datagram from the destination: to the client, from the
         destination's address and port."""
         if flow.closed:
             return
+        if flow.header:  # from the SOCKS5 upstream: RFC 1928 §7's header first
+            inner = socks5.parse_udp(data)
+            if inner is None:
+                self.dropped += 1
+                return
+            data = inner
         client, cport, dst, dport = flow.key
         flow.last = self.clock()
         try:
@@ -162,6 +188,9 @@ class UdpRelay:
         if flow.transport is not None:
             flow.transport.close()
             flow.transport = None
+        if flow.control is not None:
+            flow.control.close()
+            flow.control = None
 
     def _arm(self) -> None:
         if self._sweeper is None and self.flows:

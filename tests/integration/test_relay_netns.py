@@ -390,3 +390,64 @@ def test_relay_rules_deny_by_prefix_and_port(tmp_path: Path) -> None:
         seen = []
         ok = wait_until(lambda: seen.append(denied()) or seen[-1] == (1, 1), timeout=5)
         assert ok, seen
+
+
+SOCKS = "198.19.0.20"
+
+
+def test_through_a_socks5_upstream(tmp_path: Path) -> None:
+    # The upstream (tests/socks5_server.py, user/password) runs in the server
+    # namespace; the relay's sockets go to it only, and it opens the flows.
+    upstream = f"socks5://ann:s3cret@{SOCKS}:1080"
+    with relay_lab(tmp_path, "--relay", upstream) as lab:
+        lab.server.run(f"ip addr add {SOCKS}/32 dev lo")
+        socks = lab.server.popen(
+            [sys.executable, "-m", "tests.socks5_server", SOCKS, "1080", "ann", "s3cret"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        assert wait_until(lambda: ":1080 " in lab.server.run(["ss", "-lntH"]).stdout, timeout=10)
+        lab.serve(
+            f"""
+            import socket, threading
+            u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            u.bind(("{SERVER_V4}", 53))
+            def answer():
+                while True:
+                    query, peer = u.recvfrom(2048)
+                    u.sendto(b"answer to " + query, peer)
+            threading.Thread(target=answer, daemon=True).start()
+            s = socket.create_server(("{SERVER_V4}", 7006))
+            while True:
+                c, _ = s.accept()
+                data = b""
+                while chunk := c.recv(65536):
+                    data += chunk
+                c.sendall(b"%d" % len(data))
+                c.close()
+            """,
+            7006,
+        )
+        out = lab.client.python(
+            f"""
+            import socket
+            c = socket.create_connection(("{SERVER_V4}", 7006), timeout=10)
+            c.sendall(b"y" * 1_000_000)
+            c.shutdown(socket.SHUT_WR)
+            print(c.recv(64).decode())
+            try:
+                socket.create_connection(("{SERVER_V4}", 9), timeout=10)
+            except OSError as exc:
+                print(type(exc).__name__)
+            u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            u.settimeout(5)
+            u.sendto(b"q", ("{SERVER_V4}", 53))
+            data, peer = u.recvfrom(64)
+            print(data.decode(), peer[0], peer[1])
+            """,
+            timeout=60,
+        ).stdout.splitlines()
+        assert out == ["1000000", "ConnectionRefusedError", f"answer to q {SERVER_V4} 53"]
+        socks.terminate()
+        log = socks.communicate(timeout=10)[0]
+        assert f"CONNECT {SERVER_V4} 7006" in log and f"CONNECT {SERVER_V4} 9" in log
+        assert "ASSOCIATE" in log
