@@ -324,7 +324,7 @@ class TapLink(LinkBase):
 def _setiff_error(name: str, exc: OSError, multi_queue: bool, what: str = "TAP") -> LinkError:
     if exc.errno == errno.EPERM:
         return LinkError(
-            f"no permission to attach {what} {name}: needs CAP_NET_ADMIN or the device's owner",
+            f"no permission to attach {what} {name}: needs CAP_NET_ADMIN or the {what}'s owner",
             exc.errno,
         )
     if exc.errno == errno.EBUSY:
