@@ -55,6 +55,9 @@ class StackConfig:
     # --relay-rule ACTION,PREFIX[,PORT[-PORT]]: first match wins, default
     # allow (checked by ``shards/relay/rules.py``).
     relay_rules: tuple[str, ...] = ()
+    # --relay-limits in_flight=N,per_source=N,per_destination=N,udp_flows=N
+    # per shard (checked by ``shards/relay/limits.py``).
+    relay_limits: str | None = None
     mac: bytes | None = None  # shardnet's own MAC; random locally administered if None
     mtu: int = 1500
     ipv4: tuple[str, ...] = ()  # "198.18.0.2/24" (validated, normalised)
@@ -123,6 +126,8 @@ class StackConfig:
             )
         if self.relay_rules and self.relay is None:
             raise ConfigError("--relay-rule needs --relay")
+        if self.relay_limits is not None and self.relay is None:
+            raise ConfigError("--relay-limits needs --relay")
         if self.relay_netns is not None and self.relay is None:
             raise ConfigError("--relay-netns needs --relay")
         if self.relay_refused not in ("rst", "icmp"):
@@ -286,7 +291,7 @@ def _convert(name: str, value: Any) -> Any:
 _FIELDS = {f.name for f in fields(StackConfig)}
 _TOML_ALIASES = {"drain": "drain_s"}
 _RELAY_KEYS = {"mode": "relay", "netns": "relay_netns", "refused": "relay_refused",
-               "rules": "relay_rules"}  # fmt: skip
+               "rules": "relay_rules", "limits": "relay_limits"}  # fmt: skip
 
 
 def load_toml(path: str) -> dict[str, Any]:

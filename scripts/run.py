@@ -53,6 +53,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="allow or deny relayed destinations, e.g. deny,198.19.5.0/24,25 (first match wins)",
     )
     p.add_argument(
+        "--relay-limits",
+        metavar="NAME=N,...",
+        help="per shard: in_flight, per_source, per_destination (TCP flows), udp_flows",
+    )
+    p.add_argument(
         "--relay-refused",
         choices=("rst", "icmp"),
         help="how a client learns the relay could not connect (default rst)",
@@ -133,6 +138,7 @@ def check_settings(config: StackConfig) -> None:
         TcpConfig.from_settings(config.tcp)
     except ValueError as exc:
         raise ConfigError(f"[tcp]: {exc}") from None
+    from shardnet.shards.relay.limits import RelayLimits
     from shardnet.shards.relay.rules import RelayRules
     from shardnet.shards.relay.socks5 import Upstream
 
@@ -140,6 +146,10 @@ def check_settings(config: StackConfig) -> None:
         RelayRules.parse(config.relay_rules)
     except ValueError as exc:
         raise ConfigError(f"--relay-rule: {exc}") from None
+    try:
+        RelayLimits.parse(config.relay_limits)
+    except ValueError as exc:
+        raise ConfigError(f"--relay-limits: {exc}") from None
     if config.relay is not None and config.relay != "direct":
         try:
             Upstream.parse(config.relay)

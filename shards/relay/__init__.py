@@ -20,6 +20,7 @@ from typing import Any
 
 from ..net.stack import NetStack
 from ..transport.tcp import TcpDemux
+from .limits import RelayLimits
 from .rules import RelayRules
 from .sockets import SocketOpener
 from .socks5 import Upstream
@@ -43,6 +44,7 @@ class Relay:
         netns: str | None = None,
         refused: str = "rst",
         rules: Sequence[str] = (),
+        limits: str | None = None,
     ) -> None:
         # A kernel socket per relayed flow: the soft descriptor limit (1,024
         # by default) would cap the flows below the hard one.
@@ -52,10 +54,11 @@ class Relay:
         self.sockets = SocketOpener(netns)
         self.rules = RelayRules.parse(rules)
         upstream = None if mode == "direct" else Upstream.parse(mode)
-        self.udp = UdpRelay(net, self.sockets, clock, self.rules, upstream)
+        self.limits = RelayLimits.parse(limits)
+        self.udp = UdpRelay(net, self.sockets, clock, self.rules, upstream, self.limits.udp_flows)
         self.tcp = RelayTcp(
             net, self.sockets, clock, refused=refused, udp=self.udp, rules=self.rules,
-            upstream=upstream,
+            upstream=upstream, limits=self.limits,
         )  # fmt: skip
         net.promiscuous = True
         tcp.flow_hook = self.tcp

@@ -45,6 +45,7 @@ from ..tcp.endpoint import rst_for
 from ..tcp.segment import Segment
 from ..transport.tcp import FlowHook, Key, TcpDemux
 from . import socks5
+from .limits import RelayLimits
 from .rules import RelayRules
 from .sockets import SocketOpener
 from .socks5 import Upstream
@@ -76,10 +77,18 @@ class RelayTcp(FlowHook):
         udp: UdpRelay | None = None,
         rules: RelayRules | None = None,
         upstream: Upstream | None = None,
-        max_in_flight: int = 4096,
-        max_per_source: int = 1024,
+        limits: RelayLimits | None = None,
     ) -> None:
-        super().__init__(_no_decider, max_in_flight=max_in_flight, max_per_source=max_per_source)
+        limits = limits or RelayLimits()
+        super().__init__(
+            _no_decider, max_in_flight=limits.in_flight, max_per_source=limits.per_source
+        )
+        self.max_per_destination = limits.per_destination
+        # Flows per destination address: being dialled, and established
+        # (``opened``/``closed``, which the demux calls for the flows it
+        # accepted for this hook).
+        self.dialling_to: dict[bytes, int] = {}
+        self.open_to: dict[bytes, int] = {}
         self.net = net
         self.sockets = sockets
         self.refused = refused
@@ -105,9 +114,11 @@ class RelayTcp(FlowHook):
         if (
             len(self.open) + len(self.pending) >= self.max_in_flight
             or self.per_source.get(src, 0) >= self.max_per_source
+            or self.dialling_to.get(dst, 0) + self.open_to.get(dst, 0) >= self.max_per_destination
         ):
             self.over_cap += 1
             return False  # the caller resets it
+        _add(self.dialling_to, dst, 1)
         # The segment's payload is a view of the ring: keep a copy.
         self.pending[key] = Segment(
             seg.src_port, seg.dst_port, seg.seq, seg.ack, seg.flags, seg.window, seg.options,
@@ -137,19 +148,34 @@ class RelayTcp(FlowHook):
         except (OSError, TimeoutError) as exc:
             if sock is not None:
                 sock.close()
-            seg = self.pending.pop(key, None)
+            seg = self._undial(key)
             self.failed += 1
             if seg is not None:
                 err = exc.errno if isinstance(exc, OSError) else errno.ETIMEDOUT
                 self._refuse(demux, key, seg, err in _REFUSED)
             return
-        seg = self.pending.pop(key, None)
+        seg = self._undial(key)
         if seg is None:
             kernel.abort()
             return
         kernel.expire = loop.call_later(ATTACH_TIMEOUT_S, kernel.abort)
         self.accepted += 1
         demux.accept_flow(self, peer, local, seg, lambda: ClientSide(kernel))
+
+    def _undial(self, key: Key) -> Segment | None:
+        seg = self.pending.pop(key, None)
+        if seg is not None:
+            _add(self.dialling_to, key[0], -1)
+        return seg
+
+    def opened(self, key: Key) -> None:
+        super().opened(key)
+        _add(self.open_to, key[0], 1)
+
+    def closed(self, key: Key) -> None:
+        if key in self.open:
+            _add(self.open_to, key[0], -1)
+        super().closed(key)
 
     def _refuse(self, demux: TcpDemux, key: Key, seg: Segment, refused: bool) -> None:
         local, _, peer, _ = key
@@ -212,6 +238,14 @@ class RelayTcp(FlowHook):
         if self.udp is not None:
             rows += self.udp.rows(now)
         return rows
+
+
+def _add(counts: dict[bytes, int], addr: bytes, n: int) -> None:
+    left = counts.get(addr, 0) + n
+    if left > 0:
+        counts[addr] = left
+    else:
+        counts.pop(addr, None)
 
 
 def _endpoint(addr: bytes, port: int) -> str:

@@ -6,8 +6,8 @@ original destination's address and port.
 UDP has no end: a flow lives while datagrams pass and is closed after an
 idle time, 60 s by default and 10 s for DNS (port 53), whose flows are one
 query and one answer (tun2socks and slirp4netns time them out alike). The
-number of flows is bounded: a datagram that would open one more is dropped
-and counted. Datagrams that come while the socket is being opened wait,
+number of flows is bounded (``limits.py``): a datagram that would open one
+more is dropped and counted. Datagrams that come while the socket is being opened wait,
 a few per flow (more are dropped and counted).
 """
 
@@ -28,6 +28,7 @@ from ..net.datagram import Delivery
 from ..net.stack import NetStack
 from ..transport.udp import build_datagram
 from . import socks5
+from .limits import RelayLimits
 from .rules import RelayRules
 from .sockets import SocketOpener
 from .socks5 import Upstream
@@ -35,7 +36,6 @@ from .socks5 import Upstream
 UDP_IDLE_S = 60.0  # an idle flow is closed after this long
 DNS_IDLE_S = 10.0  # ... and a DNS flow (destination port 53) after this long
 DNS_PORT = 53
-MAX_FLOWS = 4096  # per shard
 MAX_WAITING = 16  # datagrams held per flow while its socket opens
 SWEEP_S = 1.0  # how often idle flows are looked for
 
@@ -70,8 +70,10 @@ class UdpRelay:
         clock: Any,
         rules: RelayRules | None = None,
         upstream: Upstream | None = None,
+        max_flows: int = RelayLimits().udp_flows,
     ) -> None:
         self.net = net
+        self.max_flows = max_flows
         self.upstream = upstream  # --relay socks5://: UDP ASSOCIATE through it
         self.sockets = sockets
         self.clock = clock
@@ -100,7 +102,7 @@ class UdpRelay:
                 else:
                     self.net.icmp.error_v6(d, ICMPV6_DST_UNREACH, UNREACH_PORT)
                 return True
-            if len(self.flows) >= MAX_FLOWS:
+            if len(self.flows) >= self.max_flows:
                 self.over_cap += 1
                 return True
             flow = UdpFlow(key, DNS_IDLE_S if dport == DNS_PORT else UDP_IDLE_S, now, now)

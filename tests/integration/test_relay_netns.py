@@ -50,7 +50,7 @@ class Lab:
 
 
 @contextlib.contextmanager
-def relay_lab(tmp_path: Path, *extra: str) -> Iterator[Lab]:
+def relay_lab(tmp_path: Path, *extra: str, shards: int = 2) -> Iterator[Lab]:
     skip_unless_netns()
     with Netns("gw") as ns, Netns("gcl") as client, Netns("gsv") as server:
         server.run(f"ip addr add {SERVER_V4}/32 dev lo")
@@ -60,7 +60,7 @@ def relay_lab(tmp_path: Path, *extra: str) -> Iterator[Lab]:
             "--tun", TUN, "--tun-netns", client.name,
             "--ipv4", "198.18.0.2/24", "--ipv6", "2001:db8::2/64",
             "--relay", "direct", "--relay-netns", server.name, *extra,
-            tap=None,
+            tap=None, shards=shards,
         ) as stack:  # fmt: skip
             client.run(f"ip addr add 198.18.0.1/24 dev {TUN}")
             client.run(f"ip addr add 2001:db8::1/64 dev {TUN}")
@@ -451,3 +451,33 @@ def test_through_a_socks5_upstream(tmp_path: Path) -> None:
         log = socks.communicate(timeout=10)[0]
         assert f"CONNECT {SERVER_V4} 7006" in log and f"CONNECT {SERVER_V4} 9" in log
         assert "ASSOCIATE" in log
+
+
+def test_a_destination_over_its_limit_is_refused(tmp_path: Path) -> None:
+    # One shard, so that its limits are the stack's.
+    with relay_lab(tmp_path, "--relay-limits", "per_destination=2", shards=1) as lab:
+        lab.server.run("ip addr add 198.19.0.11/32 dev lo")
+        lab.serve(
+            """
+            import socket, threading
+            s = socket.create_server(("0.0.0.0", 7007))
+            held = []
+            while True:
+                held.append(s.accept()[0])  # held open
+            """,
+            7007,
+        )
+        out = lab.client.python(
+            f"""
+            import socket
+            held = []
+            for host in ("{SERVER_V4}", "{SERVER_V4}", "{SERVER_V4}", "198.19.0.11"):
+                try:
+                    held.append(socket.create_connection((host, 7007), timeout=10))
+                    print("connected")
+                except OSError as exc:
+                    print(type(exc).__name__)
+            """,
+            timeout=60,
+        ).stdout.split()
+        assert out == ["connected", "connected", "ConnectionRefusedError", "connected"]
