@@ -362,10 +362,13 @@ class ClientSide(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
-        if self.kernel is None or self.kernel.transport is None:
+        kernel = self.kernel
+        if kernel is None or kernel.transport is None or kernel.transport.is_closing():
+            # The destination's socket went (or waited too long for us).
+            self.kernel = None
             self.transport.abort()
             return
-        self.kernel.attach(self)
+        kernel.attach(self)
 
     def data_received(self, data: bytes) -> None:
         kernel = self.kernel

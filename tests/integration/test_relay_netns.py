@@ -481,3 +481,13 @@ def test_a_destination_over_its_limit_is_refused(tmp_path: Path) -> None:
             timeout=60,
         ).stdout.split()
         assert out == ["connected", "connected", "ConnectionRefusedError", "connected"]
+
+
+def test_own_addresses_keep_their_apps_and_others_are_relayed(tmp_path: Path) -> None:
+    # A listener on port 80 of every address of ours serves 198.18.0.2; port
+    # 80 of any other address is relayed (nothing listens there: refused).
+    with relay_lab(tmp_path, "--serve", "http:80") as lab:
+        page = lab.client.run(["curl", "-sS", "--max-time", "10", "http://198.18.0.2/"]).stdout
+        assert "<h1>shardnet</h1>" in page
+        r = lab.client.run(["curl", "-sS", "--max-time", "10", f"http://{SERVER_V4}/"], check=False)
+        assert r.returncode == 7, r.stderr  # couldn't connect: the destination refused
