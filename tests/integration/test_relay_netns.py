@@ -11,6 +11,7 @@ import hashlib
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -491,3 +492,43 @@ def test_own_addresses_keep_their_apps_and_others_are_relayed(tmp_path: Path) ->
         assert "<h1>shardnet</h1>" in page
         r = lab.client.run(["curl", "-sS", "--max-time", "10", f"http://{SERVER_V4}/"], check=False)
         assert r.returncode == 7, r.stderr  # couldn't connect: the destination refused
+
+
+def test_udp_flows_end_when_idle_dns_sooner(lab: Lab) -> None:
+    lab.serve(
+        f"""
+        import socket, selectors
+        sel = selectors.DefaultSelector()
+        for port in (53, 5300):
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.bind(("{SERVER_V4}", port))
+            sel.register(s, selectors.EVENT_READ)
+        while True:
+            for key, _ in sel.select():
+                data, peer = key.fileobj.recvfrom(2048)
+                key.fileobj.sendto(data, peer)
+        """,
+        5300,
+    )
+    sent = time.monotonic()
+    lab.client.python(
+        f"""
+        import socket
+        for port in (53, 5300):
+            u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            u.settimeout(5)
+            u.sendto(b"q", ("{SERVER_V4}", port))
+            assert u.recvfrom(64)[0] == b"q"
+        """
+    )
+    assert lab.stack.client is not None
+
+    def udp_ports() -> list[str]:
+        assert lab.stack.client is not None
+        rows = lab.stack.client.relays()
+        return sorted(r["destination"].rsplit(":", 1)[1] for r in rows if r["proto"] == "udp")
+
+    assert udp_ports() == ["53", "5300"]
+    # DNS flows end after 10 s idle, others after 60 s.
+    assert wait_until(lambda: udp_ports() == ["5300"], timeout=15, interval=0.5)
+    assert time.monotonic() - sent >= 9.5  # not before its idle time
