@@ -10,7 +10,7 @@ validates everything), and nothing in a frame can make it raise:
 | ICMP error | hash of the flow quoted in the error |
 | ICMP echo | hash of (addresses, identifier) |
 | IP fragment | ``FRAGMENT``: the dispatcher reassembles, then classifies again |
-| ARP, NDP, MLD, VLAN-tagged, short, malformed, anything unknown | 0 |
+| ARP, NDP, MLD, ICMPv4 redirect, VLAN-tagged, short, malformed, anything unknown | 0 |
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ FRAGMENT = -1  # an IP fragment: reassemble before choosing a shard
 _ETHERTYPE_IPV4 = 0x0800
 _ETHERTYPE_IPV6 = 0x86DD
 _TCP, _UDP, _ICMP, _ICMPV6 = 6, 17, 1, 58
-_ICMPV4_ERRORS = frozenset((3, 4, 5, 11, 12))  # RFC 792
+_ICMPV4_ERRORS = frozenset((3, 4, 11, 12))  # RFC 792; a redirect (5) is shard 0's
 _ICMPV4_ECHO = frozenset((0, 8))
 _ICMPV6_ECHO = frozenset((128, 129))
 # IPv6 extension headers walked to find the upper layer (RFC 8200 §4.1);

@@ -121,12 +121,14 @@ class Resolve:
 class Confirm:
     """TCP progress in a shard confirms a neighbour's reachability (RFC 4861
     §7.3.1); shard 0 owns the neighbour tables. Sent at most once a second
-    per neighbour."""
+    per neighbour. ``used``: the shard only sent to it (RFC 4861 §7.3.3: a
+    STALE entry used to send starts NUD), nothing is confirmed."""
 
     kind: ClassVar[str] = "confirm"
     shard: int
     nic: int
     ip: bytes
+    used: bool = False
 
 
 MEMBERSHIP_RESET_NIC = 0  # Membership.nic of "forget this shard's groups" (no NIC has id 0)

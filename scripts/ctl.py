@@ -153,7 +153,7 @@ def render(view: str, value: Any) -> str:
         ]
         return table(rows)
     if view == "routes":
-        rows = [("DESTINATION", "GATEWAY", "NIC", "METRIC", "ORIGIN")]
+        rows = [("DESTINATION", "GATEWAY", "NIC", "METRIC", "ORIGIN", "ROUTER")]
         rows += [
             (
                 f"{r['dst']}/{r['prefix_len']}",
@@ -161,14 +161,22 @@ def render(view: str, value: Any) -> str:
                 r["nic_name"],
                 str(r["metric"]),
                 r["origin"],
+                _router(r.get("router")),
             )
             for r in value
         ]
         return table(rows)
     if view == "neigh":
-        rows = [("NIC", "ADDRESS", "MAC", "STATE", "AGE")]
+        rows = [("NIC", "ADDRESS", "MAC", "STATE", "AGE", "ROUTER")]
         rows += [
-            (n["nic_name"], n["ip"], n["mac"] or "-", n["state"], f"{n['age_s']:.1f}s")
+            (
+                n["nic_name"],
+                n["ip"],
+                n["mac"] or "-",
+                n["state"],
+                f"{n['age_s']:.1f}s",
+                "yes" if n.get("router") else "-",
+            )
             for n in value
         ]
         return table(rows)
@@ -264,6 +272,16 @@ def render(view: str, value: Any) -> str:
             lines.append("drops: " + ", ".join(f"{k} {v}" for k, v in sorted(drops.items())))
         return "\n".join(lines)
     return json.dumps(value, indent=2)
+
+
+def _router(info: dict[str, Any] | None) -> str:
+    """A default router's state (RFC 4861 §6.3.6, RFC 4191 §2.2): its
+    preference, whether it is (probably) reachable, in use or standing by."""
+    if not info:
+        return "-"
+    reach = "reachable" if info["reachable"] else "unknown"
+    use = "in use" if info["rank"] == 0 else "standby"
+    return f"{info['preference']} {reach} {use}"
 
 
 def table(rows: Sequence[Sequence[str]]) -> str:

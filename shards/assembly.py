@@ -75,6 +75,10 @@ class ToShard0(Protocol):
     def confirm(self, nic: int, ip: bytes) -> None:
         """Upper-layer progress confirms neighbour ``ip`` (RFC 4861 §7.3.1)."""
 
+    def used(self, nic: int, ip: bytes) -> None:
+        """This shard sent to neighbour ``ip`` lately (RFC 4861 §7.3.3: a
+        STALE entry used to send starts NUD)."""
+
     def membership(self, nic: int, group: bytes, join: bool) -> None:
         """This shard's first socket joined ``group`` on ``nic``, or its
         last one left it: shard 0 speaks IGMP/MLD for the host."""
@@ -264,6 +268,12 @@ class ShardAssembly:
         if igmp is not None:
             stack.transport_v4[IPPROTO_IGMP] = watched(igmp)
         stack.deadline_changed = self.control_changed  # next hops resolve in the control plane
+        stack.report_used = self._report_used
+
+    def _report_used(self, nic: int, ip: bytes) -> None:
+        assert self.control is not None
+        self.control.neighbour_used(nic, ip)
+        self.control_changed()
 
     def _confirm(self, nic: int, ip: bytes) -> None:
         """NUD confirmation from TCP progress (RFC 4861 §7.3.1), for shard

@@ -332,7 +332,10 @@ class ShardRuntime:
             elif isinstance(msg, Resolve) and control is not None:
                 control.resolve_for(msg.nic, msg.ip)
             elif isinstance(msg, Confirm) and control is not None:
-                control.confirm_reachable(msg.nic, msg.ip)
+                if msg.used:
+                    control.neighbour_used(msg.nic, msg.ip)
+                else:
+                    control.confirm_reachable(msg.nic, msg.ip)
             elif isinstance(msg, Membership) and control is not None:
                 if msg.nic == MEMBERSHIP_RESET_NIC:  # the shard (re)started
                     control.groups.shard_restarted(msg.shard)
@@ -359,6 +362,10 @@ class ShardRuntime:
     def confirm(self, nic: int, ip: bytes) -> None:
         with contextlib.suppress(zmq.ZMQError):
             self.sync.send(encode(Confirm(self.index, nic, ip)), zmq.NOBLOCK)
+
+    def used(self, nic: int, ip: bytes) -> None:
+        with contextlib.suppress(zmq.ZMQError):
+            self.sync.send(encode(Confirm(self.index, nic, ip, True)), zmq.NOBLOCK)
 
     def membership(self, nic: int, group: bytes, join: bool) -> None:
         with contextlib.suppress(zmq.ZMQError):

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from typing import Any, Self
 
@@ -23,6 +24,32 @@ from .netns import Netns, wait_until
 
 TAP = "sntap0"
 KERNEL_V4 = "198.18.0.1"
+
+
+def echo_client(target: str, size: int, *, timeout: float = 60, then: str = "") -> str:
+    """Python for ``Netns.python``: a kernel client that sends ``size``
+    random bytes to the echo server at ``target`` port 7 while a thread
+    reads them back, then prints the bytes received and whether their
+    sha256 matches what was sent (``4000000 True``). ``then`` runs after
+    that, with the socket ``s`` still open."""
+    code = f"""
+        import hashlib, os, socket, sys, threading
+        data = os.urandom({size})
+        s = socket.create_connection(({target!r}, 7), timeout={timeout})
+        got = bytearray()
+        def reader():
+            while len(got) < len(data):
+                chunk = s.recv(1 << 16)
+                if not chunk:
+                    break
+                got.extend(chunk)
+        t = threading.Thread(target=reader)
+        t.start()
+        s.sendall(data)
+        t.join({2 * timeout})
+        print(len(got), hashlib.sha256(got).digest() == hashlib.sha256(data).digest())
+    """
+    return textwrap.dedent(code) + textwrap.dedent(then)
 
 
 class StackProcess:

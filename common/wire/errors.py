@@ -124,6 +124,11 @@ class Drop(enum.Enum):
     ICMPV6_NDP_NOT_HERE = "icmpv6_ndp_not_here"  # NDP/MLD on a shard other than 0
     ICMPV6_OTHER = "icmpv6_other"
     ICMP_RATE_LIMITED = "icmp_rate_limited"  # an ICMP error not sent (token bucket)
+    # Redirects (RFC 4861 §8.1, §8.3; RFC 1122 §3.2.2.2)
+    REDIRECT_NOT_ACCEPTED = "redirect_not_accepted"  # accept_redirects off, or forwarding
+    REDIRECT_NOT_FROM_FIRST_HOP = "redirect_not_from_first_hop"  # not our gateway for it
+    REDIRECT_BAD_TARGET = "redirect_bad_target"  # new next hop not on-link, not unicast, ours
+    REDIRECT_NOT_HERE = "redirect_not_here"  # an ICMPv4 redirect on a shard other than 0
     # Forwarding (RFC 1812 §5.3, RFC 8200 §3, RFC 3927 §7, RFC 4291 §2.5.6)
     FORWARD_LINK_LOCAL = "forward_link_local"
     FORWARD_TTL_EXCEEDED = "forward_ttl_exceeded"

@@ -31,6 +31,7 @@ ICMP_ECHO_REPLY = 0
 ICMP_DEST_UNREACH = 3
 ICMP_SOURCE_QUENCH = 4  # deprecated by RFC 6633, still an error type
 ICMP_REDIRECT = 5
+ICMP_REDIR_HOSTTOS = 3  # RFC 792: Redirect codes run 0 (network) to 3 (host and TOS)
 ICMP_ECHO_REQUEST = 8
 ICMP_TIME_EXCEEDED = 11
 ICMP_PARAM_PROBLEM = 12

@@ -26,9 +26,14 @@ for it.
 Link-layer address options are read for Ethernet (6 bytes); longer options
 (other link types) are accepted and their first 6 bytes read.
 
-Left out: SEND options other than the nonce (RFC 3971), Route Information
-(RFC 4191), RA flags other than M/O as named fields (they stay in ``flags``),
-the PI R flag (RFC 6275), and Redirected Header contents (kept as bytes).
+RFC 4191: the RA's Default Router Preference (``RouterAdvertisement.preference``,
+the reserved value read as medium, §2.2) and the Route Information option
+(type 24, §2.3); an RIO whose Length does not fit its Prefix Length is
+ignored (§3.1: the option, not the RA), kept as ``UnknownOption``.
+
+Left out: SEND options other than the nonce (RFC 3971), RA flags other than
+M/O/Prf as named fields (they stay in ``flags``), the PI R flag (RFC 6275),
+and Redirected Header contents (kept as bytes).
 """
 
 from __future__ import annotations
@@ -79,6 +84,15 @@ _MIN_LEN = {
 # RA flags byte, RFC 4861 §4.2.
 RA_FLAG_MANAGED = 0x80  # M: addresses via DHCPv6
 RA_FLAG_OTHER = 0x40  # O: other configuration via DHCPv6
+# RFC 4191 §2.2: the 2-bit Prf field (same bits in the RA flags and the RIO).
+PRF_MASK = 0x18
+PRF_SHIFT = 3
+PREF_HIGH = 1
+PREF_MEDIUM = 0
+PREF_LOW = -1
+_PRF_DECODE = {0b01: PREF_HIGH, 0b00: PREF_MEDIUM, 0b11: PREF_LOW, 0b10: PREF_MEDIUM}  # reserved
+_PRF_ENCODE = {PREF_HIGH: 0b01, PREF_MEDIUM: 0b00, PREF_LOW: 0b11}
+PREF_NAMES = {PREF_HIGH: "high", PREF_MEDIUM: "medium", PREF_LOW: "low"}
 # NA flags (first byte of the reserved word), RFC 4861 §4.4.
 NA_FLAG_ROUTER = 0x80
 NA_FLAG_SOLICITED = 0x40
@@ -94,6 +108,7 @@ OPT_PREFIX_INFORMATION = 3  # RFC 4861 §4.6.2
 OPT_REDIRECTED_HEADER = 4  # RFC 4861 §4.6.3
 OPT_MTU = 5  # RFC 4861 §4.6.4
 OPT_NONCE = 14  # RFC 3971 §5.3.2
+OPT_ROUTE_INFORMATION = 24  # RFC 4191 §2.3
 OPT_RDNSS = 25  # RFC 8106 §5.1
 OPT_DNSSL = 31  # RFC 8106 §5.2
 
@@ -118,6 +133,7 @@ _FIXED = {
 }
 _PI = struct.Struct("!BBBBII4x16s")
 _MTU = struct.Struct("!BBxxI")
+_RIO = struct.Struct("!BBBBI")
 _LIFETIME = struct.Struct("!BBxxI")  # RDNSS and DNSSL option header
 _LAYER = "ndp"
 
@@ -252,6 +268,55 @@ class RedirectedHeader:
 
     def summary(self) -> str:
         return f"redirected header {len(self.packet)} bytes"
+
+
+def decode_preference(flags: int) -> int:
+    """RFC 4191 §2.1: the Prf bits of an RA flags byte or an RIO; the
+    reserved value (10) is treated as medium (§2.2, §2.3)."""
+    return _PRF_DECODE[(flags & PRF_MASK) >> PRF_SHIFT]
+
+
+def encode_preference(preference: int) -> int:
+    return _PRF_ENCODE[preference] << PRF_SHIFT
+
+
+@dataclass(slots=True)
+class RouteInformation:
+    """Route Information (type 24), RFC 4191 §2.3: ``prefix/prefix_len`` is
+    reachable through the advertising router with ``preference`` (1 high,
+    0 medium, -1 low) for ``lifetime`` seconds (0xffffffff: infinity)."""
+
+    prefix_len: int
+    preference: int
+    lifetime: int
+    prefix: bytes  # 16 bytes, bits past prefix_len zero on emit
+
+    TYPE: ClassVar[int] = OPT_ROUTE_INFORMATION
+
+    @property
+    def length(self) -> int:
+        # §2.3: the shortest Length that carries the prefix.
+        return 8 if self.prefix_len == 0 else 16 if self.prefix_len <= 64 else 24
+
+    def emit(self, buf: bytearray | memoryview, offset: int = 0) -> int:
+        n = self.length
+        _RIO.pack_into(
+            buf,
+            offset,
+            self.TYPE,
+            n // 8,
+            self.prefix_len,
+            encode_preference(self.preference),
+            self.lifetime,
+        )
+        buf[offset + 8 : offset + n] = self.prefix[: n - 8]
+        return n
+
+    def summary(self) -> str:
+        return (
+            f"route {format_ip(self.prefix)}/{self.prefix_len}"
+            f" pref {PREF_NAMES[self.preference]} lifetime {_lifetime(self.lifetime)}"
+        )
 
 
 @dataclass(slots=True)
@@ -418,6 +483,7 @@ NdpOption: TypeAlias = (
     | TargetLinkLayer
     | PrefixInformation
     | RedirectedHeader
+    | RouteInformation
     | Mtu
     | Nonce
     | RecursiveDns
@@ -448,6 +514,15 @@ def _decode_option(kind: int, opt: memoryview) -> NdpOption:
         )
     if kind == OPT_REDIRECTED_HEADER:
         return RedirectedHeader(bytes(opt[8:]))
+    if kind == OPT_ROUTE_INFORMATION:
+        plen = opt[2]
+        # RFC 4191 §2.3, §3.1: Length 1-3, long enough for the prefix; else
+        # the option (only) is ignored.
+        if units > 3 or plen > 128 or (plen > 64 and units < 3) or (plen > 0 and units < 2):
+            return UnknownOption(kind, bytes(opt[2:]))
+        _, _, _, flags, lifetime = _RIO.unpack_from(opt)
+        prefix = bytes(opt[8:]) + bytes(24 - len(opt))
+        return RouteInformation(plen, decode_preference(flags), lifetime, prefix)
     if kind == OPT_MTU:
         if units != MTU_LEN:
             raise _bad(Drop.NDP_BAD_OPTION_LENGTH, f"MTU length {units}")
@@ -594,6 +669,12 @@ class RouterAdvertisement(_Message):
     def other(self) -> bool:
         """O: other configuration is available via DHCPv6."""
         return bool(self.flags & RA_FLAG_OTHER)
+
+    @property
+    def preference(self) -> int:
+        """RFC 4191 §2.2 Default Router Preference: 1 high, 0 medium (also
+        for the reserved value), -1 low."""
+        return decode_preference(self.flags)
 
     def _emit_fixed(self, buf: bytearray | memoryview, offset: int, checksum: int) -> None:
         _RA.pack_into(

@@ -10,8 +10,13 @@ connections: RSS per connection, all still answer). Attacks, only when
 named: ``synflood`` (spoofed SYNs at the sender's highest rate beside a
 well-behaved connecting client: its success rate and latency),
 ``fragflood`` (never-completing fragments beside fragmented pings),
+``injection`` (blind RST, SYN, data and FIN segments into 100 live echo
+transfers: none may break or corrupt),
 ``churn`` (connections opened and closed for as long as ``--duration``
-says: the server's memory and descriptors before and after).
+says: the server's memory and descriptors before and after), ``drain``
+(SIGTERM to the server during 100 live transfers: each ends with FIN or
+RST, the server exits 0 in its drain bound; it stops the server, so it
+runs last).
 
 Needs root for the namespaces it makes (and removes, also on failure); only
 198.18.0.0/15 and 2001:db8::/32 are used. This module stays light: the
@@ -29,7 +34,9 @@ SPEED = ("bulk", "echo", "crr", "rr", "udp", "ping", "conns")  # the default: al
 HOSTILE = (
     "synflood",
     "fragflood",
+    "injection",
     "churn",
+    "drain",
 )  # attacks beside a well-behaved client; only when named
 SCENARIOS = SPEED + HOSTILE
 PROG = "shardnet loadtest"
@@ -85,7 +92,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=float,
         default=0.0,
         metavar="PPS",
-        help="synflood/fragflood: frames per second (0: as fast as the sender can)",
+        help="synflood/fragflood/injection: frames per second (0: as fast as the sender can)",
     )
     p.add_argument("--size", type=int, default=64, help="udp: payload bytes (64)")
     p.add_argument("--json", metavar="FILE", help="write the results as JSON")
@@ -131,10 +138,14 @@ def settings_from_args(ns: argparse.Namespace) -> Settings:
         raise UsageError("--multi-queue is for a stack the harness starts, not a --target")
     if ns.target is not None and len(shards) > 1:
         raise UsageError("--shards sweeps stacks the harness starts, not a --target")
-    # once each, in the order given, but conns last: closing its many
-    # connections at once keeps a slow stack busy for minutes afterwards
-    ordered = [s for s in dict.fromkeys(scenarios) if s != "conns"]
-    ordered += ["conns"] if "conns" in scenarios else []
+    if ns.target is not None and "drain" in scenarios:
+        raise UsageError("--scenario drain stops the server: not for a --target")
+    # once each, in the order given, but conns and then drain last: closing
+    # conns' many connections at once keeps a slow stack busy for minutes
+    # afterwards, and drain stops the server
+    last = ("conns", "drain")
+    ordered = [s for s in dict.fromkeys(scenarios) if s not in last]
+    ordered += [s for s in last if s in scenarios]
     return Settings(
         scenarios=tuple(ordered),
         against_kernel=ns.against == "kernel",

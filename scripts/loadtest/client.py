@@ -36,6 +36,7 @@ BULK_BUF = 256 * 1024  # bytes per send/recv call in bulk and echo
 RR_SIZE = 100  # request and reply bytes for crr and rr
 IO_TIMEOUT_S = 10.0  # a stalled transfer counts as failed after this
 CONNECT_TIMEOUT_S = 5.0
+ECHO_MANY_CHUNK = 16 * 1024  # echo_many: chunks of 1 B up to this many
 UDP_TIMEOUT_S = 0.2  # a silent window is counted lost and sent again
 MAX_SAMPLES = 20_000  # latency samples returned per client (evenly thinned)
 CONNS_CHECK_BATCH = 200  # connections probed at once in the conns check
@@ -48,13 +49,15 @@ _LINGER_RST = struct.pack("ii", 1, 0)  # struct linger {on, 0 s}: close() sends 
 class Spec:
     """What one client process does (the harness builds it as JSON)."""
 
-    kind: str  # bulk_in, bulk_out, echo, crr, rr, udp, conns, synflood, fragflood
+    kind: (
+        str  # bulk_in, bulk_out, echo, echo_many, crr, rr, udp, conns, synflood, fragflood, inject
+    )
     host: str
     port: int
     start_at: float = 0.0  # time.time() at which the timed phase starts
     duration: float = 1.0  # seconds of the timed phase
     source: str = ""  # local address to bind ("" lets the kernel choose)
-    conns: int = 0  # connections to open and hold (conns)
+    conns: int = 0  # connections to open and hold (conns), or to echo through (echo_many)
     window: int = 32  # datagrams in flight (udp)
     size: int = 64  # datagram payload bytes (udp)
     rate: float = 0.0  # frames per second (the flooders; 0: as fast as they can)
@@ -69,6 +72,8 @@ class Outcome:
     failed: int = 0  # connections that could not be made or broke
     corrupted: int = 0  # transfers whose bytes came back different
     lost: int = 0  # UDP datagrams that never came back
+    fin: int = 0  # echo_many: connections the server ended with FIN before the client did
+    rst: int = 0  # echo_many: connections the server reset
     t_start: float = 0.0  # wall clock of the timed phase
     t_end: float = 0.0
     lat_us: list[int] = field(default_factory=list)  # per-transaction latencies
@@ -114,12 +119,16 @@ def _wait_start(spec: Spec) -> float:
     return time.time()
 
 
+class PeerClosed(ConnectionError):
+    """The server ended the connection with FIN before the client was done."""
+
+
 def _recv_exact(s: socket.socket, n: int) -> bytes:
     buf = bytearray()
     while len(buf) < n:
         chunk = s.recv(n - len(buf))
         if not chunk:
-            raise ConnectionResetError("the peer closed early")
+            raise PeerClosed("the peer closed early")
         buf += chunk
     return bytes(buf)
 
@@ -238,6 +247,56 @@ def echo(spec: Spec, out: Outcome) -> None:
     out.bytes = got
     if got != sent[0] or got_hash.digest() != sent_hash.digest():
         out.corrupted += 1
+
+
+def echo_many(spec: Spec, out: Outcome) -> None:
+    """``spec.conns`` connections to ``echo``, each in its own thread
+    sending a random chunk (1 B to 16 KiB) and reading it back until the
+    deadline, then closing with FIN: ``ops`` the connections that ended
+    intact, ``failed`` those that broke (of them ``fin`` ended by the
+    server's FIN, ``rst`` by its reset), ``corrupted`` those whose echo came
+    back different (compared byte for byte)."""
+    socks = [_connect(spec) for _ in range(spec.conns)]
+    lock = threading.Lock()
+    out.t_start = _wait_start(spec)
+    end = out.t_start + spec.duration
+
+    def one(s: socket.socket) -> None:
+        rng = random.Random()
+        moved = 0
+        try:
+            with s:
+                while time.time() < end:
+                    chunk = rng.randbytes(rng.randrange(1, ECHO_MANY_CHUNK))
+                    s.sendall(chunk)
+                    if _recv_exact(s, len(chunk)) != chunk:
+                        with lock:
+                            out.corrupted += 1
+                        return
+                    moved += len(chunk)
+                s.shutdown(socket.SHUT_WR)
+                if s.recv(1):
+                    raise ConnectionError("data after the last echo")
+        except OSError as exc:
+            with lock:
+                _fail(out, exc)
+                if isinstance(exc, PeerClosed):
+                    out.fin += 1
+                elif isinstance(exc, ConnectionResetError | BrokenPipeError):
+                    out.rst += 1
+            return
+        finally:
+            with lock:
+                out.bytes += moved
+        with lock:
+            out.ops += 1
+
+    threads = [threading.Thread(target=one, args=(s,), daemon=True) for s in socks]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(spec.duration + IO_TIMEOUT_S)
+    out.t_end = time.time()
 
 
 # --- request/response ----------------------------------------------------------------
@@ -469,6 +528,69 @@ def fragflood(spec: Spec, out: Outcome) -> None:
     _flood(spec, out, _frag_frames(spec, own, peer, FLOOD_POOL), dev)
 
 
+def _established_to(host: str, port: int) -> list[tuple[str, int, str, int]]:
+    """This namespace's established TCP connections to ``host:port`` as
+    (local address, local port, remote address, remote port)."""
+    cmd = ["ss", "-Htn", "state", "established", "dst", host, "dport", "=", str(port)]
+    rows = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.splitlines()
+    out = []
+    for row in rows:
+        local, remote = row.split()[-2:]
+        la, lp = local.rsplit(":", 1)
+        ra, rp = remote.rsplit(":", 1)
+        out.append((la.strip("[]"), int(lp), ra.strip("[]"), int(rp)))
+    return out
+
+
+# What a blind attacker sends (RFC 5961 §1's threat: the addresses and ports
+# known, the sequence numbers not): RST, RST+ACK, SYN, data, FIN.
+_BLIND_FLAGS = (0x04, 0x14, 0x02, 0x18, 0x11)
+
+
+def _blind_frames(
+    flows: list[tuple[str, int, str, int]], own: bytes, peer: bytes, count: int
+) -> list[bytes]:
+    """``count`` segments on ``flows`` (as their client), each with random
+    sequence and acknowledgement numbers and its checksums."""
+    rng = random.Random(3)
+    frames = []
+    for i in range(count):
+        la, lp, ra, rp = flows[i % len(flows)]
+        v6 = ":" in ra
+        fam = socket.AF_INET6 if v6 else socket.AF_INET
+        src, dst = socket.inet_pton(fam, la), socket.inet_pton(fam, ra)
+        flags = _BLIND_FLAGS[rng.randrange(len(_BLIND_FLAGS))]
+        data = rng.randbytes(64) if flags == 0x18 else b""
+        tcp = bytearray(struct.pack("!HHIIBBHHH", lp, rp, rng.getrandbits(32), rng.getrandbits(32),
+                                    5 << 4, flags, 65535, 0, 0) + data)  # fmt: skip
+        if v6:
+            pseudo = src + dst + struct.pack("!I3xB", len(tcp), 6)
+            tcp[16:18] = _sum16(pseudo + tcp).to_bytes(2, "big")
+            ip = struct.pack("!IHBB", 6 << 28, len(tcp), 6, 64) + src + dst
+            frames.append(peer + own + b"\x86\xdd" + ip + bytes(tcp))
+        else:
+            pseudo = src + dst + struct.pack("!BBH", 0, 6, len(tcp))
+            tcp[16:18] = _sum16(pseudo + tcp).to_bytes(2, "big")
+            head = bytearray(struct.pack("!BBHHHBBH", 0x45, 0, 20 + len(tcp), rng.getrandbits(16),
+                                         0x4000, 64, 6, 0) + src + dst)  # fmt: skip
+            head[10:12] = _sum16(bytes(head)).to_bytes(2, "big")
+            frames.append(peer + own + b"\x08\x00" + bytes(head) + bytes(tcp))
+    return frames
+
+
+def inject(spec: Spec, out: Outcome) -> None:
+    """Blind segments into every established connection to ``spec.host:
+    spec.port`` in this namespace (found at ``start_at``), as fast as this
+    process sends them (``spec.rate`` paces), for the duration."""
+    dev, own, peer = _link_towards(spec.host)
+    _wait_start(spec)
+    flows = _established_to(spec.host, spec.port)
+    if not flows:
+        raise ConnectionError(f"no established connection to {spec.host}:{spec.port} to attack")
+    spec.start_at = 0.0  # the phase has begun: _flood starts at once
+    _flood(spec, out, _blind_frames(flows, own, peer, FLOOD_POOL // 8), dev)
+
+
 # --- conns ---------------------------------------------------------------------------
 
 
@@ -581,12 +703,14 @@ SCENARIOS = {
     "bulk_in": bulk_in,
     "bulk_out": bulk_out,
     "echo": echo,
+    "echo_many": echo_many,
     "crr": crr,
     "rr": rr,
     "udp": udp,
     "conns": conns,
     "synflood": synflood,
     "fragflood": fragflood,
+    "inject": inject,
 }
 
 

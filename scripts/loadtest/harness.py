@@ -66,7 +66,7 @@ def _measure(system: System, s: Settings, opts: Options) -> dict[str, dict[str, 
         except (RuntimeError, subprocess.SubprocessError, OSError, ValueError) as exc:
             # one scenario that could not run is a failure, not the end of the run
             out[name] = {"failed": 1, "corrupted": 0, "error": f"{type(exc).__name__}: {exc}"}
-        if name != s.scenarios[-1]:  # (conns always is the last)
+        if name != s.scenarios[-1]:  # (conns, then drain, always come last)
             system.settle()
         after = system.stack_counters()
         if before and after:

@@ -38,6 +38,7 @@ FIGURES: dict[str, str] = {
     "rss_max_bytes": "B",
     "rss_growth_bytes": "B",  # churn: the server's RSS at the end less at the start
     "fd_growth": "fds",
+    "drain_s": "s",  # drain: from SIGTERM until the server exited
     "restarts": "",
 }
 # Counts that make the run fail when not zero.

@@ -28,10 +28,12 @@ from tqdm import tqdm
 
 from .client import Spec
 from .report import percentile
-from .systems import PORTS, System, cpu_seconds, fd_budget, open_fds, rss_bytes
+from .systems import PORTS, Stopped, System, cpu_seconds, fd_budget, open_fds, rss_bytes
 
 START_DELAY_S = 1.0  # clients start this long after being spawned (Python start-up)
 GRACE_S = 30.0  # a timed phase's clients must be done this long after its end
+INJECTION_CONNS = 100  # live transfers the injection scenario attacks
+DRAIN_CONNS = 100  # live transfers when the drain scenario stops the server
 # Connections per client process, each with its own source address. Linux's
 # connect() takes ports of one parity first (half the range: ~27k here) and
 # searches linearly past the used ones, so a source address much fuller than
@@ -64,6 +66,8 @@ class Totals:
     failed: int = 0
     corrupted: int = 0
     lost: int = 0
+    fin: int = 0
+    rst: int = 0
     t_start: float = math.inf
     t_end: float = 0.0
     lat_us: list[int] = field(default_factory=list)
@@ -74,7 +78,7 @@ class Totals:
         return max(self.t_end - self.t_start, 1e-9) if self.t_end else 1e-9
 
     def add(self, result: dict[str, Any]) -> None:
-        for name in ("ops", "bytes", "failed", "corrupted", "lost"):
+        for name in ("ops", "bytes", "failed", "corrupted", "lost", "fin", "rst"):
             setattr(self, name, getattr(self, name) + int(result.get(name, 0)))
         if result.get("t_start"):
             self.t_start = min(self.t_start, result["t_start"])
@@ -550,6 +554,66 @@ def fragflood(system: System, opts: Options) -> dict[str, Any]:
         return figures | flood.figures()
 
 
+def injection(system: System, opts: Options) -> dict[str, Any]:
+    """``INJECTION_CONNS`` connections echo random chunks (each compared
+    byte for byte) while one process injects blind segments into all of
+    them (RST, RST+ACK, SYN, data and FIN with random sequence and
+    acknowledgement numbers: RFC 5961's attacker) as fast as it can: a
+    connection that broke or a corrupted byte fails the run."""
+    with _Flood(system, opts, "inject", PORTS["echo"]) as flood:
+        good = Spec("echo_many", system.host, PORTS["echo"], start_at=flood.start,
+                    duration=opts.duration, conns=INJECTION_CONNS)  # fmt: skip
+        t = timed(system, [good], f"{system.label}: injection", opts.duration, flood.sample)
+        attack = flood.figures()
+        attack["failed"] += t.failed  # a connection the attack broke fails the run
+        figures: dict[str, Any] = {
+            "success_rate": t.ops / max(t.ops + t.failed, 1),
+            "connections_lost": t.failed,
+            "mbytes_per_s_in": t.bytes / t.elapsed / 1e6,
+        } | t.counts()
+        return figures | attack
+
+
+def drain(system: System, opts: Options) -> dict[str, Any]:
+    """``DRAIN_CONNS`` connections echo random chunks; halfway through the
+    phase the server gets SIGTERM. Each connection must end with the
+    server's FIN or RST (none left hanging until the client's timeout), the
+    server exit with status 0 within its drain bound, and none of its
+    processes stay behind. It stops the system, so it runs last."""
+    stop = system.stop
+    if stop is None:
+        raise RuntimeError("drain stops the server: only for a stack this run started")
+    start = time.time() + START_DELAY_S + 1.0
+    good = Spec("echo_many", system.host, PORTS["echo"], start_at=start,
+                duration=2 * opts.duration, conns=DRAIN_CONNS)  # fmt: skip
+    stopped: list[Stopped] = []
+
+    def halfway() -> None:
+        if not stopped and time.time() >= start + opts.duration:
+            stopped.append(stop())
+
+    t = timed(system, [good], f"{system.label}: drain", 2 * opts.duration, halfway)
+    if not stopped:  # the clients ended before halfway: stop it all the same
+        stopped.append(stop())
+    s = stopped[0]
+    hung = t.failed - t.fin - t.rst  # ended by the client's own timeout or an error
+    bad_exit = sum(code != 0 for code in s.exit_codes)
+    figures: dict[str, Any] = {
+        "success_rate": (t.ops + t.fin + t.rst) / DRAIN_CONNS,
+        "drain_s": s.seconds,
+        "ended_fin": t.fin,
+        "ended_rst": t.rst,
+        "hung": hung,
+        "exit_codes": s.exit_codes,
+        "left_running": s.left_running,
+        "failed": hung + bad_exit + s.left_running,
+        "corrupted": t.corrupted,
+    }
+    if t.errors and hung:
+        figures["error"] = t.errors[0]
+    return figures
+
+
 def churn(system: System, opts: Options) -> dict[str, Any]:
     """Connections opened and closed as fast as ``--streams`` clients can,
     for the duration (run it for minutes): the server's RSS and open
@@ -591,5 +655,7 @@ RUNNERS: dict[str, Callable[[System, Options], dict[str, Any]]] = {
     "conns": conns,
     "synflood": synflood,
     "fragflood": fragflood,
+    "injection": injection,
     "churn": churn,
+    "drain": drain,
 }

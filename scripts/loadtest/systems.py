@@ -29,6 +29,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import psutil
 
@@ -53,6 +54,45 @@ CLOSING_STATES = [
 ]
 
 
+DRAIN_WAIT_S = 20.0  # how long a stopped server may take to exit (shardnet drains 5 s)
+
+
+@dataclass(slots=True)
+class Stopped:
+    """How a server ended after SIGTERM."""
+
+    exit_codes: list[int | None]  # each server process's; None: killed after DRAIN_WAIT_S
+    seconds: float  # from SIGTERM until the last one exited
+    left_running: int  # its processes still alive after that (shardnet's shards)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _terminate(procs: list[subprocess.Popen[Any]], workers: list[int]) -> Stopped:
+    """SIGTERM to ``procs``; waits for them (SIGKILL after DRAIN_WAIT_S);
+    ``workers``: more pids that must be gone with them."""
+    t0 = time.monotonic()
+    for proc in procs:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)
+    codes: list[int | None] = []
+    for proc in procs:
+        try:
+            codes.append(proc.wait(timeout=max(t0 + DRAIN_WAIT_S - time.monotonic(), 0.1)))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            codes.append(None)
+    seconds = time.monotonic() - t0
+    time.sleep(0.2)  # orphaned children are reaped by init
+    return Stopped(codes, seconds, sum(_alive(pid) for pid in workers))
+
+
 @dataclass(slots=True)
 class System:
     """One stack under test, as its clients see it."""
@@ -65,6 +105,8 @@ class System:
     # the baseline's "at least n server processes" (conns needs descriptors)
     grow: Callable[[int], None] | None = None
     label: str = ""  # e.g. "shardnet 2 shards", for progress bars
+    # SIGTERM to the server, waiting for its end (None: not ours to stop, --target)
+    stop: Callable[[], Stopped] | None = None
     _added: list[tuple[str, str]] = field(default_factory=list)
 
     def argv(self, cmd: list[str]) -> list[str]:
@@ -227,6 +269,13 @@ def shardnet_lab(shards: int, ipv6: bool, multi_queue: bool = False) -> Iterator
             label=f"shardnet {shards} shard{'s' if shards > 1 else ''}"
             + (", multi-queue" if multi_queue else ""),
         )
+
+        def stop() -> Stopped:
+            assert lab.stack is not None
+            shards = [pid for role, pid in system.processes().items() if role != "dispatcher"]
+            return _terminate([lab.stack], shards)
+
+        system.stop = stop
         yield system
 
 
@@ -288,6 +337,7 @@ def kernel_pair(ipv6: bool, workers: int) -> Iterator[System]:
 
         grow(workers)
         system.grow = grow
+        system.stop = lambda: _terminate(servers, [])
         yield system
     finally:
         for server in servers:

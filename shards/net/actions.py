@@ -65,9 +65,8 @@ class SetNicParam:
 @dataclass(frozen=True, slots=True)
 class UpdateNeighbour:
     """An RA's SLLA (RFC 4861 §6.3.4): record ``mac`` for ``ip`` (creating the
-    entry, STALE if new or changed). ``is_router``: the sender is a router;
-    the neighbour table keeps no IsRouter flag (RFC 4861 §7.2.5), so nothing
-    reads it yet."""
+    entry, STALE if new or changed). ``is_router``: the sender is a router
+    (the entry's IsRouter flag, RFC 4861 §6.3.4, §7.2.5)."""
 
     ip: bytes
     mac: bytes

@@ -15,7 +15,11 @@ configuration.
 Other shards resolve through the replicated neighbour table; when it lacks
 an entry they ask here (``resolve_for``) and get it by replication. NUD
 (RFC 4861 §7.3) runs in ``neighbour.NeighbourTable``; its state changes
-are ``nud_state`` events.
+are ``nud_state`` events, and they rank the NDP machine's default routers
+(RFC 4861 §6.3.6: a router whose entry fails gives way to the others).
+ICMPv6 and ICMPv4 redirects (RFC 4861 §8, RFC 1122 §3.2.2.2) are
+checked against the route table here and become host routes
+(``redirect.Redirects``).
 """
 
 from __future__ import annotations
@@ -30,9 +34,11 @@ from typing import Any, Protocol
 
 from shardnet.common.addr import format_ip, format_mac, is_unicast, parse_ip
 from shardnet.common.config import StackConfig
+from shardnet.common.wire.errors import Drop
 from shardnet.common.wire.ethernet import ETHERTYPE_IPV4, ETHERTYPE_IPV6, EthernetView
+from shardnet.common.wire.icmpv4 import ICMP_REDIR_HOSTTOS, Icmpv4View
 from shardnet.common.wire.icmpv6 import ICMPV6_MLD_QUERY, ICMPV6_MLD_REPORT, message_bytes
-from shardnet.common.wire.ipv4 import IPPROTO_IGMP
+from shardnet.common.wire.ipv4 import IPPROTO_IGMP, Ipv4View
 from shardnet.common.wire.ipv6 import (
     ALL_NODES,
     NH_HOPOPTS,
@@ -46,6 +52,7 @@ from shardnet.common.wire.ndp import (
     NdpView,
     NeighborAdvertisement,
     NeighborSolicitation,
+    Redirect,
     SourceLinkLayer,
     TargetLinkLayer,
     validate_addresses,
@@ -67,9 +74,10 @@ from .mld import SendMld
 from .model import Nic, PrimaryBehavior
 from .multicast import GroupControl
 from .ndp import NdpConfig, NdpMachine, SendNdp, event_to_dict
-from .neighbour import NeighbourConfig, NeighbourTable
+from .neighbour import NeighbourConfig, NeighbourTable, NudState
 from .ops import NetOps
-from .route import Route
+from .redirect import Redirects
+from .route import Route, RouteDecision
 from .stack import NetStack, Resolver
 from .state import LOOPBACK_MTU, LOOPBACK_NAME, NetError, NetOwner
 
@@ -121,6 +129,8 @@ class ControlPlane(Resolver):
         # Multicast groups (sockets' and the host's own): IGMP and MLD per NIC.
         self.groups = GroupControl(owner, stack, clock, self.apply, rng=self.rng)
         stack.transport_v4[IPPROTO_IGMP] = self.groups.handle_igmp
+        self.redirects = Redirects()
+        stack.redirect_hook_v4 = self.handle_redirect_v4
 
     # --- the stack the configuration describes ------------------------------------
     def bootstrap(
@@ -154,6 +164,7 @@ class ControlPlane(Resolver):
             machine = self.ndp[link.id] = NdpMachine(
                 link.id, link.name, mac, self.rng, self.ndp_config, secret_key=secret,
                 link_mtu=mtu, forwarding=config.forwarding,
+                reachability=self._probably_reachable(link.id),
             )  # fmt: skip
             self.groups.add_nic(link.id, self.ndp_config.mld(), machine.usable_link_local)
             self.apply(link.id, machine.start(self.clock()))
@@ -206,6 +217,17 @@ class ControlPlane(Resolver):
             if left > 1:
                 self._announcements.append((now + ANNOUNCE_INTERVAL_S, nic_id, addr, left - 1))
 
+    def _probably_reachable(self, nic_id: int) -> Callable[[bytes], bool]:
+        """RFC 4861 §6.3.6: a router is reachable or probably reachable when
+        its neighbour entry is in any state but INCOMPLETE."""
+        table = self.v6[nic_id]
+
+        def reachable(ip: bytes) -> bool:
+            state = table.state(ip)
+            return state is not None and state is not NudState.INCOMPLETE
+
+        return reachable
+
     def _tables_for(self, nic: Nic) -> None:
         v4 = self.v4[nic.id] = NeighbourTable(self.neighbour_config)
         self.v6[nic.id] = NeighbourTable(self.neighbour_config)
@@ -230,6 +252,8 @@ class ControlPlane(Resolver):
             return {"forwarding": self.stack.forwarding}
         if op == "groups":
             return self.groups.rows()
+        if op == "routes":
+            return self._route_rows(self.ops.handle(op, args))
         if op == "nic_set":
             nic = self.owner.nic(str(args.get("name")))
             was = nic.enabled
@@ -273,6 +297,8 @@ class ControlPlane(Resolver):
         now = self.clock()
         if machine is not None:
             self.apply(nic_id, machine.start(now) if up else machine.stop(now))
+        if not up:
+            self.apply(nic_id, self.redirects.forget_nic(nic_id))
         self.groups.nic_enabled(nic_id, up)
 
     def set_forwarding(self, on: bool) -> None:
@@ -294,9 +320,10 @@ class ControlPlane(Resolver):
         if op == "ndp_set":
             settings = {k: v for k, v in (args.get("settings") or {}).items()}
             try:
-                machine.set_config(NdpConfig.from_settings(settings, machine.config))
+                config = NdpConfig.from_settings(settings, machine.config)
             except ValueError as exc:
                 raise NetError(errno.EINVAL, str(exc)) from None
+            self.apply(nic.id, machine.set_config(config, self.clock()))
             mld = self.groups.mld.get(nic.id)
             if mld is not None:
                 mld.set_config(machine.config.mld())
@@ -358,11 +385,35 @@ class ControlPlane(Resolver):
                     self._send_queued(
                         nic,
                         act.mac,
-                        table.learn(now, act.ip, act.mac, solicited=False, create=True),
-                    )
+                        table.learn(
+                            now, act.ip, act.mac, solicited=False, create=True,
+                            router=act.is_router,
+                        ),
+                    )  # fmt: skip
             else:  # an event (the NDPDispatcher callbacks, as records)
                 self.emit_event(event_to_dict(act))
         self._after_neighbour_work()
+
+    def _route_rows(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """``ctl routes``: a default router's route also says whether the
+        router is reachable (or probably, RFC 4861 §6.3.6), its RFC 4191
+        preference, and its rank (0: in use)."""
+        now = self.clock()
+        routers = {
+            (nic_id, format_ip(info.addr)): info
+            for nic_id, machine in self.ndp.items()
+            for info in machine.router_info(now)
+        }
+        for row in rows:
+            info = routers.get((row["nic"], row["gateway"]))
+            if info is not None and row["origin"] == "ra" and row["prefix_len"] == 0:
+                row["router"] = {
+                    "preference": info.preference,
+                    "reachable": info.reachable,
+                    "rank": info.rank,
+                    "expires_s": None if info.expires_s is None else round(info.expires_s, 1),
+                }
+        return rows
 
     def neighbour_rows(self) -> list[dict[str, Any]]:
         now = self.clock()
@@ -381,6 +432,8 @@ class ControlPlane(Resolver):
                             "state": e.state.value,
                             "age_s": round(e.age_s, 3),
                         }
+                        # IsRouter is NDP's (RFC 4861 §7.2.5); ARP has none.
+                        | ({"router": e.router} if family == "ipv6" else {})
                     )
         return rows
 
@@ -470,6 +523,7 @@ class ControlPlane(Resolver):
                     solicited=msg.solicited,
                     create=False,
                     override=msg.override,
+                    router=msg.router,
                 )
                 if tlla is not None:
                     self._send_queued(nic, tlla, packets)
@@ -477,7 +531,78 @@ class ControlPlane(Resolver):
                     # §7.2.5: IsRouter TRUE -> FALSE: out of the Default
                     # Router List (a no-op for a node that was no router).
                     self.apply(nic_id, machine.router_unreachable(now, msg.target))
+        elif isinstance(msg, Redirect):
+            self._redirect_v6(ip.src, nic, table, msg)
         self._after_neighbour_work()
+
+    # --- redirects (RFC 4861 §8, RFC 1122 §3.2.2.2) ------------------------------------
+    def _accepts_redirects(self, nic_id: int) -> bool:
+        """RFC 4861 §8.2 / RFC 1812 §5.2.7.2: a router does not follow
+        redirects; a host does unless ``accept_redirects`` is off."""
+        machine = self.ndp.get(nic_id)
+        config = machine.config if machine is not None else self.ndp_config
+        return config.accept_redirects and not self.stack.forwarding
+
+    def _first_hop(self, nic_id: int, dst: bytes) -> RouteDecision | None:
+        view = self.owner.view
+        try:
+            return view.routes.resolve(dst, nic=nic_id, usable=view.nic_enabled)
+        except OSError:
+            return None
+
+    def _redirect_v6(self, src: bytes, nic: Nic, table: NeighbourTable, msg: Redirect) -> None:
+        """RFC 4861 §8.1 (the checks the codec could not make), §8.3."""
+        now = self.clock()
+        target, dst = msg.target, msg.destination
+        ours = self.owner.view.local.get(target) is not None
+        result = self.redirects.handle(
+            now, nic=nic.id, sender=src, destination=dst, next_hop=target,
+            current=self._first_hop(nic.id, dst),
+            onlink=True,  # §8.1: the target is link-local or the destination itself
+            ours=ours, accept=self._accepts_redirects(nic.id),
+        )  # fmt: skip
+        if isinstance(result, Drop):
+            self.stack.counters.refuse("ndp", result)
+            return
+        # §8.3: a Target Link-Layer Address creates or updates the entry
+        # (STALE); a target other than the destination is a router.
+        tlla = next((o.mac for o in msg.options if isinstance(o, TargetLinkLayer)), None)
+        router = True if target != dst else None
+        if tlla is not None:
+            self._send_queued(
+                nic,
+                tlla,
+                table.learn(now, target, tlla, solicited=False, create=True, router=router),
+            )
+        self.apply(nic.id, list(result))
+
+    def handle_redirect_v4(self, ip: Ipv4View, nic_id: int, msg: Icmpv4View) -> None:
+        """RFC 1122 §3.2.2.2: a redirect names a new gateway for the
+        destination of the quoted datagram; followed (as a host redirect,
+        whatever its code) when it comes from the current first-hop gateway
+        and the new one is on the network it arrived on."""
+        if msg.code > ICMP_REDIR_HOSTTOS:  # RFC 792: codes 0-3 only
+            self.stack.counters.refuse("icmpv4", Drop.ICMPV4_OTHER)
+            return
+        quoted = msg.quoted
+        if len(quoted) < 20 or quoted[0] >> 4 != 4:
+            self.stack.counters.refuse("icmpv4", Drop.ICMPV4_TRUNCATED)
+            return
+        dst = bytes(quoted[16:20])
+        gateway = msg.gateway
+        view = self.owner.view
+        onlink_route = view.routes.lookup(gateway, nic=nic_id, usable=view.nic_enabled)
+        result = self.redirects.handle(
+            self.clock(), nic=nic_id, sender=ip.src, destination=dst, next_hop=gateway,
+            current=self._first_hop(nic_id, dst),
+            onlink=is_unicast(gateway) and gateway not in view.broadcast
+            and onlink_route is not None and onlink_route.gateway is None,
+            ours=gateway in view.local, accept=self._accepts_redirects(nic_id),
+        )  # fmt: skip
+        if isinstance(result, Drop):
+            self.stack.counters.refuse("icmpv4", result)
+            return
+        self.apply(nic_id, list(result))
 
     # --- resolution (the output path's Resolver) -----------------------------------------
     def resolve(
@@ -500,6 +625,14 @@ class ControlPlane(Resolver):
         table = (self.v4 if len(ip) == 4 else self.v6).get(nic_id)
         if table is not None:
             table.confirm(self.clock(), ip)
+
+    def neighbour_used(self, nic_id: int, ip: bytes) -> None:
+        """A shard sent to ``ip`` through its replica: a STALE entry goes to
+        DELAY (RFC 4861 §7.3.3) and NUD finds out whether it still answers."""
+        table = (self.v4 if len(ip) == 4 else self.v6).get(nic_id)
+        if table is not None:
+            table.touch(self.clock(), ip)
+            self._after_neighbour_work()
 
     def resolve_for(self, nic_id: int, ip: bytes) -> None:
         """Another shard lacks ``ip``'s MAC: resolve it; replication delivers
@@ -544,7 +677,13 @@ class ControlPlane(Resolver):
         """NUD state changes of IPv6 neighbours as ``nud_state``
         events (RFC 4861 §7.3.2 states; "removed" when an entry goes)."""
         seen = self._nud_seen.setdefault(nic_id, {})
+        machine = self.ndp.get(nic_id)
         for ip, state in table.drain_nud_changes():
+            if machine is not None:
+                # RFC 4861 §6.3.6: default routers ranked by reachability.
+                ranked = machine.neighbour_changed(self.clock(), ip, failed=state is None)
+                if ranked:
+                    self.apply(nic_id, ranked)
             old = seen.get(ip)
             if state is old:
                 continue  # changed and changed back, or came and went, since the last look
@@ -576,6 +715,7 @@ class ControlPlane(Resolver):
             *self.v6.values(),
             *self.ndp.values(),
             self.groups,
+            self.redirects,
         )
         deadlines = [d for d in (m.next_deadline() for m in machines) if d is not None]
         deadlines += [a[0] for a in self._announcements]
@@ -587,6 +727,9 @@ class ControlPlane(Resolver):
             if deadline is not None and deadline <= now:
                 self.apply(nic_id, machine.handle_timeout(now))
         self.groups.handle_timeout(now)
+        redirect_deadline = self.redirects.next_deadline()
+        if redirect_deadline is not None and redirect_deadline <= now:
+            self.apply(LINK_NIC_ID, list(self.redirects.handle_timeout(now)))
         if self._announcements:
             self._announce_due(now)
         for table in (*self.v4.values(), *self.v6.values()):

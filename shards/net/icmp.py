@@ -8,7 +8,9 @@ Echo requests are answered from the address they were sent to (RFC 4443
 unspecified source. Errors are never sent about an ICMP error, a datagram
 sent to a broadcast or multicast address, a non-initial fragment, or from a
 non-unicast source (RFC 1122 §3.2.2, RFC 4443 §2.4 (e)), and are
-rate-limited by a token bucket (1000/s, burst 50 by default).
+rate-limited by a token bucket (1000/s, burst 50 by default). ICMPv4
+redirects go to shard 0's control plane (``redirect_hook_v4``,
+``redirect.py``).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from shardnet.common.wire.icmpv4 import (
     ICMP_EXC_FRAGTIME,
     ICMP_FRAG_NEEDED,
     ICMP_HOST_UNREACH,
+    ICMP_REDIRECT,
     ICMP_TIME_EXCEEDED,
     Icmpv4Header,
     Icmpv4View,
@@ -83,6 +86,15 @@ class Icmp:
             Icmpv4Header(ICMP_ECHO_REPLY, 0, 0, msg.rest).emit(reply)  # RFC 792: same id, seq, data
             self.stack.send_ipv4(ip.src, IPPROTO_ICMP, reply, src=ip.dst, tos=ip.tos)
             self.counters.events[NetEvent.ICMPV4_ECHO_REPLIES] += 1
+            return
+        if msg.type == ICMP_REDIRECT:
+            # RFC 1122 §3.2.2.2: the routes are shard 0's (the dispatcher
+            # sends redirects there).
+            redirect = self.stack.redirect_hook_v4
+            if redirect is None:
+                self.counters.refuse("icmpv4", Drop.REDIRECT_NOT_HERE)
+            else:
+                redirect(ip, nic, msg)
             return
         if msg.is_error:
             hook = self.stack.transport_v4.get(-IPPROTO_ICMP)  # ICMP errors for transport endpoints

@@ -48,7 +48,7 @@ from shardnet.common.wire.tcp import TcpView
 from shardnet.common.wire.udp import UdpView
 
 from ..counters import NetEvent
-from .datagram import ETH_HEADER, Delivery, Outgoing
+from .datagram import Delivery, Outgoing
 from .fragment import FragmentationNeeded, fragment_ipv4
 from .ipident import IdentGenerator
 from .model import Address, AddressKind, Nic, PrimaryBehavior, network_of
@@ -76,7 +76,6 @@ class Ipv4:
         self.view = stack.view
         self.counters = stack.counters
         self.clock = stack.clock
-        self.pmtu = stack.pmtu
         self.paths = stack.paths
         self.transports = stack.transport_v4
         # Frames from the ring arrive on the link's NIC (one link per process).
@@ -227,10 +226,7 @@ class Ipv4:
             else dst
         )
         if nic is not None and not broadcast and not options and not nic.loopback:
-            mac = view.next_hop_mac(nic, next_hop)
-            if mac is not None:
-                self.paths.put(key, Path(nic, src, ETH_HEADER.pack(mac, nic.mac, ETHERTYPE_IPV4), 0,
-                                         int.from_bytes(src + dst, "big") % 0xFFFF))  # fmt: skip
+            self.paths.remember(key, nic, src, dst, next_hop, ETHERTYPE_IPV4, 0)
         hlen = 20 + ((len(options) + 3) & ~3)
         head = bytearray(hlen + len(payload))
         length = len(head) + len(data)
@@ -263,11 +259,13 @@ class Ipv4:
         checksum from the path's address sum. False when the datagram needs
         more than the path knows (fragmentation): the caller takes the full
         way."""
+        stack = self.stack
+        if path.reported is not stack.used_epoch:
+            path.reported = stack.used_epoch
+            stack.note_used(path.hop)
         nic = path.nic
         length = 20 + len(payload) + len(data)
-        mtu = nic.mtu
-        if len(self.pmtu):
-            mtu = min(mtu, self.pmtu.mtu(self.clock(), dst, mtu))
+        mtu = self.stack.path_mtu(nic, dst)
         fits = length <= mtu
         if not fits and not (gso_size and self.stack.tx_offload):
             return False
@@ -355,7 +353,7 @@ class Ipv4:
         )
         packet[10], packet[11] = checksum >> 8, checksum & 0xFF
         next_hop = route.gateway or dst
-        mtu = min(nic.mtu, self.pmtu.mtu(self.clock(), dst, nic.mtu))
+        mtu = self.stack.path_mtu(nic, dst)
         self.counters.events[NetEvent.FORWARDED_V4] += 1
         if self.stack.forward_offloaded(nic, next_hop, ETHERTYPE_IPV4, packet, vnet):
             return

@@ -53,7 +53,7 @@ from shardnet.common.wire.tcp import TcpView
 from shardnet.common.wire.udp import UdpView
 
 from ..counters import NetEvent
-from .datagram import ETH_HEADER, Delivery, Outgoing, is_super_frame
+from .datagram import Delivery, Outgoing, is_super_frame
 from .model import AddressKind, Nic, PrimaryBehavior
 from .path import Path
 from .route import needs_route
@@ -78,7 +78,6 @@ class Ipv6:
         self.view = stack.view
         self.counters = stack.counters
         self.clock = stack.clock
-        self.pmtu = stack.pmtu
         self.paths = stack.paths
         self.transports = stack.transport_v6
         self.link_nic = stack.link_nic
@@ -252,10 +251,7 @@ class Ipv6:
         if hop_limit is None:
             hop_limit = default_hop_limit
         if nic is not None and not multicast and not nic.loopback:
-            mac = view.next_hop_mac(nic, next_hop)
-            if mac is not None:
-                self.paths.put(key, Path(nic, src, ETH_HEADER.pack(mac, nic.mac, ETHERTYPE_IPV6),
-                                         default_hop_limit, int.from_bytes(src + dst, "big") % 0xFFFF))  # fmt: skip
+            self.paths.remember(key, nic, src, dst, next_hop, ETHERTYPE_IPV6, default_hop_limit)
         head = bytearray(40 + len(payload))
         plen = len(payload) + len(data)
         Ipv6Header(src, dst, next_header, hop_limit, traffic_class, 0, plen).emit(head)
@@ -279,11 +275,13 @@ class Ipv6:
         gso_size: int,
     ) -> bool:
         """``send_ipv6`` along a known path (see ``_send_path_v4``)."""
+        stack = self.stack
+        if path.reported is not stack.used_epoch:
+            path.reported = stack.used_epoch
+            stack.note_used(path.hop)
         nic = path.nic
         plen = len(payload) + len(data)
-        mtu = nic.mtu
-        if len(self.pmtu):
-            mtu = min(mtu, self.pmtu.mtu(self.clock(), dst, mtu))
+        mtu = self.stack.path_mtu(nic, dst)
         fits = 40 + plen <= mtu
         if not fits and not (gso_size and self.stack.tx_offload):
             return False
@@ -347,7 +345,7 @@ class Ipv6:
             self.icmp.error_v6(d, ICMPV6_DST_UNREACH, 0)  # no route
             self.counters.refuse("ipv6", Drop.FORWARD_NO_ROUTE)
             return
-        mtu = min(nic.mtu, self.pmtu.mtu(self.clock(), dst, nic.mtu))
+        mtu = self.stack.path_mtu(nic, dst)
         if len(ip.buf) > mtu and not is_super_frame(vnet):  # never fragmented (RFC 8200 §5)
             self.icmp.error_v6(d, ICMPV6_PACKET_TOO_BIG, 0, mtu)
             return

@@ -34,11 +34,22 @@ Implements:
     :: without; stops at the first valid RA with a non-zero Router Lifetime.
   * RFC 4861 §6.3.4 RA processing in gVisor's order: M/O flags (DHCPv6
     events on transitions only) → router lifetime (default router list,
-    limit 10) → CurHopLimit,
+    limit 10, with the RFC 4191 §2.2 Default Router Preference) → CurHopLimit,
     ReachableTime (random factor 0.5-1.5), RetransTimer → options in
     wire order: SLLA (neighbour cache), MTU (1280..link MTU), RDNSS
     and DNSSL (RFC 8106: events), Prefix Information (link-local
-    and /0 skipped; L: on-link prefix discovery, limit 10; A: SLAAC).
+    and /0 skipped; L: on-link prefix discovery, limit 10; A: SLAAC),
+    Route Information (RFC 4191 §3.1, only with ``accept_rio``, off by
+    default as Linux's accept_ra_rt_info_max_plen 0: a more-specific route
+    through the router, metric by its preference, limit 10; ::/0 and
+    link-local prefixes skipped).
+  * RFC 4861 §6.3.6 default router selection, as the metric of each
+    router's default route (``ra_route_metric`` + its rank): routers known
+    reachable or probably reachable (a neighbour entry in any state but
+    INCOMPLETE; ``reachability``, the neighbour table's) first, then by
+    RFC 4191 preference (high, medium, low), then in round-robin order:
+    a router whose neighbour entry fails or goes (NUD, §7.3.3) moves to the
+    back (``neighbour_changed``), so that traffic tries the others.
   * RFC 4862 §5.5.3 SLAAC for /64 prefixes: PL > VL ignored (c), the two-hour
     rule (e) with a configurable 2 h, deprecation after the preferred lifetime
     and un-deprecation on refresh (§5.5.4), invalidation after the valid
@@ -48,7 +59,9 @@ Implements:
     is False for SLAAC addresses, the L flag adds the prefix route.
   * Router mode (RFC 4861 §6.2): forwarding on invalidates discovered
     routers, prefixes and SLAAC addresses (with events) and RAs are then
-    ignored; off restarts RS.
+    ignored; off restarts RS. With ``accept_ra_forwarding`` (Linux's
+    accept_ra=2) a forwarding NIC keeps its routers and goes on soliciting
+    and processing RAs.
   * RFC 4862 §5.4.2: the solicited-node group of every address is joined
     (``JoinGroup``) before its first DAD probe and left with the address.
   * Every timer is a ``timers.Timer``: one stopped by related work never
@@ -58,8 +71,8 @@ Implements:
     ``nud_state`` events.
 
 Left out: sending RAs (router mode only stops host processing), Redirect
-processing, RFC 4191 route information / router preference, temporary
-addresses (RFC 8981),
+processing (``redirect.py``, in shard 0's control plane: it needs the
+route table), temporary addresses (RFC 8981),
 optimistic DAD (RFC 4429), disabling IPv6 after a duplicate EUI-64
 link-local (RFC 4862 §5.4.5 SHOULD), the integrator's veto of discovered
 routers/prefixes/addresses (gVisor's ``bool`` returns): everything within the
@@ -92,6 +105,8 @@ from shardnet.common.wire.mld import (
 from shardnet.common.wire.ndp import (
     NDP_HOP_LIMIT,
     NDP_INFINITE_LIFETIME,
+    PREF_MEDIUM,
+    PREF_NAMES,
     DnsSearchList,
     Mtu,
     NdpMessage,
@@ -102,6 +117,7 @@ from shardnet.common.wire.ndp import (
     Nonce,
     PrefixInformation,
     RecursiveDns,
+    RouteInformation,
     RouterAdvertisement,
     RouterSolicitation,
     SourceLinkLayer,
@@ -143,6 +159,7 @@ MIN_RTR_SOLICITATION_INTERVAL_S = 0.5  # gVisor minimumRtrSolicitationInterval
 MAX_RTR_SOLICITATIONS = 3  # RFC 4861 §10
 MAX_DISCOVERED_ROUTERS = 10  # gVisor MaxDiscoveredDefaultRouters (RFC 4861 §6.3.4: >= 2)
 MAX_DISCOVERED_PREFIXES = 10  # gVisor MaxDiscoveredOnLinkPrefixes
+MAX_RIO_ROUTES = 10  # own cap on Route Information routes (hostile RAs)
 MAX_AUTOGEN_ADDRESSES = 16  # own cap: SLAAC prefixes with an address (hostile RAs)
 SLAAC_PREFIX_LEN = 64  # gVisor validPrefixLenForAutoGen; RFC 4862 §5.5.3 d, RFC 4291 §2.5.1
 MIN_VALID_LIFETIME_FOR_UPDATE_S = 7200.0  # RFC 4862 §5.5.3 e: 2 hours
@@ -182,6 +199,13 @@ class NdpConfig:
     max_dad_delay_s: float = MAX_RTR_SOLICITATION_DELAY_S  # RFC 4862 §5.4.2
     enhanced_dad: bool = False  # RFC 7527 nonce in DAD NS (Linux: on; gVisor: off)
     handle_ras: bool = True
+    # Linux accept_ra=2: RAs are processed (and solicited) while forwarding.
+    accept_ra_forwarding: bool = False
+    # RFC 4191 §3.1 Route Information options installed (Linux: off).
+    accept_rio: bool = False
+    # ICMPv6 and ICMPv4 Redirects followed by a host (RFC 4861 §8.3,
+    # RFC 1122 §3.2.2.2); never while forwarding (Linux accept_redirects).
+    accept_redirects: bool = True
     discover_default_routers: bool = True
     discover_on_link_prefixes: bool = True
     auto_gen_global_addresses: bool = True
@@ -192,6 +216,7 @@ class NdpConfig:
     max_rtr_solicitation_delay_s: float = MAX_RTR_SOLICITATION_DELAY_S
     max_routers: int = MAX_DISCOVERED_ROUTERS
     max_prefixes: int = MAX_DISCOVERED_PREFIXES
+    max_rio_routes: int = MAX_RIO_ROUTES
     max_autogen_addresses: int = MAX_AUTOGEN_ADDRESSES
     min_valid_lifetime_for_update_s: float = MIN_VALID_LIFETIME_FOR_UPDATE_S
     infinite_lifetime_s: int = NDP_INFINITE_LIFETIME  # lifetimes >= this never expire
@@ -242,7 +267,8 @@ class NdpConfig:
     def __post_init__(self) -> None:
         if self.dup_addr_detect_transmits < 0 or self.max_rtr_solicitations < 0:
             raise ValueError("dup_addr_detect_transmits and max_rtr_solicitations must be >= 0")
-        if self.max_routers < 0 or self.max_prefixes < 0 or self.max_autogen_addresses < 0:
+        limits = (self.max_routers, self.max_prefixes, self.max_autogen_addresses)
+        if min(*limits, self.max_rio_routes) < 0:
             raise ValueError("limits must be >= 0")
         if self.mld_robustness < 1:
             raise ValueError("mld_robustness must be >= 1")
@@ -290,6 +316,7 @@ class RouterDiscovered:
     nic: int
     addr: bytes
     lifetime_s: int
+    preference: str = "medium"  # RFC 4191 §2.2
     type: str = field(default="router_discovered", init=False)
 
 
@@ -454,8 +481,26 @@ class _Slaac:
 @dataclass(slots=True, eq=False)
 class _Router:
     addr: bytes
+    route: Route  # metric -1 until ranked
+    timer: Timer
+    preference: int = PREF_MEDIUM  # RFC 4191 §2.2
+
+
+@dataclass(slots=True, eq=False)
+class _RioRoute:
     route: Route
     timer: Timer
+
+
+@dataclass(frozen=True, slots=True)
+class RouterInfo:
+    """One default router as ``ctl routes`` shows it."""
+
+    addr: bytes
+    preference: str  # "high", "medium", "low"
+    reachable: bool  # reachable or probably reachable (RFC 4861 §6.3.6)
+    rank: int  # 0: the one in use
+    expires_s: float | None
 
 
 @dataclass(slots=True, eq=False)
@@ -473,6 +518,8 @@ class NdpStats:
     ra_values_clamped: int = 0  # an absurd Reachable Time or Retrans Timer, bounded
     routers_over_limit: int = 0
     prefixes_over_limit: int = 0
+    rio_over_limit: int = 0
+    rio_ignored: int = 0  # Route Information options not accepted (accept_rio off)
     autogen_over_limit: int = 0
     dad_failures: int = 0
     dad_regenerations: int = 0
@@ -487,6 +534,8 @@ class NdpStats:
             "ras_ignored": self.ras_ignored,
             "routers_over_limit": self.routers_over_limit,
             "prefixes_over_limit": self.prefixes_over_limit,
+            "rio_over_limit": self.rio_over_limit,
+            "rio_ignored": self.rio_ignored,
             "autogen_over_limit": self.autogen_over_limit,
             "dad_failures": self.dad_failures,
             "dad_regenerations": self.dad_regenerations,
@@ -504,7 +553,9 @@ class NdpMachine:
     actions to apply, in order. ``rng`` draws the random delays (and nonces);
     ``secret_key`` is the stack's RFC 7217 key (>= 16 bytes recommended);
     ``name_fn(nic_id, nic_name)`` gives the Net_Iface of RFC 7217 §5
-    (default: the NIC name)."""
+    (default: the NIC name). ``reachability(ip)``: whether the neighbour
+    table holds ``ip`` as reachable or probably reachable (RFC 4861 §6.3.6),
+    for default router selection; by default nothing is known."""
 
     def __init__(
         self,
@@ -519,6 +570,7 @@ class NdpMachine:
         link_mtu: int = 1500,
         loopback: bool = False,
         forwarding: bool = False,
+        reachability: Callable[[bytes], bool] | None = None,
     ) -> None:
         self.nic = nic_id
         self.nic_name = nic_name
@@ -530,6 +582,7 @@ class NdpMachine:
         self.link_mtu = link_mtu
         self.loopback = loopback
         self.forwarding = forwarding
+        self.reachability = reachability or (lambda ip: False)
         self.running = False
         self.stats = NdpStats()
         self._timers = TimerQueue()
@@ -538,6 +591,7 @@ class NdpMachine:
         self._slaac: dict[bytes, _Slaac] = {}
         self._routers: dict[bytes, _Router] = {}
         self._prefixes: dict[tuple[bytes, int], _Prefix] = {}
+        self._rio: dict[tuple[bytes, int, bytes], _RioRoute] = {}
         # RFC 4861 §6.3.2 host variables learnt from RAs.
         self.retrans_timer_s = self.config.retrans_timer_s
         self.cur_hop_limit = 0  # 0: not learnt
@@ -550,12 +604,20 @@ class NdpMachine:
         self._rs_left = 0
 
     # --- configuration ------------------------------------------------------------
-    def set_config(self, config: NdpConfig) -> None:
+    def set_config(self, config: NdpConfig, now: float = 0.0) -> list[NdpAction]:
         """Replace this NIC's configuration; running DADs keep their
-        count, new ones use the new values."""
+        count, new ones use the new values. A forwarding NIC whose
+        ``accept_ra_forwarding`` goes off drops what RAs taught it, as
+        turning forwarding on does (RFC 4861 §6.2)."""
         if self.retrans_timer_s == self.config.retrans_timer_s:
             self.retrans_timer_s = config.retrans_timer_s  # not overridden by an RA
+        took_ras = self._accepts_ras()
         self.config = config
+        if self.forwarding and took_ras and not self._accepts_ras():
+            self._cleanup_host_state(now)
+            self._rs_timer.stop()
+            self._rs_left = 0
+        return self._flush()
 
     @property
     def is_router(self) -> bool:
@@ -568,6 +630,22 @@ class NdpMachine:
 
     def routers(self) -> list[bytes]:
         return list(self._routers)
+
+    def router_info(self, now: float) -> list[RouterInfo]:
+        """The Default Router List in selection order."""
+        return [
+            RouterInfo(
+                r.addr,
+                PREF_NAMES[r.preference],
+                self.reachability(r.addr),
+                i,
+                r.timer.remaining(now),
+            )
+            for i, r in enumerate(self._ranked())
+        ]
+
+    def rio_routes(self) -> list[Route]:
+        return [r.route for r in self._rio.values()]
 
     def prefixes(self) -> list[tuple[bytes, int]]:
         return list(self._prefixes)
@@ -619,8 +697,7 @@ class NdpMachine:
             and not any(a.origin == "linklocal" for a in self._addrs.values())
         ):
             self._add_link_local(now, 0, 0)
-        if not self.forwarding:
-            self._start_rs(now)
+        self._start_rs(now)
         return self._flush()
 
     def stop(self, now: float) -> list[NdpAction]:
@@ -874,7 +951,7 @@ class NdpMachine:
     # --- router solicitation (RFC 4861 §6.3.7) ------------------------------------------
     def _start_rs(self, now: float) -> None:
         cfg = self.config
-        if not cfg.handle_ras or cfg.max_rtr_solicitations == 0 or self.loopback:
+        if not self._accepts_ras() or cfg.max_rtr_solicitations == 0 or self.loopback:
             return
         self._rs_left = cfg.max_rtr_solicitations
         delay = (
@@ -885,7 +962,7 @@ class NdpMachine:
         self._rs_timer.reset(now + delay)
 
     def _rs_tick(self, now: float) -> None:
-        if self._rs_left <= 0 or self.forwarding:
+        if self._rs_left <= 0 or not self._accepts_ras():
             return
         self._rs_left -= 1
         src = self.usable_link_local()
@@ -900,6 +977,12 @@ class NdpMachine:
             self._rs_timer.reset(now + self.config.rtr_solicitation_interval_s)
 
     # --- router advertisements (RFC 4861 §6.3.4, the NDPDispatcher order) -------------
+    def _accepts_ras(self) -> bool:
+        """RFC 4861 §6.2: a router ignores RAs, unless configured to take
+        them (Linux accept_ra=2)."""
+        cfg = self.config
+        return cfg.handle_ras and (not self.forwarding or cfg.accept_ra_forwarding)
+
     def handle_ra(
         self, now: float, src: bytes, hop_limit: int, ra: RouterAdvertisement
     ) -> list[NdpAction]:
@@ -909,8 +992,7 @@ class NdpMachine:
         if hop_limit != NDP_HOP_LIMIT:
             raise MalformedPacket(Drop.NDP_BAD_HOP_LIMIT, f"hop limit {hop_limit}", layer=_LAYER)
         validate_ra_source(src)
-        cfg = self.config
-        if not self.running or self.forwarding or not cfg.handle_ras:
+        if not self.running or not self._accepts_ras():
             self.stats.ras_ignored += 1  # RFC 4861 §6.2: a router ignores RAs
             return []
         self.stats.ras += 1
@@ -928,7 +1010,7 @@ class NdpMachine:
         if ra.router_lifetime:
             self._rs_timer.stop()  # §6.3.7: a router is known: no more RS
             self._rs_left = 0
-        self._router_lifetime(now, src, ra.router_lifetime)
+        self._router_lifetime(now, src, ra.router_lifetime, ra.preference)
         self._parameters(ra)
         for opt in ra.options:
             if isinstance(opt, PrefixInformation):
@@ -937,6 +1019,8 @@ class NdpMachine:
                 self._emit(Rdnss(self.nic, opt.servers, opt.lifetime))
             elif isinstance(opt, DnsSearchList):
                 self._emit(Dnssl(self.nic, opt.domains, opt.lifetime))
+            elif isinstance(opt, RouteInformation):
+                self._route_information(now, src, opt)
             elif isinstance(opt, SourceLinkLayer):
                 self._emit(UpdateNeighbour(src, opt.mac, True))
             elif isinstance(opt, Mtu):
@@ -971,9 +1055,10 @@ class NdpMachine:
             self.retrans_timer_s = retrans
             self._emit(SetNicParam("retrans_timer", retrans))
 
-    def _router_lifetime(self, now: float, src: bytes, lifetime: int) -> None:
+    def _router_lifetime(self, now: float, src: bytes, lifetime: int, preference: int) -> None:
         """RFC 4861 §6.3.4: key = the RA's source; Router Lifetime is 16-bit seconds, no
-        infinity."""
+        infinity. RFC 4191 §2.2: the preference of a router with lifetime 0
+        is ignored."""
         r = self._routers.get(src)
         if r is None:
             if lifetime == 0 or not self.config.discover_default_routers:
@@ -981,16 +1066,88 @@ class NdpMachine:
             if len(self._routers) >= self.config.max_routers:
                 self.stats.routers_over_limit += 1
                 return
-            route = Route(bytes(16), 0, self.nic, src, self.config.ra_route_metric, "ra")
+            route = Route(bytes(16), 0, self.nic, src, -1, "ra")  # metric: _rank's
             r = _Router(src, route, self._timers.timer(lambda t: self._router_expired(t, src)))
+            r.preference = preference
             self._routers[src] = r
-            self._emit(AddRoute(route))
-            self._emit(RouterDiscovered(self.nic, src, lifetime))
+            self._rank()
+            self._emit(RouterDiscovered(self.nic, src, lifetime, PREF_NAMES[preference]))
             r.timer.reset(now + lifetime)
         elif lifetime == 0:
             self._invalidate_router(r)
         else:
             r.timer.reset(now + lifetime)  # may shorten it
+            if r.preference != preference:
+                r.preference = preference
+                self._rank()
+
+    def _ranked(self) -> list[_Router]:
+        """RFC 4861 §6.3.6 with RFC 4191 §3.2: reachable or probably
+        reachable routers first, then the higher preference; the rest is
+        the list's order, which is the round-robin order (sorted is stable)."""
+        reachable = self.reachability
+        return sorted(self._routers.values(), key=lambda r: (not reachable(r.addr), -r.preference))
+
+    def _rank(self) -> None:
+        """Give each router's default route the metric of its rank; routes
+        whose metric changed are replaced (same key: dst, NIC, gateway)."""
+        base = self.config.ra_route_metric
+        for i, r in enumerate(self._ranked()):
+            if r.route.metric != base + i:
+                r.route = replace(r.route, metric=base + i)
+                self._emit(AddRoute(r.route))
+
+    def neighbour_changed(self, now: float, ip: bytes, *, failed: bool) -> list[NdpAction]:
+        """The neighbour entry of ``ip`` changed state; ``failed``: it is
+        gone (NUD failed, RFC 4861 §7.3.3). A default router that failed
+        goes to the back of the round-robin order (§6.3.6); the routers are
+        ranked again."""
+        r = self._routers.get(ip)
+        if r is None:
+            return []
+        if failed:
+            self._routers[ip] = self._routers.pop(ip)
+        self._rank()
+        return self._flush()
+
+    # --- route information (RFC 4191 §3.1) -------------------------------------------
+    def _route_information(self, now: float, src: bytes, rio: RouteInformation) -> None:
+        cfg = self.config
+        if not cfg.accept_rio:
+            self.stats.rio_ignored += 1
+            return
+        plen = rio.prefix_len
+        prefix = network_of(rio.prefix, plen)
+        if plen == 0 or is_ipv6_link_local(prefix) or is_ipv6_multicast(prefix):
+            return  # ::/0 is the Router Lifetime's; link-local needs no route
+        key = (prefix, plen, src)
+        # RFC 4191 §3.1: the preference orders routes to the same prefix
+        # (high gets the lowest metric).
+        metric = cfg.ra_route_metric + 1 - rio.preference
+        entry = self._rio.get(key)
+        if rio.lifetime == 0:
+            if entry is not None:
+                self._drop_rio(key)
+            return
+        if entry is None:
+            if len(self._rio) >= cfg.max_rio_routes:
+                self.stats.rio_over_limit += 1
+                return
+            route = Route(prefix, plen, self.nic, src, metric, "ra")
+            entry = self._rio[key] = _RioRoute(
+                route, self._timers.timer(lambda t: self._drop_rio(key))
+            )
+            self._emit(AddRoute(route))
+        elif entry.route.metric != metric:
+            entry.route = replace(entry.route, metric=metric)
+            self._emit(AddRoute(entry.route))
+        self._arm(entry.timer, now, rio.lifetime)
+
+    def _drop_rio(self, key: tuple[bytes, int, bytes]) -> None:
+        entry = self._rio.pop(key, None)
+        if entry is not None:
+            entry.timer.stop()
+            self._emit(RemoveRoute(entry.route))
 
     def _router_expired(self, now: float, src: bytes) -> None:
         r = self._routers.get(src)
@@ -1002,6 +1159,7 @@ class NdpMachine:
         r.timer.stop()
         self._emit(RemoveRoute(r.route))
         self._emit(RouterInvalidated(self.nic, r.addr))
+        self._rank()
 
     def router_unreachable(self, now: float, ip: bytes) -> list[NdpAction]:
         """``ip`` is no longer a router (an NA with R clear, RFC 4861 §7.2.5):
@@ -1170,6 +1328,8 @@ class NdpMachine:
         if on == self.forwarding:
             return []
         self.forwarding = on
+        if self.config.accept_ra_forwarding:
+            return []  # Linux accept_ra=2: the NIC stays a host for RAs
         if on:
             self._cleanup_host_state(now)
             self._rs_timer.stop()
@@ -1185,3 +1345,5 @@ class NdpMachine:
             self._invalidate_prefix(p)
         for r in list(self._routers.values()):
             self._invalidate_router(r)
+        for key in list(self._rio):
+            self._drop_rio(key)

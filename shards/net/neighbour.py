@@ -28,10 +28,13 @@ Implements:
     real peer from being resolved), static (PERMANENT) entries that never
     expire.
 
+The IsRouter flag (RFC 4861 §7.2.5, §6.3.4) is kept per entry for display
+(``ctl neigh``); the NDP machine's Default Router List is what routing
+uses, and an NA with R clear takes its sender off it
+(``NdpMachine.router_unreachable``).
+
 Left out: per-entry random ReachableTime (the caller passes the value it
-drew in the config, RFC 4861 §6.3.4). The IsRouter flag is not kept here:
-the NDP machine's Default Router List is the set of routers, and an NA with
-R clear takes its sender off it (§7.2.5, ``NdpMachine.router_unreachable``).
+drew in the config, RFC 4861 §6.3.4).
 
 The table returns actions instead of sending: ``poll_probes()`` gives the
 solicitations to send, ``learn()`` the queued packets that became sendable,
@@ -179,6 +182,7 @@ class NeighbourInfo:
     idle_s: float  # since last used to send
     queued: int  # packets waiting (INCOMPLETE)
     attempts: int  # solicitations sent (INCOMPLETE)
+    router: bool = False  # IsRouter (RFC 4861 §7.2.5)
 
     def summary(self) -> str:
         mac = format_mac(self.mac) if self.mac is not None else "(incomplete)"
@@ -210,6 +214,7 @@ class _Entry:
     kept_at: float = 0.0  # aged out, kept because the table is small (gc_keep)
     timer_at: float | None = None  # the deadline of this entry's live heap item
     published: bool = False  # the replicas know a mac for it
+    router: bool = False  # IsRouter, RFC 4861 §7.2.5 (IPv6 only)
 
 
 class NeighbourTable:
@@ -254,13 +259,7 @@ class NeighbourTable:
         if e is not None:
             mac = e.mac
             if mac is not None:
-                e.used = now
-                self._entries.move_to_end(ip)
-                if e.state is _STALE and self.config.nud:
-                    # RFC 4861 §7.3.3: sending with a STALE entry starts DELAY.
-                    self._set_state(e, NudState.DELAY)
-                    e.probe_at = now + self.config.delay_first_probe_s
-                    self._schedule(e)
+                self.touch(now, ip)  # RFC 4861 §7.3.3: sending with a STALE entry starts DELAY
                 return mac
             if packet is not None:
                 self._enqueue(e, packet, size)
@@ -288,11 +287,16 @@ class NeighbourTable:
 
     def touch(self, now: float, ip: bytes) -> None:
         """``ip`` was used to send (e.g. reported by a shard using its replica):
-        keeps the entry from ageing out and from LRU eviction."""
+        keeps the entry from ageing out and from LRU eviction, and a STALE
+        one goes to DELAY as in ``resolve`` (RFC 4861 §7.3.3)."""
         e = self._entries.get(ip)
         if e is not None and e.mac is not None:
             e.used = now
             self._entries.move_to_end(ip)
+            if e.state is _STALE and self.config.nud:
+                self._set_state(e, NudState.DELAY)
+                e.probe_at = now + self.config.delay_first_probe_s
+                self._schedule(e)
 
     def confirm(self, now: float, ip: bytes) -> None:
         """Upper-layer reachability confirmation (RFC 4861 §7.3.1: TCP saw new
@@ -331,6 +335,7 @@ class NeighbourTable:
         solicited: bool,
         create: bool,
         override: bool = True,
+        router: bool | None = None,
     ) -> list[Any]:
         """``ip`` is at ``mac`` (ARP reply or request, NA, NS/RS/redirect link
         option). ``solicited``: the message confirms reachability (ARP unicast
@@ -338,15 +343,20 @@ class NeighbourTable:
         only when we are the target; RFC 4861 §7.2.3: NS with SLLA). ``override``:
         NA's O flag (ARP: always). ``mac`` None: an NA without a Target
         Link-Layer Address option (Linux answers a unicast NS so): it can
-        confirm a known address, never supply one. Returns the queued packets
+        confirm a known address, never supply one. ``router``: the IsRouter
+        flag the message gives (NA's R, True for an RA, False for a new
+        entry from an NS or RS; None: unchanged). Returns the queued packets
         now sendable (empty unless the entry was INCOMPLETE). RFC 4861 §7.2.5
         rules."""
         e = self._entries.get(ip)
+        if e is not None and router is not None and e.state is not _PERMANENT:
+            e.router = router
         if e is None:
             if mac is None or not create or not self._make_room():
                 return []
             state = _REACHABLE if solicited else _STALE
             e = _Entry(ip, mac, state, now, now, now)
+            e.router = bool(router)
             self._entries[ip] = e
             self._nud_changed.add(ip)
             self._dynamic += 1
@@ -527,6 +537,7 @@ class NeighbourTable:
                     0.0 if permanent else now - e.used,
                     len(e.pending) if e.pending else 0,
                     e.attempts,
+                    e.router,
                 )
             )
         return out

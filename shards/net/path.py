@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .datagram import ETH_HEADER
 from .model import Nic
 from .state import NetView
 
@@ -37,6 +38,10 @@ class Path:
     # header checksum and of the pseudo-header sum (RFC 1071: one's-complement
     # sums add as integers modulo 0xFFFF).
     addr_sum: int
+    hop: tuple[int, bytes]  # (NIC id, next hop): reported as used (NUD, RFC 4861 §7.3.3)
+    # The stack's ``used_epoch`` when ``hop`` was last noted: one identity
+    # test per datagram instead of hashing the hop.
+    reported: object = None
 
 
 class PathCache:
@@ -52,7 +57,21 @@ class PathCache:
             return None
         return self._paths.get(key)
 
-    def put(self, key: PathKey, path: Path) -> None:
+    def remember(
+        self, key: PathKey, nic: Nic, src: bytes, dst: bytes, next_hop: bytes,
+        ethertype: int, hop_limit: int,
+    ) -> None:  # fmt: skip
+        """Keep the path just computed for ``key``, if its next hop is a
+        known neighbour (one still being resolved takes the full way)."""
+        hop = (nic.id, next_hop)
+        mac = self.view.next_hop_mac(nic, next_hop)
+        if mac is None:
+            return
+        eth = ETH_HEADER.pack(mac, nic.mac, ethertype)
+        addr_sum = int.from_bytes(src + dst, "big") % 0xFFFF
+        self._put(key, Path(nic, src, eth, hop_limit, addr_sum, hop))
+
+    def _put(self, key: PathKey, path: Path) -> None:
         paths = self._paths
         if self._version != self.view.version:
             paths.clear()

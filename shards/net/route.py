@@ -28,15 +28,16 @@ from dataclasses import dataclass, replace
 
 from shardnet.common.addr import format_ip, is_ipv4_multicast
 
-ROUTE_ORIGINS = frozenset({"static", "connected", "ra"})
+ROUTE_ORIGINS = frozenset({"static", "connected", "ra", "redirect"})
 
 
 @dataclass(frozen=True, slots=True)
 class Route:
     """``dst/prefix_len`` via ``gateway`` (None: on-link) out of NIC ``nic``.
 
-    ``origin``: "static" (configured), "connected" (the subnet of an address)
-    or "ra" (learned from a Router Advertisement, RFC 4861 §6.3.4).
+    ``origin``: "static" (configured), "connected" (the subnet of an address),
+    "ra" (learned from a Router Advertisement, RFC 4861 §6.3.4) or
+    "redirect" (a host route from a Redirect, RFC 4861 §8.3, RFC 1122 §3.2.2.2).
     """
 
     dst: bytes

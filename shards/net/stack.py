@@ -45,7 +45,8 @@ from shardnet.common.checksum import ones_sum
 from shardnet.common.link_tx import FrameWriter
 from shardnet.common.wire.errors import Drop
 from shardnet.common.wire.ethernet import ETHERTYPE_IPV4
-from shardnet.common.wire.ipv4 import IPPROTO_TCP, IPPROTO_UDP
+from shardnet.common.wire.icmpv4 import Icmpv4View
+from shardnet.common.wire.ipv4 import IPPROTO_TCP, IPPROTO_UDP, Ipv4View
 from shardnet.common.wire.ipv6 import Ipv6View
 from shardnet.common.wire.virtio import (
     F_DATA_VALID,
@@ -133,10 +134,20 @@ class NetStack:
         self._source_gen = -1
         # Frames from the ring arrive on the link's NIC (one link per process).
         self.link_nic = link_nic
+        # Next hops used to send since the last report to shard 0's
+        # neighbour tables (RFC 4861 §7.3.3: sending to a STALE entry starts
+        # NUD): gathered per packet at the cost of a set lookup, reported
+        # once a USE_REPORT_INTERVAL_S by ``report_used``.
+        self.report_used: Callable[[int, bytes], None] | None = None
+        self.used_hops: set[tuple[int, bytes]] = set()
+        self.used_epoch = object()  # a new one at every report (``path.Path.reported``)
+        self._used_report_at = 0.0
         # Called when a deadline may have moved (the shard re-arms its timer).
         self.deadline_changed: Callable[[], None] = lambda: None
         # Shard 0's NDP machine takes NS/NA/RS/RA/Redirect/MLD.
         self.ndp_hook: Callable[[Ipv6View, int, memoryview], None] | None = None
+        # Shard 0's control plane follows ICMPv4 redirects (it owns the routes).
+        self.redirect_hook_v4: Callable[[Ipv4View, int, Icmpv4View], None] | None = None
         self.icmp = Icmp(self, icmp_rate)
         self.ipv4 = Ipv4(self, self.icmp)
         self.ipv6 = Ipv6(self, self.icmp)
@@ -194,14 +205,17 @@ class NetStack:
         total = len(out.head) + len(out.data)
         mtu = 0
         if nic is not None and not nic.loopback:
-            mtu = min(nic.mtu, self.pmtu.mtu(self.clock(), dst, nic.mtu))
+            mtu = self.path_mtu(nic, dst)
         if nic is not None and mtu and not (multicast_loop and group):
             fits = total <= mtu
             if fits or (out.gso_size and self.tx_offload):
                 if group:
                     mac: bytes | None = group_mac(next_hop)
                 else:
+                    hop = (nic.id, next_hop)
                     mac = self.view.next_hop_mac(nic, next_hop)
+                    if mac is not None and hop not in self.used_hops:
+                        self.note_used(hop)
                 if mac is not None:
                     self.write(ETH_HEADER.pack(mac, nic.mac, out.ethertype), out, fits)
                     return True
@@ -233,6 +247,14 @@ class NetStack:
         for piece in pieces:
             self.to_link(nic, next_hop, ethertype, piece, group)
         return True
+
+    def path_mtu(self, nic: Nic, dst: bytes) -> int:
+        """The MTU towards ``dst`` out of ``nic``: the link's, or less where
+        a Packet Too Big / Fragmentation Needed taught a smaller one (RFC 8201,
+        RFC 1191)."""
+        if not len(self.pmtu):
+            return nic.mtu
+        return self.pmtu.mtu(self.clock(), dst, nic.mtu)
 
     def write(self, eth: bytes, out: Outgoing, fits: bool) -> None:
         """``out`` to the link in parts. With the link's offloads (TCP only:
@@ -321,11 +343,14 @@ class NetStack:
         if group:
             mac = group_mac(next_hop)
         else:
+            hop = (nic.id, next_hop)
             mac = self.view.next_hop_mac(nic, next_hop)
             if mac is None:
                 mac = self._resolve(nic, next_hop, ethertype, packet)
                 if mac is None:
                     return
+            elif hop not in self.used_hops:
+                self.note_used(hop)
         self.transmit(nic, mac, ethertype, packet)
 
     def transmit(self, nic: Nic, dst_mac: bytes, ethertype: int, packet: bytes | bytearray) -> None:
@@ -373,15 +398,37 @@ class NetStack:
             for ethertype, packet in queue:
                 self.transmit(nic, mac, ethertype, packet)
 
+    def note_used(self, hop: tuple[int, bytes]) -> None:
+        """``hop`` (NIC id, next hop) was used to send; the first one since
+        the last report arms the report's timer."""
+        if self.report_used is None:
+            return
+        if not self.used_hops:
+            self._used_report_at = self.clock() + USE_REPORT_INTERVAL_S
+            self.used_hops.add(hop)
+            self.deadline_changed()
+        else:
+            self.used_hops.add(hop)
+
     def next_deadline(self) -> float | None:
+        report = self._used_report_at if self.used_hops else None
         if not self._pending:
-            return None
-        return min(w.since for w in self._pending.values()) + PENDING_TIMEOUT_S
+            return report
+        due = min(w.since for w in self._pending.values()) + PENDING_TIMEOUT_S
+        return due if report is None else min(due, report)
 
     def handle_timeout(self, now: float) -> None:
+        if self.used_hops and now >= self._used_report_at and self.report_used is not None:
+            hops, self.used_hops = self.used_hops, set()
+            self.used_epoch = object()
+            for nic_id, ip in hops:
+                self.report_used(nic_id, ip)
         for key in [k for k, w in self._pending.items() if now - w.since >= PENDING_TIMEOUT_S]:
             for ethertype, packet in self._pending.pop(key).queue.packets():
                 self.icmp.unreachable(ethertype, packet)
+
+
+USE_REPORT_INTERVAL_S = 1.0  # next hops used, told to shard 0's NUD this often
 
 
 @dataclass(slots=True)

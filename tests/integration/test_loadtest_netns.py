@@ -87,16 +87,18 @@ def test_a_shard_sweep_names_each_count(tmp_path: Path) -> None:
     assert loadtest_namespaces() == []
 
 
+@pytest.mark.timeout(300)
 def test_floods_beside_a_well_behaved_client(tmp_path: Path) -> None:
     """Each flood runs (frames sent), the well-behaved client's view is
-    reported, no shard restarts, the run itself does not fail."""
+    reported, no shard restarts, the run itself does not fail: blind
+    injected segments break none of the live connections."""
     skip_unless_netns()
     out = tmp_path / "lt.json"
-    r = loadtest("--scenario", "synflood,fragflood", "--against", "kernel", "--duration", "2",
-                 "--json", str(out), timeout=180)  # fmt: skip
+    r = loadtest("--scenario", "synflood,fragflood,injection", "--against", "kernel",
+                 "--duration", "2", "--json", str(out), timeout=240)  # fmt: skip
     assert r.returncode == 0, r.stdout + r.stderr
     doc = json.loads(out.read_text())["scenarios"]
-    for name in ("synflood", "fragflood"):
+    for name in ("synflood", "fragflood", "injection"):
         for system in ("shardnet", "kernel"):
             got = doc[name][system]
             assert got["failed"] == 0 and got["corrupted"] == 0, (name, system, got)
@@ -106,9 +108,24 @@ def test_floods_beside_a_well_behaved_client(tmp_path: Path) -> None:
     assert loadtest_namespaces() == []
 
 
+def test_drain_ends_every_live_transfer(tmp_path: Path) -> None:
+    """SIGTERM during 100 live echo transfers: each ends with the stack's
+    FIN or RST well before the client's timeout, the stack exits 0 within
+    its drain bound and leaves no shard running."""
+    skip_unless_netns()
+    out = tmp_path / "lt.json"
+    r = loadtest("--scenario", "drain", "--duration", "2", "--json", str(out), timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    got = json.loads(out.read_text())["scenarios"]["drain"]["shardnet"]
+    assert got["ended_fin"] + got["ended_rst"] == 100 and got["hung"] == 0, got
+    assert got["exit_codes"] == [0] and got["left_running"] == 0, got
+    assert got["drain_s"] < 10, got
+    assert loadtest_namespaces() == []
+
+
 def test_refuses_bad_options() -> None:
     r = loadtest("--scenario", "bulk,nope", timeout=30)
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [
-        "shardnet loadtest: error: --scenario: unknown nope; of bulk,echo,crr,rr,udp,ping,conns,synflood,fragflood,churn"
+        "shardnet loadtest: error: --scenario: unknown nope; of bulk,echo,crr,rr,udp,ping,conns,synflood,fragflood,injection,churn,drain"
     ]

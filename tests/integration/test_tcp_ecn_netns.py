@@ -7,31 +7,18 @@ and halves its window on the kernel's ECE, and the data stays intact."""
 from __future__ import annotations
 
 import subprocess
-import textwrap
 
 import pytest
 
 from ..netns import Netns, skip_unless_netns
-from ..stack import KERNEL_V4, TAP, StackProcess
+from ..stack import KERNEL_V4, TAP, StackProcess, echo_client
 
 pytestmark = [pytest.mark.netns, pytest.mark.timeout(180)]
 
-CLIENT = textwrap.dedent("""
-    import hashlib, os, socket, sys, threading
-    data = os.urandom(3_000_000)
-    s = socket.create_connection(("198.18.0.2", 7), timeout=60)
-    got = bytearray()
-    def reader():
-        while len(got) < len(data):
-            chunk = s.recv(1 << 16)
-            if not chunk:
-                break
-            got.extend(chunk)
-    t = threading.Thread(target=reader)
-    t.start()
-    s.sendall(data)
-    t.join(120)
-    print(len(got), hashlib.sha256(got).digest() == hashlib.sha256(data).digest())
+CLIENT = echo_client(
+    "198.18.0.2",
+    3_000_000,
+    then="""
     # struct tcp_info's tcpi_options (byte 5): TCPI_OPT_ECN = 8, what
     # ``ss -ti`` shows as "ecn" (this ss is older than the kernel's layout)
     info = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
@@ -46,7 +33,8 @@ CLIENT = textwrap.dedent("""
     print("done", flush=True)
     sys.stdin.readline()  # the test reads shardnet's view of the connection first
     s.close()
-""")
+""",
+)
 
 
 def run_echo(kernel_ecn: int, *extra: str) -> tuple[list[str], dict]:

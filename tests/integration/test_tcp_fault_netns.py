@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from ..netns import Netns, skip_unless_netns
-from ..stack import KERNEL_V4, TAP, StackProcess
+from ..stack import KERNEL_V4, TAP, StackProcess, echo_client
 
 pytestmark = [pytest.mark.netns, pytest.mark.timeout(180)]
 
@@ -26,23 +26,7 @@ def test_transfers_stay_intact_with_drops_and_reordering() -> None:
         ) as stack,
     ):  # fmt: skip
         ns.run(f"ip addr add {KERNEL_V4}/24 dev {TAP}")
-        out = ns.python("""
-            import hashlib, os, socket, threading
-            data = os.urandom(3_000_000)
-            s = socket.create_connection(("198.18.0.2", 7), timeout=60)
-            got = bytearray()
-            def reader():
-                while len(got) < len(data):
-                    chunk = s.recv(1 << 16)
-                    if not chunk:
-                        break
-                    got.extend(chunk)
-            t = threading.Thread(target=reader)
-            t.start()
-            s.sendall(data)
-            t.join(120)
-            print(len(got), hashlib.sha256(got).digest() == hashlib.sha256(data).digest())
-        """, timeout=150).stdout.split()  # fmt: skip
+        out = ns.python(echo_client("198.18.0.2", 3_000_000), timeout=150).stdout.split()
         assert out == ["3000000", "True"]
         size = ns.run(
             ["curl", "-sS", "-m", "120", "-o", "/dev/null", "-w", "%{size_download}", "http://198.18.0.2/bytes/3000000"],

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from ..netns import Netns, skip_unless_netns, wait_until
-from ..stack import KERNEL_V4, TAP, StackProcess
+from ..stack import KERNEL_V4, TAP, StackProcess, echo_client
 
 pytestmark = [pytest.mark.netns, pytest.mark.timeout(180)]
 
@@ -59,23 +59,7 @@ def test_curl_downloads_20_mb_and_keeps_alive(ns: Netns, stack: StackProcess) ->
 
 @pytest.mark.parametrize("target", [SHARDNET_V4, SHARDNET_V6])
 def test_20_mb_echo_both_ways_is_intact(ns: Netns, stack: StackProcess, target: str) -> None:
-    out = ns.python(f"""
-        import hashlib, os, socket, threading
-        data = os.urandom(20_000_000)
-        s = socket.create_connection(("{target}", 7), timeout=30)
-        got = bytearray()
-        def reader():
-            while len(got) < len(data):
-                chunk = s.recv(1 << 16)
-                if not chunk:
-                    break
-                got.extend(chunk)
-        t = threading.Thread(target=reader)
-        t.start()
-        s.sendall(data)
-        t.join(90)
-        print(len(got), hashlib.sha256(got).hexdigest() == hashlib.sha256(data).hexdigest())
-    """, timeout=120).stdout.split()  # fmt: skip
+    out = ns.python(echo_client(target, 20_000_000, timeout=45), timeout=120).stdout.split()
     assert out == ["20000000", "True"]
 
 

@@ -8,27 +8,11 @@ from __future__ import annotations
 import pytest
 
 from ..netns import Netns, skip_unless_netns
-from ..stack import KERNEL_V4, TAP, StackProcess
+from ..stack import KERNEL_V4, TAP, StackProcess, echo_client
 
 pytestmark = [pytest.mark.netns, pytest.mark.timeout(240)]
 
-ECHO = """
-    import hashlib, os, socket, threading
-    data = os.urandom(4_000_000)
-    s = socket.create_connection(("198.18.0.2", 7), timeout=60)
-    got = bytearray()
-    def reader():
-        while len(got) < len(data):
-            chunk = s.recv(1 << 16)
-            if not chunk:
-                break
-            got.extend(chunk)
-    t = threading.Thread(target=reader)
-    t.start()
-    s.sendall(data)
-    t.join(120)
-    print(len(got), hashlib.sha256(got).digest() == hashlib.sha256(data).digest())
-"""
+ECHO = echo_client("198.18.0.2", 4_000_000)
 
 
 def echo_retransmits(*extra: str) -> int:

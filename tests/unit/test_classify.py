@@ -104,8 +104,14 @@ def test_fragments_go_to_reassembly() -> None:
         ETH / Dot1Q(vlan=5) / IP(src=A4, dst=B4) / TCP(sport=1, dport=2),
         ETH / IP(src=A4, dst=B4, proto=99) / b"xx",
         Ether(type=0x88B5) / b"local experimental",
+        # RFC 1122 §3.2.2.2: the routes it changes are shard 0's, whatever flow it quotes.
+        ETH
+        / IP(src=A4, dst=B4)
+        / ICMP(type=5, code=1, gw="198.18.0.9")
+        / IP(src=B4, dst="198.19.0.1")
+        / TCP(sport=1234, dport=80),
     ],
-    ids=["arp", "ra", "ns", "vlan", "unknown-proto", "unknown-ethertype"],
+    ids=["arp", "ra", "ns", "vlan", "unknown-proto", "unknown-ethertype", "icmpv4-redirect"],
 )
 def test_control_and_unknown_go_to_shard_0(frame) -> None:
     assert classify(bytes(frame), N) == 0

@@ -157,6 +157,7 @@ def test_defaults() -> None:
     s = _settings("--scenario", "rr,udp,rr", "--shards", "1,2", "--against", "kernel")
     assert (s.scenarios, s.shards, s.against_kernel) == (("rr", "udp"), (1, 2), True)
     assert _settings("--scenario", "conns,ping,bulk").scenarios == ("ping", "bulk", "conns")
+    assert _settings("--scenario", "drain,conns,rr").scenarios == ("rr", "conns", "drain")
     assert s.flood_rate == 0.0 and _settings("--flood-rate", "5000").flood_rate == 5000.0
 
 
@@ -173,6 +174,7 @@ def test_defaults() -> None:
         (["--netns", "sn-x"], "--target"),
         (["--target", "198.18.0.2", "--shards", "1,2"], "--shards"),
         (["--flood-rate", "-1"], "--flood-rate"),
+        (["--target", "198.18.0.2", "--scenario", "drain"], "drain"),
     ],
 )
 def test_bad_settings(argv: list[str], word: str) -> None:
@@ -268,6 +270,39 @@ def test_client_loops_move_checked_data(servers: _Servers, kind: str, app: str) 
     assert out.bytes > 0 and out.t_end > out.t_start
     if kind in ("crr", "rr"):
         assert out.ops > 0 and len(out.lat_us) == min(out.ops, lt_client.MAX_SAMPLES)
+
+
+def test_client_echo_many_checks_every_connection(servers: _Servers) -> None:
+    out = _run("echo_many", servers.ports["echo"], conns=20)
+    assert (out.ops, out.failed, out.corrupted, out.error) == (20, 0, 0, "")
+    assert out.bytes > 0
+
+
+def test_client_echo_many_tells_a_servers_fin_from_its_reset() -> None:
+    """One server closes each connection after the first chunk (FIN), the
+    other resets it: echo_many counts each as failed, and which it was."""
+    for linger, field in ((None, "fin"), (lt_client._LINGER_RST, "rst")):
+        with socket.socket() as srv:
+            srv.bind(("127.0.0.1", 0))
+            srv.listen(8)
+
+            def serve(srv: socket.socket = srv, linger: bytes | None = linger) -> None:
+                for _ in range(3):
+                    conn, _ = srv.accept()
+                    conn.recv(1)
+                    if linger is not None:
+                        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+                    else:  # FIN at once; unread data at close would reset
+                        conn.shutdown(socket.SHUT_WR)
+                        while conn.recv(65536):
+                            pass
+                    conn.close()
+
+            t = threading.Thread(target=serve, daemon=True)
+            t.start()
+            out = _run("echo_many", srv.getsockname()[1], conns=3)
+            t.join(5)
+        assert out.failed == 3 and getattr(out, field) == 3, (field, out)
 
 
 def test_client_conns_hold_and_check(servers: _Servers, monkeypatch: Any) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shardnet.common.messages import Beat, Patch, Snapshot, decode, encode
+from shardnet.common.messages import Beat, Confirm, Patch, Snapshot, decode, encode
 from shardnet.common.replica import TableOwner, TableReplica
 
 
@@ -82,7 +82,12 @@ def test_any_loss_pattern_converges_after_resync(ops: list, lost: set[int]) -> N
 
 
 def test_messages_round_trip() -> None:
-    for msg in (Patch(1, 2, "t", "k", {"v": [1, 2]}), Snapshot(1, 2, {"t": {"k": 1}})):
+    for msg in (
+        Patch(1, 2, "t", "k", {"v": [1, 2]}),
+        Snapshot(1, 2, {"t": {"k": 1}}),
+        Confirm(1, 1, bytes(16)),
+        Confirm(2, 1, bytes(4), used=True),  # a next hop used, not confirmed (NUD)
+    ):
         assert decode(encode(msg)) == msg
 
 

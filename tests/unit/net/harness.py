@@ -129,6 +129,7 @@ class Net:
             self.net, self.stack, self.clock, ndp_config=ndp, rng=random.Random(5)
         )
         self.control.bootstrap(self.config, mac=self.mac, mtu=mtu)
+        self.stack.report_used = self.control.neighbour_used  # as ShardAssembly wires it
         self.ingress = Ingress(self.mac, self.counters)
         register_net(self.ingress, self.stack)
         self.ingress.register(ETHERTYPE_ARP, self.control.handle_arp)
@@ -248,6 +249,8 @@ class Replica:
             clock=net.clock,
             ask_resolve=self.ask_resolve,
         )
+        self.used: list[tuple[int, bytes]] = []
+        self.stack.report_used = self.report_used
         self.ingress = Ingress(net.mac, self.counters)
         register_net(self.ingress, self.stack)
 
@@ -262,6 +265,11 @@ class Replica:
         # The Resolve message to shard 0's sync socket, delivered at once.
         self.asked.append((nic, ip))
         self.net.control.resolve_for(nic, ip)
+
+    def report_used(self, nic: int, ip: bytes) -> None:
+        # The Confirm(used=True) message to shard 0's sync socket, delivered at once.
+        self.used.append((nic, ip))
+        self.net.control.neighbour_used(nic, ip)
 
     def inject(self, frame: Packet | bytes) -> None:
         self.ingress.handle_record(memoryview(bytes((TAG_WIRE,)) + bytes(frame)))

@@ -1018,4 +1018,5 @@ def test_events_are_json() -> None:
         "nic": 1,
         "addr": "fe80::1",
         "lifetime_s": 100,
+        "preference": "medium",
     }

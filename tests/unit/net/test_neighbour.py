@@ -282,12 +282,25 @@ def test_confirmation_keeps_an_entry_reachable() -> None:
 
 
 def test_touch_counts_as_use() -> None:
+    """A shard reports it sent to the entry: kept from ageing out, and a
+    STALE entry is checked by NUD (RFC 4861 §7.3.3) as one used here is."""
     lp = loop()
     lp.learn(A, MAC_A)
     lp.advance(59)
     lp.table.touch(lp.now, A)
+    assert lp.table.state(A) is NudState.DELAY
+    lp.advance(5)
+    lp.learn(A, MAC_A, solicited=True, create=False)
     lp.advance(30)
     assert A in lp.table
+
+
+def test_touch_of_a_silent_entry_ends_it() -> None:
+    lp = loop()
+    lp.learn(A, MAC_A, solicited=False)  # STALE
+    lp.table.touch(lp.now, A)
+    lp.advance(10)  # DELAY 5 s, three unanswered probes 1 s apart
+    assert A not in lp.table
 
 
 def test_ageing_constants_come_from_the_config() -> None:

@@ -16,6 +16,7 @@ from scapy.layers.inet6 import (
     ICMPv6NDOptMTU,
     ICMPv6NDOptPrefixInfo,
     ICMPv6NDOptRDNSS,
+    ICMPv6NDOptRouteInfo,
     ICMPv6NDOptSrcLLAddr,
     ICMPv6NDOptUnknown,
     IPv6,
@@ -38,6 +39,7 @@ from shardnet.common.wire.ndp import (
     RecursiveDns,
     Redirect,
     RedirectedHeader,
+    RouteInformation,
     RouterAdvertisement,
     RouterSolicitation,
     SourceLinkLayer,
@@ -479,6 +481,53 @@ def test_emitted_ns_na_rs_redirect_dissect_in_scapy() -> None:
     assert (pkt[ICMPv6ND_Redirect].tgt, pkt[ICMPv6ND_Redirect].dst) == ("fe80::2", "2001:db8::9")
 
 
+@pytest.mark.parametrize(
+    ("prf", "want"),
+    [(1, ndp.PREF_HIGH), (0, ndp.PREF_MEDIUM), (3, ndp.PREF_LOW), (2, ndp.PREF_MEDIUM)],
+)
+def test_scapy_ra_preference_and_route_information(prf: int, want: int) -> None:
+    """RFC 4191 §2.2: Prf 01 high, 00 medium, 11 low, 10 (reserved) medium;
+    §2.3 RIO of each Length, scapy as the oracle."""
+    data = scapy_bytes(
+        ICMPv6ND_RA(prf=prf, routerlifetime=1800)
+        / ICMPv6NDOptRouteInfo(plen=0, prf=prf, rtlifetime=60, len=1)
+        / ICMPv6NDOptRouteInfo(plen=48, prf=1, rtlifetime=600, prefix="2001:db8:5::", len=2)
+        / ICMPv6NDOptRouteInfo(
+            plen=96, prf=3, rtlifetime=NDP_INFINITE_LIFETIME, prefix="2001:db8:6::7:0:0", len=3
+        )
+    )
+    h = ndp.parse(data, pseudo=pseudo(data), hop_limit=255)
+    assert isinstance(h, RouterAdvertisement) and h.preference == want
+    assert h.options == [
+        RouteInformation(0, want, 60, bytes(16)),
+        RouteInformation(48, ndp.PREF_HIGH, 600, parse_ip("2001:db8:5::")),
+        RouteInformation(96, ndp.PREF_LOW, NDP_INFINITE_LIFETIME, parse_ip("2001:db8:6::7:0:0")),
+    ]
+
+
+def test_emitted_route_information_dissects_in_scapy() -> None:
+    ra = RouterAdvertisement(
+        64, ndp.encode_preference(ndp.PREF_LOW), 600, 0, 0,
+        [RouteInformation(56, ndp.PREF_HIGH, 300, parse_ip("2001:db8:9::"))],
+    )  # fmt: skip
+    pkt = scapy_dissect(ra.to_bytes(SRC, DST))
+    assert pkt[ICMPv6ND_RA].prf == 3
+    rio = pkt[ICMPv6NDOptRouteInfo]
+    assert (rio.len, rio.plen, rio.prf, rio.rtlifetime, rio.prefix) == (
+        2, 56, 1, 300, "2001:db8:9::",
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(("units", "plen"), [(1, 1), (2, 65), (4, 0), (3, 129)])
+def test_route_information_inconsistent_length_is_ignored(units: int, plen: int) -> None:
+    """RFC 4191 §3.1: an RIO whose Length does not fit its Prefix Length is
+    ignored; the RA stays valid."""
+    rio = bytes((24, units, plen, 0)) + (60).to_bytes(4, "big") + bytes(8 * units - 8)
+    h = ndp.parse(ra_with(rio))
+    assert isinstance(h, RouterAdvertisement)
+    assert h.options == [UnknownOption(24, rio[2:])]
+
+
 # --------------------------------------------------------------------------- hypothesis
 
 addr16 = st.binary(min_size=16, max_size=16)
@@ -505,9 +554,25 @@ options = st.lists(
             RedirectedHeader,
             st.integers(0, 3).flatmap(lambda k: st.binary(min_size=8 * k, max_size=8 * k)),
         ),
+        st.integers(0, 128).flatmap(
+            lambda plen: st.builds(
+                RouteInformation,
+                st.just(plen),
+                st.sampled_from((-1, 0, 1)),
+                u32,
+                # bits past the prefix length zero (they are not on the wire)
+                addr16.map(
+                    lambda a, p=plen: (
+                        (int.from_bytes(a, "big") >> (128 - p) << (128 - p)).to_bytes(16, "big")
+                        if p
+                        else bytes(16)
+                    )
+                ),
+            )
+        ),
         st.builds(
             UnknownOption,
-            st.integers(0, 255).filter(lambda t: t not in (1, 2, 3, 4, 5, 14, 25, 31)),
+            st.integers(0, 255).filter(lambda t: t not in (1, 2, 3, 4, 5, 14, 24, 25, 31)),
             st.integers(0, 2).flatmap(lambda k: st.binary(min_size=6 + 8 * k, max_size=6 + 8 * k)),
         ),
     ),
