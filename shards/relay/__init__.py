@@ -3,7 +3,9 @@ connection and UDP flow sent to any address and opens the real one with a
 kernel socket (``tcp.py``, ``udp.py``), from the namespace ``--relay-netns``
 names (``sockets.py``), as tun2socks and slirp4netns do; with ``--relay
 socks5://HOST:PORT`` through a SOCKS5 upstream (``socks5.py``: CONNECT,
-UDP ASSOCIATE).
+UDP ASSOCIATE). ``--relay-rule`` decides which destinations are opened
+(``rules.py``), ``--relay-limits`` how many flows a shard holds
+(``limits.py``).
 
 The network layer is made promiscuous (every unicast destination is ours,
 and replies leave from it: gVisor's ``SetPromiscuousMode`` and
