@@ -42,6 +42,23 @@ class ServeSpec:
 class StackConfig:
     tap: str | None = None
     packet: str | None = None  # attach to an existing interface with AF_PACKET
+    # A TUN device (IFF_TUN): an L3 point-to-point link, IP packets without
+    # an Ethernet header, no ARP or NDP resolution.
+    tun: str | None = None
+    tun_netns: str | None = None  # move the TUN into this network namespace once made
+    # --relay direct: accept TCP and UDP flows to any address and open each
+    # one with a kernel socket (shards/relay/), from --relay-netns if given.
+    relay: str | None = None
+    relay_netns: str | None = None
+    # What a client is told when the relay cannot connect: "rst" (a reset
+    # answering its SYN) or "icmp" (ICMP destination unreachable).
+    relay_refused: str = "rst"
+    # --relay-rule ACTION,PREFIX[,PORT[-PORT]]: first match wins, default
+    # allow (checked by ``shards/relay/rules.py``).
+    relay_rules: tuple[str, ...] = ()
+    # --relay-limits in_flight=N,per_source=N,per_destination=N,udp_flows=N
+    # per shard (checked by ``shards/relay/limits.py``).
+    relay_limits: str | None = None
     mac: bytes | None = None  # shardnet's own MAC; random locally administered if None
     mtu: int = 1500
     ipv4: tuple[str, ...] = ()  # "198.18.0.2/24" (validated, normalised)
@@ -88,7 +105,12 @@ class StackConfig:
 
     @property
     def link_name(self) -> str:
-        return self.tap or self.packet or "shardnet"
+        return self.tap or self.packet or self.tun or "shardnet"
+
+    @property
+    def link_kind(self) -> str:
+        """The link NIC's kind: "tap", "packet" or "tun"."""
+        return "tap" if self.tap else "tun" if self.tun else "packet"
 
     @property
     def control_endpoint(self) -> str:
@@ -96,8 +118,27 @@ class StackConfig:
 
     def validate(self) -> StackConfig:
         """Checks that need several fields; returns self for chaining."""
-        if bool(self.tap) == bool(self.packet):
-            raise ConfigError("give exactly one of --tap NAME or --packet IFACE")
+        if (bool(self.tap) + bool(self.packet) + bool(self.tun)) != 1:
+            raise ConfigError("give exactly one of --tap NAME, --tun NAME or --packet IFACE")
+        if self.tun_netns is not None and not self.tun:
+            raise ConfigError("--tun-netns needs --tun")
+        if self.relay is not None and not (
+            self.relay == "direct" or self.relay.startswith("socks5://")
+        ):
+            raise ConfigError(
+                f"--relay: unknown mode {self.relay!r} (modes: direct, socks5://HOST:PORT)"
+            )
+        if self.relay_rules and self.relay is None:
+            raise ConfigError("--relay-rule needs --relay")
+        if self.relay_limits is not None and self.relay is None:
+            raise ConfigError("--relay-limits needs --relay")
+        if self.relay_netns is not None and self.relay is None:
+            raise ConfigError("--relay-netns needs --relay")
+        if self.relay_refused not in ("rst", "icmp"):
+            raise ConfigError(f"--relay-refused must be rst or icmp, not {self.relay_refused!r}")
+        for what, ns in (("--tun-netns", self.tun_netns), ("--relay-netns", self.relay_netns)):
+            if ns is not None and (not 0 < len(ns) < 256 or "/" in ns or ns in (".", "..")):
+                raise ConfigError(f"{what}: bad namespace name {ns!r}")
         name = self.link_name
         if len(name) > 15 or not name.isprintable() or "/" in name or " " in name:
             raise ConfigError(f"bad interface name {name!r} (at most 15 characters, no '/')")
@@ -196,6 +237,9 @@ def _convert(name: str, value: Any) -> Any:
             return tuple(parse_interface_address(str(a), version, f"--{name}") for a in items)
         case "gateway4" | "gateway6":
             return parse_gateway(str(value), 4 if name == "gateway4" else 6, f"--{name}")
+        case "relay_rules":
+            items = [value] if isinstance(value, str) else list(value)
+            return tuple(str(r) for r in items)
         case "serve":
             items = [value] if isinstance(value, str) else list(value)
             return tuple(ServeSpec.parse(str(s)) for s in items)
@@ -247,6 +291,8 @@ def _convert(name: str, value: Any) -> Any:
 
 _FIELDS = {f.name for f in fields(StackConfig)}
 _TOML_ALIASES = {"drain": "drain_s"}
+_RELAY_KEYS = {"mode": "relay", "netns": "relay_netns", "refused": "relay_refused",
+               "rules": "relay_rules", "limits": "relay_limits"}  # fmt: skip
 
 
 def load_toml(path: str) -> dict[str, Any]:
@@ -262,17 +308,28 @@ def load_toml(path: str) -> dict[str, Any]:
     stack = data.pop("stack", {})
     ndp = data.pop("ndp", None)
     tables = {name: data.pop(name, None) for name in ("tcp", "ip")}
+    relay = data.pop("relay", None)
     if not isinstance(stack, dict):
         raise ConfigError(f"--config: {path}: [stack] must be a table")
     for key, value in data.items():
         if isinstance(value, dict):
             raise ConfigError(
-                f"--config: {path}: unknown table [{key}] (tables: [stack], [ndp], [tcp], [ip])"
+                f"--config: {path}: unknown table [{key}]"
+                " (tables: [stack], [ndp], [tcp], [ip], [relay])"
             )
     raw = dict(data) | stack
     if ndp is not None:
         raw["ndp"] = ndp
     raw.update({name: table for name, table in tables.items() if table is not None})
+    if relay is not None:
+        # [relay] mode = "direct", netns = "NS", refused = "icmp", rules = [...]
+        if not isinstance(relay, dict):
+            raise ConfigError(f"--config: {path}: [relay] must be a table")
+        for key, value in relay.items():
+            name = _RELAY_KEYS.get(key.replace("-", "_"))
+            if name is None:
+                raise ConfigError(f"--config: {path}: unknown [relay] setting {key!r}")
+            raw[name] = value
     settings = {}
     for key, value in raw.items():
         name = _TOML_ALIASES.get(key.replace("-", "_"), key.replace("-", "_"))

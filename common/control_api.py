@@ -50,12 +50,19 @@ class ControlApi(ABC):
         a page at a time so that 100,000 connections never make one reply."""
         return list(self.iter_conns())
 
-    def iter_conns(self, page: int = 1000) -> Iterator[dict[str, Any]]:
-        """The connections, shard by shard, ``page`` per request."""
+    def relays(self) -> list[dict[str, Any]]:
+        """Every flow the shards relay (``--relay``): TCP being dialled or
+        spliced, UDP flows, with their client and destination, a page at a
+        time as ``conns``."""
+        return list(self.iter_conns(op="relays"))
+
+    def iter_conns(self, page: int = 1000, *, op: str = "conns") -> Iterator[dict[str, Any]]:
+        """The connections (or with ``op="relays"`` the relayed flows),
+        shard by shard, ``page`` per request."""
         for shard in range(len(self.shards()["shards"])):
             offset = 0
             while True:
-                rows = self.call("conns", shard=shard, offset=offset, limit=page)
+                rows = self.call(op, shard=shard, offset=offset, limit=page)
                 yield from rows
                 # A shard's listeners come with its last page of connections.
                 if len(rows) < page or any(r.get("state") == "LISTEN" for r in rows):

@@ -26,6 +26,7 @@ import dataclasses
 import errno
 import os
 import socket
+import struct
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from typing import Any, Protocol
 from .wire.virtio import VIRTIO_NET_HDR_LEN, VirtioNetHeader
 
 BytesLike = bytes | bytearray | memoryview
+_U16LE = struct.Struct("<H")
 
 # linux/if_packet.h
 SOL_PACKET = 263
@@ -178,6 +180,71 @@ class TapWriter(_CountingWriter):
         self.fd = -1
 
 
+# A TUN link carries IP packets with no link header (the IFF_TUN mode of
+# linux/if_tun.h). The stack frames every packet for Ethernet alike; on a TUN
+# the first 14 bytes are a placeholder (``tun_frame_header``) that the link
+# adds to what it reads and ``TunWriter`` drops from what it writes, so one
+# output path serves both kinds of links.
+ETH_HLEN = 14
+_ETHERTYPE_IP = (b"\x08\x00", b"\x86\xdd")  # IPv4, IPv6: all a TUN carries
+_VNET_HDR_LEN_AT = 2  # struct virtio_net_hdr: flags, gso_type, hdr_len, gso_size, csum_start
+_VNET_CSUM_START_AT = 6
+
+
+def tun_frame_header(buf: bytearray | memoryview, at: int, dst_mac: bytes, version: int) -> None:
+    """Write at ``buf[at:at + 14]`` the Ethernet header a TUN link puts
+    before an IP packet of ``version``: our MAC as destination, zeros as
+    source (a point-to-point peer has no address), the ethertype of the
+    version; 0 for anything else, which the stack counts as unhandled."""
+    buf[at : at + 6] = dst_mac
+    buf[at + 6 : at + 12] = bytes(6)
+    buf[at + 12 : at + 14] = (
+        b"\x08\x00" if version == 4 else b"\x86\xdd" if version == 6 else b"\0\0"
+    )
+
+
+class TunWriter(TapWriter):
+    """Writes IP packets to a TUN fd (``IFF_TUN|IFF_NO_PI``): the frame's
+    Ethernet header is left out, and the virtio-net header's offsets, which
+    the stack counts from the Ethernet header, are moved back to the IP
+    header (on a TUN, ``csum_start`` and ``hdr_len`` count from the IP
+    header: ``tun_get_user()`` builds the skb from the packet alone). A
+    frame that is not IPv4 or IPv6 (ARP has no place on an L3 link) is
+    dropped and counted."""
+
+    def write(self, frame_parts: Sequence[BytesLike], vnet: VirtioNetHeader | None = None) -> None:
+        first = frame_parts[0]
+        if len(first) < ETH_HLEN or bytes(first[12:14]) not in _ETHERTYPE_IP:
+            self.drops += 1
+            return
+        parts: list[BytesLike] = list(frame_parts[1:])
+        if len(first) > ETH_HLEN:
+            parts.insert(0, memoryview(first)[ETH_HLEN:])
+        size = self.vnet_hdr_len
+        bufs: list[BytesLike]
+        if size:
+            if vnet is None:
+                bufs = [self._zero, *parts]
+            else:
+                hdr = self._hdr
+                vnet.emit(hdr, 0, size=size)
+                if vnet.hdr_len:
+                    _U16LE.pack_into(hdr, _VNET_HDR_LEN_AT, max(vnet.hdr_len - ETH_HLEN, 0))
+                if vnet.csum_start:
+                    _U16LE.pack_into(hdr, _VNET_CSUM_START_AT, vnet.csum_start - ETH_HLEN)
+                bufs = [hdr, *parts]
+        else:
+            _check_plain(vnet)
+            bufs = parts
+        try:
+            n = os.writev(self.fd, bufs)
+        except OSError as exc:
+            self._failed(exc)
+            return
+        self.frames += 1
+        self.bytes += n - size
+
+
 class PacketSocketWriter(_CountingWriter):
     """Writes frames through its own AF_PACKET socket bound to ``ifname``.
 
@@ -302,6 +369,7 @@ class LinkTxSpec:
       spec to a shard started with spawn or forkserver) wraps it in
       ``multiprocess.reduction.DupFd``, so the child receives its own
       duplicate; ``open_writer`` detaches it. Under fork the int is inherited.
+    * ``"tun"``: as ``"tap"``, a TUN fd (IP packets, ``TunWriter``).
     * ``"packet"``: ``ifname``; the writer opens its own AF_PACKET socket.
     * ``"channel"``: ``channel``, in-process only.
 
@@ -332,9 +400,10 @@ def open_writer(spec: LinkTxSpec) -> FrameWriter:
     its fd: a duplicate (``os.dup`` of an inherited int, or the one a
     ``DupFd`` hands over), closed by ``close()``."""
     writer: FrameWriter
-    if spec.kind == "tap":
+    if spec.kind == "tap" or spec.kind == "tun":
         fd = spec.fd.detach() if hasattr(spec.fd, "detach") else os.dup(spec.fd)
-        writer = TapWriter(fd, spec.vnet_hdr_len, owns_fd=True)
+        cls = TapWriter if spec.kind == "tap" else TunWriter
+        writer = cls(fd, spec.vnet_hdr_len, owns_fd=True)
     elif spec.kind == "packet":
         if spec.ifname is None:
             raise ValueError("a packet link spec needs ifname")

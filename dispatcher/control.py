@@ -196,13 +196,13 @@ class ControlServer:
             )
         if req.op == "shards":
             return Reply(req.req_id, True, self.info()["processes"])
-        if req.op == "conns":  # a page of one shard's connections, or of each shard's
+        if req.op in ("conns", "relays"):  # a page of one shard's rows, or of each shard's
             shard = req.args.get("shard")
             indexes = range(len(self.book.shards)) if shard is None else [int(shard)]
             page: dict[str, Any] = {k: req.args[k] for k in ("offset", "limit") if k in req.args}
             rows: list[Any] = []
             for i in indexes:
-                answer = await self.ask_shard(i, "conns", page)
+                answer = await self.ask_shard(i, req.op, page)
                 if answer.ok:
                     rows += answer.value
             return Reply(req.req_id, True, rows)

@@ -105,7 +105,45 @@ class StackCollector:
         yield _counter(
             "shardnet_tcp_retransmits", "TCP segments retransmitted.", ["shard"], retrans
         )
+        yield from self._relay_metrics(shards)
         yield from self._process_metrics()
+
+    def _relay_metrics(self, shards: list[str]) -> Iterator[Metric]:
+        """``--relay``: flows and bytes per shard and protocol, from the
+        shards' ``relay/*`` gauges (none without a relay)."""
+        gauges = {}
+        for s in shards:
+            last = self.book.shards[int(s)].last
+            g = last.gauges if last else {}
+            if "relay/tcp_flows" in g:
+                gauges[s] = g
+        if not gauges:
+            return
+        flows = GaugeMetricFamily(
+            "shardnet_relay_flows", "Flows being relayed now.", labels=["shard", "proto"]
+        )
+        for s, g in gauges.items():
+            for proto in ("tcp", "udp"):
+                flows.add_metric([s, proto], g.get(f"relay/{proto}_flows", 0))
+        yield flows
+        for name, doc in (
+            ("opened", "Flows the relay opened (its kernel socket connected)."),
+            ("failed", "Flows the relay could not open (refused, unreachable, no socket)."),
+            ("over_cap", "Flows refused because the relay's limits were reached."),
+            ("denied", "Flows refused by a --relay-rule."),
+        ):
+            yield _counter(
+                f"shardnet_relay_{name}", doc, ["shard", "proto"],
+                [([s, p], g.get(f"relay/{p}_{name}", 0)) for s, g in gauges.items()
+                 for p in ("tcp", "udp")],
+            )  # fmt: skip
+        yield _counter(
+            "shardnet_relay_bytes",
+            "Payload bytes relayed: up from the clients, down from the destinations.",
+            ["shard", "proto", "dir"],
+            [([s, p, d], g.get(f"relay/{p}_bytes_{d}", 0)) for s, g in gauges.items()
+             for p in ("tcp", "udp") for d in ("up", "down")],
+        )  # fmt: skip
 
     def _process_metrics(self) -> Iterator[Metric]:
         cpu = CounterMetricFamily(

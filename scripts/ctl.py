@@ -1,7 +1,7 @@
 """``shardnet ctl``: the state of a running stack, as a table or as JSON,
 and changes to it (addresses, routes, NICs).
 
-    shardnet ctl nics|addrs|routes|neigh|groups|conns|stats|shards [--json]
+    shardnet ctl nics|addrs|routes|neigh|groups|conns|relays|stats|shards [--json]
     shardnet ctl events [--json]
     shardnet ctl addr add|del NIC ADDRESS/LEN [--first-primary|--never-primary]
     shardnet ctl route add|del DST/LEN [--via GATEWAY] [--dev NIC] [--metric N]
@@ -20,7 +20,7 @@ from typing import Any
 from shardnet.common.client import Client, ControlError
 from shardnet.common.settings import parse_pairs
 
-VIEWS = ("nics", "addrs", "routes", "neigh", "groups", "conns", "stats", "shards")
+VIEWS = ("nics", "addrs", "routes", "neigh", "groups", "conns", "relays", "stats", "shards")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -114,7 +114,12 @@ def main(ns: argparse.Namespace) -> int:
                 return 0
             op, args = request_of(ns)  # ControlError for a bad --set, before any request
             # Connections come a page at a time (100,000 make no single reply).
-            value = client.conns() if op == "conns" else client.call(op, **args)
+            if op == "conns":
+                value = client.conns()
+            elif op == "relays":
+                value = client.relays()
+            else:
+                value = client.call(op, **args)
     except ControlError as exc:
         print(f"shardnet ctl: {exc}", file=sys.stderr)
         return 1
@@ -219,6 +224,25 @@ def render(view: str, value: Any) -> str:
                     str(c.get("retransmits", "-")),
                     str(c.get("bytes_sent", "-")),
                     str(c.get("bytes_received", "-")),
+                )  # fmt: skip
+            )
+        return table(rows)
+    if view == "relays":  # as ss shows sockets: one line per flow
+        rows = [("SHARD", "PROTO", "STATE", "CLIENT", "DESTINATION", "UP", "DOWN", "AGE")]
+        for r in value:
+            up = r.get("bytes_up")
+            down = r.get("bytes_down")
+            age = r.get("age_s")
+            rows.append(
+                (
+                    str(r["shard"]),
+                    r["proto"],
+                    r["state"],
+                    r["client"],
+                    r["destination"],
+                    "-" if up is None else str(up),
+                    "-" if down is None else str(down),
+                    "-" if age is None else f"{age:.1f}s",
                 )  # fmt: skip
             )
         return table(rows)

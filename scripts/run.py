@@ -11,6 +11,7 @@ import asyncio
 import dataclasses
 import importlib.util
 import logging
+import os
 import sys
 
 from shardnet.common.config import ConfigError, StackConfig, build_config, load_toml
@@ -24,6 +25,42 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     link.add_argument("--tap", metavar="NAME", help="TAP device to attach to (created if missing)")
     link.add_argument(
         "--packet", metavar="IFACE", help="attach to an existing interface with AF_PACKET"
+    )
+    link.add_argument(
+        "--tun", metavar="NAME", help="TUN device (an L3 point-to-point link) to attach to"
+    )
+    p.add_argument(
+        "--tun-netns",
+        metavar="NS",
+        help="move the TUN device into network namespace NS once created (the fd stays here)",
+    )
+    p.add_argument(
+        "--relay",
+        metavar="MODE",
+        help="accept TCP/UDP flows to any address and relay each one"
+        " (MODE: direct, or socks5://[USER:PASSWORD@]HOST:PORT)",
+    )
+    p.add_argument(
+        "--relay-netns",
+        metavar="NS",
+        help="open the relay's kernel sockets in network namespace NS",
+    )
+    p.add_argument(
+        "--relay-rule",
+        dest="relay_rules",
+        action="append",
+        metavar="ACTION,PREFIX[,PORTS]",
+        help="allow or deny relayed destinations, e.g. deny,198.19.5.0/24,25 (first match wins)",
+    )
+    p.add_argument(
+        "--relay-limits",
+        metavar="NAME=N,...",
+        help="per shard: in_flight, per_source, per_destination (TCP flows), udp_flows",
+    )
+    p.add_argument(
+        "--relay-refused",
+        choices=("rst", "icmp"),
+        help="how a client learns the relay could not connect (default rst)",
     )
     p.add_argument("--mac", help="shardnet's own MAC on the link (default: random 02:xx:..)")
     p.add_argument("--mtu", type=int, help="link MTU (default 1500)")
@@ -114,6 +151,26 @@ def check_settings(config: StackConfig) -> None:
         IpConfig.from_settings(config.ip)
     except ValueError as exc:
         raise ConfigError(f"[ip]: {exc}") from None
+    from shardnet.shards.relay.limits import RelayLimits
+    from shardnet.shards.relay.rules import RelayRules
+    from shardnet.shards.relay.socks5 import Upstream
+
+    try:
+        RelayRules.parse(config.relay_rules)
+    except ValueError as exc:
+        raise ConfigError(f"--relay-rule: {exc}") from None
+    try:
+        RelayLimits.parse(config.relay_limits)
+    except ValueError as exc:
+        raise ConfigError(f"--relay-limits: {exc}") from None
+    if config.relay is not None and config.relay != "direct":
+        try:
+            Upstream.parse(config.relay)
+        except ValueError as exc:
+            raise ConfigError(f"--relay: {exc}") from None
+    for what, ns in (("--tun-netns", config.tun_netns), ("--relay-netns", config.relay_netns)):
+        if ns is not None and not os.path.exists(os.path.join("/run/netns", ns)):
+            raise ConfigError(f"{what}: no network namespace {ns!r} (ip netns add {ns})")
     if config.app is not None:
         module = config.app.partition(":")[0]
         try:

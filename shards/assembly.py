@@ -51,6 +51,7 @@ from .net.control import ControlPlane
 from .net.ndp import NdpConfig
 from .net.stack import NetStack
 from .net.state import NetError, NetOwner, NetView
+from .relay import Relay
 from .tcp.config import TcpConfig
 from .tcp.state import State
 from .transport.errors import IcmpErrorRouter
@@ -208,7 +209,7 @@ class ShardAssembly:
             self._watch_control_inputs(self.control)
 
     def _setup_transport(self) -> None:
-        stack = self.stack
+        config, stack = self.config, self.stack
         self.ports = PortManager()
         if self.control is not None:
             control = self.control
@@ -240,7 +241,17 @@ class ShardAssembly:
             shard=self.index, nshards=self.nshards, steer=self.steer, mac=self.mac
         )
         self.tcp.steering = self.steering
-        udp_hook = UdpHooks(self.udp, self.steering).datagram
+        # --relay: every flow to an address not ours is relayed (shards/relay/).
+        self.relay: Relay | None = None
+        if config.relay is not None:
+            self.relay = Relay(
+                stack, self.tcp, self.clock, mode=config.relay, netns=config.relay_netns,
+                refused=config.relay_refused, rules=config.relay_rules,
+                limits=config.relay_limits,
+            )  # fmt: skip
+        udp_hook = UdpHooks(
+            self.udp, self.steering, self.relay.udp.datagram if self.relay is not None else None
+        ).datagram
         errors = IcmpErrorRouter(self.udp, self.tcp, self.steering)
         stack.transport_v4[17] = stack.transport_v6[17] = udp_hook
         stack.transport_v4[6] = stack.transport_v6[6] = self.tcp.deliver
@@ -407,6 +418,11 @@ class ShardAssembly:
         with a one-line message) when it is refused."""
         if op == "conns":  # any shard: a page of its TCP connections (ctl conns)
             return self.tcp.rows(int(args.get("offset", 0)), int(args.get("limit", CONNS_PAGE)))
+        if op == "relays":  # any shard: a page of the flows it relays (ctl relays)
+            if self.relay is None:
+                return []
+            rows = self.relay.rows(int(args.get("offset", 0)), int(args.get("limit", CONNS_PAGE)))
+            return [{"shard": self.index, **row} for row in rows]
         if op == "table":  # any shard: its copy of a table (replication checks)
             return self.tables.get(str(args.get("name", "")), {})
         if self.control is None:
@@ -568,6 +584,8 @@ class ShardAssembly:
             await asyncio.sleep(0.02)
         for t in open_conns():
             t.abort()
+        if self.relay is not None:
+            self.relay.close()
         await asyncio.sleep(0)  # the resets go out on the next flush
 
 

@@ -56,10 +56,11 @@ class StackProcess:
     """``shardnet run --tap sntap0 ...`` in ``ns``; stopped on exit."""
 
     def __init__(self, ns: Netns, *args: str, shards: int = 2, tap: str | None = TAP) -> None:
-        """``tap`` None: the link is in ``args`` (``--packet IFACE``)."""
+        """``tap`` None: the link is in ``args`` (``--packet IFACE`` or ``--tun NAME``)."""
         self.ns = ns
         self.tap = tap
-        self.link = tap if tap is not None else args[list(args).index("--packet") + 1]
+        flag = "--packet" if "--packet" in args else "--tun"
+        self.link = tap if tap is not None else args[list(args).index(flag) + 1]
         self.control = f"ipc:///run/shardnet/test-{secrets.token_hex(4)}.ctl"
         # Tests keep nothing in /var/lib/shardnet unless they name a directory.
         self._state_dir = None if "--state-dir" in args else tempfile.mkdtemp(prefix="sn-test-")

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ...common.link_tx import BytesLike, LinkTxSpec
-from ...common.pcap import PcapTeeWriter, PcapWriter
+from ...common.pcap import LINKTYPE_ETHERNET, PcapTeeWriter, PcapWriter
 from ...common.wire.virtio import VirtioNetHeader
 from .base import Frame, Link, LinkCaps
 
@@ -28,10 +28,10 @@ class PcapTee:
     Anything else (``set_offload``, ``kernel_mac``, counters) is the inner
     link's."""
 
-    def __init__(self, link: Link, path: str) -> None:
+    def __init__(self, link: Link, path: str, *, linktype: int = LINKTYPE_ETHERNET) -> None:
         self.link = link
         self.path = path
-        self.pcap = PcapWriter.create(path)
+        self.pcap = PcapWriter.create(path, linktype=linktype)
 
     @property
     def name(self) -> str:

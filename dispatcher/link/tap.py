@@ -33,7 +33,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from ...common.link_tx import BytesLike, LinkError, LinkTxSpec, TapWriter
-from ...common.rx_batch import BatchReader
+from ...common.rx_batch import BatchReader, Recv
 from ...common.wire.virtio import (
     VIRTIO_NET_HDR_LEN,
     VIRTIO_NET_HDR_SIZES,
@@ -52,6 +52,7 @@ from .base import (
 from .steering import attach_steering
 
 TUN_PATH = "/dev/net/tun"
+NETNS_RUN_DIR = "/run/netns"  # where `ip netns add` names namespaces
 
 # linux/if_tun.h ioctls
 TUNSETIFF = 0x400454CA
@@ -60,6 +61,7 @@ TUNSETOFFLOAD = 0x400454D0  # argument by value
 TUNSETVNETHDRSZ = 0x400454D8
 TUNSETVNETLE = 0x400454DC
 # ifr_flags
+IFF_TUN = 0x0001
 IFF_TAP = 0x0002
 IFF_NO_PI = 0x1000
 IFF_MULTI_QUEUE = 0x0100
@@ -105,6 +107,10 @@ def _exists(name: str) -> bool:
 class TapLink(LinkBase):
     """A TAP device; open it with ``TapLink.open``."""
 
+    MODE = IFF_TAP  # the device's mode in TUNSETIFF
+    KIND = "tap"  # LinkTxSpec.kind
+    WHAT = "TAP"  # in messages
+
     def __init__(
         self,
         fd: int,
@@ -116,6 +122,7 @@ class TapLink(LinkBase):
         multi_queue: bool,
         created: bool,
         rx_arena: int = RX_ARENA,
+        netns: str | None = None,
     ) -> None:
         self.fd = fd
         self.name = name
@@ -124,13 +131,14 @@ class TapLink(LinkBase):
         self.vnet_hdr_len = vnet_hdr_len
         self.multi_queue = multi_queue
         self.created = created  # close() deletes the device only then
+        self.netns = netns  # the namespace the device was moved to (None: ours)
         self.offload = 0  # TUN_F_* the kernel may use on frames it hands us
         self.tx_offload = False  # shards may ask for checksum offload and TSO
         self._file = open(fd, "rb", buffering=0, closefd=False)
         self._rx = BatchReader(
-            self._file.readinto, f"TAP {name}", vnet_hdr_len, self, arena=rx_arena, chunk=RX_CHUNK
+            self._recv(), f"{self.WHAT} {name}", vnet_hdr_len, self, arena=rx_arena, chunk=RX_CHUNK
         )
-        self._writer = TapWriter(fd, vnet_hdr_len)
+        self._writer = self._make_writer(fd, vnet_hdr_len)
         self._queues: list[int] = []
         # --multi-queue: how the kernel picks a frame's queue ("ebpf": our
         # flow hash, steering.py; "automq: why not" otherwise).
@@ -149,25 +157,28 @@ class TapLink(LinkBase):
         vnet_hdr_len: int = VIRTIO_NET_HDR_LEN,
         multi_queue: bool = False,
         offload: bool = True,
+        netns: str | None = None,
     ) -> TapLink:
         """Attach to TAP ``name``, creating it if missing, and bring it up
         with ``mtu``. ``mac`` is shardnet's own address (random
         ``02:xx:..`` when None), not the TAP's. ``vnet_hdr``: use the
         virtio-net header if the kernel offers it. ``offload``: let the
         kernel hand over partial checksums and TCP super-frames (needs the
-        header). Raises LinkError with a one-line message."""
+        header). ``netns``: move the device into that network namespace
+        (a name under /run/netns) once made; the fd keeps working. Raises
+        LinkError with a one-line message."""
         raw = check_ifname(name)
         mac = resolve_mac(mac)
         if vnet_hdr_len not in VIRTIO_NET_HDR_SIZES:
             raise ValueError(f"vnet_hdr_len must be 10 or 12, not {vnet_hdr_len}")
         if not 68 <= mtu <= 65521:  # RFC 791 minimum; tun's max MTU (MAX_MTU - ETH_HLEN)
             raise LinkError(f"MTU {mtu} out of range 68..65521")
-        existed = _exists(name)
+        existed = netns is None and _exists(name)
         fd = _open_tun()
         try:
             features = struct.unpack("I", fcntl.ioctl(fd, TUNGETFEATURES, bytes(4)))[0]
             use_vnet = vnet_hdr and bool(features & IFF_VNET_HDR)
-            flags = IFF_TAP | IFF_NO_PI | (IFF_VNET_HDR if use_vnet else 0)
+            flags = cls.MODE | IFF_NO_PI | (IFF_VNET_HDR if use_vnet else 0)
             if multi_queue:
                 if not features & IFF_MULTI_QUEUE:
                     raise LinkError("this kernel has no multi-queue TAP")
@@ -175,7 +186,7 @@ class TapLink(LinkBase):
             try:
                 res = fcntl.ioctl(fd, TUNSETIFF, _IFREQ.pack(raw, flags))
             except OSError as exc:
-                raise _setiff_error(name, exc, multi_queue) from None
+                raise _setiff_error(name, exc, multi_queue, cls.WHAT) from None
             name = _IFREQ.unpack(res)[0].rstrip(b"\0").decode()  # "tap%d" names resolved
             size = vnet_hdr_len if use_vnet else 0
             if size:
@@ -185,11 +196,11 @@ class TapLink(LinkBase):
                 except OSError:
                     pass
             fcntl.ioctl(fd, TUNSETOFFLOAD, 0)  # a persistent TAP may have kept some
-            _set_up(name, mtu)
+            _set_up(name, mtu, netns, cls.WHAT)
         except BaseException:
             os.close(fd)
             if not existed:
-                _delete(name)
+                _delete(name, netns)
             raise
         link = cls(
             fd,
@@ -199,6 +210,7 @@ class TapLink(LinkBase):
             vnet_hdr_len=size,
             multi_queue=multi_queue,
             created=not existed,
+            netns=netns,
         )
         if offload and size:
             try:
@@ -235,6 +247,12 @@ class TapLink(LinkBase):
     def fileno(self) -> int:
         return self.fd
 
+    def _recv(self) -> Recv:
+        return self._file.readinto
+
+    def _make_writer(self, fd: int, vnet_hdr_len: int) -> TapWriter:
+        return TapWriter(fd, vnet_hdr_len)
+
     # --- configuration
 
     def set_offload(self, flags: int) -> None:
@@ -246,7 +264,7 @@ class TapLink(LinkBase):
             fcntl.ioctl(self.fd, TUNSETOFFLOAD, flags)
         except OSError as exc:
             raise LinkError(
-                f"TAP {self.name} refused offloads 0x{flags:x}", exc.errno or 0
+                f"{self.WHAT} {self.name} refused offloads 0x{flags:x}", exc.errno or 0
             ) from None
         self.offload = flags
 
@@ -289,7 +307,7 @@ class TapLink(LinkBase):
         return self._writer
 
     def tx_spec(self) -> LinkTxSpec:
-        return LinkTxSpec("tap", self.vnet_hdr_len, fd=self.fd)
+        return LinkTxSpec(self.KIND, self.vnet_hdr_len, fd=self.fd)
 
     def close(self) -> None:
         if self._closed:
@@ -300,36 +318,53 @@ class TapLink(LinkBase):
             os.close(fd)
         os.close(self.fd)
         if self.created:
-            _delete(self.name)
+            _delete(self.name, self.netns)
 
 
-def _setiff_error(name: str, exc: OSError, multi_queue: bool) -> LinkError:
+def _setiff_error(name: str, exc: OSError, multi_queue: bool, what: str = "TAP") -> LinkError:
     if exc.errno == errno.EPERM:
         return LinkError(
-            f"no permission to attach TAP {name}: needs CAP_NET_ADMIN or the TAP's owner", exc.errno
-        )
-    if exc.errno == errno.EBUSY:
-        return LinkError(f"TAP {name} is in use by another process", exc.errno)
-    if exc.errno == errno.EINVAL:
-        return LinkError(
-            f"{name} exists and is not a {'multi-queue ' if multi_queue else 'single-queue '}TAP",
+            f"no permission to attach {what} {name}: needs CAP_NET_ADMIN or the {what}'s owner",
             exc.errno,
         )
-    return LinkError(f"cannot attach TAP {name}: {exc.strerror}", exc.errno or 0)
+    if exc.errno == errno.EBUSY:
+        return LinkError(f"{what} {name} is in use by another process", exc.errno)
+    if exc.errno == errno.EINVAL:
+        return LinkError(
+            f"{name} exists and is not a {'multi-queue ' if multi_queue else 'single-queue '}{what}",
+            exc.errno,
+        )
+    return LinkError(f"cannot attach {what} {name}: {exc.strerror}", exc.errno or 0)
 
 
-def _set_up(name: str, mtu: int) -> None:
+def _set_up(name: str, mtu: int, netns: str | None = None, what: str = "TAP") -> None:
+    """Bring ``name`` up with ``mtu``, first moving it into ``netns`` (a
+    move takes a device down: it is set up where it lands)."""
     try:
-        with IPRoute() as ipr:
+        if netns is not None:
+            try:
+                ns_fd = os.open(os.path.join(NETNS_RUN_DIR, netns), os.O_RDONLY | os.O_CLOEXEC)
+            except OSError as exc:
+                raise LinkError(f"no network namespace {netns}: {exc.strerror}") from None
+            try:
+                with IPRoute() as ipr:
+                    index = ipr.link_lookup(ifname=name)[0]
+                    ipr.link("set", index=index, net_ns_fd=ns_fd)
+            finally:
+                os.close(ns_fd)
+        with IPRoute(netns=netns) if netns is not None else IPRoute() as ipr:
             index = ipr.link_lookup(ifname=name)[0]
             ipr.link("set", index=index, mtu=mtu, state="up")
     except (NetlinkError, IndexError, OSError) as exc:
-        raise LinkError(f"cannot set TAP {name} up with MTU {mtu}: {exc}") from None
+        if isinstance(exc, LinkError):
+            raise
+        where = f" in namespace {netns}" if netns is not None else ""
+        raise LinkError(f"cannot set {what} {name} up with MTU {mtu}{where}: {exc}") from None
 
 
-def _delete(name: str) -> None:
+def _delete(name: str, netns: str | None = None) -> None:
     try:
-        with IPRoute() as ipr:
+        with IPRoute(netns=netns) if netns is not None else IPRoute() as ipr:
             for index in ipr.link_lookup(ifname=name):
                 ipr.link("del", index=index)
     except (NetlinkError, OSError):

@@ -139,10 +139,12 @@ class ControlPlane(Resolver):
         """``link_as``: the link NIC's (name, kind) when the configuration
         names no device (the embedded stack's channel link)."""
         owner = self.owner
-        name, kind = link_as or (config.link_name, "tap" if config.tap else "packet")
+        name, kind = link_as or (config.link_name, config.link_kind)
         link = owner.create_nic(name, mac=mac, mtu=mtu, kind=kind)
         assert link.id == LINK_NIC_ID  # the first NIC: frames from the ring arrive on it
-        self._tables_for(link)
+        point_to_point = kind == "tun"
+        if not point_to_point:
+            self._tables_for(link)
         lo = owner.create_nic(
             LOOPBACK_NAME, mac=bytes(6), mtu=LOOPBACK_MTU, loopback=True, kind="loopback"
         )
@@ -152,14 +154,20 @@ class ControlPlane(Resolver):
         # link-local address (RFC 7217 opaque IID by default) and
         # runs DAD on it, solicits routers. MLD and IGMP run first: the
         # solicited-node joins before DAD are reported (RFC 4862 §5.4.2).
-        secret = bytes.fromhex(config.secret) if config.secret else b""
-        # A forwarding stack is a router (RFC 4861 §6.2): no RS, RAs ignored, NA with R.
-        machine = self.ndp[link.id] = NdpMachine(
-            link.id, link.name, mac, self.rng, self.ndp_config, secret_key=secret, link_mtu=mtu,
-            forwarding=config.forwarding, reachability=self._probably_reachable(link.id),
-        )  # fmt: skip
-        self.groups.add_nic(link.id, self.ndp_config.mld(), machine.usable_link_local)
-        self.apply(link.id, machine.start(self.clock()))
+        # A point-to-point TUN has no link-layer addresses: no NDP machine
+        # (no link-local, DAD, RS or SLAAC: RFC 4861 §1 leaves NDP to links
+        # with addresses), no ARP, no IGMP/MLD; its addresses are permanent
+        # at once and every next hop is the peer (NetView.next_hop_mac).
+        if not point_to_point:
+            secret = bytes.fromhex(config.secret) if config.secret else b""
+            # A forwarding stack is a router (RFC 4861 §6.2): no RS, RAs ignored, NA with R.
+            machine = self.ndp[link.id] = NdpMachine(
+                link.id, link.name, mac, self.rng, self.ndp_config, secret_key=secret,
+                link_mtu=mtu, forwarding=config.forwarding,
+                reachability=self._probably_reachable(link.id),
+            )  # fmt: skip
+            self.groups.add_nic(link.id, self.ndp_config.mld(), machine.usable_link_local)
+            self.apply(link.id, machine.start(self.clock()))
         # Replicated so every shard forwards (or not) like shard 0.
         owner.publish(owner.owner.set("settings", "stack", {"forwarding": config.forwarding}))
         for text in (*config.ipv4, *config.ipv6):

@@ -121,7 +121,7 @@ class Ipv4:
             # RFC 1112 §7.2: only the groups this host belongs to (all-systems always).
             self.counters.refuse("ipv4", Drop.IPV4_MULTICAST_NOT_JOINED)
             return
-        if local is None and not broadcast:
+        if local is None and not broadcast and not self.stack.promiscuous:
             if self.stack.forwarding:
                 self._forward(ip, nic, vnet)
             else:

@@ -109,7 +109,12 @@ class Ipv6:
                 self.counters.refuse("ipv6", Drop.IPV6_SRC_IS_LOCAL)
                 return
         multicast = is_ipv6_multicast(dst)
-        if local is None and not multicast and dst not in view.tentative:
+        if (
+            local is None
+            and not multicast
+            and dst not in view.tentative
+            and not self.stack.promiscuous
+        ):
             if self.stack.forwarding:
                 self._forward(ip, nic, vnet)
             else:
@@ -135,7 +140,7 @@ class Ipv6:
         proto = chain.upper_protocol
         payload = ip.upper_payload(chain)
         if proto == NH_ICMPV6:
-            self.icmp.handle_v6(ip, nic, payload, trusted, local is None)
+            self.icmp.handle_v6(ip, nic, payload, trusted, multicast)
             return
         if dst in view.tentative:  # RFC 4862 §5.4: only NDP may use a tentative address
             self.counters.refuse("ipv6", Drop.IPV6_TO_TENTATIVE)

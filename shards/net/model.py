@@ -43,7 +43,7 @@ class Nic:
     mtu: int
     loopback: bool = False
     enabled: bool = True
-    kind: str = "tap"  # "tap", "packet", "channel" (embedded), "loopback"
+    kind: str = "tap"  # "tap", "tun", "packet", "channel" (embedded), "loopback"
     context: Any = None  # the integrator's opaque value, handed back unchanged
     # Host variables learnt from RAs (RFC 4861 §6.3.2): cur_hop_limit,
     # reachable_time, retrans_timer; replicated so every shard uses them.

@@ -64,7 +64,7 @@ class PathCache:
         """Keep the path just computed for ``key``, if its next hop is a
         known neighbour (one still being resolved takes the full way)."""
         hop = (nic.id, next_hop)
-        mac = self.view.neighbours.get(hop)
+        mac = self.view.next_hop_mac(nic, next_hop)
         if mac is None:
             return
         eth = ETH_HEADER.pack(mac, nic.mac, ethertype)

@@ -108,6 +108,10 @@ class NetStack:
         self.tx_offload = tx_offload
         # --forwarding: route packets that are not for us (RFC 1812 / RFC 8200).
         self.forwarding = forwarding
+        # --relay: every unicast destination is ours (gVisor's promiscuous
+        # mode): datagrams to any address reach the transports, which answer
+        # from that address (a relay terminates flows for whole networks).
+        self.promiscuous = False
         self.shard = shard
         self.nshards = nshards
         self.ident_key = ident_key  # the stack's secret: IPv4 identification (ipident.py)
@@ -221,7 +225,7 @@ class NetStack:
                     mac: bytes | None = group_mac(next_hop)
                 else:
                     hop = (nic.id, next_hop)
-                    mac = self.view.neighbours.get(hop)
+                    mac = self.view.next_hop_mac(nic, next_hop)
                     if mac is not None and hop not in self.used_hops:
                         self.note_used(hop)
                 if mac is not None:
@@ -321,7 +325,7 @@ class NetStack:
             return False
         hdr = VirtioNetView(vnet, len(vnet)).header()
         hdr.flags &= ~F_DATA_VALID
-        mac = self.view.neighbours.get((nic.id, next_hop))
+        mac = self.view.next_hop_mac(nic, next_hop)
         if self.tx_offload and mac is not None:
             self.writer.write((ETH_HEADER.pack(mac, nic.mac, ethertype), packet), hdr)
             return True
@@ -352,7 +356,7 @@ class NetStack:
             mac = group_mac(next_hop)
         else:
             hop = (nic.id, next_hop)
-            mac = self.view.neighbours.get(hop)
+            mac = self.view.next_hop_mac(nic, next_hop)
             if mac is None:
                 mac = self._resolve(nic, next_hop, ethertype, packet)
                 if mac is None:

@@ -69,6 +69,9 @@ def route_from_row(row: dict[str, Any]) -> Route:
     )
 
 
+POINT_TO_POINT_MAC = bytes(6)  # the peer's "address" on a TUN: none
+
+
 class NetView:
     """Lookup structures for the data path, rebuilt from the tables."""
 
@@ -143,6 +146,14 @@ class NetView:
                 for r in tables.get("neigh", {}).values()
                 if r.get("mac")
             }
+
+    def next_hop_mac(self, nic: Nic, ip: bytes) -> bytes | None:
+        """The MAC to send to ``ip`` over ``nic``: the neighbour table's, or
+        on a point-to-point TUN (no link-layer addresses, nothing to
+        resolve) the placeholder its link drops with the Ethernet header."""
+        if nic.kind == "tun":
+            return POINT_TO_POINT_MAC
+        return self.neighbours.get((nic.id, ip))
 
     def nic_enabled(self, nic_id: int) -> bool:
         nic = self.nics.get(nic_id)

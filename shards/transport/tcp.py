@@ -516,6 +516,10 @@ class FlowHook:
         demux.accept_flow(self, src, dst, seg, verdict.protocol_factory)
         return True
 
+    def stats(self) -> dict[str, int]:
+        """More gauges and counters for ``ctl stats`` (a subclass's own)."""
+        return {}
+
     def opened(self, key: Key) -> None:
         src = key[2]
         self.open[key] = src
@@ -639,7 +643,11 @@ class TcpDemux:
             # and the application sees the batch's data at once.
             self.kick(key)
             return True
-        lst = self._listener_for(dst, seg.dst_port, d.nic)
+        # A promiscuous stack (a relay) takes any destination: its listeners
+        # (and their steering to the shard owning a port) still serve only
+        # its own addresses.
+        foreign = self.net.promiscuous and dst not in self.net.view.local
+        lst = None if foreign else self._listener_for(dst, seg.dst_port, d.nic)
         if lst is not None:
             lst.listener.handle_segment(now, src, dst, seg)
             self._after_listener(lst)
@@ -654,7 +662,7 @@ class TcpDemux:
                 return True
         # A listener on an ephemeral port (and its connections) lives in the
         # shard owning the port: hand the segment there (steer.py).
-        if self.steering is not None and self.steering.elsewhere(d, seg.dst_port):
+        if not foreign and self.steering is not None and self.steering.elsewhere(d, seg.dst_port):
             return True
         if not seg.flags & RST:
             rst = rst_for(seg)
@@ -886,6 +894,7 @@ class TcpDemux:
                 "flow_hook/ignored": hook.ignored, "flow_hook/over_cap": hook.over_cap,
                 "flow_hook/open": len(hook.open),
             })  # fmt: skip
+            counts.update(hook.stats())
         for t in self.conns.values():
             state = t.ep.state.value
             counts[f"tcp_connections/{state}"] = counts.get(f"tcp_connections/{state}", 0) + 1

@@ -390,18 +390,27 @@ def build_datagram(sport: int, dport: int, data: bytes | bytearray | memoryview)
     return buf
 
 
+# (delivery, source port, destination port, payload) -> True if relayed
+RelayHook = Callable[[Delivery, int, int, bytes], bool]
+
+
 class UdpHooks:
     """The network layer's transport hook for UDP datagrams: a datagram no
     socket here takes may belong to another shard's unconnected socket
     (``steer.Steering``)."""
 
-    def __init__(self, udp: UdpDemux, steering: Steering | None = None) -> None:
+    def __init__(
+        self, udp: UdpDemux, steering: Steering | None = None, relay: RelayHook | None = None
+    ) -> None:
         self.udp = udp
         self.steering = steering
+        self.relay = relay  # relay mode: datagrams to addresses not ours
 
     def datagram(self, d: Delivery) -> bool:
         sport, dport, length, _ = UdpView(d.payload).fields()
         data = bytes(d.payload[8:length])
+        if self.relay is not None and self.relay(d, sport, dport, data):
+            return True
         if self.udp.deliver(d.nic, d.src, sport, d.dst, dport, data, d.tos, d.broadcast):
             return True
         return self.steering is not None and self.steering.elsewhere(d, dport)

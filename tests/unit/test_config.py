@@ -37,6 +37,15 @@ def test_flags_override_the_file(tmp_path: Path) -> None:
         ({"packet": "p", "multi_queue": True}, "--multi-queue needs --tap"),
         ({"tap": "t", "multi_queue": True, "pcap": "x.pcap"}, "do not go together"),
         ({"tap": "t", "offload": "yes"}, "want true or false"),
+        ({"tap": "a", "tun": "b"}, "exactly one of --tap"),
+        ({"tap": "t", "tun_netns": "sn-x"}, "--tun-netns needs --tun"),
+        ({"tun": "t", "tun_netns": "a/b"}, "bad namespace name"),
+        ({"tun": "t", "multi_queue": True}, "--multi-queue needs --tap"),
+        ({"tun": "t", "relay": "socks9"}, "unknown mode"),
+        ({"tun": "t", "relay_rules": ["deny,198.19.0.0/16"]}, "--relay-rule needs --relay"),
+        ({"tun": "t", "relay_netns": "sn-x"}, "--relay-netns needs --relay"),
+        ({"tun": "t", "relay": "direct", "relay_refused": "drop"}, "rst or icmp"),
+        ({"tun": "t", "relay": "direct", "relay_netns": ".."}, "bad namespace name"),
     ],
 )
 def test_bad_values_are_one_line_errors(flags: dict, fragment: str) -> None:
@@ -78,3 +87,17 @@ def test_tcp_table_and_flags_build_the_connection_config(tmp_path: Path) -> None
         TcpConfig.from_settings({"rack": "maybe"})
     with pytest.raises(ConfigError, match="NAME=VALUE"):
         build_config({}, {"tap": "sntap0", "tcp": ["rack"]})
+
+
+def test_a_relay_table_sets_the_relay(tmp_path: Path) -> None:
+    path = tmp_path / "gw.toml"
+    path.write_text(
+        'tun = "sngw0"\n[relay]\nmode = "direct"\nnetns = "sn-srv"\nrefused = "icmp"\n'
+        'rules = ["deny,198.19.5.0/24", "allow,0.0.0.0/0"]\n'
+    )
+    config = build_config(load_toml(str(path)), {"relay_rules": ["deny,198.19.6.0/24"]})
+    assert (config.relay, config.relay_netns, config.relay_refused) == ("direct", "sn-srv", "icmp")
+    assert config.relay_rules == ("deny,198.19.6.0/24",)  # flags win
+    path.write_text('tun = "sngw0"\n[relay]\nmodel = "direct"\n')
+    with pytest.raises(ConfigError, match="unknown \\[relay\\] setting 'model'"):
+        load_toml(str(path))

@@ -19,6 +19,7 @@ from shardnet.common.link_tx import (
     LinkError,
     LinkTxSpec,
     TapWriter,
+    TunWriter,
     open_writer,
 )
 from shardnet.common.wire.virtio import (
@@ -182,3 +183,49 @@ def test_link_error_is_one_line() -> None:
     e = LinkError("no permission to open /dev/net/tun", errno.EACCES)
     assert isinstance(e, OSError) and e.errno == errno.EACCES
     assert str(e) == "no permission to open /dev/net/tun"
+
+
+IP_FRAME = [b"\x02\x00\x00\x00\x00\x01" * 2 + b"\x08\x00" + b"\x45" + bytes(19), b"payload"]
+
+
+def test_tun_writer_sends_the_ip_packet_alone(pair) -> None:
+    a, b = pair
+    w = TunWriter(a.fileno(), 0)
+    w.write(IP_FRAME)
+    w.write([IP_FRAME[0][:14], IP_FRAME[0][14:], b"x"])  # the header as a part of its own
+    assert b.recv(4096) == IP_FRAME[0][14:] + b"payload"
+    assert b.recv(4096) == IP_FRAME[0][14:] + b"x"
+    assert (w.frames, w.bytes, w.drops) == (2, 48, 0)
+
+
+def test_tun_writer_moves_offload_offsets_to_the_ip_header(pair) -> None:
+    a, b = pair
+    w = TunWriter(a.fileno(), 10)
+    w.write(IP_FRAME, TSO)
+    got = b.recv(4096)
+    hdr = VirtioNetHeader.parse(got + bytes(60), size=10)
+    # On a TUN, tun_get_user() counts csum_start and hdr_len from the IP header.
+    assert (hdr.csum_start, hdr.hdr_len, hdr.gso_size) == (20, 40, 1460)
+    assert got[10:] == IP_FRAME[0][14:] + b"payload"
+    assert TSO.csum_start == 34  # the caller's header is not changed
+
+
+def test_tun_writer_drops_what_is_not_ip(pair) -> None:
+    a, b = pair
+    w = TunWriter(a.fileno(), 0)
+    arp = b"\xff" * 6 + b"\x02" * 6 + b"\x08\x06" + bytes(28)
+    w.write([arp])
+    w.write([b"short"])
+    assert (w.frames, w.drops) == (0, 2)
+    b.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        b.recv(4096)
+
+
+def test_tun_spec_opens_a_tun_writer(pair) -> None:
+    a, _ = pair
+    w = open_writer(LinkTxSpec("tun", 10, fd=a.fileno()))
+    try:
+        assert isinstance(w, TunWriter) and w.fd != a.fileno()
+    finally:
+        w.close()

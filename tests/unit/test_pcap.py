@@ -11,7 +11,13 @@ from scapy.layers.l2 import ARP, Ether
 from scapy.utils import rdpcap
 
 from shardnet.common.link_tx import open_writer
-from shardnet.common.pcap import LINKTYPE_ETHERNET, PCAP_MAGIC, PcapTeeWriter, PcapWriter
+from shardnet.common.pcap import (
+    LINKTYPE_ETHERNET,
+    LINKTYPE_RAW,
+    PCAP_MAGIC,
+    PcapTeeWriter,
+    PcapWriter,
+)
 from shardnet.dispatcher.link import ChannelLink, PcapTee
 
 ARP_REQ = bytes(
@@ -101,3 +107,23 @@ def test_write_error_is_counted_not_raised(tmp_path: Path) -> None:
     w.fd = 10_000  # not open: EBADF
     w.write([ARP_REQ])
     assert (w.frames, w.errors) == (0, 1)
+
+
+def test_raw_linktype_records_ip_packets_alone(tmp_path: Path) -> None:
+    from scapy.layers.inet import ICMP, IP
+
+    path = str(tmp_path / "tun.pcap")
+    packet = bytes(IP(src="198.18.0.2", dst="198.18.0.1") / ICMP(type=0))
+    head = b"\x02\x00\x00\x00\x00\x01" + bytes(6) + b"\x08\x00"
+    w = PcapWriter.create(path, linktype=LINKTYPE_RAW)
+    w.write([head, packet])
+    w.close()
+    other = PcapWriter.append(path)  # a shard's writer takes the type from the file
+    assert other.linktype == LINKTYPE_RAW
+    other.write([head + packet])
+    other.close()
+    raw = Path(path).read_bytes()
+    assert struct.unpack_from("<I", raw, 20)[0] == 101
+    pkts = rdpcap(path)
+    assert [bytes(p) for p in pkts] == [packet, packet]
+    assert pkts[1][IP].dst == "198.18.0.1"

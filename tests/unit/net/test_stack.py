@@ -22,12 +22,16 @@ from scapy.layers.inet6 import (
 )
 from scapy.layers.l2 import Ether
 
+from shardnet.common.addr import format_ip
 from shardnet.common.wire.errors import Drop
 from shardnet.shards.counters import NetEvent
+from shardnet.shards.net.datagram import Delivery
 from shardnet.shards.net.model import AddressKind
 
 from .harness import (
     BCAST_MAC,
+    FAR4,
+    FAR6,
     OUR4,
     OUR6,
     OUR_LL,
@@ -281,6 +285,28 @@ def test_packets_to_addresses_not_ours_are_dropped_and_counted(net: Net) -> None
     net.expect_nothing()
     assert net.stats[Drop.IPV4_NOT_FOR_US] == 2
     assert net.stats[Drop.IPV6_NOT_FOR_US] == 1
+
+
+def test_a_promiscuous_stack_takes_every_unicast_destination(net: Net) -> None:
+    # Relay mode: echo to any address is answered from that address, and a
+    # datagram to any address reaches the transport hook.
+    net.stack.promiscuous = True
+    seen: list[tuple[str, str]] = []
+
+    def udp_hook(d: Delivery) -> bool:
+        seen.append((format_ip(d.src), format_ip(d.dst)))
+        return True
+
+    net.stack.transport_v4[17] = net.stack.transport_v6[17] = udp_hook
+    net.inject(echo4(dst=FAR4))
+    net.expect(ipv4(icmp4(0, 0, id=0x1234, seq=7), src=FAR4, dst=PEER4))
+    net.inject(echo6(dst=FAR6))
+    net.expect(ipv6(icmp6(ICMPv6EchoReply, id=0x1234, seq=7), src=FAR6, dst=PEER6))
+    net.inject(udp4(dst=FAR4))
+    net.inject(udp6(dst=FAR6))
+    net.expect_nothing()
+    assert seen == [(PEER4, FAR4), (PEER6, FAR6)]
+    assert net.stats[Drop.IPV4_NOT_FOR_US] == net.stats[Drop.IPV6_NOT_FOR_US] == 0
 
 
 def test_frames_for_another_mac_are_counted_by_the_ingress(net: Net) -> None:
