@@ -141,6 +141,9 @@ class Drop(enum.Enum):
     NEIGHBOUR_INCOMPLETE_OVERFLOW = "neighbour_incomplete_overflow"  # too many resolutions
     NEIGHBOUR_TABLE_FULL = "neighbour_table_full"  # no entry could be made
     NEIGHBOUR_UNRESOLVED = "neighbour_unresolved"  # resolution failed: the packet went
+    # An NS, RS, RA, NA, redirect or ARP from a sender the tables do not know,
+    # beyond shard 0's rate of new senders (shards/net/control.py)
+    NEIGHBOUR_NEW_SENDER_OVER_RATE = "neighbour_new_sender_over_rate"
     REASSEMBLY_EXPIRED_MALFORMED = "reassembly_expired_malformed"  # expired, unquotable
 
 

@@ -10,6 +10,8 @@ connections: RSS per connection, all still answer). Attacks, only when
 named: ``synflood`` (spoofed SYNs at the sender's highest rate beside a
 well-behaved connecting client: its success rate and latency),
 ``fragflood`` (never-completing fragments beside fragmented pings),
+``raflood`` (Router Advertisements with random prefixes, NS and ARP from
+ever new senders, beside pings; both families must answer afterwards),
 ``injection`` (blind RST, SYN, data and FIN segments into 100 live echo
 transfers: none may break or corrupt),
 ``churn`` (connections opened and closed for as long as ``--duration``
@@ -34,6 +36,7 @@ SPEED = ("bulk", "echo", "crr", "rr", "udp", "ping", "conns")  # the default: al
 HOSTILE = (
     "synflood",
     "fragflood",
+    "raflood",
     "injection",
     "churn",
     "drain",
@@ -92,7 +95,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=float,
         default=0.0,
         metavar="PPS",
-        help="synflood/fragflood/injection: frames per second (0: as fast as the sender can)",
+        help="synflood/fragflood/raflood/injection: frames per second (0: as fast as it can)",
     )
     p.add_argument("--size", type=int, default=64, help="udp: payload bytes (64)")
     p.add_argument("--json", metavar="FILE", help="write the results as JSON")

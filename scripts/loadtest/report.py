@@ -39,6 +39,8 @@ FIGURES: dict[str, str] = {
     "rss_growth_bytes": "B",  # churn: the server's RSS at the end less at the start
     "fd_growth": "fds",
     "drain_s": "s",  # drain: from SIGTERM until the server exited
+    "recovery_s_v4": "s",  # raflood: from the flood's end until IPv4 answers again
+    "recovery_s_v6": "s",
     "restarts": "",
 }
 # Counts that make the run fail when not zero.

@@ -26,6 +26,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from ..lab import SHARDNET_V4, SHARDNET_V6
 from .client import Spec
 from .report import percentile
 from .systems import PORTS, Stopped, System, cpu_seconds, fd_budget, open_fds, rss_bytes
@@ -477,15 +478,16 @@ class _Flood:
     the server's peak RSS sampled meanwhile (``sample``), shard restarts
     counted, the flood's rate and whether it ran at all (``figures``)."""
 
-    def __init__(self, system: System, opts: Options, kind: str, port: int) -> None:
+    def __init__(self, system: System, opts: Options, kind: str, port: int, **spec: Any) -> None:
         self.system = system
         self.procs = system.processes()
         self.restarts = system.restarts()
         self.start = time.time() + START_DELAY_S + 2.0  # the flooder builds its frames first
         self.peak = 0
-        spec = Spec(kind, system.host, port, start_at=self.start, duration=opts.duration,
-                    rate=opts.flood_rate)  # fmt: skip
-        self.group = ClientGroup(system, [spec])
+        spec.setdefault("host", system.host)
+        flooder = Spec(kind, port=port, start_at=self.start, duration=opts.duration,
+                       rate=opts.flood_rate, **spec)  # fmt: skip
+        self.group = ClientGroup(system, [flooder])
         self.duration = opts.duration
 
     def __enter__(self) -> _Flood:
@@ -552,6 +554,48 @@ def fragflood(system: System, opts: Options) -> dict[str, Any]:
         if rtts:
             figures |= {"p50_us": percentile(rtts, 50), "p99_us": percentile(rtts, 99)}
         return figures | flood.figures()
+
+
+RECOVERY_LIMIT_S = 30.0  # raflood: how long the server may take to answer again
+
+
+def _recovery_s(system: System, host: str, since: float) -> float | None:
+    """Seconds from ``since`` until ``host`` answered a ping (each given a
+    second), or None if it did not within RECOVERY_LIMIT_S."""
+    cmd = ["ping", "-n", "-c", "1", "-W", "1", host]
+    while time.time() - since < RECOVERY_LIMIT_S:
+        if subprocess.run(system.argv(cmd), capture_output=True, timeout=10).returncode == 0:
+            return time.time() - since
+        time.sleep(0.1)
+    return None
+
+
+def raflood(system: System, opts: Options) -> dict[str, Any]:
+    """One process floods the link with Router Advertisements from ever new
+    routers (two random prefixes each), Neighbor Solicitations and ARP
+    requests from ever new senders (each a link-layer address to learn), as
+    fast as it can, while the server is pinged every 10 ms: the share
+    answered and their RTT during the flood; after it, how long until the
+    server answers again over IPv4 and over IPv6 (``recovery_s_v4``,
+    ``recovery_s_v6``: a neighbour entry the flood pushed out is resolved
+    again; a family silent for RECOVERY_LIMIT_S fails the run) and, for
+    shardnet, the size of the tables the flood grows (``ra_routes``,
+    ``addresses``, ``neighbours``: each has a bound)."""
+    with _Flood(system, opts, "raflood", 0, host=SHARDNET_V4, host6=SHARDNET_V6) as flood:
+        time.sleep(max(flood.start - time.time(), 0.0))
+        rtts, sent, got, _ = _ping(system, opts.duration, f"{system.label}: raflood",
+                                   interval=0.01, sample=flood.sample)  # fmt: skip
+        figures: dict[str, Any] = {"success_rate": got / max(sent, 1), "corrupted": 0}
+        if rtts:
+            figures |= {"p50_us": percentile(rtts, 50), "p99_us": percentile(rtts, 99)}
+        attack = flood.figures()
+    ended = time.time()
+    after = {
+        f"recovery_s_{family}": _recovery_s(system, host, ended)
+        for family, host in (("v4", SHARDNET_V4), ("v6", SHARDNET_V6))
+    }
+    attack["failed"] += sum(seconds is None for seconds in after.values())
+    return figures | attack | after | system.table_sizes()
 
 
 def injection(system: System, opts: Options) -> dict[str, Any]:
@@ -655,6 +699,7 @@ RUNNERS: dict[str, Callable[[System, Options], dict[str, Any]]] = {
     "conns": conns,
     "synflood": synflood,
     "fragflood": fragflood,
+    "raflood": raflood,
     "injection": injection,
     "churn": churn,
     "drain": drain,

@@ -156,6 +156,23 @@ class System:
             return 0
         return sum(int(s.get("restarts", 0)) for s in stats["processes"]["shards"])
 
+    def table_sizes(self) -> dict[str, int]:
+        """shardnet's tables that a hostile link grows: routes learnt from
+        RAs, addresses (SLAAC), neighbours. Empty for the kernel or an
+        unreachable stack."""
+        if self.server_pids:
+            return {}
+        try:
+            with Client(self.control, timeout_s=5) as client:
+                routes, addrs, neigh = client.routes(), client.addrs(), client.neigh()
+        except (ControlError, OSError):
+            return {}
+        return {
+            "ra_routes": sum(r.get("origin") == "ra" for r in routes),
+            "addresses": len(addrs),
+            "neighbours": len(neigh),
+        }
+
     def stack_counters(self) -> dict[str, int]:
         """shardnet's own counts of trouble, summed over the shards (ring
         drops, TCP retransmissions, drops by reason): a scenario's deltas

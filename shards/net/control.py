@@ -76,6 +76,7 @@ from .multicast import GroupControl
 from .ndp import NdpConfig, NdpMachine, SendNdp, event_to_dict
 from .neighbour import NeighbourConfig, NeighbourTable, NudState
 from .ops import NetOps
+from .ratelimit import TokenBucket
 from .redirect import Redirects
 from .route import Route, RouteDecision
 from .stack import NetStack, Resolver
@@ -94,6 +95,18 @@ IPV6_ANY = bytes(16)
 
 class _Timed(Protocol):
     def next_deadline(self) -> float | None: ...
+
+
+# New neighbours shard 0 takes per second, and in a burst. Learning one (an
+# NS, RS, RA, NA or ARP from a sender the tables do not know) costs about a
+# millisecond of shard 0: the entry, its publication to every shard, NUD
+# events, the answer. Past this rate such frames are dropped before any of
+# that, and counted: a flood of ever new senders costs shard 0 a bounded
+# share of its time and leaves it answering, while a real new peer retries
+# (RFC 4861 §7.2.2, RFC 1122 §2.3.2.1: about every second) and gets through,
+# and peers already known never wait.
+NEW_SENDER_RATE_PER_S = 500.0
+NEW_SENDER_BURST = 500
 
 
 class ControlPlane(Resolver):
@@ -131,6 +144,7 @@ class ControlPlane(Resolver):
         stack.transport_v4[IPPROTO_IGMP] = self.groups.handle_igmp
         self.redirects = Redirects()
         stack.redirect_hook_v4 = self.handle_redirect_v4
+        self.new_senders = TokenBucket(NEW_SENDER_RATE_PER_S, NEW_SENDER_BURST)
 
     # --- the stack the configuration describes ------------------------------------
     def bootstrap(
@@ -443,7 +457,20 @@ class ControlPlane(Resolver):
         arp = self.arp.get(LINK_NIC_ID)
         if nic is None or arp is None or not nic.enabled:
             return
-        result = arp.handle(self.clock(), eth.payload, unicast=eth.dst == nic.mac)
+        now = self.clock()
+        payload = eth.payload
+        sender = bytes(payload[14:18])  # RFC 826: the sender protocol address
+        table = self.v4.get(LINK_NIC_ID)
+        if (
+            len(payload) >= 28
+            and table is not None
+            and sender not in table
+            and sender != b"\0\0\0\0"  # an RFC 5227 probe: nothing is learnt from it
+            and not self.new_senders.allow(now)
+        ):
+            self.stack.counters.refuse("neighbour", Drop.NEIGHBOUR_NEW_SENDER_OVER_RATE)
+            return
+        result = arp.handle(now, payload, unicast=eth.dst == nic.mac)
         for frame in result.frames:
             self.stack.writer.write((frame,))
         if result.mac is not None:
@@ -471,6 +498,17 @@ class ControlPlane(Resolver):
             return
         if not 133 <= kind <= 137:
             return  # MLDv2 reports and Done: nothing for a host to do
+        src = ip.src
+        known = self.v6.get(nic_id)
+        if (
+            known is not None
+            and src not in known
+            and src != IPV6_ANY  # DAD: nothing is learnt from it
+            and src not in self.owner.view.local
+            and not self.new_senders.allow(self.clock())
+        ):
+            self.stack.counters.refuse("neighbour", Drop.NEIGHBOUR_NEW_SENDER_OVER_RATE)
+            return
         if machine is not None:
             self.apply(
                 nic_id, machine.handle_ndp(self.clock(), ip.src, ip.dst, ip.hop_limit, payload)

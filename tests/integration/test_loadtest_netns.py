@@ -87,24 +87,29 @@ def test_a_shard_sweep_names_each_count(tmp_path: Path) -> None:
     assert loadtest_namespaces() == []
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(450)
 def test_floods_beside_a_well_behaved_client(tmp_path: Path) -> None:
     """Each flood runs (frames sent), the well-behaved client's view is
     reported, no shard restarts, the run itself does not fail: blind
     injected segments break none of the live connections."""
     skip_unless_netns()
     out = tmp_path / "lt.json"
-    r = loadtest("--scenario", "synflood,fragflood,injection", "--against", "kernel",
-                 "--duration", "2", "--json", str(out), timeout=240)  # fmt: skip
+    r = loadtest("--scenario", "synflood,fragflood,raflood,injection", "--against", "kernel",
+                 "--duration", "2", "--json", str(out), timeout=400)  # fmt: skip
     assert r.returncode == 0, r.stdout + r.stderr
     doc = json.loads(out.read_text())["scenarios"]
-    for name in ("synflood", "fragflood", "injection"):
+    for name in ("synflood", "fragflood", "raflood", "injection"):
         for system in ("shardnet", "kernel"):
             got = doc[name][system]
             assert got["failed"] == 0 and got["corrupted"] == 0, (name, system, got)
             assert got["flood_pps"] > 1000 and got["restarts"] == 0, (name, system, got)
             assert 0 <= got["success_rate"] <= 1 and got["rss_max_bytes"] > 0, (name, system, got)
     assert "syn_gate_drops" in doc["synflood"]["shardnet"]["stack"]
+    ra = doc["raflood"]["shardnet"]  # both families answer again; the tables stay bounded
+    assert ra["recovery_s_v4"] is not None and ra["recovery_s_v6"] is not None, ra
+    # 10 routers and 10 prefixes; 16 SLAAC addresses beside the lab's 2, the
+    # link-local and the loopback's 2; 512 neighbours per family
+    assert ra["ra_routes"] <= 20 and ra["addresses"] <= 16 + 5 and ra["neighbours"] <= 1024, ra
     assert loadtest_namespaces() == []
 
 
@@ -127,5 +132,5 @@ def test_refuses_bad_options() -> None:
     r = loadtest("--scenario", "bulk,nope", timeout=30)
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [
-        "shardnet loadtest: error: --scenario: unknown nope; of bulk,echo,crr,rr,udp,ping,conns,synflood,fragflood,injection,churn,drain"
+        "shardnet loadtest: error: --scenario: unknown nope; of bulk,echo,crr,rr,udp,ping,conns,synflood,fragflood,raflood,injection,churn,drain"
     ]
