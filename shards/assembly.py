@@ -273,6 +273,17 @@ class ShardAssembly:
         self.ingress.register(ETHERTYPE_ARP, watched(control.handle_arp))
         if stack.ndp_hook is not None:
             stack.ndp_hook = watched(stack.ndp_hook)
+        udp = stack.transport_v4.get(17)
+        if control.dhcp4 and udp is not None:
+            # DHCP replies (server port to client port) go to the link's
+            # client before any socket (the dispatcher sends them to shard 0).
+            def udp_or_dhcp(d: Any, udp: Callable[[Any], bool] = udp) -> bool:
+                if control.handle_dhcp4(d):
+                    self.control_changed()
+                    return True
+                return udp(d)
+
+            stack.transport_v4[17] = udp_or_dhcp
         igmp = stack.transport_v4.get(IPPROTO_IGMP)
         if igmp is not None:
             stack.transport_v4[IPPROTO_IGMP] = watched(igmp)
@@ -586,6 +597,8 @@ class ShardAssembly:
             t.abort()
         if self.relay is not None:
             self.relay.close()
+        if self.control is not None:
+            self.control.stop_dhcp4()  # RFC 2131 §4.4.6: DHCPRELEASE before the link goes
         await asyncio.sleep(0)  # the resets go out on the next flush
 
 
