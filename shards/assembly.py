@@ -65,7 +65,8 @@ log = logging.getLogger("shardnet.shard")
 
 CONNS_PAGE = 1000  # connections per answer to ``conns``: pages keep each reply small
 CONFIRM_INTERVAL_S = 1.0  # NUD confirmations to shard 0, per neighbour (REACHABLE lasts ~30 s)
-CONFIRM_MEMORY = 4096  # neighbours remembered for that rate limit
+CONFIRM_MEMORY = 4096
+RELEASE_WAIT_S = 1.0  # at shutdown: ARP for the DHCP server (a reply takes milliseconds)  # neighbours remembered for that rate limit
 
 
 class ToShard0(Protocol):
@@ -597,8 +598,12 @@ class ShardAssembly:
             t.abort()
         if self.relay is not None:
             self.relay.close()
-        if self.control is not None:
-            self.control.stop_dhcp4()  # RFC 2131 §4.4.6: DHCPRELEASE before the link goes
+        if self.control is not None and self.control.stop_dhcp4():
+            # RFC 2131 §4.4.6: the DHCPRELEASE is unicast to the server, whose
+            # MAC may still be resolving: a moment for it, within the drain bound.
+            end = min(deadline, loop.time() + RELEASE_WAIT_S)
+            while self.control.resolving_v4() and loop.time() < end:
+                await asyncio.sleep(0.01)
         await asyncio.sleep(0)  # the resets go out on the next flush
 
 

@@ -214,10 +214,19 @@ class ControlPlane(Resolver):
             self.apply(d.nic, result)
         return True
 
-    def stop_dhcp4(self) -> None:
-        """At shutdown: every lease released (RFC 2131 §4.4.6)."""
+    def stop_dhcp4(self) -> bool:
+        """At shutdown: every lease released (RFC 2131 §4.4.6); True when a
+        DHCPRELEASE was sent (it may wait for the server's MAC)."""
+        released = False
         for nic_id, client in self.dhcp4.items():
-            self.apply(nic_id, client.stop(self.clock()))
+            actions = client.stop(self.clock())
+            released = released or any(isinstance(a, SendDhcp4) for a in actions)
+            self.apply(nic_id, actions)
+        return released
+
+    def resolving_v4(self) -> bool:
+        """An ARP resolution is under way (packets wait for it)."""
+        return any(table.incomplete for table in self.v4.values())
 
     def add_address(self, nic_id: int, addr: bytes, prefix_len: int, **kw: Any) -> None:
         machine = self.ndp.get(nic_id)
