@@ -19,6 +19,7 @@ from scapy.packet import Raw
 from shardnet.common.config import StackConfig
 from shardnet.common.messages import Event
 from shardnet.embedded import Stack
+from shardnet.scripts import ctl
 
 from .test_embedded import frames_of, run, until
 
@@ -98,6 +99,8 @@ def test_lease_from_a_scapy_server(tmp_path: Path) -> None:
             assert lease["state"] == "BOUND" and lease["server"] == SERVER
             assert 59 <= lease["t1_s"] <= 60 and 99 <= lease["t2_s"] <= 100
             assert lease["dns_servers"] == [SERVER] and lease["domain_name"] == "example.test"
+            text = ctl.render("addrs", stack.call("addrs"))
+            assert f"dhcp (BOUND from {SERVER}, T1/T2/expiry " in text
             routes = stack.call("routes")
             assert any(
                 r["prefix_len"] == 0 and r["gateway"] == SERVER and r["origin"] == "dhcp"
