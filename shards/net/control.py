@@ -349,6 +349,9 @@ class ControlPlane(Resolver):
         now = self.clock()
         if machine is not None:
             self.apply(nic_id, machine.start(now) if up else machine.stop(now))
+        client = self.dhcp4.get(nic_id)
+        if client is not None:  # RFC 2131 §3.2: INIT-REBOOT when the NIC comes back
+            self.apply(nic_id, client.start(now) if up else client.stop(now, release=False))
         if not up:
             self.apply(nic_id, self.redirects.forget_nic(nic_id))
         self.groups.nic_enabled(nic_id, up)

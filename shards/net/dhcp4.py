@@ -76,6 +76,9 @@ REQUEST_TRIES = 4  # REQUESTING / REBOOTING: 4 + 8 + 16 + 32 s, then INIT
 MIN_RENEW_RETRANSMIT_S = 60.0  # RFC 2131 §4.4.5
 T1_FRACTION = 0.5  # RFC 2131 §4.4.5
 T2_FRACTION = 0.875  # RFC 2131 §4.4.5
+# A shorter lease is taken as this long: a server (or a forger) that hands
+# out 0-second leases must not make the client loop at full speed.
+MIN_LEASE_S = 10.0
 NAK_RESTART_S = 1.0  # after a NAK: a pause before DISCOVER, so a NAK loop is not a storm
 PARAMS = bytes(
     (OPT_SUBNET_MASK, OPT_ROUTER, OPT_DNS, OPT_DOMAIN_NAME, OPT_LEASE_TIME,
@@ -230,21 +233,22 @@ class Dhcp4Client:
             self._discover(now)
         return self._take()
 
-    def stop(self, now: float) -> list[Any]:
+    def stop(self, now: float, *, release: bool = True) -> list[Any]:
         """§4.4.6: release the lease (the address is kept on disk as a hint
-        for the next start's INIT-REBOOT) and drop it from the NIC."""
+        for the next start's INIT-REBOOT) and drop it from the NIC. Without
+        ``release`` (the NIC went down) the lease is only dropped; ``start``
+        then asks for it again in INIT-REBOOT (§3.2: a client that moves or
+        reconnects)."""
         lease = self.lease
-        if lease is not None and self.state in (
-            Dhcp4State.BOUND,
-            Dhcp4State.RENEWING,
-            Dhcp4State.REBINDING,
-        ):
+        if lease is not None and not release:
+            self._unbind(lease)
+        elif lease is not None:  # BOUND, RENEWING or REBINDING
             self.xid = self.rng.getrandbits(32)
-            release = Dhcp4Message(
+            msg = Dhcp4Message(
                 op=BOOTREQUEST, xid=self.xid, chaddr=self.mac, message_type=RELEASE,
                 ciaddr=lease.address, server_id=lease.server,
             )  # fmt: skip
-            self._out.append(SendDhcp4(release, lease.address, lease.server))
+            self._out.append(SendDhcp4(msg, lease.address, lease.server))
             self._out.append(Dhcp4Released(lease.address, lease.server))
             self._unbind(lease)
         for timer in (self._retransmit, self._t1, self._t2, self._expiry, self._restart):
@@ -447,7 +451,9 @@ class Dhcp4Client:
     def _bind(self, now: float, ack: Dhcp4Message, server: bytes) -> None:
         old, was = self.lease, self.state
         lease_s = (
-            float("inf") if ack.lease_time_s == INFINITE_LEASE else float(ack.lease_time_s or 0)
+            float("inf")
+            if ack.lease_time_s == INFINITE_LEASE
+            else max(float(ack.lease_time_s or 0), MIN_LEASE_S)
         )
         t1_s, t2_s = lease_s * T1_FRACTION, lease_s * T2_FRACTION
         if (
@@ -519,4 +525,6 @@ def _finite(seconds: float) -> float | None:
 
 
 def _unicast(addr: bytes) -> bool:
-    return addr != IPV4_ANY and addr != IPV4_BROADCAST and not 224 <= addr[0] <= 239
+    """A host address a server may give: not 0/8, loopback (RFC 1122
+    §3.2.1.3), multicast or reserved (class D and E)."""
+    return 0 < addr[0] < 224 and addr[0] != 127

@@ -270,3 +270,27 @@ def test_prefix_of_mask() -> None:
     assert prefix_of_mask(parse_ip("255.255.255.255"), ADDR) == 32
     assert prefix_of_mask(parse_ip("255.0.255.0"), ADDR) == 24  # non-contiguous: class C
     assert prefix_of_mask(None, ADDR) == 24  # no mask: the class (198/8 is class C)
+
+
+def test_nic_down_drops_the_lease_and_up_asks_for_it_again() -> None:
+    c, _ = bound()
+    out = c.stop(5.0, release=False)
+    assert not sent(out) and RemoveAddress(ADDR) in out
+    r = one_sent(c.start(6.0))
+    assert c.state is Dhcp4State.REBOOTING and r.message.requested_ip == ADDR
+
+
+def test_a_zero_lease_is_not_a_busy_loop() -> None:
+    c = Dhcp4Client(1, MAC, random.Random(1))
+    c.start(0.0)
+    c.handle(0.5, reply(c, OFFER), SERVER)
+    res = c.handle(1.0, reply(c, ACK, lease_time_s=0), SERVER)
+    assert isinstance(res, list)
+    assert c.lease is not None and c.lease.expiry == 11.0  # MIN_LEASE_S
+
+
+def test_hostile_addresses_refused() -> None:
+    c = Dhcp4Client(1, MAC, random.Random(1))
+    c.start(0.0)
+    for bad in ("127.0.0.1", "0.1.2.3", "224.0.0.1", "240.0.0.1"):
+        assert c.handle(0.1, reply(c, OFFER, yiaddr=parse_ip(bad)), SERVER) is Drop.DHCP_UNEXPECTED
