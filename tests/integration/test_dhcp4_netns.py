@@ -54,7 +54,7 @@ def dnsmasq(ns: Netns, tmp: Path, *extra: str) -> subprocess.Popen[Any]:
 
 
 def kernel_side(ns: Netns) -> None:
-    ns.run(f"ip addr add {KERNEL_V4}/24 dev {TAP}")
+    ns.run(f"ip addr replace {KERNEL_V4}/24 dev {TAP}")
 
 
 def dhcp_address(stack: StackProcess) -> dict[str, Any] | None:
@@ -99,11 +99,14 @@ def test_lease_route_ping_release_and_init_reboot(ns: Netns, tmp_path: Path) -> 
     # DHCPRELEASE at shutdown: dnsmasq forgot the lease.
     assert wait_until(lambda: addr not in (tmp_path / "leases").read_text(), timeout=5)
     assert "DHCPRELEASE" in (tmp_path / "dnsmasq.log").read_text()
+    server.terminate()
+    server.wait(timeout=5)
     before = len((tmp_path / "dnsmasq.log").read_text())
     # A restart with the state directory: INIT-REBOOT, a REQUEST for the
     # remembered address and no DISCOVER (RFC 2131 §3.2).
     with StackProcess(ns, "--dhcp4", "--state-dir", str(state)) as stack:
         kernel_side(ns)  # the TAP was made again
+        server = dnsmasq(ns, tmp_path)
         assert wait_until(lambda: dhcp_address(stack), timeout=20, interval=0.2)
         row = dhcp_address(stack)
         assert row is not None and row["addr"] == addr
