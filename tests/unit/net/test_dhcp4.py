@@ -6,6 +6,9 @@ from __future__ import annotations
 import random
 from typing import Any
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from shardnet.common.addr import parse_ip, parse_mac
 from shardnet.common.wire.dhcp4 import (
     ACK,
@@ -18,8 +21,9 @@ from shardnet.common.wire.dhcp4 import (
     RELEASE,
     REQUEST,
     Dhcp4Message,
+    Dhcp4View,
 )
-from shardnet.common.wire.errors import Drop
+from shardnet.common.wire.errors import Drop, MalformedPacket
 from shardnet.shards.net.actions import AddAddress, AddRoute, RemoveAddress, RemoveRoute
 from shardnet.shards.net.dhcp4 import (
     MIN_RENEW_RETRANSMIT_S,
@@ -294,3 +298,25 @@ def test_hostile_addresses_refused() -> None:
     c.start(0.0)
     for bad in ("127.0.0.1", "0.1.2.3", "224.0.0.1", "240.0.0.1"):
         assert c.handle(0.1, reply(c, OFFER, yiaddr=parse_ip(bad)), SERVER) is Drop.DHCP_UNEXPECTED
+
+
+@given(st.binary(max_size=120), st.integers(0, 3))
+def test_hostile_options_never_raise(options: bytes, stage: int) -> None:
+    """Any options in a reply with our xid and chaddr, in any state: the
+    codec's MalformedPacket or the machine's Drop or actions, nothing else."""
+    c = Dhcp4Client(1, MAC, random.Random(1))
+    c.start(0.0)
+    if stage >= 1:
+        c.handle(0.5, reply(c, OFFER), SERVER)
+    if stage >= 2:
+        c.handle(1.0, reply(c, ACK, renewal_time_s=10, rebinding_time_s=20), SERVER)
+    if stage >= 3:
+        c.handle_timeout(11.0)
+    head = bytearray(reply(c, ACK).to_bytes()[:240])
+    try:
+        msg = Dhcp4View.checked(memoryview(bytes(head) + options)).message()
+    except MalformedPacket:
+        return
+    result = c.handle(12.0, msg, SERVER)
+    assert isinstance(result, Drop | list)
+    c.handle_timeout(500.0)
