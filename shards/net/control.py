@@ -188,7 +188,7 @@ class ControlPlane(Resolver):
         if config.dhcp4 and not point_to_point:
             # RFC 2131: the link's address, router and DNS servers from a
             # server; the lease remembered in the state directory (INIT-REBOOT).
-            self.lease_file = LeaseFile(config.state_dir, name)
+            self.lease_file = LeaseFile(config.state_dir, name, mac)
             client = self.dhcp4[link.id] = Dhcp4Client(
                 link.id, mac, self.rng, remembered=self.lease_file.load()
             )

@@ -24,6 +24,7 @@ from .test_ndp_netns import EventLog
 pytestmark = [pytest.mark.netns, pytest.mark.timeout(180)]
 
 RANGE = ("198.18.0.50", "198.18.0.99")
+MAC = "02:00:00:00:d0:01"  # the client's identity: the same MAC across the restart
 
 
 @pytest.fixture
@@ -71,7 +72,7 @@ def wait_event(events: EventLog, kind: str, timeout: float) -> dict[str, Any]:
 
 def test_lease_route_ping_release_and_init_reboot(ns: Netns, tmp_path: Path) -> None:
     state = tmp_path / "state"
-    with StackProcess(ns, "--dhcp4", "--state-dir", str(state)) as stack:
+    with StackProcess(ns, "--dhcp4", "--state-dir", str(state), "--mac", MAC) as stack:
         events = EventLog(stack.control)
         kernel_side(ns)
         server = dnsmasq(ns, tmp_path)
@@ -104,14 +105,14 @@ def test_lease_route_ping_release_and_init_reboot(ns: Netns, tmp_path: Path) -> 
     before = len((tmp_path / "dnsmasq.log").read_text())
     # A restart with the state directory: INIT-REBOOT, a REQUEST for the
     # remembered address and no DISCOVER (RFC 2131 §3.2).
-    with StackProcess(ns, "--dhcp4", "--state-dir", str(state)) as stack:
+    with StackProcess(ns, "--dhcp4", "--state-dir", str(state), "--mac", MAC) as stack:
         kernel_side(ns)  # the TAP was made again
         server = dnsmasq(ns, tmp_path)
         assert wait_until(lambda: dhcp_address(stack), timeout=20, interval=0.2)
         row = dhcp_address(stack)
         assert row is not None and row["addr"] == addr
         log = (tmp_path / "dnsmasq.log").read_text()[before:]
-        assert f"DHCPREQUEST({TAP}) {addr}" in log and "DHCPDISCOVER" not in log, log
+        assert f"DHCPREQUEST({TAP}) {addr} {MAC}" in log and "DHCPDISCOVER" not in log, log
         assert stack.stop() == 0
     server.terminate()
     server.wait(timeout=5)
