@@ -178,3 +178,25 @@ def test_a_server_that_goes_away_lets_the_lease_expire(ns: Netns) -> None:
         assert not any(r["origin"] == "dhcp" for r in routes), routes
         assert ns.run("ping -c 1 -W 1 198.18.0.60", check=False).returncode != 0
         events.close()
+
+
+def test_a_remembered_address_the_server_refuses_is_naked(ns: Netns, tmp_path: Path) -> None:
+    """INIT-REBOOT for an address outside dnsmasq's range: the server
+    (authoritative) answers DHCPNAK, the client forgets it and starts again
+    with DISCOVER (RFC 2131 §3.2 step 3)."""
+    state = tmp_path / "state"
+    state.mkdir()
+    lease = state / f"{TAP}.dhcp4"
+    lease.write_text(f'{{"address": "198.18.0.200", "mac": "{MAC}", "server": null}}\n')
+    with StackProcess(ns, "--dhcp4", "--state-dir", str(state), "--mac", MAC) as stack:
+        events = EventLog(stack.control)
+        kernel_side(ns)
+        dnsmasq(ns, tmp_path)
+        nak = wait_event(events, "dhcp4_nak", 20)
+        assert nak["state"] == "REBOOTING" and nak["server"] == KERNEL_V4
+        bound = wait_event(events, "dhcp4_bound", 20)
+        assert RANGE[0] <= bound["address"] <= RANGE[1]
+        log = (tmp_path / "dnsmasq.log").read_text()
+        assert "DHCPNAK" in log and "DHCPDISCOVER" in log, log
+        assert bound["address"] in lease.read_text()  # the new lease is kept
+        events.close()
