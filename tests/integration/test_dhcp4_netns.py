@@ -200,3 +200,22 @@ def test_a_remembered_address_the_server_refuses_is_naked(ns: Netns, tmp_path: P
         assert "DHCPNAK" in log and "DHCPDISCOVER" in log, log
         assert bound["address"] in lease.read_text()  # the new lease is kept
         events.close()
+
+
+def test_a_restarted_shard_0_asks_for_its_lease_again(ns: Netns, tmp_path: Path) -> None:
+    """Shard 0 owns the client: killed, it comes back and rebuilds its
+    state from the configuration and the state directory (INIT-REBOOT)."""
+    with StackProcess(ns, "--dhcp4", "--mac", MAC) as stack:
+        kernel_side(ns)
+        dnsmasq(ns, tmp_path)
+        assert wait_until(lambda: dhcp_address(stack), timeout=20, interval=0.2)
+        row = dhcp_address(stack)
+        assert row is not None
+        before = len((tmp_path / "dnsmasq.log").read_text())
+        assert stack.kill_shard(0)
+        assert wait_until(lambda: dhcp_address(stack), timeout=20, interval=0.2)
+        again = dhcp_address(stack)
+        assert again is not None and again["addr"] == row["addr"]
+        log = (tmp_path / "dnsmasq.log").read_text()[before:]
+        assert "DHCPREQUEST" in log and "DHCPDISCOVER" not in log, log
+        ns.run(f"ping -c 1 -W 2 {row['addr']}")
