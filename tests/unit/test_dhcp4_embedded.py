@@ -131,3 +131,30 @@ def test_lease_from_a_scapy_server(tmp_path: Path) -> None:
         assert release[BOOTP].ciaddr == OFFERED
 
     run(go(), timeout=20)
+
+
+def test_nic_down_and_up_asks_for_the_lease_again(tmp_path: Path) -> None:
+    """``ctl nic down`` drops the lease without a release; ``up`` asks for
+    the same address again in INIT-REBOOT (RFC 2131 §3.2), no DISCOVER."""
+
+    async def go() -> None:
+        config = StackConfig(dhcp4=True, state_dir=str(tmp_path), drain_s=0.2)
+        seen: list[Ether] = []
+        async with Stack(mac=OUR_MAC, ndp=FAST_NDP, config=config) as stack:
+            discover = await next_dhcp(stack, 1, seen)
+            stack.link.inject(server_reply(discover, "offer"))
+            request = await next_dhcp(stack, 3, seen)
+            stack.link.inject(server_reply(request, "ack"))
+            await until(lambda: any(a["origin"] == "dhcp" for a in stack.call("addrs")))
+            stack.nic_disable("channel0")
+            assert not any(a["origin"] == "dhcp" for a in stack.call("addrs"))
+            stack.nic_enable("channel0")
+            reboot = await next_dhcp(stack, 3, seen)
+            opts = {o[0]: o[1] for o in reboot[DHCP].options if isinstance(o, tuple)}
+            assert opts["requested_addr"] == OFFERED and "server_id" not in opts
+            assert reboot[BOOTP].ciaddr == "0.0.0.0"
+            assert not any(dhcp_type(p) in (1, 7) for p in seen)  # no DISCOVER, no RELEASE
+            stack.link.inject(server_reply(reboot, "ack"))
+            await until(lambda: any(a["origin"] == "dhcp" for a in stack.call("addrs")))
+
+    run(go(), timeout=20)
