@@ -65,8 +65,8 @@ log = logging.getLogger("shardnet.shard")
 
 CONNS_PAGE = 1000  # connections per answer to ``conns``: pages keep each reply small
 CONFIRM_INTERVAL_S = 1.0  # NUD confirmations to shard 0, per neighbour (REACHABLE lasts ~30 s)
-CONFIRM_MEMORY = 4096
-RELEASE_WAIT_S = 1.0  # at shutdown: ARP for the DHCP server (a reply takes milliseconds)  # neighbours remembered for that rate limit
+CONFIRM_MEMORY = 4096  # neighbours remembered for that rate limit
+RELEASE_WAIT_S = 1.0  # at shutdown: ARP for the DHCP server (a reply takes milliseconds)
 
 
 class ToShard0(Protocol):
