@@ -7,6 +7,7 @@ validates everything), and nothing in a frame can make it raise:
 | frame | shard |
 |---|---|
 | TCP or UDP over IPv4/IPv6 | symmetric hash of (addresses, ports, protocol) |
+| UDP from port 67 to port 68 over IPv4 (a DHCP reply, RFC 2131 §4.1) | 0 (the DHCP client) |
 | ICMP error | hash of the flow quoted in the error |
 | ICMP echo | hash of (addresses, identifier) |
 | IP fragment | ``FRAGMENT``: the dispatcher reassembles, then classifies again |
@@ -66,6 +67,8 @@ def _classify_v4(frame: bytes | bytearray | memoryview, ip: int, nshards: int) -
         if len(frame) < l4 + 4:
             return 0
         sport, dport = _PORTS.unpack_from(frame, l4)
+        if sport == 67 and dport == 68 and proto == _UDP:
+            return 0  # DHCP server to client: shard 0 owns the client
         return shard_for(proto, src, sport, dst, dport, nshards)
     if proto == _ICMP and len(frame) >= l4 + 8:
         icmp_type = frame[l4]

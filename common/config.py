@@ -71,6 +71,9 @@ class StackConfig:
     metrics: tuple[str, int] | None = None  # (host, port)
     control: str | None = None  # zmq endpoint; default under /run/shardnet/
     slaac: bool = True
+    # --dhcp4: the link's IPv4 address, router and DNS servers from a DHCP
+    # server (RFC 2131, shards/net/dhcp4.py); the lease kept in ``state_dir``.
+    dhcp4: bool = False
     forwarding: bool = False
     pcap: str | None = None
     drain_s: float = 5.0  # bound on the graceful close at shutdown
@@ -122,6 +125,8 @@ class StackConfig:
             raise ConfigError("give exactly one of --tap NAME, --tun NAME or --packet IFACE")
         if self.tun_netns is not None and not self.tun:
             raise ConfigError("--tun-netns needs --tun")
+        if self.dhcp4 and self.tun:
+            raise ConfigError("--dhcp4 needs an Ethernet link (--tap or --packet), not --tun")
         if self.relay is not None and not (
             self.relay == "direct" or self.relay.startswith("socks5://")
         ):
@@ -281,7 +286,7 @@ def _convert(name: str, value: Any) -> Any:
 
             FaultSpec.parse(str(value))
             return str(value)
-        case "slaac" | "forwarding" | "vnet_hdr" | "offload" | "multi_queue":
+        case "slaac" | "forwarding" | "vnet_hdr" | "offload" | "multi_queue" | "dhcp4":
             if not isinstance(value, bool):
                 raise ConfigError(f"{name}: want true or false, got {value!r}")
             return value

@@ -156,9 +156,10 @@ def render(view: str, value: Any) -> str:
     if view == "addrs":
         rows = [("NIC", "ADDRESS", "STATE", "PRIMARY", "ORIGIN")]
         rows += [
-            (a["nic_name"], f"{a['addr']}/{a['prefix_len']}", a["kind"], a["behavior"], a["origin"])
+            (a["nic_name"], f"{a['addr']}/{a['prefix_len']}", a["kind"], a["behavior"],
+             a["origin"] + _lease(a.get("dhcp4")))
             for a in value
-        ]
+        ]  # fmt: skip
         return table(rows)
     if view == "routes":
         rows = [("DESTINATION", "GATEWAY", "NIC", "METRIC", "ORIGIN", "ROUTER")]
@@ -280,6 +281,17 @@ def render(view: str, value: Any) -> str:
             lines.append("drops: " + ", ".join(f"{k} {v}" for k, v in sorted(drops.items())))
         return "\n".join(lines)
     return json.dumps(value, indent=2)
+
+
+def _lease(lease: dict[str, Any] | None) -> str:
+    """A DHCPv4 address's lease: the client's state, the server, T1/T2 and
+    expiry in seconds from now."""
+    if not lease:
+        return ""
+    times = "/".join(
+        "-" if lease.get(k) is None else f"{lease[k]:.0f}s" for k in ("t1_s", "t2_s", "expires_s")
+    )
+    return f" ({lease['state']} from {lease.get('server')}, T1/T2/expiry {times})"
 
 
 def _router(info: dict[str, Any] | None) -> str:

@@ -78,6 +78,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--control", metavar="ENDPOINT", help="control endpoint (ipc://PATH or tcp://HOST:PORT)"
     )
     p.add_argument("--no-slaac", dest="slaac", action="store_const", const=False, help="no SLAAC")
+    p.add_argument(
+        "--dhcp4",
+        action="store_const",
+        const=True,
+        help="IPv4 address, default route and DNS servers from a DHCP server (RFC 2131)",
+    )
     p.add_argument("--forwarding", action="store_const", const=True, help="forward between NICs")
     p.add_argument(
         "--drain", dest="drain_s", type=float, metavar="SECONDS", help="bound on graceful close"
@@ -100,7 +106,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--state-dir",
         metavar="DIR",
-        help="where the link's RFC 7217 secret is kept across restarts (/var/lib/shardnet)",
+        help="where the link's RFC 7217 secret and DHCPv4 lease are kept across restarts"
+        " (/var/lib/shardnet)",
     )
     p.add_argument(
         "--fault",

@@ -66,6 +66,7 @@ log = logging.getLogger("shardnet.shard")
 CONNS_PAGE = 1000  # connections per answer to ``conns``: pages keep each reply small
 CONFIRM_INTERVAL_S = 1.0  # NUD confirmations to shard 0, per neighbour (REACHABLE lasts ~30 s)
 CONFIRM_MEMORY = 4096  # neighbours remembered for that rate limit
+RELEASE_WAIT_S = 1.0  # at shutdown: ARP for the DHCP server (a reply takes milliseconds)
 
 
 class ToShard0(Protocol):
@@ -273,6 +274,17 @@ class ShardAssembly:
         self.ingress.register(ETHERTYPE_ARP, watched(control.handle_arp))
         if stack.ndp_hook is not None:
             stack.ndp_hook = watched(stack.ndp_hook)
+        udp = stack.transport_v4.get(17)
+        if control.dhcp4 and udp is not None:
+            # DHCP replies (server port to client port) go to the link's
+            # client before any socket (the dispatcher sends them to shard 0).
+            def udp_or_dhcp(d: Any, udp: Callable[[Any], bool] = udp) -> bool:
+                if control.handle_dhcp4(d):
+                    self.control_changed()
+                    return True
+                return udp(d)
+
+            stack.transport_v4[17] = udp_or_dhcp
         igmp = stack.transport_v4.get(IPPROTO_IGMP)
         if igmp is not None:
             stack.transport_v4[IPPROTO_IGMP] = watched(igmp)
@@ -586,6 +598,12 @@ class ShardAssembly:
             t.abort()
         if self.relay is not None:
             self.relay.close()
+        if self.control is not None and self.control.stop_dhcp4():
+            # RFC 2131 §4.4.6: the DHCPRELEASE is unicast to the server, whose
+            # MAC may still be resolving: a moment for it, within the drain bound.
+            end = min(deadline, loop.time() + RELEASE_WAIT_S)
+            while self.control.resolving_v4() and loop.time() < end:
+                await asyncio.sleep(0.01)
         await asyncio.sleep(0)  # the resets go out on the next flush
 
 

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for pair in ip:iproute2 ping:iputils-ping curl:curl socat:socat radvd:radvd ndisc6:ndisc6 tcpdump:tcpdump; do
+for pair in ip:iproute2 ping:iputils-ping curl:curl socat:socat radvd:radvd ndisc6:ndisc6 tcpdump:tcpdump dnsmasq:dnsmasq-base; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then

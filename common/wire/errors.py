@@ -74,6 +74,13 @@ class Drop(enum.Enum):
     UDP_TRUNCATED = "udp_truncated"
     UDP_BAD_LENGTH = "udp_bad_length"
     UDP_BAD_CHECKSUM = "udp_bad_checksum"
+    # --- DHCPv4 (RFC 2131, RFC 2132)
+    DHCP_TRUNCATED = "dhcp_truncated"  # shorter than the fixed header and the magic cookie
+    DHCP_BAD_COOKIE = "dhcp_bad_cookie"  # RFC 2131 §3: 99.130.83.99 before the options
+    DHCP_BAD_OPTION = "dhcp_bad_option"  # an option past the end, or of a wrong length
+    DHCP_NOT_REPLY = "dhcp_not_reply"  # op not BOOTREPLY: another client's request
+    DHCP_NOT_OURS = "dhcp_not_ours"  # another client's xid or chaddr
+    DHCP_UNEXPECTED = "dhcp_unexpected"  # a message the client's state does not take
     # --- TCP (RFC 9293)
     TCP_TRUNCATED = "tcp_truncated"
     TCP_BAD_DATA_OFFSET = "tcp_bad_data_offset"

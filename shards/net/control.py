@@ -29,16 +29,18 @@ import dataclasses
 import errno
 import logging
 import random
+import struct
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from shardnet.common.addr import format_ip, format_mac, is_unicast, parse_ip
 from shardnet.common.config import StackConfig
-from shardnet.common.wire.errors import Drop
+from shardnet.common.wire.dhcp4 import CLIENT_PORT, SERVER_PORT, Dhcp4View
+from shardnet.common.wire.errors import Drop, MalformedPacket
 from shardnet.common.wire.ethernet import ETHERTYPE_IPV4, ETHERTYPE_IPV6, EthernetView
 from shardnet.common.wire.icmpv4 import ICMP_REDIR_HOSTTOS, Icmpv4View
 from shardnet.common.wire.icmpv6 import ICMPV6_MLD_QUERY, ICMPV6_MLD_REPORT, message_bytes
-from shardnet.common.wire.ipv4 import IPPROTO_IGMP, Ipv4View
+from shardnet.common.wire.ipv4 import IPPROTO_IGMP, IPPROTO_UDP, Ipv4View
 from shardnet.common.wire.ipv6 import (
     ALL_NODES,
     NH_HOPOPTS,
@@ -70,6 +72,9 @@ from .actions import (
     UpdateNeighbour,
 )
 from .arp import ANNOUNCE_INTERVAL_S, ANNOUNCE_NUM, ArpHandler
+from .datagram import Delivery
+from .dhcp4 import Dhcp4Client, SendDhcp4, StoreLease
+from .leasefile import LeaseFile
 from .mld import SendMld
 from .model import Nic, PrimaryBehavior
 from .multicast import GroupControl
@@ -91,6 +96,7 @@ log = logging.getLogger("shardnet.net")
 LINK_NIC_ID = 1
 IPV4_ANY = bytes(4)
 IPV6_ANY = bytes(16)
+_DHCP_PORTS = SERVER_PORT.to_bytes(2, "big") + CLIENT_PORT.to_bytes(2, "big")
 
 
 class _Timed(Protocol):
@@ -131,6 +137,8 @@ class ControlPlane(Resolver):
         self.ops = NetOps(owner, self.neighbour_rows)
         self.ndp: dict[int, NdpMachine] = {}  # per Ethernet NIC
         self.ndp_config = ndp_config or NdpConfig()
+        self.dhcp4: dict[int, Dhcp4Client] = {}  # --dhcp4: the link NIC's client
+        self.lease_file: LeaseFile | None = None
         self.rng = rng or random.Random()
         self._behaviors: dict[tuple[int, bytes], PrimaryBehavior] = {}  # asked with addr_add
         self._nud_seen: dict[int, dict[bytes, Any]] = {}  # last NUD states reported, per NIC
@@ -191,6 +199,48 @@ class ControlPlane(Resolver):
             if gateway is not None:
                 gw = parse_ip(gateway)
                 owner.add_route(Route(bytes(len(gw)), 0, link.id, gw, 0, "static"))
+        if config.dhcp4 and not point_to_point:
+            # RFC 2131: the link's address, router and DNS servers from a
+            # server; the lease remembered in the state directory (INIT-REBOOT).
+            self.lease_file = LeaseFile(config.state_dir, name, mac)
+            client = self.dhcp4[link.id] = Dhcp4Client(
+                link.id, mac, self.rng, remembered=self.lease_file.load()
+            )
+            self.apply(link.id, client.start(self.clock()))
+
+    def handle_dhcp4(self, d: Delivery) -> bool:
+        """UDP from a DHCP server's port to the client's (RFC 2131 §4.1):
+        the NIC's client takes it (True), or it is an ordinary datagram."""
+        client = self.dhcp4.get(d.nic)
+        payload = d.payload
+        if client is None or len(payload) < 8 or payload[0:4] != _DHCP_PORTS:
+            return False
+        counters = self.stack.counters
+        try:
+            msg = Dhcp4View.checked(payload[8 : (payload[4] << 8) | payload[5]]).message()
+        except MalformedPacket as exc:
+            counters.refuse("dhcp", exc.reason)
+            return True
+        result = client.handle(self.clock(), msg, d.src)
+        if isinstance(result, Drop):
+            counters.refuse("dhcp", result)
+        else:
+            self.apply(d.nic, result)
+        return True
+
+    def stop_dhcp4(self) -> bool:
+        """At shutdown: every lease released (RFC 2131 §4.4.6); True when a
+        DHCPRELEASE was sent (it may wait for the server's MAC)."""
+        released = False
+        for nic_id, client in self.dhcp4.items():
+            actions = client.stop(self.clock())
+            released = released or any(isinstance(a, SendDhcp4) for a in actions)
+            self.apply(nic_id, actions)
+        return released
+
+    def resolving_v4(self) -> bool:
+        """An ARP resolution is under way (packets wait for it)."""
+        return any(table.incomplete for table in self.v4.values())
 
     def add_address(self, nic_id: int, addr: bytes, prefix_len: int, **kw: Any) -> None:
         machine = self.ndp.get(nic_id)
@@ -268,6 +318,8 @@ class ControlPlane(Resolver):
             return self.groups.rows()
         if op == "routes":
             return self._route_rows(self.ops.handle(op, args))
+        if op == "addrs":
+            return self._addr_rows(self.ops.handle(op, args))
         if op == "nic_set":
             nic = self.owner.nic(str(args.get("name")))
             was = nic.enabled
@@ -311,6 +363,9 @@ class ControlPlane(Resolver):
         now = self.clock()
         if machine is not None:
             self.apply(nic_id, machine.start(now) if up else machine.stop(now))
+        client = self.dhcp4.get(nic_id)
+        if client is not None:  # RFC 2131 §3.2: INIT-REBOOT when the NIC comes back
+            self.apply(nic_id, client.start(now) if up else client.stop(now, release=False))
         if not up:
             self.apply(nic_id, self.redirects.forget_nic(nic_id))
         self.groups.nic_enabled(nic_id, up)
@@ -358,6 +413,16 @@ class ControlPlane(Resolver):
                 self.stack.send_ipv6(
                     act.dst, NH_HOPOPTS, body, src=act.src, nic_id=nic_id, hop_limit=1
                 )
+            elif isinstance(act, SendDhcp4):
+                # RFC 2131 §4.1: from port 68 to port 67; broadcast until bound.
+                dgram = bytearray(8) + act.message.to_bytes()
+                dgram[0:6] = struct.pack("!HHH", CLIENT_PORT, SERVER_PORT, len(dgram))
+                self.stack.send_ipv4(
+                    act.dst, IPPROTO_UDP, dgram, src=act.src, nic_id=nic_id, checksum_at=6
+                )
+            elif isinstance(act, StoreLease):
+                if self.lease_file is not None:
+                    self.lease_file.store(act.address, act.server)
             elif isinstance(act, JoinGroup | LeaveGroup):
                 self.groups.host_join(nic_id, act.group, isinstance(act, JoinGroup))
             elif isinstance(act, AddAddress):
@@ -368,7 +433,9 @@ class ControlPlane(Resolver):
                         behavior=self._behaviors.pop((nic_id, act.addr), PrimaryBehavior.CAN_BE_PRIMARY),
                     )  # fmt: skip
                 except NetError as exc:
-                    log.warning("NDP could not add %s: %s", format_ip(act.addr), exc)
+                    log.warning("could not add %s: %s", format_ip(act.addr), exc)
+                else:
+                    self._announce(nic_id, act.addr)  # an IPv4 one (DHCP): gratuitous ARP
             elif isinstance(act, SetAddressKind):
                 if f"{nic_id}/{format_ip(act.addr)}" in owner.view.addresses:
                     owner.set_address_kind(nic_id, act.addr, act.kind)
@@ -427,6 +494,18 @@ class ControlPlane(Resolver):
                     "rank": info.rank,
                     "expires_s": None if info.expires_s is None else round(info.expires_s, 1),
                 }
+        return rows
+
+    def _addr_rows(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """``ctl addrs``: a DHCP address also shows its lease (client state,
+        server, seconds to T1, T2 and expiry)."""
+        now = self.clock()
+        for row in rows:
+            client = self.dhcp4.get(row["nic"])
+            lease = client.lease if client is not None else None
+            if client is not None and lease is not None and row["origin"] == "dhcp":
+                if row["addr"] == format_ip(lease.address):
+                    row["dhcp4"] = client.row(now)
         return rows
 
     def neighbour_rows(self) -> list[dict[str, Any]]:
@@ -752,6 +831,7 @@ class ControlPlane(Resolver):
             *self.v4.values(),
             *self.v6.values(),
             *self.ndp.values(),
+            *self.dhcp4.values(),
             self.groups,
             self.redirects,
         )
@@ -764,6 +844,10 @@ class ControlPlane(Resolver):
             deadline = machine.next_deadline()
             if deadline is not None and deadline <= now:
                 self.apply(nic_id, machine.handle_timeout(now))
+        for nic_id, client in self.dhcp4.items():
+            deadline = client.next_deadline()
+            if deadline is not None and deadline <= now:
+                self.apply(nic_id, client.handle_timeout(now))
         self.groups.handle_timeout(now)
         redirect_deadline = self.redirects.next_deadline()
         if redirect_deadline is not None and redirect_deadline <= now:

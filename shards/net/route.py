@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 
 from shardnet.common.addr import format_ip, is_ipv4_multicast
 
-ROUTE_ORIGINS = frozenset({"static", "connected", "ra", "redirect"})
+ROUTE_ORIGINS = frozenset({"static", "connected", "ra", "redirect", "dhcp"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +37,8 @@ class Route:
 
     ``origin``: "static" (configured), "connected" (the subnet of an address),
     "ra" (learned from a Router Advertisement, RFC 4861 §6.3.4) or
-    "redirect" (a host route from a Redirect, RFC 4861 §8.3, RFC 1122 §3.2.2.2).
+    "redirect" (a host route from a Redirect, RFC 4861 §8.3, RFC 1122 §3.2.2.2)
+    or "dhcp" (the router of a DHCPv4 lease, RFC 2132 §3.5).
     """
 
     dst: bytes

@@ -117,6 +117,18 @@ def test_control_and_unknown_go_to_shard_0(frame) -> None:
     assert classify(bytes(frame), N) == 0
 
 
+def test_dhcp_replies_go_to_shard_0() -> None:
+    """The DHCPv4 client lives in shard 0 (RFC 2131 §4.1: server port 67 to client port 68)."""
+    for dst in ("255.255.255.255", B4):
+        frame = ETH / IP(src=A4, dst=dst) / UDP(sport=67, dport=68) / b"x"
+        assert classify(bytes(frame), N) == 0
+    other = [
+        classify(bytes(ETH / IP(src=A4, dst=B4) / UDP(sport=67, dport=port)), N)
+        for port in range(69, 200)
+    ]
+    assert set(other) != {0}  # any other UDP flow is hashed
+
+
 def test_short_and_malformed_go_to_shard_0() -> None:
     good = bytes(ETH / IP(src=A4, dst=B4) / TCP(sport=1, dport=2))
     for cut in (0, 13, 14, 20, 33, 34, 36):

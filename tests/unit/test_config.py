@@ -46,12 +46,22 @@ def test_flags_override_the_file(tmp_path: Path) -> None:
         ({"tun": "t", "relay_netns": "sn-x"}, "--relay-netns needs --relay"),
         ({"tun": "t", "relay": "direct", "relay_refused": "drop"}, "rst or icmp"),
         ({"tun": "t", "relay": "direct", "relay_netns": ".."}, "bad namespace name"),
+        ({"tun": "t", "dhcp4": True}, "--dhcp4 needs an Ethernet link"),
+        ({"tap": "t", "dhcp4": "yes"}, "want true or false"),
     ],
 )
 def test_bad_values_are_one_line_errors(flags: dict, fragment: str) -> None:
     with pytest.raises(ConfigError) as exc:
         build_config({}, flags)
     assert fragment in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_dhcp4_from_the_file_or_the_flag(tmp_path: Path) -> None:
+    path = tmp_path / "s.toml"
+    path.write_text('tap = "sntap0"\ndhcp4 = true\n')
+    assert build_config(load_toml(str(path)), {}).dhcp4 is True
+    assert build_config({}, {"tap": "sntap0", "dhcp4": True}).dhcp4 is True
+    assert build_config({}, {"tap": "sntap0"}).dhcp4 is False
 
 
 def test_unknown_file_setting_is_refused(tmp_path: Path) -> None:
