@@ -62,6 +62,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         choices=("rst", "icmp"),
         help="how a client learns the relay could not connect (default rst)",
     )
+    p.add_argument(
+        "--socks5",
+        metavar="[USER:PASSWORD@]HOST:PORT",
+        help="a SOCKS5 server on a kernel socket; each CONNECT is dialled through shardnet",
+    )
+    p.add_argument(
+        "--http-proxy",
+        metavar="HOST:PORT",
+        help="an HTTP proxy (CONNECT and http:// URIs) on a kernel socket, dialled through shardnet",
+    )
+    p.add_argument(
+        "--forward",
+        dest="forwards",
+        action="append",
+        metavar="tcp:LISTEN=TARGET",
+        help="forward a kernel port to TARGET through shardnet (LISTEN HOST:PORT),"
+        " or shardnet's port to TARGET on the host (LISTEN shardnet:PORT); repeatable",
+    )
     p.add_argument("--mac", help="shardnet's own MAC on the link (default: random 02:xx:..)")
     p.add_argument("--mtu", type=int, help="link MTU (default 1500)")
     p.add_argument("--ipv4", action="append", metavar="A/L", help="an IPv4 address (repeatable)")
@@ -168,6 +186,16 @@ def check_settings(config: StackConfig) -> None:
             Upstream.parse(config.relay)
         except ValueError as exc:
             raise ConfigError(f"--relay: {exc}") from None
+    from shardnet.shards.fronts.forward import ForwardSpec, Socks5Spec
+
+    try:
+        if config.socks5 is not None:
+            Socks5Spec.parse(config.socks5)
+        for spec in config.forwards:
+            if ForwardSpec.parse(spec).proto != "tcp":
+                raise ValueError(f"--forward: udp forwards are not built yet ({spec!r})")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     for what, ns in (("--tun-netns", config.tun_netns), ("--relay-netns", config.relay_netns)):
         if ns is not None and not os.path.exists(os.path.join("/run/netns", ns)):
             raise ConfigError(f"{what}: no network namespace {ns!r} (ip netns add {ns})")

@@ -1,0 +1,159 @@
+"""Fronts for host programs against real clients: curl through ``--socks5``
+and ``--http-proxy``, socat through ``--forward`` both ways. Shardnet runs
+on a TAP in a namespace; the host programs there reach, through shardnet's
+stack, its own ``--serve http:80`` and a kernel server on the TAP's kernel
+side (198.18.0.1), which sees shardnet's address as its peer (a direct
+kernel connection would show its own)."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from ..netns import Netns, skip_unless_netns, wait_until
+from ..stack import KERNEL_V4, TAP, StackProcess
+
+pytestmark = [pytest.mark.netns, pytest.mark.timeout(180)]
+
+SHARDNET_V4, SHARDNET_V6, KERNEL_V6 = "198.18.0.2", "2001:db8::2", "2001:db8::1"
+SOCKS, PROXY = "127.0.0.1:1080", "127.0.0.1:3128"
+# A kernel HTTP server answering with the address of its peer.
+PEER_SERVER = """
+import http.server, socket
+class Peer(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = self.client_address[0].encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+class Server(http.server.ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+    def server_bind(self):
+        self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        super().server_bind()
+Server(("::", 8080), Peer).serve_forever()
+"""
+ECHO_SERVER = """
+import socket, sys, threading
+s = socket.create_server((sys.argv[1], int(sys.argv[2])))
+def echo(c):
+    with c:
+        while data := c.recv(65536):
+            c.sendall(data)
+while True:
+    threading.Thread(target=echo, args=(s.accept()[0],), daemon=True).start()
+"""
+
+
+@dataclass
+class Lab:
+    ns: Netns
+    stack: StackProcess
+
+    def curl(self, *args: str) -> str:
+        return self.ns.run(["curl", "-sS", "--max-time", "20", *args], timeout=30).stdout
+
+    def listen(self, code: str, *args: str, port: int) -> None:
+        self.ns.popen(
+            [sys.executable, "-c", textwrap.dedent(code), *args],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        assert wait_until(lambda: f":{port} " in self.ns.run(["ss", "-lntH"]).stdout, timeout=10)
+
+    def front_stats(self) -> dict[str, int]:
+        totals: dict[str, int] = {}
+        for shard in self.stack.call("stats")["shards"]:
+            for name, n in shard.get("gauges", {}).items():
+                if name.startswith("front/"):
+                    totals[name] = totals.get(name, 0) + n
+        return totals
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Lab]:
+    skip_unless_netns()
+    with Netns("front") as ns:
+        with StackProcess(
+            ns,
+            "--ipv4", f"{SHARDNET_V4}/24", "--ipv6", f"{SHARDNET_V6}/64", "--no-slaac",
+            "--serve", "http:80",
+            "--socks5", SOCKS, "--http-proxy", PROXY,
+            "--forward", f"tcp:127.0.0.1:7100={KERNEL_V4}:7000",
+            "--forward", "tcp:shardnet:7200=127.0.0.1:7001",
+        ) as stack:  # fmt: skip
+            ns.run(f"ip addr add {KERNEL_V4}/24 dev {TAP}")
+            ns.run(f"ip addr add {KERNEL_V6}/64 dev {TAP} nodad")
+            lab = Lab(ns, stack)
+            lab.listen(PEER_SERVER, port=8080)
+            lab.listen(ECHO_SERVER, KERNEL_V4, "7000", port=7000)
+            lab.listen(ECHO_SERVER, "127.0.0.1", "7001", port=7001)
+            yield lab
+
+
+def test_socks5_hostname_reaches_shardnets_own_http(lab: Lab) -> None:
+    out = lab.curl("--socks5-hostname", SOCKS, f"http://{SHARDNET_V4}/")
+    assert "<h1>shardnet</h1>" in out
+
+
+@pytest.mark.parametrize(("server", "peer"), [(KERNEL_V4, SHARDNET_V4), (KERNEL_V6, SHARDNET_V6)])
+def test_socks5_reaches_a_kernel_server_from_shardnets_address(
+    lab: Lab, server: str, peer: str
+) -> None:
+    host = f"[{server}]" if ":" in server else server
+    before = lab.front_stats().get("front/dialled", 0)
+    out = lab.curl("--socks5-hostname", SOCKS, f"http://{host}:8080/")
+    assert out.removeprefix("::ffff:") == peer  # the server's peer is shardnet, not the kernel
+    # The shards report their counters every second.
+    assert wait_until(lambda: lab.front_stats().get("front/dialled", 0) > before, timeout=5)
+
+
+def test_socks5_refused_destination(lab: Lab) -> None:
+    r = lab.ns.run(
+        ["curl", "-sS", "--max-time", "20", "--socks5-hostname", SOCKS, f"http://{KERNEL_V4}:9/"],
+        check=False,
+    )
+    assert r.returncode == 97, r.stderr  # curl: the proxy handshake failed
+    assert "refused" in r.stderr.lower()
+
+
+def test_http_proxy_absolute_uri_and_connect(lab: Lab) -> None:
+    assert lab.curl("-x", f"http://{PROXY}", f"http://{KERNEL_V4}:8080/x") == SHARDNET_V4
+    # -p: CONNECT, then the request inside the tunnel
+    assert lab.curl("-p", "-x", f"http://{PROXY}", f"http://{KERNEL_V4}:8080/") == SHARDNET_V4
+    out = lab.curl("-x", f"http://{PROXY}", f"http://{SHARDNET_V4}/bytes/1000000", "-o", "-")
+    assert len(out) == 1_000_000
+
+
+def test_http_proxy_bad_gateway(lab: Lab) -> None:
+    out = lab.curl("-o", "/dev/null", "-w", "%{http_code}", "-x", f"http://{PROXY}",
+                   f"http://{KERNEL_V4}:9/")  # fmt: skip
+    assert out == "502"
+
+
+def _socat(lab: Lab, target: str, data: bytes) -> bytes:
+    r = subprocess.run(
+        lab.ns.exec_argv(["socat", "-t", "10", "-", f"TCP:{target},shut-down"]),
+        input=data, capture_output=True, timeout=60, check=True,
+    )  # fmt: skip
+    return r.stdout
+
+
+def test_forward_a_kernel_port_through_shardnet(lab: Lab) -> None:
+    data = hashlib.shake_256(b"forward").digest(2_000_000)
+    assert _socat(lab, "127.0.0.1:7100", data) == data
+
+
+def test_forward_shardnets_port_to_a_kernel_address(lab: Lab) -> None:
+    data = hashlib.shake_256(b"reverse").digest(2_000_000)
+    assert _socat(lab, f"{SHARDNET_V4}:7200", data) == data
+    assert _socat(lab, f"[{SHARDNET_V6}]:7200", data[:1000]) == data[:1000]
