@@ -76,7 +76,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--forward",
         dest="forwards",
         action="append",
-        metavar="tcp:LISTEN=TARGET",
+        metavar="tcp|udp:LISTEN=TARGET",
         help="forward a kernel port to TARGET through shardnet (LISTEN HOST:PORT),"
         " or shardnet's port to TARGET on the host (LISTEN shardnet:PORT); repeatable",
     )
@@ -192,8 +192,7 @@ def check_settings(config: StackConfig) -> None:
         if config.socks5 is not None:
             Socks5Spec.parse(config.socks5)
         for spec in config.forwards:
-            if ForwardSpec.parse(spec).proto != "tcp":
-                raise ValueError(f"--forward: udp forwards are not built yet ({spec!r})")
+            ForwardSpec.parse(spec)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     for what, ns in (("--tun-netns", config.tun_netns), ("--relay-netns", config.relay_netns)):

@@ -15,9 +15,9 @@ holds both ends and no connection is handed between processes.
 
 The splice is the relay's (``shards/relay/tcp.py``: back-pressure both
 ways, FIN ↔ ``shutdown(SHUT_WR)``, RST ↔ abort). Destinations given as
-names (SOCKS5 domain requests, HTTP URIs) are resolved with the host's
-resolver. UDP (SOCKS5 UDP ASSOCIATE, ``udp:`` forwards) is not built:
-such requests are refused (RFC 1928 reply 7, command not supported).
+names (SOCKS5 CONNECT requests, HTTP URIs) are resolved with the host's
+resolver. UDP — ``udp:`` forwards and SOCKS5 UDP ASSOCIATE — is in
+``udp.py``; BIND is refused (RFC 1928 reply 7, command not supported).
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from ..relay.tcp import CONNECT_TIMEOUT_S, ClientSide, KernelSide
 from . import http_proxy
 from .forward import ForwardSpec, Socks5Spec
 from .socks5 import handshake
+from .udp import Association, UdpForward, side
 
 __all__ = ["Fronts"]
 
@@ -70,7 +71,8 @@ class Fronts:
         self.forwards = [ForwardSpec.parse(f) for f in forwards]
         self.flows: dict[Any, KernelSide] = {}
         self.bytes_up = self.bytes_down = 0
-        self.accepted = self.dialled = self.failed = self.refused = 0
+        self.accepted = self.dialled = self.failed = self.refused = self.udp_dropped = 0
+        self._closers: list[Callable[[], None]] = []  # UDP forwards and associations
         self.sockets = SocketOpener(None)  # forwards from shardnet's side: this namespace
         self._listeners: list[socket.socket] = []
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -82,14 +84,43 @@ class Fronts:
         if self.http_proxy is not None:
             self._listen(*self.http_proxy, self._serve_http)
         for spec in self.forwards:
-            if spec.proto != "tcp":
-                log.warning(
-                    "shard %d: udp forwards are not built: %s ignored", self.api.shard, spec
-                )
+            if spec.proto == "udp":
+                await self._udp_forward(spec)
             elif spec.stack_side:
                 await self.api.create_server(self._inbound(spec), None, spec.listen_port)
             else:
                 self._listen(spec.listen_host, spec.listen_port, self._forwarder(spec))
+
+    async def _udp_forward(self, spec: ForwardSpec) -> None:
+        loop = asyncio.get_running_loop()
+        target = (spec.target_host, spec.target_port)
+        if spec.stack_side:
+
+            async def to_kernel(factory: Callable[[], asyncio.DatagramProtocol]) -> Any:
+                family = socket.AF_INET6 if ":" in spec.target_host else socket.AF_INET
+                sock = await self.sockets.open(family, socket.SOCK_DGRAM)
+                try:
+                    sock.connect(target)  # UDP: no handshake
+                    return await loop.create_datagram_endpoint(factory, sock=sock)
+                except OSError:
+                    sock.close()
+                    raise
+
+            forward = UdpForward(self, to_kernel)
+            await self.api.create_datagram_endpoint(
+                lambda: forward, local_addr=("::", spec.listen_port),
+                options={"SO_REUSEADDR": True},
+            )  # fmt: skip
+        else:
+
+            async def to_stack(factory: Callable[[], asyncio.DatagramProtocol]) -> Any:
+                return await self.api.create_datagram_endpoint(factory, remote_addr=target)
+
+            forward = UdpForward(self, to_stack)
+            await loop.create_datagram_endpoint(
+                lambda: forward, local_addr=(spec.listen_host, spec.listen_port), reuse_port=True
+            )
+        self._closers.append(forward.close)
 
     def _listen(self, host: str, port: int, serve: Callable[[socket.socket, Any], Any]) -> None:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -175,7 +206,10 @@ class Fronts:
             cmd, host, port = await asyncio.wait_for(
                 handshake(conn, spec.username, spec.password), HANDSHAKE_TIMEOUT_S
             )
-            if cmd != codec.CMD_CONNECT:  # BIND and UDP ASSOCIATE are not served
+            if cmd == codec.CMD_UDP_ASSOCIATE:
+                await self._associate(conn)
+                return
+            if cmd != codec.CMD_CONNECT:  # BIND is not served
                 await loop.sock_sendall(conn, codec.reply(codec.REP_COMMAND_NOT_SUPPORTED))
                 raise codec.Socks5Error("SOCKS5: command not supported")
         except (OSError, TimeoutError):
@@ -190,6 +224,36 @@ class Fronts:
                 _REPLY_OF_ERRNO.get(type(exc).__name__, codec.REP_HOST_UNREACHABLE)
             ),
         )  # fmt: skip
+
+    async def _associate(self, conn: socket.socket) -> None:
+        """RFC 1928 §7: a UDP socket for the client beside the control
+        connection, relayed until that connection ends."""
+        loop = asyncio.get_running_loop()
+        local_ip, client_ip = conn.getsockname()[0], conn.getpeername()[0]
+        assoc = Association(self, client_ip)
+        try:
+            assoc.kernel, _ = await loop.create_datagram_endpoint(
+                side(assoc.from_client), local_addr=(local_ip, 0)
+            )
+            assoc.stack, _ = await self.api.create_datagram_endpoint(
+                side(assoc.from_destination), local_addr=("::", 0)
+            )
+            bound = assoc.kernel.get_extra_info("sockname")
+            reply = codec.reply(
+                codec.REP_SUCCEEDED, ipaddress.ip_address(bound[0]).packed, bound[1]
+            )
+            await loop.sock_sendall(conn, reply)
+            self.dialled += 1
+            self._closers.append(assoc.close)
+            while await loop.sock_recv(conn, 512):  # the association lives as long as it
+                pass
+        except OSError:
+            self.failed += 1
+        finally:
+            assoc.close()
+            if assoc.close in self._closers:
+                self._closers.remove(assoc.close)
+            conn.close()
 
     async def _serve_http(self, conn: socket.socket, peer: Any) -> None:
         loop = asyncio.get_running_loop()
@@ -231,11 +295,15 @@ class Fronts:
             "front/refused": self.refused,
             "front/bytes_up": self.bytes_up,
             "front/bytes_down": self.bytes_down,
+            "front/udp_dropped": self.udp_dropped,
         }
 
     def close(self) -> None:
         for task in list(self._tasks):
             task.cancel()
+        for close in self._closers:
+            close()
+        self._closers.clear()
         for sock in self._listeners:
             sock.close()
         self._listeners.clear()

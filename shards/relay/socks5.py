@@ -195,6 +195,22 @@ def udp_header(addr: bytes, port: int) -> bytes:
     return b"\0\0\0" + encode_address(addr, port)
 
 
+def parse_udp_request(datagram: bytes) -> tuple[bytes | str, int, bytes] | None:
+    """RFC 1928 §7, the server's side: destination, port and payload of a
+    client's datagram; None for a malformed or fragmented one (dropped)."""
+    payload = parse_udp(datagram)
+    if payload is None:
+        return None
+    at = len(datagram) - len(payload)
+    port = _PORT.unpack_from(datagram, at - 2)[0]
+    if datagram[3] == ATYP_DOMAIN:
+        try:
+            return datagram[5 : at - 2].decode("ascii"), port, payload
+        except UnicodeDecodeError:
+            return None
+    return bytes(datagram[4 : at - 2]), port, payload
+
+
 def parse_udp(datagram: bytes) -> bytes | None:
     """The payload of a relayed datagram; None for a malformed or
     fragmented one (dropped)."""

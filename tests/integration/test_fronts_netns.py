@@ -53,6 +53,16 @@ while True:
     threading.Thread(target=echo, args=(s.accept()[0],), daemon=True).start()
 """
 
+# A kernel UDP server answering each datagram with its peer's address and the datagram.
+UDP_SERVER = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((sys.argv[1], int(sys.argv[2])))
+while True:
+    data, peer = s.recvfrom(65536)
+    s.sendto(peer[0].encode() + b" " + data, peer)
+"""
+
 
 @dataclass
 class Lab:
@@ -62,13 +72,14 @@ class Lab:
     def curl(self, *args: str) -> str:
         return self.ns.run(["curl", "-sS", "--max-time", "20", *args], timeout=30).stdout
 
-    def listen(self, code: str, *args: str, port: int) -> None:
+    def listen(self, code: str, *args: str, port: int, udp: bool = False) -> None:
         self.ns.popen(
             [sys.executable, "-c", textwrap.dedent(code), *args],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        assert wait_until(lambda: f":{port} " in self.ns.run(["ss", "-lntH"]).stdout, timeout=10)
+        ss = ["ss", "-lnuH" if udp else "-lntH"]
+        assert wait_until(lambda: f":{port} " in self.ns.run(ss).stdout, timeout=10)
 
     def front_stats(self) -> dict[str, int]:
         totals: dict[str, int] = {}
@@ -90,6 +101,8 @@ def lab() -> Iterator[Lab]:
             "--socks5", SOCKS, "--http-proxy", PROXY,
             "--forward", f"tcp:127.0.0.1:7100={KERNEL_V4}:7000",
             "--forward", "tcp:shardnet:7200=127.0.0.1:7001",
+            "--forward", f"udp:127.0.0.1:7300={KERNEL_V4}:7000",
+            "--forward", "udp:shardnet:7400=127.0.0.1:7001",
         ) as stack:  # fmt: skip
             ns.run(f"ip addr add {KERNEL_V4}/24 dev {TAP}")
             ns.run(f"ip addr add {KERNEL_V6}/64 dev {TAP} nodad")
@@ -97,6 +110,8 @@ def lab() -> Iterator[Lab]:
             lab.listen(PEER_SERVER, port=8080)
             lab.listen(ECHO_SERVER, KERNEL_V4, "7000", port=7000)
             lab.listen(ECHO_SERVER, "127.0.0.1", "7001", port=7001)
+            lab.listen(UDP_SERVER, KERNEL_V4, "7000", port=7000, udp=True)
+            lab.listen(UDP_SERVER, "127.0.0.1", "7001", port=7001, udp=True)
             yield lab
 
 
@@ -157,3 +172,43 @@ def test_forward_shardnets_port_to_a_kernel_address(lab: Lab) -> None:
     data = hashlib.shake_256(b"reverse").digest(2_000_000)
     assert _socat(lab, f"{SHARDNET_V4}:7200", data) == data
     assert _socat(lab, f"[{SHARDNET_V6}]:7200", data[:1000]) == data[:1000]
+
+
+def _udp(lab: Lab, target: str, data: bytes) -> bytes:
+    r = subprocess.run(
+        lab.ns.exec_argv(["socat", "-T", "5", "-", f"UDP:{target}"]),
+        input=data, capture_output=True, timeout=30, check=True,
+    )  # fmt: skip
+    return r.stdout
+
+
+def test_udp_forward_a_kernel_port_through_shardnet(lab: Lab) -> None:
+    # The kernel server's peer is shardnet's address: the datagram crossed the TAP.
+    assert _udp(lab, "127.0.0.1:7300", b"ping") == f"{SHARDNET_V4} ping".encode()
+
+
+def test_udp_forward_shardnets_port_to_a_kernel_address(lab: Lab) -> None:
+    assert _udp(lab, f"{SHARDNET_V4}:7400", b"pong") == b"127.0.0.1 pong"
+
+
+def test_socks5_udp_associate(lab: Lab) -> None:
+    out = lab.ns.python(
+        f"""
+        import socket, struct
+        c = socket.create_connection(("127.0.0.1", 1080), timeout=10)
+        c.sendall(b"\x05\x01\x00")
+        assert c.recv(2) == b"\x05\x00"
+        c.sendall(b"\x05\x03\x00\x01" + bytes(6))  # UDP ASSOCIATE, address unknown yet
+        reply = c.recv(10)
+        assert reply[:4] == b"\x05\x00\x00\x01", reply
+        relay = (socket.inet_ntoa(reply[4:8]), struct.unpack("!H", reply[8:10])[0])
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        u.settimeout(5)
+        head = b"\x00\x00\x00\x01" + socket.inet_aton("{KERNEL_V4}") + struct.pack("!H", 7000)
+        u.sendto(head + b"hello", relay)
+        data, _ = u.recvfrom(2048)
+        assert data[:10] == head, data  # RFC 1928 §7: the answer names its source
+        print(data[10:].decode())
+        """
+    ).stdout
+    assert out.strip() == f"{SHARDNET_V4} hello"

@@ -93,3 +93,13 @@ def test_a_client_without_the_methods_we_need_is_refused() -> None:
 def test_malformed_handshakes_end_with_an_error(data: bytes) -> None:
     result, _ = _run(data)
     assert isinstance(result, Socks5Error)
+
+
+def test_a_clients_udp_datagram_names_its_destination() -> None:
+    # RFC 1928 §7: RSV RSV FRAG ATYP DST.ADDR DST.PORT DATA
+    addr = parse_ip("198.18.0.1")
+    dgram = codec.udp_header(addr, 53) + b"query"
+    assert codec.parse_udp_request(dgram) == (addr, 53, b"query")
+    assert codec.parse_udp_request(b"\0\0\0\x03\x03dns\x00\x35q") == ("dns", 53, b"q")
+    assert codec.parse_udp_request(b"\0\0\x01" + dgram[3:]) is None  # a fragment: dropped
+    assert codec.parse_udp_request(b"\0\0\0\x01\xc6") is None  # cut short
