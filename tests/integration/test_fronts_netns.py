@@ -97,7 +97,7 @@ def lab() -> Iterator[Lab]:
         with StackProcess(
             ns,
             "--ipv4", f"{SHARDNET_V4}/24", "--ipv6", f"{SHARDNET_V6}/64", "--no-slaac",
-            "--serve", "http:80",
+            "--serve", "http:80", "--metrics", "127.0.0.1:9109",
             "--socks5", SOCKS, "--http-proxy", PROXY,
             "--forward", f"tcp:127.0.0.1:7100={KERNEL_V4}:7000",
             "--forward", "tcp:shardnet:7200=127.0.0.1:7001",
@@ -212,3 +212,17 @@ def test_socks5_udp_associate(lab: Lab) -> None:
         """
     ).stdout
     assert out.strip() == f"{SHARDNET_V4} hello"
+
+
+def test_fronts_in_metrics(lab: Lab) -> None:
+    lab.curl("--socks5-hostname", SOCKS, f"http://{SHARDNET_V4}/")
+
+    def dialled() -> float:
+        text = lab.curl("http://127.0.0.1:9109/metrics")
+        return sum(
+            float(line.split()[-1])
+            for line in text.splitlines()
+            if line.startswith("shardnet_front_dialled_total{")
+        )
+
+    assert wait_until(lambda: dialled() > 0, timeout=5)
