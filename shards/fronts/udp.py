@@ -81,7 +81,7 @@ class UdpForward(asyncio.DatagramProtocol):
         pair.last = now
         fronts.bytes_down += len(data)
         if pair.transport is not None:
-            pair.transport.sendto(data)
+            self._send(pair.transport, data)
         elif len(pair.waiting) < MAX_WAITING:
             pair.waiting.append(data)
         else:
@@ -100,7 +100,13 @@ class UdpForward(asyncio.DatagramProtocol):
         self.fronts.dialled += 1
         pair.transport = transport
         while pair.waiting:
-            transport.sendto(pair.waiting.popleft())
+            self._send(transport, pair.waiting.popleft())
+
+    def _send(self, transport: asyncio.DatagramTransport, data: bytes) -> None:
+        try:
+            transport.sendto(data)
+        except OSError:  # no route to the target now: as a lost datagram
+            self.fronts.udp_dropped += 1
 
     def back(self, pair: _Pair, data: bytes) -> None:
         pair.last = self.fronts.clock()
@@ -161,7 +167,10 @@ class Association:
         ip = ipaddress.ip_address(host)
         text = f"::ffff:{ip}" if ip.version == 4 else str(ip)  # the dual-stack socket's form
         self.fronts.bytes_down += len(payload)
-        self.stack.sendto(payload, (text, port))
+        try:
+            self.stack.sendto(payload, (text, port))
+        except OSError:  # no route to the destination now: as a lost datagram
+            self.fronts.udp_dropped += 1
 
     def from_destination(self, data: bytes, addr: Any) -> None:
         if self.client_port is None or self.kernel is None:
