@@ -426,7 +426,9 @@ class ClientSide(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         kernel = self.kernel
         self.kernel = None
-        if kernel is None:
+        if kernel is None or self.transport is None:
+            # Never connected (a front's dial that failed): its caller
+            # answers the kernel side.
             return
         kernel.client = None
         if exc is not None:  # the client reset (or timed out): reset the destination
