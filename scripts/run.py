@@ -191,10 +191,20 @@ def check_settings(config: StackConfig) -> None:
     try:
         if config.socks5 is not None:
             Socks5Spec.parse(config.socks5)
-        for spec in config.forwards:
-            ForwardSpec.parse(spec)
+        kernel_side = [
+            ("--forward", f.proto, f.listen_host, f.listen_port)
+            for f in map(ForwardSpec.parse, config.forwards)
+            if not f.stack_side
+        ]
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    if config.socks5 is not None:
+        spec = Socks5Spec.parse(config.socks5)
+        kernel_side.append(("--socks5", "tcp", spec.host, spec.port))
+    if config.http_proxy is not None:
+        kernel_side.append(("--http-proxy", "tcp", *config.http_proxy))
+    for what, proto, host, port in kernel_side:
+        _check_free(what, proto, host, port)
     for what, ns in (("--tun-netns", config.tun_netns), ("--relay-netns", config.relay_netns)):
         if ns is not None and not os.path.exists(os.path.join("/run/netns", ns)):
             raise ConfigError(f"{what}: no network namespace {ns!r} (ip netns add {ns})")
@@ -206,6 +216,21 @@ def check_settings(config: StackConfig) -> None:
             found = False
         if not found:
             raise ConfigError(f"--app: no module {module!r} (is it on PYTHONPATH?)")
+
+
+def _check_free(what: str, proto: str, host: str, port: int) -> None:
+    """A front's kernel port must be free now (each shard binds it with
+    SO_REUSEPORT later; a port someone else holds would only be logged)."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
+    try:
+        with socket.socket(family, kind) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+    except OSError as exc:
+        raise ConfigError(f"{what}: cannot listen on {host}:{port}: {exc.strerror}") from None
 
 
 def main(ns: argparse.Namespace) -> int:

@@ -3,8 +3,13 @@ parsing."""
 
 from __future__ import annotations
 
+import socket
+from pathlib import Path
+
 import pytest
 
+from shardnet.common.config import ConfigError, build_config, load_toml
+from shardnet.scripts.run import check_settings
 from shardnet.shards.fronts import http_proxy
 from shardnet.shards.fronts.forward import ForwardSpec, Socks5Spec
 
@@ -84,3 +89,38 @@ def test_bad_requests_get_their_status(head: bytes, status: bytes) -> None:
     with pytest.raises(http_proxy.BadRequest) as exc:
         http_proxy.parse_head(head)
     assert exc.value.status == status
+
+
+def test_config_file_and_flags_carry_the_fronts(tmp_path: Path) -> None:
+    path = tmp_path / "s.toml"
+    path.write_text(
+        'tap = "sntap0"\nsocks5 = "127.0.0.1:1080"\nhttp_proxy = "[::1]:3128"\n'
+        'forward = ["tcp:127.0.0.1:8080=198.18.0.1:80", "udp:shardnet:53=127.0.0.1:53"]\n'
+    )
+    config = build_config(load_toml(str(path)), {})
+    assert config.socks5 == "127.0.0.1:1080"
+    assert config.http_proxy == ("::1", 3128)
+    assert config.forwards == ("tcp:127.0.0.1:8080=198.18.0.1:80", "udp:shardnet:53=127.0.0.1:53")
+    check_settings(config)
+
+
+@pytest.mark.parametrize(
+    ("flags", "fragment"),
+    [
+        ({"socks5": "ann@127.0.0.1:1080"}, "--socks5"),
+        ({"forwards": ["tcp:127.0.0.1:1=nowhere"]}, "--forward"),
+        ({"http_proxy": "127.0.0.1"}, "--http-proxy"),
+    ],
+)
+def test_bad_fronts_are_one_line_errors(flags: dict[str, object], fragment: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        check_settings(build_config({}, {"tap": "sntap0", **flags}))
+    assert fragment in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_a_front_on_a_port_in_use_is_one_line_error() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        with pytest.raises(ConfigError) as exc:
+            check_settings(build_config({}, {"tap": "sntap0", "socks5": f"127.0.0.1:{port}"}))
+    assert str(exc.value).startswith(f"--socks5: cannot listen on 127.0.0.1:{port}")
