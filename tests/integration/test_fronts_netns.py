@@ -228,3 +228,23 @@ def test_fronts_in_metrics(lab: Lab) -> None:
         )
 
     assert wait_until(lambda: dialled() > 0, timeout=5)
+
+
+def test_socks5_with_a_username_and_password() -> None:
+    skip_unless_netns()
+    with Netns("fauth") as ns:
+        with StackProcess(
+            ns, "--ipv4", f"{SHARDNET_V4}/24", "--serve", "http:80",
+            "--socks5", "ann:s3cret@127.0.0.1:1081",
+        ):  # fmt: skip
+            ns.run(f"ip addr add {KERNEL_V4}/24 dev {TAP}")
+            url = f"http://{SHARDNET_V4}/"
+            ok = ns.run(["curl", "-sS", "--max-time", "10", "-x",
+                         "socks5h://ann:s3cret@127.0.0.1:1081", url])  # fmt: skip
+            assert "<h1>shardnet</h1>" in ok.stdout
+            bad = ns.run(["curl", "-sS", "--max-time", "10", "-x",
+                          "socks5h://ann:guess@127.0.0.1:1081", url], check=False)  # fmt: skip
+            assert bad.returncode == 97, bad.stderr  # RFC 1929 §2: refused, connection closed
+            anonymous = ns.run(["curl", "-sS", "--max-time", "10", "--socks5-hostname",
+                                "127.0.0.1:1081", url], check=False)  # fmt: skip
+            assert anonymous.returncode == 97, anonymous.stderr  # no acceptable method
