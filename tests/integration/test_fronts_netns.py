@@ -99,11 +99,12 @@ def lab() -> Iterator[Lab]:
         with StackProcess(
             ns,
             "--ipv4", f"{SHARDNET_V4}/24", "--ipv6", f"{SHARDNET_V6}/64", "--no-slaac",
-            "--serve", "http:80", "--metrics", "127.0.0.1:9109",
+            "--serve", "http:80", "--serve", "chargen:19", "--metrics", "127.0.0.1:9109",
             "--socks5", SOCKS, "--http-proxy", PROXY,
             "--forward", f"tcp:127.0.0.1:7100={KERNEL_V4}:7000",
             "--forward", "tcp:shardnet:7200=127.0.0.1:7001",
             "--forward", f"udp:127.0.0.1:7300={KERNEL_V4}:7000",
+            "--forward", f"tcp:127.0.0.1:7500={SHARDNET_V4}:19",
             "--forward", "udp:shardnet:7400=127.0.0.1:7001",
         ) as stack:  # fmt: skip
             ns.run(f"ip addr add {KERNEL_V4}/24 dev {TAP}")
@@ -248,3 +249,62 @@ def test_socks5_with_a_username_and_password() -> None:
             anonymous = ns.run(["curl", "-sS", "--max-time", "10", "--socks5-hostname",
                                 "127.0.0.1:1081", url], check=False)  # fmt: skip
             assert anonymous.returncode == 97, anonymous.stderr  # no acceptable method
+
+
+def test_a_host_program_that_does_not_read_stops_the_front_reading(lab: Lab) -> None:
+    # chargen (RFC 864) sends for ever; a client of the forward that reads
+    # nothing must stop the splice from reading shardnet's side.
+    client = lab.ns.popen(
+        [sys.executable, "-c", textwrap.dedent("""
+            import socket, sys
+            c = socket.create_connection(("127.0.0.1", 7500))
+            sys.stdin.readline()  # read nothing until told
+            got = 0
+            while got < 20_000_000:
+                got += len(c.recv(1 << 20))
+            print(got)
+        """)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert client.stdin is not None and client.stdout is not None
+    up = lambda: lab.front_stats().get("front/bytes_up", 0)  # noqa: E731
+    start = up()
+    assert wait_until(lambda: up() > start + 100_000, timeout=10)
+    seen: list[int] = []
+
+    def stalled() -> bool:  # the same figure three reports in a row
+        seen.append(up())
+        return len(seen) >= 3 and seen[-1] == seen[-2] == seen[-3]
+
+    assert wait_until(stalled, timeout=20, interval=1.1), seen
+    assert seen[-1] - start < 16_000_000  # socket buffers and a window, not the stream
+    client.stdin.write("go\n")
+    client.stdin.flush()
+    out, _ = client.communicate(timeout=30)
+    assert int(out) >= 20_000_000  # it flows again once read
+
+
+def test_every_shard_accepts_and_dials_its_own_connections(lab: Lab) -> None:
+    # SO_REUSEPORT spreads the host's connections over the shards' listeners;
+    # each shard dials from a port whose replies hash back to it, or the
+    # connections would be reset.
+    def per_shard() -> list[int]:
+        return [
+            int(shard.get("gauges", {}).get("front/dialled", 0))
+            for shard in lab.stack.call("stats")["shards"]
+        ]
+
+    before = per_shard()
+    out = lab.ns.python(
+        """
+        import socket
+        conns = [socket.create_connection(("127.0.0.1", 7100), timeout=10) for _ in range(32)]
+        for i, c in enumerate(conns):
+            c.sendall(b"%d" % i)
+        print(sum(c.recv(16) == b"%d" % i for i, c in enumerate(conns)))
+        """
+    ).stdout
+    assert out.strip() == "32"
+    assert wait_until(
+        lambda: all(after > b for after, b in zip(per_shard(), before, strict=True)), timeout=5
+    ), (before, per_shard())
