@@ -44,6 +44,9 @@ __all__ = ["Fronts"]
 log = logging.getLogger("shardnet.fronts")
 HANDSHAKE_TIMEOUT_S = 10.0  # a client that does not finish its request is let go
 LISTEN_BACKLOG = 1024
+# Connections one shard's fronts hold at once (being set up or spliced), as
+# the relay's in-flight cap; more are accepted and closed at once.
+MAX_CONNECTIONS = 4096
 # What a SOCKS5 client is told for each way the dial failed (RFC 1928 §6).
 _REPLY_OF_ERRNO = {
     "ConnectionRefusedError": codec.REP_CONNECTION_REFUSED,
@@ -75,7 +78,8 @@ class Fronts:
         self._closers: list[Callable[[], None]] = []  # UDP forwards and associations
         self.sockets = SocketOpener(None)  # forwards from shardnet's side: this namespace
         self._listeners: list[socket.socket] = []
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()  # connections being set up
+        self._accepting: list[asyncio.Task[Any]] = []  # one accept loop per listener
 
     async def start(self) -> None:
         """Open every listener (OSError, e.g. EADDRINUSE, is raised)."""
@@ -135,7 +139,9 @@ class Fronts:
             sock.close()
             raise
         self._listeners.append(sock)
-        self._spawn(self._accept_loop(sock, serve))
+        self._accepting.append(
+            asyncio.get_running_loop().create_task(self._accept_loop(sock, serve))
+        )
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -153,9 +159,13 @@ class Fronts:
                 log.warning("shard %d: accept: %s", self.api.shard, exc)
                 await asyncio.sleep(0.1)
                 continue
+            self.accepted += 1
+            if len(self.flows) + len(self._tasks) >= MAX_CONNECTIONS:
+                self.refused += 1
+                conn.close()
+                continue
             conn.setblocking(False)
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self.accepted += 1
             self._spawn(serve(conn, peer))
 
     # --- the dial, shared by every front --------------------------------------------------
@@ -299,7 +309,7 @@ class Fronts:
         }
 
     def close(self) -> None:
-        for task in list(self._tasks):
+        for task in [*self._accepting, *self._tasks]:
             task.cancel()
         for close in self._closers:
             close()
