@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import ipaddress
 import logging
 import socket
@@ -47,10 +48,12 @@ LISTEN_BACKLOG = 1024
 # Connections one shard's fronts hold at once (being set up or spliced), as
 # the relay's in-flight cap; more are accepted and closed at once.
 MAX_CONNECTIONS = 4096
-# What a SOCKS5 client is told for each way the dial failed (RFC 1928 §6).
+# What a SOCKS5 client is told for each way the dial failed (RFC 1928 §6);
+# anything else (a timeout, a name that does not resolve) is host unreachable.
 _REPLY_OF_ERRNO = {
-    "ConnectionRefusedError": codec.REP_CONNECTION_REFUSED,
-    "TimeoutError": codec.REP_TTL_EXPIRED,
+    errno.ECONNREFUSED: codec.REP_CONNECTION_REFUSED,
+    errno.ENETUNREACH: codec.REP_NETWORK_UNREACHABLE,
+    errno.EHOSTUNREACH: codec.REP_HOST_UNREACHABLE,
 }
 
 
@@ -230,9 +233,7 @@ class Fronts:
         await self.dial(
             conn, peer, text, port,
             to_kernel=codec.reply(codec.REP_SUCCEEDED),
-            refusal=lambda exc: codec.reply(
-                _REPLY_OF_ERRNO.get(type(exc).__name__, codec.REP_HOST_UNREACHABLE)
-            ),
+            refusal=lambda exc: codec.reply(_socks5_reply(exc)),
         )  # fmt: skip
 
     async def _associate(self, conn: socket.socket) -> None:
@@ -318,6 +319,13 @@ class Fronts:
             sock.close()
         self._listeners.clear()
         self.sockets.close()
+
+
+def _socks5_reply(exc: BaseException) -> int:
+    if isinstance(exc, ConnectionRefusedError):  # the stack's carries no errno
+        return codec.REP_CONNECTION_REFUSED
+    err = exc.errno if isinstance(exc, OSError) else None
+    return _REPLY_OF_ERRNO.get(err or 0, codec.REP_HOST_UNREACHABLE)
 
 
 async def _read_head(conn: socket.socket) -> tuple[bytes, bytes]:
