@@ -59,6 +59,12 @@ class StackConfig:
     # --relay-limits in_flight=N,per_source=N,per_destination=N,udp_flows=N
     # per shard (checked by ``shards/relay/limits.py``).
     relay_limits: str | None = None
+    # Fronts for host programs (shards/fronts/): a SOCKS5 server
+    # "[USER:PASSWORD@]HOST:PORT" and an HTTP proxy on kernel sockets, and
+    # --forward PROTO:LISTEN=TARGET (checked by ``shards/fronts/forward.py``).
+    socks5: str | None = None
+    http_proxy: tuple[str, int] | None = None
+    forwards: tuple[str, ...] = ()
     mac: bytes | None = None  # shardnet's own MAC; random locally administered if None
     mtu: int = 1500
     ipv4: tuple[str, ...] = ()  # "198.18.0.2/24" (validated, normalised)
@@ -242,7 +248,7 @@ def _convert(name: str, value: Any) -> Any:
             return tuple(parse_interface_address(str(a), version, f"--{name}") for a in items)
         case "gateway4" | "gateway6":
             return parse_gateway(str(value), 4 if name == "gateway4" else 6, f"--{name}")
-        case "relay_rules":
+        case "relay_rules" | "forwards":
             items = [value] if isinstance(value, str) else list(value)
             return tuple(str(r) for r in items)
         case "serve":
@@ -250,6 +256,8 @@ def _convert(name: str, value: Any) -> Any:
             return tuple(ServeSpec.parse(str(s)) for s in items)
         case "metrics":
             return parse_hostport(str(value), "--metrics")
+        case "http_proxy":
+            return parse_hostport(str(value), "--http-proxy")
         case "app":
             return parse_app(str(value))
         case "shards" | "mtu" | "ring_bytes":
@@ -295,7 +303,7 @@ def _convert(name: str, value: Any) -> Any:
 
 
 _FIELDS = {f.name for f in fields(StackConfig)}
-_TOML_ALIASES = {"drain": "drain_s"}
+_TOML_ALIASES = {"drain": "drain_s", "forward": "forwards"}
 _RELAY_KEYS = {"mode": "relay", "netns": "relay_netns", "refused": "relay_refused",
                "rules": "relay_rules", "limits": "relay_limits"}  # fmt: skip
 

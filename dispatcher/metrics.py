@@ -106,6 +106,7 @@ class StackCollector:
             "shardnet_tcp_retransmits", "TCP segments retransmitted.", ["shard"], retrans
         )
         yield from self._relay_metrics(shards)
+        yield from self._front_metrics(shards)
         yield from self._process_metrics()
 
     def _relay_metrics(self, shards: list[str]) -> Iterator[Metric]:
@@ -143,6 +144,42 @@ class StackCollector:
             ["shard", "proto", "dir"],
             [([s, p, d], g.get(f"relay/{p}_bytes_{d}", 0)) for s, g in gauges.items()
              for p in ("tcp", "udp") for d in ("up", "down")],
+        )  # fmt: skip
+
+    def _front_metrics(self, shards: list[str]) -> Iterator[Metric]:
+        """``--socks5``, ``--http-proxy``, ``--forward``: from the shards'
+        ``front/*`` gauges (none without a front)."""
+        gauges = {}
+        for s in shards:
+            last = self.book.shards[int(s)].last
+            g = last.gauges if last else {}
+            if "front/flows" in g:
+                gauges[s] = g
+        if not gauges:
+            return
+        flows = GaugeMetricFamily(
+            "shardnet_front_flows", "TCP connections the fronts splice now.", labels=["shard"]
+        )
+        for s, g in gauges.items():
+            flows.add_metric([s], g.get("front/flows", 0))
+        yield flows
+        for name, doc in (
+            ("accepted", "Connections the fronts' kernel listeners accepted."),
+            ("dialled", "Connections and UDP pairs the fronts opened."),
+            ("failed", "Dials that failed (refused, unreachable, timed out)."),
+            ("refused", "Clients turned away (bad SOCKS5 or HTTP request, failed login)."),
+            ("udp_dropped", "UDP datagrams the fronts dropped (caps, malformed, no pair)."),
+        ):
+            yield _counter(
+                f"shardnet_front_{name}", doc, ["shard"],
+                [([s], g.get(f"front/{name}", 0)) for s, g in gauges.items()],
+            )  # fmt: skip
+        yield _counter(
+            "shardnet_front_bytes",
+            "Payload bytes spliced: up towards the host programs, down from them.",
+            ["shard", "dir"],
+            [([s, d], g.get(f"front/bytes_{d}", 0)) for s, g in gauges.items()
+             for d in ("up", "down")],
         )  # fmt: skip
 
     def _process_metrics(self) -> Iterator[Metric]:

@@ -38,8 +38,12 @@ class Lab:
         serve: tuple[str, ...] = (),
         shards: int = 2,
         args: tuple[str, ...] = (),
+        tun_netns: str | None = None,
     ) -> None:
+        """``tun_netns``: the link is a TUN named ``tap`` moved into that
+        namespace (``--tun-netns``), whose end gets the kernel's addresses."""
         self.tap = tap
+        self.tun_netns = tun_netns
         self.serve = serve
         self.args = args  # more ``shardnet run`` flags (--multi-queue, --no-offload)
         self.shards = shards
@@ -81,7 +85,9 @@ class Lab:
         subprocess.run(["ip", "netns", "add", self.ns], check=True, capture_output=True)
         self.run(["ip", "link", "set", "lo", "up"], check=True)
         argv = [
-            sys.executable, "-m", "shardnet.scripts.cli", "run", "--tap", self.tap,
+            sys.executable, "-m", "shardnet.scripts.cli", "run",
+            *(["--tap", self.tap] if self.tun_netns is None else
+              ["--tun", self.tap, "--tun-netns", self.tun_netns]),
             "--shards", str(self.shards), "--ipv4", f"{SHARDNET_V4}/24",
             "--ipv6", f"{SHARDNET_V6}/64", "--control", self.control,
             "--state-dir", self._state_dir,  # a throw-away stack keeps nothing
@@ -115,8 +121,15 @@ class Lab:
             time.sleep(0.2)
         else:
             raise RuntimeError(f"the stack did not become ready in {READY_TIMEOUT_S:.0f} s")
-        self.run(["ip", "addr", "add", f"{KERNEL_V4}/24", "dev", self.tap], check=True)
-        self.run(["ip", "addr", "add", f"{KERNEL_V6}/64", "dev", self.tap, "nodad"], check=True)
+        kernel_ns = self.tun_netns or self.ns
+        self.run(
+            ["ip", "addr", "add", f"{KERNEL_V4}/24", "dev", self.tap], ns=kernel_ns, check=True
+        )
+        self.run(
+            ["ip", "addr", "add", f"{KERNEL_V6}/64", "dev", self.tap, "nodad"],
+            ns=kernel_ns,
+            check=True,
+        )
 
     def close(self) -> None:
         if self.stack is not None and self.stack.poll() is None:

@@ -62,6 +62,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         choices=("rst", "icmp"),
         help="how a client learns the relay could not connect (default rst)",
     )
+    p.add_argument(
+        "--socks5",
+        metavar="[USER:PASSWORD@]HOST:PORT",
+        help="a SOCKS5 server on a kernel socket; each CONNECT is dialled through shardnet",
+    )
+    p.add_argument(
+        "--http-proxy",
+        metavar="HOST:PORT",
+        help="an HTTP proxy (CONNECT and http:// URIs) on a kernel socket, dialled through shardnet",
+    )
+    p.add_argument(
+        "--forward",
+        dest="forwards",
+        action="append",
+        metavar="tcp|udp:LISTEN=TARGET",
+        help="forward a kernel port to TARGET through shardnet (LISTEN HOST:PORT),"
+        " or shardnet's port to TARGET on the host (LISTEN shardnet:PORT); repeatable",
+    )
     p.add_argument("--mac", help="shardnet's own MAC on the link (default: random 02:xx:..)")
     p.add_argument("--mtu", type=int, help="link MTU (default 1500)")
     p.add_argument("--ipv4", action="append", metavar="A/L", help="an IPv4 address (repeatable)")
@@ -175,6 +193,25 @@ def check_settings(config: StackConfig) -> None:
             Upstream.parse(config.relay)
         except ValueError as exc:
             raise ConfigError(f"--relay: {exc}") from None
+    from shardnet.shards.fronts.forward import ForwardSpec, Socks5Spec
+
+    try:
+        if config.socks5 is not None:
+            Socks5Spec.parse(config.socks5)
+        kernel_side = [
+            ("--forward", f.proto, f.listen_host, f.listen_port)
+            for f in map(ForwardSpec.parse, config.forwards)
+            if not f.stack_side
+        ]
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if config.socks5 is not None:
+        spec = Socks5Spec.parse(config.socks5)
+        kernel_side.append(("--socks5", "tcp", spec.host, spec.port))
+    if config.http_proxy is not None:
+        kernel_side.append(("--http-proxy", "tcp", *config.http_proxy))
+    for what, proto, host, port in kernel_side:
+        _check_free(what, proto, host, port)
     for what, ns in (("--tun-netns", config.tun_netns), ("--relay-netns", config.relay_netns)):
         if ns is not None and not os.path.exists(os.path.join("/run/netns", ns)):
             raise ConfigError(f"{what}: no network namespace {ns!r} (ip netns add {ns})")
@@ -186,6 +223,21 @@ def check_settings(config: StackConfig) -> None:
             found = False
         if not found:
             raise ConfigError(f"--app: no module {module!r} (is it on PYTHONPATH?)")
+
+
+def _check_free(what: str, proto: str, host: str, port: int) -> None:
+    """A front's kernel port must be free now (each shard binds it with
+    SO_REUSEPORT later; a port someone else holds would only be logged)."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
+    try:
+        with socket.socket(family, kind) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+    except OSError as exc:
+        raise ConfigError(f"{what}: cannot listen on {host}:{port}: {exc.strerror}") from None
 
 
 def main(ns: argparse.Namespace) -> int:

@@ -46,6 +46,7 @@ from shardnet.common.wire.ipv4 import IPPROTO_IGMP
 from .api import ShardStack
 from .apps import TCP_APPS, UDP_APPS, load_app, serve_tcp, serve_udp
 from .counters import ShardCounters
+from .fronts import Fronts
 from .ingress import Ingress
 from .net.control import ControlPlane
 from .net.ndp import NdpConfig
@@ -244,6 +245,7 @@ class ShardAssembly:
         self.tcp.steering = self.steering
         # --relay: every flow to an address not ours is relayed (shards/relay/).
         self.relay: Relay | None = None
+        self.fronts: Fronts | None = None  # --socks5, --http-proxy, --forward: start_apps()
         if config.relay is not None:
             self.relay = Relay(
                 stack, self.tcp, self.clock, mode=config.relay, netns=config.relay_netns,
@@ -549,7 +551,8 @@ class ShardAssembly:
         c.net["tcp_dropped_non_unicast"] = self.tcp.dropped_non_unicast
         if self.tcp.dropped_non_unicast:
             more_drops[("tcp", Drop.TCP_NOT_UNICAST)] = self.tcp.dropped_non_unicast
-        return c.snapshot(self.index, {**(gauges or {}), **self.tcp.gauges()}, more_drops)
+        fronts = self.fronts.stats() if self.fronts is not None else {}
+        return c.snapshot(self.index, {**(gauges or {}), **self.tcp.gauges(), **fronts}, more_drops)
 
     # --- applications -------------------------------------------------------------------------
     async def start_apps(self) -> None:
@@ -561,6 +564,15 @@ class ShardAssembly:
                 await serve_tcp(self.api, serve.app, serve.port)
             if serve.app in UDP_APPS:
                 await serve_udp(self.api, serve.app, serve.port)
+        if cfg.socks5 is not None or cfg.http_proxy is not None or cfg.forwards:
+            self.fronts = Fronts(
+                self.api, self.clock, socks5=cfg.socks5, http_proxy=cfg.http_proxy,
+                forwards=cfg.forwards,
+            )  # fmt: skip
+            try:
+                await self.fronts.start()
+            except OSError as exc:
+                log.error("shard %d: fronts not started: %s", self.index, exc)
         if cfg.app:
             main = load_app(cfg.app)
             task = asyncio.create_task(main(self.api))
@@ -604,6 +616,8 @@ class ShardAssembly:
             end = min(deadline, loop.time() + RELEASE_WAIT_S)
             while self.control.resolving_v4() and loop.time() < end:
                 await asyncio.sleep(0.01)
+        if self.fronts is not None:
+            self.fronts.close()
         await asyncio.sleep(0)  # the resets go out on the next flush
 
 

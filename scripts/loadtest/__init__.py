@@ -18,7 +18,10 @@ transfers: none may break or corrupt),
 says: the server's memory and descriptors before and after), ``drain``
 (SIGTERM to the server during 100 live transfers: each ends with FIN or
 RST, the server exits 0 in its drain bound; it stops the server, so it
-runs last).
+runs last). Gateway, only when named: ``relay`` (``bulk`` and ``crr`` from
+a client namespace to a server namespace through shardnet's ``--relay
+direct`` on a TUN; the kernel's baseline forwards between the same
+namespaces through a router namespace).
 
 Needs root for the namespaces it makes (and removes, also on failure); only
 198.18.0.0/15 and 2001:db8::/32 are used. This module stays light: the
@@ -41,7 +44,8 @@ HOSTILE = (
     "churn",
     "drain",
 )  # attacks beside a well-behaved client; only when named
-SCENARIOS = SPEED + HOSTILE
+GATEWAY = ("relay",)  # its own namespaces, only when named
+SCENARIOS = SPEED + HOSTILE + GATEWAY
 PROG = "shardnet loadtest"
 
 
@@ -141,6 +145,10 @@ def settings_from_args(ns: argparse.Namespace) -> Settings:
         raise UsageError("--multi-queue is for a stack the harness starts, not a --target")
     if ns.target is not None and len(shards) > 1:
         raise UsageError("--shards sweeps stacks the harness starts, not a --target")
+    if ns.target is not None and "relay" in scenarios:
+        raise UsageError("--scenario relay starts its own relay: not for a --target")
+    if ns.ipv6 and "relay" in scenarios:
+        raise UsageError("--scenario relay is measured over IPv4 only")
     if ns.target is not None and "drain" in scenarios:
         raise UsageError("--scenario drain stops the server: not for a --target")
     # once each, in the order given, but conns and then drain last: closing

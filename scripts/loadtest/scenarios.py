@@ -29,7 +29,17 @@ from tqdm import tqdm
 from ..lab import SHARDNET_V4, SHARDNET_V6
 from .client import Spec
 from .report import percentile
-from .systems import PORTS, Stopped, System, cpu_seconds, fd_budget, open_fds, rss_bytes
+from .systems import (
+    PORTS,
+    Stopped,
+    System,
+    cpu_seconds,
+    fd_budget,
+    kernel_router,
+    open_fds,
+    relay_lab,
+    rss_bytes,
+)
 
 START_DELAY_S = 1.0  # clients start this long after being spawned (Python start-up)
 GRACE_S = 30.0  # a timed phase's clients must be done this long after its end
@@ -689,6 +699,32 @@ def churn(system: System, opts: Options) -> dict[str, Any]:
     return figures
 
 
+def relay(system: System, opts: Options) -> dict[str, Any]:
+    """``bulk`` and ``crr`` from a client namespace to a server namespace
+    through shardnet's ``--relay direct`` on a TUN (as many shards as the
+    system measured has), or, for the kernel, through the kernel's own
+    forwarding between the same namespaces; IPv4."""
+    if system.name == "kernel":
+        context = kernel_router(max(len(system.server_pids), 1))
+    else:
+        shards = sum(role.startswith("shard") for role in system.processes())
+        context = relay_lab(max(shards, 1))
+    with context as inner:
+        into_out = bulk(inner, opts)
+        inner.settle()
+        conns = crr(inner, opts)
+    figures: dict[str, Any] = {
+        k: into_out[k] for k in ("mbytes_per_s_in", "mbytes_per_s_out") if k in into_out
+    }
+    figures |= {k: conns[k] for k in ("conn_per_s", "p50_us", "p99_us") if k in conns}
+    figures["failed"] = into_out["failed"] + conns["failed"]
+    figures["corrupted"] = into_out["corrupted"] + conns["corrupted"]
+    errors = [f["error"] for f in (into_out, conns) if "error" in f]
+    if errors:
+        figures["error"] = errors[0]
+    return figures
+
+
 RUNNERS: dict[str, Callable[[System, Options], dict[str, Any]]] = {
     "bulk": bulk,
     "echo": echo,
@@ -703,4 +739,5 @@ RUNNERS: dict[str, Callable[[System, Options], dict[str, Any]]] = {
     "injection": injection,
     "churn": churn,
     "drain": drain,
+    "relay": relay,
 }

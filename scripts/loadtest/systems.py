@@ -9,6 +9,10 @@ do the server's work (for CPU and memory figures).
   a veth, the same address roles as the lab (clients 198.18.0.1 /
   2001:db8::1, server .2 / ::2), and ``kernel_apps`` serving the same apps.
 * ``target``: a stack someone else runs (``--target ADDR``).
+* ``relay_lab`` and ``kernel_router`` (the ``relay`` scenario): a client
+  namespace reaching a server namespace (the same ``kernel_apps`` on
+  198.19.0.10) through shardnet's ``--relay direct`` on a TUN, or through
+  a third namespace where the kernel forwards between two veths.
 
 Everything made is removed on exit, also on a failure or Ctrl-C. Only
 198.18.0.0/15 and 2001:db8::/32 are used, in namespaces made here.
@@ -37,6 +41,7 @@ from shardnet.common.client import Client, ControlError
 
 from ..lab import KERNEL_V4, KERNEL_V6, SHARDNET_V4, SHARDNET_V6, Lab
 
+RELAY_SERVER_V4 = "198.19.0.10"  # the relay scenario's server, beyond the relay or router
 SERVE = ("echo:7", "discard:9", "chargen:19")  # echo also over UDP
 PORTS = {"echo": 7, "discard": 9, "chargen": 19}
 SERVER_READY_TIMEOUT_S = 15.0
@@ -338,18 +343,7 @@ def kernel_pair(ipv6: bool, workers: int) -> Iterator[System]:
         system = System("kernel", SHARDNET_V6 if ipv6 else SHARDNET_V4, client_ns, label="kernel")
 
         def grow(n: int) -> None:
-            started = [
-                subprocess.Popen(
-                    ["ip", "netns", "exec", server_ns, sys.executable, "-m",
-                     "shardnet.scripts.loadtest.kernel_apps"],
-                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                    start_new_session=True,  # Ctrl-C reaches us; we stop them ourselves
-                )
-                for _ in range(n - len(servers))
-            ]  # fmt: skip
-            servers.extend(started)
-            for server in started:
-                _wait_ready(server)
+            _start_servers(server_ns, servers, n)
             system.server_pids = tuple(s.pid for s in servers)  # ip netns exec execs
 
         grow(workers)
@@ -357,16 +351,117 @@ def kernel_pair(ipv6: bool, workers: int) -> Iterator[System]:
         system.stop = lambda: _terminate(servers, [])
         yield system
     finally:
-        for server in servers:
-            if server.poll() is None:
-                os.kill(server.pid, signal.SIGTERM)
-        for server in servers:
-            try:
-                server.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.kill(server.pid, signal.SIGKILL)
-                server.wait()
+        _stop_servers(servers)
         for ns in made:  # the veth goes with its namespaces
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def _start_servers(ns: str, servers: list[subprocess.Popen[bytes]], n: int) -> None:
+    """``kernel_apps`` server processes in ``ns`` until there are ``n``."""
+    started = [
+        subprocess.Popen(
+            ["ip", "netns", "exec", ns, sys.executable, "-m",
+             "shardnet.scripts.loadtest.kernel_apps"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C reaches us; we stop them ourselves
+        )
+        for _ in range(n - len(servers))
+    ]  # fmt: skip
+    servers.extend(started)
+    for server in started:
+        _wait_ready(server)
+
+
+def _stop_servers(servers: list[subprocess.Popen[bytes]]) -> None:
+    for server in servers:
+        if server.poll() is None:
+            os.kill(server.pid, signal.SIGTERM)
+    for server in servers:
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.kill(server.pid, signal.SIGKILL)
+            server.wait()
+
+
+def _namespaces(tag: str, roles: str, made: list[str]) -> list[str]:
+    """One namespace per letter of ``roles`` (lo up), recorded in ``made``."""
+    out = []
+    for role in roles:
+        ns = f"sn-ltr-{tag}-{role}"
+        subprocess.run(["ip", "netns", "add", ns], check=True, capture_output=True)
+        made.append(ns)
+        _ns_run(ns, "ip", "link", "set", "lo", "up")
+        out.append(ns)
+    return out
+
+
+def _veth(tag: str, a: tuple[str, str, str], b: tuple[str, str, str]) -> None:
+    """A veth between (namespace, device, address/len) ``a`` and ``b``."""
+    subprocess.run(
+        ["ip", "link", "add", a[1], "netns", a[0], "type", "veth", "peer", "name", b[1],
+         "netns", b[0]],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    for ns, dev, addr in (a, b):
+        _ns_run(ns, "ip", "addr", "add", addr, "dev", dev)
+        _ns_run(ns, "ip", "link", "set", dev, "up")
+
+
+@contextlib.contextmanager
+def relay_lab(shards: int) -> Iterator[System]:
+    """A client namespace routing 198.19.0.0/16 into shardnet's TUN, and
+    shardnet relaying every flow (``--relay direct``) from a server
+    namespace where ``shards`` kernel_apps processes serve 198.19.0.10."""
+    tag = secrets.token_hex(3)
+    made: list[str] = []
+    servers: list[subprocess.Popen[bytes]] = []
+    try:
+        client_ns, server_ns = _namespaces(tag, "cs", made)
+        _ns_run(server_ns, "ip", "addr", "add", f"{RELAY_SERVER_V4}/32", "dev", "lo")
+        _start_servers(server_ns, servers, shards)
+        tun = f"snltr{tag}"
+        args = ("--relay", "direct", "--relay-netns", server_ns)
+        with Lab("ltr", tap=tun, shards=shards, args=args, tun_netns=client_ns) as lab:
+            _ns_run(client_ns, "ip", "route", "add", "198.19.0.0/16", "dev", tun)
+            _set_client_sysctls(client_ns)
+            yield System(
+                "shardnet", RELAY_SERVER_V4, client_ns, control=lab.control,
+                label=f"shardnet relay {shards} shard{'s' if shards > 1 else ''}",
+            )  # fmt: skip
+    finally:
+        _stop_servers(servers)
+        for ns in made:
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+@contextlib.contextmanager
+def kernel_router(workers: int) -> Iterator[System]:
+    """The same client and server namespaces, joined through a third where
+    the kernel forwards (``net.ipv4.ip_forward=1``) between two veths."""
+    tag = secrets.token_hex(3)
+    made: list[str] = []
+    servers: list[subprocess.Popen[bytes]] = []
+    try:
+        client_ns, router_ns, server_ns = _namespaces(tag, "crs", made)
+        _veth(tag, (client_ns, f"snltr{tag}c", "198.18.0.1/24"),
+              (router_ns, f"snltr{tag}a", "198.18.0.2/24"))  # fmt: skip
+        _veth(tag, (router_ns, f"snltr{tag}b", "198.18.1.2/24"),
+              (server_ns, f"snltr{tag}s", "198.18.1.1/24"))  # fmt: skip
+        _ns_run(router_ns, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
+        _ns_run(router_ns, "ip", "route", "add", f"{RELAY_SERVER_V4}/32", "via", "198.18.1.1")
+        _ns_run(client_ns, "ip", "route", "add", "198.19.0.0/16", "via", "198.18.0.2")
+        _ns_run(server_ns, "ip", "addr", "add", f"{RELAY_SERVER_V4}/32", "dev", "lo")
+        _ns_run(server_ns, "ip", "route", "add", "default", "via", "198.18.1.2")
+        _set_client_sysctls(client_ns)
+        _start_servers(server_ns, servers, workers)
+        yield System(
+            "kernel", RELAY_SERVER_V4, client_ns, label="kernel forwarding",
+            server_pids=tuple(s.pid for s in servers),
+        )  # fmt: skip
+    finally:
+        _stop_servers(servers)
+        for ns in made:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 

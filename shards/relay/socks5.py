@@ -1,14 +1,15 @@
 """``--relay socks5://[USER:PASSWORD@]HOST:PORT``: the relay opens its flows
-through a SOCKS5 upstream instead of directly.
+through a SOCKS5 upstream instead of directly; ``--socks5`` (the front,
+``shards/fronts/socks5.py``) is a SOCKS5 server.
 
-A small codec for the client side of RFC 1928 (SOCKS5) and RFC 1929
-(username/password authentication) — greeting, method selection,
-authentication, CONNECT and UDP ASSOCIATE requests and their replies, and
-the header of a relayed UDP datagram — as functions over bytes, and the
-two dials built on them (``connect``: a TCP stream to the destination;
+A small codec for RFC 1928 (SOCKS5) and RFC 1929 (username/password
+authentication) — greeting, method selection, authentication, CONNECT and
+UDP ASSOCIATE requests and their replies, and the header of a relayed UDP
+datagram — as functions over bytes, both sides, and the two client dials
+built on them (``connect``: a TCP stream to the destination;
 ``associate``: a UDP association). Left out: BIND, GSSAPI, domain names
-in requests (the relay knows addresses only), fragmented UDP datagrams
-(RFC 1928 §7: FRAG other than 0 is dropped, as most servers do).
+in the client's requests (the relay knows addresses only), fragmented UDP
+datagrams (RFC 1928 §7: FRAG other than 0 is dropped, as most servers do).
 
 Replies are untrusted input: a short, malformed or refusing reply raises
 ``Socks5Error`` carrying the reply code, which the relay turns into what
@@ -167,9 +168,47 @@ def parse_reply(reply: bytes) -> tuple[bytes | str, int]:
     return bytes(reply[4 : 4 + n]), _PORT.unpack_from(reply, 4 + n)[0]
 
 
+def parse_request(data: bytes) -> tuple[int, bytes | str, int]:
+    """RFC 1928 §4, the server's side: CMD, DST.ADDR (4 or 16 bytes, or a
+    domain name) and DST.PORT; ``data`` is ``reply_length(data[:5])``
+    bytes long (requests and replies share the layout)."""
+    if len(data) != reply_length(data[:5]) or data[2] != 0:
+        raise Socks5Error("SOCKS5: bad request")
+    atyp = data[3]
+    port = _PORT.unpack_from(data, len(data) - 2)[0]
+    if atyp == ATYP_DOMAIN:
+        try:
+            return data[1], data[5 : 5 + data[4]].decode("ascii"), port
+        except UnicodeDecodeError:
+            raise Socks5Error("SOCKS5: a domain name not in ASCII") from None
+    n = 4 if atyp == ATYP_IPV4 else 16
+    return data[1], bytes(data[4 : 4 + n]), port
+
+
+def reply(code: int, addr: bytes = bytes(4), port: int = 0) -> bytes:
+    """RFC 1928 §6: VER REP RSV ATYP BND.ADDR BND.PORT."""
+    return bytes((VERSION, code, 0)) + encode_address(addr, port)
+
+
 def udp_header(addr: bytes, port: int) -> bytes:
     """RFC 1928 §7: RSV RSV FRAG, then the destination."""
     return b"\0\0\0" + encode_address(addr, port)
+
+
+def parse_udp_request(datagram: bytes) -> tuple[bytes | str, int, bytes] | None:
+    """RFC 1928 §7, the server's side: destination, port and payload of a
+    client's datagram; None for a malformed or fragmented one (dropped)."""
+    payload = parse_udp(datagram)
+    if payload is None:
+        return None
+    at = len(datagram) - len(payload)
+    port = _PORT.unpack_from(datagram, at - 2)[0]
+    if datagram[3] == ATYP_DOMAIN:
+        try:
+            return datagram[5 : at - 2].decode("ascii"), port, payload
+        except UnicodeDecodeError:
+            return None
+    return bytes(datagram[4 : at - 2]), port, payload
 
 
 def parse_udp(datagram: bytes) -> bytes | None:

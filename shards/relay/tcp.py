@@ -31,7 +31,7 @@ import errno
 import socket
 import struct
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from shardnet.common.addr import format_ip
 from shardnet.common.wire.icmpv4 import ICMP_DEST_UNREACH, ICMP_HOST_UNREACH, ICMP_PORT_UNREACH
@@ -263,11 +263,21 @@ def _delivery(net: NetStack, src: bytes, dst: bytes, packet: bytes | bytearray) 
     return Delivery(net.link_nic, src, dst, socket.IPPROTO_TCP, 0, 64, view[hlen:], False, view)
 
 
+class SpliceOwner(Protocol):
+    """What a splice reports to: the relay, or a front (``shards/fronts/``).
+    ``bytes_up`` counts what shardnet's connection sent towards the kernel
+    socket, ``bytes_down`` the reverse."""
+
+    flows: dict[Any, KernelSide]
+    bytes_up: int
+    bytes_down: int
+
+
 class KernelSide(asyncio.Protocol):
     """The kernel socket's end of a splice. It reads nothing until the
     client's connection is established (``attach``)."""
 
-    def __init__(self, relay: RelayTcp, key: Key, since: float) -> None:
+    def __init__(self, relay: SpliceOwner, key: Any, since: float) -> None:
         self.relay = relay
         self.key = key  # the client connection's
         self.since = since
@@ -353,12 +363,16 @@ class KernelSide(asyncio.Protocol):
 
 
 class ClientSide(asyncio.Protocol):
-    """The client's end of a splice: a connection of shardnet's TCP."""
+    """The client's end of a splice: a connection of shardnet's TCP.
+    ``to_kernel`` and ``to_client`` are written to each side before
+    anything spliced (a front's proxy reply, a request head it rewrote)."""
 
-    def __init__(self, kernel: KernelSide) -> None:
+    def __init__(self, kernel: KernelSide, to_kernel: bytes = b"", to_client: bytes = b"") -> None:
         self.kernel: KernelSide | None = kernel
         self.transport: asyncio.Transport | None = None
         self.eof = False  # the client sent FIN
+        self.to_kernel = to_kernel
+        self.to_client = to_client
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -368,6 +382,11 @@ class ClientSide(asyncio.Protocol):
             self.kernel = None
             self.transport.abort()
             return
+        if self.to_kernel:
+            kernel.transport.write(self.to_kernel)
+        if self.to_client:
+            self.transport.write(self.to_client)
+        self.to_kernel = self.to_client = b""
         kernel.attach(self)
 
     def data_received(self, data: bytes) -> None:
@@ -407,7 +426,9 @@ class ClientSide(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         kernel = self.kernel
         self.kernel = None
-        if kernel is None:
+        if kernel is None or self.transport is None:
+            # Never connected (a front's dial that failed): its caller
+            # answers the kernel side.
             return
         kernel.client = None
         if exc is not None:  # the client reset (or timed out): reset the destination

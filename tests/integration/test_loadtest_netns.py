@@ -32,7 +32,8 @@ MAY_BE_ZERO = {"rss_per_conn_bytes"}
 
 def loadtest_namespaces() -> list[str]:
     out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    return [line.split()[0] for line in out.splitlines() if line.startswith(("sn-lt-", "sn-ltk-"))]
+    made = ("sn-lt-", "sn-ltk-", "sn-ltr-")
+    return [line.split()[0] for line in out.splitlines() if line.startswith(made)]
 
 
 def loadtest(*argv: str, timeout: float) -> subprocess.CompletedProcess[str]:
@@ -128,9 +129,29 @@ def test_drain_ends_every_live_transfer(tmp_path: Path) -> None:
     assert loadtest_namespaces() == []
 
 
+def test_relay_against_the_kernels_forwarding(tmp_path: Path) -> None:
+    """bulk and crr through ``--relay direct`` on a TUN, and through the
+    kernel forwarding between the same namespaces: both measured, intact."""
+    skip_unless_netns()
+    out = tmp_path / "lt.json"
+    r = loadtest(
+        "--scenario", "relay", "--against", "kernel", "--duration", "1", "--streams", "2",
+        "--json", str(out), timeout=140,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    entry = json.loads(out.read_text())["scenarios"]["relay"]
+    for system in ("shardnet", "kernel"):
+        got = entry[system]
+        assert got["failed"] == 0 and got["corrupted"] == 0, (system, got)
+        for figure in ("mbytes_per_s_in", "mbytes_per_s_out", "conn_per_s", "p99_us"):
+            assert got[figure] > 0, (system, figure, got)
+    assert entry["ratio"]["conn_per_s"] > 0
+    assert loadtest_namespaces() == []
+
+
 def test_refuses_bad_options() -> None:
     r = loadtest("--scenario", "bulk,nope", timeout=30)
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [
-        "shardnet loadtest: error: --scenario: unknown nope; of bulk,echo,crr,rr,udp,ping,conns,synflood,fragflood,raflood,injection,churn,drain"
+        "shardnet loadtest: error: --scenario: unknown nope; of bulk,echo,crr,rr,udp,ping,conns,synflood,fragflood,raflood,injection,churn,drain,relay"
     ]

@@ -175,6 +175,8 @@ def test_defaults() -> None:
         (["--target", "198.18.0.2", "--shards", "1,2"], "--shards"),
         (["--flood-rate", "-1"], "--flood-rate"),
         (["--target", "198.18.0.2", "--scenario", "drain"], "drain"),
+        (["--target", "198.18.0.2", "--scenario", "relay"], "relay"),
+        (["--ipv6", "--scenario", "relay"], "relay"),
     ],
 )
 def test_bad_settings(argv: list[str], word: str) -> None:
