@@ -1,0 +1,132 @@
+"""TCP Fast Open (RFC 7413) against the kernel, both ways.
+
+The kernel as client (``net.ipv4.tcp_fastopen=1``, ``sendto(MSG_FASTOPEN)``)
+of a shardnet listener with TCP_FASTOPEN: the first connection gets a
+cookie, the second carries its data in the SYN, which shardnet's
+application reads before the handshake completes (in SYN-RECEIVED); the
+kernel counts it acknowledged (TcpExt TCPFastOpenActive). The two
+connections may land on different shards: the cookie is the same in all.
+
+The kernel as server (``tcp_fastopen=2``, ``setsockopt(TCP_FASTOPEN)``) of
+shardnet's ``open_connection(fastopen=True)``: the first connect asks for a
+cookie, the next ones send their data in the SYN, which the kernel takes
+(TcpExt TCPFastOpenPassive, TCPFastOpenCookieReqd)."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from ..apps.fastopen_probe import CONNECTS, KERNEL_PORT, SERVER_PORT
+from ..netns import Netns, skip_unless_netns, wait_until
+from ..stack import KERNEL_V4, TAP, StackProcess
+
+pytestmark = [pytest.mark.netns, pytest.mark.timeout(120)]
+
+TCPEXT = """
+def tcpext():
+    with open("/proc/net/netstat") as f:
+        lines = f.read().split("\\n")
+    for names, values in zip(lines[::2], lines[1::2]):
+        if names.startswith("TcpExt:"):
+            return dict(zip(names.split()[1:], map(int, values.split()[1:])))
+    return {}
+"""
+
+
+def gauge(stack: StackProcess, name: str) -> int:
+    """A ``ctl stats`` gauge summed over the shards."""
+    return sum(s["gauges"].get(name, 0) for s in stack.call("stats")["shards"])
+
+
+def test_kernel_client_sends_data_in_syn_to_shardnet() -> None:
+    skip_unless_netns()
+    with (
+        Netns("tfo") as ns,
+        StackProcess(
+            ns, "--ipv4", "198.18.0.2/24", "--tcp", "fastopen=3",
+            "--app", "tests.apps.fastopen_probe:serve",
+        ) as stack,
+    ):  # fmt: skip
+        ns.run(f"ip addr add {KERNEL_V4}/24 dev {TAP}")
+        ns.run("sysctl -qw net.ipv4.tcp_fastopen=1")
+        out = ns.python(
+            TCPEXT
+            + f"""
+import socket
+for i in range(2):
+    s = socket.socket()
+    s.settimeout(10)
+    s.sendto(b"hello %d" % i, socket.MSG_FASTOPEN, ("198.18.0.2", {SERVER_PORT}))
+    answer = b""
+    while chunk := s.recv(100):
+        answer += chunk
+    s.close()
+    print(answer.decode())
+ext = tcpext()
+print(ext["TCPFastOpenActive"], ext.get("TCPFastOpenActiveFail", 0))
+"""
+        )
+        lines = out.stdout.split("\n")
+        assert lines[0] == "got hello 0 in ESTABLISHED"  # cookie request: a normal handshake
+        assert lines[1] == "got hello 1 in SYN-RECEIVED"  # the data came in the SYN
+        assert lines[2] == "1 0"  # the kernel saw its SYN data acknowledged
+        # shardnet's listeners: one cookie issued, one SYN's data taken
+        assert wait_until(
+            lambda: (
+                gauge(stack, "tcp_listen/tfo_cookies_sent") == 1
+                and gauge(stack, "tcp_listen/tfo_accepted") == 1
+            ),
+            timeout=5,
+        )
+
+
+def test_shardnet_client_sends_data_in_syn_to_kernel() -> None:
+    skip_unless_netns()
+    with Netns("tfo") as ns:
+        ns.run("sysctl -qw net.ipv4.tcp_fastopen=3")
+        server = ns.popen(
+            [
+                "python3",
+                "-c",
+                TCPEXT
+                + f"""
+import socket
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.setsockopt(socket.SOL_TCP, socket.TCP_FASTOPEN, 16)
+srv.bind(("0.0.0.0", {KERNEL_PORT}))
+srv.listen(16)
+srv.settimeout(60)
+print("listening", flush=True)
+for i in range({CONNECTS}):
+    c, _ = srv.accept()
+    c.settimeout(10)
+    data = c.recv(100)
+    c.sendall(b"kernel got " + data)
+    c.close()
+    print(data.decode(), flush=True)
+ext = tcpext()
+print(ext["TCPFastOpenPassive"], ext["TCPFastOpenCookieReqd"], flush=True)
+""",
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert server.stdout is not None
+        assert server.stdout.readline().strip() == "listening"
+        with StackProcess(
+            ns, "--ipv4", "198.18.0.2/24", "--app", "tests.apps.fastopen_probe:connect"
+        ) as stack:
+            ns.run(f"ip addr add {KERNEL_V4}/24 dev {TAP}")
+            lines = [server.stdout.readline().strip() for _ in range(CONNECTS + 1)]
+            server.wait(timeout=10)
+            assert lines[:CONNECTS] == [f"hello {i}" for i in range(CONNECTS)]
+            passive, cookie_reqd = map(int, lines[CONNECTS].split())
+            assert cookie_reqd == 1  # the first connect asked for a cookie
+            assert passive == CONNECTS - 1  # the others carried their data in the SYN
+            assert wait_until(
+                lambda: gauge(stack, "tcp_fastopen/syn_data_acked") == CONNECTS - 1, timeout=5
+            )
+            assert gauge(stack, "tcp_fastopen/fallbacks") == 0
