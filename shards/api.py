@@ -445,7 +445,8 @@ class ShardStack:
         """asyncio's ``loop.create_server``: ``host`` None listens on one
         dual-stack socket ([::], IPv4 peers as ::ffff:a.b.c.d, RFC 3493 §3.7).
         ``options``: TCP socket options its connections get (TCP_NODELAY,
-        TCP_MAXSEG, TCP_LINGER2, SO_KEEPALIVE, TCP_KEEPIDLE, ...), and
+        TCP_MAXSEG, TCP_LINGER2, SO_KEEPALIVE, TCP_KEEPIDLE, ...; TCP_FASTOPEN:
+        the listener's Fast Open queue length, RFC 7413), and
         SO_BINDTODEVICE (a NIC name or id): only SYNs arriving on that NIC,
         and this listener before an unbound one on the same port.
         ``backlog``: connections completed but not yet accepted, at most,
