@@ -56,9 +56,9 @@ def test_kernel_client_sends_data_in_syn_to_shardnet() -> None:
             + f"""
 import socket
 for i in range(2):
-    s = socket.socket()
-    s.settimeout(10)
+    s = socket.socket()  # blocking: with a timeout, sendto gives EINPROGRESS
     s.sendto(b"hello %d" % i, socket.MSG_FASTOPEN, ("198.18.0.2", {SERVER_PORT}))
+    s.settimeout(10)
     answer = b""
     while chunk := s.recv(100):
         answer += chunk
