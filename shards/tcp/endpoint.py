@@ -1729,7 +1729,8 @@ class TcpEndpoint:
                 opts.sack_permitted = True
             if self.ts_on:
                 opts.timestamp = (self._ts_now(now), self.ts_recent)
-            opts.fastopen = self.tfo_cookie or None  # RFC 7413 §4.1.2
+            if self.passive_open:  # not our own option, in a simultaneous open
+                opts.fastopen = self.tfo_cookie or None  # RFC 7413 §4.1.2
         else:
             opts.sack_permitted = cfg.sack
             if cfg.timestamps:

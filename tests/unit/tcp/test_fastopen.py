@@ -258,3 +258,17 @@ def test_config_bits() -> None:
     with pytest.raises(ValueError, match="fastopen"):
         TcpConfig(fastopen=4)
     assert TcpConfig.from_settings({"fastopen": "3", "fastopen_qlen": "16"}).fastopen == 3
+
+
+def test_simultaneous_open_synack_carries_no_cookie_and_resends_data() -> None:
+    """RFC 9293 Figure 7 with a data SYN of ours: our SYN-ACK echoes no
+    Fast Open option, and the data goes after the handshake."""
+    c = client(b"K" * 8)
+    c.ep.send(b"request")
+    c.expect("S", payload=b"request")
+    c.send("S", seq=c.irs, options=TcpOptions(mss=1460))
+    s = c.expect("SA", seq=ISS, ack=c.irs + 1, length=0)
+    assert s.options.fastopen is None
+    c.send("A", ack=ISS + 1)
+    assert c.ep.state is State.ESTABLISHED
+    c.expect("PA", seq=ISS + 1, payload=b"request")
