@@ -75,12 +75,12 @@ Implements (each rule's code cites its section):
     to be retransmitted (sent again without data or option) for the
     caller's §4.1.3 fallback; a passive open made with ``fastopen_data``
     takes the SYN's data at once (§4.2.2) and its SYN-ACK acknowledges it;
-    the cookies and the queue bound are the listener's.
+    such a server sends data in SYN-RECEIVED, after its SYN-ACK; the cookies
+    and the queue bound are the listener's.
 
 Left out: urgent data (URG is ignored, data is delivered in line), accurate ECN (RFC 9768), ECN with SYN cookies, timestamps-based SYN cookies
 options encoding. Data carried on a SYN or SYN-ACK is dropped (the peer
-retransmits it) unless Fast Open takes it; the server sends no data before
-the handshake completes. Segments without a timestamp once
+retransmits it) unless Fast Open takes it. Segments without a timestamp once
 timestamps are in use are accepted (Linux; RFC 7323 §3.2 allows either).
 
 The caller (the shard): demultiplexes by 4-tuple, drops segments with a
@@ -1035,6 +1035,8 @@ class TcpEndpoint:
             self.snd_wl2 = ack
             self._rto_at = None
             self._established(now)
+            if seq_lt(self.snd_una, self.snd_max):
+                self._arm_rto(now)  # Fast Open data sent in SYN-RECEIVED
             s = self.state
         if self.ecn_on:
             self._ecn_input(now, seg)
@@ -1815,10 +1817,20 @@ class TcpEndpoint:
                 self._syn_at = now
             syn = self._make_syn(now)
             out.append(syn)
-            self.snd_max = self.snd_nxt = seq_add(self.iss, 1 + len(syn.payload))
+            nxt = seq_add(self.iss, 1 + len(syn.payload))
+            # A Fast Open server's data already sent goes again after a
+            # resent SYN-ACK (go-back-N, as after an RTO).
+            if not (self.tfo_data_in and seq_gt(self.snd_max, nxt)):
+                self.snd_max = nxt
+            self.snd_nxt = nxt
             self._arm_rto(now)
         if s is State.SYN_SENT or s is State.SYN_RECEIVED:
+            if s is State.SYN_RECEIVED and self.tfo_data_in:
+                # RFC 7413 §4.2.2: a Fast Open server may send data before
+                # the handshake completes (the answer to the SYN's data).
+                self._output(now, out)
             self._ack_now = False
+            self._win_update = False
             return out
         if self._probe:
             self._send_probe(now, out)
@@ -1896,7 +1908,7 @@ class TcpEndpoint:
                             if self._cork_at is None:
                                 self._cork_at = now + self.config.cork_s
                             break
-                    elif not self.nodelay and seq_lt(self.snd_una, self.snd_nxt):
+                    elif not self.nodelay and seq_lt(self._nagle_una(), self.snd_nxt):
                         break
             self._persist_force = False
             out.append(
@@ -1916,6 +1928,14 @@ class TcpEndpoint:
         ):
             t = self.rtt.rto * (1 << min(self._persist_backoff, 16))
             self._persist_at = now + min(t, self.config.persist_max_s)
+
+    def _nagle_una(self) -> int:
+        """Nagle's "unacknowledged data" starts after our SYN: in
+        SYN-RECEIVED a Fast Open server's first answer is not held for the
+        SYN-ACK (only data counts, as Linux's Minshall check)."""
+        if self.state is State.SYN_RECEIVED:
+            return seq_add(self.iss, 1)
+        return self.snd_una
 
     def _send_probe(self, now: float, out: list[Segment]) -> None:
         """RFC 8985 §7.3: one segment of new data if the receive window lets

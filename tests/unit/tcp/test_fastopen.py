@@ -272,3 +272,31 @@ def test_simultaneous_open_synack_carries_no_cookie_and_resends_data() -> None:
     c.send("A", ack=ISS + 1)
     assert c.ep.state is State.ESTABLISHED
     c.expect("PA", seq=ISS + 1, payload=b"request")
+
+
+def test_server_answers_before_the_handshake_completes() -> None:
+    """RFC 7413 §4.2.2: the application's answer to the SYN's data leaves
+    right after the SYN-ACK, not one round trip later; the client's ACK
+    of both completes the handshake; a lost answer is sent again."""
+    lst = listener()
+    cookie = TfoCookies(SECRET).make(PEER)
+    lst.handle_segment(0.0, PEER, US, tfo_syn(5000, cookie, b"ping"))
+    [(_, _, sa)] = lst.poll_transmit(0.0)
+    acc = lst.accept()
+    assert acc is not None
+    ep = acc.endpoint
+    assert ep.recv() == b"ping"
+    ep.send(b"pong")
+    [data] = ep.poll_transmit(0.0)
+    assert data.flags & ACK and data.seq == SERVER_ISS + 1 and bytes(data.payload) == b"pong"
+    assert data.ack == 1005 and ep.state is State.SYN_RECEIVED
+    # the client ACKs the SYN only: the answer stays in flight, timed
+    ep.handle_segment(0.1, wire(Segment(5000, PORT, 1005, SERVER_ISS + 1, ACK, 65535)))
+    assert ep.state is State.ESTABLISHED
+    deadline = ep.next_deadline()
+    assert deadline is not None
+    ep.handle_timeout(deadline)
+    [again] = ep.poll_transmit(deadline)
+    assert again.seq == SERVER_ISS + 1 and bytes(again.payload) == b"pong"
+    ep.handle_segment(deadline, wire(Segment(5000, PORT, 1005, SERVER_ISS + 5, ACK, 65535)))
+    assert ep.poll_transmit(deadline) == [] and ep.next_deadline() is None
