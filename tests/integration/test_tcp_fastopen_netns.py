@@ -5,7 +5,7 @@ of a shardnet listener with TCP_FASTOPEN: the first connection gets a
 cookie, the second carries its data in the SYN, which shardnet's
 application reads before the handshake completes (in SYN-RECEIVED); the
 kernel counts it acknowledged (TcpExt TCPFastOpenActive). The two
-connections may land on different shards: the cookie is the same in all.
+connections go to different shards: the cookie is the same in all.
 
 The kernel as server (``tcp_fastopen=2``, ``setsockopt(TCP_FASTOPEN)``) of
 shardnet's ``open_connection(fastopen=True)``: the first connect asks for a
@@ -17,6 +17,9 @@ from __future__ import annotations
 import subprocess
 
 import pytest
+
+from shardnet.common.addr import parse_ip
+from shardnet.common.flowhash import shard_for
 
 from ..apps.fastopen_probe import CONNECTS, KERNEL_PORT, SERVER_PORT
 from ..netns import Netns, skip_unless_netns, wait_until
@@ -51,12 +54,19 @@ def test_kernel_client_sends_data_in_syn_to_shardnet() -> None:
     ):  # fmt: skip
         ns.run(f"ip addr add {KERNEL_V4}/24 dev {TAP}")
         ns.run("sysctl -qw net.ipv4.tcp_fastopen=1")
+        # the cookie from shard 0, the data SYN to shard 1: one cookie for all
+        k, us = parse_ip(KERNEL_V4), parse_ip("198.18.0.2")
+        ports = [
+            next(p for p in range(41000, 42000) if shard_for(6, k, p, us, SERVER_PORT, 2) == i)
+            for i in (0, 1)
+        ]
         out = ns.python(
             TCPEXT
             + f"""
 import socket
 for i in range(2):
     s = socket.socket()  # blocking: with a timeout, sendto gives EINPROGRESS
+    s.bind(("{KERNEL_V4}", {ports}[i]))
     s.sendto(b"hello %d" % i, socket.MSG_FASTOPEN, ("198.18.0.2", {SERVER_PORT}))
     s.settimeout(10)
     answer = b""
@@ -72,11 +82,15 @@ print(ext["TCPFastOpenActive"], ext.get("TCPFastOpenActiveFail", 0))
         assert lines[0] == "got hello 0 in ESTABLISHED"  # cookie request: a normal handshake
         assert lines[1] == "got hello 1 in SYN-RECEIVED"  # the data came in the SYN
         assert lines[2] == "1 0"  # the kernel saw its SYN data acknowledged
-        # shardnet's listeners: one cookie issued, one SYN's data taken
+
+        # shardnet's listeners: shard 0 issued the cookie, shard 1 took the data
+        def per_shard(name: str) -> list[int]:
+            return [sh["gauges"].get(name, 0) for sh in stack.call("stats")["shards"]]
+
         assert wait_until(
             lambda: (
-                gauge(stack, "tcp_listen/tfo_cookies_sent") == 1
-                and gauge(stack, "tcp_listen/tfo_accepted") == 1
+                per_shard("tcp_listen/tfo_cookies_sent") == [1, 0]
+                and per_shard("tcp_listen/tfo_accepted") == [0, 1]
             ),
             timeout=5,
         )
