@@ -18,7 +18,7 @@ SACK or timestamps.
 TCP Fast Open (RFC 7413 §4.2.2), with the ``fastopen`` server bit and a
 ``fastopen_qlen`` (TCP_FASTOPEN) above 0: a SYN with an empty Fast Open
 option, or with a cookie that is not valid for its source address, gets a
-SYN-ACK with the valid cookie (``tfo.TfoCookies``) and a normal handshake
+SYN-ACK with the valid cookie (``isn.TfoCookies``) and a normal handshake
 (its data is dropped; the client sends it again). A SYN with data and a
 valid cookie makes a child that takes the data at once and goes to the
 accept queue still in SYN-RECEIVED, so the application reads the data

@@ -106,11 +106,8 @@ TCP_OPTIONS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "TCP_MAXSEG": ("user_mss", int),
     "TCP_LINGER2": ("linger2_s", float),
     "TCP_CONGESTION": ("cc", str),
-    "TCP_RACK": ("rack", bool),
-    "TCP_FASTOPEN": (
-        "fastopen_qlen",
-        int,
-    ),  # a listener's Fast Open queue (RFC 7413)  # RFC 8985 loss detection (Linux: the tcp_recovery sysctl)
+    "TCP_RACK": ("rack", bool),  # RFC 8985 loss detection (Linux: the tcp_recovery sysctl)
+    "TCP_FASTOPEN": ("fastopen_qlen", int),  # a listener's Fast Open queue (RFC 7413)
     "TCP_USER_TIMEOUT": ("user_timeout_ms", int),  # RFC 5482, milliseconds as Linux
     "SO_LINGER": ("linger_s", _linger),  # (onoff, seconds) as struct linger
     "SO_KEEPALIVE": ("keepalive", bool),
