@@ -1,6 +1,6 @@
 """User apps for the TCP Fast Open tests (RFC 7413).
 
-``serve``: in every shard, a listener on port 8000 with TCP_FASTOPEN (a
+``serve``: in every shard, a dual-stack listener on port 8000 with TCP_FASTOPEN (a
 queue of 16) that answers the first data of each connection with
 ``got <data> in <state>``, the state the connection was in when the data
 reached the application (SYN-RECEIVED: it came in the SYN), then closes.
@@ -30,8 +30,8 @@ class Answer(asyncio.Protocol):
 
 
 async def serve(stack) -> None:  # noqa: ANN001 - the ShardStack
-    server = await stack.create_server(
-        Answer, "0.0.0.0", SERVER_PORT, reuse_port=True, options={"TCP_FASTOPEN": 16}
+    server = await stack.create_server(  # dual-stack
+        Answer, None, SERVER_PORT, reuse_port=True, options={"TCP_FASTOPEN": 16}
     )
     await server.serve_forever()
 

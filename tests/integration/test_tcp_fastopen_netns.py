@@ -1,7 +1,7 @@
 """TCP Fast Open (RFC 7413) against the kernel, both ways.
 
 The kernel as client (``net.ipv4.tcp_fastopen=1``, ``sendto(MSG_FASTOPEN)``)
-of a shardnet listener with TCP_FASTOPEN: the first connection gets a
+of a shardnet listener with TCP_FASTOPEN, over IPv4 and IPv6: the first connection gets a
 cookie, the second carries its data in the SYN, which shardnet's
 application reads before the handshake completes (in SYN-RECEIVED); the
 kernel counts it acknowledged (TcpExt TCPFastOpenActive). The two
@@ -43,19 +43,26 @@ def gauge(stack: StackProcess, name: str) -> int:
     return sum(s["gauges"].get(name, 0) for s in stack.call("stats")["shards"])
 
 
-def test_kernel_client_sends_data_in_syn_to_shardnet() -> None:
+@pytest.mark.parametrize(
+    ("kernel", "shardnet", "family"),
+    [(KERNEL_V4, "198.18.0.2", "AF_INET"), ("2001:db8::1", "2001:db8::2", "AF_INET6")],
+)
+def test_kernel_client_sends_data_in_syn_to_shardnet(
+    kernel: str, shardnet: str, family: str
+) -> None:
     skip_unless_netns()
     with (
         Netns("tfo") as ns,
         StackProcess(
-            ns, "--ipv4", "198.18.0.2/24", "--tcp", "fastopen=3",
+            ns, "--ipv4", "198.18.0.2/24", "--ipv6", "2001:db8::2/64", "--tcp", "fastopen=3",
             "--app", "tests.apps.fastopen_probe:serve",
         ) as stack,
     ):  # fmt: skip
         ns.run(f"ip addr add {KERNEL_V4}/24 dev {TAP}")
+        ns.run(f"ip addr add 2001:db8::1/64 dev {TAP} nodad")
         ns.run("sysctl -qw net.ipv4.tcp_fastopen=1")
         # the cookie from shard 0, the data SYN to shard 1: one cookie for all
-        k, us = parse_ip(KERNEL_V4), parse_ip("198.18.0.2")
+        k, us = parse_ip(kernel), parse_ip(shardnet)
         ports = [
             next(p for p in range(41000, 42000) if shard_for(6, k, p, us, SERVER_PORT, 2) == i)
             for i in (0, 1)
@@ -65,9 +72,9 @@ def test_kernel_client_sends_data_in_syn_to_shardnet() -> None:
             + f"""
 import socket
 for i in range(2):
-    s = socket.socket()  # blocking: with a timeout, sendto gives EINPROGRESS
-    s.bind(("{KERNEL_V4}", {ports}[i]))
-    s.sendto(b"hello %d" % i, socket.MSG_FASTOPEN, ("198.18.0.2", {SERVER_PORT}))
+    s = socket.socket(socket.{family})  # blocking: with a timeout, sendto gives EINPROGRESS
+    s.bind(("{kernel}", {ports}[i]))
+    s.sendto(b"hello %d" % i, socket.MSG_FASTOPEN, ("{shardnet}", {SERVER_PORT}))
     s.settimeout(10)
     answer = b""
     while chunk := s.recv(100):
