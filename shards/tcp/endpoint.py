@@ -78,7 +78,8 @@ Implements (each rule's code cites its section):
     such a server sends data in SYN-RECEIVED, after its SYN-ACK; the cookies
     and the queue bound are the listener's.
 
-Left out: urgent data (URG is ignored, data is delivered in line), accurate ECN (RFC 9768), ECN with SYN cookies, timestamps-based SYN cookies
+Left out: urgent data (URG is ignored, data is delivered in line), accurate
+ECN (RFC 9768), ECN with SYN cookies, timestamps-based SYN cookies
 options encoding. Data carried on a SYN or SYN-ACK is dropped (the peer
 retransmits it) unless Fast Open takes it. Segments without a timestamp once
 timestamps are in use are accepted (Linux; RFC 7323 §3.2 allows either).
