@@ -8,7 +8,8 @@ reached the application (SYN-RECEIVED: it came in the SYN), then closes.
 ``connect``: shard 0 only (one cookie cache) opens ``CONNECTS`` Fast Open
 connections one after the other to the kernel's port 9000, each writing
 ``hello <i>`` at once, reading the answer to the end; a connect that fails
-(the kernel's address is not up yet) is tried again.
+(the kernel's address is not up yet) is tried again. ``connect_more``:
+the same with ``CONNECTS + 1`` connections.
 """
 
 from __future__ import annotations
@@ -36,11 +37,11 @@ async def serve(stack) -> None:  # noqa: ANN001 - the ShardStack
     await server.serve_forever()
 
 
-async def connect(stack) -> None:  # noqa: ANN001 - the ShardStack
+async def connect(stack, connects: int = CONNECTS) -> None:  # noqa: ANN001 - the ShardStack
     if stack.shard != 0:
         return
     done = 0
-    while done < CONNECTS:
+    while done < connects:
         try:
             reader, writer = await stack.open_connection(KERNEL, KERNEL_PORT, fastopen=True)
             writer.write(f"hello {done}".encode())
@@ -51,3 +52,7 @@ async def connect(stack) -> None:  # noqa: ANN001 - the ShardStack
             continue
         if answer:
             done += 1
+
+
+async def connect_more(stack) -> None:  # noqa: ANN001 - the ShardStack
+    await connect(stack, CONNECTS + 1)

@@ -10,7 +10,10 @@ connections go to different shards: the cookie is the same in all.
 The kernel as server (``tcp_fastopen=2``, ``setsockopt(TCP_FASTOPEN)``) of
 shardnet's ``open_connection(fastopen=True)``: the first connect asks for a
 cookie, the next ones send their data in the SYN, which the kernel takes
-(TcpExt TCPFastOpenPassive, TCPFastOpenCookieReqd)."""
+(TcpExt TCPFastOpenPassive, TCPFastOpenCookieReqd). When the kernel's
+listener is replaced by one without TCP_FASTOPEN, the next SYN's data is
+not acknowledged: shardnet sends it again at once, and falls back to plain
+connects for that server (RFC 7413 §4.1.3)."""
 
 from __future__ import annotations
 
@@ -151,3 +154,63 @@ print(ext["TCPFastOpenPassive"], ext["TCPFastOpenCookieReqd"], flush=True)
                 lambda: gauge(stack, "tcp_fastopen/syn_data_acked") == CONNECTS - 1, timeout=5
             )
             assert gauge(stack, "tcp_fastopen/fallbacks") == 0
+
+
+def test_shardnet_client_falls_back_when_the_kernel_ignores_the_data() -> None:
+    skip_unless_netns()
+    with Netns("tfo") as ns:
+        ns.run("sysctl -qw net.ipv4.tcp_fastopen=3")
+        server = ns.popen(
+            [
+                "python3",
+                "-c",
+                TCPEXT
+                + f"""
+import socket
+def listener(fastopen):
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if fastopen:
+        srv.setsockopt(socket.SOL_TCP, socket.TCP_FASTOPEN, 16)
+    srv.bind(("0.0.0.0", {KERNEL_PORT}))
+    srv.listen(16)
+    srv.settimeout(60)
+    return srv
+def serve(srv):
+    c, _ = srv.accept()
+    c.settimeout(10)
+    data = c.recv(100)
+    c.sendall(b"kernel got " + data)
+    c.close()
+    print(data.decode(), flush=True)
+srv = listener(True)
+print("listening", flush=True)
+serve(srv)  # asks for the cookie
+serve(srv)  # data in the SYN
+srv.close()
+srv = listener(False)  # no Fast Open any more: the SYN's data is ignored
+serve(srv)
+serve(srv)
+ext = tcpext()
+print(ext["TCPFastOpenPassive"], ext["TCPFastOpenCookieReqd"], flush=True)
+""",
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert server.stdout is not None
+        assert server.stdout.readline().strip() == "listening"
+        with StackProcess(
+            ns, "--ipv4", "198.18.0.2/24", "--app", "tests.apps.fastopen_probe:connect_more"
+        ) as stack:
+            ns.run(f"ip addr add {KERNEL_V4}/24 dev {TAP}")
+            n = CONNECTS + 1
+            lines = [server.stdout.readline().strip() for _ in range(n + 1)]
+            server.wait(timeout=10)
+            # every request arrived whole, the refused SYN data sent again
+            assert lines[:n] == [f"hello {i}" for i in range(n)]
+            assert lines[n] == "1 1"
+            # two SYNs with data (the second ignored), then no Fast Open
+            assert wait_until(lambda: gauge(stack, "tcp_fastopen/fallbacks") == 1, timeout=5)
+            assert gauge(stack, "tcp_fastopen/syn_data") == 2
+            assert gauge(stack, "tcp_fastopen/syn_data_acked") == 1
