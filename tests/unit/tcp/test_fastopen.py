@@ -12,7 +12,7 @@ import pytest
 from scapy.layers.inet import TCP  # type: ignore[import-untyped]
 
 from shardnet.common.addr import parse_ip
-from shardnet.common.wire.tcp import ACK, SYN, TcpOptions, TcpView
+from shardnet.common.wire.tcp import ACK, PSH, RST, SYN, TcpOptions, TcpView
 from shardnet.shards.tcp.config import TcpConfig
 from shardnet.shards.tcp.endpoint import Connected, DataReceived, TcpEndpoint
 from shardnet.shards.tcp.isn import TfoCookies
@@ -300,3 +300,41 @@ def test_server_answers_before_the_handshake_completes() -> None:
     assert again.seq == SERVER_ISS + 1 and bytes(again.payload) == b"pong"
     ep.handle_segment(deadline, wire(Segment(5000, PORT, 1005, SERVER_ISS + 5, ACK, 65535)))
     assert ep.poll_transmit(deadline) == [] and ep.next_deadline() is None
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_fast_open_syns_stay_bounded(seed: int) -> None:
+    """Untrusted SYNs with any mix of Fast Open options, data and source
+    addresses (valid cookies among them), ACKs and RSTs: nothing raises,
+    the pending Fast Open children never exceed the queue length, the
+    children never the SYN and accept queues."""
+    import random
+
+    rng = random.Random(seed)
+    lst = listener(qlen=3)
+    lst.config = TcpConfig(fastopen=3, fastopen_qlen=3, syn_backlog=16)
+    lst.backlog = 8
+    cookies = TfoCookies(SECRET)
+    peers = [bytes([198, 18, 2, i]) for i in range(4)]
+    for step in range(2000):
+        now = step * 0.1
+        src = rng.choice(peers)
+        sport = rng.randrange(1024, 1100)
+        kind = rng.random()
+        if kind < 0.6:
+            cookie = rng.choice([None, b"", cookies.make(src), cookies.make(peers[0]), bytes(8)])
+            data = rng.randbytes(rng.randrange(0, 40))
+            lst.handle_segment(now, src, US, tfo_syn(sport, cookie, data, seq=rng.getrandbits(32)))
+        else:
+            flags = rng.choice([ACK, ACK | PSH, RST, ACK | RST])
+            seg = Segment(sport, PORT, rng.getrandbits(32), SERVER_ISS + rng.randrange(0, 8),
+                          flags, 65535, payload=rng.randbytes(rng.randrange(0, 10)))  # fmt: skip
+            lst.handle_segment(now, src, US, wire(seg))
+        lst.handle_timeout(now)
+        lst.poll_transmit(now)
+        if rng.random() < 0.2:
+            lst.accept()  # taken by an application that never drives it
+        pending = [ep for ep in lst._tfo_pending if ep.state is State.SYN_RECEIVED]
+        assert len(pending) <= 3
+        assert lst.syn_queue_len() <= 16 + 1 and lst.accept_queue_len() <= 8 + 3
+    assert lst.tfo_accepted > 0 and lst.tfo_overflow > 0 and lst.tfo_cookies_rejected > 0
