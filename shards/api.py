@@ -445,7 +445,8 @@ class ShardStack:
         """asyncio's ``loop.create_server``: ``host`` None listens on one
         dual-stack socket ([::], IPv4 peers as ::ffff:a.b.c.d, RFC 3493 §3.7).
         ``options``: TCP socket options its connections get (TCP_NODELAY,
-        TCP_MAXSEG, TCP_LINGER2, SO_KEEPALIVE, TCP_KEEPIDLE, ...), and
+        TCP_MAXSEG, TCP_LINGER2, SO_KEEPALIVE, TCP_KEEPIDLE, ...; TCP_FASTOPEN:
+        the listener's Fast Open queue length, RFC 7413), and
         SO_BINDTODEVICE (a NIC name or id): only SYNs arriving on that NIC,
         and this listener before an unbound one on the same port.
         ``backlog``: connections completed but not yet accepted, at most,
@@ -473,9 +474,15 @@ class ShardStack:
         port: int,
         *,
         options: dict[str, Any] | None = None,
+        fastopen: bool = False,
     ) -> tuple[asyncio.Transport, asyncio.Protocol]:
         """asyncio's ``loop.create_connection`` (addresses only: no DNS).
-        Raises ConnectionRefusedError, TimeoutError, OSError(ENETUNREACH)."""
+        Raises ConnectionRefusedError, TimeoutError, OSError(ENETUNREACH).
+        ``fastopen``: TCP Fast Open (RFC 7413) as Linux's
+        TCP_FASTOPEN_CONNECT: returns at once, and what is written before
+        the next loop turn goes in the SYN when this shard has the server's
+        cookie (the first connect asks for one); errors then reach
+        ``connection_lost``."""
         family = 6 if ":" in str(host) else 4
         remote = _addr(host, family)
         wire = remote[12:] if is_ipv4_mapped(remote) else remote
@@ -490,6 +497,7 @@ class ShardStack:
             start=self.port_args()["start"],
             options=options,
             nic=nic,
+            fastopen=fastopen,
         )
         assert transport.connected is not None
         await transport.connected  # connection_made was called on the Connected event
@@ -527,7 +535,7 @@ class ShardStack:
         self, host: str, port: int, *, limit: int = 2**16, **kwds: Any
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         """asyncio's ``open_connection`` signature, over shardnet's TCP;
-        ``kwds`` go to ``create_connection`` (``options``)."""
+        ``kwds`` go to ``create_connection`` (``options``, ``fastopen``)."""
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader(limit=limit, loop=loop)
         protocol = asyncio.StreamReaderProtocol(reader, loop=loop)

@@ -1,7 +1,9 @@
 """TCP header and options (RFC 9293 §3.1, §3.2).
 
 Options: MSS (RFC 9293 §3.2), window scale (RFC 7323 §2), SACK-permitted and
-SACK (RFC 2018), timestamps (RFC 7323 §3). ``checked()`` walks and validates
+SACK (RFC 2018), timestamps (RFC 7323 §3), TCP Fast Open (RFC 7413 §4.1.1,
+kind 34: an empty option asks for a cookie, a 4 to 16 byte even-length
+cookie is one; other lengths are ignored, as Linux does). ``checked()`` walks and validates
 the whole options area; the options are *parsed* only when asked
 (``parse_options``), so the data path pays for one ``unpack_from``.
 
@@ -19,7 +21,8 @@ AccECN). It is parsed and emitted, as scapy and tcpdump do, but the stack
 does not act on it. The other three reserved bits are ignored on receipt and
 sent as zero (RFC 9293 §3.1).
 
-Left out: TCP-AO/MD5 (RFC 5925/2385), Fast Open (RFC 7413), MPTCP
+Left out: TCP-AO/MD5 (RFC 5925/2385), the experimental Fast Open kind
+254/0xF989 (Linux's client and server use kind 34), MPTCP
 (RFC 8684), user timeout (RFC 5482) and the rest: unknown options are
 validated for length and skipped. Duplicate options: the last one wins.
 """
@@ -56,6 +59,10 @@ OPT_WINDOW_SCALE = 3  # RFC 7323 §2.2
 OPT_SACK_PERMITTED = 4  # RFC 2018 §2
 OPT_SACK = 5  # RFC 2018 §3
 OPT_TIMESTAMP = 8  # RFC 7323 §3.2
+OPT_FASTOPEN = 34  # RFC 7413 §4.1.1
+
+TFO_COOKIE_MIN = 4  # bytes, RFC 7413 §4.1.1
+TFO_COOKIE_MAX = 16
 
 MAX_WINDOW_SCALE = 14  # RFC 7323 §2.3: a larger shift count is used as 14
 MAX_SACK_BLOCKS = 4  # RFC 2018 §3: 2 + 8 * 4 = 34 of the 40 option bytes
@@ -101,6 +108,8 @@ class TcpOptions:
     sack_permitted: bool = False
     sack_blocks: tuple[tuple[int, int], ...] = ()  # (left edge, right edge)
     timestamp: tuple[int, int] | None = None  # (TSval, TSecr)
+    # RFC 7413: None no option, b"" a cookie request, else the cookie
+    fastopen: bytes | None = None
 
 
 def _bad(detail: str) -> MalformedPacket:
@@ -140,6 +149,11 @@ def _walk_options(buf: memoryview, end: int, out: TcpOptions | None) -> None:
                 out.sack_blocks = tuple(zip(edges[::2], edges[1::2], strict=True))
             elif kind == OPT_TIMESTAMP:
                 out.timestamp = _II.unpack_from(buf, i + 2)
+            elif kind == OPT_FASTOPEN:
+                n = length - 2
+                # RFC 7413 §4.1.1: 4 to 16 bytes; Linux also wants an even length
+                if n == 0 or (TFO_COOKIE_MIN <= n <= TFO_COOKIE_MAX and not n & 1):
+                    out.fastopen = bytes(buf[i + 2 : i + length])
         i += length
 
 
@@ -170,6 +184,9 @@ def _format_options(buf: memoryview | bytearray, start: int, end: int) -> str:
             parts.append(f"sack {n} {blocks}")
         elif kind == OPT_TIMESTAMP:
             parts.append("TS {} {}".format(*_II.unpack_from(buf, i + 2)))
+        elif kind == OPT_FASTOPEN:
+            cookie = bytes(buf[i + 2 : i + length]).hex()
+            parts.append(f"tfo cookie {cookie}" if cookie else "tfo cookiereq")
         else:
             parts.append(f"unknown-{kind}")
         i += length
@@ -310,6 +327,8 @@ def options_len(opts: TcpOptions) -> int:
         n += 4
     if opts.sack_blocks:
         n += 4 + 8 * len(opts.sack_blocks)
+    if opts.fastopen is not None:
+        n += (2 + len(opts.fastopen) + 3) & ~3
     return n
 
 
@@ -317,7 +336,8 @@ def emit_options(opts: TcpOptions, buf: bytearray | memoryview, offset: int) -> 
     """Write ``opts`` at ``offset`` in Linux's layout (tcp_options_write()),
     NOP-padded to a multiple of 4; returns the bytes written. A SYN gets
     "MSS, SACK-permitted, TS, NOP, wscale" (SACK-permitted takes the place of
-    the two NOPs before TS); a data segment "NOP NOP TS, NOP NOP SACK".
+    the two NOPs before TS), then Fast Open NOP-padded; a data segment
+    "NOP NOP TS, NOP NOP SACK".
     Raises ValueError if they do not fit in 40 bytes."""
     n = options_len(opts)
     if n == 0:
@@ -343,6 +363,16 @@ def emit_options(opts: TcpOptions, buf: bytearray | memoryview, offset: int) -> 
         _OPT4.pack_into(buf, i, OPT_NOP, OPT_NOP, OPT_SACK, 2 + 8 * k)
         _SACK[k].pack_into(buf, i + 4, *(e for block in opts.sack_blocks for e in block))
         i += 4 + 8 * k
+    if opts.fastopen is not None:
+        cookie = opts.fastopen
+        end = i + 2 + len(cookie)
+        buf[i] = OPT_FASTOPEN
+        buf[i + 1] = 2 + len(cookie)
+        buf[i + 2 : end] = cookie
+        while end & 3 != offset & 3:
+            buf[end] = OPT_NOP
+            end += 1
+        i = end
     return i - offset
 
 

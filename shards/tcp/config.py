@@ -98,6 +98,12 @@ class TcpConfig:
     # RFC 3168 ECN, as Linux tcp_ecn: 0 off, 1 asked for on active opens
     # and accepted on passive ones, 2 (Linux's default) only accepted.
     ecn: int = 2
+    # RFC 7413 TCP Fast Open, as Linux tcp_fastopen: bit 1 client (cookies
+    # asked for and data sent in the SYN), bit 2 server (cookies issued,
+    # data on a SYN taken); a listener also needs TCP_FASTOPEN (its queue
+    # of pending Fast Open connections, ``fastopen_qlen`` > 0).
+    fastopen: int = 1
+    fastopen_qlen: int = 0  # TCP_FASTOPEN: Fast Open children in SYN-RECEIVED, at most
     cc: str = "cubic"  # congestion control, "cubic" or "newreno" (shards/tcp/cc.py)
     # --- ACKs, Nagle (RFC 1122 §4.2.3.2, RFC 9293 §3.7.4)
     # RFC 5681 §4.1 restart after idle (Linux tcp_slow_start_after_idle):
@@ -140,6 +146,10 @@ class TcpConfig:
             raise ValueError("need snd_buf <= snd_buf_max")
         if self.ecn not in (0, 1, 2):
             raise ValueError(f"ecn {self.ecn} is not 0 (off), 1 (on) or 2 (accept only)")
+        if self.fastopen not in (0, 1, 2, 3):
+            raise ValueError(f"fastopen {self.fastopen} is not a mask of 1 (client), 2 (server)")
+        if self.fastopen_qlen < 0:
+            raise ValueError("fastopen_qlen must not be negative")
         if self.cc not in CC_NAMES:
             raise ValueError(
                 f"congestion control {self.cc!r} unknown (known: {', '.join(CC_NAMES)})"

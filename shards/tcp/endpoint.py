@@ -67,10 +67,21 @@ Implements (each rule's code cites its section):
     the link segments for us (TSO), super-segments of up to ``tso_max``
     bytes cut on whole MSS-sized segments (``Segment.gso_size``).
 
-Left out: urgent data (URG is ignored, data is delivered in line), TCP Fast
-Open, accurate ECN (RFC 9768), ECN with SYN cookies, timestamps-based SYN cookies
+  * RFC 7413 TCP Fast Open, the connection's part: an active open with
+    ``fastopen`` sends the option (an empty one asks for a cookie; with a
+    cookie the SYN carries the first bytes queued, up to the cached MSS),
+    records the cookie a SYN-ACK brings, sends again at once what the
+    SYN-ACK did not acknowledge (§4.2.1), and remembers a data SYN that had
+    to be retransmitted (sent again without data or option) for the
+    caller's §4.1.3 fallback; a passive open made with ``fastopen_data``
+    takes the SYN's data at once (§4.2.2) and its SYN-ACK acknowledges it;
+    such a server sends data in SYN-RECEIVED, after its SYN-ACK; the cookies
+    and the queue bound are the listener's.
+
+Left out: urgent data (URG is ignored, data is delivered in line), accurate
+ECN (RFC 9768), ECN with SYN cookies, timestamps-based SYN cookies
 options encoding. Data carried on a SYN or SYN-ACK is dropped (the peer
-retransmits it), as Linux without TFO. Segments without a timestamp once
+retransmits it) unless Fast Open takes it. Segments without a timestamp once
 timestamps are in use are accepted (Linux; RFC 7323 §3.2 allows either).
 
 The caller (the shard): demultiplexes by 4-tuple, drops segments with a
@@ -106,6 +117,7 @@ from shardnet.common.wire.tcp import (
     RST,
     SYN,
     TcpOptions,
+    options_len,
 )
 from shardnet.shards.net.ratelimit import TokenBucket
 
@@ -297,6 +309,9 @@ class TcpEndpoint:
         "config", "state", "local_port", "remote_port", "ipv6", "mtu", "tso_max",
         "cc", "rtt", "recovery", "ledger", "_rack", "_prr", "_limiter", "ts_offset",
         "passive_open",
+        # RFC 7413 Fast Open
+        "tfo_cookie", "tfo_syn_mss", "tfo_sent", "tfo_got", "tfo_acked", "tfo_syn_lost",
+        "tfo_data_in",
         # send sequence space (RFC 9293 §3.3.1); snd_max = highest sent
         "iss", "snd_una", "snd_nxt", "snd_max", "snd_wnd", "snd_wl1", "snd_wl2",
         "max_snd_wnd", "snd_wscale",
@@ -364,6 +379,15 @@ class TcpEndpoint:
         )
         self.ts_offset = ts_offset & SEQ_MASK
         self.passive_open = False
+        # Active: the option our SYN carries (None none, b"" a cookie
+        # request); passive: the cookie the SYN-ACK gives (RFC 7413 §4.1.2).
+        self.tfo_cookie: bytes | None = None
+        self.tfo_syn_mss = 0  # bytes of data our SYN may carry
+        self.tfo_sent = 0  # bytes of data our first SYN carried
+        self.tfo_got: bytes | None = None  # the cookie the SYN-ACK brought
+        self.tfo_acked = 0  # of tfo_sent, bytes the SYN-ACK acknowledged
+        self.tfo_syn_lost = False  # our SYN with data had to be sent again
+        self.tfo_data_in = 0  # passive: bytes taken from the peer's SYN
         iss &= SEQ_MASK
         self.iss = iss
         self.snd_una = iss
@@ -461,26 +485,47 @@ class TcpEndpoint:
         remote_port: int,
         *,
         iss: int,
+        fastopen: bytes | None = None,
+        fastopen_mss: int = 0,
         **kw: Any,
     ) -> TcpEndpoint:
         """Active open (RFC 9293 §3.10.1): SYN-SENT, the SYN goes out on the
-        next ``poll_transmit``. ``kw``: mtu, ipv6, cc, rtt,
-        challenge_limiter, ts_offset."""
+        next ``poll_transmit``. ``fastopen``: RFC 7413, b"" asks for a
+        cookie, a cookie sends up to ``fastopen_mss`` bytes (the server's
+        MSS, options included) of what is queued by then in the SYN.
+        ``kw``: mtu, ipv6, cc, rtt, challenge_limiter, ts_offset."""
         ep = cls(config, local_port, remote_port, iss=iss, **kw)
+        ep.tfo_cookie = fastopen
+        ep.tfo_syn_mss = fastopen_mss if fastopen else 0
         ep.state = State.SYN_SENT
         ep._need_syn = True
         return ep
 
     @classmethod
     def passive(
-        cls, now: float, config: TcpConfig, syn: Segment, *, iss: int, **kw: Any
+        cls,
+        now: float,
+        config: TcpConfig,
+        syn: Segment,
+        *,
+        iss: int,
+        fastopen: bytes | None = None,
+        fastopen_data: bool = False,
+        **kw: Any,
     ) -> TcpEndpoint:
         """Passive open from a SYN that reached a listener (RFC 9293
-        §3.10.7.2): SYN-RECEIVED, the SYN-ACK goes out on the next poll."""
+        §3.10.7.2): SYN-RECEIVED, the SYN-ACK goes out on the next poll.
+        ``fastopen``: a cookie for the SYN-ACK; ``fastopen_data``: the SYN
+        had a valid cookie, its data is taken now (RFC 7413 §4.2.2)."""
         ep = cls(config, syn.dst_port, syn.src_port, iss=iss, **kw)
         ep.passive_open = True
         ep.state = State.SYN_RECEIVED
         ep._take_syn(now, syn)
+        ep.tfo_cookie = fastopen
+        if fastopen_data and syn.payload:
+            data = syn.payload[: seq_sub(ep.rcv_adv, ep.rcv_nxt)]
+            ep.tfo_data_in = len(data)
+            ep._deliver(now, data)
         ep._need_syn = True
         return ep
 
@@ -991,6 +1036,8 @@ class TcpEndpoint:
             self.snd_wl2 = ack
             self._rto_at = None
             self._established(now)
+            if seq_lt(self.snd_una, self.snd_max):
+                self._arm_rto(now)  # Fast Open data sent in SYN-RECEIVED
             s = self.state
         if self.ecn_on:
             self._ecn_input(now, seg)
@@ -1127,6 +1174,8 @@ class TcpEndpoint:
                 else:
                     self.rtt.sample(now - self._syn_at)
             self.snd_una = seg.ack
+            if self.tfo_cookie is not None:
+                self._tfo_synack(seg)
             if seq_lt(self.snd_nxt, self.snd_una):
                 self.snd_nxt = self.snd_una
             self.snd_wl2 = seg.ack
@@ -1138,6 +1187,24 @@ class TcpEndpoint:
             self.state = State.SYN_RECEIVED
             self._need_syn = True
             self._retries = 0
+
+    def _tfo_synack(self, seg: Segment) -> None:
+        """RFC 7413 §4.1.3/§4.2.1 at the SYN-ACK: keep its cookie; the SYN's
+        data it acknowledges leaves the send buffer, the rest is sent
+        again at once as the next data (not a loss for congestion control,
+        as Linux's tcp_rcv_fastopen_synack)."""
+        cookie = seg.options.fastopen
+        if cookie:
+            self.tfo_got = cookie
+        acked = max(seq_sub(seg.ack, seq_add(self.iss, 1)), 0)
+        if acked:
+            self._sbuf.consume(acked)
+            self._sbuf_seq = seq_add(self._sbuf_seq, acked)
+            self.bytes_acked += acked
+        self.tfo_acked = acked
+        if self.tfo_sent > acked:
+            self.bytes_sent -= self.tfo_sent - acked  # counted when sent again
+        self.snd_nxt = self.snd_max = seg.ack
 
     def _time_wait(self, now: float, seg: Segment) -> None:
         """Segments in TIME-WAIT (RFC 9293 §3.10.7.4, RFC 1337, as gVisor's
@@ -1659,15 +1726,26 @@ class TcpEndpoint:
         synack = self.state is State.SYN_RECEIVED
         if cfg.window_scaling and (not synack or self.rcv_wscale or self.snd_wscale):
             opts.window_scale = self.rcv_wscale
+        payload: bytes | memoryview = b""
         if synack:
             if self.sack_on:
                 opts.sack_permitted = True
             if self.ts_on:
                 opts.timestamp = (self._ts_now(now), self.ts_recent)
+            if self.passive_open:  # not our own option, in a simultaneous open
+                opts.fastopen = self.tfo_cookie or None  # RFC 7413 §4.1.2
         else:
             opts.sack_permitted = cfg.sack
             if cfg.timestamps:
                 opts.timestamp = (self._ts_now(now), 0)
+            if self.tfo_cookie is not None:
+                if self._retries == 0:
+                    opts.fastopen = self.tfo_cookie
+                    payload = self._tfo_payload(opts)
+                elif self.tfo_sent:
+                    # RFC 7413 §4.1.3: the SYN with data may have been
+                    # dropped for its data; it goes again without.
+                    self.tfo_syn_lost = True
         window = min(self.rcv_buf - len(self._rbuf), 0xFFFF)
         flags = SYN | ACK if synack else SYN
         if synack:
@@ -1686,8 +1764,20 @@ class TcpEndpoint:
         self.segs_out += 1
         return Segment(
             self.local_port, self.remote_port, self.iss, self.rcv_nxt if synack else 0,
-            flags, window, opts,
+            flags, window, opts, payload,
         )  # fmt: skip
+
+    def _tfo_payload(self, opts: TcpOptions) -> bytes | memoryview:
+        """RFC 7413 §4.2.1: the first queued bytes for a SYN carrying a
+        cookie, at most the server's MSS less our options (RFC 6691 §2)."""
+        if not opts.fastopen:
+            return b""
+        n = min(len(self._sbuf), self.tfo_syn_mss - options_len(opts))
+        if n <= 0:
+            return b""
+        self.tfo_sent = n
+        self.bytes_sent += n
+        return self._sbuf.peek(0, n)
 
     def _unsent(self) -> int:
         """Bytes (FIN included) between SND.NXT and the end of the queue."""
@@ -1726,11 +1816,22 @@ class TcpEndpoint:
             self._need_syn = False
             if self._retries == 0:
                 self._syn_at = now
-            out.append(self._make_syn(now))
-            self.snd_max = self.snd_nxt = seq_add(self.iss, 1)
+            syn = self._make_syn(now)
+            out.append(syn)
+            nxt = seq_add(self.iss, 1 + len(syn.payload))
+            # A Fast Open server's data already sent goes again after a
+            # resent SYN-ACK (go-back-N, as after an RTO).
+            if not (self.tfo_data_in and seq_gt(self.snd_max, nxt)):
+                self.snd_max = nxt
+            self.snd_nxt = nxt
             self._arm_rto(now)
         if s is State.SYN_SENT or s is State.SYN_RECEIVED:
+            if s is State.SYN_RECEIVED and self.tfo_data_in:
+                # RFC 7413 §4.2.2: a Fast Open server may send data before
+                # the handshake completes (the answer to the SYN's data).
+                self._output(now, out)
             self._ack_now = False
+            self._win_update = False
             return out
         if self._probe:
             self._send_probe(now, out)
@@ -1808,7 +1909,7 @@ class TcpEndpoint:
                             if self._cork_at is None:
                                 self._cork_at = now + self.config.cork_s
                             break
-                    elif not self.nodelay and seq_lt(self.snd_una, self.snd_nxt):
+                    elif not self.nodelay and seq_lt(self._nagle_una(), self.snd_nxt):
                         break
             self._persist_force = False
             out.append(
@@ -1828,6 +1929,14 @@ class TcpEndpoint:
         ):
             t = self.rtt.rto * (1 << min(self._persist_backoff, 16))
             self._persist_at = now + min(t, self.config.persist_max_s)
+
+    def _nagle_una(self) -> int:
+        """Nagle's "unacknowledged data" starts after our SYN: in
+        SYN-RECEIVED a Fast Open server's first answer is not held for the
+        SYN-ACK (only data counts, as Linux's Minshall check)."""
+        if self.state is State.SYN_RECEIVED:
+            return seq_add(self.iss, 1)
+        return self.snd_una
 
     def _send_probe(self, now: float, out: list[Segment]) -> None:
         """RFC 8985 §7.3: one segment of new data if the receive window lets

@@ -15,6 +15,18 @@ answer statelessly if enabled, else the SYN is dropped. A connection made
 from a cookie has only the MSS (3 bits of the cookie): no window scaling,
 SACK or timestamps.
 
+TCP Fast Open (RFC 7413 §4.2.2), with the ``fastopen`` server bit and a
+``fastopen_qlen`` (TCP_FASTOPEN) above 0: a SYN with an empty Fast Open
+option, or with a cookie that is not valid for its source address, gets a
+SYN-ACK with the valid cookie (``isn.TfoCookies``) and a normal handshake
+(its data is dropped; the client sends it again). A SYN with data and a
+valid cookie makes a child that takes the data at once and goes to the
+accept queue still in SYN-RECEIVED, so the application reads the data
+before the handshake completes (Linux does the same); at most
+``fastopen_qlen`` such children are in SYN-RECEIVED at a time (accepted or
+not, as Linux's fastopenq), beyond that the SYN falls back to a normal
+handshake without a cookie.
+
 RFC 1122 §4.2.3.10: segments with a non-unicast source or destination are
 dropped silently (counted in ``dropped_non_unicast``).
 """
@@ -31,7 +43,7 @@ from shardnet.common.wire.tcp import ACK, FIN, RST, SYN, TcpOptions
 
 from .config import TcpConfig, advertised_mss
 from .endpoint import TcpEndpoint, addresses_acceptable, rst_for
-from .isn import SynCookies
+from .isn import SynCookies, TfoCookies
 from .segment import Segment
 from .state import State
 
@@ -74,6 +86,12 @@ class TcpListener:
         "cookies_rejected",
         "dropped_non_unicast",
         "resets_sent",
+        "tfo",
+        "_tfo_pending",
+        "tfo_accepted",
+        "tfo_cookies_sent",
+        "tfo_cookies_rejected",
+        "tfo_overflow",
     )
 
     def __init__(
@@ -83,6 +101,7 @@ class TcpListener:
         *,
         isn: IsnFn,
         cookies: SynCookies | None = None,
+        tfo: TfoCookies | None = None,
         backlog: int = LISTEN_BACKLOG,
         mtu: int = 1500,
         ipv6: bool = False,
@@ -113,6 +132,13 @@ class TcpListener:
         self.cookies_rejected = 0
         self.dropped_non_unicast = 0
         self.resets_sent = 0
+        self.tfo = tfo
+        # Fast Open children not yet past SYN-RECEIVED (accepted ones too).
+        self._tfo_pending: list[TcpEndpoint] = []
+        self.tfo_accepted = 0  # SYNs whose data was taken (valid cookie)
+        self.tfo_cookies_sent = 0  # SYN-ACKs with a cookie
+        self.tfo_cookies_rejected = 0  # SYNs with data and a cookie not valid
+        self.tfo_overflow = 0  # valid cookie, but fastopen_qlen children pending
 
     @property
     def state(self) -> State:
@@ -145,6 +171,7 @@ class TcpListener:
                 and flags & ACK
                 and not flags & (SYN | RST)
                 and len(self._accept) >= self.backlog
+                and key not in self._accept
             ):
                 self.acks_dropped += 1  # accept queue full: the peer retransmits
                 return
@@ -179,9 +206,34 @@ class TcpListener:
                 self._cookie_syn_ack(now, key, seg)
             return
         iss = self._isn(now, dst, self.local_port, src, seg.src_port)
-        ep = TcpEndpoint.passive(now, self.config, seg, iss=iss, **self._kw(src))
+        cookie, take = self._fastopen(src, seg)
+        ep = TcpEndpoint.passive(
+            now, self.config, seg, iss=iss, fastopen=cookie, fastopen_data=take, **self._kw(src)
+        )
         self._children[key] = ep
         self._dirty.add(key)
+        if take:
+            self._tfo_pending.append(ep)
+            self._accept.append(key)  # RFC 7413 §4.2.2: the data is readable now
+
+    def _fastopen(self, src: bytes, seg: Segment) -> tuple[bytes | None, bool]:
+        """RFC 7413 §4.2.2 for a SYN: (cookie for the SYN-ACK, take the data)."""
+        cfg, tfo, asked = self.config, self.tfo, seg.options.fastopen
+        if asked is None or tfo is None or not cfg.fastopen & 2 or cfg.fastopen_qlen <= 0:
+            return None, False
+        if asked and seg.payload:
+            if tfo.check(src, asked):
+                self._tfo_pending = [
+                    ep for ep in self._tfo_pending if ep.state is State.SYN_RECEIVED
+                ]
+                if len(self._tfo_pending) >= cfg.fastopen_qlen:
+                    self.tfo_overflow += 1  # Linux: a normal handshake, no cookie
+                    return None, False
+                self.tfo_accepted += 1
+                return None, True
+            self.tfo_cookies_rejected += 1
+        self.tfo_cookies_sent += 1
+        return tfo.make(src), False
 
     def _cookie_syn_ack(self, now: float, key: Key, seg: Segment) -> None:
         """RFC 4987 §3.6: a SYN-ACK whose ISN encodes the connection."""

@@ -37,7 +37,7 @@ from ..net.datagram import Delivery
 from ..net.ratelimit import TokenBucket
 from ..net.stack import NetStack
 from ..tcp.buffers import immutable
-from ..tcp.config import TcpConfig
+from ..tcp.config import TcpConfig, advertised_mss
 from ..tcp.endpoint import (
     Closed,
     Connected,
@@ -51,9 +51,10 @@ from ..tcp.endpoint import (
     addresses_acceptable,
     rst_for,
 )
-from ..tcp.isn import IsnGenerator, SynCookies
+from ..tcp.isn import IsnGenerator, SynCookies, TfoCookies
 from ..tcp.listener import LISTEN_BACKLOG, TcpListener
 from ..tcp.segment import Segment
+from ..tcp.tfo_cache import TfoCache
 from .ports import TCP, PortManager, Reservation
 from .steer import Steering
 from .udp import ICMPV4_ERRNO, ICMPV6_ERRNO
@@ -83,6 +84,7 @@ _CE = 3  # RFC 3168 §5: Congestion Experienced in the IP header's ECN field
 LISTENER_COUNTERS = (
     "syn_received", "syns_dropped", "syn_fin_dropped", "acks_dropped", "cookies_sent",
     "cookies_accepted", "cookies_rejected", "dropped_non_unicast", "resets_sent",
+    "tfo_accepted", "tfo_cookies_sent", "tfo_cookies_rejected", "tfo_overflow",
 )  # fmt: skip
 
 
@@ -105,6 +107,7 @@ TCP_OPTIONS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "TCP_LINGER2": ("linger2_s", float),
     "TCP_CONGESTION": ("cc", str),
     "TCP_RACK": ("rack", bool),  # RFC 8985 loss detection (Linux: the tcp_recovery sysctl)
+    "TCP_FASTOPEN": ("fastopen_qlen", int),  # a listener's Fast Open queue (RFC 7413)
     "TCP_USER_TIMEOUT": ("user_timeout_ms", int),  # RFC 5482, milliseconds as Linux
     "SO_LINGER": ("linger_s", _linger),  # (onoff, seconds) as struct linger
     "SO_KEEPALIVE": ("keepalive", bool),
@@ -324,6 +327,8 @@ class TcpTransport(asyncio.Transport):
     def _on_event(self, event: Any) -> None:
         p = self._protocol
         if isinstance(event, Connected):
+            if self.ep.tfo_cookie is not None and not self.ep.passive_open:
+                self._demux.tfo_learn(self._key[2], self.ep)
             if self.connected is not None and not self.connected.done():
                 if p is not None:  # an active open: the protocol learns it now
                     p.connection_made(self)
@@ -434,6 +439,7 @@ class Listening:
             backlog=backlog,
             isn=demux.isn.isn,
             cookies=demux.cookies,
+            tfo=demux.tfo,
             mtu=demux.net.view.nics[demux.net.link_nic].mtu
             if demux.net.link_nic in demux.net.view.nics
             else 1500,
@@ -554,6 +560,12 @@ class TcpDemux:
         self.config = config or TcpConfig()
         self.isn = IsnGenerator(secret)
         self.cookies = SynCookies(secret)
+        # RFC 7413: the server's cookies (the same in every shard: one
+        # secret) and the client's cache (this shard's own).
+        self.tfo = TfoCookies(secret)
+        self.tfo_cache = TfoCache()
+        self.tfo_syn_data = 0  # active opens whose SYN carried data
+        self.tfo_syn_data_acked = 0  # ... and whose SYN-ACK acknowledged it all
         # RFC 5961 §7: one challenge-ACK budget for the shard, not one per connection.
         self.challenge_limiter = TokenBucket(
             self.config.challenge_ack_per_s, self.config.challenge_ack_burst
@@ -895,6 +907,10 @@ class TcpDemux:
                 "flow_hook/open": len(hook.open),
             })  # fmt: skip
             counts.update(hook.stats())
+        counts["tcp_fastopen/syn_data"] = self.tfo_syn_data
+        counts["tcp_fastopen/syn_data_acked"] = self.tfo_syn_data_acked
+        counts["tcp_fastopen/fallbacks"] = self.tfo_cache.fallbacks
+        counts["tcp_fastopen/cached"] = len(self.tfo_cache)
         for t in self.conns.values():
             state = t.ep.state.value
             counts[f"tcp_connections/{state}"] = counts.get(f"tcp_connections/{state}", 0) + 1
@@ -1029,10 +1045,15 @@ class TcpDemux:
         start: int,
         options: dict[str, Any] | None = None,
         nic: int = 0,
+        fastopen: bool = False,
     ) -> TcpTransport:
         """Active open: ``local`` is the source chosen for ``remote`` (wire
         forms, same family); the port hashes back to this shard. ``nic``:
-        SO_BINDTODEVICE, the NIC every segment leaves by (0: by route)."""
+        SO_BINDTODEVICE, the NIC every segment leaves by (0: by route).
+        ``fastopen`` (RFC 7413, with the ``fastopen`` client bit): the SYN
+        asks for a cookie or, with one cached, carries what the application
+        writes before the next loop turn; the protocol is connected at once
+        (as Linux's TCP_FASTOPEN_CONNECT)."""
         config = config_with(self.config, options)
         res = self.ports.reserve_ephemeral(
             Reservation(TCP, local, 0, remote, port, nic=nic),
@@ -1047,9 +1068,15 @@ class TcpDemux:
         # IPv4's largest packet is 65535 bytes (lo's MTU is 65536).
         mtu = min(self.net.pmtu.mtu(now, remote, out.mtu), 65535) if out is not None else 1280
         iss = self.isn.isn(now, local, res.local_port, remote, port)
+        tfo = None
+        if fastopen and config.fastopen & 1:
+            tfo = self.tfo_cache.for_connect(
+                now, remote, advertised_mss(None, mtu, len(remote) == 16)
+            )
         ep = TcpEndpoint.connect(
             now, config, res.local_port, port, iss=iss, mtu=mtu, ipv6=len(remote) == 16,
             ts_offset=int.from_bytes(os.urandom(4), "big"), challenge_limiter=self.challenge_limiter,
+            fastopen=tfo[0] if tfo else None, fastopen_mss=tfo[1] if tfo else 0,
         )  # fmt: skip
         ep.tso_max = self.tso_max
         t = TcpTransport(self, key, ep, family == 6)
@@ -1060,8 +1087,25 @@ class TcpDemux:
         t.set_protocol(protocol)
         self.conns[key] = t
         self.reservations[key] = res
-        self._after(key, t)
+        if fastopen:
+            protocol.connection_made(t)
+            t.connected.set_result(None)
+            self.kick(key)  # the SYN leaves on the next turn, with what was written
+        else:
+            self._after(key, t)
         return t
+
+    def tfo_learn(self, remote: bytes, ep: TcpEndpoint) -> None:
+        """An active open that used Fast Open is established: the cache
+        learns the cookie or the failure (RFC 7413 §4.1.3)."""
+        if ep.tfo_sent:
+            self.tfo_syn_data += 1
+            if ep.tfo_acked >= ep.tfo_sent and not ep.tfo_syn_lost:
+                self.tfo_syn_data_acked += 1
+        self.tfo_cache.learn(
+            self.now(), remote, cookie=ep.tfo_got, mss=ep.peer_mss, sent=ep.tfo_sent,
+            acked=ep.tfo_acked, syn_lost=ep.tfo_syn_lost,
+        )  # fmt: skip
 
     def icmp_error(
         self,

@@ -159,6 +159,10 @@ def test_options_layout_matches_linux_syn() -> None:
         (TcpOptions(sack_permitted=True, timestamp=(1, 2)), "0402080a 00000001 00000002"),
         (TcpOptions(mss=1440, sack_permitted=True, window_scale=9), "020405a0 01010402 01030309"),
         (TcpOptions(sack_blocks=((7, 8),)), "0101050a 00000007 00000008"),
+        # RFC 7413 §4.1.1: Fast Open, a cookie request and an 8-byte cookie
+        (TcpOptions(fastopen=b""), "22020101"),
+        (TcpOptions(fastopen=bytes(range(1, 9))), "220a0102 03040506 07080101"),
+        (TcpOptions(mss=1460, fastopen=bytes(4)), "020405b4 22060000 00000101"),
     ],
 )
 def test_options_layout(opts: TcpOptions, wire: str) -> None:
@@ -412,6 +416,7 @@ options = st.builds(
     sack_permitted=st.booleans(),
     sack_blocks=st.lists(st.tuples(u32, u32), max_size=4).map(tuple),
     timestamp=st.none() | st.tuples(u32, u32),
+    fastopen=st.none() | st.integers(0, 6).map(lambda n: bytes(2 * n + (n and 2))),
 ).filter(lambda o: options_len(o) <= 40)
 headers = st.builds(
     TcpHeader,
