@@ -308,12 +308,18 @@ class Ipv6:
                 a.prefix_len,
                 a.nic,
                 deprecated=a.kind is AddressKind.DEPRECATED,
+                temporary=a.origin == "temporary",
                 position=a.position,
             )
             for a in self.view.addresses_of(nic_id, 16)
             if a.usable and a.behavior is not PrimaryBehavior.NEVER_PRIMARY
         ]
-        chosen = select_source(dst, cands, out_nic=nic_id)
+        # RFC 6724 rule 7 as Linux's use_tempaddr: temporary addresses
+        # (RFC 8981) are preferred only with 2; with 1 they exist but the
+        # stable ones are chosen.
+        nic = self.view.nics.get(nic_id)
+        prefer = nic is not None and nic.params.get("use_tempaddr") == 2
+        chosen = select_source(dst, cands, out_nic=nic_id, prefer_temporary=prefer)
         return chosen.addr if chosen is not None else None
 
     # --- forwarding (--forwarding): RFC 8200 §3, RFC 4443 §3 -----------------------------

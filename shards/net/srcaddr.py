@@ -19,9 +19,9 @@ Rule 7 (temporary addresses, RFC 8981): RFC 6724 §5 makes "prefer
 temporary" the default (RFC 3484 preferred public addresses) and requires a
 way for the application to reverse it (RFC 5014 IPV6_PREFER_SRC_PUBLIC);
 RFC 8981, which obsoletes RFC 4941, keeps that default. So
-``prefer_temporary`` defaults to True here; a socket option passes False. It
-only matters once temporary addresses exist (none are generated yet: RFC
-8981 is left out of ``ndp``).
+``prefer_temporary`` defaults to True here. The stack passes it per NIC as
+Linux's ``use_tempaddr`` does: True with 2, False with 1 (temporary
+addresses exist, the stable ones are chosen); ``ndp`` generates them.
 
 Rule 8 uses CommonPrefixLen(S, D) bounded by S's prefix length (RFC 6724
 §2.2) and only for IPv6: for IPv4 every candidate has the same label and the
