@@ -645,7 +645,7 @@ class NdpMachine:
         if self.retrans_timer_s == self.config.retrans_timer_s:
             self.retrans_timer_s = config.retrans_timer_s  # not overridden by an RA
         took_ras = self._accepts_ras()
-        if config.use_tempaddr != self.config.use_tempaddr and self.running:
+        if config.use_tempaddr != self.config.use_tempaddr:
             self._emit(SetNicParam("use_tempaddr", config.use_tempaddr))
         self.config = config
         if self.forwarding and took_ras and not self._accepts_ras():
@@ -1423,11 +1423,6 @@ class NdpMachine:
     def _new_temp(self, now: float, s: _Slaac, retries: int) -> None:
         """RFC 8981 §3.4: a temporary address for the prefix of ``s``."""
         cfg = self.config
-        if len(s.temps) >= MAX_TEMP_ADDRESSES_PER_PREFIX:
-            # The oldest (deprecated) one makes room: a chain of
-            # regenerations never stops at the bound.
-            self.stats.temp_over_limit += 1
-            self._drop_temp(now, s.temps[0])
         # §3.8: DESYNC_FACTOR drawn anew for every address.
         desync = self.rng.uniform(0.0, MAX_DESYNC_FRACTION * cfg.temp_preferred_lifetime_s)
         box: list[_Temp] = []
@@ -1451,6 +1446,11 @@ class NdpMachine:
         addr = self._random_address(s.prefix)
         if addr is None:
             return
+        if len(s.temps) >= MAX_TEMP_ADDRESSES_PER_PREFIX:
+            # The oldest (deprecated) one makes room: a chain of
+            # regenerations never stops at the bound.
+            self.stats.temp_over_limit += 1
+            self._drop_temp(now, s.temps[0])
         s.temps.append(t)
         t.valid_timer.reset(now + valid)
         t.deprecation_timer.reset(now + preferred)
