@@ -9,6 +9,8 @@ chosen)."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scapy.layers.inet6 import ICMPv6ND_RA, ICMPv6NDOptPrefixInfo, IPv6
 from scapy.layers.l2 import Ether
 
@@ -243,3 +245,45 @@ def test_rule7_prefers_temporary_only_with_2(mode: int) -> None:
     want = by_origin["temporary" if mode == 2 else "slaac"]
     assert net.stack.ipv6_source(1, dst) == want
     assert replica.stack.ipv6_source(1, dst) == want
+
+
+# --------------------------------------------------------------- hostile RAs
+
+_STEP = st.one_of(
+    st.tuples(
+        st.just("ra"),
+        st.sampled_from([P1, P2]),
+        st.sampled_from([0, 1, 5, 30, 600, 7200, INF]),
+        st.sampled_from([0, 1, 3, 20, 300, INF]),
+    ),
+    st.tuples(st.just("wait"), st.floats(0.0, 4000.0)),
+    st.tuples(st.just("conflict"), st.integers(0, 7)),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(_STEP, max_size=40))
+def test_any_ra_sequence_keeps_the_bounds(steps: list[tuple]) -> None:
+    """Whatever RAs, time and duplicate claims come, each prefix holds at
+    most MAX_TEMP_ADDRESSES_PER_PREFIX temporary addresses, at most one of
+    them preferred, and only while the prefix's SLAAC state lives."""
+    r = rig(cfg(use_tempaddr=2, dup_addr_detect_transmits=1,
+                temp_preferred_lifetime_s=50.0, temp_valid_lifetime_s=120.0))  # fmt: skip
+    for step in steps:
+        if step[0] == "ra":
+            _, prefix, vl, pl = step
+            r.pi(prefix, vl, pl)
+        elif step[0] == "wait":
+            r.advance(step[1])
+        else:
+            tentative = sorted(a for a, k in temps(r).items() if k is AddressKind.TENTATIVE)
+            if tentative:
+                target = tentative[step[1] % len(tentative)]
+                na = NeighborAdvertisement(target=target, options=[TargetLinkLayer(PEER_MAC)])
+                r.take(r.m.handle_na(r.now, parse_ip("fe80::99"), ALL_NODES, na))
+        for prefix in (P1, P2):
+            mine = {a: k for a, k in temps(r).items() if a[:8] == prefix[:8]}
+            assert len(mine) <= MAX_TEMP_ADDRESSES_PER_PREFIX
+            assert sum(k is not AddressKind.DEPRECATED for k in mine.values()) <= 1
+            if mine:
+                assert prefix in r.m._slaac  # gone with the prefix
