@@ -25,7 +25,7 @@ class AddAddress:
     addr: bytes
     prefix_len: int
     kind: AddressKind
-    origin: str  # "static", "linklocal", "slaac"
+    origin: str  # "static", "linklocal", "slaac", "temporary" (RFC 8981)
     connected_route: bool = True
     valid_lifetime_s: float | None = None
     preferred_lifetime_s: float | None = None

@@ -84,7 +84,7 @@ class Address:
     prefix_len: int
     kind: AddressKind = AddressKind.PERMANENT
     behavior: PrimaryBehavior = PrimaryBehavior.CAN_BE_PRIMARY
-    origin: str = "static"  # "static", "linklocal", "slaac", "loopback"
+    origin: str = "static"  # "static", "linklocal", "slaac", "temporary" (RFC 8981), "loopback"
     position: int = 0  # order in the NIC's primary list (lower first)
     extra: dict[str, Any] = field(default_factory=dict)  # lifetimes etc. (SLAAC, RFC 4862 §5.5.3)
 
