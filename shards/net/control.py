@@ -140,6 +140,10 @@ class ControlPlane(Resolver):
         self.dhcp4: dict[int, Dhcp4Client] = {}  # --dhcp4: the link NIC's client
         self.lease_file: LeaseFile | None = None
         self.rng = rng or random.Random()
+        # RFC 8981 §3.3.1 (RFC 4086): temporary IIDs must not be predictable
+        # from the other random values the stack shows, so they come from
+        # the system's generator unless a test fixes the sequence.
+        self.iid_rng: random.Random = self.rng if rng is not None else random.SystemRandom()
         self._behaviors: dict[tuple[int, bytes], PrimaryBehavior] = {}  # asked with addr_add
         self._nud_seen: dict[int, dict[bytes, Any]] = {}  # last NUD states reported, per NIC
         # Gratuitous ARPs still to repeat: (due, NIC, address, sends left).
@@ -186,7 +190,7 @@ class ControlPlane(Resolver):
             machine = self.ndp[link.id] = NdpMachine(
                 link.id, link.name, mac, self.rng, self.ndp_config, secret_key=secret,
                 link_mtu=mtu, forwarding=config.forwarding,
-                reachability=self._probably_reachable(link.id),
+                reachability=self._probably_reachable(link.id), iid_rng=self.iid_rng,
             )  # fmt: skip
             self.groups.add_nic(link.id, self.ndp_config.mld(), machine.usable_link_local)
             self.apply(link.id, machine.start(self.clock()))

@@ -588,7 +588,8 @@ class NdpMachine:
     ``name_fn(nic_id, nic_name)`` gives the Net_Iface of RFC 7217 §5
     (default: the NIC name). ``reachability(ip)``: whether the neighbour
     table holds ``ip`` as reachable or probably reachable (RFC 4861 §6.3.6),
-    for default router selection; by default nothing is known."""
+    for default router selection; by default nothing is known. ``iid_rng``
+    draws temporary IIDs (RFC 8981), ``rng`` when not given."""
 
     def __init__(
         self,
@@ -604,11 +605,13 @@ class NdpMachine:
         loopback: bool = False,
         forwarding: bool = False,
         reachability: Callable[[bytes], bool] | None = None,
+        iid_rng: random.Random | None = None,
     ) -> None:
         self.nic = nic_id
         self.nic_name = nic_name
         self.mac = mac
         self.rng = rng
+        self.iid_rng = iid_rng or rng  # temporary IIDs (RFC 8981 §3.3.1)
         self.config = config if config is not None else NdpConfig()
         self.secret_key = secret_key
         self.name_fn = name_fn
@@ -1414,7 +1417,7 @@ class NdpMachine:
         """RFC 8981 §3.3.1: a random IID, not a reserved one (RFC 5453) and
         not one of the NIC's addresses (the stable one included)."""
         for _ in range(_MAX_RANDOM_IID_DRAWS):
-            iid = self.rng.randbytes(IID_SIZE)
+            iid = self.iid_rng.randbytes(IID_SIZE)
             addr = bytes(prefix[:8]) + iid
             if not is_reserved_iid(iid) and addr not in self._addrs:
                 return addr
