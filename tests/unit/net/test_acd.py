@@ -14,6 +14,7 @@ from scapy.layers.l2 import ARP
 
 from shardnet.common.addr import parse_ip, parse_mac
 from shardnet.common.wire.arp import ARP_REPLY, ARP_REQUEST
+from shardnet.scripts import ctl
 from shardnet.shards.net.acd import (
     ANNOUNCE_WAIT_S,
     DEFEND_INTERVAL_S,
@@ -138,6 +139,7 @@ def test_static_address_tentative_until_probed_then_announced() -> None:
     net, events = acd_net()
     row = addr_row(net)
     assert row is not None and row["kind"] == "tentative" and row["acd"]["state"] == "probing"
+    assert "tentative (acd probing, 3 probes left)" in ctl.render("addrs", net.request("addrs"))
     # Tentative: a request for it is not answered.
     net.inject(arp_request("198.18.0.1", "198.18.0.7"))
     net.expect_nothing()
