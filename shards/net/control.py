@@ -408,6 +408,13 @@ class ControlPlane(Resolver):
         if not up:
             self.apply(nic_id, self.redirects.forget_nic(nic_id))
         self.groups.nic_enabled(nic_id, up)
+        acd = self.acd.get(nic_id)
+        if up and acd is not None:
+            # RFC 5227 §2.1: probe again on a new attachment to a link.
+            for addr in list(acd.entries):
+                if f"{nic_id}/{format_ip(addr)}" in self.owner.view.addresses:
+                    self.owner.set_address_kind(nic_id, addr, AddressKind.TENTATIVE)
+                    self.apply(nic_id, acd.probe(now, addr))
 
     def set_forwarding(self, on: bool) -> None:
         """Router or host (RFC 4861 §6.2): every shard forwards from now on

@@ -189,6 +189,23 @@ def test_in_use_defended_once_then_abandoned() -> None:
     assert [e["type"] for e in events] == ["acd_defended", "acd_abandoned"]
 
 
+def test_probed_again_when_the_nic_comes_back_up() -> None:
+    net, events = acd_net()
+    net.advance(10.0)
+    row = addr_row(net)
+    assert row is not None and row["kind"] == "permanent"
+    net.request("nic_set", name="sntap0", enabled=False)
+    net.request("nic_set", name="sntap0", enabled=True)
+    row = addr_row(net)
+    assert row is not None and row["kind"] == "tentative"  # RFC 5227 §2.1: a new attachment
+    net.sent()
+    net.advance(PROBE_WAIT_S)
+    assert any(is_probe(f) for f in net.sent())
+    net.inject(arp_reply("198.18.0.7", "0.0.0.0"))  # someone took it meanwhile
+    assert addr_row(net) is None
+    assert [e["type"] for e in events if e["type"].startswith("acd")] == ["acd_conflict"]
+
+
 def test_off_by_default_for_static_addresses() -> None:
     net = Net(ipv4=())
     row = net.request("addr_add", nic="sntap0", address="198.18.0.7/24")
