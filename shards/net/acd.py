@@ -13,11 +13,12 @@ Implements:
     gets one announcement (``AcdDefend``, event ``AcdDefended``); a second
     within DEFEND_INTERVAL_S gives the address up (``AcdAbandoned``).
 
+  * §2.1.1 rate limit: after MAX_CONFLICTS conflicts on the NIC, at most
+    one probing starts per RATE_LIMIT_INTERVAL_S (until one succeeds).
+
 The §3 announcements after probing are the caller's (``control.py``
-repeats them ANNOUNCE_NUM times). Left out: the MAX_CONFLICTS /
-RATE_LIMIT_INTERVAL back-off for a host that keeps picking conflicting
-addresses (§2.1.1: the DHCP client's own back-off paces it here), and
-§2.4 (a) (ceasing at once, without defending).
+repeats them ANNOUNCE_NUM times). Left out: §2.4 (a) (ceasing at once,
+without defending) and §2.4 (c) (defending for ever).
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ PROBE_NUM = 3  # number of probe packets
 PROBE_MIN_S = 1.0  # minimum delay until repeated probe
 PROBE_MAX_S = 2.0  # maximum delay until repeated probe
 ANNOUNCE_WAIT_S = 2.0  # delay before announcing
+MAX_CONFLICTS = 10  # max conflicts before rate-limiting
+RATE_LIMIT_INTERVAL_S = 60.0  # delay between successive attempts
 DEFEND_INTERVAL_S = 10.0  # minimum interval between defensive ARPs
 
 IPV4_ANY = bytes(4)
@@ -125,6 +128,8 @@ class AcdMachine:
         self.rng = rng
         self.timers = TimerQueue()
         self.entries: dict[bytes, _Entry] = {}
+        self.conflicts = 0  # since the last address probed successfully
+        self._last_start: float | None = None  # of the last probing
         self._out: list[Any] = []
 
     # --- driving ------------------------------------------------------------------
@@ -133,8 +138,13 @@ class AcdMachine:
         self.forget(addr)
         entry = _Entry(addr, AcdState.PROBING, self.timers.timer(lambda t: self._on_timer(t, addr)))
         self.entries[addr] = entry
+        start = now
+        if self.conflicts >= MAX_CONFLICTS and self._last_start is not None:
+            # §2.1.1: one attempt per RATE_LIMIT_INTERVAL after MAX_CONFLICTS.
+            start = max(now, self._last_start + RATE_LIMIT_INTERVAL_S)
+        self._last_start = start
         # §2.1.1: wait a random time in 0..PROBE_WAIT before the first probe.
-        entry.timer.reset(now + self.rng.uniform(0.0, PROBE_WAIT_S))
+        entry.timer.reset(start + self.rng.uniform(0.0, PROBE_WAIT_S))
         return self._take()
 
     def forget(self, addr: bytes) -> None:
@@ -157,6 +167,7 @@ class AcdMachine:
         addr = entry.addr
         if entry.state is AcdState.PROBING:
             self.forget(addr)
+            self.conflicts += 1
             self._out.append(AcdConflict(self.nic_id, addr, sha))
         elif entry.last_defence is None or now - entry.last_defence >= DEFEND_INTERVAL_S:
             # §2.4 (b): defend once, record when.
@@ -204,4 +215,5 @@ class AcdMachine:
                 entry.timer.reset(now + ANNOUNCE_WAIT_S)  # §2.1.1: then ANNOUNCE_WAIT
             return
         entry.state = AcdState.IN_USE
+        self.conflicts = 0
         self._out.append(AcdReady(addr))

@@ -18,10 +18,12 @@ from shardnet.scripts import ctl
 from shardnet.shards.net.acd import (
     ANNOUNCE_WAIT_S,
     DEFEND_INTERVAL_S,
+    MAX_CONFLICTS,
     PROBE_MAX_S,
     PROBE_MIN_S,
     PROBE_NUM,
     PROBE_WAIT_S,
+    RATE_LIMIT_INTERVAL_S,
     AcdAbandoned,
     AcdConflict,
     AcdDefend,
@@ -94,6 +96,31 @@ def test_another_probe_for_the_address_is_a_conflict() -> None:
     assert m.handle_arp(0.1, ARP_REQUEST, THEM, ANY, OTHER) == []  # another address
     assert m.handle_arp(0.1, ARP_REQUEST, THEM, OTHER, ADDR) == []  # someone resolving it
     assert m.handle_arp(0.2, ARP_REQUEST, THEM, ANY, ADDR) == [AcdConflict(1, ADDR, THEM)]
+
+
+def test_rate_limited_after_max_conflicts() -> None:
+    m = machine()
+    now = 0.0
+    for _ in range(MAX_CONFLICTS):
+        m.probe(now, ADDR)
+        deadline = m.next_deadline()
+        assert deadline is not None and deadline <= now + PROBE_WAIT_S
+        now = deadline
+        m.handle_timeout(now)
+        assert m.handle_arp(now, ARP_REPLY, THEM, ADDR, ANY) == [AcdConflict(1, ADDR, THEM)]
+    # §2.1.1: from now on one attempt per RATE_LIMIT_INTERVAL.
+    m.probe(now, OTHER)
+    first = m.next_deadline()
+    assert first is not None and first >= now + RATE_LIMIT_INTERVAL_S - PROBE_WAIT_S
+    assert m.handle_timeout(first) == [AcdProbe(OTHER)]
+    while True:
+        deadline = m.next_deadline()
+        assert deadline is not None
+        if m.handle_timeout(deadline) == [AcdReady(OTHER)]:
+            break
+    assert m.conflicts == 0  # a success ends the rate limit
+    m.probe(deadline, ADDR)
+    assert (m.next_deadline() or 0.0) <= deadline + PROBE_WAIT_S
 
 
 def test_defend_once_then_abandon() -> None:
