@@ -7,15 +7,17 @@ DEFEND_INTERVAL). Addresses: 198.18.0.0/24 only."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from ..netns import Netns, skip_unless_netns
+from ..netns import Netns, skip_unless_netns, wait_until
 from ..stack import KERNEL_V4, TAP, StackProcess
 from .test_ndp_netns import EventLog
 
@@ -137,3 +139,36 @@ def test_defended_once_then_given_up(lab: tuple[Netns, StackProcess]) -> None:
         events.close()
         claimer.kill()
         claimer.wait()
+
+
+def test_dhcp_lease_held_by_the_kernel_is_declined(tmp_path: Path) -> None:
+    """dnsmasq (told not to ping first) offers the one address of its range,
+    which the kernel holds: the probe meets the kernel's reply, the lease is
+    declined (RFC 2131 §3.1 step 5) and dnsmasq logs the DHCPDECLINE."""
+    skip_unless_netns()
+    if shutil.which("dnsmasq") is None:
+        pytest.skip("needs dnsmasq (Debian's dnsmasq-base)")
+    taken = "198.18.0.50"
+    with Netns("acdhcp") as ns, StackProcess(ns, "--dhcp4") as stack:
+        events = EventLog(stack.control)
+        try:
+            ns.run(f"ip addr add {KERNEL_V4}/24 dev {TAP}")
+            ns.run(f"ip addr add {taken}/24 dev {TAP}")
+            log = tmp_path / "dnsmasq.log"
+            ns.popen(
+                [
+                    "dnsmasq", "--no-daemon", "--conf-file=/dev/null", f"--interface={TAP}",
+                    "--bind-interfaces", f"--dhcp-range={taken},{taken},255.255.255.0,2m",
+                    f"--dhcp-leasefile={tmp_path / 'leases'}", "--no-resolv", "--port=0",
+                    "--user=root", "--pid-file", "--log-dhcp", "--log-facility=-", "--no-ping",
+                ],
+                stdout=log.open("a"), stderr=subprocess.STDOUT,
+            )  # fmt: skip
+            # The first DISCOVER may go before dnsmasq listens: the next is 4 ± 1 s later.
+            assert wait_until(lambda: events.all("dhcp4_bound"), timeout=20), events.all()
+            conflict = events.wait("acd_conflict", lambda e: e["addr"] == taken)
+            assert conflict["mac"] == ns.run(f"cat /sys/class/net/{TAP}/address").stdout.strip()
+            assert wait_until(lambda: "DHCPDECLINE" in log.read_text(), timeout=5), log.read_text()
+            assert not any(a["addr"] == taken for a in stack.call("addrs"))
+        finally:
+            events.close()
