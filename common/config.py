@@ -19,6 +19,9 @@ from .settings import parse_pairs
 BUILTIN_APPS = ("echo", "discard", "chargen", "http", "whoami")
 
 
+ACD_MODES = ("off", "dhcp", "all")  # the ``acd`` setting's values
+
+
 class ConfigError(ValueError):
     """A bad setting; the message is one line, fit to print."""
 
@@ -80,6 +83,11 @@ class StackConfig:
     # --dhcp4: the link's IPv4 address, router and DNS servers from a DHCP
     # server (RFC 2131, shards/net/dhcp4.py); the lease kept in ``state_dir``.
     dhcp4: bool = False
+    # --acd: which IPv4 addresses are probed before use and defended (RFC
+    # 5227, shards/net/acd.py): "dhcp" (leases only: a server may hand out
+    # an address someone holds), "all" (static ones too), or "off" (as
+    # Linux, which does no conflict detection of its own).
+    acd: str = "dhcp"
     forwarding: bool = False
     pcap: str | None = None
     drain_s: float = 5.0  # bound on the graceful close at shutdown
@@ -131,6 +139,8 @@ class StackConfig:
             raise ConfigError("give exactly one of --tap NAME, --tun NAME or --packet IFACE")
         if self.tun_netns is not None and not self.tun:
             raise ConfigError("--tun-netns needs --tun")
+        if self.acd not in ACD_MODES:
+            raise ConfigError(f"acd: want one of {', '.join(ACD_MODES)}, got {self.acd!r}")
         if self.dhcp4 and self.tun:
             raise ConfigError("--dhcp4 needs an Ethernet link (--tap or --packet), not --tun")
         if self.relay is not None and not (

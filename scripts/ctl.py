@@ -156,7 +156,8 @@ def render(view: str, value: Any) -> str:
     if view == "addrs":
         rows = [("NIC", "ADDRESS", "STATE", "PRIMARY", "ORIGIN")]
         rows += [
-            (a["nic_name"], f"{a['addr']}/{a['prefix_len']}", a["kind"], a["behavior"],
+            (a["nic_name"], f"{a['addr']}/{a['prefix_len']}", a["kind"] + _acd(a.get("acd")),
+             a["behavior"],
              a["origin"] + _lease(a.get("dhcp4")))
             for a in value
         ]  # fmt: skip
@@ -292,6 +293,16 @@ def _lease(lease: dict[str, Any] | None) -> str:
         "-" if lease.get(k) is None else f"{lease[k]:.0f}s" for k in ("t1_s", "t2_s", "expires_s")
     )
     return f" ({lease['state']} from {lease.get('server')}, T1/T2/expiry {times})"
+
+
+def _acd(acd: dict[str, Any] | None) -> str:
+    """An IPv4 address's conflict detection (RFC 5227): probing, or in use
+    (and defended once)."""
+    if not acd:
+        return ""
+    if acd["state"] == "probing":
+        return f" (acd probing, {acd['probes_left']} probes left)"
+    return " (acd defended)" if acd.get("defended") else ""
 
 
 def _router(info: dict[str, Any] | None) -> str:

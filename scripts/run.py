@@ -14,7 +14,13 @@ import logging
 import os
 import sys
 
-from shardnet.common.config import ConfigError, StackConfig, build_config, load_toml
+from shardnet.common.config import (
+    ACD_MODES,
+    ConfigError,
+    StackConfig,
+    build_config,
+    load_toml,
+)
 
 EXIT_CONFIG = 2  # bad flags or config (argparse's own code)
 EXIT_RUNTIME = 1  # the stack could not start
@@ -101,6 +107,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_const",
         const=True,
         help="IPv4 address, default route and DNS servers from a DHCP server (RFC 2131)",
+    )
+    p.add_argument(
+        "--acd",
+        choices=ACD_MODES,
+        help="IPv4 address conflict detection (RFC 5227) for: DHCP leases (default), all, off",
     )
     p.add_argument("--forwarding", action="store_const", const=True, help="forward between NICs")
     p.add_argument(

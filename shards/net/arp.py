@@ -8,15 +8,15 @@ Implements:
     gets our normal reply (target IP 0.0.0.0, as Linux sends it) and teaches
     nothing; §3 announcements (gratuitous ARP) to send when an address is
     added; an ARP from another MAC claiming one of our addresses is a
-    conflict: counted and ignored (never learnt);
+    conflict: counted and never learnt (probing and defence are
+    ``acd.py``'s, fed by the control plane);
   * Linux's reachability rule (net/ipv4/arp.c arp_process): only a reply sent
     to our unicast MAC confirms reachability; requests and broadcast replies
     leave the entry STALE;
   * ARP requests (broadcast, or unicast to a known MAC) built from the
     table's probes.
 
-Left out: address defence and ACD probing (RFC 5227 §2.1/§2.4: the conflict
-is only counted), proxy ARP, arp_ignore/arp_announce variants (the caller's
+Left out: proxy ARP, arp_ignore/arp_announce variants (the caller's
 ``is_ours`` predicate decides which addresses a NIC answers for), the Linux
 ``locktime`` against flapping replies, 802.1Q tags on the frames we emit.
 """

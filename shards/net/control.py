@@ -35,6 +35,7 @@ from typing import Any, Protocol
 
 from shardnet.common.addr import format_ip, format_mac, is_unicast, parse_ip
 from shardnet.common.config import StackConfig
+from shardnet.common.wire.arp import ArpView
 from shardnet.common.wire.dhcp4 import CLIENT_PORT, SERVER_PORT, Dhcp4View
 from shardnet.common.wire.errors import Drop, MalformedPacket
 from shardnet.common.wire.ethernet import ETHERTYPE_IPV4, ETHERTYPE_IPV6, EthernetView
@@ -60,6 +61,15 @@ from shardnet.common.wire.ndp import (
     validate_addresses,
 )
 
+from .acd import (
+    AcdAbandoned,
+    AcdConflict,
+    AcdDefend,
+    AcdDefended,
+    AcdMachine,
+    AcdProbe,
+    AcdReady,
+)
 from .actions import (
     AddAddress,
     AddRoute,
@@ -76,7 +86,7 @@ from .datagram import Delivery
 from .dhcp4 import Dhcp4Client, SendDhcp4, StoreLease
 from .leasefile import LeaseFile
 from .mld import SendMld
-from .model import Nic, PrimaryBehavior
+from .model import AddressKind, Nic, PrimaryBehavior
 from .multicast import GroupControl
 from .ndp import NdpConfig, NdpMachine, SendNdp, event_to_dict
 from .neighbour import NeighbourConfig, NeighbourTable, NudState
@@ -134,6 +144,10 @@ class ControlPlane(Resolver):
         self.v4: dict[int, NeighbourTable] = {}
         self.v6: dict[int, NeighbourTable] = {}
         self.arp: dict[int, ArpHandler] = {}
+        # RFC 5227 conflict detection per Ethernet NIC, for the addresses
+        # the ``acd`` setting names ("off", "dhcp" or "all").
+        self.acd: dict[int, AcdMachine] = {}
+        self.acd_mode = "dhcp"
         self.ops = NetOps(owner, self.neighbour_rows)
         self.ndp: dict[int, NdpMachine] = {}  # per Ethernet NIC
         self.ndp_config = ndp_config or NdpConfig()
@@ -165,6 +179,7 @@ class ControlPlane(Resolver):
         """``link_as``: the link NIC's (name, kind) when the configuration
         names no device (the embedded stack's channel link)."""
         owner = self.owner
+        self.acd_mode = config.acd
         name, kind = link_as or (config.link_name, config.link_kind)
         link = owner.create_nic(name, mac=mac, mtu=mtu, kind=kind)
         assert link.id == LINK_NIC_ID  # the first NIC: frames from the ring arrive on it
@@ -255,8 +270,19 @@ class ControlPlane(Resolver):
                 machine.add_address(self.clock(), addr, prefix_len, kw.get("origin", "static")),
             )
             return
+        if self._probe_first(nic_id, addr, kw.get("origin", "static")):
+            # RFC 5227 §2.1: tentative (unused, unanswered) until probed.
+            self.owner.add_address(nic_id, addr, prefix_len, kind=AddressKind.TENTATIVE, **kw)
+            self.apply(nic_id, self.acd[nic_id].probe(self.clock(), addr))
+            return
         self.owner.add_address(nic_id, addr, prefix_len, **kw)
         self._announce(nic_id, addr)
+
+    def _probe_first(self, nic_id: int, addr: bytes, origin: str) -> bool:
+        """The ``acd`` setting asks for probing this IPv4 address."""
+        if len(addr) != 4 or nic_id not in self.acd or self.acd_mode == "off":
+            return False
+        return self.acd_mode == "all" or origin == "dhcp"
 
     def _announce(self, nic_id: int, addr: bytes) -> None:
         """RFC 5227 §2.3/§3: announce a new IPv4 address with a gratuitous
@@ -309,6 +335,7 @@ class ControlPlane(Resolver):
             return self.stack.ipv4_source(nic_id, ip)
 
         self.arp[nic.id] = ArpHandler(v4, nic.mac, is_ours, source_for)
+        self.acd[nic.id] = AcdMachine(nic.id, nic.mac, self.rng)
 
     # --- requests ------------------------------------------------------------------------
     def handle_request(self, op: str, args: dict[str, Any]) -> Any:
@@ -353,8 +380,20 @@ class ControlPlane(Resolver):
                     self.owner.remove_address(nic.id, addr)
                 return None
             value = self.ops.handle(op, args)
+            machine4 = self.acd.get(nic.id)
             if op == "addr_add":
-                self._announce(nic.id, parse_ip(value["addr"]))
+                addr = parse_ip(value["addr"])
+                if self._probe_first(nic.id, addr, "static") and machine4 is not None:
+                    # RFC 5227 §2.1: tentative until probed (in the same turn
+                    # as the addition: no packet sees it usable).
+                    value = self.owner.set_address_kind(
+                        nic.id, addr, AddressKind.TENTATIVE
+                    ).to_row()
+                    self.apply(nic.id, machine4.probe(self.clock(), addr))
+                else:
+                    self._announce(nic.id, addr)
+            elif machine4 is not None:
+                machine4.forget(parse_ip(text.split("/")[0]))
             return value
         return self.ops.handle(op, args)
 
@@ -373,6 +412,13 @@ class ControlPlane(Resolver):
         if not up:
             self.apply(nic_id, self.redirects.forget_nic(nic_id))
         self.groups.nic_enabled(nic_id, up)
+        acd = self.acd.get(nic_id)
+        if up and acd is not None:
+            # RFC 5227 §2.1: probe again on a new attachment to a link.
+            for addr in list(acd.entries):
+                if f"{nic_id}/{format_ip(addr)}" in self.owner.view.addresses:
+                    self.owner.set_address_kind(nic_id, addr, AddressKind.TENTATIVE)
+                    self.apply(nic_id, acd.probe(now, addr))
 
     def set_forwarding(self, on: bool) -> None:
         """Router or host (RFC 4861 §6.2): every shard forwards from now on
@@ -430,22 +476,36 @@ class ControlPlane(Resolver):
             elif isinstance(act, JoinGroup | LeaveGroup):
                 self.groups.host_join(nic_id, act.group, isinstance(act, JoinGroup))
             elif isinstance(act, AddAddress):
+                probe = self._probe_first(nic_id, act.addr, act.origin)
                 try:
                     owner.add_address(
-                        nic_id, act.addr, act.prefix_len, kind=act.kind, origin=act.origin,
+                        nic_id, act.addr, act.prefix_len,
+                        kind=AddressKind.TENTATIVE if probe else act.kind, origin=act.origin,
                         connected_route=act.connected_route,
                         behavior=self._behaviors.pop((nic_id, act.addr), PrimaryBehavior.CAN_BE_PRIMARY),
                     )  # fmt: skip
                 except NetError as exc:
                     log.warning("could not add %s: %s", format_ip(act.addr), exc)
                 else:
-                    self._announce(nic_id, act.addr)  # an IPv4 one (DHCP): gratuitous ARP
+                    if probe:  # RFC 5227 §2.1 (RFC 2131 §4.4.1: a client should probe)
+                        self.apply(nic_id, self.acd[nic_id].probe(now, act.addr))
+                    else:
+                        self._announce(nic_id, act.addr)  # an IPv4 one (DHCP): gratuitous ARP
+            elif isinstance(act, AcdProbe | AcdReady | AcdDefend):
+                self._acd_action(nic_id, act)
+            elif isinstance(act, AcdConflict | AcdDefended | AcdAbandoned):
+                self.emit_event(act.as_event())
+                if not isinstance(act, AcdDefended):
+                    self._acd_lost(nic_id, act.addr)
             elif isinstance(act, SetAddressKind):
                 if f"{nic_id}/{format_ip(act.addr)}" in owner.view.addresses:
                     owner.set_address_kind(nic_id, act.addr, act.kind)
             elif isinstance(act, RemoveAddress):
                 if f"{nic_id}/{format_ip(act.addr)}" in owner.view.addresses:
                     owner.remove_address(nic_id, act.addr)
+                acd = self.acd.get(nic_id)
+                if acd is not None:
+                    acd.forget(act.addr)  # nothing left to probe or defend
             elif isinstance(act, AddRoute):
                 owner.add_route(act.route)
             elif isinstance(act, RemoveRoute):
@@ -479,6 +539,33 @@ class ControlPlane(Resolver):
                 self.emit_event(event_to_dict(act))
         self._after_neighbour_work()
 
+    def _acd_action(self, nic_id: int, act: AcdProbe | AcdReady | AcdDefend) -> None:
+        arp = self.arp.get(nic_id)
+        key = f"{nic_id}/{format_ip(act.addr)}"
+        if arp is None or key not in self.owner.view.addresses:
+            machine = self.acd.get(nic_id)
+            if machine is not None:
+                machine.forget(act.addr)  # the address went meanwhile
+            return
+        if isinstance(act, AcdProbe):
+            # RFC 5227 §2.1.1: sender IP 0.0.0.0, target hardware address zero.
+            self.stack.writer.write((arp.request(act.addr, IPV4_ANY),))
+        elif isinstance(act, AcdReady):
+            self.owner.set_address_kind(nic_id, act.addr, AddressKind.PERMANENT)
+            self._announce(nic_id, act.addr)  # §2.3: ANNOUNCE_NUM announcements
+        else:
+            self.stack.writer.write((arp.announce(act.addr),))  # §2.4 (b): one defence
+
+    def _acd_lost(self, nic_id: int, addr: bytes) -> None:
+        """Another host has ``addr``: it leaves the NIC; a DHCP lease is
+        declined (RFC 2131 §3.1 step 5) and the client starts over."""
+        client = self.dhcp4.get(nic_id)
+        lease = client.lease if client is not None else None
+        if client is not None and lease is not None and lease.address == addr:
+            self.apply(nic_id, client.decline(self.clock(), addr))
+        if f"{nic_id}/{format_ip(addr)}" in self.owner.view.addresses:
+            self.owner.remove_address(nic_id, addr)
+
     def _route_rows(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """``ctl routes``: a default router's route also says whether the
         router is reachable (or probably, RFC 4861 §6.3.6), its RFC 4191
@@ -505,6 +592,10 @@ class ControlPlane(Resolver):
         server, seconds to T1, T2 and expiry)."""
         now = self.clock()
         for row in rows:
+            machine = self.acd.get(row["nic"])
+            acd = machine.row(parse_ip(row["addr"])) if machine is not None else None
+            if acd is not None:
+                row["acd"] = acd  # RFC 5227: probing, or in use and defended
             client = self.dhcp4.get(row["nic"])
             lease = client.lease if client is not None else None
             if client is not None and lease is not None and row["origin"] == "dhcp":
@@ -554,6 +645,11 @@ class ControlPlane(Resolver):
             self.stack.counters.refuse("neighbour", Drop.NEIGHBOUR_NEW_SENDER_OVER_RATE)
             return
         result = arp.handle(now, payload, unicast=eth.dst == nic.mac)
+        machine = self.acd.get(LINK_NIC_ID)
+        if machine is not None and machine.entries:
+            # RFC 5227 §2.1.1/§2.4: the packet passed the codec's checks.
+            _, _, _, _, op, sha, spa, _, tpa = ArpView(payload).fields()
+            self.apply(LINK_NIC_ID, machine.handle_arp(now, op, sha, spa, tpa))
         for frame in result.frames:
             self.stack.writer.write((frame,))
         if result.mac is not None:
@@ -836,6 +932,7 @@ class ControlPlane(Resolver):
             *self.v6.values(),
             *self.ndp.values(),
             *self.dhcp4.values(),
+            *self.acd.values(),
             self.groups,
             self.redirects,
         )
@@ -852,6 +949,10 @@ class ControlPlane(Resolver):
             deadline = client.next_deadline()
             if deadline is not None and deadline <= now:
                 self.apply(nic_id, client.handle_timeout(now))
+        for nic_id, acd in self.acd.items():
+            deadline = acd.next_deadline()
+            if deadline is not None and deadline <= now:
+                self.apply(nic_id, acd.handle_timeout(now))
         self.groups.handle_timeout(now)
         redirect_deadline = self.redirects.next_deadline()
         if redirect_deadline is not None and redirect_deadline <= now:

@@ -26,8 +26,11 @@ is woken through its ``TimerQueue``.
 
 The client sets the BROADCAST flag (§4.1): until it is bound it cannot
 take a unicast to an address it does not have yet. Left out: the ARP
-probe of an offered address and DHCPDECLINE (RFC 5227 conflict detection
-is its own machine), DHCPINFORM, collecting several offers (the first
+* §3.1 step 5: an address that conflict detection (RFC 5227, ``acd.py``)
+  finds in use is declined (DHCPDECLINE) and the client starts over after
+  DECLINE_WAIT_S.
+
+Left out: DHCPINFORM, collecting several offers (the first
 one is taken, as most clients do).
 """
 
@@ -43,6 +46,7 @@ from shardnet.common.wire.dhcp4 import (
     ACK,
     BOOTREPLY,
     BOOTREQUEST,
+    DECLINE,
     DISCOVER,
     FLAG_BROADCAST,
     NAK,
@@ -79,6 +83,8 @@ T2_FRACTION = 0.875  # RFC 2131 §4.4.5
 # A shorter lease is taken as this long: a server (or a forger) that hands
 # out 0-second leases must not make the client loop at full speed.
 MIN_LEASE_S = 10.0
+# RFC 2131 §3.1 step 5: after a DHCPDECLINE, wait at least ten seconds.
+DECLINE_WAIT_S = 10.0
 NAK_RESTART_S = 1.0  # after a NAK: a pause before DISCOVER, so a NAK loop is not a storm
 PARAMS = bytes(
     (OPT_SUBNET_MASK, OPT_ROUTER, OPT_DNS, OPT_DOMAIN_NAME, OPT_LEASE_TIME,
@@ -254,6 +260,25 @@ class Dhcp4Client:
         for timer in (self._retransmit, self._t1, self._t2, self._expiry, self._restart):
             timer.stop()
         self.state = Dhcp4State.STOPPED
+        return self._take()
+
+    def decline(self, now: float, addr: bytes) -> list[Any]:
+        """§3.1 step 5: another host uses the leased ``addr`` (RFC 5227):
+        DHCPDECLINE to the server, the lease dropped, INIT again after
+        DECLINE_WAIT_S."""
+        lease = self.lease
+        if lease is None or lease.address != addr:
+            return []
+        self.xid = self.rng.getrandbits(32)
+        msg = Dhcp4Message(
+            op=BOOTREQUEST, xid=self.xid, chaddr=self.mac, message_type=DECLINE,
+            requested_ip=addr, server_id=lease.server,
+        )  # fmt: skip
+        # §4.4.4: DHCPDECLINE is broadcast (the client has no address).
+        self._out.append(SendDhcp4(msg, IPV4_ANY, IPV4_BROADCAST))
+        self._unbind(lease)
+        self.remembered = None
+        self._to_init(now, DECLINE_WAIT_S)
         return self._take()
 
     def next_deadline(self) -> float | None:

@@ -59,7 +59,9 @@ def kernel_side(ns: Netns) -> None:
 
 
 def dhcp_address(stack: StackProcess) -> dict[str, Any] | None:
-    rows = [a for a in stack.call("addrs") if a["origin"] == "dhcp"]
+    """The leased address once in use: RFC 5227 probing (``--acd dhcp``, the
+    default) keeps it tentative for a few seconds first."""
+    rows = [a for a in stack.call("addrs") if a["origin"] == "dhcp" and a["kind"] != "tentative"]
     return rows[0] if rows else None
 
 
@@ -128,6 +130,7 @@ def test_renews_at_a_short_t1(ns: Netns, tmp_path: Path) -> None:
         assert bound["t1_s"] == 3 and bound["t2_s"] == 6
         renewed = wait_event(events, "dhcp4_renewed", 10)
         assert renewed["state"] == "RENEWING" and renewed["address"] == bound["address"]
+        assert wait_until(lambda: dhcp_address(stack), timeout=10, interval=0.2)
         row = dhcp_address(stack)
         assert row is not None and row["dhcp4"]["expires_s"] > 110  # the lease was extended
         ns.run(f"ping -c 1 -W 2 {bound['address']}")

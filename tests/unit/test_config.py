@@ -48,12 +48,21 @@ def test_flags_override_the_file(tmp_path: Path) -> None:
         ({"tun": "t", "relay": "direct", "relay_netns": ".."}, "bad namespace name"),
         ({"tun": "t", "dhcp4": True}, "--dhcp4 needs an Ethernet link"),
         ({"tap": "t", "dhcp4": "yes"}, "want true or false"),
+        ({"tap": "t", "acd": "static"}, "acd: want one of off, dhcp, all"),
     ],
 )
 def test_bad_values_are_one_line_errors(flags: dict, fragment: str) -> None:
     with pytest.raises(ConfigError) as exc:
         build_config({}, flags)
     assert fragment in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_acd_from_the_file_or_the_flag(tmp_path: Path) -> None:
+    path = tmp_path / "s.toml"
+    path.write_text('tap = "sntap0"\nacd = "all"\n')
+    assert build_config(load_toml(str(path)), {}).acd == "all"
+    assert build_config(load_toml(str(path)), {"acd": "off"}).acd == "off"
+    assert build_config({}, {"tap": "sntap0"}).acd == "dhcp"  # leases probed by default
 
 
 def test_dhcp4_from_the_file_or_the_flag(tmp_path: Path) -> None:

@@ -118,6 +118,15 @@ def test_lease_from_a_scapy_server(tmp_path: Path) -> None:
             assert got is not None and got.data["address"] == OFFERED
             assert got.data["dns_servers"] == [SERVER]
             assert json.loads((tmp_path / "channel0.dhcp4").read_text())["address"] == OFFERED
+            # RFC 5227 (the default ``acd`` setting probes leases): tentative
+            # until three probes found nobody, then answered for.
+            assert row["kind"] == "tentative" and row["acd"]["state"] == "probing"
+            await until(
+                lambda: any(
+                    a["addr"] == OFFERED and a["kind"] == "permanent" for a in stack.call("addrs")
+                ),
+                timeout=10.0,
+            )
             # The server asks for us by ARP (as dnsmasq does): its MAC is known
             # for the unicast DHCPRELEASE.
             who = Ether(src=SERVER_MAC, dst="ff:ff:ff:ff:ff:ff") / ARP(

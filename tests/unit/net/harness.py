@@ -95,13 +95,15 @@ class Net:
         mtu: int = 1500,
         icmp_rate: tuple[float, int] = (1000.0, 50),
         loop_back: bool = False,
+        acd: str = "dhcp",
     ) -> None:
         self.clock = FakeClock()
         self.looped: list[bytes] = []  # frames handed to loop_back (loopback routing)
         self.mac = parse_mac(OUR_MAC)
         self.config = StackConfig(
-            tap="sntap0", ipv4=ipv4, ipv6=ipv6, gateway4=gateway4, gateway6=gateway6, mtu=mtu
-        )
+            tap="sntap0", ipv4=ipv4, ipv6=ipv6, gateway4=gateway4, gateway6=gateway6, mtu=mtu,
+            acd=acd,
+        )  # fmt: skip
         self.owner = TableOwner(epoch=7)
         self.patches: list[Patch] = []
         self.replicas: list[Replica] = []
