@@ -429,6 +429,27 @@ def _sum16(data: bytes) -> int:
     return ~total & 0xFFFF
 
 
+def _ip_frame(
+    own: bytes, to_mac: bytes, src: bytes, dst: bytes, proto: int, l4: bytes, *,
+    ident: int = 0, df: bool = False, hop_limit: int = 64,
+) -> bytes:  # fmt: skip
+    """An Ethernet frame from ``own`` to ``to_mac`` carrying ``l4`` (TCP or
+    ICMPv6: its checksum field, at 16 or 2, filled in over the pseudo-header)
+    in IPv6 or IPv4 by the addresses' length."""
+    at = 2 if proto == 58 else 16
+    if len(src) == 16:
+        pseudo = src + dst + struct.pack("!I3xB", len(l4), proto)
+        l4 = l4[:at] + _sum16(pseudo + l4).to_bytes(2, "big") + l4[at + 2 :]
+        ip = struct.pack("!IHBB", 6 << 28, len(l4), proto, hop_limit) + src + dst
+        return to_mac + own + b"\x86\xdd" + ip + l4
+    pseudo = src + dst + struct.pack("!BBH", 0, proto, len(l4))
+    l4 = l4[:at] + _sum16(pseudo + l4).to_bytes(2, "big") + l4[at + 2 :]
+    head = struct.pack("!BBHHHBBH", 0x45, 0, 20 + len(l4), ident, 0x4000 if df else 0,
+                       hop_limit, proto, 0) + src + dst  # fmt: skip
+    head = head[:10] + _sum16(head).to_bytes(2, "big") + head[12:]
+    return to_mac + own + b"\x08\x00" + head + l4
+
+
 def _syn_frames(spec: Spec, own: bytes, peer: bytes, count: int) -> list[bytes]:
     """``count`` SYNs to ``spec.host:spec.port`` from spoofed sources and
     ports, each with its checksums (MSS 1460, as a client sends)."""
@@ -438,22 +459,14 @@ def _syn_frames(spec: Spec, own: bytes, peer: bytes, count: int) -> list[bytes]:
     frames = []
     for _ in range(count):
         sport = rng.randrange(1024, 65536)
-        tcp = bytearray(struct.pack("!HHIIBBHHH", sport, spec.port, rng.getrandbits(32), 0,
-                                    6 << 4, 0x02, 64240, 0, 0) + bytes((2, 4, 5, 180)))  # fmt: skip
+        tcp = struct.pack("!HHIIBBHHH", sport, spec.port, rng.getrandbits(32), 0,
+                          6 << 4, 0x02, 64240, 0, 0) + bytes((2, 4, 5, 180))  # fmt: skip
         if v6:
             src = _SPOOF_V6 + rng.randbytes(10)
-            pseudo = src + dst + struct.pack("!I3xB", len(tcp), 6)
-            tcp[16:18] = _sum16(pseudo + tcp).to_bytes(2, "big")
-            ip = struct.pack("!IHBB", 6 << 28, len(tcp), 6, 64) + src + dst
-            frames.append(peer + own + b"\x86\xdd" + ip + bytes(tcp))
+            frames.append(_ip_frame(own, peer, src, dst, 6, tcp))
         else:
             src = bytes(_SPOOF_V4) + rng.randbytes(2)
-            pseudo = src + dst + struct.pack("!BBH", 0, 6, len(tcp))
-            tcp[16:18] = _sum16(pseudo + tcp).to_bytes(2, "big")
-            head = bytearray(struct.pack("!BBHHHBBH", 0x45, 0, 20 + len(tcp), rng.getrandbits(16),
-                                         0, 64, 6, 0) + src + dst)  # fmt: skip
-            head[10:12] = _sum16(bytes(head)).to_bytes(2, "big")
-            frames.append(peer + own + b"\x08\x00" + bytes(head) + bytes(tcp))
+            frames.append(_ip_frame(own, peer, src, dst, 6, tcp, ident=rng.getrandbits(16)))
     return frames
 
 
@@ -556,10 +569,7 @@ def _nd_frames(spec: Spec, own: bytes, peer: bytes, count: int) -> list[bytes]:
             arp = struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) + mac + sender + bytes(6) + v4_host
             frames.append(b"\xff" * 6 + mac + b"\x08\x06" + arp)
             continue
-        pseudo = src + dst + struct.pack("!I3xB", len(body), 58)
-        body = body[:2] + _sum16(pseudo + body).to_bytes(2, "big") + body[4:]
-        ip = struct.pack("!IHBB", 6 << 28, len(body), 58, 255) + src + dst
-        frames.append(dst_mac + mac + b"\x86\xdd" + ip + body)
+        frames.append(_ip_frame(mac, dst_mac, src, dst, 58, body, hop_limit=255))
     return frames
 
 
@@ -609,20 +619,10 @@ def _blind_frames(
         src, dst = socket.inet_pton(fam, la), socket.inet_pton(fam, ra)
         flags = _BLIND_FLAGS[rng.randrange(len(_BLIND_FLAGS))]
         data = rng.randbytes(64) if flags == 0x18 else b""
-        tcp = bytearray(struct.pack("!HHIIBBHHH", lp, rp, rng.getrandbits(32), rng.getrandbits(32),
-                                    5 << 4, flags, 65535, 0, 0) + data)  # fmt: skip
-        if v6:
-            pseudo = src + dst + struct.pack("!I3xB", len(tcp), 6)
-            tcp[16:18] = _sum16(pseudo + tcp).to_bytes(2, "big")
-            ip = struct.pack("!IHBB", 6 << 28, len(tcp), 6, 64) + src + dst
-            frames.append(peer + own + b"\x86\xdd" + ip + bytes(tcp))
-        else:
-            pseudo = src + dst + struct.pack("!BBH", 0, 6, len(tcp))
-            tcp[16:18] = _sum16(pseudo + tcp).to_bytes(2, "big")
-            head = bytearray(struct.pack("!BBHHHBBH", 0x45, 0, 20 + len(tcp), rng.getrandbits(16),
-                                         0x4000, 64, 6, 0) + src + dst)  # fmt: skip
-            head[10:12] = _sum16(bytes(head)).to_bytes(2, "big")
-            frames.append(peer + own + b"\x08\x00" + bytes(head) + bytes(tcp))
+        tcp = struct.pack("!HHIIBBHHH", lp, rp, rng.getrandbits(32), rng.getrandbits(32),
+                          5 << 4, flags, 65535, 0, 0) + data  # fmt: skip
+        ident = 0 if v6 else rng.getrandbits(16)
+        frames.append(_ip_frame(own, peer, src, dst, 6, tcp, ident=ident, df=True))
     return frames
 
 
