@@ -351,7 +351,7 @@ def kernel_pair(ipv6: bool, workers: int) -> Iterator[System]:
         system.stop = lambda: _terminate(servers, [])
         yield system
     finally:
-        _stop_servers(servers)
+        _terminate(servers, [])  # those drain has not stopped already
         for ns in made:  # the veth goes with its namespaces
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
@@ -370,18 +370,6 @@ def _start_servers(ns: str, servers: list[subprocess.Popen[bytes]], n: int) -> N
     servers.extend(started)
     for server in started:
         _wait_ready(server)
-
-
-def _stop_servers(servers: list[subprocess.Popen[bytes]]) -> None:
-    for server in servers:
-        if server.poll() is None:
-            os.kill(server.pid, signal.SIGTERM)
-    for server in servers:
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.kill(server.pid, signal.SIGKILL)
-            server.wait()
 
 
 def _namespaces(tag: str, roles: str, made: list[str]) -> list[str]:
@@ -430,7 +418,7 @@ def relay_lab(shards: int) -> Iterator[System]:
                 label=f"shardnet relay {shards} shard{'s' if shards > 1 else ''}",
             )  # fmt: skip
     finally:
-        _stop_servers(servers)
+        _terminate(servers, [])  # those drain has not stopped already
         for ns in made:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
@@ -460,7 +448,7 @@ def kernel_router(workers: int) -> Iterator[System]:
             server_pids=tuple(s.pid for s in servers),
         )  # fmt: skip
     finally:
-        _stop_servers(servers)
+        _terminate(servers, [])  # those drain has not stopped already
         for ns in made:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
