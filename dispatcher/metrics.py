@@ -73,6 +73,11 @@ class StackCollector:
                 layer, _, reason = key.partition("/")
                 drops.append(([s, layer, reason], n))
         drops += [
+            ([s, "dispatcher", "control_backlog_full"], d.backlog_drops[int(s)])
+            for s in shards
+            if d.backlog_drops[int(s)]
+        ]
+        drops += [
             (["dispatcher", "reassembly", reason], n)
             for reason, n in sorted(d.reassembly_drops.items())
         ]

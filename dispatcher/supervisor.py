@@ -25,6 +25,8 @@ import multiprocess
 
 from shardnet.common.ring import Ring, RingConsumer, RingProducer
 
+from .backlog import ControlBacklog
+
 log = logging.getLogger("shardnet.dispatcher")
 
 MAX_BACKOFF_S = 5.0
@@ -40,6 +42,7 @@ class ShardSlot:
     process: Any = None  # multiprocess.Process
     ring: Ring | None = None
     producer: RingProducer | None = None
+    backlog: ControlBacklog = field(default_factory=ControlBacklog)  # of ``ring``
     uplink: Ring | None = None  # shard -> dispatcher
     uplink_consumer: RingConsumer | None = None
     started_at: float = 0.0
@@ -91,6 +94,7 @@ class Supervisor:
         )
         proc.start()
         slot.process, slot.ring, slot.producer = proc, ring, ring.producer()
+        slot.backlog = ControlBacklog()
         # The dispatcher's loop does other work: no spinning before it sleeps.
         slot.uplink, slot.uplink_consumer = uplink, uplink.consumer(spin_us=0)
         slot.pid, slot.started_at, slot.ready = proc.pid, time.monotonic(), False

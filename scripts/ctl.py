@@ -260,7 +260,7 @@ def render(view: str, value: Any) -> str:
         lines = [
             f"link: rx {d['link_rx_frames']} frames, {d['link_rx_bytes']} bytes, {d['link_rx_errors']} errors"
         ]
-        rows = [("SHARD", "IN", "RX", "TX", "RING DROPS", "DROPS")]
+        rows = [("SHARD", "IN", "RX", "TX", "RING DROPS", "BACKLOG DROPS", "DROPS")]
         for s in value["shards"]:
             c = s["counters"]
             rows.append(
@@ -270,6 +270,7 @@ def render(view: str, value: Any) -> str:
                     str(c.get("rx_frames", 0)),
                     str(c.get("tx_frames", 0)),
                     str(s["ring_drops"]),
+                    str(s["backlog_drops"]),
                     str(sum(s["drops"].values())),
                 )
             )
