@@ -62,11 +62,11 @@ class StackConfig:
     # --relay-limits in_flight=N,per_source=N,per_destination=N,udp_flows=N
     # per shard (checked by ``shards/relay/limits.py``).
     relay_limits: str | None = None
-    # Fronts for host programs (shards/fronts/): a SOCKS5 server
-    # "[USER:PASSWORD@]HOST:PORT" and an HTTP proxy on kernel sockets, and
+    # Fronts for host programs (shards/fronts/): a SOCKS5 server and an HTTP
+    # proxy on kernel sockets, each "[USER:PASSWORD@]HOST:PORT", and
     # --forward PROTO:LISTEN=TARGET (checked by ``shards/fronts/forward.py``).
     socks5: str | None = None
-    http_proxy: tuple[str, int] | None = None
+    http_proxy: str | None = None
     forwards: tuple[str, ...] = ()
     mac: bytes | None = None  # shardnet's own MAC; random locally administered if None
     mtu: int = 1500
@@ -266,8 +266,6 @@ def _convert(name: str, value: Any) -> Any:
             return tuple(ServeSpec.parse(str(s)) for s in items)
         case "metrics":
             return parse_hostport(str(value), "--metrics")
-        case "http_proxy":
-            return parse_hostport(str(value), "--http-proxy")
         case "app":
             return parse_app(str(value))
         case "shards" | "mtu" | "ring_bytes":

@@ -169,6 +169,7 @@ class StackCollector:
             ("failed", "Dials that failed (refused, unreachable, timed out)."),
             ("refused", "Clients turned away (bad SOCKS5 or HTTP request, failed login)."),
             ("udp_dropped", "UDP datagrams the fronts dropped (caps, malformed, no pair)."),
+            ("resolve_failed", "Names the fronts were asked for that did not resolve."),
         ):
             yield _counter(
                 f"shardnet_front_{name}", doc, ["shard"],

@@ -437,6 +437,12 @@ class ShardAssembly:
                 return []
             rows = self.relay.rows(int(args.get("offset", 0)), int(args.get("limit", CONNS_PAGE)))
             return [{"shard": self.index, **row} for row in rows]
+        if op == "fronts":  # any shard: a page of its fronts' flows (ctl fronts)
+            if self.fronts is None:
+                return []
+            offset = int(args.get("offset", 0))
+            rows = self.fronts.rows()[offset : offset + int(args.get("limit", CONNS_PAGE))]
+            return [{"shard": self.index, **row} for row in rows]
         if op == "table":  # any shard: its copy of a table (replication checks)
             return self.tables.get(str(args.get("name", "")), {})
         if self.control is None:

@@ -286,6 +286,8 @@ class KernelSide(asyncio.Protocol):
         self.expire: asyncio.TimerHandle | None = None
         self.eof = False  # the destination sent FIN
         self.bytes_up = self.bytes_down = 0
+        self.front = ""  # a front's splice: which front, and what it dialled (ctl fronts)
+        self.target = ""
 
     def state(self) -> str:
         """``attaching`` (the client's handshake), ``open``, or which side
