@@ -56,6 +56,9 @@ class StackConfig:
     # What a client is told when the relay cannot connect: "rst" (a reset
     # answering its SYN) or "icmp" (ICMP destination unreachable).
     relay_refused: str = "rst"
+    # ICMP echo to an address not ours: "local" (the stack answers it) or
+    # "relay" (sent on with a kernel ICMP socket, shards/relay/echo.py).
+    relay_icmp: str = "local"
     # --relay-rule ACTION,PREFIX[,PORT[-PORT]]: first match wins, default
     # allow (checked by ``shards/relay/rules.py``).
     relay_rules: tuple[str, ...] = ()
@@ -155,6 +158,10 @@ class StackConfig:
             raise ConfigError("--relay-limits needs --relay")
         if self.relay_netns is not None and self.relay is None:
             raise ConfigError("--relay-netns needs --relay")
+        if self.relay_icmp not in ("local", "relay"):
+            raise ConfigError(f"--relay-icmp must be local or relay, not {self.relay_icmp!r}")
+        if self.relay_icmp != "local" and self.relay is None:
+            raise ConfigError("--relay-icmp needs --relay")
         if self.relay_refused not in ("rst", "icmp"):
             raise ConfigError(f"--relay-refused must be rst or icmp, not {self.relay_refused!r}")
         for what, ns in (("--tun-netns", self.tun_netns), ("--relay-netns", self.relay_netns)):
@@ -313,7 +320,7 @@ def _convert(name: str, value: Any) -> Any:
 _FIELDS = {f.name for f in fields(StackConfig)}
 _TOML_ALIASES = {"drain": "drain_s", "forward": "forwards"}
 _RELAY_KEYS = {"mode": "relay", "netns": "relay_netns", "refused": "relay_refused",
-               "rules": "relay_rules", "limits": "relay_limits"}  # fmt: skip
+               "rules": "relay_rules", "limits": "relay_limits", "icmp": "relay_icmp"}  # fmt: skip
 
 
 def load_toml(path: str) -> dict[str, Any]:

@@ -69,6 +69,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="how a client learns the relay could not connect (default rst)",
     )
     p.add_argument(
+        "--relay-icmp",
+        choices=("local", "relay"),
+        help="ICMP echo to any address: answered by shardnet (local, the default) or sent on"
+        " to the destination with a kernel ICMP socket, answered when it answers (relay)",
+    )
+    p.add_argument(
         "--socks5",
         metavar="[USER:PASSWORD@]HOST:PORT",
         help="a SOCKS5 server on a kernel socket; each CONNECT is dialled through shardnet",

@@ -250,7 +250,7 @@ class ShardAssembly:
             self.relay = Relay(
                 stack, self.tcp, self.clock, mode=config.relay, netns=config.relay_netns,
                 refused=config.relay_refused, rules=config.relay_rules,
-                limits=config.relay_limits,
+                limits=config.relay_limits, icmp=config.relay_icmp,
             )  # fmt: skip
         udp_hook = UdpHooks(
             self.udp, self.steering, self.relay.udp.datagram if self.relay is not None else None

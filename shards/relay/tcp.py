@@ -45,6 +45,7 @@ from ..tcp.endpoint import rst_for
 from ..tcp.segment import Segment
 from ..transport.tcp import FlowHook, Key, TcpDemux
 from . import socks5
+from .echo import EchoRelay
 from .limits import RelayLimits
 from .rules import RelayRules
 from .sockets import SocketOpener
@@ -100,6 +101,7 @@ class RelayTcp(FlowHook):
         self.flows: dict[Key, KernelSide] = {}
         self.clock = clock
         self.udp = udp  # its counters are reported with ours
+        self.echo: EchoRelay | None = None  # --relay-icmp relay: so are its
 
     def decide(
         self, demux: TcpDemux, src: bytes, sport: int, dst: bytes, dport: int, seg: Segment
@@ -215,6 +217,8 @@ class RelayTcp(FlowHook):
         }
         if self.udp is not None:
             counts.update(self.udp.stats())
+        if self.echo is not None:
+            counts.update(self.echo.stats())
         return counts
 
     def rows(self) -> list[dict[str, Any]]:
@@ -237,6 +241,8 @@ class RelayTcp(FlowHook):
             })  # fmt: skip
         if self.udp is not None:
             rows += self.udp.rows(now)
+        if self.echo is not None:
+            rows += self.echo.rows(now)
         return rows
 
 
