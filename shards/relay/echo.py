@@ -6,7 +6,12 @@ client is answered only when the destination's reply comes, with the
 client's identifier, the sequence number and data of the reply (RFC 792,
 RFC 4443 §4.2) and the TTL or hop limit the reply arrived with. A
 destination that does not answer gives no reply, as it would to the
-client; an ICMP error the kernel reports on the socket is counted.
+client. When the kernel reports the destination unreachable (no route at
+``connect``, or an ICMP error it received, as the socket's error) the
+client gets an ICMP destination unreachable from the destination's
+address quoting its request (network unreachable for ENETUNREACH, host or
+address unreachable otherwise), rate-limited as every ICMP error; these
+are counted (``errors``).
 
 A flow is one (client, destination, identifier): one socket, whose
 identifier the kernel picks (the socket's "port"); it is closed after
@@ -24,6 +29,7 @@ itself (``net/icmp.py``).
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import socket
 import struct
@@ -32,14 +38,29 @@ from dataclasses import dataclass
 from typing import Any
 
 from shardnet.common.addr import format_ip
-from shardnet.common.wire.icmpv4 import ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, Icmpv4Header
-from shardnet.common.wire.icmpv6 import ICMPV6_ECHO_REPLY, ICMPV6_ECHO_REQUEST, build_echo_reply
-from shardnet.common.wire.ipv4 import IPPROTO_ICMP
-from shardnet.common.wire.ipv6 import NH_ICMPV6
+from shardnet.common.wire.icmpv4 import (
+    ICMP_DEST_UNREACH,
+    ICMP_ECHO_REPLY,
+    ICMP_ECHO_REQUEST,
+    ICMP_HOST_UNREACH,
+    ICMP_NET_UNREACH,
+    Icmpv4Header,
+)
+from shardnet.common.wire.icmpv6 import (
+    ICMPV6_DST_UNREACH,
+    ICMPV6_ECHO_REPLY,
+    ICMPV6_ECHO_REQUEST,
+    UNREACH_ADDRESS,
+    UNREACH_NO_ROUTE,
+    build_echo_reply,
+)
+from shardnet.common.wire.ipv4 import IPPROTO_ICMP, Ipv4Header
+from shardnet.common.wire.ipv6 import NH_ICMPV6, Ipv6Header
 
 from ..net.stack import NetStack
 from .rules import RelayRules
 from .sockets import SocketOpener
+from .tcp import _delivery
 
 log = logging.getLogger("shardnet.relay")
 
@@ -68,6 +89,7 @@ class EchoFlow:
     closed: bool = False
     up: int = 0  # echo data bytes sent on
     down: int = 0  # and passed back
+    last_request: bytes = b""  # the last request sent on: an error's quote
 
 
 class EchoRelay:
@@ -147,10 +169,11 @@ class EchoRelay:
                 sock.setsockopt(socket.IPPROTO_IP, _IP_RECVTTL, 1)
             else:
                 sock.setsockopt(socket.IPPROTO_IPV6, _IPV6_RECVHOPLIMIT, 1)
-            sock.connect((format_ip(dst), 0))  # no route: ENETUNREACH, as an ICMP error
-        except OSError:
+            sock.connect((format_ip(dst), 0))  # no route: ENETUNREACH
+        except OSError as exc:
             sock.close()
-            self.errors += 1
+            for message in flow.waiting or []:
+                self._unreachable(flow, message, exc.errno)
             self._forget(flow)
             return
         if flow.closed:
@@ -164,12 +187,13 @@ class EchoRelay:
 
     def _send(self, flow: EchoFlow, message: bytes) -> None:
         assert flow.sock is not None
+        flow.last_request = message
         try:
             flow.sock.send(message)
         except BlockingIOError:
             return  # as a lost request: ping sends the next
-        except OSError:  # an ICMP error reported on the socket (unreachable)
-            self.errors += 1
+        except OSError as exc:  # an ICMP error reported on the socket (unreachable)
+            self._unreachable(flow, message, exc.errno)
             return
         flow.up += len(message) - _ECHO.size
         self.requests += 1
@@ -184,8 +208,8 @@ class EchoRelay:
                 data, ancillary, _, _ = sock.recvmsg(_RECV, _CMSG)
             except BlockingIOError:
                 return
-            except OSError:  # the kernel's report of an ICMP error: no reply
-                self.errors += 1
+            except OSError as exc:  # the kernel's report of an ICMP error it received
+                self._unreachable(flow, flow.last_request, exc.errno)
                 continue
             self._reply(flow, data, ancillary)
 
@@ -221,6 +245,32 @@ class EchoRelay:
             flow.down += len(payload)
             self.replies += 1
             self.bytes_down += len(payload)
+
+    def _unreachable(self, flow: EchoFlow, message: bytes, err: int | None) -> None:
+        """Tell the client its request (``message``, as sent on) met an
+        unreachable destination: ICMP destination unreachable quoting the
+        request's IP header and first 8 bytes (RFC 792, RFC 4443 §3.1),
+        rebuilt with the client's identifier."""
+        self.errors += 1
+        if len(message) < _ECHO.size:
+            return
+        client, dst, ident = flow.key
+        kind, _, _, _, seq = _ECHO.unpack_from(message)
+        echo8 = _ECHO.pack(kind, 0, 0, ident, seq)
+        no_route = err == errno.ENETUNREACH
+        if len(dst) == 4:
+            head = bytearray(20)
+            total = 20 + len(message)
+            Ipv4Header(client, dst, IPPROTO_ICMP, total_length=total).emit(head)
+            d = _delivery(self.net, client, dst, head + echo8, IPPROTO_ICMP)
+            code = ICMP_NET_UNREACH if no_route else ICMP_HOST_UNREACH
+            self.net.icmp.error_v4(d, ICMP_DEST_UNREACH, code)
+        else:
+            head = bytearray(40)
+            Ipv6Header(client, dst, NH_ICMPV6, payload_length=len(message)).emit(head)
+            d = _delivery(self.net, client, dst, head + echo8, NH_ICMPV6)
+            code = UNREACH_NO_ROUTE if no_route else UNREACH_ADDRESS
+            self.net.icmp.error_v6(d, ICMPV6_DST_UNREACH, code)
 
     def _forget(self, flow: EchoFlow) -> None:
         flow.closed = True

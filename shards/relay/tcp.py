@@ -31,7 +31,7 @@ import errno
 import socket
 import struct
 from collections.abc import Callable
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from shardnet.common.addr import format_ip
 from shardnet.common.wire.icmpv4 import ICMP_DEST_UNREACH, ICMP_HOST_UNREACH, ICMP_PORT_UNREACH
@@ -45,12 +45,14 @@ from ..tcp.endpoint import rst_for
 from ..tcp.segment import Segment
 from ..transport.tcp import FlowHook, Key, TcpDemux
 from . import socks5
-from .echo import EchoRelay
 from .limits import RelayLimits
 from .rules import RelayRules
 from .sockets import SocketOpener
 from .socks5 import Upstream
 from .udp import UdpRelay
+
+if TYPE_CHECKING:
+    from .echo import EchoRelay
 
 CONNECT_TIMEOUT_S = 10.0  # a destination that does not answer: the client is told, not left waiting
 # A dialled socket waits this long for the client's handshake to complete
@@ -263,10 +265,17 @@ def _no_decider(peer: tuple[Any, ...], local: tuple[Any, ...]) -> Any:
     raise AssertionError("RelayTcp decides itself")  # FlowHook.decide is overridden
 
 
-def _delivery(net: NetStack, src: bytes, dst: bytes, packet: bytes | bytearray) -> Delivery:
+def _delivery(
+    net: NetStack,
+    src: bytes,
+    dst: bytes,
+    packet: bytes | bytearray,
+    proto: int = socket.IPPROTO_TCP,
+) -> Delivery:
+    """A datagram the client sent, rebuilt for an ICMP error to quote."""
     view = memoryview(bytes(packet))
     hlen = 20 if len(src) == 4 else 40
-    return Delivery(net.link_nic, src, dst, socket.IPPROTO_TCP, 0, 64, view[hlen:], False, view)
+    return Delivery(net.link_nic, src, dst, proto, 0, 64, view[hlen:], False, view)
 
 
 class SpliceOwner(Protocol):

@@ -205,8 +205,9 @@ def test_ping_to_any_address_is_answered(lab: Lab) -> None:
 
 def test_ping_relayed_to_the_destination(tmp_path: Path) -> None:
     # --relay-icmp relay: an address that exists in the server namespace
-    # answers; one that does not gives the client no reply (with the
-    # default, local, shardnet would answer both).
+    # answers; one it has no route to gets no echo reply, only the
+    # unreachable the kernel reports (with the default, local, shardnet
+    # would answer both).
     with relay_lab(tmp_path, "--relay-icmp", "relay") as lab:
         # Linux's ping sockets need the group in ping_group_range (both families).
         lab.server.run(["sysctl", "-qw", "net.ipv4.ping_group_range=0 2147483647"])
@@ -219,6 +220,8 @@ def test_ping_relayed_to_the_destination(tmp_path: Path) -> None:
             assert ok.stdout.count("ttl=33 ") == 3, ok.stdout
             lost = lab.client.run(["ping", "-c", "2", "-i", "0.2", "-W", "1", nowhere], check=False)
             assert " 100% packet loss" in lost.stdout, lost.stdout
+            # No route in the server namespace: the kernel's ENETUNREACH, told as ICMP.
+            assert "unreachable" in lost.stdout.lower(), lost.stdout
         assert lab.stack.client is not None
         rows = [r for r in lab.stack.client.relays() if r["proto"] == "icmp"]
         assert {r["destination"] for r in rows} >= {SERVER_V4, SERVER_V6}, rows

@@ -6,6 +6,7 @@ reply's sequence number and data, and the TTL or hop limit it came with."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import socket
 import struct
 import sys
@@ -26,11 +27,24 @@ class _View:
     local = {OURS4}
 
 
+class _Icmp:
+    def __init__(self) -> None:
+        self.errors: list[tuple[int, Any, int, int]] = []
+
+    def error_v4(self, d: Any, type_: int, code: int) -> None:
+        self.errors.append((4, d, type_, code))
+
+    def error_v6(self, d: Any, type_: int, code: int) -> None:
+        self.errors.append((6, d, type_, code))
+
+
 class _Net:
     view = _View()
+    link_nic = 1
 
     def __init__(self) -> None:
         self.sent: list[tuple[int, bytes, bytes, bytes, Any]] = []
+        self.icmp = _Icmp()
 
     def send_ipv4(self, dst: bytes, proto: int, payload: Any, *, src: bytes, ttl: Any) -> bool:
         self.sent.append((4, dst, src, bytes(payload), ttl))
@@ -114,3 +128,21 @@ def test_anything_but_an_echo_reply_is_not_passed_back() -> None:
     relay._reply(flow, struct.pack("!BBHHH", 8, 0, 0, 1, 1), [])
     relay._reply(flow, b"\x00\x00", [])  # shorter than a header
     assert net.sent == []
+
+
+def test_an_unreachable_destination_is_told_quoting_the_clients_request() -> None:
+    relay, net, _ = _relay()
+    flow = EchoFlow((CLIENT4, DEST4, 0x1234), 0.0, 0.0)
+    sent_on = struct.pack("!BBHHH", 8, 0, 0, 0, 9) + b"abcd"  # as the relay sent it
+    relay._unreachable(flow, sent_on, errno.ENETUNREACH)
+    relay._unreachable(flow, sent_on, errno.EHOSTUNREACH)
+    (_, d, type_, net_code), (_, _, _, host_code) = net.icmp.errors
+    assert (type_, net_code, host_code) == (3, 0, 1)  # RFC 792: net, host unreachable
+    assert (d.src, d.dst, d.protocol) == (CLIENT4, DEST4, socket.IPPROTO_ICMP)
+    quoted = ICMP(bytes(d.payload))  # the request with the client's identifier
+    assert (quoted.type, quoted.id, quoted.seq) == (8, 0x1234, 9)
+    flow6 = EchoFlow((CLIENT6, DEST6, 7), 0.0, 0.0)
+    relay._unreachable(flow6, struct.pack("!BBHHH", 128, 0, 0, 0, 1), errno.EHOSTUNREACH)
+    version, d6, type6, code6 = net.icmp.errors[-1]
+    assert (version, type6, code6, d6.src) == (6, 1, 3, CLIENT6)  # RFC 4443 §3.1
+    assert relay.errors == 3
