@@ -16,8 +16,8 @@ holds both ends and no connection is handed between processes.
 The splice is the relay's (``shards/relay/tcp.py``: back-pressure both
 ways, FIN ↔ ``shutdown(SHUT_WR)``, RST ↔ abort). Destinations given as
 names (SOCKS5 CONNECT requests and UDP datagrams, HTTP URIs) are resolved
-with the host's resolver, through a small cache (``names.py``). UDP — ``udp:`` forwards and SOCKS5 UDP ASSOCIATE — is in
-``udp.py``; BIND is refused (RFC 1928 reply 7, command not supported).
+with the host's resolver, through a small cache (``names.py``). UDP —
+``udp:`` forwards and SOCKS5 UDP ASSOCIATE — is in ``udp.py``; BIND is refused (RFC 1928 reply 7, command not supported).
 """
 
 from __future__ import annotations
@@ -49,8 +49,8 @@ LISTEN_BACKLOG = 1024
 # Connections one shard's fronts hold at once (being set up or spliced), as
 # the relay's in-flight cap; more are accepted and closed at once.
 MAX_CONNECTIONS = 4096
-# ``ctl fronts`` names a forward listening on shardnet's addresses so, as
-# the ``shardnet:PORT`` of its specification.
+# What ``ctl fronts`` calls a TCP forward that listens on shardnet's
+# addresses (``tcp:shardnet:PORT=...``): its client is on shardnet's side.
 INBOUND = "tcp-forward-shardnet"
 # What a SOCKS5 client is told for each way the dial failed (RFC 1928 §6);
 # anything else (a timeout, a name that does not resolve) is host unreachable.
