@@ -1,7 +1,7 @@
 """``shardnet ctl``: the state of a running stack, as a table or as JSON,
 and changes to it (addresses, routes, NICs).
 
-    shardnet ctl nics|addrs|routes|neigh|groups|conns|relays|stats|shards [--json]
+    shardnet ctl nics|addrs|routes|neigh|groups|conns|relays|fronts|stats|shards [--json]
     shardnet ctl events [--json]
     shardnet ctl addr add|del NIC ADDRESS/LEN [--first-primary|--never-primary]
     shardnet ctl route add|del DST/LEN [--via GATEWAY] [--dev NIC] [--metric N]
@@ -20,7 +20,9 @@ from typing import Any
 from shardnet.common.client import Client, ControlError
 from shardnet.common.settings import parse_pairs
 
-VIEWS = ("nics", "addrs", "routes", "neigh", "groups", "conns", "relays", "stats", "shards")
+VIEWS = (
+    "nics", "addrs", "routes", "neigh", "groups", "conns", "relays", "fronts", "stats", "shards"
+)  # fmt: skip
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -118,6 +120,8 @@ def main(ns: argparse.Namespace) -> int:
                 value = client.conns()
             elif op == "relays":
                 value = client.relays()
+            elif op == "fronts":
+                value = client.fronts()
             else:
                 value = client.call(op, **args)
     except ControlError as exc:
@@ -247,6 +251,14 @@ def render(view: str, value: Any) -> str:
                     "-" if age is None else f"{age:.1f}s",
                 )  # fmt: skip
             )
+        return table(rows)
+    if view == "fronts":  # as ss shows sockets: one line per flow
+        rows = [("SHARD", "PROTO", "CLIENT", "TARGET", "UP", "DOWN", "AGE")]
+        rows += [
+            (str(r["shard"]), r["proto"], r["client"], r["target"], str(r["bytes_up"]),
+             str(r["bytes_down"]), f"{r['age_s']:.1f}s")
+            for r in value
+        ]  # fmt: skip
         return table(rows)
     if view == "shards":
         rows = [("SHARD", "PID", "READY", "RESTARTS")]

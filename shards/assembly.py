@@ -250,7 +250,7 @@ class ShardAssembly:
             self.relay = Relay(
                 stack, self.tcp, self.clock, mode=config.relay, netns=config.relay_netns,
                 refused=config.relay_refused, rules=config.relay_rules,
-                limits=config.relay_limits,
+                limits=config.relay_limits, icmp=config.relay_icmp,
             )  # fmt: skip
         udp_hook = UdpHooks(
             self.udp, self.steering, self.relay.udp.datagram if self.relay is not None else None
@@ -436,6 +436,12 @@ class ShardAssembly:
             if self.relay is None:
                 return []
             rows = self.relay.rows(int(args.get("offset", 0)), int(args.get("limit", CONNS_PAGE)))
+            return [{"shard": self.index, **row} for row in rows]
+        if op == "fronts":  # any shard: a page of its fronts' flows (ctl fronts)
+            if self.fronts is None:
+                return []
+            offset = int(args.get("offset", 0))
+            rows = self.fronts.rows()[offset : offset + int(args.get("limit", CONNS_PAGE))]
             return [{"shard": self.index, **row} for row in rows]
         if op == "table":  # any shard: its copy of a table (replication checks)
             return self.tables.get(str(args.get("name", "")), {})
