@@ -87,7 +87,7 @@ from .actions import (
 from .arp import ANNOUNCE_INTERVAL_S, ANNOUNCE_NUM, ArpHandler
 from .datagram import Delivery
 from .dhcp4 import Dhcp4Client, SendDhcp4, StoreLease
-from .dhcp6 import Dhcp6Client, Dhcp6Refused, SendDhcp6
+from .dhcp6 import Dhcp6Client, Dhcp6Refused, Dhcp6State, SendDhcp6
 from .leasefile import LeaseFile
 from .mld import SendMld
 from .model import AddressKind, Nic, PrimaryBehavior
@@ -702,7 +702,7 @@ class ControlPlane(Resolver):
                 if addr in client6.addresses or (
                     row["origin"] == "linklocal"
                     and not client6.addresses
-                    and client6.state.value != "IDLE"
+                    and client6.state is not Dhcp6State.IDLE
                 ):
                     row["dhcp6"] = client6.row(now, addr)
         return rows

@@ -105,6 +105,9 @@ T1_FRACTION = 0.5  # §18.2.4 (recommended when the server leaves T1 to the clie
 T2_FRACTION = 0.8
 # Own bound, as the DHCPv4 client's: a shorter valid lifetime is taken as this long.
 MIN_LIFETIME_S = 10.0
+# Own bound: addresses held at once. A server handing out new ones at every
+# Renew must not grow the client without end; more are skipped and counted.
+MAX_ADDRESSES = 8
 RESTART_S = 1.0  # a pause before soliciting again after a refusal: no Solicit storm
 ORO_STATEFUL = (OPT_DNS_SERVERS, OPT_DOMAIN_LIST)
 ORO_STATELESS = (OPT_DNS_SERVERS, OPT_DOMAIN_LIST, OPT_INFORMATION_REFRESH_TIME)
@@ -671,6 +674,9 @@ class Dhcp6Client:
                 if lease is not None:
                     del self.addresses[addr]
                     self._out.append(RemoveAddress(addr))
+                continue
+            if lease is None and len(self.addresses) >= MAX_ADDRESSES:
+                self._out.append(Dhcp6Refused(Drop.DHCP6_TOO_MANY))
                 continue
             if valid < MIN_LIFETIME_S:
                 self._out.append(Dhcp6Refused(Drop.DHCP6_BAD_LIFETIMES))

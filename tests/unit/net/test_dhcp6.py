@@ -34,6 +34,7 @@ from shardnet.common.wire.errors import Drop
 from shardnet.shards.net.actions import AddAddress, RemoveAddress, SetAddressKind
 from shardnet.shards.net.dhcp6 import (
     IRT_MINIMUM_S,
+    MAX_ADDRESSES,
     MIN_LIFETIME_S,
     REQ_MAX_RC,
     Dhcp6Bound,
@@ -467,3 +468,16 @@ def test_managed_after_stateless_solicits() -> None:
     c.configure(clock.now, Mode.MANAGED)
     _, msg = next_send(c, clock)
     assert msg.msg_type == SOLICIT
+
+
+def test_addresses_held_are_bounded() -> None:
+    """A server handing out new addresses at every Renew: at most MAX_ADDRESSES held."""
+    c, clock, _ = stateful()
+    refused = 0
+    for round_ in range(4):
+        next_send(c, clock)  # Renew at T1
+        fresh = [parse_ip(f"2001:db8::{round_}:{i}") for i in range(1, 8)]
+        out = handled(c, clock.now, server_msg(c, REPLY, ia_na=[ia(ADDR, *fresh)]))
+        refused += out.count(Dhcp6Refused(Drop.DHCP6_TOO_MANY))
+        assert ADDR in c.addresses and len(c.addresses) <= MAX_ADDRESSES
+    assert refused >= 7
