@@ -8,6 +8,8 @@ import random
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from shardnet.common.addr import parse_ip, parse_mac
 from shardnet.common.wire.dhcp6 import (
@@ -481,3 +483,53 @@ def test_addresses_held_are_bounded() -> None:
         refused += out.count(Dhcp6Refused(Drop.DHCP6_TOO_MANY))
         assert ADDR in c.addresses and len(c.addresses) <= MAX_ADDRESSES
     assert refused >= 7
+
+
+_lifetime = st.sampled_from([0, 1, 5, 100, 3600, INFINITY]) | st.integers(0, 2**32 - 1)
+_server_ia = st.builds(
+    IaNa,
+    st.sampled_from([1, 2]),
+    _lifetime,
+    _lifetime,
+    st.lists(
+        st.builds(IaAddress, st.sampled_from([ADDR, ADDR2, parse_ip("fe80::5"), bytes(16)]),
+                  _lifetime, _lifetime, st.sampled_from([None, 0, 2, 3])),
+        max_size=3,
+    ),
+    st.sampled_from([None, 0, STATUS_NO_ADDRS_AVAIL, STATUS_NO_BINDING]),
+)  # fmt: skip
+
+
+@given(
+    steps=st.lists(
+        st.tuples(
+            st.sampled_from([ADVERTISE, REPLY, RECONFIGURE, SOLICIT]),
+            st.booleans(),  # our transaction id
+            st.lists(_server_ia, max_size=2),
+            st.floats(0, 5000),  # time passing before it
+            st.none() | st.integers(0, 255),
+        ),
+        max_size=25,
+    ),
+    mode=st.sampled_from([Mode.MANAGED, Mode.OTHER]),
+)
+def test_hostile_servers_never_break_the_client(
+    steps: list[tuple[int, bool, list[IaNa], float, int | None]], mode: Mode
+) -> None:
+    """Whatever servers send and whenever: no exception, the addresses held
+    stay bounded and within their lifetimes, a timer is always pending
+    while an exchange is under way."""
+    clock = Clock()
+    c = Dhcp6Client(1, MAC, random.Random(5))
+    c.start(0.0)
+    c.configure(0.0, mode)
+    for kind, ours, ias, wait, preference in steps:
+        run_until(c, clock, clock.now + wait)
+        xid = c.xid if ours else (c.xid + 1) & 0xFFFFFF
+        msg = Dhcp6Message(kind, xid, client_id=DUID, server_id=SERVER_DUID, ia_na=ias,
+                           preference=preference)  # fmt: skip
+        c.handle(clock.now, msg, SERVER)
+        assert len(c.addresses) <= MAX_ADDRESSES
+        assert all(lease.valid_end > clock.now for lease in c.addresses.values())
+        if c.state not in (Dhcp6State.BOUND, Dhcp6State.INFORMED):
+            assert c.next_deadline() is not None
