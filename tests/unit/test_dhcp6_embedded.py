@@ -207,3 +207,24 @@ def test_dad_failure_declines() -> None:
             await next_dhcp6(stack, DHCP6_Decline, seen)  # retransmitted until answered
 
     run(go(), timeout=20)
+
+
+def test_off_sends_nothing() -> None:
+    """``--dhcp6 off``: an RA with M is reported, and nothing is solicited."""
+
+    async def go() -> None:
+        config = StackConfig(drain_s=0.2, dhcp6="off")
+        stack = Stack(mac=OUR_MAC, ndp=NO_DAD, config=config)
+        events = stack.events()
+        async with stack:
+            stack.link.inject(ra(managed=True))
+            async with asyncio.timeout(5):
+                async for event in events:
+                    if event.type == "dhcpv6_configuration":
+                        assert event.data["configuration"] == "managed"
+                        break
+            # Past SOL_MAX_DELAY (1 s), the longest a Solicit waits.
+            await asyncio.sleep(1.2)
+            assert not [p for p in frames_of(stack) if UDP in p and p[UDP].dport == 547]
+
+    run(go(), timeout=20)
