@@ -4,7 +4,8 @@ setting M (an address by Solicit/Request, pinged from the kernel, Released
 at shutdown: dnsmasq logs it and forgets the lease) or O only (stateless:
 the Information-request's DNS server and search list); and a scapy server
 with short lifetimes (T1 2 s, T2 4 s, valid 10 s) for the Renew, and then,
-once it goes away, Rebind and the address's end (dnsmasq's shortest lease
+once it goes away, Rebind and the address's end; the kernel holding the
+address first makes DAD fail and the client Decline it (dnsmasq's shortest lease
 is two minutes, a T1 of 60 s). Addresses: 2001:db8:6::/64 .. 2001:db8:8::/64
 and fe80::/10 only."""
 
@@ -121,11 +122,12 @@ def test_stateless_information_request(ns: Netns, tmp_path: Path) -> None:
 
 # A DHCPv6 server (and router advertising M) that gives 2001:db8:8::60 with
 # T1 2 s, T2 4 s, preferred 8 s, valid 10 s to whoever asks.
+SCAPY_ADDR = "2001:db8:8::60"
 SCAPY_SERVER = """
     import threading, time
     from scapy.all import Ether, IPv6, UDP, conf, sendp, sniff
     from scapy.layers.dhcp6 import (DHCP6_Advertise, DHCP6_Reply, DHCP6_Solicit, DHCP6_Request,
-        DHCP6_Renew, DHCP6_Rebind, DHCP6OptClientId, DHCP6OptServerId, DHCP6OptIA_NA,
+        DHCP6_Renew, DHCP6_Rebind, DHCP6_Decline, DHCP6OptClientId, DHCP6OptServerId, DHCP6OptIA_NA,
         DHCP6OptIAAddress, DHCP6OptPref, DUID_LL)
     from scapy.layers.inet6 import ICMPv6ND_RA, ICMPv6NDOptPrefixInfo, ICMPv6NDOptSrcLLAddr
     conf.verb = 0
@@ -141,7 +143,8 @@ SCAPY_SERVER = """
     def answer(p):
         msg = p[UDP].payload
         for kind, reply in ((DHCP6_Solicit, DHCP6_Advertise), (DHCP6_Request, DHCP6_Reply),
-                            (DHCP6_Renew, DHCP6_Reply), (DHCP6_Rebind, DHCP6_Reply)):
+                            (DHCP6_Renew, DHCP6_Reply), (DHCP6_Rebind, DHCP6_Reply),
+                            (DHCP6_Decline, DHCP6_Reply)):
             if isinstance(msg, kind):
                 break
         else:
@@ -159,14 +162,31 @@ SCAPY_SERVER = """
 """
 
 
-def test_renew_then_rebind_and_expiry(ns: Netns) -> None:
+def test_decline_renew_rebind_and_expiry(ns: Netns) -> None:
     with StackProcess(ns) as stack:
         events = EventLog(stack.control)
+        # The kernel holds the address the server hands out: our DAD probe
+        # draws its NA, the address is Declined (RFC 8415 §18.2.8).
+        ns.run(f"ip addr add {SCAPY_ADDR}/64 dev {TAP} nodad")
         code = textwrap.dedent(SCAPY_SERVER.format(tap=TAP))
         server = ns.popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
         assert server.stdout is not None and server.stdout.readline().strip() == "ready"
         bound = events.wait("dhcp6_bound")
-        assert bound["addresses"] == ["2001:db8:8::60"] and bound["t1_s"] == 2
+        assert bound["addresses"] == [SCAPY_ADDR] and bound["t1_s"] == 2
+        assert events.wait("dhcp6_declined")["addr"] == SCAPY_ADDR
+        heard = [server.stdout.readline().strip() for _ in range(3)]
+        assert heard[:2] == ["DHCP6_Solicit", "DHCP6_Request"], heard
+        while heard[-1] != "DHCP6_Decline":  # a Renew may come first (T1 2 s)
+            heard.append(server.stdout.readline().strip())
+        ns.run(f"ip addr del {SCAPY_ADDR}/64 dev {TAP}")
+        # Solicit again: the same address, this time through DAD.
+        assert wait_until(
+            lambda: any(
+                a["addr"] == SCAPY_ADDR and a["kind"] == "permanent" for a in stack.call("addrs")
+            ),
+            timeout=15,
+            interval=0.1,
+        ), events.all()
         renewed = events.wait("dhcp6_renewed")  # §18.2.4: Renew at T1, answered
         assert renewed["state"] == "RENEW" and renewed["addresses"] == ["2001:db8:8::60"]
         server.terminate()
