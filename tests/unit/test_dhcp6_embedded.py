@@ -28,7 +28,14 @@ from scapy.layers.dhcp6 import (
     DHCP6OptServerId,
 )
 from scapy.layers.inet import UDP
-from scapy.layers.inet6 import ICMPv6ND_NA, ICMPv6ND_RA, ICMPv6NDOptSrcLLAddr, IPv6
+from scapy.layers.inet6 import (
+    ICMPv6ND_NA,
+    ICMPv6ND_NS,
+    ICMPv6ND_RA,
+    ICMPv6NDOptPrefixInfo,
+    ICMPv6NDOptSrcLLAddr,
+    IPv6,
+)
 from scapy.layers.l2 import Ether
 from scapy.packet import Packet, Raw
 
@@ -54,6 +61,8 @@ def ra(managed: bool) -> bytes:
         / IPv6(src=SERVER_LL, dst="ff02::1", hlim=255)
         / ICMPv6ND_RA(M=int(managed), O=1, routerlifetime=0)
         / ICMPv6NDOptSrcLLAddr(lladdr=SERVER_MAC)
+        # On-link by the RA (RFC 8415 §21.4: not by the /128), no SLAAC.
+        / ICMPv6NDOptPrefixInfo(prefix="2001:db8::", prefixlen=64, L=1, A=0)
     )
 
 
@@ -146,6 +155,19 @@ def test_address_from_a_scapy_server() -> None:
                         break
             assert got is not None and got.data["addresses"] == [ADDR]
             assert got.data["dns_servers"] == [DNS]
+            # RFC 6724: the assigned address is the source toward its link,
+            # as any other (the neighbour solicitation for the peer comes from it).
+            transport, _ = await stack.create_datagram_endpoint(
+                asyncio.DatagramProtocol, local_addr=("::", 0)
+            )
+            transport.sendto(b"x", ("2001:db8::99", 9))
+            ns = await until(
+                lambda: [p for p in frames_of(stack) if ICMPv6ND_NS in p and p[ICMPv6ND_NS].tgt
+                         == "2001:db8::99"],
+                timeout=5.0,
+            )  # fmt: skip
+            assert ns[0][IPv6].src == ADDR
+            transport.close()
         # Closing released the address (RFC 8415 §18.2.7).
         release = next(p for p in [*seen, *frames_of(stack)] if DHCP6_Release in p)
         assert release[DHCP6OptIAAddress].addr == ADDR and release[IPv6].dst == "ff02::1:2"
