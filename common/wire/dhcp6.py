@@ -9,8 +9,8 @@ IA Address (5) and Status Code (13) inside, Option Request (6), Preference
 (7), Elapsed Time (8), Authentication (11, carried: the client accepts no
 Reconfigure, so it never checks one), Status Code (13), Rapid Commit (14),
 Reconfigure Message (19), DNS Recursive Name Server (23, RFC 3646 §3),
-Domain Search List (24, RFC 3646 §4) and Information Refresh Time (32,
-RFC 8415 §21.23). Others are skipped whole. Relay messages (12, 13) are
+Domain Search List (24, RFC 3646 §4), Information Refresh Time (32,
+RFC 8415 §21.23), SOL_MAX_RT (82) and INF_MAX_RT (83, §21.24, §21.25). Others are skipped whole. Relay messages (12, 13) are
 not a client's business and are refused like any other non-server type.
 
 Bounds (own): at most ``MAX_IA_ADDRESSES`` IA Address options per IA_NA,
@@ -51,6 +51,8 @@ OPT_RECONF_MSG = 19
 OPT_DNS_SERVERS = 23  # RFC 3646 §3
 OPT_DOMAIN_LIST = 24  # RFC 3646 §4
 OPT_INFORMATION_REFRESH_TIME = 32  # RFC 8415 §21.23
+OPT_SOL_MAX_RT = 82  # RFC 8415 §21.24
+OPT_INF_MAX_RT = 83  # RFC 8415 §21.25
 
 # RFC 8415 §21.13 status codes
 STATUS_SUCCESS = 0
@@ -129,6 +131,8 @@ class Dhcp6Message:
     dns_servers: list[bytes] = field(default_factory=list)
     domains: tuple[str, ...] = ()
     info_refresh_s: int | None = None
+    sol_max_rt_s: int | None = None
+    inf_max_rt_s: int | None = None
 
     @classmethod
     def parse(cls, buf: bytes | bytearray | memoryview) -> Dhcp6Message:
@@ -174,8 +178,13 @@ class Dhcp6Message:
             put(OPT_DNS_SERVERS, b"".join(self.dns_servers))
         if self.domains:
             put(OPT_DOMAIN_LIST, encode_domains(self.domains))
-        if self.info_refresh_s is not None:
-            put(OPT_INFORMATION_REFRESH_TIME, _U32.pack(self.info_refresh_s))
+        for code, number in (
+            (OPT_INFORMATION_REFRESH_TIME, self.info_refresh_s),
+            (OPT_SOL_MAX_RT, self.sol_max_rt_s),
+            (OPT_INF_MAX_RT, self.inf_max_rt_s),
+        ):
+            if number is not None:
+                put(code, _U32.pack(number))
         return bytes(out)
 
 
@@ -287,8 +296,14 @@ class Dhcp6View:
                     msg.domains = decode_domains(body)
                 except MalformedPacket:
                     raise _bad(Drop.DHCP6_BAD_OPTION, "domain search list") from None
-            elif code == OPT_INFORMATION_REFRESH_TIME:
+            elif code in (OPT_INFORMATION_REFRESH_TIME, OPT_SOL_MAX_RT, OPT_INF_MAX_RT):
                 if n != 4:
-                    raise _bad(Drop.DHCP6_BAD_OPTION, f"information refresh time of {n} bytes")
-                msg.info_refresh_s = _U32.unpack_from(body)[0]
+                    raise _bad(Drop.DHCP6_BAD_OPTION, f"option {code} of {n} bytes")
+                number = _U32.unpack_from(body)[0]
+                if code == OPT_INFORMATION_REFRESH_TIME:
+                    msg.info_refresh_s = number
+                elif code == OPT_SOL_MAX_RT:
+                    msg.sol_max_rt_s = number
+                else:
+                    msg.inf_max_rt_s = number
         return msg

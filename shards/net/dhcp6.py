@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import enum
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from shardnet.common.addr import format_ip, is_ipv6_link_local, is_unicast
@@ -58,7 +58,9 @@ from shardnet.common.wire.dhcp6 import (
     INFORMATION_REQUEST,
     OPT_DNS_SERVERS,
     OPT_DOMAIN_LIST,
+    OPT_INF_MAX_RT,
     OPT_INFORMATION_REFRESH_TIME,
+    OPT_SOL_MAX_RT,
     REBIND,
     RECONFIGURE,
     RELEASE,
@@ -109,8 +111,11 @@ MIN_LIFETIME_S = 10.0
 # Renew must not grow the client without end; more are skipped and counted.
 MAX_ADDRESSES = 8
 RESTART_S = 1.0  # a pause before soliciting again after a refusal: no Solicit storm
-ORO_STATEFUL = (OPT_DNS_SERVERS, OPT_DOMAIN_LIST)
-ORO_STATELESS = (OPT_DNS_SERVERS, OPT_DOMAIN_LIST, OPT_INFORMATION_REFRESH_TIME)
+# §18.2.1, §18.2.6: Solicit asks for SOL_MAX_RT, Information-request for
+# INF_MAX_RT and the Information Refresh Time.
+ORO_STATEFUL = (OPT_DNS_SERVERS, OPT_DOMAIN_LIST, OPT_SOL_MAX_RT)
+ORO_STATELESS = (OPT_DNS_SERVERS, OPT_DOMAIN_LIST, OPT_INFORMATION_REFRESH_TIME, OPT_INF_MAX_RT)
+MAX_RT_RANGE_S = (60, 86400)  # §21.24, §21.25: other values are ignored
 INF = float("inf")
 
 
@@ -264,6 +269,8 @@ class Dhcp6Client:
         self.domains: tuple[str, ...] = ()
         self.refresh_at = INF
         self.declining: bytes | None = None
+        self.sol_max_rt = SOL_MAX_RT_S  # §21.24: a server may change them
+        self.inf_max_rt = INF_MAX_RT_S
         self._out: list[Any] = []
         self.timers = TimerQueue()
         self._retransmit = self.timers.timer(self._on_retransmit)
@@ -346,6 +353,13 @@ class Dhcp6Client:
             return Drop.DHCP6_NOT_OURS  # §16.10 / §18.2.10: another exchange or client
         if msg.server_id is None:
             return Drop.DHCP6_UNEXPECTED  # §16.3, §16.7: a server names itself
+        # §18.2.9, §18.2.10: SOL_MAX_RT and INF_MAX_RT are taken from any
+        # Advertise or Reply of ours, even one whose status is a failure.
+        low, high = MAX_RT_RANGE_S
+        if msg.sol_max_rt_s is not None and low <= msg.sol_max_rt_s <= high:
+            self.sol_max_rt = float(msg.sol_max_rt_s)
+        if msg.inf_max_rt_s is not None and low <= msg.inf_max_rt_s <= high:
+            self.inf_max_rt = float(msg.inf_max_rt_s)
         state = self.state
         if msg.msg_type == ADVERTISE:
             if state is not Dhcp6State.SOLICITING:
@@ -353,6 +367,8 @@ class Dhcp6Client:
             return self._advertised(now, msg, src)
         # REPLY
         if state is Dhcp6State.INFORMING:
+            if msg.status not in (None, STATUS_SUCCESS):
+                return Drop.DHCP6_UNEXPECTED  # §18.2.10 UnspecFail: retransmission goes on
             self._informed(now, msg, src)
         elif state is Dhcp6State.DECLINING:
             self._declined(now)
@@ -437,6 +453,10 @@ class Dhcp6Client:
 
     def _next_rt(self, ex: _Exchange) -> float:
         """§15: the next retransmission timeout."""
+        if self.state is Dhcp6State.SOLICITING:
+            ex = replace(ex, mrt=self.sol_max_rt)
+        elif self.state is Dhcp6State.INFORMING:
+            ex = replace(ex, mrt=self.inf_max_rt)
         rand = self.rng.uniform(-RAND_S, RAND_S)
         if self.rt == 0.0:
             if ex.positive_first:  # §18.2.1: the first Solicit's RT above IRT

@@ -17,7 +17,9 @@ from shardnet.common.wire.dhcp6 import (
     DECLINE,
     INFINITY,
     INFORMATION_REQUEST,
+    OPT_INF_MAX_RT,
     OPT_INFORMATION_REFRESH_TIME,
+    OPT_SOL_MAX_RT,
     REBIND,
     RECONFIGURE,
     RELEASE,
@@ -533,3 +535,35 @@ def test_hostile_servers_never_break_the_client(
         assert all(lease.valid_end > clock.now for lease in c.addresses.values())
         if c.state not in (Dhcp6State.BOUND, Dhcp6State.INFORMED):
             assert c.next_deadline() is not None
+
+
+@pytest.mark.parametrize(("given", "cap"), [(120, 120.0), (30, 3600.0), (100_000, 3600.0)])
+def test_sol_max_rt_from_a_server(given: int, cap: float) -> None:
+    """§18.2.9, §21.24: an Advertise's SOL_MAX_RT (60..86400, others ignored)
+    caps the Solicit retransmissions, even an Advertise without addresses."""
+    clock = Clock()
+    c = Dhcp6Client(1, MAC, random.Random(2))
+    c.start(0.0)
+    c.configure(0.0, Mode.MANAGED)
+    _, solicit = next_send(c, clock)
+    assert OPT_SOL_MAX_RT in solicit.oro  # §18.2.1: asked for
+    noaddrs = server_msg(c, ADVERTISE, status=STATUS_NO_ADDRS_AVAIL, sol_max_rt_s=given)
+    assert c.handle(clock.now, noaddrs, SERVER) is Drop.DHCP6_UNEXPECTED
+    times = [next_send(c, clock, limit=1e9)[0] for _ in range(16)]
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    assert max(gaps) <= cap * 1.1 and gaps[-1] >= cap * 0.9
+
+
+def test_inf_max_rt_from_a_server() -> None:
+    clock = Clock()
+    c = Dhcp6Client(1, MAC, random.Random(2))
+    c.start(0.0)
+    c.configure(0.0, Mode.OTHER)
+    _, info = next_send(c, clock)
+    assert OPT_INF_MAX_RT in info.oro
+    # An UnspecFail Reply still carries INF_MAX_RT (§18.2.10); the exchange goes on.
+    failed = server_msg(c, REPLY, status=1, inf_max_rt_s=60)
+    assert c.handle(clock.now, failed, SERVER) is Drop.DHCP6_UNEXPECTED
+    times = [next_send(c, clock, limit=1e9)[0] for _ in range(12)]
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    assert max(gaps) <= 66 and gaps[-1] >= 54

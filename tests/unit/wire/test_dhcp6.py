@@ -164,6 +164,7 @@ _ia_address = st.builds(IaAddress, _addr, st.integers(0, 2**32 - 1), st.integers
     dns=st.lists(_addr, max_size=3),
     refresh=st.none() | st.integers(0, 2**32 - 1),
     preference=st.none() | st.integers(0, 255),
+    max_rt=st.none() | st.integers(0, 2**32 - 1),
 )
 def test_round_trip(
     kind: int,
@@ -172,10 +173,12 @@ def test_round_trip(
     dns: list[bytes],
     refresh: int | None,
     preference: int | None,
+    max_rt: int | None,
 ) -> None:
     m = Dhcp6Message(kind, xid, client_id=client_duid(MAC), server_id=b"\x00\x01abcd",
                      ia_na=ias, dns_servers=dns, info_refresh_s=refresh,
-                     preference=preference, domains=("a.example", "b"))  # fmt: skip
+                     preference=preference, domains=("a.example", "b"),
+                     sol_max_rt_s=max_rt, inf_max_rt_s=max_rt)  # fmt: skip
     assert Dhcp6Message.parse(m.to_bytes()) == m
 
 
