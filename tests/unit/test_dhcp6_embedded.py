@@ -250,3 +250,25 @@ def test_off_sends_nothing() -> None:
             assert not [p for p in frames_of(stack) if UDP in p and p[UDP].dport == 547]
 
     run(go(), timeout=20)
+
+
+def test_nic_down_drops_and_up_solicits_again() -> None:
+    """``ctl nic down`` drops the address without a Release; ``up`` solicits
+    again for what the last RA asked (no Confirm, RFC 8415 §18.2.12)."""
+
+    async def go() -> None:
+        seen: list[Ether] = []
+        async with Stack(mac=OUR_MAC, ndp=NO_DAD, config=StackConfig(drain_s=0.2)) as stack:
+            await bind(stack, seen)
+            await until(lambda: any(a["addr"] == ADDR for a in stack.call("addrs")), timeout=5.0)
+            stack.nic_disable("channel0")
+            assert not any(a["addr"] == ADDR for a in stack.call("addrs"))
+            stack.nic_enable("channel0")
+            again = await next_dhcp6(stack, DHCP6_Solicit, seen)
+            assert not [p for p in seen if DHCP6_Release in p]
+            stack.link.inject(answer(again, DHCP6_Advertise))
+            request = await next_dhcp6(stack, DHCP6_Request, seen)
+            stack.link.inject(answer(request, DHCP6_Reply))
+            await until(lambda: any(a["addr"] == ADDR for a in stack.call("addrs")), timeout=5.0)
+
+    run(go(), timeout=20)
