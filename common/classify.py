@@ -8,6 +8,7 @@ validates everything), and nothing in a frame can make it raise:
 |---|---|
 | TCP or UDP over IPv4/IPv6 | symmetric hash of (addresses, ports, protocol) |
 | UDP from port 67 to port 68 over IPv4 (a DHCP reply, RFC 2131 §4.1) | 0 (the DHCP client) |
+| UDP from port 547 to port 546 over IPv6 (a DHCPv6 reply, RFC 8415 §7.2) | 0 (the DHCPv6 client) |
 | ICMP error | hash of the flow quoted in the error |
 | ICMP echo | hash of (addresses, identifier) |
 | IP fragment | ``FRAGMENT``: the dispatcher reassembles, then classifies again |
@@ -109,6 +110,8 @@ def _classify_v6(frame: bytes | bytearray | memoryview, ip: int, nshards: int) -
         if len(frame) < l4 + 4:
             return 0
         sport, dport = _PORTS.unpack_from(frame, l4)
+        if sport == 547 and dport == 546 and next_header == _UDP:
+            return 0  # DHCPv6 server to client: shard 0 owns the client
         return shard_for(next_header, src, sport, dst, dport, nshards)
     if next_header == _ICMPV6 and len(frame) >= l4 + 8:
         icmp_type = frame[l4]

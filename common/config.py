@@ -20,6 +20,7 @@ BUILTIN_APPS = ("echo", "discard", "chargen", "http", "whoami")
 
 
 ACD_MODES = ("off", "dhcp", "all")  # the ``acd`` setting's values
+DHCP6_MODES = ("off", "auto")  # the ``dhcp6`` setting's values
 
 
 class ConfigError(ValueError):
@@ -91,6 +92,10 @@ class StackConfig:
     # an address someone holds), "all" (static ones too), or "off" (as
     # Linux, which does no conflict detection of its own).
     acd: str = "dhcp"
+    # --dhcp6: "auto" (default, as Linux's user-space clients) runs a DHCPv6
+    # client (RFC 8415, shards/net/dhcp6.py) when an RA sets M (addresses)
+    # or O (DNS servers and search list only); "off" never does.
+    dhcp6: str = "auto"
     forwarding: bool = False
     pcap: str | None = None
     drain_s: float = 5.0  # bound on the graceful close at shutdown
@@ -144,6 +149,8 @@ class StackConfig:
             raise ConfigError("--tun-netns needs --tun")
         if self.acd not in ACD_MODES:
             raise ConfigError(f"acd: want one of {', '.join(ACD_MODES)}, got {self.acd!r}")
+        if self.dhcp6 not in DHCP6_MODES:
+            raise ConfigError(f"dhcp6: want one of {', '.join(DHCP6_MODES)}, got {self.dhcp6!r}")
         if self.dhcp4 and self.tun:
             raise ConfigError("--dhcp4 needs an Ethernet link (--tap or --packet), not --tun")
         if self.relay is not None and not (

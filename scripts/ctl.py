@@ -162,7 +162,7 @@ def render(view: str, value: Any) -> str:
         rows += [
             (a["nic_name"], f"{a['addr']}/{a['prefix_len']}", a["kind"] + _acd(a.get("acd")),
              a["behavior"],
-             a["origin"] + _lease(a.get("dhcp4")))
+             a["origin"] + _lease(a.get("dhcp4")) + _lease6(a.get("dhcp6")))
             for a in value
         ]  # fmt: skip
         return table(rows)
@@ -306,6 +306,29 @@ def _lease(lease: dict[str, Any] | None) -> str:
         "-" if lease.get(k) is None else f"{lease[k]:.0f}s" for k in ("t1_s", "t2_s", "expires_s")
     )
     return f" ({lease['state']} from {lease.get('server')}, T1/T2/expiry {times})"
+
+
+def _lease6(lease: dict[str, Any] | None) -> str:
+    """A DHCPv6 address's lease (T1/T2, preferred/valid in seconds from
+    now), or the stateless configuration on the link-local address: the
+    client's state, the server, DNS servers and search list."""
+    if not lease:
+        return ""
+
+    def secs(key: str) -> str:
+        return "-" if lease.get(key) is None else f"{lease[key]:.0f}s"
+
+    parts = [f"dhcp6 {lease['state']} from {lease.get('server') or '-'}"]
+    if "valid_s" in lease:
+        parts.append(f"T1/T2 {secs('t1_s')}/{secs('t2_s')}, "
+                     f"preferred/valid {secs('preferred_s')}/{secs('valid_s')}")  # fmt: skip
+    if "refresh_s" in lease:
+        parts.append(f"refresh {secs('refresh_s')}")
+    if lease.get("dns_servers"):
+        parts.append("dns " + " ".join(lease["dns_servers"]))
+    if lease.get("domains"):
+        parts.append("search " + " ".join(lease["domains"]))
+    return " (" + ", ".join(parts) + ")"
 
 
 def _acd(acd: dict[str, Any] | None) -> str:

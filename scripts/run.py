@@ -16,6 +16,7 @@ import sys
 
 from shardnet.common.config import (
     ACD_MODES,
+    DHCP6_MODES,
     ConfigError,
     StackConfig,
     build_config,
@@ -114,6 +115,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_const",
         const=True,
         help="IPv4 address, default route and DNS servers from a DHCP server (RFC 2131)",
+    )
+    p.add_argument(
+        "--dhcp6",
+        choices=DHCP6_MODES,
+        help="DHCPv6 (RFC 8415) when an RA sets the M or O flag: auto (default), off",
     )
     p.add_argument(
         "--acd",

@@ -287,6 +287,16 @@ class ShardAssembly:
                 return udp(d)
 
             stack.transport_v4[17] = udp_or_dhcp
+        udp6 = stack.transport_v6.get(17)
+        if control.dhcp6 and udp6 is not None:
+            # DHCPv6 replies (547 to 546) likewise (RFC 8415 §7.2).
+            def udp_or_dhcp6(d: Any, udp: Callable[[Any], bool] = udp6) -> bool:
+                if control.handle_dhcp6(d):
+                    self.control_changed()
+                    return True
+                return udp(d)
+
+            stack.transport_v6[17] = udp_or_dhcp6
         igmp = stack.transport_v4.get(IPPROTO_IGMP)
         if igmp is not None:
             stack.transport_v4[IPPROTO_IGMP] = watched(igmp)
@@ -616,7 +626,7 @@ class ShardAssembly:
             t.abort()
         if self.relay is not None:
             self.relay.close()
-        if self.control is not None and self.control.stop_dhcp4():
+        if self.control is not None and self.control.stop_dhcp():
             # RFC 2131 §4.4.6: the DHCPRELEASE is unicast to the server, whose
             # MAC may still be resolving: a moment for it, within the drain bound.
             end = min(deadline, loop.time() + RELEASE_WAIT_S)

@@ -131,6 +131,18 @@ def test_dhcp_replies_go_to_shard_0() -> None:
     assert set(other) != {0}  # any other UDP flow is hashed
 
 
+def test_dhcp6_replies_go_to_shard_0() -> None:
+    """The DHCPv6 client lives in shard 0 (RFC 8415 §7.2: server port 547 to client port 546)."""
+    for src in ("fe80::1", A6):
+        frame = ETH / IPv6(src=src, dst="fe80::2") / UDP(sport=547, dport=546) / b"x"
+        assert classify(bytes(frame), N) == 0
+    other = [
+        classify(bytes(ETH / IPv6(src=A6, dst=B6) / UDP(sport=547, dport=port)), N)
+        for port in range(547, 700)
+    ]
+    assert set(other) != {0}  # any other UDP flow is hashed
+
+
 def test_short_and_malformed_go_to_shard_0() -> None:
     good = bytes(ETH / IP(src=A4, dst=B4) / TCP(sport=1, dport=2))
     for cut in (0, 13, 14, 20, 33, 34, 36):

@@ -51,6 +51,7 @@ def test_flags_override_the_file(tmp_path: Path) -> None:
         ({"tun": "t", "dhcp4": True}, "--dhcp4 needs an Ethernet link"),
         ({"tap": "t", "dhcp4": "yes"}, "want true or false"),
         ({"tap": "t", "acd": "static"}, "acd: want one of off, dhcp, all"),
+        ({"tap": "t", "dhcp6": "on"}, "dhcp6: want one of off, auto"),
     ],
 )
 def test_bad_values_are_one_line_errors(flags: dict, fragment: str) -> None:
@@ -65,6 +66,14 @@ def test_acd_from_the_file_or_the_flag(tmp_path: Path) -> None:
     assert build_config(load_toml(str(path)), {}).acd == "all"
     assert build_config(load_toml(str(path)), {"acd": "off"}).acd == "off"
     assert build_config({}, {"tap": "sntap0"}).acd == "dhcp"  # leases probed by default
+
+
+def test_dhcp6_from_the_file_or_the_flag(tmp_path: Path) -> None:
+    path = tmp_path / "s.toml"
+    path.write_text('tap = "sntap0"\ndhcp6 = "off"\n')
+    assert build_config(load_toml(str(path)), {}).dhcp6 == "off"
+    assert build_config(load_toml(str(path)), {"dhcp6": "auto"}).dhcp6 == "auto"
+    assert build_config({}, {"tap": "sntap0"}).dhcp6 == "auto"  # RAs start it by default
 
 
 def test_dhcp4_from_the_file_or_the_flag(tmp_path: Path) -> None:
