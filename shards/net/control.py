@@ -429,6 +429,7 @@ class ControlPlane(Resolver):
         self.owner.publish(self.owner.owner.set("settings", "stack", {"forwarding": on}))
         for nic_id, machine in self.ndp.items():
             self.apply(nic_id, machine.set_forwarding(self.clock(), on))
+        self._withdraw_redirects()
 
     def _ndp_config(self, op: str, args: dict[str, Any]) -> dict[str, Any]:
         """A NIC's NDP configuration, read or changed at run time."""
@@ -446,6 +447,7 @@ class ControlPlane(Resolver):
             mld = self.groups.mld.get(nic.id)
             if mld is not None:
                 mld.set_config(machine.config.mld())
+            self._withdraw_redirects()
         return machine.config.as_settings()
 
     # --- the machines' actions (they never touch the tables themselves) ------------------
@@ -759,6 +761,16 @@ class ControlPlane(Resolver):
         machine = self.ndp.get(nic_id)
         config = machine.config if machine is not None else self.ndp_config
         return config.accept_redirects and not self.stack.forwarding
+
+    def _withdraw_redirects(self) -> None:
+        """Host routes are learnt from redirects only while a NIC follows
+        them (RFC 4861 §8.3, RFC 1122 §3.2.2.2): when ``accept_redirects``
+        goes off, or the stack starts forwarding (RFC 4861 §8.2, RFC 1812
+        §5.2.7.2: a router ignores redirects), what they taught goes at
+        once instead of steering traffic until it expires."""
+        for nic_id in {route.nic for route in self.redirects.routes()}:
+            if not self._accepts_redirects(nic_id):
+                self.apply(nic_id, self.redirects.forget_nic(nic_id))
 
     def _first_hop(self, nic_id: int, dst: bytes) -> RouteDecision | None:
         view = self.owner.view

@@ -55,8 +55,10 @@ Implements:
     and /0 skipped; L: on-link prefix discovery, limit 10; A: SLAAC),
     Route Information (RFC 4191 §3.1, only with ``accept_rio``, off by
     default as Linux's accept_ra_rt_info_max_plen 0: a more-specific route
-    through the router, metric by its preference, limit 10; ::/0 and
-    link-local prefixes skipped).
+    through the router, metric by its preference, limit 10; link-local
+    prefixes skipped); a ::/0 option is the router's default-router entry
+    (§3.1: its lifetime and preference override the header's; 0 removes
+    the router), taken whatever ``accept_rio`` says, as Linux does.
   * RFC 4861 §6.3.6 default router selection, as the metric of each
     router's default route (``ra_route_metric`` + its rank): routers known
     reachable or probably reachable (a neighbour entry in any state but
@@ -1116,7 +1118,8 @@ class NdpMachine:
 
     def _router_lifetime(self, now: float, src: bytes, lifetime: int, preference: int) -> None:
         """RFC 4861 §6.3.4: key = the RA's source; Router Lifetime is 16-bit seconds, no
-        infinity. RFC 4191 §2.2: the preference of a router with lifetime 0
+        infinity (a ::/0 Route Information option's is 32-bit, 0xffffffff
+        infinite). RFC 4191 §2.2: the preference of a router with lifetime 0
         is ignored."""
         r = self._routers.get(src)
         if r is None:
@@ -1131,11 +1134,11 @@ class NdpMachine:
             self._routers[src] = r
             self._rank()
             self._emit(RouterDiscovered(self.nic, src, lifetime, PREF_NAMES[preference]))
-            r.timer.reset(now + lifetime)
+            self._arm(r.timer, now, lifetime)
         elif lifetime == 0:
             self._invalidate_router(r)
         else:
-            r.timer.reset(now + lifetime)  # may shorten it
+            self._arm(r.timer, now, lifetime)  # may shorten it
             if r.preference != preference:
                 r.preference = preference
                 self._rank()
@@ -1172,13 +1175,23 @@ class NdpMachine:
     # --- route information (RFC 4191 §3.1) -------------------------------------------
     def _route_information(self, now: float, src: bytes, rio: RouteInformation) -> None:
         cfg = self.config
+        plen = rio.prefix_len
+        if plen == 0:
+            # RFC 4191 §3.1: the Route Lifetime and Preference of a ::/0
+            # option override the RA header's Router Lifetime and Default
+            # Router Preference (the header was processed first), and the
+            # ::/0 route is the Default Router List's entry: a lifetime of 0
+            # removes the router, a non-zero one adds or refreshes it. Taken
+            # with ``accept_rio`` off too, as Linux's default
+            # accept_ra_rt_info_max_plen 0 takes ::/0 options only.
+            self._router_lifetime(now, src, rio.lifetime, rio.preference)
+            return
         if not cfg.accept_rio:
             self.stats.rio_ignored += 1
             return
-        plen = rio.prefix_len
         prefix = network_of(rio.prefix, plen)
-        if plen == 0 or is_ipv6_link_local(prefix) or is_ipv6_multicast(prefix):
-            return  # ::/0 is the Router Lifetime's; link-local needs no route
+        if is_ipv6_link_local(prefix) or is_ipv6_multicast(prefix):
+            return  # link-local needs no route
         key = (prefix, plen, src)
         # RFC 4191 §3.1: the preference orders routes to the same prefix
         # (high gets the lowest metric).

@@ -206,6 +206,26 @@ def test_icmpv6_redirects_refused_and_counted() -> None:
     assert not [r for r in net.request("routes") if r["origin"] == "redirect"]
 
 
+def test_redirect_routes_go_when_redirects_are_turned_off() -> None:
+    """Host routes a redirect taught are withdrawn at once when
+    ``accept_redirects`` goes off at run time (or the stack starts
+    forwarding, RFC 4861 §8.2), not left to expire: FAR6 goes back to R1."""
+    for switch_off in ({"accept_redirects": "off"}, None):
+        net = Net()
+        net.inject(ra(R1, R1_MAC))
+        net.inject(redirect6(tlla=R2_MAC))
+        assert reply_mac(net) == R2_MAC
+        if switch_off is None:
+            net.request("forwarding", on=True)
+        else:
+            net.request("ndp_set", settings={"accept_redirects": "on"})  # no change: kept
+            assert [r["origin"] for r in net.request("routes")].count("redirect") == 1
+            net.request("ndp_set", settings=switch_off)
+        assert not [r for r in net.request("routes") if r["origin"] == "redirect"]
+        if switch_off is not None:
+            assert reply_mac(net, seq=2) == R1_MAC
+
+
 NEW_GW4, NEW_GW_MAC = "198.18.0.253", "02:00:00:00:00:fd"
 
 
@@ -253,5 +273,16 @@ def test_icmpv4_redirects_refused_and_counted() -> None:
     net.request("ndp_set", settings={"accept_redirects": False})
     net.inject(redirect4())
     assert net.stats[Drop.REDIRECT_NOT_ACCEPTED] == 1
+    assert not [r for r in net.request("routes") if r["origin"] == "redirect"]
+    assert echo4_reply_mac(net) == GW_MAC
+
+
+def test_icmpv4_redirect_route_goes_when_redirects_are_turned_off() -> None:
+    net = Net(gateway4=GW4)
+    net.learn(GW4, GW_MAC)
+    net.learn(NEW_GW4, NEW_GW_MAC)
+    net.inject(redirect4())
+    assert echo4_reply_mac(net) == NEW_GW_MAC
+    net.request("ndp_set", settings={"accept_redirects": False})
     assert not [r for r in net.request("routes") if r["origin"] == "redirect"]
     assert echo4_reply_mac(net) == GW_MAC
