@@ -88,7 +88,7 @@ from .leasefile import LeaseFile
 from .mld import SendMld
 from .model import AddressKind, Nic, PrimaryBehavior
 from .multicast import GroupControl
-from .ndp import NdpConfig, NdpMachine, SendNdp, event_to_dict
+from .ndp import NdpConfig, NdpMachine, ProbeRouter, SendNdp, event_to_dict
 from .neighbour import NeighbourConfig, NeighbourTable, NudState
 from .ops import NetOps
 from .ratelimit import TokenBucket
@@ -525,6 +525,10 @@ class ControlPlane(Resolver):
                     table.config = dataclasses.replace(table.config, reachable_s=float(act.value))
                 elif table is not None and act.name == "retrans_timer":
                     table.config = dataclasses.replace(table.config, retrans_s=float(act.value))
+            elif isinstance(act, ProbeRouter):
+                table = self.v6.get(nic_id)
+                if table is not None:  # sent by _after_neighbour_work
+                    table.solicit_once(now, act.addr)
             elif isinstance(act, UpdateNeighbour):
                 table = self.v6.get(nic_id)
                 nic = owner.view.nics.get(nic_id)
@@ -857,10 +861,16 @@ class ControlPlane(Resolver):
 
     def neighbour_used(self, nic_id: int, ip: bytes) -> None:
         """A shard sent to ``ip`` through its replica: a STALE entry goes to
-        DELAY (RFC 4861 §7.3.3) and NUD finds out whether it still answers."""
+        DELAY (RFC 4861 §7.3.3) and NUD finds out whether it still answers;
+        a default router in use has the routers it stands in for probed
+        (RFC 4191 §3.5, ``NdpMachine.router_used``)."""
         table = (self.v4 if len(ip) == 4 else self.v6).get(nic_id)
         if table is not None:
-            table.touch(self.clock(), ip)
+            now = self.clock()
+            table.touch(now, ip)
+            machine = self.ndp.get(nic_id) if len(ip) == 16 else None
+            if machine is not None:  # RFC 4191 §3.5: better routers probed
+                self.apply(nic_id, machine.router_used(now, ip))
             self._after_neighbour_work()
 
     def resolve_for(self, nic_id: int, ip: bytes) -> None:

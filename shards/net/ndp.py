@@ -65,7 +65,11 @@ Implements:
     INCOMPLETE; ``reachability``, the neighbour table's) first, then by
     RFC 4191 preference (high, medium, low), then in round-robin order:
     a router whose neighbour entry fails or goes (NUD, §7.3.3) moves to the
-    back (``neighbour_changed``), so that traffic tries the others.
+    back (``neighbour_changed``), so that traffic tries the others. RFC
+    4191 §3.5: while traffic goes to a reachable router in place of a
+    better one whose reachability is unknown, the better one is probed
+    (``router_used``: one NS, at most once a minute per router) and takes
+    the traffic once it answers.
   * RFC 4862 §5.5.3 SLAAC for /64 prefixes: PL > VL ignored (c), the two-hour
     rule (e) with a configurable 2 h, deprecation after the preferred lifetime
     and un-deprecation on refresh (§5.5.4), invalidation after the valid
@@ -181,6 +185,9 @@ MAX_RTR_SOLICITATION_DELAY_S = 1.0  # RFC 4861 §10
 RTR_SOLICITATION_INTERVAL_S = 4.0  # RFC 4861 §10
 MIN_RTR_SOLICITATION_INTERVAL_S = 0.5  # gVisor minimumRtrSolicitationInterval
 MAX_RTR_SOLICITATIONS = 3  # RFC 4861 §10
+# RFC 4191 §3.5: reachability probes "rate-limited to no more than one per
+# minute per router" (Linux rtr_probe_interval 60 s).
+ROUTER_PROBE_INTERVAL_S = 60.0
 MAX_DISCOVERED_ROUTERS = 10  # gVisor MaxDiscoveredDefaultRouters (RFC 4861 §6.3.4: >= 2)
 MAX_DISCOVERED_PREFIXES = 10  # gVisor MaxDiscoveredOnLinkPrefixes
 MAX_RIO_ROUTES = 10  # own cap on Route Information routes (hostile RAs)
@@ -310,6 +317,15 @@ class SendNdp:
     src: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class ProbeRouter:
+    """RFC 4191 §3.5: send one Neighbor Solicitation for ``addr``, a
+    router that traffic avoids for want of known reachability, so that its
+    answer makes it reachable (the caller's neighbour table learns it)."""
+
+    addr: bytes
+
+
 # --------------------------------------------------------------------------- events
 
 
@@ -437,7 +453,7 @@ NdpEvent: TypeAlias = (
     | Dhcpv6Event
     | DuplicateAddress
 )
-NdpAction: TypeAlias = SendNdp | Action | NdpEvent
+NdpAction: TypeAlias = SendNdp | ProbeRouter | Action | NdpEvent
 
 
 def _jsonable(value: Any) -> Any:
@@ -517,6 +533,7 @@ class _Router:
     route: Route  # metric -1 until ranked
     timer: Timer
     preference: int = PREF_MEDIUM  # RFC 4191 §2.2
+    probed_at: float | None = None  # the last RFC 4191 §3.5 reachability probe
 
 
 @dataclass(slots=True, eq=False)
@@ -1170,6 +1187,31 @@ class NdpMachine:
         if failed:
             self._routers[ip] = self._routers.pop(ip)
         self._rank()
+        return self._flush()
+
+    def router_used(self, now: float, ip: bytes) -> list[NdpAction]:
+        """Traffic went to ``ip`` lately (the next hops every shard
+        reports). RFC 4191 §3.5: when it is the reachable router used in
+        place of routers that would have been used were they reachable
+        (higher preference, or equal and earlier in the round-robin order,
+        but no reachability known), each of those is probed with one
+        Neighbor Solicitation (``ProbeRouter``), at most once per
+        ROUTER_PROBE_INTERVAL_S; one that answers becomes reachable and
+        is ranked first. Without such traffic no probe is sent (§3.5: a
+        host MUST NOT probe without useful traffic)."""
+        used = self._routers.get(ip)
+        reachable = self.reachability
+        if used is None or not reachable(ip):
+            return []
+        # Stable: equal preferences keep the round-robin order.
+        for r in sorted(self._routers.values(), key=lambda r: -r.preference):
+            if r is used:
+                break
+            if reachable(r.addr):
+                continue
+            if r.probed_at is None or now - r.probed_at >= ROUTER_PROBE_INTERVAL_S:
+                r.probed_at = now
+                self._emit(ProbeRouter(r.addr))
         return self._flush()
 
     # --- route information (RFC 4191 §3.1) -------------------------------------------

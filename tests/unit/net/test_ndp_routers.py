@@ -19,7 +19,7 @@ from shardnet.common.wire.ndp import (
 )
 from shardnet.shards.net.actions import AddRoute, RemoveRoute
 from shardnet.shards.net.mld import MldMachine
-from shardnet.shards.net.ndp import NdpConfig, NdpMachine
+from shardnet.shards.net.ndp import NdpConfig, NdpMachine, ProbeRouter
 from shardnet.shards.net.route import Route, RouteTable
 
 from .test_ndp import KEY, MAC, QUIET, ROUTER, ROUTER2, Rig, cfg
@@ -153,6 +153,38 @@ def test_na_without_router_flag_removes_router() -> None:
     assert [e.addr for e in r.events("router_invalidated")] == [ROUTER]
     assert default_gateway(r) == ROUTER2
     assert r.take(r.m.router_unreachable(r.now, parse_ip("fe80::99"))) == []
+
+
+def probes(actions: list[object]) -> list[bytes]:
+    return [a.addr for a in actions if isinstance(a, ProbeRouter)]
+
+
+def test_better_router_of_unknown_reachability_probed_while_another_is_used() -> None:
+    """RFC 4191 §3.5: traffic to the reachable medium ROUTER2 stands in for
+    the high ROUTER and the equal ROUTER3 before it in the list, whose
+    reachability is unknown: each gets one probe, not again within a
+    minute; the low ROUTER4 gets none, nor does anyone without traffic to
+    the router in use."""
+    known = {ROUTER2}
+    r = rig(reachable=known)
+    router4 = parse_ip("fe80::4")
+    r.ra(ROUTER3, router_lifetime=1800)
+    r.ra(ROUTER2, router_lifetime=1800)
+    r.ra(ROUTER, router_lifetime=1800, flags=encode_preference(PREF_HIGH))
+    r.ra(router4, router_lifetime=1800, flags=encode_preference(PREF_LOW))
+    assert default_gateway(r) == ROUTER2
+    assert probes(r.take(r.m.router_used(r.now, ROUTER2))) == [ROUTER, ROUTER3]
+    assert probes(r.take(r.m.router_used(r.now + 59, ROUTER2))) == []
+    assert r.take(r.m.router_used(r.now, router4)) == []  # not in use: not reachable
+    assert r.take(r.m.router_used(r.now, parse_ip("fe80::99"))) == []  # no router
+    r.advance(60)
+    assert probes(r.take(r.m.router_used(r.now, ROUTER2))) == [ROUTER, ROUTER3]
+    # ROUTER answered: it is reachable, ranked first, and nothing is probed.
+    known.add(ROUTER)
+    r.take(r.m.neighbour_changed(r.now, ROUTER, failed=False))
+    assert default_gateway(r) == ROUTER
+    r.advance(60)
+    assert probes(r.take(r.m.router_used(r.now, ROUTER))) == []
 
 
 RIO_PREFIX = parse_ip("2001:db8:77::")
