@@ -43,7 +43,7 @@ from .transport.udp import Datagram, UdpDemux, UdpOptions, UdpSocket, build_data
 UDP_OPTIONS: dict[str, tuple[str, type, bool]] = {
     "IPV6_V6ONLY": ("v6only", bool, False),
     "IP_RECVTOS": ("recv_tos", bool, True),
-    "IPV6_RECVTCLASS": ("recv_tos", bool, True),
+    "IPV6_RECVTCLASS": ("recv_tclass", bool, True),
     "SO_BROADCAST": ("broadcast", bool, True),
     "SO_REUSEADDR": ("reuse_addr", bool, False),
     "SO_REUSEPORT": ("reuse_port", bool, False),
@@ -109,9 +109,11 @@ class UdpTransport(asyncio.DatagramTransport):
     ``recvmsg``/``sendmsg`` carry beside the data:
 
     * during ``datagram_received(data, addr)``, ``transport.last_datagram``
-      is that datagram's record (``udp.Datagram``): ``tos`` (its IPv4 TOS or
-      IPv6 traffic class, ECN bits included, when IP_RECVTOS /
-      IPV6_RECVTCLASS is on; None when off, as no ancillary data comes),
+      is that datagram's record (``udp.Datagram``): ``tos`` (an IPv4
+      datagram's TOS when IP_RECVTOS is on, an IPv6 one's traffic class
+      when IPV6_RECVTCLASS is on, ECN bits included; None otherwise, as no
+      ancillary data comes: two options, as on Linux, whatever the
+      socket's family),
       ``local`` (the address it was sent to) and ``nic``;
     * ``sendto(data, addr, tos=N)`` sends one datagram with that TOS /
       traffic class, as an IP_TOS / IPV6_TCLASS control message does;
