@@ -349,13 +349,7 @@ class ShardStack:
 
     def nic_id(self, value: int | str) -> int:
         """SO_BINDTODEVICE by NIC id or name; 0 unbinds; ENODEV if unknown (socket(7))."""
-        if value in (0, "", None):
-            return 0
-        view = self.net.view
-        nic = view.nic_by_name.get(value) if isinstance(value, str) else view.nics.get(int(value))
-        if nic is None:
-            raise OSError(errno.ENODEV, f"no such NIC: {value}")
-        return nic.id
+        return self.net.view.bound_nic(value)
 
     async def create_datagram_endpoint(
         self,
