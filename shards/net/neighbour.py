@@ -264,6 +264,7 @@ class NeighbourTable:
                 return mac
             if packet is not None:
                 self._enqueue(e, packet, size)
+                e.max_attempts = 0  # packets wait: a whole resolution, even for a probe
             return None
         cfg = self.config
         if self._incomplete >= cfg.max_incomplete:
