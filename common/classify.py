@@ -8,6 +8,7 @@ validates everything), and nothing in a frame can make it raise:
 |---|---|
 | TCP or UDP over IPv4/IPv6 | symmetric hash of (addresses, ports, protocol) |
 | UDP from port 67 to port 68 over IPv4 (a DHCP reply, RFC 2131 §4.1) | 0 (the DHCP client) |
+| UDP from port 547 to port 546 over IPv6 (a DHCPv6 reply, RFC 8415 §7.2) | 0 (the DHCPv6 client) |
 | ICMP error | hash of the flow quoted in the error |
 | ICMP echo | hash of (addresses, identifier) |
 | IP fragment | ``FRAGMENT``: the dispatcher reassembles, then classifies again |
@@ -35,6 +36,11 @@ _ICMPV6_ECHO = frozenset((128, 129))
 _EXT_HEADERS = frozenset((0, 43, 60))
 _MAX_EXT_HEADERS = 8
 _PORTS = struct.Struct("!HH")
+# Upper layers that carry flows (``control_plane``): the IPv6 fragment
+# header (44) and the routing and destination-options headers lead to one;
+# a hop-by-hop header (0) is in front of MLD.
+_FLOW_PROTOCOLS_V4 = frozenset((_TCP, _UDP, _ICMP))
+_FLOW_NEXT_HEADERS_V6 = frozenset((_TCP, _UDP, 43, 44, 60))
 
 
 def classify(frame: bytes | bytearray | memoryview, nshards: int) -> int:
@@ -104,6 +110,8 @@ def _classify_v6(frame: bytes | bytearray | memoryview, ip: int, nshards: int) -
         if len(frame) < l4 + 4:
             return 0
         sport, dport = _PORTS.unpack_from(frame, l4)
+        if sport == 547 and dport == 546 and next_header == _UDP:
+            return 0  # DHCPv6 server to client: shard 0 owns the client
         return shard_for(next_header, src, sport, dst, dport, nshards)
     if next_header == _ICMPV6 and len(frame) >= l4 + 8:
         icmp_type = frame[l4]
@@ -115,6 +123,28 @@ def _classify_v6(frame: bytes | bytearray | memoryview, ip: int, nshards: int) -
             if flow is not None:
                 return shard_for(flow[0], flow[1], flow[3], flow[2], flow[4], nshards)
     return 0  # NDP, MLD, unknown upper layers: shard 0
+
+
+def control_plane(frame: bytes | bytearray | memoryview) -> bool:
+    """Whether ``frame`` is control-plane work rather than a flow's traffic:
+    ARP, neighbour discovery (RFC 4861 types 133-137), MLD and IGMP, any
+    other ethertype or upper layer the stack has no flow for, and short or
+    malformed frames. TCP, UDP, ICMP echo and errors, and fragments are
+    flows'. Reads at most three bytes at fixed offsets; never raises."""
+    n = len(frame)
+    if n < 14 + 20:
+        return True
+    ethertype = (frame[12] << 8) | frame[13]
+    if ethertype == _ETHERTYPE_IPV4:
+        return frame[23] not in _FLOW_PROTOCOLS_V4
+    if ethertype == _ETHERTYPE_IPV6 and n >= 14 + 40 + 1:
+        next_header = frame[20]
+        if next_header == _ICMPV6:
+            # MLD (130-132, 143), NDP (133-137) and the other link-local
+            # messages between them (router renumbering, node information).
+            return 130 <= frame[54] <= 143
+        return next_header not in _FLOW_NEXT_HEADERS_V6
+    return True
 
 
 def bare_syn(frame: bytes | bytearray | memoryview) -> bool:

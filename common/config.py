@@ -20,6 +20,7 @@ BUILTIN_APPS = ("echo", "discard", "chargen", "http", "whoami")
 
 
 ACD_MODES = ("off", "dhcp", "all")  # the ``acd`` setting's values
+DHCP6_MODES = ("off", "auto")  # the ``dhcp6`` setting's values
 
 
 class ConfigError(ValueError):
@@ -56,17 +57,20 @@ class StackConfig:
     # What a client is told when the relay cannot connect: "rst" (a reset
     # answering its SYN) or "icmp" (ICMP destination unreachable).
     relay_refused: str = "rst"
+    # ICMP echo to an address not ours: "local" (the stack answers it) or
+    # "relay" (sent on with a kernel ICMP socket, shards/relay/echo.py).
+    relay_icmp: str = "local"
     # --relay-rule ACTION,PREFIX[,PORT[-PORT]]: first match wins, default
     # allow (checked by ``shards/relay/rules.py``).
     relay_rules: tuple[str, ...] = ()
     # --relay-limits in_flight=N,per_source=N,per_destination=N,udp_flows=N
     # per shard (checked by ``shards/relay/limits.py``).
     relay_limits: str | None = None
-    # Fronts for host programs (shards/fronts/): a SOCKS5 server
-    # "[USER:PASSWORD@]HOST:PORT" and an HTTP proxy on kernel sockets, and
+    # Fronts for host programs (shards/fronts/): a SOCKS5 server and an HTTP
+    # proxy on kernel sockets, each "[USER:PASSWORD@]HOST:PORT", and
     # --forward PROTO:LISTEN=TARGET (checked by ``shards/fronts/forward.py``).
     socks5: str | None = None
-    http_proxy: tuple[str, int] | None = None
+    http_proxy: str | None = None
     forwards: tuple[str, ...] = ()
     mac: bytes | None = None  # shardnet's own MAC; random locally administered if None
     mtu: int = 1500
@@ -88,6 +92,10 @@ class StackConfig:
     # an address someone holds), "all" (static ones too), or "off" (as
     # Linux, which does no conflict detection of its own).
     acd: str = "dhcp"
+    # --dhcp6: "auto" (default, as Linux's user-space clients) runs a DHCPv6
+    # client (RFC 8415, shards/net/dhcp6.py) when an RA sets M (addresses)
+    # or O (DNS servers and search list only); "off" never does.
+    dhcp6: str = "auto"
     forwarding: bool = False
     pcap: str | None = None
     drain_s: float = 5.0  # bound on the graceful close at shutdown
@@ -141,6 +149,8 @@ class StackConfig:
             raise ConfigError("--tun-netns needs --tun")
         if self.acd not in ACD_MODES:
             raise ConfigError(f"acd: want one of {', '.join(ACD_MODES)}, got {self.acd!r}")
+        if self.dhcp6 not in DHCP6_MODES:
+            raise ConfigError(f"dhcp6: want one of {', '.join(DHCP6_MODES)}, got {self.dhcp6!r}")
         if self.dhcp4 and self.tun:
             raise ConfigError("--dhcp4 needs an Ethernet link (--tap or --packet), not --tun")
         if self.relay is not None and not (
@@ -155,6 +165,10 @@ class StackConfig:
             raise ConfigError("--relay-limits needs --relay")
         if self.relay_netns is not None and self.relay is None:
             raise ConfigError("--relay-netns needs --relay")
+        if self.relay_icmp not in ("local", "relay"):
+            raise ConfigError(f"--relay-icmp must be local or relay, not {self.relay_icmp!r}")
+        if self.relay_icmp != "local" and self.relay is None:
+            raise ConfigError("--relay-icmp needs --relay")
         if self.relay_refused not in ("rst", "icmp"):
             raise ConfigError(f"--relay-refused must be rst or icmp, not {self.relay_refused!r}")
         for what, ns in (("--tun-netns", self.tun_netns), ("--relay-netns", self.relay_netns)):
@@ -266,8 +280,6 @@ def _convert(name: str, value: Any) -> Any:
             return tuple(ServeSpec.parse(str(s)) for s in items)
         case "metrics":
             return parse_hostport(str(value), "--metrics")
-        case "http_proxy":
-            return parse_hostport(str(value), "--http-proxy")
         case "app":
             return parse_app(str(value))
         case "shards" | "mtu" | "ring_bytes":
@@ -315,7 +327,7 @@ def _convert(name: str, value: Any) -> Any:
 _FIELDS = {f.name for f in fields(StackConfig)}
 _TOML_ALIASES = {"drain": "drain_s", "forward": "forwards"}
 _RELAY_KEYS = {"mode": "relay", "netns": "relay_netns", "refused": "relay_refused",
-               "rules": "relay_rules", "limits": "relay_limits"}  # fmt: skip
+               "rules": "relay_rules", "limits": "relay_limits", "icmp": "relay_icmp"}  # fmt: skip
 
 
 def load_toml(path: str) -> dict[str, Any]:

@@ -56,8 +56,15 @@ class ControlApi(ABC):
         time as ``conns``."""
         return list(self.iter_conns(op="relays"))
 
+    def fronts(self) -> list[dict[str, Any]]:
+        """Every flow the fronts carry (``--socks5``, ``--http-proxy``,
+        ``--forward``): TCP splices, UDP forward pairs and SOCKS5 UDP
+        associations, with their client, target, bytes each way and age,
+        a page at a time as ``conns``."""
+        return list(self.iter_conns(op="fronts"))
+
     def iter_conns(self, page: int = 1000, *, op: str = "conns") -> Iterator[dict[str, Any]]:
-        """The connections (or with ``op="relays"`` the relayed flows),
+        """The connections (or with ``op="relays"``/``"fronts"`` the flows),
         shard by shard, ``page`` per request."""
         for shard in range(len(self.shards()["shards"])):
             offset = 0

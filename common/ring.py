@@ -446,6 +446,18 @@ class RingProducer:
         """Bytes put but not yet published."""
         return self._tail - self._published
 
+    @property
+    def position(self) -> int:
+        """The byte counter just past the last record put: a record is
+        consumed once ``consumed`` reaches the position taken after it."""
+        return self._tail
+
+    @property
+    def consumed(self) -> int:
+        """The consumer's released byte counter (one shared 8-byte load)."""
+        head: int = self._ctl[_W_HEAD]
+        return head
+
 
 class RingConsumer:
     """The reading side (a shard). See the module docstring for the view

@@ -30,7 +30,7 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
-from shardnet.common.classify import FRAGMENT, classify
+from shardnet.common.classify import FRAGMENT, classify, control_plane
 from shardnet.common.config import StackConfig
 from shardnet.common.fault import FaultInjector, FaultSpec
 from shardnet.common.fdpass import PassedFd
@@ -317,8 +317,22 @@ class Dispatcher:
                     shard = 0  # its stack parses it again and sends the ICMP error
                 else:
                     continue
-            producer = slots[shard].producer
-            if producer is not None and producer.try_put_tagged(tag, head, data):
+            slot = slots[shard]
+            producer = slot.producer
+            if producer is None:
+                d.ring_drops[shard] += 1
+            elif control_plane(data):
+                # Bounded, so that a flood of it never queues flows' frames
+                # behind it (backlog.py).
+                if not slot.backlog.admits(producer):
+                    d.backlog_drops[shard] += 1
+                elif producer.try_put_tagged(tag, head, data):
+                    slot.backlog.put(producer.position)
+                    d.to_shard[shard] += 1
+                    touched.add(shard)
+                else:
+                    d.ring_drops[shard] += 1
+            elif producer.try_put_tagged(tag, head, data):
                 d.to_shard[shard] += 1
                 touched.add(shard)
             else:

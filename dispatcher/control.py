@@ -196,7 +196,11 @@ class ControlServer:
             )
         if req.op == "shards":
             return Reply(req.req_id, True, self.info()["processes"])
-        if req.op in ("conns", "relays"):  # a page of one shard's rows, or of each shard's
+        if req.op in (
+            "conns",
+            "relays",
+            "fronts",
+        ):  # a page of one shard's rows, or of each shard's
             shard = req.args.get("shard")
             indexes = range(len(self.book.shards)) if shard is None else [int(shard)]
             page: dict[str, Any] = {k: req.args[k] for k in ("offset", "limit") if k in req.args}

@@ -73,6 +73,11 @@ class StackCollector:
                 layer, _, reason = key.partition("/")
                 drops.append(([s, layer, reason], n))
         drops += [
+            ([s, "dispatcher", "control_backlog_full"], d.backlog_drops[int(s)])
+            for s in shards
+            if d.backlog_drops[int(s)]
+        ]
+        drops += [
             (["dispatcher", "reassembly", reason], n)
             for reason, n in sorted(d.reassembly_drops.items())
         ]
@@ -124,7 +129,7 @@ class StackCollector:
             "shardnet_relay_flows", "Flows being relayed now.", labels=["shard", "proto"]
         )
         for s, g in gauges.items():
-            for proto in ("tcp", "udp"):
+            for proto in ("tcp", "udp", "icmp"):
                 flows.add_metric([s, proto], g.get(f"relay/{proto}_flows", 0))
         yield flows
         for name, doc in (
@@ -136,14 +141,14 @@ class StackCollector:
             yield _counter(
                 f"shardnet_relay_{name}", doc, ["shard", "proto"],
                 [([s, p], g.get(f"relay/{p}_{name}", 0)) for s, g in gauges.items()
-                 for p in ("tcp", "udp")],
+                 for p in ("tcp", "udp", "icmp")],
             )  # fmt: skip
         yield _counter(
             "shardnet_relay_bytes",
             "Payload bytes relayed: up from the clients, down from the destinations.",
             ["shard", "proto", "dir"],
             [([s, p, d], g.get(f"relay/{p}_bytes_{d}", 0)) for s, g in gauges.items()
-             for p in ("tcp", "udp") for d in ("up", "down")],
+             for p in ("tcp", "udp", "icmp") for d in ("up", "down")],
         )  # fmt: skip
 
     def _front_metrics(self, shards: list[str]) -> Iterator[Metric]:
@@ -169,6 +174,7 @@ class StackCollector:
             ("failed", "Dials that failed (refused, unreachable, timed out)."),
             ("refused", "Clients turned away (bad SOCKS5 or HTTP request, failed login)."),
             ("udp_dropped", "UDP datagrams the fronts dropped (caps, malformed, no pair)."),
+            ("resolve_failed", "Names the fronts were asked for that did not resolve."),
         ):
             yield _counter(
                 f"shardnet_front_{name}", doc, ["shard"],

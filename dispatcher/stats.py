@@ -23,6 +23,8 @@ class DispatcherCounters:
     # increments items, which is safe for a list of fixed length.
     ring_drops: list[int] = field(default_factory=list)
     to_shard: list[int] = field(default_factory=list)  # frames put in each ring
+    # Control-plane frames dropped because a shard's backlog of them was full (backlog.py)
+    backlog_drops: list[int] = field(default_factory=list)
     fragments: int = 0
     steered: int = 0  # frames a shard handed to the shard owning their socket
     from_queues: int = 0  # --multi-queue: frames a shard read from its queue for another
@@ -56,7 +58,9 @@ class StatsBook:
 
     def __init__(self, nshards: int) -> None:
         self.shards = [ShardBook() for _ in range(nshards)]
-        self.dispatcher = DispatcherCounters(ring_drops=[0] * nshards, to_shard=[0] * nshards)
+        self.dispatcher = DispatcherCounters(
+            ring_drops=[0] * nshards, to_shard=[0] * nshards, backlog_drops=[0] * nshards
+        )
         self.lock = threading.Lock()
 
     def new_incarnation(self, shard: int) -> None:
@@ -89,6 +93,7 @@ class StatsBook:
                     "shard": i,
                     "to_shard": d.to_shard[i],
                     "ring_drops": d.ring_drops[i],
+                    "backlog_drops": d.backlog_drops[i],
                     "counters": dict(counters),
                     "drops": dict(drops),
                     "gauges": dict(last.gauges) if last else {},

@@ -1,7 +1,7 @@
 """``shardnet ctl``: the state of a running stack, as a table or as JSON,
 and changes to it (addresses, routes, NICs).
 
-    shardnet ctl nics|addrs|routes|neigh|groups|conns|relays|stats|shards [--json]
+    shardnet ctl nics|addrs|routes|neigh|groups|conns|relays|fronts|stats|shards [--json]
     shardnet ctl events [--json]
     shardnet ctl addr add|del NIC ADDRESS/LEN [--first-primary|--never-primary]
     shardnet ctl route add|del DST/LEN [--via GATEWAY] [--dev NIC] [--metric N]
@@ -20,7 +20,9 @@ from typing import Any
 from shardnet.common.client import Client, ControlError
 from shardnet.common.settings import parse_pairs
 
-VIEWS = ("nics", "addrs", "routes", "neigh", "groups", "conns", "relays", "stats", "shards")
+VIEWS = (
+    "nics", "addrs", "routes", "neigh", "groups", "conns", "relays", "fronts", "stats", "shards"
+)  # fmt: skip
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -118,6 +120,8 @@ def main(ns: argparse.Namespace) -> int:
                 value = client.conns()
             elif op == "relays":
                 value = client.relays()
+            elif op == "fronts":
+                value = client.fronts()
             else:
                 value = client.call(op, **args)
     except ControlError as exc:
@@ -158,7 +162,7 @@ def render(view: str, value: Any) -> str:
         rows += [
             (a["nic_name"], f"{a['addr']}/{a['prefix_len']}", a["kind"] + _acd(a.get("acd")),
              a["behavior"],
-             a["origin"] + _lease(a.get("dhcp4")))
+             a["origin"] + _lease(a.get("dhcp4")) + _lease6(a.get("dhcp6")))
             for a in value
         ]  # fmt: skip
         return table(rows)
@@ -248,6 +252,14 @@ def render(view: str, value: Any) -> str:
                 )  # fmt: skip
             )
         return table(rows)
+    if view == "fronts":  # as ss shows sockets: one line per flow
+        rows = [("SHARD", "PROTO", "CLIENT", "TARGET", "UP", "DOWN", "AGE")]
+        rows += [
+            (str(r["shard"]), r["proto"], r["client"], r["target"], str(r["bytes_up"]),
+             str(r["bytes_down"]), f"{r['age_s']:.1f}s")
+            for r in value
+        ]  # fmt: skip
+        return table(rows)
     if view == "shards":
         rows = [("SHARD", "PID", "READY", "RESTARTS")]
         rows += [
@@ -260,7 +272,7 @@ def render(view: str, value: Any) -> str:
         lines = [
             f"link: rx {d['link_rx_frames']} frames, {d['link_rx_bytes']} bytes, {d['link_rx_errors']} errors"
         ]
-        rows = [("SHARD", "IN", "RX", "TX", "RING DROPS", "DROPS")]
+        rows = [("SHARD", "IN", "RX", "TX", "RING DROPS", "BACKLOG DROPS", "DROPS")]
         for s in value["shards"]:
             c = s["counters"]
             rows.append(
@@ -270,6 +282,7 @@ def render(view: str, value: Any) -> str:
                     str(c.get("rx_frames", 0)),
                     str(c.get("tx_frames", 0)),
                     str(s["ring_drops"]),
+                    str(s["backlog_drops"]),
                     str(sum(s["drops"].values())),
                 )
             )
@@ -293,6 +306,29 @@ def _lease(lease: dict[str, Any] | None) -> str:
         "-" if lease.get(k) is None else f"{lease[k]:.0f}s" for k in ("t1_s", "t2_s", "expires_s")
     )
     return f" ({lease['state']} from {lease.get('server')}, T1/T2/expiry {times})"
+
+
+def _lease6(lease: dict[str, Any] | None) -> str:
+    """A DHCPv6 address's lease (T1/T2, preferred/valid in seconds from
+    now), or the stateless configuration on the link-local address: the
+    client's state, the server, DNS servers and search list."""
+    if not lease:
+        return ""
+
+    def secs(key: str) -> str:
+        return "-" if lease.get(key) is None else f"{lease[key]:.0f}s"
+
+    parts = [f"dhcp6 {lease['state']} from {lease.get('server') or '-'}"]
+    if "valid_s" in lease:
+        parts.append(f"T1/T2 {secs('t1_s')}/{secs('t2_s')}, "
+                     f"preferred/valid {secs('preferred_s')}/{secs('valid_s')}")  # fmt: skip
+    if "refresh_s" in lease:
+        parts.append(f"refresh {secs('refresh_s')}")
+    if lease.get("dns_servers"):
+        parts.append("dns " + " ".join(lease["dns_servers"]))
+    if lease.get("domains"):
+        parts.append("search " + " ".join(lease["domains"]))
+    return " (" + ", ".join(parts) + ")"
 
 
 def _acd(acd: dict[str, Any] | None) -> str:

@@ -16,6 +16,7 @@ import sys
 
 from shardnet.common.config import (
     ACD_MODES,
+    DHCP6_MODES,
     ConfigError,
     StackConfig,
     build_config,
@@ -69,14 +70,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="how a client learns the relay could not connect (default rst)",
     )
     p.add_argument(
+        "--relay-icmp",
+        choices=("local", "relay"),
+        help="ICMP echo to any address: answered by shardnet (local, the default) or sent on"
+        " to the destination with a kernel ICMP socket, answered when it answers (relay)",
+    )
+    p.add_argument(
         "--socks5",
         metavar="[USER:PASSWORD@]HOST:PORT",
         help="a SOCKS5 server on a kernel socket; each CONNECT is dialled through shardnet",
     )
     p.add_argument(
         "--http-proxy",
-        metavar="HOST:PORT",
-        help="an HTTP proxy (CONNECT and http:// URIs) on a kernel socket, dialled through shardnet",
+        metavar="[USER:PASSWORD@]HOST:PORT",
+        help="an HTTP proxy (CONNECT and http:// URIs) on a kernel socket, dialled through"
+        " shardnet (with credentials, Proxy-Authorization: Basic is required)",
     )
     p.add_argument(
         "--forward",
@@ -107,6 +115,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_const",
         const=True,
         help="IPv4 address, default route and DNS servers from a DHCP server (RFC 2131)",
+    )
+    p.add_argument(
+        "--dhcp6",
+        choices=DHCP6_MODES,
+        help="DHCPv6 (RFC 8415) when an RA sets the M or O flag: auto (default), off",
     )
     p.add_argument(
         "--acd",
@@ -204,11 +217,14 @@ def check_settings(config: StackConfig) -> None:
             Upstream.parse(config.relay)
         except ValueError as exc:
             raise ConfigError(f"--relay: {exc}") from None
-    from shardnet.shards.fronts.forward import ForwardSpec, Socks5Spec
+    from shardnet.shards.fronts.forward import ForwardSpec, ProxySpec
 
     try:
-        if config.socks5 is not None:
-            Socks5Spec.parse(config.socks5)
+        proxies = [
+            (flag, ProxySpec.parse(text, flag))
+            for flag, text in (("--socks5", config.socks5), ("--http-proxy", config.http_proxy))
+            if text is not None
+        ]
         kernel_side = [
             ("--forward", f.proto, f.listen_host, f.listen_port)
             for f in map(ForwardSpec.parse, config.forwards)
@@ -216,11 +232,7 @@ def check_settings(config: StackConfig) -> None:
         ]
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    if config.socks5 is not None:
-        spec = Socks5Spec.parse(config.socks5)
-        kernel_side.append(("--socks5", "tcp", spec.host, spec.port))
-    if config.http_proxy is not None:
-        kernel_side.append(("--http-proxy", "tcp", *config.http_proxy))
+    kernel_side += [(flag, "tcp", spec.host, spec.port) for flag, spec in proxies]
     for what, proto, host, port in kernel_side:
         _check_free(what, proto, host, port)
     for what, ns in (("--tun-netns", config.tun_netns), ("--relay-netns", config.relay_netns)):

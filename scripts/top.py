@@ -45,7 +45,9 @@ def main(ns: argparse.Namespace) -> int:
 
 
 def render(prev: dict, cur: dict, dt: float, procs: dict[int, psutil.Process]) -> str:
-    rows = [("SHARD", "PID", "IN/s", "OUT/s", "RING DROPS", "DROPS", "CPU%", "RSS MiB")]
+    rows = [
+        ("SHARD", "PID", "IN/s", "OUT/s", "RING DROPS", "BACKLOG DROPS", "DROPS", "CPU%", "RSS MiB")
+    ]
     pids = {s["shard"]: s["pid"] for s in cur["processes"]["shards"]}
     for before, after in zip(prev["shards"], cur["shards"], strict=True):
         i = after["shard"]
@@ -59,6 +61,7 @@ def render(prev: dict, cur: dict, dt: float, procs: dict[int, psutil.Process]) -
                 f"{rx / dt:.0f}",
                 f"{tx / dt:.0f}",
                 str(after["ring_drops"]),
+                str(after["backlog_drops"]),
                 str(sum(after["drops"].values())),
                 cpu,
                 rss,

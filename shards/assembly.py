@@ -250,7 +250,7 @@ class ShardAssembly:
             self.relay = Relay(
                 stack, self.tcp, self.clock, mode=config.relay, netns=config.relay_netns,
                 refused=config.relay_refused, rules=config.relay_rules,
-                limits=config.relay_limits,
+                limits=config.relay_limits, icmp=config.relay_icmp,
             )  # fmt: skip
         udp_hook = UdpHooks(
             self.udp, self.steering, self.relay.udp.datagram if self.relay is not None else None
@@ -287,6 +287,16 @@ class ShardAssembly:
                 return udp(d)
 
             stack.transport_v4[17] = udp_or_dhcp
+        udp6 = stack.transport_v6.get(17)
+        if control.dhcp6 and udp6 is not None:
+            # DHCPv6 replies (547 to 546) likewise (RFC 8415 §7.2).
+            def udp_or_dhcp6(d: Any, udp: Callable[[Any], bool] = udp6) -> bool:
+                if control.handle_dhcp6(d):
+                    self.control_changed()
+                    return True
+                return udp(d)
+
+            stack.transport_v6[17] = udp_or_dhcp6
         igmp = stack.transport_v4.get(IPPROTO_IGMP)
         if igmp is not None:
             stack.transport_v4[IPPROTO_IGMP] = watched(igmp)
@@ -436,6 +446,12 @@ class ShardAssembly:
             if self.relay is None:
                 return []
             rows = self.relay.rows(int(args.get("offset", 0)), int(args.get("limit", CONNS_PAGE)))
+            return [{"shard": self.index, **row} for row in rows]
+        if op == "fronts":  # any shard: a page of its fronts' flows (ctl fronts)
+            if self.fronts is None:
+                return []
+            offset = int(args.get("offset", 0))
+            rows = self.fronts.rows()[offset : offset + int(args.get("limit", CONNS_PAGE))]
             return [{"shard": self.index, **row} for row in rows]
         if op == "table":  # any shard: its copy of a table (replication checks)
             return self.tables.get(str(args.get("name", "")), {})
@@ -611,7 +627,7 @@ class ShardAssembly:
             t.abort()
         if self.relay is not None:
             self.relay.close()
-        if self.control is not None and self.control.stop_dhcp4():
+        if self.control is not None and self.control.stop_dhcp():
             # RFC 2131 §4.4.6: the DHCPRELEASE is unicast to the server, whose
             # MAC may still be resolving: a moment for it, within the drain bound.
             end = min(deadline, loop.time() + RELEASE_WAIT_S)

@@ -81,6 +81,16 @@ class Drop(enum.Enum):
     DHCP_NOT_REPLY = "dhcp_not_reply"  # op not BOOTREPLY: another client's request
     DHCP_NOT_OURS = "dhcp_not_ours"  # another client's xid or chaddr
     DHCP_UNEXPECTED = "dhcp_unexpected"  # a message the client's state does not take
+    # --- DHCPv6 (RFC 8415)
+    DHCP6_TRUNCATED = "dhcp6_truncated"  # shorter than the 4-byte header
+    DHCP6_BAD_OPTION = "dhcp6_bad_option"  # an option past the end, or a body of a wrong length
+    DHCP6_TOO_MANY = "dhcp6_too_many"  # more addresses, IAs or DNS servers than the client keeps
+    DHCP6_NOT_REPLY = "dhcp6_not_reply"  # not a server's message type (another client's, a relay's)
+    DHCP6_NOT_OURS = "dhcp6_not_ours"  # another exchange's transaction id, or not our client id
+    DHCP6_UNEXPECTED = "dhcp6_unexpected"  # a message the client's state does not take
+    DHCP6_RECONFIGURE = "dhcp6_reconfigure"  # RFC 8415 §18.2.11: unauthenticated Reconfigure
+    DHCP6_BAD_LIFETIMES = "dhcp6_bad_lifetimes"  # RFC 8415 §21.4, §21.6: T1 > T2, preferred > valid
+    DHCP6_NO_SOURCE = "dhcp6_no_source"  # not sent: no usable link-local address yet (DAD)
     # --- TCP (RFC 9293)
     TCP_TRUNCATED = "tcp_truncated"
     TCP_BAD_DATA_OFFSET = "tcp_bad_data_offset"

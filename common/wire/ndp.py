@@ -389,7 +389,7 @@ class RecursiveDns:
         return f"rdnss [{servers}] lifetime {_lifetime(self.lifetime)}"
 
 
-def _encode_domains(domains: tuple[str, ...]) -> bytes:
+def encode_domains(domains: tuple[str, ...]) -> bytes:
     """RFC 1035 §3.1 uncompressed names, each ending with the root label."""
     out = bytearray()
     for domain in domains:
@@ -407,7 +407,7 @@ def _encode_domains(domains: tuple[str, ...]) -> bytes:
     return bytes(out)
 
 
-def _decode_domains(body: memoryview) -> tuple[str, ...]:
+def decode_domains(body: memoryview) -> tuple[str, ...]:
     """The names of a DNSSL body (after the 8-byte header). A zero byte where a
     name would start begins the padding, which is ignored (RFC 8106 §5.2).
     Labels must be letters, digits and hyphens (RFC 1035 §2.3.1 as relaxed by
@@ -451,10 +451,10 @@ class DnsSearchList:
 
     @property
     def length(self) -> int:
-        return _option_len(8, len(_encode_domains(self.domains)))
+        return _option_len(8, len(encode_domains(self.domains)))
 
     def emit(self, buf: bytearray | memoryview, offset: int = 0) -> int:
-        n = _emit_option(buf, offset, self.TYPE, 8, _encode_domains(self.domains))
+        n = _emit_option(buf, offset, self.TYPE, 8, encode_domains(self.domains))
         _LIFETIME.pack_into(buf, offset, self.TYPE, n // 8, self.lifetime)
         return n
 
@@ -550,7 +550,7 @@ def _decode_option(kind: int, opt: memoryview) -> NdpOption:
     if kind == OPT_DNSSL:
         if units < DNSSL_MIN_LEN:
             raise _bad(Drop.NDP_BAD_OPTION_LENGTH, f"DNSSL length {units}")
-        return DnsSearchList(_LIFETIME.unpack_from(opt)[2], _decode_domains(opt[8:]))
+        return DnsSearchList(_LIFETIME.unpack_from(opt)[2], decode_domains(opt[8:]))
     return UnknownOption(kind, bytes(opt[2:]))
 
 

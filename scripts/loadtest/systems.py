@@ -191,6 +191,7 @@ class System:
             return {}
         out = {
             "ring_drops": 0,
+            "backlog_drops": 0,
             "tcp_retransmits": 0,
             "tx_drops": 0,
             "drops": 0,
@@ -198,6 +199,7 @@ class System:
         }
         for shard in stats["shards"]:
             out["ring_drops"] += int(shard.get("ring_drops", 0))
+            out["backlog_drops"] += int(shard.get("backlog_drops", 0))
             out["syn_gate_drops"] += int(shard["counters"].get("syn_gate_drops", 0))
             for name in ("syns_dropped", "acks_dropped", "resets_sent"):
                 key = f"listen_{name}"

@@ -15,9 +15,9 @@ holds both ends and no connection is handed between processes.
 
 The splice is the relay's (``shards/relay/tcp.py``: back-pressure both
 ways, FIN ↔ ``shutdown(SHUT_WR)``, RST ↔ abort). Destinations given as
-names (SOCKS5 CONNECT requests, HTTP URIs) are resolved with the host's
-resolver. UDP — ``udp:`` forwards and SOCKS5 UDP ASSOCIATE — is in
-``udp.py``; BIND is refused (RFC 1928 reply 7, command not supported).
+names (SOCKS5 CONNECT requests and UDP datagrams, HTTP URIs) are resolved
+with the host's resolver, through a small cache (``names.py``). UDP —
+``udp:`` forwards and SOCKS5 UDP ASSOCIATE — is in ``udp.py``; BIND is refused (RFC 1928 reply 7, command not supported).
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ from ..relay import socks5 as codec
 from ..relay.sockets import SocketOpener
 from ..relay.tcp import CONNECT_TIMEOUT_S, ClientSide, KernelSide
 from . import http_proxy
-from .forward import ForwardSpec, Socks5Spec
+from .forward import ForwardSpec, ProxySpec
+from .names import Names
 from .socks5 import handshake
 from .udp import Association, UdpForward, side
 
@@ -48,6 +49,9 @@ LISTEN_BACKLOG = 1024
 # Connections one shard's fronts hold at once (being set up or spliced), as
 # the relay's in-flight cap; more are accepted and closed at once.
 MAX_CONNECTIONS = 4096
+# What ``ctl fronts`` calls a TCP forward that listens on shardnet's
+# addresses (``tcp:shardnet:PORT=...``): its client is on shardnet's side.
+INBOUND = "tcp-forward-shardnet"
 # What a SOCKS5 client is told for each way the dial failed (RFC 1928 §6);
 # anything else (a timeout, a name that does not resolve) is host unreachable.
 _REPLY_OF_ERRNO = {
@@ -67,19 +71,24 @@ class Fronts:
         clock: Callable[[], float],
         *,
         socks5: str | None = None,
-        http_proxy: tuple[str, int] | None = None,
+        http_proxy: str | None = None,
         forwards: Sequence[str] = (),
     ) -> None:
         self.api = api
         self.clock = clock
-        self.socks5 = Socks5Spec.parse(socks5) if socks5 is not None else None
-        self.http_proxy = http_proxy
+        self.socks5 = ProxySpec.parse(socks5) if socks5 is not None else None
+        self.http_proxy = (
+            ProxySpec.parse(http_proxy, "--http-proxy") if http_proxy is not None else None
+        )
         self.forwards = [ForwardSpec.parse(f) for f in forwards]
         self.flows: dict[Any, KernelSide] = {}
         self.bytes_up = self.bytes_down = 0
         self.accepted = self.dialled = self.failed = self.refused = self.udp_dropped = 0
         self._closers: list[Callable[[], None]] = []  # UDP forwards and associations
+        self.udp_forwards: list[UdpForward] = []
+        self.associations: set[Association] = set()
         self.sockets = SocketOpener(None)  # forwards from shardnet's side: this namespace
+        self.names = Names(clock)
         self._listeners: list[socket.socket] = []
         self._tasks: set[asyncio.Task[Any]] = set()  # connections being set up
         self._accepting: list[asyncio.Task[Any]] = []  # one accept loop per listener
@@ -89,7 +98,7 @@ class Fronts:
         if self.socks5 is not None:
             self._listen(self.socks5.host, self.socks5.port, self._serve_socks5)
         if self.http_proxy is not None:
-            self._listen(*self.http_proxy, self._serve_http)
+            self._listen(self.http_proxy.host, self.http_proxy.port, self._serve_http)
         for spec in self.forwards:
             if spec.proto == "udp":
                 await self._udp_forward(spec)
@@ -113,7 +122,7 @@ class Fronts:
                     sock.close()
                     raise
 
-            forward = UdpForward(self, to_kernel)
+            forward = UdpForward(self, to_kernel, _endpoint(*target), "udp-forward-shardnet")
             await self.api.create_datagram_endpoint(
                 lambda: forward, local_addr=("::", spec.listen_port),
                 options={"SO_REUSEADDR": True},
@@ -123,11 +132,12 @@ class Fronts:
             async def to_stack(factory: Callable[[], asyncio.DatagramProtocol]) -> Any:
                 return await self.api.create_datagram_endpoint(factory, remote_addr=target)
 
-            forward = UdpForward(self, to_stack)
+            forward = UdpForward(self, to_stack, _endpoint(*target), "udp-forward")
             await loop.create_datagram_endpoint(
                 lambda: forward, local_addr=(spec.listen_host, spec.listen_port), reuse_port=True
             )
         self._closers.append(forward.close)
+        self.udp_forwards.append(forward)
 
     def _listen(self, host: str, port: int, serve: Callable[[socket.socket, Any], Any]) -> None:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -182,6 +192,7 @@ class Fronts:
         to_kernel: bytes = b"",
         to_stack: bytes = b"",
         refusal: Callable[[BaseException], bytes] = lambda exc: b"",
+        front: str = "tcp-forward",
     ) -> None:
         """Open ``host:port`` through shardnet's stack from this shard and
         splice it with the accepted kernel socket ``conn``; on success
@@ -189,13 +200,14 @@ class Fronts:
         ``refusal(exc)`` and the socket is closed."""
         loop = asyncio.get_running_loop()
         kernel = KernelSide(self, peer, self.clock())
+        kernel.front, kernel.target = front, _endpoint(host, port)
         try:
             await loop.connect_accepted_socket(lambda: kernel, sock=conn)
         except OSError:
             conn.close()
             return
         try:
-            addr = await _resolve(host)
+            addr = await self.names.resolve(host)
             await asyncio.wait_for(
                 self.api.create_connection(
                     lambda: ClientSide(kernel, to_kernel, to_stack), addr, port
@@ -233,7 +245,7 @@ class Fronts:
         await self.dial(
             conn, peer, text, port,
             to_kernel=codec.reply(codec.REP_SUCCEEDED),
-            refusal=lambda exc: codec.reply(_socks5_reply(exc)),
+            refusal=lambda exc: codec.reply(_socks5_reply(exc)), front="socks5",
         )  # fmt: skip
 
     async def _associate(self, conn: socket.socket) -> None:
@@ -241,7 +253,8 @@ class Fronts:
         connection, relayed until that connection ends."""
         loop = asyncio.get_running_loop()
         local_ip, client_ip = conn.getsockname()[0], conn.getpeername()[0]
-        assoc = Association(self, client_ip)
+        assoc = Association(self, client_ip, self.clock())
+        self.associations.add(assoc)
         try:
             assoc.kernel, _ = await loop.create_datagram_endpoint(
                 side(assoc.from_client), local_addr=(local_ip, 0)
@@ -262,6 +275,7 @@ class Fronts:
             self.failed += 1
         finally:
             assoc.close()
+            self.associations.discard(assoc)
             if assoc.close in self._closers:
                 self._closers.remove(assoc.close)
             conn.close()
@@ -270,11 +284,17 @@ class Fronts:
         loop = asyncio.get_running_loop()
         try:
             head, rest = await asyncio.wait_for(_read_head(conn), HANDSHAKE_TIMEOUT_S)
+            spec = self.http_proxy
+            if spec is not None and spec.username is not None and spec.password is not None:
+                http_proxy.check_credentials(head, spec.username, spec.password)
             req = http_proxy.parse_head(head)
         except http_proxy.BadRequest as exc:
             self.refused += 1
+            challenge = (
+                http_proxy.CHALLENGE if exc.status == http_proxy.PROXY_AUTH_REQUIRED else b""
+            )
             with contextlib.suppress(OSError):
-                await loop.sock_sendall(conn, http_proxy.error_response(exc.status))
+                await loop.sock_sendall(conn, http_proxy.error_response(exc.status, challenge))
             conn.close()
             return
         except (OSError, TimeoutError, ValueError):
@@ -285,7 +305,7 @@ class Fronts:
             conn, peer, req.host, req.port,
             to_kernel=http_proxy.ESTABLISHED if req.tunnel else b"",
             to_stack=req.head + rest,
-            refusal=lambda exc: http_proxy.error_response(b"502 Bad Gateway"),
+            refusal=lambda exc: http_proxy.error_response(b"502 Bad Gateway"), front="http",
         )  # fmt: skip
 
     def _inbound(self, spec: ForwardSpec) -> Callable[[], asyncio.Protocol]:
@@ -297,6 +317,40 @@ class Fronts:
 
         return serve
 
+    def rows(self) -> list[dict[str, Any]]:
+        """The live front flows for ``ctl fronts``: each spliced TCP
+        connection, UDP forward pair and SOCKS5 UDP association, with its
+        client, target, payload bytes each way (``bytes_up``: from the
+        client to the target) and age."""
+        now = self.clock()
+        rows: list[dict[str, Any]] = []
+        for key, k in self.flows.items():
+            # KernelSide counts what its socket sent as ``bytes_down``: the
+            # client's bytes, but for a forward listening on shardnet's side.
+            up, down = (k.bytes_down, k.bytes_up)
+            if k.front == INBOUND:
+                up, down = down, up
+            rows.append({
+                "proto": k.front, "client": _endpoint(*key[:2]),
+                "target": k.target, "bytes_up": up, "bytes_down": down,
+                "age_s": round(now - k.since, 3),
+            })  # fmt: skip
+        for forward in self.udp_forwards:
+            for pair in forward.pairs.values():
+                rows.append({
+                    "proto": forward.front, "client": _endpoint(*pair.peer[:2]),
+                    "target": forward.target, "bytes_up": pair.up, "bytes_down": pair.down,
+                    "age_s": round(now - pair.since, 3),
+                })  # fmt: skip
+        for assoc in self.associations:
+            client = assoc.client_port or (assoc.client_ip, 0)
+            rows.append({
+                "proto": "socks5-udp", "client": _endpoint(*client[:2]), "target": "*",
+                "bytes_up": assoc.down, "bytes_down": assoc.up,
+                "age_s": round(now - assoc.since, 3),
+            })  # fmt: skip
+        return rows
+
     def stats(self) -> dict[str, int]:
         return {
             "front/flows": len(self.flows),
@@ -307,6 +361,7 @@ class Fronts:
             "front/bytes_up": self.bytes_up,
             "front/bytes_down": self.bytes_down,
             "front/udp_dropped": self.udp_dropped,
+            "front/resolve_failed": self.names.failed,
         }
 
     def close(self) -> None:
@@ -343,20 +398,8 @@ async def _read_head(conn: socket.socket) -> tuple[bytes, bytes]:
     return head, rest
 
 
-async def _resolve(host: str) -> str:
-    """An address as it is; a name through the host's resolver (the first
-    answer)."""
-    try:
-        ipaddress.ip_address(host)
-        return host
-    except ValueError:
-        pass
-    infos = await asyncio.get_running_loop().getaddrinfo(
-        host, None, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
-    )
-    if not infos:
-        raise OSError(f"{host}: no address")
-    return str(infos[0][4][0])
+def _endpoint(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class _Inbound(ClientSide):
@@ -364,7 +407,9 @@ class _Inbound(ClientSide):
     its kernel socket to the target connected, then is spliced to it."""
 
     def __init__(self, fronts: Fronts, spec: ForwardSpec) -> None:
-        super().__init__(KernelSide(fronts, None, fronts.clock()))
+        kernel = KernelSide(fronts, None, fronts.clock())
+        kernel.front, kernel.target = INBOUND, _endpoint(spec.target_host, spec.target_port)
+        super().__init__(kernel)
         self.fronts = fronts
         self.spec = spec
 

@@ -1,5 +1,5 @@
 """The fronts' specifications, parsed from the command line or the config
-file: ``--socks5 [USER:PASSWORD@]HOST:PORT``, ``--http-proxy HOST:PORT``
+file: ``--socks5 [USER:PASSWORD@]HOST:PORT``, ``--http-proxy [USER:PASSWORD@]HOST:PORT``
 and ``--forward PROTO:LISTEN=TARGET``.
 
 A forward's direction is told by its listening side:
@@ -39,22 +39,26 @@ def parse_endpoint(text: str, what: str) -> tuple[str, int]:
 
 
 @dataclass(frozen=True, slots=True)
-class Socks5Spec:
+class ProxySpec:
+    """A proxy front's listening address and the credentials a client must
+    give (RFC 1929 for ``--socks5``, RFC 7617 Basic for ``--http-proxy``)."""
+
     host: str
     port: int
     username: str | None = None
     password: str | None = None
 
     @classmethod
-    def parse(cls, text: str) -> Socks5Spec:
-        """``[USER:PASSWORD@]HOST:PORT`` (RFC 1929 credentials when given)."""
+    def parse(cls, text: str, what: str = "--socks5") -> ProxySpec:
+        """``[USER:PASSWORD@]HOST:PORT``; the 255-byte bound is RFC 1929's
+        (one length byte per field), kept for both fronts."""
         creds, at, endpoint = text.rpartition("@")
-        host, port = parse_endpoint(endpoint, "--socks5")
+        host, port = parse_endpoint(endpoint, what)
         if not at:
             return cls(host, port)
         user, sep, password = creds.partition(":")
         if not sep or not user or len(user.encode()) > 255 or len(password.encode()) > 255:
-            raise ValueError("--socks5: want USER:PASSWORD@ (each 1-255 bytes, RFC 1929)")
+            raise ValueError(f"{what}: want USER:PASSWORD@ (each 1-255 bytes)")
         return cls(host, port, user, password)
 
 

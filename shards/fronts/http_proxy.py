@@ -5,11 +5,20 @@
 next request on the same connection, perhaps to another host, is never
 spliced to this one).
 
+With credentials (``--http-proxy USER:PASSWORD@HOST:PORT``) a request
+must carry ``Proxy-Authorization: Basic`` with them (RFC 7617 §2, RFC 9110
+§11.7.2); one that does not is answered ``407 Proxy Authentication
+Required`` with a ``Proxy-Authenticate`` challenge (RFC 9110 §11.7.1) and
+closed.
+
 The head is untrusted: at most ``MAX_HEAD`` bytes, one deadline.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hmac
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -27,8 +36,37 @@ class BadRequest(ValueError):
         self.status = status
 
 
-def error_response(status: bytes) -> bytes:
-    return b"HTTP/1.1 " + status + b"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+PROXY_AUTH_REQUIRED = b"407 Proxy Authentication Required"
+# RFC 7617 §2.1: the charset parameter says the credentials are UTF-8.
+CHALLENGE = b'Proxy-Authenticate: Basic realm="shardnet", charset="UTF-8"\r\n'
+
+
+def error_response(status: bytes, headers: bytes = b"") -> bytes:
+    return (
+        b"HTTP/1.1 " + status + b"\r\n" + headers
+        + b"Content-Length: 0\r\nConnection: close\r\n\r\n"
+    )  # fmt: skip
+
+
+def check_credentials(head: bytes, username: str, password: str) -> None:
+    """RFC 7617 §2: ``Proxy-Authorization: Basic base64(user-id ":"
+    password)``; ``BadRequest`` 407 when no such header carries exactly
+    these credentials (compared in constant time)."""
+    wanted = f"{username}:{password}".encode()
+    for line in head.split(b"\r\n")[1:]:
+        name, sep, value = line.partition(b":")
+        if not sep or name.strip().lower() != b"proxy-authorization":
+            continue
+        scheme, _, token = value.strip().partition(b" ")
+        if scheme.lower() != b"basic":  # RFC 9110 §11.1: the scheme is case-insensitive
+            continue
+        try:
+            given = base64.b64decode(token.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            continue
+        if hmac.compare_digest(given, wanted):
+            return
+    raise BadRequest(PROXY_AUTH_REQUIRED, "no valid Proxy-Authorization")
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,6 +37,9 @@ class _Pair:
     last: float
     transport: asyncio.DatagramTransport | None = None
     waiting: deque[bytes] = field(default_factory=deque)
+    since: float = 0.0
+    up: int = 0  # payload bytes from the peer to the target (ctl fronts)
+    down: int = 0
 
 
 class _Back(asyncio.DatagramProtocol):
@@ -55,11 +58,16 @@ class _Back(asyncio.DatagramProtocol):
 
 class UdpForward(asyncio.DatagramProtocol):
     """The listening side of one UDP forward (a kernel socket or one of
-    shardnet's); ``open_far(factory)`` opens a pair's socket to the target."""
+    shardnet's); ``open_far(factory)`` opens a pair's socket to the target.
+    ``target`` and ``front`` name it in ``ctl fronts``."""
 
-    def __init__(self, fronts: Fronts, open_far: OpenFar) -> None:
+    def __init__(
+        self, fronts: Fronts, open_far: OpenFar, target: str = "", front: str = "udp-forward"
+    ) -> None:
         self.fronts = fronts
         self.open_far = open_far
+        self.target = target
+        self.front = front
         self.transport: Any = None
         self.pairs: dict[Any, _Pair] = {}
         self._sweeper: asyncio.TimerHandle | None = None
@@ -75,10 +83,11 @@ class UdpForward(asyncio.DatagramProtocol):
             if len(self.pairs) >= MAX_PAIRS:
                 fronts.udp_dropped += 1
                 return
-            pair = self.pairs[addr] = _Pair(addr, now)
+            pair = self.pairs[addr] = _Pair(addr, now, since=now)
             fronts._spawn(self._open(pair))
             self._arm()
         pair.last = now
+        pair.up += len(data)
         fronts.bytes_down += len(data)
         if pair.transport is not None:
             self._send(pair.transport, data)
@@ -110,6 +119,7 @@ class UdpForward(asyncio.DatagramProtocol):
 
     def back(self, pair: _Pair, data: bytes) -> None:
         pair.last = self.fronts.clock()
+        pair.down += len(data)
         self.fronts.bytes_up += len(data)
         if self.transport is not None and not self.transport.is_closing():
             self.transport.sendto(data, pair.peer)
@@ -145,14 +155,20 @@ class Association:
     """One SOCKS5 UDP ASSOCIATE: the kernel socket the client sends its
     datagrams to (``kernel``, bound beside the control connection), and a
     dual-stack socket of shardnet's that sends them on (``stack``). RFC
-    1928 §7: only datagrams from the client's address are relayed."""
+    1928 §7: only datagrams from the client's address are relayed. A
+    destination named (ATYP 3) is resolved through the fronts' cache; while
+    its lookup runs, at most ``MAX_WAITING`` datagrams of the association
+    wait for it (more are dropped and counted)."""
 
-    def __init__(self, fronts: Fronts, client_ip: str) -> None:
+    def __init__(self, fronts: Fronts, client_ip: str, since: float = 0.0) -> None:
         self.fronts = fronts
         self.client_ip = client_ip
+        self.since = since
         self.client_port: Any = None  # the client's UDP address, from its first datagram
         self.kernel: Any = None
         self.stack: Any = None
+        self.waiting = 0  # datagrams waiting for a name's lookup
+        self.up = self.down = 0  # payload bytes each way (ctl fronts)
 
     def from_client(self, data: bytes, addr: Any) -> None:
         parsed = codec.parse_udp_request(data)
@@ -160,13 +176,38 @@ class Association:
             self.fronts.udp_dropped += 1
             return
         host, port, payload = parsed
-        if isinstance(host, str):  # names are not resolved per datagram
+        self.client_port = addr
+        if isinstance(host, bytes):
+            self._send(str(ipaddress.ip_address(host)), port, payload)
+            return
+        known, text = self.fronts.names.cached(host)
+        if known:
+            if text is None:  # it did not resolve a moment ago
+                self.fronts.udp_dropped += 1
+            else:
+                self._send(text, port, payload)
+        elif self.waiting < MAX_WAITING:
+            self.waiting += 1
+            self.fronts._spawn(self._resolve_and_send(host, port, payload))
+        else:
+            self.fronts.udp_dropped += 1
+
+    async def _resolve_and_send(self, name: str, port: int, payload: bytes) -> None:
+        try:
+            text = await self.fronts.names.resolve(name)
+        except OSError:
             self.fronts.udp_dropped += 1
             return
-        self.client_port = addr
-        ip = ipaddress.ip_address(host)
+        finally:
+            self.waiting -= 1
+        if self.stack is not None and not self.stack.is_closing():
+            self._send(text, port, payload)
+
+    def _send(self, text: str, port: int, payload: bytes) -> None:
+        ip = ipaddress.ip_address(text.partition("%")[0])
         text = f"::ffff:{ip}" if ip.version == 4 else str(ip)  # the dual-stack socket's form
         self.fronts.bytes_down += len(payload)
+        self.down += len(payload)
         try:
             self.stack.sendto(payload, (text, port))
         except OSError:  # no route to the destination now: as a lost datagram
@@ -179,6 +220,7 @@ class Association:
         if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
             ip = ip.ipv4_mapped
         self.fronts.bytes_up += len(data)
+        self.up += len(data)
         self.kernel.sendto(codec.udp_header(ip.packed, addr[1]) + data, self.client_port)
 
     def close(self) -> None:

@@ -37,6 +37,9 @@ from shardnet.common.addr import format_ip, format_mac, is_unicast, parse_ip
 from shardnet.common.config import StackConfig
 from shardnet.common.wire.arp import ArpView
 from shardnet.common.wire.dhcp4 import CLIENT_PORT, SERVER_PORT, Dhcp4View
+from shardnet.common.wire.dhcp6 import ALL_DHCP_SERVERS, Dhcp6View
+from shardnet.common.wire.dhcp6 import CLIENT_PORT as CLIENT_PORT6
+from shardnet.common.wire.dhcp6 import SERVER_PORT as SERVER_PORT6
 from shardnet.common.wire.errors import Drop, MalformedPacket
 from shardnet.common.wire.ethernet import ETHERTYPE_IPV4, ETHERTYPE_IPV6, EthernetView
 from shardnet.common.wire.icmpv4 import ICMP_REDIR_HOSTTOS, Icmpv4View
@@ -84,11 +87,20 @@ from .actions import (
 from .arp import ANNOUNCE_INTERVAL_S, ANNOUNCE_NUM, ArpHandler
 from .datagram import Delivery
 from .dhcp4 import Dhcp4Client, SendDhcp4, StoreLease
+from .dhcp6 import Dhcp6Client, Dhcp6Refused, Dhcp6State, SendDhcp6
 from .leasefile import LeaseFile
 from .mld import SendMld
 from .model import AddressKind, Nic, PrimaryBehavior
 from .multicast import GroupControl
-from .ndp import NdpConfig, NdpMachine, ProbeRouter, SendNdp, event_to_dict
+from .ndp import (
+    DadResult,
+    Dhcpv6Event,
+    NdpConfig,
+    NdpMachine,
+    ProbeRouter,
+    SendNdp,
+    event_to_dict,
+)
 from .neighbour import NeighbourConfig, NeighbourTable, NudState
 from .ops import NetOps
 from .ratelimit import TokenBucket
@@ -107,6 +119,7 @@ LINK_NIC_ID = 1
 IPV4_ANY = bytes(4)
 IPV6_ANY = bytes(16)
 _DHCP_PORTS = SERVER_PORT.to_bytes(2, "big") + CLIENT_PORT.to_bytes(2, "big")
+_DHCP6_PORTS = SERVER_PORT6.to_bytes(2, "big") + CLIENT_PORT6.to_bytes(2, "big")
 
 
 class _Timed(Protocol):
@@ -153,6 +166,7 @@ class ControlPlane(Resolver):
         self.ndp_config = ndp_config or NdpConfig()
         self.dhcp4: dict[int, Dhcp4Client] = {}  # --dhcp4: the link NIC's client
         self.lease_file: LeaseFile | None = None
+        self.dhcp6: dict[int, Dhcp6Client] = {}  # --dhcp6 auto: the link NIC's client
         self.rng = rng or random.Random()
         # RFC 8981 §3.3.1 (RFC 4086): temporary IIDs must not be predictable
         # from the other random values the stack shows, so they come from
@@ -226,6 +240,10 @@ class ControlPlane(Resolver):
                 link.id, mac, self.rng, remembered=self.lease_file.load()
             )
             self.apply(link.id, client.start(self.clock()))
+        if config.dhcp6 == "auto" and link.id in self.ndp:
+            # RFC 8415, started by the RAs' M and O flags (RFC 4861 §4.2).
+            client6 = self.dhcp6[link.id] = Dhcp6Client(link.id, mac, self.rng)
+            self._apply6(link.id, client6.start(self.clock()))
 
     def handle_dhcp4(self, d: Delivery) -> bool:
         """UDP from a DHCP server's port to the client's (RFC 2131 §4.1):
@@ -247,9 +265,32 @@ class ControlPlane(Resolver):
             self.apply(d.nic, result)
         return True
 
-    def stop_dhcp4(self) -> bool:
-        """At shutdown: every lease released (RFC 2131 §4.4.6); True when a
-        DHCPRELEASE was sent (it may wait for the server's MAC)."""
+    def handle_dhcp6(self, d: Delivery) -> bool:
+        """UDP from a DHCPv6 server's port to the client's (RFC 8415 §7.2):
+        the NIC's client takes it (True), or it is an ordinary datagram."""
+        client = self.dhcp6.get(d.nic)
+        payload = d.payload
+        if client is None or len(payload) < 8 or payload[0:4] != _DHCP6_PORTS:
+            return False
+        counters = self.stack.counters
+        try:
+            msg = Dhcp6View.checked(payload[8 : (payload[4] << 8) | payload[5]]).message()
+        except MalformedPacket as exc:
+            counters.refuse("dhcp6", exc.reason)
+            return True
+        result = client.handle(self.clock(), msg, d.src)
+        if isinstance(result, Drop):
+            counters.refuse("dhcp6", result)
+        else:
+            self._apply6(d.nic, result)
+        return True
+
+    def stop_dhcp(self) -> bool:
+        """At shutdown: every lease released (RFC 2131 §4.4.6, RFC 8415
+        §18.2.7); True when a DHCPRELEASE was sent (it may wait for the
+        server's MAC; a DHCPv6 Release goes to a multicast group)."""
+        for nic_id, client6 in self.dhcp6.items():
+            self._apply6(nic_id, client6.stop(self.clock()))
         released = False
         for nic_id, client in self.dhcp4.items():
             actions = client.stop(self.clock())
@@ -409,6 +450,9 @@ class ControlPlane(Resolver):
         client = self.dhcp4.get(nic_id)
         if client is not None:  # RFC 2131 §3.2: INIT-REBOOT when the NIC comes back
             self.apply(nic_id, client.start(now) if up else client.stop(now, release=False))
+        client6 = self.dhcp6.get(nic_id)
+        if client6 is not None:  # RFC 8415 §18.2.12 would Confirm; this client solicits again
+            self._apply6(nic_id, client6.start(now) if up else client6.stop(now, release=False))
         if not up:
             self.apply(nic_id, self.redirects.forget_nic(nic_id))
         self.groups.nic_enabled(nic_id, up)
@@ -472,6 +516,10 @@ class ControlPlane(Resolver):
                 self.stack.send_ipv4(
                     act.dst, IPPROTO_UDP, dgram, src=act.src, nic_id=nic_id, checksum_at=6
                 )
+            elif isinstance(act, SendDhcp6):
+                self._send_dhcp6(nic_id, act)
+            elif isinstance(act, Dhcp6Refused):
+                self.stack.counters.refuse("dhcp6", act.reason)
             elif isinstance(act, StoreLease):
                 if self.lease_file is not None:
                     self.lease_file.store(act.address, act.server)
@@ -543,7 +591,60 @@ class ControlPlane(Resolver):
                     )  # fmt: skip
             else:  # an event (the NDPDispatcher callbacks, as records)
                 self.emit_event(event_to_dict(act))
+                self._dhcp6_follows(nic_id, act)
         self._after_neighbour_work()
+
+    def _apply6(self, nic_id: int, actions: list[Any]) -> None:
+        """The DHCPv6 client's actions: its addresses go on and off the NIC
+        through the NDP machine, so that they go through DAD (RFC 4862 §5.4,
+        RFC 8415 §18.2.10.1) and join their solicited-node groups like any
+        other."""
+        machine = self.ndp.get(nic_id)
+        now = self.clock()
+        out: list[Any] = []
+        for act in actions:
+            if isinstance(act, AddAddress) and machine is not None:
+                try:
+                    out += machine.add_address(now, act.addr, act.prefix_len, act.origin)
+                except NetError as exc:
+                    log.warning("could not add %s: %s", format_ip(act.addr), exc)
+            elif isinstance(act, RemoveAddress) and machine is not None:
+                out += machine.remove_address(now, act.addr)
+            else:
+                out.append(act)
+        self.apply(nic_id, out)
+
+    def _dhcp6_follows(self, nic_id: int, event: Any) -> None:
+        """The DHCPv6 client acts on NDP's events: the RAs' M/O flags start
+        it (RFC 4861 §4.2), a failed DAD on an assigned address is declined
+        (RFC 8415 §18.2.8)."""
+        client = self.dhcp6.get(nic_id)
+        if client is None:
+            return
+        if isinstance(event, Dhcpv6Event):
+            self._apply6(nic_id, client.configure(self.clock(), event.configuration))
+        elif (
+            isinstance(event, DadResult)
+            and event.reason == "duplicate"
+            and event.addr in client.addresses
+        ):
+            self._apply6(nic_id, client.decline(self.clock(), event.addr))
+
+    def _send_dhcp6(self, nic_id: int, act: SendDhcp6) -> None:
+        """RFC 8415 §13.1: from the link-local address, port 546, to
+        All_DHCP_Relay_Agents_and_Servers port 547. Without a usable
+        link-local address (still in DAD) nothing goes: the retransmission
+        tries again."""
+        machine = self.ndp.get(nic_id)
+        src = machine.usable_link_local() if machine is not None else None
+        if src is None:
+            self.stack.counters.refuse("dhcp6", Drop.DHCP6_NO_SOURCE)
+            return
+        dgram = bytearray(8) + act.message.to_bytes()
+        dgram[0:6] = struct.pack("!HHH", CLIENT_PORT6, SERVER_PORT6, len(dgram))
+        self.stack.send_ipv6(
+            ALL_DHCP_SERVERS, IPPROTO_UDP, dgram, src=src, nic_id=nic_id, checksum_at=6
+        )
 
     def _acd_action(self, nic_id: int, act: AcdProbe | AcdReady | AcdDefend) -> None:
         arp = self.arp.get(nic_id)
@@ -607,6 +708,17 @@ class ControlPlane(Resolver):
             if client is not None and lease is not None and row["origin"] == "dhcp":
                 if row["addr"] == format_ip(lease.address):
                     row["dhcp4"] = client.row(now)
+            client6 = self.dhcp6.get(row["nic"])
+            if client6 is not None:
+                addr = parse_ip(row["addr"])
+                # RFC 8415: an assigned address shows its lease; stateless
+                # configuration shows on the link-local address it was asked from.
+                if addr in client6.addresses or (
+                    row["origin"] == "linklocal"
+                    and not client6.addresses
+                    and client6.state is not Dhcp6State.IDLE
+                ):
+                    row["dhcp6"] = client6.row(now, addr)
         return rows
 
     def neighbour_rows(self) -> list[dict[str, Any]]:
@@ -954,6 +1066,7 @@ class ControlPlane(Resolver):
             *self.v6.values(),
             *self.ndp.values(),
             *self.dhcp4.values(),
+            *self.dhcp6.values(),
             *self.acd.values(),
             self.groups,
             self.redirects,
@@ -971,6 +1084,10 @@ class ControlPlane(Resolver):
             deadline = client.next_deadline()
             if deadline is not None and deadline <= now:
                 self.apply(nic_id, client.handle_timeout(now))
+        for nic_id, client6 in self.dhcp6.items():
+            deadline = client6.next_deadline()
+            if deadline is not None and deadline <= now:
+                self._apply6(nic_id, client6.handle_timeout(now))
         for nic_id, acd in self.acd.items():
             deadline = acd.next_deadline()
             if deadline is not None and deadline <= now:

@@ -82,6 +82,9 @@ class Icmp:
             if ip.src == IPV4_ANY:  # nobody to answer (a reply would go to 0.0.0.0)
                 self.counters.refuse("icmpv4", Drop.ICMPV4_ECHO_UNSPECIFIED_SOURCE)
                 return
+            echo = self.stack.echo_hook  # the relay's: the destination answers, not us
+            if echo is not None and echo(ip.src, ip.dst, msg.ident, msg.seq, bytes(msg.data)):
+                return
             reply = bytearray(payload)
             Icmpv4Header(ICMP_ECHO_REPLY, 0, 0, msg.rest).emit(reply)  # RFC 792: same id, seq, data
             self.stack.send_ipv4(ip.src, IPPROTO_ICMP, reply, src=ip.dst, tos=ip.tos)
@@ -137,6 +140,13 @@ class Icmp:
                 return
             if ip.src == IPV6_ANY:  # nobody to answer (a reply would go to ::)
                 self.counters.refuse("icmpv6", Drop.ICMPV6_ECHO_UNSPECIFIED_SOURCE)
+                return
+            echo = self.stack.echo_hook  # the relay's: the destination answers, not us
+            if (
+                echo is not None
+                and not multicast
+                and echo(ip.src, ip.dst, msg.ident, msg.seq, bytes(msg.data))
+            ):
                 return
             # RFC 4443 §4.1/§2.2: answer from the address the request was
             # sent to, or a chosen one when it went to a multicast group. The

@@ -149,6 +149,9 @@ class NetStack:
         self.deadline_changed: Callable[[], None] = lambda: None
         # Shard 0's NDP machine takes NS/NA/RS/RA/Redirect/MLD.
         self.ndp_hook: Callable[[Ipv6View, int, memoryview], None] | None = None
+        # --relay-icmp relay: echo requests to addresses not ours are sent on
+        # (src, dst, identifier, sequence, data); False: answer it here.
+        self.echo_hook: Callable[[bytes, bytes, int, int, bytes], bool] | None = None
         # Shard 0's control plane follows ICMPv4 redirects (it owns the routes).
         self.redirect_hook_v4: Callable[[Ipv4View, int, Icmpv4View], None] | None = None
         # The [ip] table: default TTL / hop limit, the ICMP error rate.
@@ -412,8 +415,14 @@ class NetStack:
 
     def note_used(self, hop: tuple[int, bytes]) -> None:
         """``hop`` (NIC id, next hop) was used to send; the first one since
-        the last report arms the report's timer."""
+        the last report arms the report's timer. Not on a point-to-point
+        TUN: its next hop is a placeholder, with no neighbour entry for NUD
+        to confirm (RFC 4861 §7.3: NUD is for links with link-layer
+        addresses)."""
         if self.report_used is None:
+            return
+        nic = self.view.nics.get(hop[0])
+        if nic is not None and nic.kind == "tun":
             return
         if not self.used_hops:
             # At once after a quiet spell (a STALE entry's DELAY starts with

@@ -10,8 +10,9 @@ UDP ASSOCIATE). ``--relay-rule`` decides which destinations are opened
 The network layer is made promiscuous (every unicast destination is ours,
 and replies leave from it: gVisor's ``SetPromiscuousMode`` and
 ``SetSpoofing``); the stack's own addresses still reach its listeners and
-sockets, and ICMP echo to any address is answered by the stack itself.
-Each shard relays the flows that hash to it.
+sockets. ICMP echo to any address is answered by the stack itself, or with
+``--relay-icmp relay`` sent on to the destination (``echo.py``), whose
+reply answers it. Each shard relays the flows that hash to it.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 
 from ..net.stack import NetStack
 from ..transport.tcp import TcpDemux
+from .echo import EchoRelay
 from .limits import RelayLimits
 from .rules import RelayRules
 from .sockets import SocketOpener
@@ -47,6 +49,7 @@ class Relay:
         refused: str = "rst",
         rules: Sequence[str] = (),
         limits: str | None = None,
+        icmp: str = "local",
     ) -> None:
         # A kernel socket per relayed flow: the soft descriptor limit (1,024
         # by default) would cap the flows below the hard one.
@@ -62,6 +65,11 @@ class Relay:
             net, self.sockets, clock, refused=refused, udp=self.udp, rules=self.rules,
             upstream=upstream, limits=self.limits,
         )  # fmt: skip
+        self.echo: EchoRelay | None = None
+        if icmp == "relay":
+            self.echo = EchoRelay(net, self.sockets, clock, self.rules, self.limits.udp_flows)
+            self.tcp.echo = self.echo
+            net.echo_hook = self.echo.request
         net.promiscuous = True
         tcp.flow_hook = self.tcp
 
@@ -71,4 +79,6 @@ class Relay:
 
     def close(self) -> None:
         self.udp.close()
+        if self.echo is not None:
+            self.echo.close()
         self.sockets.close()

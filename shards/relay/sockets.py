@@ -52,12 +52,12 @@ class SocketOpener:
             os.close(fd)
         self._executor = executor
 
-    async def open(self, family: int, kind: int) -> socket.socket:
+    async def open(self, family: int, kind: int, proto: int = 0) -> socket.socket:
         if self._executor is None:
-            sock = socket.socket(family, kind)
+            sock = socket.socket(family, kind, proto)
         else:
             loop = asyncio.get_running_loop()
-            sock = await loop.run_in_executor(self._executor, socket.socket, family, kind)
+            sock = await loop.run_in_executor(self._executor, socket.socket, family, kind, proto)
         sock.setblocking(False)
         return sock
 

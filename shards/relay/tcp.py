@@ -31,7 +31,7 @@ import errno
 import socket
 import struct
 from collections.abc import Callable
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from shardnet.common.addr import format_ip
 from shardnet.common.wire.icmpv4 import ICMP_DEST_UNREACH, ICMP_HOST_UNREACH, ICMP_PORT_UNREACH
@@ -50,6 +50,9 @@ from .rules import RelayRules
 from .sockets import SocketOpener
 from .socks5 import Upstream
 from .udp import UdpRelay
+
+if TYPE_CHECKING:
+    from .echo import EchoRelay
 
 CONNECT_TIMEOUT_S = 10.0  # a destination that does not answer: the client is told, not left waiting
 # A dialled socket waits this long for the client's handshake to complete
@@ -100,6 +103,7 @@ class RelayTcp(FlowHook):
         self.flows: dict[Key, KernelSide] = {}
         self.clock = clock
         self.udp = udp  # its counters are reported with ours
+        self.echo: EchoRelay | None = None  # --relay-icmp relay: so are its
 
     def decide(
         self, demux: TcpDemux, src: bytes, sport: int, dst: bytes, dport: int, seg: Segment
@@ -215,6 +219,8 @@ class RelayTcp(FlowHook):
         }
         if self.udp is not None:
             counts.update(self.udp.stats())
+        if self.echo is not None:
+            counts.update(self.echo.stats())
         return counts
 
     def rows(self) -> list[dict[str, Any]]:
@@ -237,6 +243,8 @@ class RelayTcp(FlowHook):
             })  # fmt: skip
         if self.udp is not None:
             rows += self.udp.rows(now)
+        if self.echo is not None:
+            rows += self.echo.rows(now)
         return rows
 
 
@@ -257,10 +265,17 @@ def _no_decider(peer: tuple[Any, ...], local: tuple[Any, ...]) -> Any:
     raise AssertionError("RelayTcp decides itself")  # FlowHook.decide is overridden
 
 
-def _delivery(net: NetStack, src: bytes, dst: bytes, packet: bytes | bytearray) -> Delivery:
+def _delivery(
+    net: NetStack,
+    src: bytes,
+    dst: bytes,
+    packet: bytes | bytearray,
+    proto: int = socket.IPPROTO_TCP,
+) -> Delivery:
+    """A datagram the client sent, rebuilt for an ICMP error to quote."""
     view = memoryview(bytes(packet))
     hlen = 20 if len(src) == 4 else 40
-    return Delivery(net.link_nic, src, dst, socket.IPPROTO_TCP, 0, 64, view[hlen:], False, view)
+    return Delivery(net.link_nic, src, dst, proto, 0, 64, view[hlen:], False, view)
 
 
 class SpliceOwner(Protocol):
@@ -286,6 +301,8 @@ class KernelSide(asyncio.Protocol):
         self.expire: asyncio.TimerHandle | None = None
         self.eof = False  # the destination sent FIN
         self.bytes_up = self.bytes_down = 0
+        self.front = ""  # a front's splice: which front, and what it dialled (ctl fronts)
+        self.target = ""
 
     def state(self) -> str:
         """``attaching`` (the client's handshake), ``open``, or which side

@@ -157,6 +157,30 @@ def seeds() -> dict[str, bytes]:
               / payload[off : off + 1200])
         for off in (0, 1200)
     )  # fmt: skip
+    # RFC 8415: an RA with M starts the DHCPv6 client; a server's Reply (547 -> 546).
+    from scapy.layers.dhcp6 import (
+        DUID_LL,
+        DHCP6_Reply,
+        DHCP6OptClientId,
+        DHCP6OptDNSServers,
+        DHCP6OptIA_NA,
+        DHCP6OptIAAddress,
+        DHCP6OptServerId,
+    )
+
+    managed = Ether(dst="33:33:00:00:00:01", src=peer) / ll / ICMPv6ND_RA(M=1, O=1)
+    reply = (
+        Ether(dst="33:33:00:00:00:01", src=peer)
+        / IPv6(src="fe80::1", dst="ff02::1")
+        / UDP(sport=547, dport=546)
+        / DHCP6_Reply(trid=1)
+        / DHCP6OptClientId(duid=DUID_LL(lladdr=me))
+        / DHCP6OptServerId(duid=DUID_LL(lladdr=peer))
+        / DHCP6OptIA_NA(iaid=2, T1=10, T2=20, ianaopts=[
+            DHCP6OptIAAddress(addr="2001:db8::60", preflft=30, validlft=40)])
+        / DHCP6OptDNSServers(dnsservers=["2001:db8::53"])
+    )  # fmt: skip
+    out["dhcp6_reply"] = SEPARATOR.join((bytes(managed), bytes(reply)))
     out["handshake_and_data"] = SEPARATOR.join(
         (
             out["tcp_syn"],

@@ -13,6 +13,7 @@ import sys
 import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -82,6 +83,10 @@ class Lab:
         )
         ss = ["ss", "-lnuH" if udp else "-lntH"]
         assert wait_until(lambda: f":{port} " in self.ns.run(ss).stdout, timeout=10)
+
+    def fronts(self) -> list[dict[str, Any]]:
+        assert self.stack.client is not None
+        return self.stack.client.fronts()  # ctl fronts, a page at a time
 
     def front_stats(self) -> dict[str, int]:
         totals: dict[str, int] = {}
@@ -217,6 +222,70 @@ def test_socks5_udp_associate(lab: Lab) -> None:
     assert out.strip() == f"{SHARDNET_V4} hello"
 
 
+def test_socks5_udp_datagrams_to_names(lab: Lab) -> None:
+    # RFC 1928 §7 ATYP 3. Nothing in the namespace resolves a real name:
+    # "198.18.1" is not an address literal to shardnet, and the host's
+    # getaddrinfo resolves it (inet_aton's a.b.c form) to 198.18.0.1; a
+    # name under .invalid (RFC 6761 §6.4) never resolves.
+    before = lab.front_stats().get("front/resolve_failed", 0)
+    out = lab.ns.python(
+        """
+        import socket, struct
+        c = socket.create_connection(("127.0.0.1", 1080), timeout=10)
+        c.sendall(b"\\x05\\x01\\x00")
+        assert c.recv(2) == b"\\x05\\x00"
+        c.sendall(b"\\x05\\x03\\x00\\x01" + bytes(6))
+        reply = c.recv(10)
+        relay = (socket.inet_ntoa(reply[4:8]), struct.unpack("!H", reply[8:10])[0])
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        u.settimeout(5)
+        def named(name, payload):
+            return b"\\x00\\x00\\x00\\x03" + bytes([len(name)]) + name + struct.pack("!H", 7000) + payload
+        u.sendto(named(b"nowhere.invalid", b"lost"), relay)
+        for i in range(3):  # the first waits for the lookup, the others hit the cache
+            u.sendto(named(b"198.18.1", b"hello%d" % i), relay)
+        got = sorted(u.recvfrom(2048)[0] for _ in range(3))
+        for data in got:
+            assert data[:10] == b"\\x00\\x00\\x00\\x01" + socket.inet_aton("198.18.0.1") + struct.pack("!H", 7000)
+            print(data[10:].decode())
+        """
+    ).stdout
+    assert out.split("\n")[:3] == [f"{SHARDNET_V4} hello{i}" for i in range(3)]
+    assert wait_until(lambda: lab.front_stats().get("front/resolve_failed", 0) > before, timeout=5)
+
+
+def test_ctl_fronts_lists_the_live_flows(lab: Lab) -> None:
+    holder = lab.ns.popen(
+        [sys.executable, "-c", textwrap.dedent("""
+            import socket, sys
+            c = socket.create_connection(("127.0.0.1", 7100))
+            c.sendall(b"x" * 1000)
+            got = 0
+            while got < 1000:
+                got += len(c.recv(4096))
+            print(c.getsockname()[1], flush=True)
+            sys.stdin.readline()  # held open until told
+        """)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert holder.stdin is not None and holder.stdout is not None
+    port = holder.stdout.readline().strip()
+    rows = [r for r in lab.fronts() if r["client"] == f"127.0.0.1:{port}"]
+    assert len(rows) == 1, rows
+    row = rows[0]
+    assert row["proto"] == "tcp-forward" and row["target"] == f"{KERNEL_V4}:7000"
+    assert (row["bytes_up"], row["bytes_down"]) == (1000, 1000) and row["age_s"] >= 0
+    out = lab.ns.run([sys.executable, "-m", "shardnet.scripts.cli", "ctl", "--control",
+                      lab.stack.control, "fronts"]).stdout  # fmt: skip
+    assert "PROTO" in out.splitlines()[0]
+    assert any(f"127.0.0.1:{port}" in line and "tcp-forward" in line for line in out.splitlines())
+    holder.stdin.write("done\n")
+    holder.stdin.flush()
+    holder.wait(timeout=10)
+    gone = lambda: all(r["client"] != f"127.0.0.1:{port}" for r in lab.fronts())  # noqa: E731
+    assert wait_until(gone, timeout=5)
+
+
 def test_fronts_in_metrics(lab: Lab) -> None:
     lab.curl("--socks5-hostname", SOCKS, f"http://{SHARDNET_V4}/")
 
@@ -231,12 +300,12 @@ def test_fronts_in_metrics(lab: Lab) -> None:
     assert wait_until(lambda: dialled() > 0, timeout=5)
 
 
-def test_socks5_with_a_username_and_password() -> None:
+def test_proxies_with_a_username_and_password() -> None:
     skip_unless_netns()
     with Netns("fauth") as ns:
         with StackProcess(
             ns, "--ipv4", f"{SHARDNET_V4}/24", "--serve", "http:80",
-            "--socks5", "ann:s3cret@127.0.0.1:1081",
+            "--socks5", "ann:s3cret@127.0.0.1:1081", "--http-proxy", "bob:pa:ss@127.0.0.1:3129",
         ):  # fmt: skip
             ns.run(f"ip addr add {KERNEL_V4}/24 dev {TAP}")
             url = f"http://{SHARDNET_V4}/"
@@ -249,6 +318,17 @@ def test_socks5_with_a_username_and_password() -> None:
             anonymous = ns.run(["curl", "-sS", "--max-time", "10", "--socks5-hostname",
                                 "127.0.0.1:1081", url], check=False)  # fmt: skip
             assert anonymous.returncode == 97, anonymous.stderr  # no acceptable method
+            # RFC 7617: Proxy-Authorization: Basic, for absolute URIs and CONNECT.
+            proxy = ["-x", "http://127.0.0.1:3129"]
+            for tunnel in ([], ["-p"]):
+                ok = ns.run(["curl", "-sS", "--max-time", "10", *tunnel, *proxy,
+                             "--proxy-user", "bob:pa:ss", url])  # fmt: skip
+                assert "<h1>shardnet</h1>" in ok.stdout
+            for creds in ([], ["--proxy-user", "bob:guess"]):
+                bad = ns.run(["curl", "-sS", "--max-time", "10", "-o", "/dev/null", "-D", "-",
+                              *proxy, *creds, url])  # fmt: skip
+                assert bad.stdout.startswith("HTTP/1.1 407 "), bad.stdout
+                assert 'Proxy-Authenticate: Basic realm="shardnet"' in bad.stdout
 
 
 def test_a_host_program_that_does_not_read_stops_the_front_reading(lab: Lab) -> None:

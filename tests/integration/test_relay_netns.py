@@ -203,6 +203,39 @@ def test_ping_to_any_address_is_answered(lab: Lab) -> None:
     assert " 0% packet loss" in r.stdout, r.stdout
 
 
+def test_ping_relayed_to_the_destination(tmp_path: Path) -> None:
+    # --relay-icmp relay: an address that exists in the server namespace
+    # answers; one it has no route to gets no echo reply, only the
+    # unreachable the kernel reports (with the default, local, shardnet
+    # would answer both).
+    with relay_lab(tmp_path, "--relay-icmp", "relay") as lab:
+        # Linux's ping sockets need the group in ping_group_range (both families).
+        lab.server.run(["sysctl", "-qw", "net.ipv4.ping_group_range=0 2147483647"])
+        # The server's replies leave with TTL / hop limit 33, shardnet's own with 64.
+        lab.server.run(["sysctl", "-qw", "net.ipv4.ip_default_ttl=33"])
+        lab.server.run(["sysctl", "-qw", "net.ipv6.conf.lo.hop_limit=33"])
+        for there, nowhere in ((SERVER_V4, "198.19.77.1"), (SERVER_V6, "2001:db8:19::77")):
+            ok = lab.client.run(["ping", "-c", "3", "-i", "0.2", "-W", "2", "-s", "100", there])
+            assert " 0% packet loss" in ok.stdout and "108 bytes from" in ok.stdout, ok.stdout
+            assert ok.stdout.count("ttl=33 ") == 3, ok.stdout
+            lost = lab.client.run(["ping", "-c", "2", "-i", "0.2", "-W", "1", nowhere], check=False)
+            assert " 100% packet loss" in lost.stdout, lost.stdout
+            # No route in the server namespace: the kernel's ENETUNREACH, told as ICMP.
+            assert "unreachable" in lost.stdout.lower(), lost.stdout
+        assert lab.stack.client is not None
+        rows = [r for r in lab.stack.client.relays() if r["proto"] == "icmp"]
+        assert {r["destination"] for r in rows} >= {SERVER_V4, SERVER_V6}, rows
+
+        def counted() -> tuple[int, int]:
+            shards = lab.stack.call("stats")["shards"]
+            return (
+                sum(s["gauges"].get("relay/icmp_replies", 0) for s in shards),
+                sum(s["gauges"].get("relay/icmp_errors", 0) for s in shards),
+            )
+
+        assert wait_until(lambda: counted() == (6, 4), timeout=5), counted()
+
+
 def test_a_thousand_concurrent_connections(lab: Lab) -> None:
     lab.serve(
         f"""

@@ -4,6 +4,7 @@ peer, shard kills, a garbage flood, metrics and ctl, clean stops."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import socket
@@ -158,6 +159,56 @@ def test_a_martian_from_the_kernel_side_is_a_network_layer_drop_in_metrics(
     stats = stack.call("stats")["shards"]
     assert sum(s["counters"].get("net/ipv4_martian", 0) for s in stats) >= 3
     assert sum(s["drops"].get("ipv4/ipv4_martian", 0) for s in stats) >= 3
+
+
+def test_a_control_plane_flood_queues_only_a_bounded_backlog(
+    ns: Netns, stack: StackProcess
+) -> None:
+    """ARP requests from ever new senders while shard 0 cannot read: the
+    dispatcher queues at most CONTROL_BACKLOG of them in its ring and drops
+    the rest (counted), so when shard 0 reads again the datagrams of a flow
+    that came after the flood are not behind thousands of stale requests."""
+    from shardnet.dispatcher.backlog import CONTROL_BACKLOG
+
+    mac = stack.call("hello")["mac"]
+    k, s = socket.inet_aton(KERNEL_V4), socket.inet_aton(SHARDNET_V4)
+    sport = next(p for p in range(40000, 41000) if shard_for(17, k, p, s, 9, 2) == 0)
+    flood = 3 * CONTROL_BACKLOG
+    shard0 = stack.shard_pids()[0]
+    ns.run(f"ping -c 1 -W 2 {SHARDNET_V4}")  # the kernel knows our MAC: no ARP behind the flood
+    rx_before = shard_rx(stack)[0]
+    os.kill(shard0, signal.SIGSTOP)
+    try:
+        before = classified(stack)[0]
+        ns.python(f"""
+            import socket, struct, time
+            s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+            s.bind(("{TAP}", 0))
+            dst = bytes.fromhex("{mac.replace(":", "")}")
+            target = socket.inet_aton("{SHARDNET_V4}")
+            for i in range({flood}):
+                src = bytes((2, 0x5A, 0, 0, i >> 8, i & 0xFF))
+                sender = bytes((198, 19, i >> 8, i & 0xFF))
+                arp = struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, 1, src, sender, bytes(6), target)
+                s.send(dst + src + b"\x08\x06" + arp)
+                if i % 100 == 99:
+                    time.sleep(0.002)  # within what the dispatcher reads: no TAP queue drops
+        """)
+        send_udp(ns, sport, 9, 50)  # discard: a flow's datagrams after the flood
+        queued = lambda: classified(stack)[0] - before  # noqa: E731
+        assert wait_until(lambda: queued() >= CONTROL_BACKLOG + 50, timeout=5), queued()
+        backlog_drops = stack.call("stats")["shards"][0]["backlog_drops"]
+        assert CONTROL_BACKLOG <= backlog_drops <= flood, backlog_drops
+        assert queued() <= CONTROL_BACKLOG + 50 + 20, queued()
+    finally:
+        os.kill(shard0, signal.SIGCONT)
+    pattern = re.compile(
+        r'shardnet_drops_total\{layer="dispatcher",reason="control_backlog_full",shard="0"\} '
+        r"([0-9.]+)"
+    )
+    assert [float(n) for n in pattern.findall(metrics(ns))] == [backlog_drops]
+    assert wait_until(lambda: shard_rx(stack)[0] - rx_before >= CONTROL_BACKLOG + 50, timeout=5)
+    ns.run(f"ping -c 1 -W 2 {SHARDNET_V4}")  # shard 0 answers ARP (and all) again
 
 
 def test_metrics_and_ctl_answer(ns: Netns, stack: StackProcess) -> None:

@@ -7,10 +7,12 @@ import socket
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from scapy.layers.igmp import IGMP
 from scapy.layers.inet import ICMP, IP, TCP, UDP, fragment
 from scapy.layers.inet6 import (
     ICMPv6DestUnreach,
     ICMPv6EchoRequest,
+    ICMPv6MLReport2,
     ICMPv6ND_NS,
     ICMPv6ND_RA,
     ICMPv6PacketTooBig,
@@ -21,7 +23,7 @@ from scapy.layers.inet6 import (
 )
 from scapy.layers.l2 import ARP, Dot1Q, Ether
 
-from shardnet.common.classify import FRAGMENT, classify
+from shardnet.common.classify import FRAGMENT, classify, control_plane
 from shardnet.common.flowhash import shard_for
 
 ETH = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
@@ -129,6 +131,18 @@ def test_dhcp_replies_go_to_shard_0() -> None:
     assert set(other) != {0}  # any other UDP flow is hashed
 
 
+def test_dhcp6_replies_go_to_shard_0() -> None:
+    """The DHCPv6 client lives in shard 0 (RFC 8415 §7.2: server port 547 to client port 546)."""
+    for src in ("fe80::1", A6):
+        frame = ETH / IPv6(src=src, dst="fe80::2") / UDP(sport=547, dport=546) / b"x"
+        assert classify(bytes(frame), N) == 0
+    other = [
+        classify(bytes(ETH / IPv6(src=A6, dst=B6) / UDP(sport=547, dport=port)), N)
+        for port in range(547, 700)
+    ]
+    assert set(other) != {0}  # any other UDP flow is hashed
+
+
 def test_short_and_malformed_go_to_shard_0() -> None:
     good = bytes(ETH / IP(src=A4, dst=B4) / TCP(sport=1, dport=2))
     for cut in (0, 13, 14, 20, 33, 34, 36):
@@ -150,3 +164,43 @@ def test_fragments_are_found_with_one_shard_too() -> None:
     assert classify(frag, 1) == FRAGMENT
     whole = bytes(Ether() / IP(src="198.18.0.1", dst="198.18.0.2") / UDP() / (b"x" * 8))
     assert classify(whole, 1) == 0
+
+
+@pytest.mark.parametrize(
+    ("frame", "control"),
+    [
+        (ETH / ARP(psrc=A4, pdst=B4), True),
+        (ETH / IPv6(src="fe80::1", dst="ff02::1", hlim=255) / ICMPv6ND_RA(), True),
+        (ETH / IPv6(src="fe80::1", dst="ff02::1:ff00:2", hlim=255) / ICMPv6ND_NS(tgt=B6), True),
+        (ETH / IPv6(src="fe80::1", dst="ff02::16") / IPv6ExtHdrHopByHop() / ICMPv6MLReport2(), True),
+        (ETH / IP(src=A4, dst="224.0.0.22") / IGMP(), True),
+        (ETH / IP(src=A4, dst=B4, proto=99) / b"xx", True),
+        (Ether(type=0x88B5) / (b"local experimental" * 4), True),
+        (ETH / IP(src=A4, dst=B4) / TCP(flags="S"), False),
+        (ETH / IP(src=A4, dst=B4) / TCP(flags="A") / b"data", False),
+        (ETH / IPv6(src=A6, dst=B6) / TCP(flags="PA") / b"data", False),
+        (ETH / IP(src=A4, dst=B4) / UDP(sport=1, dport=2), False),
+        (ETH / IPv6(src=A6, dst=B6) / ICMPv6EchoRequest(), False),
+        (ETH / IP(src=A4, dst=B4) / ICMP(), False),
+        (ETH / IPv6(src=A6, dst=B6) / IPv6ExtHdrFragment(m=1) / UDP(), False),
+    ],
+    ids=[
+        "arp", "ra", "ns", "mld", "igmp", "unknown-proto", "unknown-ethertype",
+        "syn", "tcp-data", "tcp6-data", "udp", "echo6", "echo", "fragment6",
+    ],
+)  # fmt: skip
+def test_control_plane_is_what_no_flow_carries(frame, control: bool) -> None:
+    """The frames whose backlog the dispatcher bounds per shard."""
+    assert control_plane(bytes(frame)) is control
+
+
+def test_short_frames_are_control_plane() -> None:
+    good = bytes(ETH / IPv6(src=A6, dst=B6) / UDP(sport=1, dport=2))
+    for cut in (0, 13, 14, 33, 54):
+        assert control_plane(good[:cut])
+
+
+@given(st.binary(max_size=120))
+def test_control_plane_never_raises(data: bytes) -> None:
+    for frame in (data, b"\x02" * 12 + b"\x08\x00" + data, b"\x02" * 12 + b"\x86\xdd" + data):
+        assert control_plane(frame) in (True, False)

@@ -45,10 +45,13 @@ def test_flags_override_the_file(tmp_path: Path) -> None:
         ({"tun": "t", "relay_rules": ["deny,198.19.0.0/16"]}, "--relay-rule needs --relay"),
         ({"tun": "t", "relay_netns": "sn-x"}, "--relay-netns needs --relay"),
         ({"tun": "t", "relay": "direct", "relay_refused": "drop"}, "rst or icmp"),
+        ({"tun": "t", "relay": "direct", "relay_icmp": "raw"}, "local or relay"),
+        ({"tun": "t", "relay_icmp": "relay"}, "--relay-icmp needs --relay"),
         ({"tun": "t", "relay": "direct", "relay_netns": ".."}, "bad namespace name"),
         ({"tun": "t", "dhcp4": True}, "--dhcp4 needs an Ethernet link"),
         ({"tap": "t", "dhcp4": "yes"}, "want true or false"),
         ({"tap": "t", "acd": "static"}, "acd: want one of off, dhcp, all"),
+        ({"tap": "t", "dhcp6": "on"}, "dhcp6: want one of off, auto"),
     ],
 )
 def test_bad_values_are_one_line_errors(flags: dict, fragment: str) -> None:
@@ -63,6 +66,14 @@ def test_acd_from_the_file_or_the_flag(tmp_path: Path) -> None:
     assert build_config(load_toml(str(path)), {}).acd == "all"
     assert build_config(load_toml(str(path)), {"acd": "off"}).acd == "off"
     assert build_config({}, {"tap": "sntap0"}).acd == "dhcp"  # leases probed by default
+
+
+def test_dhcp6_from_the_file_or_the_flag(tmp_path: Path) -> None:
+    path = tmp_path / "s.toml"
+    path.write_text('tap = "sntap0"\ndhcp6 = "off"\n')
+    assert build_config(load_toml(str(path)), {}).dhcp6 == "off"
+    assert build_config(load_toml(str(path)), {"dhcp6": "auto"}).dhcp6 == "auto"
+    assert build_config({}, {"tap": "sntap0"}).dhcp6 == "auto"  # RAs start it by default
 
 
 def test_dhcp4_from_the_file_or_the_flag(tmp_path: Path) -> None:
@@ -112,11 +123,12 @@ def test_a_relay_table_sets_the_relay(tmp_path: Path) -> None:
     path = tmp_path / "gw.toml"
     path.write_text(
         'tun = "sngw0"\n[relay]\nmode = "direct"\nnetns = "sn-srv"\nrefused = "icmp"\n'
-        'rules = ["deny,198.19.5.0/24", "allow,0.0.0.0/0"]\n'
+        'rules = ["deny,198.19.5.0/24", "allow,0.0.0.0/0"]\nicmp = "relay"\n'
     )
     config = build_config(load_toml(str(path)), {"relay_rules": ["deny,198.19.6.0/24"]})
     assert (config.relay, config.relay_netns, config.relay_refused) == ("direct", "sn-srv", "icmp")
     assert config.relay_rules == ("deny,198.19.6.0/24",)  # flags win
+    assert config.relay_icmp == "relay"
     path.write_text('tun = "sngw0"\n[relay]\nmodel = "direct"\n')
     with pytest.raises(ConfigError, match="unknown \\[relay\\] setting 'model'"):
         load_toml(str(path))

@@ -22,7 +22,7 @@ def test_connections_over_the_cap_are_closed_at_once(monkeypatch: pytest.MonkeyP
         with socket.socket() as probe:  # a free port for the proxy
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
-        front = Fronts(_Api(), lambda: 0.0, http_proxy=("127.0.0.1", port))  # type: ignore[arg-type]
+        front = Fronts(_Api(), lambda: 0.0, http_proxy=f"127.0.0.1:{port}")  # type: ignore[arg-type]
         await front.start()
         loop = asyncio.get_running_loop()
         clients = []

@@ -3,6 +3,7 @@ parsing."""
 
 from __future__ import annotations
 
+import base64
 import socket
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 from shardnet.common.config import ConfigError, build_config, load_toml
 from shardnet.scripts.run import check_settings
 from shardnet.shards.fronts import http_proxy
-from shardnet.shards.fronts.forward import ForwardSpec, Socks5Spec
+from shardnet.shards.fronts.forward import ForwardSpec, ProxySpec
 
 
 def test_forward_from_the_kernel_side() -> None:
@@ -44,11 +45,55 @@ def test_bad_forwards_are_one_clear_error(text: str) -> None:
 
 
 def test_socks5_with_and_without_credentials() -> None:
-    assert Socks5Spec.parse("127.0.0.1:1080") == Socks5Spec("127.0.0.1", 1080)
-    assert Socks5Spec.parse("ann:p@ss@[::1]:1080") == Socks5Spec("::1", 1080, "ann", "p@ss")
+    assert ProxySpec.parse("127.0.0.1:1080") == ProxySpec("127.0.0.1", 1080)
+    assert ProxySpec.parse("ann:p@ss@[::1]:1080") == ProxySpec("::1", 1080, "ann", "p@ss")
     for bad in ("ann@127.0.0.1:1080", ":pw@127.0.0.1:1080", "127.0.0.1", "host:1080"):
         with pytest.raises(ValueError, match="--socks5"):
-            Socks5Spec.parse(bad)
+            ProxySpec.parse(bad)
+
+
+def test_http_proxy_credentials() -> None:
+    spec = ProxySpec.parse("ann:s3cret@127.0.0.1:3128", "--http-proxy")
+    assert spec == ProxySpec("127.0.0.1", 3128, "ann", "s3cret")
+    with pytest.raises(ValueError, match="--http-proxy"):
+        ProxySpec.parse("ann@127.0.0.1:3128", "--http-proxy")
+
+
+def _basic(creds: bytes) -> bytes:
+    return b"Basic " + base64.b64encode(creds)
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        b"Proxy-Authorization: " + _basic(b"ann:s3cret"),
+        b"proxy-authorization:   BASIC " + base64.b64encode(b"ann:s3cret"),  # RFC 9110 §11.1
+    ],
+)
+def test_basic_credentials_are_accepted(header: bytes) -> None:
+    head = b"CONNECT 198.18.0.2:443 HTTP/1.1\r\nHost: 198.18.0.2:443\r\n" + header
+    http_proxy.check_credentials(head, "ann", "s3cret")  # no exception
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        b"",  # none given
+        b"Proxy-Authorization: " + _basic(b"ann:wrong"),
+        b"Proxy-Authorization: " + _basic(b"ann"),
+        b"Proxy-Authorization: Bearer " + base64.b64encode(b"ann:s3cret"),
+        b"Proxy-Authorization: Basic not*base64",
+        b"Authorization: " + _basic(b"ann:s3cret"),  # for the origin, not the proxy
+    ],
+)
+def test_missing_or_wrong_credentials_are_407(header: bytes) -> None:
+    head = b"GET http://198.18.0.2/ HTTP/1.1\r\nHost: 198.18.0.2\r\n" + header
+    with pytest.raises(http_proxy.BadRequest) as exc:
+        http_proxy.check_credentials(head, "ann", "s3cret")
+    assert exc.value.status == http_proxy.PROXY_AUTH_REQUIRED
+    answer = http_proxy.error_response(exc.value.status, http_proxy.CHALLENGE)
+    assert answer.startswith(b"HTTP/1.1 407 ")
+    assert b'\r\nProxy-Authenticate: Basic realm="shardnet"' in answer
 
 
 def test_connect_is_a_tunnel() -> None:
@@ -99,7 +144,7 @@ def test_config_file_and_flags_carry_the_fronts(tmp_path: Path) -> None:
     )
     config = build_config(load_toml(str(path)), {})
     assert config.socks5 == "127.0.0.1:1080"
-    assert config.http_proxy == ("::1", 3128)
+    assert config.http_proxy == "[::1]:3128"
     assert config.forwards == ("tcp:127.0.0.1:8080=198.18.0.1:80", "udp:shardnet:53=127.0.0.1:53")
     check_settings(config)
 
@@ -110,6 +155,7 @@ def test_config_file_and_flags_carry_the_fronts(tmp_path: Path) -> None:
         ({"socks5": "ann@127.0.0.1:1080"}, "--socks5"),
         ({"forwards": ["tcp:127.0.0.1:1=nowhere"]}, "--forward"),
         ({"http_proxy": "127.0.0.1"}, "--http-proxy"),
+        ({"http_proxy": "ann@127.0.0.1:3128"}, "--http-proxy"),
     ],
 )
 def test_bad_fronts_are_one_line_errors(flags: dict[str, object], fragment: str) -> None:

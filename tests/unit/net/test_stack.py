@@ -5,6 +5,8 @@ test asserts what comes out on the wire (``harness.py``)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from scapy.layers.inet import ICMP, IP, UDP, IPerror, UDPerror, defragment
 from scapy.layers.inet6 import (
@@ -471,3 +473,38 @@ def test_source_choices_follow_address_changes() -> None:
     assert replica.stack.ipv4_source(1, peer4) == ip_bytes("198.18.0.9")
     net.request("addr_add", nic="sntap0", address="198.18.0.8/24", behavior="first-primary")
     assert replica.stack.ipv4_source(1, peer4) == ip_bytes("198.18.0.8")
+
+
+def test_the_relays_echo_hook_takes_echoes_it_sends_on(net: Net) -> None:
+    # --relay-icmp relay: the destination answers, not the stack; an echo
+    # the hook leaves (one of our addresses) is answered here.
+    sent: list[tuple[str, str, int, int, bytes]] = []
+
+    def hook(src: bytes, dst: bytes, ident: int, seq: int, data: bytes) -> bool:
+        sent.append((format_ip(src), format_ip(dst), ident, seq, data))
+        return dst != bytes(4) + bytes(12) and format_ip(dst) not in (OUR4, OUR6)
+
+    net.stack.promiscuous = True
+    net.stack.echo_hook = hook
+    net.inject(echo4(b"far", dst=OTHER4))
+    net.inject(echo6(b"far6", dst=OTHER6))
+    net.expect_nothing()
+    assert sent == [(PEER4, OTHER4, 0x1234, 7, b"far"), (PEER6, OTHER6, 0x1234, 7, b"far6")]
+    net.inject(echo4(b"near"))
+    net.expect(ipv4(icmp4(0, 0, id=0x1234, seq=7, load=b"near"), src=OUR4, dst=PEER4))
+
+
+def test_next_hops_on_a_tun_are_not_reported_to_nud(net: Net) -> None:
+    # A TUN's next hop is a placeholder: nothing for shard 0's NUD to confirm.
+    net.inject(echo4())
+    net.expect(ipv4(icmp4(0, 0), src=OUR4, dst=PEER4))
+    assert net.stack.used_hops  # on Ethernet, the peer's use is reported
+    net.advance(2.0)
+    assert not net.stack.used_hops
+    link = net.stack.link_nic
+    nic = net.net.view.nics[link]
+    net.net.view.nics[link] = dataclasses.replace(nic, kind="tun")
+    net.stack.paths.clear()
+    net.inject(echo4())
+    net.expect(ipv4(icmp4(0, 0), src=OUR4, dst=PEER4))
+    assert not net.stack.used_hops and net.stack.next_deadline() is None
