@@ -43,7 +43,7 @@ from .transport.udp import Datagram, UdpDemux, UdpOptions, UdpSocket, build_data
 UDP_OPTIONS: dict[str, tuple[str, type, bool]] = {
     "IPV6_V6ONLY": ("v6only", bool, False),
     "IP_RECVTOS": ("recv_tos", bool, True),
-    "IPV6_RECVTCLASS": ("recv_tos", bool, True),
+    "IPV6_RECVTCLASS": ("recv_tclass", bool, True),
     "SO_BROADCAST": ("broadcast", bool, True),
     "SO_REUSEADDR": ("reuse_addr", bool, False),
     "SO_REUSEPORT": ("reuse_port", bool, False),
@@ -109,9 +109,11 @@ class UdpTransport(asyncio.DatagramTransport):
     ``recvmsg``/``sendmsg`` carry beside the data:
 
     * during ``datagram_received(data, addr)``, ``transport.last_datagram``
-      is that datagram's record (``udp.Datagram``): ``tos`` (its IPv4 TOS or
-      IPv6 traffic class, ECN bits included, when IP_RECVTOS /
-      IPV6_RECVTCLASS is on; None when off, as no ancillary data comes),
+      is that datagram's record (``udp.Datagram``): ``tos`` (an IPv4
+      datagram's TOS when IP_RECVTOS is on, an IPv6 one's traffic class
+      when IPV6_RECVTCLASS is on, ECN bits included; None otherwise, as no
+      ancillary data comes: two options, as on Linux, whatever the
+      socket's family),
       ``local`` (the address it was sent to) and ``nic``;
     * ``sendto(data, addr, tos=N)`` sends one datagram with that TOS /
       traffic class, as an IP_TOS / IPV6_TCLASS control message does;
@@ -347,13 +349,7 @@ class ShardStack:
 
     def nic_id(self, value: int | str) -> int:
         """SO_BINDTODEVICE by NIC id or name; 0 unbinds; ENODEV if unknown (socket(7))."""
-        if value in (0, "", None):
-            return 0
-        view = self.net.view
-        nic = view.nic_by_name.get(value) if isinstance(value, str) else view.nics.get(int(value))
-        if nic is None:
-            raise OSError(errno.ENODEV, f"no such NIC: {value}")
-        return nic.id
+        return self.net.view.bound_nic(value)
 
     async def create_datagram_endpoint(
         self,

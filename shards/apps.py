@@ -36,7 +36,9 @@ class _Service(asyncio.DatagramProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, UdpTransport)
         self.transport = transport
-        transport.set_option("IPV6_RECVTCLASS", True)  # TOS / traffic class for whoami
+        # For whoami: IPv4 datagrams' TOS, IPv6 ones' traffic class (two options).
+        transport.set_option("IP_RECVTOS", True)
+        transport.set_option("IPV6_RECVTCLASS", True)
 
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
         t = self.transport

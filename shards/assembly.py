@@ -565,6 +565,7 @@ class ShardAssembly:
         c.net["steered"] = self.steering.steered
         c.net["tcp_app_errors"] = self.tcp.app_errors
         c.net["tcp_dropped_non_unicast"] = self.tcp.dropped_non_unicast
+        c.net["tcp_bound_elsewhere"] = self.tcp.bound_elsewhere  # SO_BINDTODEVICE mismatches
         if self.tcp.dropped_non_unicast:
             more_drops[("tcp", Drop.TCP_NOT_UNICAST)] = self.tcp.dropped_non_unicast
         fronts = self.fronts.stats() if self.fronts is not None else {}

@@ -28,8 +28,9 @@ Link-layer address options are read for Ethernet (6 bytes); longer options
 
 RFC 4191: the RA's Default Router Preference (``RouterAdvertisement.preference``,
 the reserved value read as medium, §2.2) and the Route Information option
-(type 24, §2.3); an RIO whose Length does not fit its Prefix Length is
-ignored (§3.1: the option, not the RA), kept as ``UnknownOption``.
+(type 24, §2.3); an RIO whose Length does not fit its Prefix Length (§3.1),
+or whose Route Preference is the reserved value (§2.3), is ignored (the
+option, not the RA), kept as ``UnknownOption``.
 
 Left out: SEND options other than the nonce (RFC 3971), RA flags other than
 M/O/Prf as named fields (they stay in ``flags``), the PI R flag (RFC 6275),
@@ -87,6 +88,7 @@ RA_FLAG_OTHER = 0x40  # O: other configuration via DHCPv6
 # RFC 4191 §2.2: the 2-bit Prf field (same bits in the RA flags and the RIO).
 PRF_MASK = 0x18
 PRF_SHIFT = 3
+PRF_RESERVED = 0b10  # RFC 4191 §2.1
 PREF_HIGH = 1
 PREF_MEDIUM = 0
 PREF_LOW = -1
@@ -272,7 +274,8 @@ class RedirectedHeader:
 
 def decode_preference(flags: int) -> int:
     """RFC 4191 §2.1: the Prf bits of an RA flags byte or an RIO; the
-    reserved value (10) is treated as medium (§2.2, §2.3)."""
+    reserved value (10) is treated as medium (§2.2; an RIO with it is
+    ignored before, §2.3)."""
     return _PRF_DECODE[(flags & PRF_MASK) >> PRF_SHIFT]
 
 
@@ -521,6 +524,10 @@ def _decode_option(kind: int, opt: memoryview) -> NdpOption:
         if units > 3 or plen > 128 or (plen > 64 and units < 3) or (plen > 0 and units < 2):
             return UnknownOption(kind, bytes(opt[2:]))
         _, _, _, flags, lifetime = _RIO.unpack_from(opt)
+        if (flags & PRF_MASK) >> PRF_SHIFT == PRF_RESERVED:
+            # RFC 4191 §2.3: a Route Preference of 10 (reserved) makes the
+            # option ignored (unlike the RA header's, §2.2); Linux's too.
+            return UnknownOption(kind, bytes(opt[2:]))
         prefix = bytes(opt[8:]) + bytes(24 - len(opt))
         return RouteInformation(plen, decode_preference(flags), lifetime, prefix)
     if kind == OPT_MTU:

@@ -92,7 +92,15 @@ from .leasefile import LeaseFile
 from .mld import SendMld
 from .model import AddressKind, Nic, PrimaryBehavior
 from .multicast import GroupControl
-from .ndp import DadResult, Dhcpv6Event, NdpConfig, NdpMachine, SendNdp, event_to_dict
+from .ndp import (
+    DadResult,
+    Dhcpv6Event,
+    NdpConfig,
+    NdpMachine,
+    ProbeRouter,
+    SendNdp,
+    event_to_dict,
+)
 from .neighbour import NeighbourConfig, NeighbourTable, NudState
 from .ops import NetOps
 from .ratelimit import TokenBucket
@@ -465,6 +473,7 @@ class ControlPlane(Resolver):
         self.owner.publish(self.owner.owner.set("settings", "stack", {"forwarding": on}))
         for nic_id, machine in self.ndp.items():
             self.apply(nic_id, machine.set_forwarding(self.clock(), on))
+        self._withdraw_redirects()
 
     def _ndp_config(self, op: str, args: dict[str, Any]) -> dict[str, Any]:
         """A NIC's NDP configuration, read or changed at run time."""
@@ -482,6 +491,7 @@ class ControlPlane(Resolver):
             mld = self.groups.mld.get(nic.id)
             if mld is not None:
                 mld.set_config(machine.config.mld())
+            self._withdraw_redirects()
         return machine.config.as_settings()
 
     # --- the machines' actions (they never touch the tables themselves) ------------------
@@ -563,6 +573,10 @@ class ControlPlane(Resolver):
                     table.config = dataclasses.replace(table.config, reachable_s=float(act.value))
                 elif table is not None and act.name == "retrans_timer":
                     table.config = dataclasses.replace(table.config, retrans_s=float(act.value))
+            elif isinstance(act, ProbeRouter):
+                table = self.v6.get(nic_id)
+                if table is not None:  # sent by _after_neighbour_work
+                    table.solicit_once(now, act.addr)
             elif isinstance(act, UpdateNeighbour):
                 table = self.v6.get(nic_id)
                 nic = owner.view.nics.get(nic_id)
@@ -864,6 +878,16 @@ class ControlPlane(Resolver):
         config = machine.config if machine is not None else self.ndp_config
         return config.accept_redirects and not self.stack.forwarding
 
+    def _withdraw_redirects(self) -> None:
+        """Host routes are learnt from redirects only while a NIC follows
+        them (RFC 4861 §8.3, RFC 1122 §3.2.2.2): when ``accept_redirects``
+        goes off, or the stack starts forwarding (RFC 4861 §8.2, RFC 1812
+        §5.2.7.2: a router ignores redirects), what they taught goes at
+        once instead of steering traffic until it expires."""
+        for nic_id in {route.nic for route in self.redirects.routes()}:
+            if not self._accepts_redirects(nic_id):
+                self.apply(nic_id, self.redirects.forget_nic(nic_id))
+
     def _first_hop(self, nic_id: int, dst: bytes) -> RouteDecision | None:
         view = self.owner.view
         try:
@@ -949,10 +973,16 @@ class ControlPlane(Resolver):
 
     def neighbour_used(self, nic_id: int, ip: bytes) -> None:
         """A shard sent to ``ip`` through its replica: a STALE entry goes to
-        DELAY (RFC 4861 §7.3.3) and NUD finds out whether it still answers."""
+        DELAY (RFC 4861 §7.3.3) and NUD finds out whether it still answers;
+        a default router in use has the routers it stands in for probed
+        (RFC 4191 §3.5, ``NdpMachine.router_used``)."""
         table = (self.v4 if len(ip) == 4 else self.v6).get(nic_id)
         if table is not None:
-            table.touch(self.clock(), ip)
+            now = self.clock()
+            table.touch(now, ip)
+            machine = self.ndp.get(nic_id) if len(ip) == 16 else None
+            if machine is not None:  # RFC 4191 §3.5: better routers probed
+                self.apply(nic_id, machine.router_used(now, ip))
             self._after_neighbour_work()
 
     def resolve_for(self, nic_id: int, ip: bytes) -> None:

@@ -55,15 +55,21 @@ Implements:
     and /0 skipped; L: on-link prefix discovery, limit 10; A: SLAAC),
     Route Information (RFC 4191 §3.1, only with ``accept_rio``, off by
     default as Linux's accept_ra_rt_info_max_plen 0: a more-specific route
-    through the router, metric by its preference, limit 10; ::/0 and
-    link-local prefixes skipped).
+    through the router, metric by its preference, limit 10; link-local
+    prefixes skipped); a ::/0 option is the router's default-router entry
+    (§3.1: its lifetime and preference override the header's; 0 removes
+    the router), taken whatever ``accept_rio`` says, as Linux does.
   * RFC 4861 §6.3.6 default router selection, as the metric of each
     router's default route (``ra_route_metric`` + its rank): routers known
     reachable or probably reachable (a neighbour entry in any state but
     INCOMPLETE; ``reachability``, the neighbour table's) first, then by
     RFC 4191 preference (high, medium, low), then in round-robin order:
     a router whose neighbour entry fails or goes (NUD, §7.3.3) moves to the
-    back (``neighbour_changed``), so that traffic tries the others.
+    back (``neighbour_changed``), so that traffic tries the others. RFC
+    4191 §3.5: while traffic goes to a reachable router in place of a
+    better one whose reachability is unknown, the better one is probed
+    (``router_used``: one NS, at most once a minute per router) and takes
+    the traffic once it answers.
   * RFC 4862 §5.5.3 SLAAC for /64 prefixes: PL > VL ignored (c), the two-hour
     rule (e) with a configurable 2 h, deprecation after the preferred lifetime
     and un-deprecation on refresh (§5.5.4), invalidation after the valid
@@ -179,6 +185,9 @@ MAX_RTR_SOLICITATION_DELAY_S = 1.0  # RFC 4861 §10
 RTR_SOLICITATION_INTERVAL_S = 4.0  # RFC 4861 §10
 MIN_RTR_SOLICITATION_INTERVAL_S = 0.5  # gVisor minimumRtrSolicitationInterval
 MAX_RTR_SOLICITATIONS = 3  # RFC 4861 §10
+# RFC 4191 §3.5: reachability probes "rate-limited to no more than one per
+# minute per router" (Linux rtr_probe_interval 60 s).
+ROUTER_PROBE_INTERVAL_S = 60.0
 MAX_DISCOVERED_ROUTERS = 10  # gVisor MaxDiscoveredDefaultRouters (RFC 4861 §6.3.4: >= 2)
 MAX_DISCOVERED_PREFIXES = 10  # gVisor MaxDiscoveredOnLinkPrefixes
 MAX_RIO_ROUTES = 10  # own cap on Route Information routes (hostile RAs)
@@ -308,6 +317,15 @@ class SendNdp:
     src: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class ProbeRouter:
+    """RFC 4191 §3.5: send one Neighbor Solicitation for ``addr``, a
+    router that traffic avoids for want of known reachability, so that its
+    answer makes it reachable (the caller's neighbour table learns it)."""
+
+    addr: bytes
+
+
 # --------------------------------------------------------------------------- events
 
 
@@ -435,7 +453,7 @@ NdpEvent: TypeAlias = (
     | Dhcpv6Event
     | DuplicateAddress
 )
-NdpAction: TypeAlias = SendNdp | Action | NdpEvent
+NdpAction: TypeAlias = SendNdp | ProbeRouter | Action | NdpEvent
 
 
 def _jsonable(value: Any) -> Any:
@@ -515,6 +533,7 @@ class _Router:
     route: Route  # metric -1 until ranked
     timer: Timer
     preference: int = PREF_MEDIUM  # RFC 4191 §2.2
+    probed_at: float | None = None  # the last RFC 4191 §3.5 reachability probe
 
 
 @dataclass(slots=True, eq=False)
@@ -1116,7 +1135,8 @@ class NdpMachine:
 
     def _router_lifetime(self, now: float, src: bytes, lifetime: int, preference: int) -> None:
         """RFC 4861 §6.3.4: key = the RA's source; Router Lifetime is 16-bit seconds, no
-        infinity. RFC 4191 §2.2: the preference of a router with lifetime 0
+        infinity (a ::/0 Route Information option's is 32-bit, 0xffffffff
+        infinite). RFC 4191 §2.2: the preference of a router with lifetime 0
         is ignored."""
         r = self._routers.get(src)
         if r is None:
@@ -1131,11 +1151,11 @@ class NdpMachine:
             self._routers[src] = r
             self._rank()
             self._emit(RouterDiscovered(self.nic, src, lifetime, PREF_NAMES[preference]))
-            r.timer.reset(now + lifetime)
+            self._arm(r.timer, now, lifetime)
         elif lifetime == 0:
             self._invalidate_router(r)
         else:
-            r.timer.reset(now + lifetime)  # may shorten it
+            self._arm(r.timer, now, lifetime)  # may shorten it
             if r.preference != preference:
                 r.preference = preference
                 self._rank()
@@ -1169,16 +1189,51 @@ class NdpMachine:
         self._rank()
         return self._flush()
 
+    def router_used(self, now: float, ip: bytes) -> list[NdpAction]:
+        """Traffic went to ``ip`` lately (the next hops every shard
+        reports). RFC 4191 §3.5: when it is the reachable router used in
+        place of routers that would have been used were they reachable
+        (higher preference, or equal and earlier in the round-robin order,
+        but no reachability known), each of those is probed with one
+        Neighbor Solicitation (``ProbeRouter``), at most once per
+        ROUTER_PROBE_INTERVAL_S; one that answers becomes reachable and
+        is ranked first. Without such traffic no probe is sent (§3.5: a
+        host MUST NOT probe without useful traffic)."""
+        used = self._routers.get(ip)
+        reachable = self.reachability
+        if used is None or not reachable(ip):
+            return []
+        # Stable: equal preferences keep the round-robin order.
+        for r in sorted(self._routers.values(), key=lambda r: -r.preference):
+            if r is used:
+                break
+            if reachable(r.addr):
+                continue
+            if r.probed_at is None or now - r.probed_at >= ROUTER_PROBE_INTERVAL_S:
+                r.probed_at = now
+                self._emit(ProbeRouter(r.addr))
+        return self._flush()
+
     # --- route information (RFC 4191 §3.1) -------------------------------------------
     def _route_information(self, now: float, src: bytes, rio: RouteInformation) -> None:
         cfg = self.config
+        plen = rio.prefix_len
+        if plen == 0:
+            # RFC 4191 §3.1: the Route Lifetime and Preference of a ::/0
+            # option override the RA header's Router Lifetime and Default
+            # Router Preference (the header was processed first), and the
+            # ::/0 route is the Default Router List's entry: a lifetime of 0
+            # removes the router, a non-zero one adds or refreshes it. Taken
+            # with ``accept_rio`` off too, as Linux's default
+            # accept_ra_rt_info_max_plen 0 takes ::/0 options only.
+            self._router_lifetime(now, src, rio.lifetime, rio.preference)
+            return
         if not cfg.accept_rio:
             self.stats.rio_ignored += 1
             return
-        plen = rio.prefix_len
         prefix = network_of(rio.prefix, plen)
-        if plen == 0 or is_ipv6_link_local(prefix) or is_ipv6_multicast(prefix):
-            return  # ::/0 is the Router Lifetime's; link-local needs no route
+        if is_ipv6_link_local(prefix) or is_ipv6_multicast(prefix):
+            return  # link-local needs no route
         key = (prefix, plen, src)
         # RFC 4191 §3.1: the preference orders routes to the same prefix
         # (high gets the lowest metric).

@@ -215,6 +215,7 @@ class _Entry:
     timer_at: float | None = None  # the deadline of this entry's live heap item
     published: bool = False  # the replicas know a mac for it
     router: bool = False  # IsRouter, RFC 4861 §7.2.5 (IPv6 only)
+    max_attempts: int = 0  # solicitations before failure (0: the config's)
 
 
 class NeighbourTable:
@@ -263,6 +264,7 @@ class NeighbourTable:
                 return mac
             if packet is not None:
                 self._enqueue(e, packet, size)
+                e.max_attempts = 0  # packets wait: a whole resolution, even for a probe
             return None
         cfg = self.config
         if self._incomplete >= cfg.max_incomplete:
@@ -284,6 +286,21 @@ class NeighbourTable:
         self._probe(e)
         self._schedule(e)
         return None
+
+    def solicit_once(self, now: float, ip: bytes) -> bool:
+        """One solicitation for ``ip``, which has no entry (RFC 4191 §3.5
+        router reachability probing): an INCOMPLETE entry, so that the
+        answer is learnt (REACHABLE), given up after ``retrans_s`` unanswered
+        rather than after a resolution's ``max_attempts``. False when ``ip``
+        has an entry already or the table has no room."""
+        if ip in self._entries:
+            return False
+        self.resolve(now, ip)
+        e = self._entries.get(ip)
+        if e is None:
+            return False
+        e.max_attempts = 1
+        return True
 
     def touch(self, now: float, ip: bytes) -> None:
         """``ip`` was used to send (e.g. reported by a shard using its replica):
@@ -427,7 +444,7 @@ class NeighbourTable:
             state = e.state
             if state is _INCOMPLETE:
                 if now >= e.probe_at:
-                    if e.attempts >= cfg.max_attempts:
+                    if e.attempts >= (e.max_attempts or cfg.max_attempts):
                         # RFC 1122 §2.3.2.2 / RFC 4861 §7.3.3: give up, the
                         # queued packets get ICMP unreachable.
                         self.stats.failures += 1

@@ -155,6 +155,16 @@ class NetView:
             return POINT_TO_POINT_MAC
         return self.neighbours.get((nic.id, ip))
 
+    def bound_nic(self, value: int | str | None) -> int:
+        """SO_BINDTODEVICE's NIC by id or name; 0 (or "", None) unbinds;
+        OSError(ENODEV) if there is none (socket(7))."""
+        if value in (0, "", None):
+            return 0
+        nic = self.nic_by_name.get(value) if isinstance(value, str) else self.nics.get(int(value))
+        if nic is None:
+            raise OSError(errno.ENODEV, f"no such NIC: {value}")
+        return nic.id
+
     def nic_enabled(self, nic_id: int) -> bool:
         nic = self.nics.get(nic_id)
         return nic is not None and nic.enabled

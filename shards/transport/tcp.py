@@ -287,8 +287,13 @@ class TcpTransport(asyncio.Transport):
 
     def set_option(self, name: str, value: Any) -> None:
         """Options that apply to an open connection: TCP_NODELAY, TCP_CORK,
-        SO_LINGER."""
-        if name == "TCP_NODELAY":
+        SO_LINGER, SO_BINDTODEVICE."""
+        if name == "SO_BINDTODEVICE":
+            # socket(7): Linux binds a connected socket too; from then on its
+            # segments leave by that NIC and only those arriving on it
+            # reach it (``TcpDemux.deliver``).
+            self.nic = self._demux.net.view.bound_nic(value)
+        elif name == "TCP_NODELAY":
             self.ep.set_nodelay(bool(value))
         elif name == "TCP_CORK":
             self.ep.set_cork(bool(value))
@@ -597,6 +602,7 @@ class TcpDemux:
         self.app_errors = 0  # exceptions from application callbacks (connection aborted)
         self._log_app_error = RateLimitedLog(log)
         self.dropped_non_unicast = 0
+        self.bound_elsewhere = 0  # segments for a connection bound to another NIC
         self._closed_totals = [0, 0, 0]  # segments in, out, retransmits of closed connections
         # Called with (nic, peer) when an ACK acknowledges new data: shard 0
         # confirms the neighbour (NUD) without a probe.
@@ -616,7 +622,11 @@ class TcpDemux:
             # header prediction.
             t = self.conns.get((dst, dport, src, sport))
             hlen = offset_flags >> 12 << 2
-            if t is not None and (hlen == 20 or (hlen == 32 and payload[20:24] == _NOP_NOP_TS)):
+            if (
+                t is not None
+                and (hlen == 20 or (hlen == 32 and payload[20:24] == _NOP_NOP_TS))
+                and (not t.nic or t.nic == d.nic)
+            ):
                 ep = t.ep
                 acked = ep.bytes_acked
                 if hlen == 32:
@@ -642,6 +652,14 @@ class TcpDemux:
         now = self.now()
         key = (dst, seg.dst_port, src, seg.src_port)
         t = self.conns.get(key)
+        if t is not None and t.nic and t.nic != d.nic:
+            # SO_BINDTODEVICE (socket(7)), as Linux's demux (the bound
+            # device is part of the match): a connection bound to a NIC is
+            # not found for a segment arriving on another, which goes on as
+            # one for no connection: a listener's, else a reset (RFC 9293
+            # §3.10.7.1).
+            self.bound_elsewhere += 1
+            t = None
         if t is not None:
             t.last_tos = d.tos
             t.rx_nic = d.nic

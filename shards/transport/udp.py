@@ -59,7 +59,8 @@ class Datagram:
     peer: tuple[bytes, int]  # as the socket reports it (v4-mapped on a dual-stack socket)
     local: bytes  # the destination address (IP_PKTINFO's)
     # IPv4 TOS or IPv6 traffic class, ECN bits included (RFC 2474 §3, RFC
-    # 3168 §5); None unless the socket asked with IP_RECVTOS / IPV6_RECVTCLASS.
+    # 3168 §5); None unless the socket asked, with IP_RECVTOS for IPv4
+    # datagrams, IPV6_RECVTCLASS for IPv6 ones.
     tos: int | None
     nic: int
 
@@ -67,7 +68,11 @@ class Datagram:
 @dataclass(slots=True)
 class UdpOptions:
     v6only: bool = False  # IPV6_V6ONLY (RFC 3493 §5.3)
-    recv_tos: bool = False  # IP_RECVTOS / IPV6_RECVTCLASS (ip(7), RFC 3542 §6.5)
+    # Linux keeps two flags: IP_RECVTOS reports IPv4 datagrams' TOS (ip(7),
+    # on a dual-stack socket too), IPV6_RECVTCLASS IPv6 ones' traffic class
+    # (RFC 3542 §6.5).
+    recv_tos: bool = False
+    recv_tclass: bool = False
     broadcast: bool = False  # SO_BROADCAST
     reuse_addr: bool = False
     reuse_port: bool = False
@@ -109,8 +114,6 @@ class UdpSocket:
         return None if r is None or r.remote_addr is None else (r.remote_addr, r.remote_port)
 
     def deliver(self, dgram: Datagram) -> None:
-        if not self.options.recv_tos:  # ip(7): no IP_TOS ancillary data unless asked
-            dgram.tos = None
         if self.on_datagram is not None:
             self.on_datagram(dgram)
             return
@@ -343,9 +346,13 @@ class UdpDemux:
     def _datagram(
         sock: UdpSocket, src: bytes, sport: int, dst: bytes, data: bytes, tos: int, nic: int
     ) -> Datagram:
+        options = sock.options
+        # ip(7), RFC 3542 §6.5: no TOS / traffic class ancillary data unless
+        # asked, by the option of the datagram's own IP version.
+        asked = options.recv_tos if len(src) == 4 else options.recv_tclass
         if sock.family == 6 and len(src) == 4:
             src, dst = mapped(src), mapped(dst)
-        return Datagram(data, (src, sport), dst, tos, nic)
+        return Datagram(data, (src, sport), dst, tos if asked else None, nic)
 
     # --- ICMP errors -----------------------------------------------------------------
     def icmp_error(

@@ -6,11 +6,15 @@ TCP sockets bound to a NIC with SO_BINDTODEVICE.
   link NIC (``sntap0``) answering ``link``, one unbound answering ``any``;
 * port 7302: reads a line ``NIC HOST PORT``, connects to HOST:PORT bound to
   NIC (``-``: unbound) and answers one line: the first line the peer sent,
-  or ``errno=N``."""
+  or ``errno=N``;
+* port 7303: reads a line ``NIC``, binds the open connection to NIC
+  (SO_BINDTODEVICE), then reads and drops whatever comes; a second of
+  quiet aborts it."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 
 def answer(text: bytes):  # noqa: ANN201
@@ -38,6 +42,18 @@ async def connect_bound(stack, reader: asyncio.StreamReader, writer: asyncio.Str
     writer.close()
 
 
+async def bind_when_asked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    nic = (await reader.readline()).decode().strip()
+    with contextlib.suppress(OSError):  # a stack that cannot: the connection goes on
+        writer.transport.set_option("SO_BINDTODEVICE", nic)  # type: ignore[attr-defined]
+    try:  # a second of quiet ends it (bound to lo, it hears nothing, and says nothing)
+        while await asyncio.wait_for(reader.read(4096), 1.0):
+            pass
+        writer.close()
+    except TimeoutError:
+        writer.transport.abort()
+
+
 async def main(stack) -> None:  # noqa: ANN001 - the ShardStack
     link = "sntap0"  # the tests' TAP
     await stack.start_server(answer(b"lo"), None, 7300, options={"SO_BINDTODEVICE": "lo"})
@@ -46,4 +62,5 @@ async def main(stack) -> None:  # noqa: ANN001 - the ShardStack
         answer(b"link"), None, 7301, reuse_port=True, options={"SO_BINDTODEVICE": link}
     )
     await stack.start_server(lambda r, w: connect_bound(stack, r, w), None, 7302)
+    await stack.start_server(bind_when_asked, None, 7303)
     await asyncio.Event().wait()

@@ -7,12 +7,16 @@ destination MAC of the frames it writes) shows which router it uses.
 * A router that stops answering NS is abandoned (RFC 4861 §6.3.6, §7.3.3):
   traffic moves to the other one, ``ctl routes`` says so.
 * An NA with the Router flag clear takes a router off the list (§7.2.5).
-* RFC 4191: a high-preference router takes the traffic; a Route
-  Information option is installed only with ``accept_rio``; radvd's
-  AdvDefaultPreference and ``route`` blocks read as radvd means them.
+* RFC 4191: a high-preference router takes the traffic; one never heard
+  from but in its RA (no link-layer address) is probed while a worse
+  router carries the traffic, and takes it once it answers (§3.5); a
+  ::/0 Route Information option makes or unmakes a default router (§3.1);
+  a Route Information option is installed only with ``accept_rio``;
+  radvd's AdvDefaultPreference and ``route`` blocks read as radvd means
+  them.
 * An ICMPv6 Redirect (RFC 4861 §8) and an ICMPv4 Redirect (RFC 1122
   §3.2.2.2) move one destination; with ``accept_redirects`` off they are
-  ignored and counted.
+  ignored and counted, and the routes they made are gone.
 * A forwarding stack ignores RAs unless ``accept_ra_forwarding`` (Linux's
   accept_ra=2) is set.
 """
@@ -107,15 +111,16 @@ ROUTERS = textwrap.dedent(r"""
         op = c["op"]
         if op == "ra":
             ll = c["router"]
-            opts = ICMPv6NDOptSrcLLAddr(lladdr=macs[ll])
-            for prefix, plen, prf, life in c.get("rio", []):
-                opts = opts / ICMPv6NDOptRouteInfo(prefix=prefix, plen=plen, prf=prf,
-                                                   rtlifetime=life, len=3)
-            sendp(Ether(src=macs[ll], dst="33:33:00:00:00:01")
+            ra = (Ether(src=macs[ll], dst="33:33:00:00:00:01")
                   / IPv6(src=ll, dst="ff02::1", hlim=255)
                   / ICMPv6ND_RA(routerlifetime=c.get("lifetime", 1800), prf=c.get("prf", 0),
-                                reachabletime=c.get("reachable_ms", 0))
-                  / opts, iface=tap)
+                                reachabletime=c.get("reachable_ms", 0)))
+            if c.get("slla", True):
+                ra = ra / ICMPv6NDOptSrcLLAddr(lladdr=macs[ll])
+            for prefix, plen, prf, life in c.get("rio", []):
+                ra = ra / ICMPv6NDOptRouteInfo(prefix=prefix, plen=plen, prf=prf,
+                                               rtlifetime=life, len=3)
+            sendp(ra, iface=tap)
         elif op == "dead":
             dead.add(c["router"])
         elif op == "na_not_router":
@@ -317,6 +322,40 @@ def test_router_preference_orders_routers(lab: tuple[StackProcess, Routers]) -> 
     assert default_routers(stack)[R1]["router"]["preference"] == "high"
 
 
+def test_a_better_router_is_probed_and_default_route_information_counts(
+    lab: tuple[StackProcess, Routers],
+) -> None:
+    """RFC 4191 §3.5: R1 (high) advertises without its link-layer address:
+    nothing says it is reachable, and R2 (medium, from its SLLA) carries
+    the replies; that traffic has shardnet probe R1 (an NS, which it
+    answers), and the replies move to R1. §3.1: a ::/0 Route Information
+    option with lifetime 0 then removes R1 though its header says 1800 s;
+    one with 600 s and high preference makes it a default router again
+    though its header says 0 (one stack for both: starting one costs more
+    than the test)."""
+    stack, routers = lab
+    routers.send("ra", router=R2)
+    routers.send("ra", router=R1, prf=1, slla=False)
+    assert wait_until(lambda: len(default_routers(stack)) == 2, timeout=10), stack.call("routes")
+    routers.send("ping", family=6, src=FAR_A, ident=1)
+    assert routers.replies_go_to(FAR_A, R1_MAC, timeout=15), (
+        stack.call("routes"),
+        stack.call("neigh"),
+    )
+    rows = default_routers(stack)
+    assert rows[R1]["router"]["rank"] == 0 and rows[R1]["router"]["reachable"]
+    assert rows[R1]["router"]["preference"] == "high"
+    # A ::/0 option's lifetime 0 overrides the header's 1800 s.
+    routers.send("ra", router=R1, lifetime=1800, prf=1, rio=[["::", 0, 1, 0]])
+    assert routers.replies_go_to(FAR_A, R2_MAC, timeout=10), stack.call("routes")
+    assert list(default_routers(stack)) == [R2]
+    # A ::/0 option's 600 s, high, override the header's 0 (and medium).
+    routers.send("ra", router=R1, lifetime=0, rio=[["::", 0, 1, 600]])
+    assert routers.replies_go_to(FAR_A, R1_MAC, timeout=10), stack.call("routes")
+    row = default_routers(stack)[R1]["router"]
+    assert row["preference"] == "high" and 590 < row["expires_s"] <= 600
+
+
 def test_icmpv6_redirect_moves_one_destination(lab: tuple[StackProcess, Routers]) -> None:
     stack, routers = lab
     routers.send("ra", router=R1)
@@ -339,6 +378,10 @@ def test_icmpv6_redirect_moves_one_destination(lab: tuple[StackProcess, Routers]
 
     assert wait_until(both_counted, timeout=10), stack.call("stats")
     assert routers.replies_go_to(FAR_B, R1_MAC, timeout=5)
+    # Switched off, the redirect's route is gone: FAR_A goes back to R1.
+    assert not [r for r in stack.call("routes") if r["origin"] == "redirect"]
+    assert "redirect" not in ctl(stack, "routes")
+    assert routers.replies_go_to(FAR_A, R1_MAC, timeout=5)
 
 
 def test_route_information_needs_accept_rio(ns: Netns, tmp_path: Path) -> None:
@@ -418,6 +461,9 @@ def test_icmpv4_redirect_from_the_gateway(lab: tuple[StackProcess, Routers]) -> 
     assert routers.replies_go_to(FAR4, NEW_GW4_MAC, timeout=10)
     host = [r for r in stack.call("routes") if r["origin"] == "redirect"]
     assert [(r["dst"], r["gateway"]) for r in host] == [(FAR4, NEW_GW4)]
+    ctl(stack, "ndp", "--set", "accept_redirects=false")  # the route goes at once
+    assert not [r for r in stack.call("routes") if r["origin"] == "redirect"]
+    assert routers.replies_go_to(FAR4, gw_mac, timeout=5)
 
 
 def test_forwarding_nic_takes_ras_only_with_accept_ra_forwarding(ns: Netns, tmp_path: Path) -> None:

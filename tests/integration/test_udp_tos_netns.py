@@ -2,10 +2,13 @@
 sockets against the kernel (``tests/apps/tos_probe.py`` holds them): the
 kernel sends with a TOS, shardnet's application reports it only when it
 asked; shardnet sends with a TOS per datagram or from the socket option,
-and the kernel reads it with its own IP_RECVTOS / IPV6_RECVTCLASS."""
+and the kernel reads it with its own IP_RECVTOS / IPV6_RECVTCLASS. The
+two receive options are independent, as on a kernel socket: each
+combination reports what a kernel dual-stack socket reports."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import pytest
@@ -73,3 +76,52 @@ def test_tos_both_ways(ns: Netns, stack: StackProcess, v6: bool) -> None:
     datagram) and 0x10 (the socket's IP_TOS / IPV6_TCLASS) to the kernel."""
     got = exchange(ns, v6, 7401, 0xB8, 2)
     assert len(got) == 8 and set(got) == {("tos=184_per-datagram", 0x28), ("tos=184_socket", 0x10)}
+
+
+def kernel_reports(ns: Netns, options: tuple[str, ...]) -> tuple[int | None, int | None]:
+    """What a kernel dual-stack UDP socket with ``options`` on reports for an
+    IPv4 and an IPv6 datagram sent with TOS / traffic class 0xB8 (over lo)."""
+    out = ns.python(f"""
+        import json, socket
+        r = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        r.bind(("::", 0))
+        for name in {list(options)!r}:
+            level = socket.IPPROTO_IP if name == "IP_RECVTOS" else socket.IPPROTO_IPV6
+            r.setsockopt(level, getattr(socket, name, 13 if name == "IP_RECVTOS" else 66), 1)
+        port = r.getsockname()[1]
+        for family, level, opt, dst in (
+            (socket.AF_INET, socket.IPPROTO_IP, socket.IP_TOS, "127.0.0.1"),
+            (socket.AF_INET6, socket.IPPROTO_IPV6, socket.IPV6_TCLASS, "::1"),
+        ):
+            s = socket.socket(family, socket.SOCK_DGRAM)
+            s.setsockopt(level, opt, 0xB8)
+            s.sendto(b"x", (dst, port))
+            _, anc, _, _ = r.recvmsg(10, 64)
+            print(json.dumps(int.from_bytes(anc[0][2], "little") if anc else None))
+    """).stdout.split()
+    return json.loads(out[0]), json.loads(out[1])
+
+
+@pytest.mark.parametrize(
+    ("port", "options"),
+    [
+        (7400, ()),
+        (7402, ("IP_RECVTOS",)),
+        (7403, ("IPV6_RECVTCLASS",)),
+        (7401, ("IP_RECVTOS", "IPV6_RECVTCLASS")),
+    ],
+    ids=["none", "ip_recvtos", "ipv6_recvtclass", "both"],
+)
+def test_recvtos_and_recvtclass_are_independent_as_on_the_kernel(
+    ns: Netns, stack: StackProcess, port: int, options: tuple[str, ...]
+) -> None:
+    """A dual-stack socket reports an IPv4 datagram's TOS only with
+    IP_RECVTOS, an IPv6 one's traffic class only with IPV6_RECVTCLASS:
+    shardnet's app reports exactly what the kernel's socket does."""
+    kernel = kernel_reports(ns, options)
+    replies = 2 if port == 7401 else 1
+    ours = tuple(
+        {text.split("_")[0] for text, _ in exchange(ns, v6, port, 0xB8, replies)}
+        for v6 in (False, True)
+    )
+    assert ours == tuple({f"tos={value}"} for value in kernel), (kernel, ours)

@@ -19,7 +19,7 @@ from shardnet.common.wire.ndp import (
 )
 from shardnet.shards.net.actions import AddRoute, RemoveRoute
 from shardnet.shards.net.mld import MldMachine
-from shardnet.shards.net.ndp import NdpConfig, NdpMachine
+from shardnet.shards.net.ndp import NdpConfig, NdpMachine, ProbeRouter
 from shardnet.shards.net.route import Route, RouteTable
 
 from .test_ndp import KEY, MAC, QUIET, ROUTER, ROUTER2, Rig, cfg
@@ -155,6 +155,38 @@ def test_na_without_router_flag_removes_router() -> None:
     assert r.take(r.m.router_unreachable(r.now, parse_ip("fe80::99"))) == []
 
 
+def probes(actions: list[object]) -> list[bytes]:
+    return [a.addr for a in actions if isinstance(a, ProbeRouter)]
+
+
+def test_better_router_of_unknown_reachability_probed_while_another_is_used() -> None:
+    """RFC 4191 §3.5: traffic to the reachable medium ROUTER2 stands in for
+    the high ROUTER and the equal ROUTER3 before it in the list, whose
+    reachability is unknown: each gets one probe, not again within a
+    minute; the low ROUTER4 gets none, nor does anyone without traffic to
+    the router in use."""
+    known = {ROUTER2}
+    r = rig(reachable=known)
+    router4 = parse_ip("fe80::4")
+    r.ra(ROUTER3, router_lifetime=1800)
+    r.ra(ROUTER2, router_lifetime=1800)
+    r.ra(ROUTER, router_lifetime=1800, flags=encode_preference(PREF_HIGH))
+    r.ra(router4, router_lifetime=1800, flags=encode_preference(PREF_LOW))
+    assert default_gateway(r) == ROUTER2
+    assert probes(r.take(r.m.router_used(r.now, ROUTER2))) == [ROUTER, ROUTER3]
+    assert probes(r.take(r.m.router_used(r.now + 59, ROUTER2))) == []
+    assert r.take(r.m.router_used(r.now, router4)) == []  # not in use: not reachable
+    assert r.take(r.m.router_used(r.now, parse_ip("fe80::99"))) == []  # no router
+    r.advance(60)
+    assert probes(r.take(r.m.router_used(r.now, ROUTER2))) == [ROUTER, ROUTER3]
+    # ROUTER answered: it is reachable, ranked first, and nothing is probed.
+    known.add(ROUTER)
+    r.take(r.m.neighbour_changed(r.now, ROUTER, failed=False))
+    assert default_gateway(r) == ROUTER
+    r.advance(60)
+    assert probes(r.take(r.m.router_used(r.now, ROUTER))) == []
+
+
 RIO_PREFIX = parse_ip("2001:db8:77::")
 
 
@@ -192,13 +224,59 @@ def test_route_information_installs_more_specific_routes() -> None:
 def test_route_information_limits_and_skips() -> None:
     r = rig(cfg(accept_rio=True, max_rio_routes=2))
     opts = [
-        RouteInformation(0, PREF_HIGH, 600, ANY),  # ::/0: the Router Lifetime's business
+        RouteInformation(0, PREF_HIGH, 600, ANY),  # ::/0: a default router, not a route
         RouteInformation(10, PREF_HIGH, 600, parse_ip("fe80::")),  # link-local
         *(RouteInformation(64, 0, 600, parse_ip(f"2001:db8:{i}::")) for i in range(1, 4)),
     ]
     r.ra(router_lifetime=0, options=opts)
     assert len(r.m.rio_routes()) == 2
     assert r.m.stats.rio_over_limit == 1
+    assert r.m.routers() == [ROUTER]
+
+
+def default_rio(lifetime: int, pref: int = PREF_MEDIUM) -> RouteInformation:
+    return RouteInformation(0, pref, lifetime, ANY)
+
+
+def test_default_route_information_overrides_the_header() -> None:
+    """RFC 4191 §3.1: a ::/0 Route Information option's preference and
+    lifetime override the RA header's (with accept_rio off, as Linux's
+    default takes ::/0 options only): the router is high preference and
+    lives 600 s, not 100; no more-specific route is made."""
+    r = rig()
+    r.ra(ROUTER2, router_lifetime=1800)
+    r.ra(ROUTER, router_lifetime=100, options=[default_rio(600, PREF_HIGH)])
+    assert default_gateway(r) == ROUTER
+    info = {i.addr: i for i in r.m.router_info(r.now)}
+    assert info[ROUTER].preference == "high" and info[ROUTER].expires_s == 600
+    assert r.m.rio_routes() == [] and r.m.stats.rio_ignored == 0
+    r.advance(101)
+    assert r.m.routers() == [ROUTER2, ROUTER]  # the header's 100 s did not end it
+    r.advance(500)
+    assert r.m.routers() == [ROUTER2]
+    assert default_gateway(r) == ROUTER2
+
+
+def test_default_route_information_adds_and_removes_the_router() -> None:
+    """A ::/0 option with a non-zero lifetime makes its sender a default
+    router though the header's Router Lifetime is 0; 0xffffffff never
+    expires; a ::/0 option with lifetime 0 removes the router (§3.1), even
+    one the same RA's header advertised."""
+    r = rig()
+    r.ra(ROUTER, router_lifetime=0, options=[default_rio(0xFFFFFFFF, PREF_LOW)])
+    assert r.m.routers() == [ROUTER]
+    assert [(i.preference, i.expires_s) for i in r.m.router_info(r.now)] == [("low", None)]
+    r.advance(100_000)
+    assert default_gateway(r) == ROUTER
+    r.ra(ROUTER2, router_lifetime=1800)
+    r.ra(ROUTER, router_lifetime=1800, options=[default_rio(0)])
+    assert r.m.routers() == [ROUTER2]
+    assert [e.addr for e in r.events("router_invalidated")] == [ROUTER]
+    assert default_gateway(r) == ROUTER2
+    # Without accept_ra_defrtr's equivalent no router is learnt from it either.
+    off = rig(cfg(discover_default_routers=False))
+    off.ra(ROUTER, router_lifetime=0, options=[default_rio(600)])
+    assert off.m.routers() == []
 
 
 def test_forwarding_ignores_ras_unless_accept_ra_forwarding() -> None:

@@ -109,6 +109,27 @@ def test_retry_and_timeout_constants_come_from_the_config() -> None:
     assert [t for t, _ in lp.failures] == [1.25]
 
 
+def test_solicit_once_probes_once_and_learns_the_answer() -> None:
+    """RFC 4191 §3.5 router probing: one solicitation, an INCOMPLETE entry
+    that fails after one retransmission time, or learns a solicited answer;
+    nothing for an address with an entry; a packet that comes to wait on it
+    gets the whole resolution."""
+    lp = loop()
+    assert lp.table.solicit_once(lp.now, A)
+    lp.collect()
+    lp.advance(5)
+    assert [(t, p) for t, p in lp.probes] == [(0.0, Probe(A, 1, None))]
+    assert lp.failures == [(1.0, Failure(A, []))] and A not in lp.table
+    assert lp.table.solicit_once(lp.now, A)
+    lp.learn(A, MAC_A, create=False)
+    assert lp.table.state(A) is NudState.REACHABLE
+    assert not lp.table.solicit_once(lp.now, A)
+    assert lp.table.solicit_once(lp.now, B)
+    lp.resolve(B, "p")
+    lp.advance(5)
+    assert [t for t, p in lp.probes if p.ip == B] == [5.0, 6.0, 7.0]
+
+
 def test_answer_releases_the_queue_in_order() -> None:
     lp = loop()
     lp.resolve(A, "p1")

@@ -31,13 +31,13 @@ R2, R2_MAC = "fe80::b", "02:00:00:00:00:0b"
 FAR6B = "2001:db8:ffff::10"
 
 
-def ra(src: str, mac: str, *, lifetime: int = 1800, prf: int = 0) -> Ether:
-    return (
+def ra(src: str, mac: str, *, lifetime: int = 1800, prf: int = 0, slla: bool = True) -> Ether:
+    msg = (
         Ether(src=mac, dst="33:33:00:00:00:01")
         / IPv6(src=src, dst="ff02::1", hlim=255)
         / ICMPv6ND_RA(routerlifetime=lifetime, prf=prf)
-        / ICMPv6NDOptSrcLLAddr(lladdr=mac)
     )
+    return msg / ICMPv6NDOptSrcLLAddr(lladdr=mac) if slla else msg
 
 
 def echo6(src: str = FAR6, *, mac: str = R1_MAC, seq: int = 1) -> Ether:
@@ -141,6 +141,40 @@ def test_preferred_router_takes_the_traffic() -> None:
     ]
 
 
+def probed(frames: list[Ether], router: str) -> list[Ether]:
+    return [f for f in frames if ICMPv6ND_NS in f and f[ICMPv6ND_NS].tgt == router]
+
+
+def test_a_better_router_never_heard_from_is_probed_and_takes_the_traffic() -> None:
+    """RFC 4191 §3.5: R1 (high) advertised without its link-layer address,
+    so nothing says it is reachable; R2 (medium, STALE from its SLLA)
+    carries the replies, and that traffic has R1 probed with one NS.
+    Unanswered, the probe is not repeated within a minute; answered, R1
+    is reachable and takes the traffic."""
+    net = Net()
+    net.inject(ra(R2, R2_MAC))
+    net.inject(ra(R1, R1_MAC, prf=1, slla=False))
+    net.sent()
+    assert reply_mac(net) == R2_MAC
+    net.advance(0.1)  # the next hops used are reported
+    ns = probed(net.sent(), R1)
+    assert [(f[IPv6].dst, f.dst) for f in ns] == [("ff02::1:ff00:a", "33:33:ff:00:00:0a")]
+    for second in range(1, 60):  # a minute of traffic: no other probe of R1
+        net.advance(1.0)
+        assert not probed(net.sent(), R1)
+        net.inject(na(R2, mac=R2_MAC, dst=OUR6, r=1))  # R2 answers (NUD)
+        assert reply_mac(net, seq=second) == R2_MAC
+    net.advance(1.0)
+    net.inject(na(R2, mac=R2_MAC, dst=OUR6, r=1))
+    assert reply_mac(net, seq=60) == R2_MAC
+    net.advance(0.1)  # a minute after the first probe, traffic again: a second one
+    assert len(probed(net.sent(), R1)) == 1
+    net.inject(na(R1, mac=R1_MAC, dst=OUR6, r=1))  # the solicited answer
+    assert reply_mac(net, seq=61) == R1_MAC
+    rows = {r["gateway"]: r["router"] for r in net.request("routes") if r["prefix_len"] == 0}
+    assert rows[R1]["rank"] == 0 and rows[R1]["reachable"] and rows[R2]["rank"] == 1
+
+
 def redirect6(
     *,
     src: str = R1,
@@ -206,6 +240,26 @@ def test_icmpv6_redirects_refused_and_counted() -> None:
     assert not [r for r in net.request("routes") if r["origin"] == "redirect"]
 
 
+def test_redirect_routes_go_when_redirects_are_turned_off() -> None:
+    """Host routes a redirect taught are withdrawn at once when
+    ``accept_redirects`` goes off at run time (or the stack starts
+    forwarding, RFC 4861 §8.2), not left to expire: FAR6 goes back to R1."""
+    for switch_off in ({"accept_redirects": "off"}, None):
+        net = Net()
+        net.inject(ra(R1, R1_MAC))
+        net.inject(redirect6(tlla=R2_MAC))
+        assert reply_mac(net) == R2_MAC
+        if switch_off is None:
+            net.request("forwarding", on=True)
+        else:
+            net.request("ndp_set", settings={"accept_redirects": "on"})  # no change: kept
+            assert [r["origin"] for r in net.request("routes")].count("redirect") == 1
+            net.request("ndp_set", settings=switch_off)
+        assert not [r for r in net.request("routes") if r["origin"] == "redirect"]
+        if switch_off is not None:
+            assert reply_mac(net, seq=2) == R1_MAC
+
+
 NEW_GW4, NEW_GW_MAC = "198.18.0.253", "02:00:00:00:00:fd"
 
 
@@ -253,5 +307,16 @@ def test_icmpv4_redirects_refused_and_counted() -> None:
     net.request("ndp_set", settings={"accept_redirects": False})
     net.inject(redirect4())
     assert net.stats[Drop.REDIRECT_NOT_ACCEPTED] == 1
+    assert not [r for r in net.request("routes") if r["origin"] == "redirect"]
+    assert echo4_reply_mac(net) == GW_MAC
+
+
+def test_icmpv4_redirect_route_goes_when_redirects_are_turned_off() -> None:
+    net = Net(gateway4=GW4)
+    net.learn(GW4, GW_MAC)
+    net.learn(NEW_GW4, NEW_GW_MAC)
+    net.inject(redirect4())
+    assert echo4_reply_mac(net) == NEW_GW_MAC
+    net.request("ndp_set", settings={"accept_redirects": False})
     assert not [r for r in net.request("routes") if r["origin"] == "redirect"]
     assert echo4_reply_mac(net) == GW_MAC

@@ -1,6 +1,7 @@
 """SO_BINDTODEVICE on TCP sockets, on two embedded stacks joined by a cable
 (``pair0`` 198.18.0.1, ``pair1`` 198.18.0.2): which listener a SYN reaches,
-and what a bound active open may reach."""
+what a bound active open may reach, and that a connection bound to a NIC
+takes no segment arriving on another."""
 
 from __future__ import annotations
 
@@ -77,6 +78,45 @@ def test_a_bound_active_open_routes_by_its_nic() -> None:
             assert exc.value.errno == errno.ENETUNREACH
             with pytest.raises(OSError) as exc:
                 await read_from(a, "198.18.0.2", 7, options={"SO_BINDTODEVICE": "nope"})
+            assert exc.value.errno == errno.ENODEV
+
+    run(go())
+
+
+def test_a_connection_bound_to_another_nic_takes_no_segment() -> None:
+    """As Linux: B's end of an open connection bound (SO_BINDTODEVICE, set
+    on the open connection) to ``lo`` is not found for A's next segment,
+    which arrives on ``pair1``: no listener on B's side port, so a reset,
+    and A's read fails. Bound back to ``pair1``, another connection goes
+    on as before."""
+
+    async def go() -> None:
+        a, b = Stack.pair(ndp=FAST_NDP)
+        async with a, b:
+            accepted: asyncio.Queue[asyncio.StreamWriter] = asyncio.Queue()
+
+            async def keep(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+                await accepted.put(writer)
+                data = await reader.readline()
+                writer.write(b"got " + data)
+
+            await b.start_server(keep, None, 7)
+            for nic, expect_reset in (("pair1", False), ("lo", True)):
+                reader, writer = await a.open_connection("198.18.0.2", 7)
+                theirs = await accepted.get()
+                theirs.transport.set_option("SO_BINDTODEVICE", nic)
+                assert theirs.transport.get_option("SO_BINDTODEVICE") == (
+                    1 if nic == "pair1" else 2
+                )
+                writer.write(b"hello\n")
+                if expect_reset:
+                    with pytest.raises(ConnectionResetError):
+                        await reader.readline()
+                else:
+                    assert await reader.readline() == b"got hello\n"
+                writer.close()
+            with pytest.raises(OSError) as exc:
+                theirs.transport.set_option("SO_BINDTODEVICE", "nope")
             assert exc.value.errno == errno.ENODEV
 
     run(go())

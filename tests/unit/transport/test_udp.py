@@ -159,11 +159,36 @@ def test_reuse_port_keeps_each_peer_on_one_member_and_spreads(world) -> None:
 
 def test_ip_recvtos_reports_the_tos_byte_ecn_included(world) -> None:
     net, stack = world
-    t, rec = endpoint(stack, local_addr=("::", 5000), options={"IPV6_RECVTCLASS": True})
+    t, rec = endpoint(
+        stack, local_addr=("::", 5000), options={"IP_RECVTOS": True, "IPV6_RECVTCLASS": True}
+    )
     net.inject(v4(tos=0xB9))
     assert t.last_datagram is not None and t.last_datagram.tos == 0xB9
     net.inject(v6(tc=0x22))
     assert t.last_datagram.tos == 0x22
+
+
+@pytest.mark.parametrize(
+    ("options", "v4_tos", "v6_tclass"),
+    [
+        ({"IP_RECVTOS": True}, 0xB9, None),
+        ({"IPV6_RECVTCLASS": True}, None, 0x22),
+        ({}, None, None),
+    ],
+)
+def test_ip_recvtos_and_ipv6_recvtclass_are_two_options(world, options, v4_tos, v6_tclass) -> None:
+    """As on Linux: a dual-stack socket reports an IPv4 datagram's TOS only
+    with IP_RECVTOS and an IPv6 one's traffic class only with
+    IPV6_RECVTCLASS; each reads back as set."""
+    net, stack = world
+    t, rec = endpoint(stack, local_addr=("::", 5000), options=options)
+    seen: list[int | None] = []
+    rec.datagram_received = lambda data, addr: seen.append(t.last_datagram.tos)  # type: ignore[method-assign,union-attr]
+    net.inject(v4(tos=0xB9))
+    net.inject(v6(tc=0x22))
+    assert seen == [v4_tos, v6_tclass]
+    assert t.get_option("IP_RECVTOS") is ("IP_RECVTOS" in options)
+    assert t.get_option("IPV6_RECVTCLASS") is ("IPV6_RECVTCLASS" in options)
 
 
 def test_without_ip_recvtos_no_tos_is_reported(world) -> None:

@@ -486,8 +486,9 @@ def test_emitted_ns_na_rs_redirect_dissect_in_scapy() -> None:
     [(1, ndp.PREF_HIGH), (0, ndp.PREF_MEDIUM), (3, ndp.PREF_LOW), (2, ndp.PREF_MEDIUM)],
 )
 def test_scapy_ra_preference_and_route_information(prf: int, want: int) -> None:
-    """RFC 4191 §2.2: Prf 01 high, 00 medium, 11 low, 10 (reserved) medium;
-    §2.3 RIO of each Length, scapy as the oracle."""
+    """RFC 4191 §2.2: Prf 01 high, 00 medium, 11 low, 10 (reserved) medium
+    in the RA header; an RIO with Prf 10 is ignored (§2.3); RIO of each
+    Length, scapy as the oracle."""
     data = scapy_bytes(
         ICMPv6ND_RA(prf=prf, routerlifetime=1800)
         / ICMPv6NDOptRouteInfo(plen=0, prf=prf, rtlifetime=60, len=1)
@@ -498,8 +499,13 @@ def test_scapy_ra_preference_and_route_information(prf: int, want: int) -> None:
     )
     h = ndp.parse(data, pseudo=pseudo(data), hop_limit=255)
     assert isinstance(h, RouterAdvertisement) and h.preference == want
+    first = (
+        UnknownOption(ndp.OPT_ROUTE_INFORMATION, bytes((0, 0x10, 0, 0, 0, 60)))
+        if prf == 2
+        else RouteInformation(0, want, 60, bytes(16))
+    )
     assert h.options == [
-        RouteInformation(0, want, 60, bytes(16)),
+        first,
         RouteInformation(48, ndp.PREF_HIGH, 600, parse_ip("2001:db8:5::")),
         RouteInformation(96, ndp.PREF_LOW, NDP_INFINITE_LIFETIME, parse_ip("2001:db8:6::7:0:0")),
     ]
