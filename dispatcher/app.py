@@ -88,6 +88,12 @@ class Dispatcher:
             self.book.dispatcher.steering = self.link.steering
             if self.link.steering != "ebpf":  # still correct, only the first frames detour
                 log.warning("multi-queue steering by the kernel's hash: %s", self.link.steering)
+        admission = getattr(self.link, "admission", None)  # a TAP's (through a pcap tee too)
+        self.book.dispatcher.link_filter = getattr(self.link, "link_filter", "")
+        if admission is not None:
+            self.book.dispatcher.link_drops = admission.drops
+        elif self.book.dispatcher.link_filter:
+            log.warning("no admission filter on the TAP: %s", self.book.dispatcher.link_filter)
         self.clock = loop.time
         # Records: a tag byte, then always the link's virtio-net header
         # (zeros when the frame has none), then the frame (common/record.py).

@@ -77,6 +77,7 @@ class StackCollector:
             for s in shards
             if d.backlog_drops[int(s)]
         ]
+        drops += [(["dispatcher", "link", reason], n) for reason, n in d.link_drops().items()]
         drops += [
             (["dispatcher", "reassembly", reason], n)
             for reason, n in sorted(d.reassembly_drops.items())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from shardnet.common.messages import Stats
@@ -30,6 +31,9 @@ class DispatcherCounters:
     from_queues: int = 0  # --multi-queue: frames a shard read from its queue for another
     steering: str = ""  # --multi-queue: "ebpf", or why the kernel's own ("automq: ...")
     reassembly_drops: Counter[str] = field(default_factory=Counter)  # by reason
+    link_filter: str = ""  # the TAP's admission filter: "ebpf", or why none
+    # What that filter turned away in the kernel, by reason (read from its map when asked)
+    link_drops: Callable[[], dict[str, int]] = dict
 
 
 @dataclass(slots=True)
@@ -109,6 +113,8 @@ class StatsBook:
                 "from_queues": d.from_queues,
                 "steering": d.steering,
                 "reassembly_drops": dict(d.reassembly_drops),
+                "link_filter": d.link_filter,
+                "link_drops": d.link_drops(),
             },
             "shards": shards,
         }

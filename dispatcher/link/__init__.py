@@ -37,6 +37,7 @@ def open_link(config: StackConfig) -> Link:
             offload=config.offload,
             multi_queue=config.multi_queue,
         )
+        link.admit(config.shards)
         if config.multi_queue:
             link.steer(config.shards)
     else:

@@ -39,6 +39,7 @@ from ...common.wire.virtio import (
     VIRTIO_NET_HDR_SIZES,
     VirtioNetHeader,
 )
+from .admission import LinkAdmission, attach_admission
 from .base import (
     RX_ARENA,
     RX_CHUNK,
@@ -143,6 +144,9 @@ class TapLink(LinkBase):
         # --multi-queue: how the kernel picks a frame's queue ("ebpf": our
         # flow hash, steering.py; "automq: why not" otherwise).
         self.steering = ""
+        # The kernel-side admission filter ("ebpf", or why not: admission.py).
+        self.admission: LinkAdmission | None = None
+        self.link_filter = ""
         self._closed = False
         self._init_counters()
 
@@ -274,6 +278,12 @@ class TapLink(LinkBase):
         self.steering = attach_steering(self.fd, nshards)
         return self.steering
 
+    def admit(self, nshards: int) -> str:
+        """Cut floods of SYNs and control-plane frames down in the kernel,
+        before the TAP's queue (``admission.py``); "ebpf" or why not."""
+        self.admission, self.link_filter = attach_admission(self.fd, nshards)
+        return self.link_filter
+
     def open_queue(self) -> int:
         """Attach one more queue of a multi-queue TAP and return its fd
         (non-blocking, closed with the link). The kernel puts each flow on
@@ -313,6 +323,8 @@ class TapLink(LinkBase):
         if self._closed:
             return
         self._closed = True
+        if self.admission is not None:
+            self.admission.close(self.fd)
         self._file.close()
         for fd in self._queues:
             os.close(fd)
