@@ -272,6 +272,11 @@ def render(view: str, value: Any) -> str:
         lines = [
             f"link: rx {d['link_rx_frames']} frames, {d['link_rx_bytes']} bytes, {d['link_rx_errors']} errors"
         ]
+        if d.get("link_filter"):  # the TAP's admission filter ("ebpf" or why none)
+            turned = ", ".join(f"{n} {reason}" for reason, n in d["link_drops"].items())
+            lines.append(
+                f"admission filter: {d['link_filter']}" + (f"; dropped {turned}" if turned else "")
+            )
         rows = [("SHARD", "IN", "RX", "TX", "RING DROPS", "BACKLOG DROPS", "DROPS")]
         for s in value["shards"]:
             c = s["counters"]

@@ -234,7 +234,7 @@ def test_metrics_and_ctl_answer(ns: Netns, stack: StackProcess) -> None:
         ("lo", "00:00:00:00:00:00"),
     ]
     out = subprocess.run([*ctl, "stats"], capture_output=True, text=True, check=True).stdout
-    assert "SHARD" in out and "link: rx" in out
+    assert "SHARD" in out and "link: rx" in out and "admission filter: ebpf" in out
 
 
 def test_sigterm_exits_0_and_leaves_no_process(ns: Netns, stack: StackProcess) -> None:
