@@ -13,6 +13,7 @@ import argparse
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -123,6 +124,11 @@ def main(ns: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 1
+    # Ctrl-C and SIGTERM end it through the same clean-up, also when it was
+    # started with SIGINT ignored (as a shell starts background jobs: Python
+    # then leaves SIGINT ignored).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     demo = Demo(ns.bytes)
     t0 = time.monotonic()
     try:
