@@ -24,6 +24,11 @@ def _die_with_parent() -> None:
         pass
 
 
+def warm() -> None:
+    """What a shard imports, ahead of time (the supervisor's spare process)."""
+    from . import runtime  # noqa: F401
+
+
 def shard_main(spec: ShardSpec) -> None:
     _die_with_parent()
     logging.basicConfig(

@@ -80,6 +80,10 @@ class ShardRuntime:
         self._synced = asyncio.Event()  # the replica has loaded a snapshot
         self._stop = asyncio.Event()
         self._closed = False  # the ring is no longer drained
+        # Frames are read only once the apps listen: a restarted shard would
+        # otherwise answer the SYNs already waiting for it with RSTs (no
+        # listener yet), where a short wait lets them through.
+        self._serving = False
         self._drain_s = 0.0
         self._tasks: list[asyncio.Task[Any]] = []
 
@@ -126,7 +130,6 @@ class ShardRuntime:
             self.queue = TapQueueReader(spec.rx_queue.fd, spec.vnet_hdr_len)
             self._frame_at = TAG_LEN + spec.vnet_hdr_len
             self._wire_head = bytes((UPLINK_WIRE,))
-            loop.add_reader(self.queue.fileno(), self._on_queue)
         loop.add_reader(spec.lifeline.fd, self._on_lifeline)
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(
@@ -143,6 +146,9 @@ class ShardRuntime:
             self._tasks.append(asyncio.create_task(self._sync_server_loop()))
             self._tasks.append(asyncio.create_task(self._beat_loop()))
         await self._start_apps()
+        self._serving = True
+        if self.queue is not None:
+            loop.add_reader(self.queue.fileno(), self._on_queue)
         await self.to_dispatcher.send(encode(Hello(self.index, os.getpid())))
         self._step()  # records may already be waiting
         await self._stop.wait()
@@ -200,7 +206,7 @@ class ShardRuntime:
     def _drain_waiting(self) -> None:
         """Before the timers fire: the records already in the ring (bounded,
         so timers still run under a flood)."""
-        if self._closed:
+        if self._closed or not self._serving:
             return
         total = 0
         while total < DRAIN_BEFORE_TIMERS and (n := self.consumer.drain(
