@@ -800,7 +800,9 @@ class _Killer:
         """Per kill: seconds until its probe's first echo (None: none came)."""
         out: list[float | None] = []
         for (at, _), probe in zip(self.kills, self.probes, strict=False):
-            (line,) = probe.wait_for("result", at + PROBE_LIMIT_S + GRACE_S, lambda _: None)
+            # (an early probe's result has long been waiting in its pipe)
+            until = max(at + PROBE_LIMIT_S, time.time()) + GRACE_S
+            (line,) = probe.wait_for("result", until, lambda _: None)
             got = line.get("result", {})
             out.append(round(got["t_end"] - at, 3) if got.get("ops") else None)
         return out
@@ -828,7 +830,7 @@ def judge_flows(
     ended, how, bytes]) against the kills ((wall clock, shard)): a
     connection may break only if its shard was killed before it ended and
     it was opened at most RECOVERY_S after that kill; then it must be a
-    reset within RESET_BOUND_S (a connect may also have failed). Corrupted
+    reset within RESET_BOUND_S of the last such kill (a connect may also have failed). Corrupted
     ones are the clients' own count."""
     v = FlowVerdict()
     for addr, port, opened, ended, how, _ in rows:
@@ -838,8 +840,9 @@ def judge_flows(
             v.hung += 1
             continue
         shard = shard_of(addr, port) if addr else -1
-        at = next((t for t, s in kills if s == shard and t <= ended and opened <= t + RECOVERY_S),
-                  None)  # fmt: skip
+        # the last kill of its shard before it ended
+        at = max((t for t, s in kills if s == shard and t <= ended and opened <= t + RECOVERY_S),
+                 default=None)  # fmt: skip
         if at is not None and how == "rst" and ended - at <= RESET_BOUND_S:
             v.reset += 1
             v.reset_s.append(ended - at)

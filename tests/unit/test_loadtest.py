@@ -185,6 +185,11 @@ def test_judge_flows_allows_breaks_only_on_a_killed_shard() -> None:
     v = judge_flows(rows, kills, shard_of)
     assert (v.reset, v.retried, v.lost, v.hung) == (1, 1, 5, 1)
     assert v.reset_s == [2.5]
+    # a connection that lived through an earlier kill (of another shard, or
+    # before it was opened) is judged by the last kill of its own shard
+    kills = [(20.0, 1), (40.0, 2), (60.0, 1)]
+    v = judge_flows([[a, 1001, 5.0, 60.5, "rst", 9]], kills, shard_of)
+    assert (v.reset, v.lost, v.reset_s) == (1, 0, [0.5])
 
 
 # --- command line ----------------------------------------------------------------------
