@@ -156,7 +156,10 @@ class ShardAssembly:
         self._confirmed_at: dict[tuple[int, bytes], float] = {}
         # The protocol machines' timers: one loop timer at the nearest deadline.
         self.before_timers: Callable[[], None] | None = None  # the host drains its input
-        self._timer: asyncio.TimerHandle | None = None
+        # True while the host still holds input that arrived before the
+        # timers came due (the timers wait for it, a loop turn at a time)
+        self.input_behind: Callable[[], bool] | None = None
+        self._timer: asyncio.Handle | None = None
         self._timer_at = 0.0
         self._rearm_soon = False
         self._timers_on = False
@@ -421,6 +424,14 @@ class ShardAssembly:
 
     def _fire(self) -> None:
         self._timer = None
+        if self.input_behind is not None and self.input_behind():
+            # Frames that arrived before the deadline are still queued (a
+            # burst read a batch per loop turn): an ACK among them must count
+            # before the RTO it answers fires, else a burst of closes or
+            # writes turns into a storm of spurious retransmissions, each
+            # drawing an answer that queues behind the burst again.
+            self._timer = asyncio.get_running_loop().call_soon(self._fire)
+            return
         if self.before_timers is not None:
             # Frames already waiting first: an ACK queued behind a burst must
             # count before the RTO it answers fires (else a burst of closes

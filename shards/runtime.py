@@ -68,7 +68,7 @@ log = logging.getLogger("shardnet.shard")
 _LOOP_HEAD = bytes((UPLINK_LOOP,))
 
 BATCH = 128  # records drained per loop turn before yielding to other work
-DRAIN_BEFORE_TIMERS = 16 * BATCH  # records read before the timers fire, at most
+TIMERS_WAIT_MAX_S = 4.0  # timers wait at most this long for the input queued before them
 BEAT_INTERVAL_S = 0.5  # shard 0 tells the replicas its table version
 
 
@@ -80,6 +80,11 @@ class ShardRuntime:
         self._synced = asyncio.Event()  # the replica has loaded a snapshot
         self._stop = asyncio.Event()
         self._closed = False  # the ring is no longer drained
+        # Frames are read only once the apps listen: a restarted shard would
+        # otherwise answer the SYNs already waiting for it with RSTs (no
+        # listener yet), where a short wait lets them through.
+        self._serving = False
+        self._timers_due_at: float | None = None  # since when they wait for input
         self._drain_s = 0.0
         self._tasks: list[asyncio.Task[Any]] = []
 
@@ -117,7 +122,7 @@ class ShardRuntime:
             to_shard0=self if self.index else None,
         )  # fmt: skip
         self.ingress = self.shard.ingress
-        self.shard.before_timers = self._drain_waiting
+        self.shard.input_behind = self._input_behind
 
         loop.add_reader(self.consumer.fileno(), self._on_doorbell)
         self.queue: TapQueueReader | None = None
@@ -126,7 +131,6 @@ class ShardRuntime:
             self.queue = TapQueueReader(spec.rx_queue.fd, spec.vnet_hdr_len)
             self._frame_at = TAG_LEN + spec.vnet_hdr_len
             self._wire_head = bytes((UPLINK_WIRE,))
-            loop.add_reader(self.queue.fileno(), self._on_queue)
         loop.add_reader(spec.lifeline.fd, self._on_lifeline)
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(
@@ -143,6 +147,9 @@ class ShardRuntime:
             self._tasks.append(asyncio.create_task(self._sync_server_loop()))
             self._tasks.append(asyncio.create_task(self._beat_loop()))
         await self._start_apps()
+        self._serving = True
+        if self.queue is not None:
+            loop.add_reader(self.queue.fileno(), self._on_queue)
         await self.to_dispatcher.send(encode(Hello(self.index, os.getpid())))
         self._step()  # records may already be waiting
         await self._stop.wait()
@@ -197,19 +204,22 @@ class ShardRuntime:
         if len(records) == BATCH:  # more may wait: continue after other work
             asyncio.get_running_loop().call_soon(self._on_queue)
 
-    def _drain_waiting(self) -> None:
-        """Before the timers fire: the records already in the ring (bounded,
-        so timers still run under a flood)."""
-        if self._closed:
-            return
-        total = 0
-        while total < DRAIN_BEFORE_TIMERS and (n := self.consumer.drain(
-            self.ingress.handle_record, BATCH
-        )):  # fmt: skip
-            total += n
-        if total:
-            assert self.shard is not None
-            self.shard.tcp.flush()
+    def _input_behind(self) -> bool:
+        """The timers came due: True while frames are waiting in the ring
+        (``_step`` reads them, a batch per loop turn, so the loop stays
+        responsive); once it is empty every frame that arrived before a
+        deadline has counted. At most TIMERS_WAIT_MAX_S, so that under a
+        flood timers still run, that much late at most."""
+        if self._closed or not self._serving or not self.consumer.has_data():
+            self._timers_due_at = None
+            return False
+        now = self.clock()
+        if self._timers_due_at is None:
+            self._timers_due_at = now
+        if now - self._timers_due_at < TIMERS_WAIT_MAX_S:
+            return True
+        self._timers_due_at = None
+        return False
 
     def _loop_back(self, frame: bytes | bytearray) -> bool:
         """A frame for the stack itself (loopback): to the dispatcher, which

@@ -15,7 +15,11 @@ ever new senders, beside pings; both families must answer afterwards),
 ``injection`` (blind RST, SYN, data and FIN segments into 100 live echo
 transfers: none may break or corrupt),
 ``churn`` (connections opened and closed for as long as ``--duration``
-says: the server's memory and descriptors before and after), ``drain``
+says: the server's memory and descriptors before and after), ``soak``
+(echo streams, crr, UDP and ping at once for ``--duration``, 30 min unless
+given, while a shard other than 0 is killed with SIGKILL every
+``--kill-every`` seconds: its connections must end with a reset, every other
+connection go on intact, the new shard answer within a second), ``drain``
 (SIGTERM to the server during 100 live transfers: each ends with FIN or
 RST, the server exits 0 in its drain bound; it stops the server, so it
 runs last). Gateway, only when named: ``relay`` (``bulk`` and ``crr`` from
@@ -42,11 +46,15 @@ HOSTILE = (
     "raflood",
     "injection",
     "churn",
+    "soak",
     "drain",
 )  # attacks beside a well-behaved client; only when named
 GATEWAY = ("relay",)  # its own namespaces, only when named
 SCENARIOS = SPEED + HOSTILE + GATEWAY
 PROG = "shardnet loadtest"
+DURATION_S = 5.0  # --duration unless given: seconds per timed phase
+SOAK_DURATION_S = 1800.0  # --duration unless given, for soak
+KILL_MARGIN_S = 5.0  # soak: no kill later than this before its end (time to see the resets)
 
 
 class UsageError(ValueError):
@@ -71,6 +79,8 @@ class Settings:
     control: str | None
     ipv6: bool
     multi_queue: bool = False  # the stack started with --multi-queue
+    soak_duration: float = SOAK_DURATION_S
+    kill_every: float = 120.0  # soak: seconds between two shard kills
 
 
 def _usage_error(message: str) -> NoReturn:
@@ -90,7 +100,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--against", choices=("kernel",), help="also measure the kernel's stack, and the ratios"
     )
     p.add_argument("--shards", default="2", metavar="LIST", help="shard counts to sweep (2)")
-    p.add_argument("--duration", type=float, default=5.0, help="seconds per timed phase (5)")
+    p.add_argument(
+        "--duration",
+        type=float,
+        metavar="S",
+        help=f"seconds per timed phase ({DURATION_S:g}; soak: {SOAK_DURATION_S:g})",
+    )
+    p.add_argument(
+        "--kill-every",
+        type=float,
+        default=120.0,
+        metavar="S",
+        help="soak: SIGKILL to a shard other than 0 this often (120)",
+    )
     p.add_argument("--streams", type=int, default=4, help="client processes / streams (4)")
     p.add_argument("--conns", type=int, default=100_000, help="connections held by conns (100000)")
     p.add_argument("--window", type=int, default=32, help="udp: datagrams in flight (32)")
@@ -131,8 +153,22 @@ def settings_from_args(ns: argparse.Namespace) -> Settings:
         raise UsageError(f"--shards: {ns.shards!r} is not a list of numbers") from None
     if any(n < 1 for n in shards):
         raise UsageError("--shards: each shard count must be >= 1")
-    if not ns.duration > 0:
+    if ns.duration is not None and not ns.duration > 0:
         raise UsageError("--duration must be > 0")
+    duration = DURATION_S if ns.duration is None else ns.duration
+    soak_duration = SOAK_DURATION_S if ns.duration is None else ns.duration
+    if "soak" in scenarios:
+        if not ns.kill_every > 0:
+            raise UsageError("--kill-every must be > 0")
+        if ns.kill_every + KILL_MARGIN_S > soak_duration:
+            raise UsageError(
+                f"--kill-every {ns.kill_every:g} leaves no kill in --duration "
+                f"{soak_duration:g} (the last kill comes {KILL_MARGIN_S:g} s before the end)"
+            )
+        if ns.target is not None:
+            raise UsageError("--scenario soak kills shards: not for a --target")
+        if any(n < 2 for n in shards):
+            raise UsageError("--scenario soak kills a shard other than 0: --shards must be >= 2")
     if ns.streams < 1 or ns.conns < 1 or ns.window < 1:
         raise UsageError("--streams, --conns and --window must be >= 1")
     if ns.flood_rate < 0:
@@ -161,7 +197,7 @@ def settings_from_args(ns: argparse.Namespace) -> Settings:
         scenarios=tuple(ordered),
         against_kernel=ns.against == "kernel",
         shards=tuple(dict.fromkeys(shards)),
-        duration=ns.duration,
+        duration=duration,
         streams=ns.streams,
         conns=ns.conns,
         window=ns.window,
@@ -174,6 +210,8 @@ def settings_from_args(ns: argparse.Namespace) -> Settings:
         control=ns.control,
         ipv6=ns.ipv6,
         multi_queue=ns.multi_queue,
+        soak_duration=soak_duration,
+        kill_every=ns.kill_every,
     )
 
 

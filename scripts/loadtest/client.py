@@ -17,11 +17,14 @@ quickly.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import os
 import random
 import resource
+import select
 import selectors
 import socket
 import struct
@@ -49,8 +52,8 @@ _LINGER_RST = struct.pack("ii", 1, 0)  # struct linger {on, 0 s}: close() sends 
 class Spec:
     """What one client process does (the harness builds it as JSON)."""
 
-    # bulk_in, bulk_out, echo, echo_many, crr, rr, udp, conns; the attackers:
-    # synflood, fragflood, raflood, inject
+    # bulk_in, bulk_out, echo, echo_many, crr, rr, udp, conns; the soak's
+    # streams and probe; the attackers: synflood, fragflood, raflood, inject
     kind: str
     host: str
     port: int
@@ -59,9 +62,10 @@ class Spec:
     source: str = ""  # local address to bind ("" lets the kernel choose)
     conns: int = 0  # connections to open and hold (conns), or to echo through (echo_many)
     window: int = 32  # datagrams in flight (udp)
-    size: int = 64  # datagram payload bytes (udp)
+    size: int = 64  # datagram payload bytes (udp); the largest chunk (streams)
     rate: float = 0.0  # frames per second (the flooders; 0: as fast as they can)
     host6: str = ""  # raflood: the server's IPv6 address (``host`` is its IPv4 one)
+    ports: list[int] = field(default_factory=list)  # probe: the local ports to connect from
 
 
 @dataclass(slots=True)
@@ -79,6 +83,9 @@ class Outcome:
     t_end: float = 0.0
     lat_us: list[int] = field(default_factory=list)  # per-transaction latencies
     error: str = ""  # the first error seen, for the report
+    # streams: every connection, crr: every one that broke, as [local address,
+    # local port, opened, ended, how, bytes echoed]; ``how`` is one of ENDINGS
+    flows: list[list[Any]] = field(default_factory=list)
 
 
 def emit(obj: dict[str, Any]) -> None:
@@ -113,6 +120,32 @@ def _connect(spec: Spec) -> socket.socket:
     return s
 
 
+def _dial(spec: Spec, where: list[Any]) -> socket.socket:
+    """``_connect`` that notes the local address and port in ``where`` as
+    soon as the SYN leaves, so that a connect that fails is attributed to
+    its flow too (the kernel lets go of the port of a refused connect)."""
+    where.clear()
+    s = _socket(spec)
+    try:
+        s.setblocking(False)
+        err = s.connect_ex((spec.host, spec.port))
+        where.extend(s.getsockname()[:2])
+        if err not in (0, errno.EINPROGRESS):
+            raise OSError(err, os.strerror(err))
+        poll = select.poll()
+        poll.register(s, select.POLLOUT)
+        if not poll.poll(CONNECT_TIMEOUT_S * 1000):
+            raise TimeoutError("connect timed out")
+        err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            raise OSError(err, os.strerror(err))
+        s.settimeout(IO_TIMEOUT_S)
+    except BaseException:
+        s.close()
+        raise
+    return s
+
+
 def _wait_start(spec: Spec) -> float:
     delay = spec.start_at - time.time()
     if delay > 0:
@@ -138,6 +171,31 @@ def _fail(out: Outcome, exc: BaseException) -> None:
     out.failed += 1
     if not out.error:
         out.error = f"{type(exc).__name__}: {exc}"
+
+
+# How a connection ended (``Outcome.flows``): intact to the end of the phase;
+# reset (ECONNRESET or EPIPE); closed by the server first; no progress for
+# IO_TIMEOUT_S (a hang); the connect failed; its echo came back different;
+# anything else.
+ENDINGS = ("ok", "rst", "fin", "hang", "connect", "corrupt", "error")
+MAX_FLOWS = 20_000  # rows of ``flows`` one client returns (later ones are dropped)
+
+
+def _ending(exc: BaseException) -> str:
+    if isinstance(exc, PeerClosed):
+        return "fin"
+    if isinstance(exc, ConnectionResetError | BrokenPipeError):
+        return "rst"
+    if isinstance(exc, TimeoutError):
+        return "hang"
+    return "error"
+
+
+def _note(out: Outcome, where: list[Any], opened: float, how: str, moved: int = 0) -> None:
+    """One row of ``out.flows``."""
+    if len(out.flows) < MAX_FLOWS:
+        addr, port = where if len(where) == 2 else ("", 0)
+        out.flows.append([addr, port, opened, time.time(), how, moved])
 
 
 def _thin(samples: list[int]) -> list[int]:
@@ -309,14 +367,23 @@ def crr(spec: Spec, out: Outcome) -> None:
     out.t_start = _wait_start(spec)
     end = out.t_start + spec.duration
     lat: list[int] = []
+    where: list[Any] = []
     while time.time() < end:
         now = time.perf_counter()
+        opened = time.time()
         try:
-            with _connect(spec) as s:
+            s = _dial(spec, where)
+        except OSError as exc:
+            _fail(out, exc)
+            _note(out, where, opened, "connect")
+            continue
+        try:
+            with s:
                 s.sendall(request)
                 reply = _recv_exact(s, RR_SIZE)
         except OSError as exc:
             _fail(out, exc)
+            _note(out, where, opened, _ending(exc))
             continue
         lat.append(int((time.perf_counter() - now) * 1e6))
         if reply != request:
@@ -348,6 +415,128 @@ def rr(spec: Spec, out: Outcome) -> None:
         out.t_end = time.time()
     out.bytes = out.ops * RR_SIZE
     out.lat_us = _thin(lat)
+
+
+# --- soak ----------------------------------------------------------------------------
+
+RECONNECT_PAUSE_S = 0.05  # streams: before a broken connection is replaced
+PROBE_EVERY_S = 0.01  # probe: a new connection attempt this often
+
+
+def streams(spec: Spec, out: Outcome) -> None:
+    """``spec.conns`` connections to ``echo`` for the whole phase, each in
+    its own thread echoing random chunks of 1 B up to ``spec.size`` bytes
+    (compared byte for byte); one that breaks is replaced by a new one. Every
+    connection made is a row of ``flows`` saying how it ended (``ENDINGS``);
+    ``ops`` counts those intact to the deadline (then closed with FIN both
+    ways)."""
+    lock = threading.Lock()
+    out.t_start = _wait_start(spec)
+    end = out.t_start + spec.duration
+
+    def one() -> None:
+        rng = random.Random()
+        where: list[Any] = []
+        while time.time() < end:
+            opened, moved, how = time.time(), 0, "ok"
+            try:
+                s = _dial(spec, where)
+            except OSError as exc:
+                how, error = "connect", exc
+            else:
+                try:
+                    with s:
+                        while time.time() < end:
+                            chunk = rng.randbytes(rng.randrange(1, spec.size + 1))
+                            s.sendall(chunk)
+                            if _recv_exact(s, len(chunk)) != chunk:
+                                how = "corrupt"
+                                break
+                            moved += len(chunk)
+                        else:
+                            s.shutdown(socket.SHUT_WR)
+                            if s.recv(1):
+                                raise ConnectionError("data after the last echo")
+                except OSError as exc:
+                    how, error = _ending(exc), exc
+            with lock:
+                _note(out, where, opened, how, moved)
+                out.bytes += moved
+                if how == "ok":
+                    out.ops += 1
+                elif how == "corrupt":
+                    out.corrupted += 1
+                else:
+                    _fail(out, error)
+            if how != "ok":
+                time.sleep(RECONNECT_PAUSE_S)
+
+    threads = [threading.Thread(target=one, daemon=True) for _ in range(spec.conns)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(spec.duration + CONNECT_TIMEOUT_S + IO_TIMEOUT_S)
+    out.t_end = time.time()
+
+
+def probe(spec: Spec, out: Outcome) -> None:
+    """Waits for a line on stdin (the harness has just killed a shard), then
+    starts a connection to ``echo`` every PROBE_EVERY_S from the next of
+    ``spec.ports`` (ports whose flows hash to that shard), all in flight
+    together, until one has echoed a byte or ``spec.duration`` is over:
+    ``ops`` is 1 if one did, ``t_end`` when. Every socket closes with a
+    RST: nothing stays behind on either side."""
+    sys.stdin.readline()
+    out.t_start = time.time()
+    end = out.t_start + spec.duration
+    any_addr = spec.source or ("::" if ":" in spec.host else "0.0.0.0")
+    ports = iter(spec.ports)
+    sel = selectors.DefaultSelector()
+    made: list[socket.socket] = []
+    next_at = out.t_start
+    try:
+        while not out.ops and (now := time.time()) < end:
+            port = next(ports, None) if now >= next_at else None
+            if port is not None:
+                next_at = now + PROBE_EVERY_S
+                s = socket.socket(_family(spec.host), socket.SOCK_STREAM)
+                made.append(s)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
+                s.setblocking(False)
+                try:
+                    s.bind((any_addr, port))
+                except OSError:  # another client's connection holds it
+                    continue
+                if s.connect_ex((spec.host, spec.port)) in (0, errno.EINPROGRESS):
+                    sel.register(s, selectors.EVENT_WRITE)
+            wait = max(min(next_at, end) - time.time(), 0.0)
+            for key, events in sel.select(timeout=wait) if sel.get_map() else ():
+                ready = key.fileobj
+                assert isinstance(ready, socket.socket)
+                if events & selectors.EVENT_WRITE:  # connected, or refused
+                    try:
+                        sent = not ready.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                        sent = sent and ready.send(b"?") == 1
+                    except OSError:
+                        sent = False
+                    if sent:
+                        sel.modify(ready, selectors.EVENT_READ)
+                    else:
+                        sel.unregister(ready)
+                    continue
+                sel.unregister(ready)
+                with contextlib.suppress(OSError):
+                    if ready.recv(1) == b"?":
+                        out.ops, out.t_end = 1, time.time()
+            if not sel.get_map():
+                time.sleep(max(min(next_at, end) - time.time(), 0.0))
+    finally:
+        sel.close()
+        for s in made:
+            s.close()
+    if not out.ops:
+        out.failed, out.t_end = 1, time.time()
+        out.error = f"no new connection echoed within {spec.duration:g} s"
 
 
 # --- UDP -----------------------------------------------------------------------------
@@ -756,6 +945,8 @@ SCENARIOS = {
     "rr": rr,
     "udp": udp,
     "conns": conns,
+    "streams": streams,
+    "probe": probe,
     "synflood": synflood,
     "fragflood": fragflood,
     "raflood": raflood,

@@ -95,6 +95,8 @@ def run_settings(s: Settings) -> int:
         window=s.window,
         size=s.size,
         flood_rate=s.flood_rate,
+        soak_duration=s.soak_duration,
+        kill_every=s.kill_every,
     )
     sweep = len(s.shards) > 1 and s.target is None
     ours: dict[str, dict[str, Any]] = {}
@@ -123,6 +125,8 @@ def run_settings(s: Settings) -> int:
         "family": "ipv6" if s.ipv6 else "ipv4", "target": s.target,
         "elapsed_s": round(time.monotonic() - t0, 1),
     }  # fmt: skip
+    if "soak" in s.scenarios:
+        config |= {"soak_duration_s": s.soak_duration, "kill_every_s": s.kill_every}
     doc = build(ours, kernel, config)
     print(
         f"{PROG}: {','.join(s.scenarios)}, {s.duration:g} s per phase, {s.streams} streams, "

@@ -42,6 +42,12 @@ FIGURES: dict[str, str] = {
     "recovery_s_v4": "s",  # raflood: from the flood's end until IPv4 answers again
     "recovery_s_v6": "s",
     "restarts": "",
+    # soak: a shard killed every --kill-every seconds under mixed load
+    "kills": "",
+    "restart_s_max": "s",  # from a kill until a new connection to that shard was echoed
+    "reset_conns": "conns",  # the killed shards' connections, ended by a reset
+    "reset_s_max": "s",  # from a kill until the last of its connections saw the reset
+    "connections_lost": "conns",  # connections on surviving shards that broke
 }
 # Counts that make the run fail when not zero.
 FAILURES = ("failed", "corrupted")

@@ -14,8 +14,10 @@ import json
 import math
 import os
 import re
+import secrets
 import selectors
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -26,8 +28,11 @@ from typing import Any
 
 from tqdm import tqdm
 
-from ..lab import SHARDNET_V4, SHARDNET_V6
-from .client import Spec
+from shardnet.common.flowhash import shard_for
+
+from ..lab import KERNEL_V4, KERNEL_V6, SHARDNET_V4, SHARDNET_V6
+from . import KILL_MARGIN_S
+from .client import ECHO_MANY_CHUNK, PROBE_EVERY_S, Spec
 from .report import percentile
 from .systems import (
     PORTS,
@@ -66,6 +71,8 @@ class Options:
     window: int = 32
     size: int = 64
     flood_rate: float = 0.0  # the flooders' frames per second (0: as fast as they can)
+    soak_duration: float = 1800.0  # soak's length
+    kill_every: float = 120.0  # soak: seconds between two shard kills
 
 
 @dataclass(slots=True)
@@ -365,6 +372,49 @@ def parse_ping(output: bytes) -> tuple[list[float], int, int]:
     return rtts, sent, got
 
 
+class _Ping:
+    """iputils ping in the clients' namespace for ``duration``, in the
+    background; ``finish`` waits for its end and parses its output."""
+
+    def __init__(
+        self, system: System, duration: float, *, size: int = 56, interval: float = PING_INTERVAL_S
+    ) -> None:
+        cmd = ["ping", "-n", "-i", str(interval), "-s", str(size), "-w",
+               str(max(1, round(duration))), "-W", "1", system.host]  # fmt: skip
+        self.duration = duration
+        self.t0 = time.time()
+        self.out = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(system.argv(cmd), stdout=self.out, stderr=subprocess.STDOUT)
+
+    def __enter__(self) -> _Ping:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def running(self) -> bool:
+        return self.proc.poll() is None and time.time() < self.t0 + self.duration + GRACE_S
+
+    def finish(self) -> tuple[list[float], int, int, bytes]:
+        """RTTs in µs, sent, received, its output."""
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=max(self.t0 + self.duration + GRACE_S - time.time(), 0.1))
+        self._end()
+        self.out.seek(0)
+        text = self.out.read()
+        rtts, sent, got = parse_ping(text)
+        return rtts, sent, got, text
+
+    def _end(self) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+    def close(self) -> None:
+        self._end()
+        self.out.close()
+
+
 def _ping(
     system: System,
     duration: float,
@@ -375,26 +425,17 @@ def _ping(
     sample: Callable[[], None] | None = None,
 ) -> tuple[list[float], int, int, bytes]:
     """iputils ping for ``duration``: RTTs in µs, sent, received, its output."""
-    cmd = ["ping", "-n", "-i", str(interval), "-s", str(size), "-w",
-           str(max(1, round(duration))), "-W", "1", system.host]  # fmt: skip
-    with tempfile.TemporaryFile() as out, _bar(label, duration, "s") as bar:
-        proc = subprocess.Popen(system.argv(cmd), stdout=out, stderr=subprocess.STDOUT)
-        t0 = time.time()
-        try:
-            while proc.poll() is None and time.time() < t0 + duration + GRACE_S:
-                bar.n = round(min(time.time() - t0, duration), 1)
-                bar.refresh()
-                if sample is not None:
-                    sample()
-                time.sleep(0.2)
-        finally:
-            if proc.poll() is None:
-                os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
-        out.seek(0)
-        text = out.read()
-    rtts, sent, got = parse_ping(text)
-    return rtts, sent, got, text
+    with (
+        _Ping(system, duration, size=size, interval=interval) as p,
+        _bar(label, duration, "s") as bar,
+    ):
+        while p.running():
+            bar.n = round(min(time.time() - p.t0, duration), 1)
+            bar.refresh()
+            if sample is not None:
+                sample()
+            time.sleep(0.2)
+        return p.finish()
 
 
 def ping(system: System, opts: Options) -> dict[str, Any]:
@@ -699,6 +740,249 @@ def churn(system: System, opts: Options) -> dict[str, Any]:
     return figures
 
 
+SOAK_STREAMS = 16  # soak: echo connections held, chunks of 1 B to ECHO_MANY_CHUNK
+SOAK_BULK = 2  # soak: echo connections held, chunks of 1 B to SOAK_BULK_CHUNK
+SOAK_BULK_CHUNK = 64 * 1024  # below a client's default receive buffer: lockstep is safe
+RESET_BOUND_S = 10.0  # a killed shard's connection must see its reset within this
+RESTART_BOUND_S = 1.0  # from the kill until a new connection to that shard is echoed
+RECOVERY_S = 10.0  # a connection to a killed shard made this long after the kill must work
+PROBE_LEAD_S = 2.0  # a probe process starts this long before its kill (Python start-up)
+PROBE_LIMIT_S = 15.0  # a probe gives up this long after the kill
+SAMPLE_EVERY_S = 1.0  # soak: RSS and descriptors of the server's processes
+SAMPLES_KEPT = 360  # soak: the most samples reported (evenly thinned)
+
+
+def probe_ports(client: str, server: str, shard: int, nshards: int, n: int) -> list[int]:
+    """``n`` local ports from which a connection from ``client`` to
+    ``server``'s echo port hashes to ``shard`` (the dispatcher's own hash,
+    ``flowhash.shard_for``), from a random start."""
+    fam = socket.AF_INET6 if ":" in server else socket.AF_INET
+    a, b = socket.inet_pton(fam, client), socket.inet_pton(fam, server)
+    out: list[int] = []
+    port = 10_000 + secrets.randbelow(55_000)
+    while len(out) < n:
+        port = port + 1 if port < 65_000 else 10_000
+        if shard_for(6, a, port, b, PORTS["echo"], nshards) == shard:
+            out.append(port)
+    return out
+
+
+class _Killer:
+    """SIGKILL to the planned shards at the planned times (wall clock), each
+    with a probe process started PROBE_LEAD_S before, told "go" right after
+    the kill: it times the first new connection the shard echoes."""
+
+    def __init__(self, system: System, plan: list[tuple[float, int]], nshards: int) -> None:
+        self.system, self.plan, self.nshards = system, plan, nshards
+        self.client = KERNEL_V6 if ":" in system.host else KERNEL_V4
+        self.probes: list[ClientGroup] = []  # one per kill, in plan order
+        self.kills: list[tuple[float, int]] = []  # (wall clock, shard) of those done
+
+    def tick(self, now: float) -> None:
+        n = len(self.probes)
+        if n < len(self.plan) and now >= self.plan[n][0] - PROBE_LEAD_S:
+            ports = probe_ports(self.client, self.system.host, self.plan[n][1], self.nshards,
+                                int(PROBE_LIMIT_S / PROBE_EVERY_S))  # fmt: skip
+            spec = Spec("probe", self.system.host, PORTS["echo"], duration=PROBE_LIMIT_S,
+                        ports=ports)  # fmt: skip
+            self.probes.append(ClientGroup(self.system, [spec]))
+        k = len(self.kills)
+        if k < n and now >= self.plan[k][0]:
+            shard = self.plan[k][1]
+            pid = self.system.processes().get(f"shard{shard}")
+            if pid is None:
+                raise RuntimeError(f"shard {shard}'s process is unknown: cannot kill it")
+            os.kill(pid, signal.SIGKILL)
+            self.kills.append((time.time(), shard))
+            self.probes[k].tell("go")
+
+    def restart_s(self) -> list[float | None]:
+        """Per kill: seconds until its probe's first echo (None: none came)."""
+        out: list[float | None] = []
+        for (at, _), probe in zip(self.kills, self.probes, strict=False):
+            # (an early probe's result has long been waiting in its pipe)
+            until = max(at + PROBE_LIMIT_S, time.time()) + GRACE_S
+            (line,) = probe.wait_for("result", until, lambda _: None)
+            got = line.get("result", {})
+            out.append(round(got["t_end"] - at, 3) if got.get("ops") else None)
+        return out
+
+    def close(self) -> None:
+        for probe in self.probes:
+            probe.close()
+
+
+@dataclass(slots=True)
+class FlowVerdict:
+    """The soak's connections judged against its kills."""
+
+    reset: int = 0  # on a killed shard, ended by its reset within RESET_BOUND_S
+    reset_s: list[float] = field(default_factory=list)  # kill to reset, each
+    retried: int = 0  # connects to a killed shard that failed before it was back
+    lost: int = 0  # broke without a kill of their shard (or reset too late)
+    hung: int = 0  # no progress for the client's I/O timeout
+
+
+def judge_flows(
+    rows: list[list[Any]], kills: list[tuple[float, int]], shard_of: Callable[[str, int], int]
+) -> FlowVerdict:
+    """Rows of the clients' ``flows`` ([local address, local port, opened,
+    ended, how, bytes]) against the kills ((wall clock, shard)): a
+    connection may break only if its shard was killed before it ended and
+    it was opened at most RECOVERY_S after that kill; then it must be a
+    reset within RESET_BOUND_S of the last such kill (a connect may also have failed). Corrupted
+    ones are the clients' own count."""
+    v = FlowVerdict()
+    for addr, port, opened, ended, how, _ in rows:
+        if how in ("ok", "corrupt"):
+            continue
+        if how == "hang":
+            v.hung += 1
+            continue
+        shard = shard_of(addr, port) if addr else -1
+        # the last kill of its shard before it ended
+        at = max((t for t, s in kills if s == shard and t <= ended and opened <= t + RECOVERY_S),
+                 default=None)  # fmt: skip
+        if at is not None and how == "rst" and ended - at <= RESET_BOUND_S:
+            v.reset += 1
+            v.reset_s.append(ended - at)
+        elif at is not None and how == "connect":
+            v.retried += 1
+        else:
+            v.lost += 1
+    return v
+
+
+def _thin(samples: list[list[float]], keep: int) -> list[list[float]]:
+    if len(samples) <= keep:
+        return samples
+    step = len(samples) / keep
+    return [samples[int(i * step)] for i in range(keep)]
+
+
+def soak(system: System, opts: Options) -> dict[str, Any]:
+    """Mixed load for ``--duration`` (30 min unless given): echo streams
+    (SOAK_STREAMS connections of small chunks, SOAK_BULK of large ones,
+    every byte compared, a broken one replaced), crr from half of
+    ``--streams`` processes, UDP echo and a ping every 10 ms, while a shard
+    other than 0 (in turn, with more than two) is killed with SIGKILL every
+    ``--kill-every`` seconds.
+
+    Checked: the killed shard's connections end with a reset within
+    RESET_BOUND_S (the new shard has no state for them: RFC 9293 §3.10.7.1);
+    every connection on another shard goes on intact (``connections_lost``
+    counts those that broke anyway); a new connection hashed to the killed
+    shard is echoed within RESTART_BOUND_S of the kill (``restart_s``: a
+    probe tries a connection every 10 ms from ports that hash there);
+    ``restarts`` equals ``kills``; nothing corrupted. A hang, a corrupted
+    byte, a lost connection, a slow restart fail the run. Reported too:
+    ``success_rate`` (crr), RSS and descriptors over time (``samples``:
+    [seconds, bytes, descriptors]). Against the kernel: the load, no kills."""
+    duration = opts.soak_duration
+    nshards = sum(role.startswith("shard") for role in system.processes())
+    victims = list(range(1, nshards))  # the kernel's baseline has none
+    restarts0 = system.restarts()
+    start = time.time() + START_DELAY_S + 0.5
+    plan: list[tuple[float, int]] = []
+    while victims and (at := start + (len(plan) + 1) * opts.kill_every) <= (
+        start + duration - KILL_MARGIN_S
+    ):
+        plan.append((at, victims[len(plan) % len(victims)]))
+    echo_port = PORTS["echo"]
+    specs = [
+        Spec("streams", system.host, echo_port, start, duration, conns=SOAK_STREAMS,
+             size=ECHO_MANY_CHUNK),
+        Spec("streams", system.host, echo_port, start, duration, conns=SOAK_BULK,
+             size=SOAK_BULK_CHUNK),
+        Spec("udp", system.host, echo_port, start, duration, window=opts.window, size=opts.size),
+        *(Spec("crr", system.host, echo_port, start, duration)
+          for _ in range(max(1, opts.streams // 2))),
+    ]  # fmt: skip
+    samples: list[list[float]] = []
+    next_sample = 0.0
+    with contextlib.ExitStack() as stack:
+        group = stack.enter_context(ClientGroup(system, specs))
+        killer = _Killer(system, plan, nshards)
+        stack.callback(killer.close)
+        bar = stack.enter_context(_bar(f"{system.label}: soak", round(duration, 1), "s"))
+
+        def tick(_: list[dict[str, Any]]) -> None:
+            nonlocal next_sample
+            now = time.time()
+            bar.n = round(min(max(now - start, 0.0), duration), 1)
+            bar.refresh()
+            killer.tick(now)
+            if now >= next_sample:
+                next_sample = now + SAMPLE_EVERY_S
+                procs = system.processes()
+                if procs:
+                    rss = sum(rss_bytes(procs).values())
+                    samples.append([round(now - start, 1), rss, open_fds(procs)])
+
+        time.sleep(max(start - time.time(), 0.0))
+        pinger = stack.enter_context(_Ping(system, duration, interval=0.01))
+        results = group.wait_for("result", start + duration + GRACE_S, tick)
+        rtts, sent, got, _ = pinger.finish()
+        restart_s = killer.restart_s()
+        kills = killer.kills
+        missing = [group.why(i) for i, line in enumerate(results) if not line]
+    restarts = system.restarts() - restarts0
+    out = [line["result"] for line in results if line]
+    host = socket.inet_pton(socket.AF_INET6 if ":" in system.host else socket.AF_INET, system.host)
+
+    def shard_of(addr: str, port: int) -> int:
+        local = socket.inet_pton(socket.AF_INET6 if ":" in addr else socket.AF_INET, addr)
+        return shard_for(6, local, port, host, echo_port, max(nshards, 1))
+
+    verdict = judge_flows([row for r in out for row in r.get("flows", [])], kills, shard_of)
+    streams, udp_, crr_ = Totals(), Totals(), Totals()
+    for spec, line in zip(specs, results, strict=True):
+        if line:
+            {"streams": streams, "udp": udp_, "crr": crr_}[spec.kind].add(line["result"])
+    slow = sum(r is None or r > RESTART_BOUND_S for r in restart_s)
+    figures: dict[str, Any] = {
+        "kills": len(kills),
+        "restarts": restarts,
+        "restart_s": restart_s,
+        "restart_s_max": max((r for r in restart_s if r is not None), default=None),
+        "reset_conns": verdict.reset,
+        "reset_s_max": round(max(verdict.reset_s), 3) if verdict.reset_s else None,
+        "connects_retried": verdict.retried,
+        "connections_lost": verdict.lost,
+        "hung": verdict.hung,
+        "survived_conns": streams.ops,
+        "mbytes_per_s_in": streams.bytes / streams.elapsed / 1e6,
+        "conn_per_s": crr_.ops / crr_.elapsed,
+        "success_rate": crr_.ops / max(crr_.ops + crr_.failed, 1),
+        "pps": udp_.ops / udp_.elapsed,
+        "udp_lost": udp_.lost,
+        "ping_replies": got,
+        "ping_lost": max(sent - got, 0),
+        "corrupted": streams.corrupted + crr_.corrupted + udp_.corrupted,
+    }
+    figures["failed"] = (verdict.hung + verdict.lost + slow + len(missing)
+                         + (restarts != len(kills)) + (len(kills) != len(plan)))  # fmt: skip
+    if rtts:
+        figures |= {"p50_us": percentile(rtts, 50), "p99_us": percentile(rtts, 99)}
+    if samples:
+        figures |= {
+            "rss_max_bytes": max(s[1] for s in samples),
+            "rss_growth_bytes": samples[-1][1] - samples[0][1],
+            "fd_growth": samples[-1][2] - samples[0][2],
+            "samples": _thin(samples, SAMPLES_KEPT),
+        }
+    errors = [
+        f"a new connection to the killed shard was echoed after {r} s, not within "
+        f"{RESTART_BOUND_S:g} s"
+        for r in restart_s
+        if r is None or r > RESTART_BOUND_S
+    ]
+    errors += missing + (streams.errors + crr_.errors + udp_.errors if figures["failed"] else [])
+    if errors:
+        figures["error"] = errors[0]
+    return figures
+
+
 def relay(system: System, opts: Options) -> dict[str, Any]:
     """``bulk`` and ``crr`` from a client namespace to a server namespace
     through shardnet's ``--relay direct`` on a TUN (as many shards as the
@@ -738,6 +1022,7 @@ RUNNERS: dict[str, Callable[[System, Options], dict[str, Any]]] = {
     "raflood": raflood,
     "injection": injection,
     "churn": churn,
+    "soak": soak,
     "drain": drain,
     "relay": relay,
 }

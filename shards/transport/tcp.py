@@ -413,7 +413,17 @@ class TcpTransport(asyncio.Transport):
         self._closing = True
         self._demux.forget(self._key)
         if self._protocol is not None:
-            asyncio.get_running_loop().call_soon(self._protocol.connection_lost, exc)
+            asyncio.get_running_loop().call_soon(self._call_connection_lost, exc)
+
+    def _call_connection_lost(self, exc: Exception | None) -> None:
+        # As asyncio's own transports: the protocol is let go after its
+        # connection_lost, so the protocol <-> transport cycle (and the
+        # endpoint and buffers it holds, ~4 KiB) is freed at once by
+        # reference counting, not at the next full collection: 10,000
+        # closes left ~40 MB waiting for the cyclic GC.
+        protocol, self._protocol = self._protocol, None
+        if protocol is not None:
+            protocol.connection_lost(exc)
 
 
 class Listening:
@@ -702,9 +712,11 @@ class TcpDemux:
         return True
 
     def _after(self, key: Key, t: TcpTransport) -> None:
+        # Events first, then the output: the application's answer (a reply,
+        # a close) carries the ACK of what it answers, one segment where an
+        # ACK and then the answer were two (RFC 9293 §3.8.6.3 lets an ACK
+        # wait that long; 10,000 closes at once cost 10,000 fewer segments).
         now = self.now()
-        for seg in t.ep.poll_transmit(now):
-            self._send(key[0], key[2], seg, t.nic)
         self._in_after = key
         try:
             while (event := t.ep.next_event()) is not None:

@@ -129,6 +129,28 @@ def test_drain_ends_every_live_transfer(tmp_path: Path) -> None:
     assert loadtest_namespaces() == []
 
 
+def test_soak_kills_a_shard_under_load(tmp_path: Path) -> None:
+    """A short soak with one kill of shard 1: its connections end with a
+    reset, every other connection goes on intact, a new connection to shard
+    1 is echoed within a second, the restart is counted, RSS and descriptors
+    are sampled all along."""
+    skip_unless_netns()
+    out = tmp_path / "lt.json"
+    r = loadtest("--scenario", "soak", "--duration", "12", "--kill-every", "6", "--streams", "2",
+                 "--json", str(out), timeout=120)  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    got = json.loads(out.read_text())["scenarios"]["soak"]["shardnet"]
+    assert got["kills"] == got["restarts"] == 1, got
+    assert (got["failed"], got["corrupted"], got["hung"], got["connections_lost"]) == (0, 0, 0, 0)
+    # 18 held connections over 2 shards: some on shard 1 (all on shard 0: 1 in 2^18)
+    assert got["reset_conns"] >= 1 and got["reset_s_max"] < 10, got
+    assert got["survived_conns"] >= 1 and got["mbytes_per_s_in"] > 0, got
+    assert got["restart_s_max"] <= 1.0, got
+    assert got["conn_per_s"] > 0 and 0 < got["success_rate"] <= 1 and got["ping_replies"] > 0
+    assert len(got["samples"]) >= 10 and got["rss_max_bytes"] > 0, got
+    assert loadtest_namespaces() == []
+
+
 def test_relay_against_the_kernels_forwarding(tmp_path: Path) -> None:
     """bulk and crr through ``--relay direct`` on a TUN, and through the
     kernel forwarding between the same namespaces: both measured, intact."""
@@ -153,5 +175,5 @@ def test_refuses_bad_options() -> None:
     r = loadtest("--scenario", "bulk,nope", timeout=30)
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [
-        "shardnet loadtest: error: --scenario: unknown nope; of bulk,echo,crr,rr,udp,ping,conns,synflood,fragflood,raflood,injection,churn,drain,relay"
+        "shardnet loadtest: error: --scenario: unknown nope; of bulk,echo,crr,rr,udp,ping,conns,synflood,fragflood,raflood,injection,churn,soak,drain,relay"
     ]

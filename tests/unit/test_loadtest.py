@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from shardnet.common.flowhash import shard_for
 from shardnet.scripts import bench_udp, cli
 from shardnet.scripts.loadtest import UsageError, settings_from_args
 from shardnet.scripts.loadtest import client as lt_client
@@ -29,7 +30,14 @@ from shardnet.scripts.loadtest.report import (
     scenario_key,
     table,
 )
-from shardnet.scripts.loadtest.scenarios import Totals, parse_ping
+from shardnet.scripts.loadtest.scenarios import (
+    RECOVERY_S,
+    RESET_BOUND_S,
+    Totals,
+    judge_flows,
+    parse_ping,
+    probe_ports,
+)
 from shardnet.scripts.loadtest.systems import extra_sources
 from shardnet.shards.apps import TcpChargen, TcpEcho, chargen_block
 
@@ -143,6 +151,47 @@ def test_extra_sources_from_the_top_of_the_subnet() -> None:
         extra_sources("198.18.0.1", 30, "198.18.0.2", 1)
 
 
+def test_probe_ports_hash_to_the_shard() -> None:
+    for client, server in (("198.18.0.1", "198.18.0.2"), ("2001:db8::1", "2001:db8::2")):
+        ports = probe_ports(client, server, 2, 3, 50)
+        assert len(set(ports)) == 50 and all(10_000 <= p <= 65_000 for p in ports)
+        fam = socket.AF_INET6 if ":" in client else socket.AF_INET
+        a, b = socket.inet_pton(fam, client), socket.inet_pton(fam, server)
+        assert {shard_for(6, a, p, b, 7, 3) for p in ports} == {2}
+
+
+def test_judge_flows_allows_breaks_only_on_a_killed_shard() -> None:
+    """Port 1xxx flows are on shard 1, the others on shard 0; shard 1 was
+    killed at t=100."""
+    kills = [(100.0, 1)]
+
+    def shard_of(addr: str, port: int) -> int:
+        return 1 if 1000 <= port < 2000 else 0
+
+    a = "198.18.0.1"
+    rows = [
+        [a, 1001, 10.0, 102.5, "rst", 500],  # killed, reset 2.5 s later
+        [a, 1002, 100.5, 101.0, "connect", 0],  # a connect while it was down
+        [a, 1003, 10.0, 200.0, "ok", 900],  # opened again after the kill: fine
+        [a, 5001, 10.0, 200.0, "ok", 900],
+        [a, 5002, 10.0, 100.2, "rst", 10],  # shard 0 was never killed: lost
+        [a, 1004, 10.0, 100.0 + RESET_BOUND_S + 1, "rst", 10],  # reset too late
+        [a, 1005, 100.0 + RECOVERY_S + 1, 112.0, "connect", 0],  # should have worked by then
+        [a, 1006, 10.0, 99.0, "rst", 10],  # before the kill
+        [a, 5003, 10.0, 100.1, "fin", 10],
+        [a, 1007, 10.0, 110.0, "hang", 10],
+        [a, 5004, 10.0, 50.0, "corrupt", 10],
+    ]
+    v = judge_flows(rows, kills, shard_of)
+    assert (v.reset, v.retried, v.lost, v.hung) == (1, 1, 5, 1)
+    assert v.reset_s == [2.5]
+    # a connection that lived through an earlier kill (of another shard, or
+    # before it was opened) is judged by the last kill of its own shard
+    kills = [(20.0, 1), (40.0, 2), (60.0, 1)]
+    v = judge_flows([[a, 1001, 5.0, 60.5, "rst", 9]], kills, shard_of)
+    assert (v.reset, v.lost, v.reset_s) == (1, 0, [0.5])
+
+
 # --- command line ----------------------------------------------------------------------
 
 
@@ -159,6 +208,15 @@ def test_defaults() -> None:
     assert _settings("--scenario", "conns,ping,bulk").scenarios == ("ping", "bulk", "conns")
     assert _settings("--scenario", "drain,conns,rr").scenarios == ("rr", "conns", "drain")
     assert s.flood_rate == 0.0 and _settings("--flood-rate", "5000").flood_rate == 5000.0
+    s = _settings("--scenario", "soak,rr")
+    assert (s.scenarios, s.duration, s.soak_duration, s.kill_every) == (
+        ("soak", "rr"),
+        5.0,
+        1800.0,
+        120.0,
+    )
+    s = _settings("--scenario", "soak", "--duration", "20", "--kill-every", "8")
+    assert (s.duration, s.soak_duration, s.kill_every) == (20.0, 20.0, 8.0)
 
 
 @pytest.mark.parametrize(
@@ -177,6 +235,10 @@ def test_defaults() -> None:
         (["--target", "198.18.0.2", "--scenario", "drain"], "drain"),
         (["--target", "198.18.0.2", "--scenario", "relay"], "relay"),
         (["--ipv6", "--scenario", "relay"], "relay"),
+        (["--scenario", "soak", "--duration", "20", "--kill-every", "16"], "--kill-every"),
+        (["--scenario", "soak", "--kill-every", "0"], "--kill-every"),
+        (["--scenario", "soak", "--shards", "1,2"], "--shards"),
+        (["--target", "198.18.0.2", "--scenario", "soak"], "soak"),
     ],
 )
 def test_bad_settings(argv: list[str], word: str) -> None:
@@ -327,6 +389,66 @@ def test_bulk_out_sees_corruption() -> None:
     with _Servers(chargen=_BadChargen) as s:
         out = _run("bulk_out", s.ports["chargen"])
     assert out.corrupted == 1
+
+
+def test_client_streams_note_every_connection(servers: _Servers) -> None:
+    out = _run("streams", servers.ports["echo"], conns=4, size=4096)
+    assert (out.ops, out.failed, out.corrupted, out.error) == (4, 0, 0, "")
+    assert out.bytes > 0 and len(out.flows) == 4
+    for addr, port, opened, ended, how, moved in out.flows:
+        assert addr == "127.0.0.1" and port > 0 and opened <= ended and how == "ok" and moved > 0
+
+
+def test_client_streams_replace_a_reset_connection() -> None:
+    """A server that resets every connection after its first echo: each
+    reset is a row saying so, with its local port, and a new connection
+    follows."""
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(16)
+        stop = threading.Event()
+
+        def serve() -> None:
+            srv.settimeout(0.2)
+            while not stop.is_set():
+                try:
+                    conn, _ = srv.accept()
+                except TimeoutError:
+                    continue
+                with conn:
+                    conn.sendall(conn.recv(65536))
+                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, lt_client._LINGER_RST)
+
+        t = threading.Thread(target=serve, daemon=True)
+        t.start()
+        out = _run("streams", srv.getsockname()[1], conns=1, size=1)
+        stop.set()
+        t.join(5)
+    hows = [row[4] for row in out.flows]
+    assert len(hows) >= 2 and set(hows) == {"rst"}, out.flows
+    assert out.failed == len(hows) and all(row[1] > 0 for row in out.flows)
+
+
+def test_client_probe_times_the_first_echo(servers: _Servers, monkeypatch: Any) -> None:
+    monkeypatch.setattr("sys.stdin", type("In", (), {"readline": staticmethod(lambda: "go\n")}))
+    with socket.socket() as taken:  # a port another connection holds is skipped
+        taken.bind(("127.0.0.1", 0))
+        spec = lt_client.Spec("probe", "127.0.0.1", servers.ports["echo"], duration=2.0,
+                              ports=[taken.getsockname()[1], 0, 0])  # fmt: skip
+        out = lt_client.Outcome()
+        lt_client.probe(spec, out)
+    assert (out.ops, out.failed) == (1, 0) and out.t_start <= out.t_end < out.t_start + 1
+
+
+def test_client_probe_gives_up(monkeypatch: Any) -> None:
+    monkeypatch.setattr("sys.stdin", type("In", (), {"readline": staticmethod(lambda: "go\n")}))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))  # bound, never listening: every attempt refused
+        spec = lt_client.Spec("probe", "127.0.0.1", s.getsockname()[1], duration=0.2,
+                              ports=[0] * 30)  # fmt: skip
+        out = lt_client.Outcome()
+        lt_client.probe(spec, out)
+    assert (out.ops, out.failed) == (0, 1) and "no new connection" in out.error
 
 
 def test_a_refused_connection_counts_as_failed() -> None:

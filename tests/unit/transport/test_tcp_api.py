@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import gc
 import random
+import weakref
 
 import pytest
 from scapy.layers.inet import IP, TCP
@@ -373,3 +375,51 @@ def test_listener_counters_reach_the_gauges() -> None:
         assert gauges["tcp_listen/syn_received"] == 2 and gauges["tcp_listen/syns_dropped"] == 1
 
     asyncio.run(go())
+
+
+def test_a_close_answering_the_peers_fin_is_one_segment_and_frees_the_connection() -> None:
+    """A server that closes when the peer's FIN arrives (asyncio's default
+    ``eof_received``, as echo): the ACK of that FIN leaves with our FIN, one
+    FIN|ACK; once the peer ACKs it the connection and its protocol are
+    freed by reference counting alone (no cycle left for the cyclic GC)."""
+
+    async def go() -> None:
+        net, stack, tcp = world()
+        made: list[asyncio.Protocol] = []
+
+        class Server(asyncio.Protocol):
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                self.transport = transport
+                made.append(self)
+
+        def segment(flags: str, seq: int, ack: int) -> Ether:
+            return (
+                Ether(src=PEER_MAC, dst=OUR_MAC)
+                / IP(src=PEER4, dst=OUR4)
+                / TCP(sport=40000, dport=8080, flags=flags, seq=seq, ack=ack)
+            )
+
+        await stack.create_server(Server, "0.0.0.0", 8080)
+        synack = handshake(net, 8080)
+        assert synack is not None
+        iss = synack[TCP].seq
+        net.inject(segment("A", 1001, iss + 1))
+        tcp.flush()
+        await asyncio.sleep(0)
+        net.sent()
+        protocol = weakref.ref(made.pop())
+        net.inject(segment("FA", 1001, iss + 1))
+        tcp.flush()
+        out = net.sent()
+        assert [(p[TCP].flags, p[TCP].seq, p[TCP].ack) for p in out] == [("FA", iss + 1, 1002)]
+        net.inject(segment("A", 1002, iss + 2))
+        tcp.flush()
+        for _ in range(3):
+            await asyncio.sleep(0)  # connection_lost runs
+        assert not tcp.conns and protocol() is None
+
+    gc.disable()
+    try:
+        asyncio.run(go())
+    finally:
+        gc.enable()
