@@ -279,27 +279,27 @@ class ShardAssembly:
         self.ingress.register(ETHERTYPE_ARP, watched(control.handle_arp))
         if stack.ndp_hook is not None:
             stack.ndp_hook = watched(stack.ndp_hook)
-        udp = stack.transport_v4.get(17)
-        if control.dhcp4 and udp is not None:
-            # DHCP replies (server port to client port) go to the link's
-            # client before any socket (the dispatcher sends them to shard 0).
-            def udp_or_dhcp(d: Any, udp: Callable[[Any], bool] = udp) -> bool:
-                if control.handle_dhcp4(d):
-                    self.control_changed()
-                    return True
-                return udp(d)
+        # DHCP replies (server port to client port: RFC 2131 §4.1, RFC 8415
+        # §7.2) go to the link's client before any socket (the dispatcher
+        # sends them to shard 0).
+        for table, clients, handle in (
+            (stack.transport_v4, control.dhcp4, control.handle_dhcp4),
+            (stack.transport_v6, control.dhcp6, control.handle_dhcp6),
+        ):
+            udp = table.get(17)
+            if clients and udp is not None:
 
-            stack.transport_v4[17] = udp_or_dhcp
-        udp6 = stack.transport_v6.get(17)
-        if control.dhcp6 and udp6 is not None:
-            # DHCPv6 replies (547 to 546) likewise (RFC 8415 §7.2).
-            def udp_or_dhcp6(d: Any, udp: Callable[[Any], bool] = udp6) -> bool:
-                if control.handle_dhcp6(d):
-                    self.control_changed()
-                    return True
-                return udp(d)
+                def udp_or_dhcp(
+                    d: Any,
+                    udp: Callable[[Any], bool] = udp,
+                    handle: Callable[[Any], bool] = handle,
+                ) -> bool:
+                    if handle(d):
+                        self.control_changed()
+                        return True
+                    return udp(d)
 
-            stack.transport_v6[17] = udp_or_dhcp6
+                table[17] = udp_or_dhcp
         igmp = stack.transport_v4.get(IPPROTO_IGMP)
         if igmp is not None:
             stack.transport_v4[IPPROTO_IGMP] = watched(igmp)

@@ -248,41 +248,33 @@ class ControlPlane(Resolver):
     def handle_dhcp4(self, d: Delivery) -> bool:
         """UDP from a DHCP server's port to the client's (RFC 2131 §4.1):
         the NIC's client takes it (True), or it is an ordinary datagram."""
-        client = self.dhcp4.get(d.nic)
-        payload = d.payload
-        if client is None or len(payload) < 8 or payload[0:4] != _DHCP_PORTS:
-            return False
-        counters = self.stack.counters
-        try:
-            msg = Dhcp4View.checked(payload[8 : (payload[4] << 8) | payload[5]]).message()
-        except MalformedPacket as exc:
-            counters.refuse("dhcp", exc.reason)
-            return True
-        result = client.handle(self.clock(), msg, d.src)
-        if isinstance(result, Drop):
-            counters.refuse("dhcp", result)
-        else:
-            self.apply(d.nic, result)
-        return True
+        return self._handle_dhcp(d, self.dhcp4.get(d.nic), _DHCP_PORTS, Dhcp4View, "dhcp")
 
     def handle_dhcp6(self, d: Delivery) -> bool:
-        """UDP from a DHCPv6 server's port to the client's (RFC 8415 §7.2):
-        the NIC's client takes it (True), or it is an ordinary datagram."""
-        client = self.dhcp6.get(d.nic)
+        """UDP from a DHCPv6 server's port to the client's (RFC 8415 §7.2),
+        likewise."""
+        return self._handle_dhcp(d, self.dhcp6.get(d.nic), _DHCP6_PORTS, Dhcp6View, "dhcp6")
+
+    def _handle_dhcp(
+        self, d: Delivery, client: Dhcp4Client | Dhcp6Client | None, ports: bytes, view: Any,
+        layer: str,
+    ) -> bool:  # fmt: skip
         payload = d.payload
-        if client is None or len(payload) < 8 or payload[0:4] != _DHCP6_PORTS:
+        if client is None or len(payload) < 8 or payload[0:4] != ports:
             return False
         counters = self.stack.counters
         try:
-            msg = Dhcp6View.checked(payload[8 : (payload[4] << 8) | payload[5]]).message()
+            msg = view.checked(payload[8 : (payload[4] << 8) | payload[5]]).message()
         except MalformedPacket as exc:
-            counters.refuse("dhcp6", exc.reason)
+            counters.refuse(layer, exc.reason)
             return True
         result = client.handle(self.clock(), msg, d.src)
         if isinstance(result, Drop):
-            counters.refuse("dhcp6", result)
-        else:
+            counters.refuse(layer, result)
+        elif isinstance(client, Dhcp6Client):
             self._apply6(d.nic, result)
+        else:
+            self.apply(d.nic, result)
         return True
 
     def stop_dhcp(self) -> bool:
