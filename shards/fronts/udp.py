@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..relay import socks5 as codec
-from ..relay.udp import MAX_WAITING, SWEEP_S, UDP_IDLE_S
+from ..relay.idle import SWEEP_S
+from ..relay.udp import MAX_WAITING, UDP_IDLE_S
 
 if TYPE_CHECKING:
     from . import Fronts

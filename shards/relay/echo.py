@@ -58,6 +58,7 @@ from shardnet.common.wire.ipv4 import IPPROTO_ICMP, Ipv4Header
 from shardnet.common.wire.ipv6 import NH_ICMPV6, Ipv6Header
 
 from ..net.stack import NetStack
+from .idle import SweptFlows
 from .rules import RelayRules
 from .sockets import SocketOpener
 from .tcp import _delivery
@@ -65,7 +66,6 @@ from .tcp import _delivery
 log = logging.getLogger("shardnet.relay")
 
 ECHO_IDLE_S = 30.0  # nf_conntrack_icmp_timeout
-SWEEP_S = 1.0
 MAX_WAITING = 4  # requests held per flow while its socket opens
 _ECHO = struct.Struct("!BBHHH")  # type, code, checksum, identifier, sequence
 _RECV = 65535
@@ -92,7 +92,7 @@ class EchoFlow:
     last_request: bytes = b""  # the last request sent on: an error's quote
 
 
-class EchoRelay:
+class EchoRelay(SweptFlows[EchoFlow]):
     """Relays echo requests to addresses not the stack's. Counters:
     ``opened`` flows, ``over_cap``, ``denied``, ``failed`` (a socket that
     could not be opened), ``errors`` (ICMP errors the kernel reported),
@@ -115,7 +115,6 @@ class EchoRelay:
         self.opened = self.over_cap = self.denied = self.failed = self.errors = 0
         self.requests = self.replies = self.bytes_up = self.bytes_down = 0
         self._warned = False
-        self._sweeper: asyncio.TimerHandle | None = None
 
     def request(self, src: bytes, dst: bytes, ident: int, seq: int, data: bytes) -> bool:
         """An echo request from ``src`` to ``dst``; False if the stack
@@ -281,23 +280,8 @@ class EchoRelay:
             flow.sock.close()
             flow.sock = None
 
-    def _arm(self) -> None:
-        if self._sweeper is None and self.flows:
-            self._sweeper = asyncio.get_running_loop().call_later(SWEEP_S, self._sweep)
-
-    def _sweep(self) -> None:
-        self._sweeper = None
-        now = self.clock()
-        for flow in [f for f in self.flows.values() if now - f.last >= ECHO_IDLE_S]:
-            self._forget(flow)
-        self._arm()
-
-    def close(self) -> None:
-        for flow in list(self.flows.values()):
-            self._forget(flow)
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            self._sweeper = None
+    def _idle_s(self, flow: EchoFlow) -> float:
+        return ECHO_IDLE_S
 
     def stats(self) -> dict[str, int]:
         return {

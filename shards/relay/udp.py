@@ -28,6 +28,7 @@ from ..net.datagram import Delivery
 from ..net.stack import NetStack
 from ..transport.udp import build_datagram
 from . import socks5
+from .idle import SweptFlows
 from .limits import RelayLimits
 from .rules import RelayRules
 from .sockets import SocketOpener
@@ -37,7 +38,6 @@ UDP_IDLE_S = 60.0  # an idle flow is closed after this long
 DNS_IDLE_S = 10.0  # ... and a DNS flow (destination port 53) after this long
 DNS_PORT = 53
 MAX_WAITING = 16  # datagrams held per flow while its socket opens
-SWEEP_S = 1.0  # how often idle flows are looked for
 
 FlowKey = tuple[bytes, int, bytes, int]  # client address, client port, destination, port
 
@@ -57,7 +57,7 @@ class UdpFlow:
     header: bytes = b""
 
 
-class UdpRelay:
+class UdpRelay(SweptFlows[UdpFlow]):
     """Relays the datagrams no socket of ours takes. Counters: ``flows``
     opened, ``denied`` (by a rule), ``over_cap`` (dropped: too many flows), ``failed`` (a socket
     that could not be opened), ``dropped`` (held too long or sent in vain),
@@ -83,7 +83,6 @@ class UdpRelay:
         self.opened = self.over_cap = self.failed = self.dropped = 0
         # "up": client to destination; "down": back
         self.datagrams_up = self.datagrams_down = self.bytes_up = self.bytes_down = 0
-        self._sweeper: asyncio.TimerHandle | None = None
 
     def datagram(self, d: Delivery, sport: int, dport: int, data: bytes) -> bool:
         """A datagram for ``d.dst:dport`` that is not ours; False if it is
@@ -194,23 +193,8 @@ class UdpRelay:
             flow.control.close()
             flow.control = None
 
-    def _arm(self) -> None:
-        if self._sweeper is None and self.flows:
-            self._sweeper = asyncio.get_running_loop().call_later(SWEEP_S, self._sweep)
-
-    def _sweep(self) -> None:
-        self._sweeper = None
-        now = self.clock()
-        for flow in [f for f in self.flows.values() if now - f.last >= f.idle_s]:
-            self._forget(flow)
-        self._arm()
-
-    def close(self) -> None:
-        for flow in list(self.flows.values()):
-            self._forget(flow)
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            self._sweeper = None
+    def _idle_s(self, flow: UdpFlow) -> float:
+        return flow.idle_s
 
     def stats(self) -> dict[str, int]:
         return {
