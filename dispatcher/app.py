@@ -325,20 +325,16 @@ class Dispatcher:
                     continue
             slot = slots[shard]
             producer = slot.producer
+            # Control-plane frames are bounded, so that a flood of them never
+            # queues flows' frames behind it (backlog.py).
+            control = control_plane(data)
             if producer is None:
                 d.ring_drops[shard] += 1
-            elif control_plane(data):
-                # Bounded, so that a flood of it never queues flows' frames
-                # behind it (backlog.py).
-                if not slot.backlog.admits(producer):
-                    d.backlog_drops[shard] += 1
-                elif producer.try_put_tagged(tag, head, data):
-                    slot.backlog.put(producer.position)
-                    d.to_shard[shard] += 1
-                    touched.add(shard)
-                else:
-                    d.ring_drops[shard] += 1
+            elif control and not slot.backlog.admits(producer):
+                d.backlog_drops[shard] += 1
             elif producer.try_put_tagged(tag, head, data):
+                if control:
+                    slot.backlog.put(producer.position)
                 d.to_shard[shard] += 1
                 touched.add(shard)
             else:
